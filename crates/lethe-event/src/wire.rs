@@ -1,0 +1,467 @@
+//! Parsing and validating Amplitude request bodies (`/2/httpapi`, `/batch`) and export lines
+//! (bulk import), with per-event issues so that clients drop only the events that are bad.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+use crate::{NumField, Props, StrField};
+
+/// Amplitude's default minimum length of `user_id` and `device_id`.
+pub const DEFAULT_MIN_ID_LENGTH: usize = 5;
+
+/// Ids that Amplitude rejects as placeholders (compared case-insensitively).
+const INVALID_IDS: &[&str] = &[
+    "anonymous",
+    "nil",
+    "none",
+    "null",
+    "n/a",
+    "na",
+    "undefined",
+    "unknown",
+    "\"\"",
+    "00000000-0000-0000-0000-000000000000",
+    "{}",
+    "lmy47d",
+    "0",
+    "-1",
+];
+
+/// Amplitude caps every string value at 1024 characters and truncates longer ones.
+const MAX_STRING_CHARS: usize = 1024;
+
+/// A request-level failure: the whole body is refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RequestError {
+    /// The body is not JSON of the expected shape.
+    #[error("Invalid JSON request body")]
+    InvalidJson,
+    /// A required top-level field is absent.
+    #[error("Request missing required field")]
+    MissingField(&'static str),
+}
+
+/// Which of Amplitude's three per-event error maps an issue belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum EventIssue {
+    /// Goes to `events_with_missing_fields`.
+    Missing,
+    /// Goes to `events_with_invalid_fields`.
+    Invalid,
+    /// Goes to `events_with_invalid_id_lengths`.
+    IdLength,
+}
+
+/// Why one event was refused: the issue kind and the field it concerns.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct EventError {
+    /// Which error map the event index goes into.
+    pub issue: EventIssue,
+    /// The field name (never a value: error bodies and logs must not carry data).
+    pub field: &'static str,
+}
+
+/// Request options Amplitude clients may send.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+pub struct WireOptions {
+    /// Overrides the minimum id length.
+    pub min_id_length: Option<usize>,
+}
+
+/// An event that passed validation, before the server resolves identity and user properties.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ParsedEvent {
+    pub event_type: String,
+    pub user_id: Option<String>,
+    pub device_id: Option<String>,
+    pub time: Option<i64>,
+    pub insert_id: Option<String>,
+    pub session_id: Option<i64>,
+    pub event_id: Option<i64>,
+    pub strs: Vec<(u8, String)>,
+    pub nums: Vec<(u8, f64)>,
+    pub groups: Option<String>,
+    pub group_properties: Option<String>,
+    pub event_properties: Props,
+    /// The raw `user_properties` object: operations or plain keys, applied to the profile.
+    pub user_property_ops: Vec<(String, Value)>,
+    /// Kept from an import line; assigned by the server otherwise.
+    pub uuid: Option<u128>,
+    /// Kept from an import line; assigned by the server otherwise.
+    pub server_upload_time: Option<i64>,
+}
+
+/// A parsed ingestion request.
+#[derive(Debug)]
+pub struct Batch {
+    pub api_key: String,
+    /// One entry per event in request order: the event, or every issue found in it.
+    pub events: Vec<Result<ParsedEvent, Vec<EventError>>>,
+}
+
+#[derive(Deserialize)]
+struct Body<'a> {
+    #[serde(borrow)]
+    api_key: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    events: Option<Vec<&'a RawValue>>,
+    #[serde(default)]
+    options: Option<WireOptions>,
+}
+
+/// Parses an `/2/httpapi` or `/batch` body.
+pub fn parse_batch(body: &[u8]) -> Result<Batch, RequestError> {
+    let body: Body = serde_json::from_slice(body).map_err(|_| RequestError::InvalidJson)?;
+    let api_key = body
+        .api_key
+        .filter(|k| !k.is_empty())
+        .ok_or(RequestError::MissingField("api_key"))?
+        .into_owned();
+    let raw_events = body.events.ok_or(RequestError::MissingField("events"))?;
+    let min_id = body
+        .options
+        .and_then(|o| o.min_id_length)
+        .unwrap_or(DEFAULT_MIN_ID_LENGTH);
+    let events = raw_events
+        .iter()
+        .map(|raw| parse_event(raw.get(), min_id, false))
+        .collect();
+    Ok(Batch { api_key, events })
+}
+
+/// Parses one bulk-import line: Amplitude's export format (or an ingestion event), keeping
+/// `uuid`, `server_upload_time` and `$insert_id` when present.
+pub fn parse_export_line(line: &str) -> Result<ParsedEvent, Vec<EventError>> {
+    parse_event(line, 1, true)
+}
+
+type Fields<'a> = BTreeMap<Cow<'a, str>, &'a RawValue>;
+
+/// Parses and validates one event object. `import` accepts export field names and
+/// server-side fields.
+pub fn parse_event(
+    json: &str,
+    min_id_length: usize,
+    import: bool,
+) -> Result<ParsedEvent, Vec<EventError>> {
+    let fields: Fields = serde_json::from_str(json).map_err(|_| {
+        vec![EventError {
+            issue: EventIssue::Invalid,
+            field: "event",
+        }]
+    })?;
+    let mut errors = Vec::new();
+    let mut check = |issue, field| errors.push(EventError { issue, field });
+    let mut ev = ParsedEvent::default();
+
+    match text(&fields, &["event_type"]) {
+        Ok(Some(t)) if !t.is_empty() => ev.event_type = truncate(t),
+        Ok(_) => check(EventIssue::Missing, "event_type"),
+        Err(()) => check(EventIssue::Invalid, "event_type"),
+    }
+    let user_id = id_field(&fields, "user_id", min_id_length, &mut check);
+    let device_id = id_field(&fields, "device_id", min_id_length, &mut check);
+    match (&user_id, &device_id) {
+        (IdCheck::Ok(_), _) | (_, IdCheck::Ok(_)) => {}
+        (IdCheck::TooShort, _) => check(EventIssue::IdLength, "user_id"),
+        (_, IdCheck::TooShort) => check(EventIssue::IdLength, "device_id"),
+        (IdCheck::Absent, IdCheck::Absent) => check(EventIssue::Missing, "user_id"),
+        _ => {}
+    }
+    ev.user_id = user_id.into_value();
+    ev.device_id = device_id.into_value();
+
+    let time_keys: &[&str] = if import {
+        &["time", "event_time"]
+    } else {
+        &["time"]
+    };
+    match timestamp(&fields, time_keys, import) {
+        Ok(t) => ev.time = t,
+        Err(()) => check(EventIssue::Invalid, "time"),
+    }
+    if import {
+        match timestamp(&fields, &["server_upload_time"], true) {
+            Ok(t) => ev.server_upload_time = t,
+            Err(()) => check(EventIssue::Invalid, "server_upload_time"),
+        }
+        match text(&fields, &["uuid"]).map(|u| u.map(|u| uuid::Uuid::parse_str(&u))) {
+            Ok(None) => {}
+            Ok(Some(Ok(u))) => ev.uuid = Some(u.as_u128()),
+            _ => check(EventIssue::Invalid, "uuid"),
+        }
+    }
+    match text(&fields, &["insert_id", "$insert_id"]) {
+        Ok(v) => ev.insert_id = v.filter(|s| !s.is_empty()).map(truncate),
+        Err(()) => check(EventIssue::Invalid, "insert_id"),
+    }
+    match integer(&fields, "session_id") {
+        Ok(v) => ev.session_id = v,
+        Err(()) => check(EventIssue::Invalid, "session_id"),
+    }
+    match integer(&fields, "event_id") {
+        Ok(v) => ev.event_id = v,
+        Err(()) => check(EventIssue::Invalid, "event_id"),
+    }
+    for (i, f) in StrField::ALL.iter().enumerate() {
+        match text(&fields, &[f.wire, f.export]) {
+            Ok(Some(v)) => ev.strs.push((i as u8, truncate(v))),
+            Ok(None) => {}
+            Err(()) => check(EventIssue::Invalid, f.wire),
+        }
+    }
+    for (i, f) in NumField::ALL.iter().enumerate() {
+        match number(&fields, f.name) {
+            Ok(Some(v)) => ev.nums.push((i as u8, v)),
+            Ok(None) => {}
+            Err(()) => check(EventIssue::Invalid, f.name),
+        }
+    }
+    match object_text(&fields, "groups") {
+        Ok(v) => ev.groups = v,
+        Err(()) => check(EventIssue::Invalid, "groups"),
+    }
+    match object_text(&fields, "group_properties") {
+        Ok(v) => ev.group_properties = v,
+        Err(()) => check(EventIssue::Invalid, "group_properties"),
+    }
+    match props(&fields, "event_properties") {
+        Ok(v) => ev.event_properties = v,
+        Err(()) => check(EventIssue::Invalid, "event_properties"),
+    }
+    match user_ops(&fields) {
+        Ok(v) => ev.user_property_ops = v,
+        Err(()) => check(EventIssue::Invalid, "user_properties"),
+    }
+    if errors.is_empty() {
+        Ok(ev)
+    } else {
+        errors.sort();
+        errors.dedup();
+        Err(errors)
+    }
+}
+
+enum IdCheck {
+    Absent,
+    TooShort,
+    Invalid,
+    Ok(String),
+}
+
+impl IdCheck {
+    fn into_value(self) -> Option<String> {
+        match self {
+            IdCheck::Ok(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+fn id_field(
+    fields: &Fields,
+    name: &'static str,
+    min_len: usize,
+    check: &mut impl FnMut(EventIssue, &'static str),
+) -> IdCheck {
+    match text(fields, &[name]) {
+        Ok(None) => IdCheck::Absent,
+        Ok(Some(v)) if v.is_empty() => IdCheck::Absent,
+        Ok(Some(v)) if INVALID_IDS.iter().any(|bad| bad.eq_ignore_ascii_case(&v)) => {
+            check(EventIssue::Invalid, name);
+            IdCheck::Invalid
+        }
+        // A short id is removed from the event; the event fails only if no id is left.
+        Ok(Some(v)) if v.chars().count() < min_len => IdCheck::TooShort,
+        Ok(Some(v)) => IdCheck::Ok(truncate(v)),
+        Err(()) => {
+            check(EventIssue::Invalid, name);
+            IdCheck::Invalid
+        }
+    }
+}
+
+fn truncate(s: Cow<str>) -> String {
+    match s.char_indices().nth(MAX_STRING_CHARS) {
+        Some((cut, _)) => s[..cut].to_string(),
+        None => s.into_owned(),
+    }
+}
+
+fn lookup<'a>(fields: &Fields<'a>, keys: &[&str]) -> Option<&'a RawValue> {
+    keys.iter()
+        .find_map(|k| fields.get(*k).copied())
+        .filter(|raw| raw.get() != "null")
+}
+
+fn text<'a>(fields: &Fields<'a>, keys: &[&str]) -> Result<Option<Cow<'a, str>>, ()> {
+    match lookup(fields, keys) {
+        None => Ok(None),
+        Some(raw) => serde_json::from_str::<Cow<str>>(raw.get())
+            .map(Some)
+            .map_err(|_| ()),
+    }
+}
+
+fn integer(fields: &Fields, key: &str) -> Result<Option<i64>, ()> {
+    match lookup(fields, &[key]) {
+        None => Ok(None),
+        Some(raw) => match serde_json::from_str::<Value>(raw.get()) {
+            Ok(Value::Number(n)) => n
+                .as_i64()
+                .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64))
+                .map(Some)
+                .ok_or(()),
+            _ => Err(()),
+        },
+    }
+}
+
+fn number(fields: &Fields, key: &str) -> Result<Option<f64>, ()> {
+    match lookup(fields, &[key]) {
+        None => Ok(None),
+        Some(raw) => match serde_json::from_str::<Value>(raw.get()) {
+            Ok(Value::Number(n)) => Ok(n.as_f64()),
+            Ok(Value::String(s)) => s.parse().map(Some).map_err(|_| ()),
+            _ => Err(()),
+        },
+    }
+}
+
+/// `time` is integer milliseconds on the wire; an import line may also carry export text.
+fn timestamp(fields: &Fields, keys: &[&str], allow_text: bool) -> Result<Option<i64>, ()> {
+    match lookup(fields, keys) {
+        None => Ok(None),
+        Some(raw) => match serde_json::from_str::<Value>(raw.get()) {
+            Ok(Value::Number(n)) => n.as_i64().filter(|t| *t >= 0).map(Some).ok_or(()),
+            Ok(Value::String(s)) if allow_text => crate::parse_export_time(&s).map(Some).ok_or(()),
+            _ => Err(()),
+        },
+    }
+}
+
+fn object_text(fields: &Fields, key: &str) -> Result<Option<String>, ()> {
+    match lookup(fields, &[key]) {
+        None => Ok(None),
+        Some(raw) if raw.get().trim_start().starts_with('{') => Ok(Some(raw.get().to_string())),
+        Some(_) => Err(()),
+    }
+}
+
+fn props(fields: &Fields, key: &str) -> Result<Props, ()> {
+    let Some(raw) = lookup(fields, &[key]) else {
+        return Ok(Vec::new());
+    };
+    let map: BTreeMap<Cow<str>, &RawValue> = serde_json::from_str(raw.get()).map_err(|_| ())?;
+    Ok(map
+        .into_iter()
+        .filter(|(_, v)| v.get() != "null")
+        .map(|(k, v)| (truncate(k), compact(v)))
+        .collect())
+}
+
+/// Keeps the client's JSON text when it is already compact; re-serializes otherwise, so that
+/// equal values are stored as equal text.
+fn compact(raw: &RawValue) -> String {
+    let text = raw.get();
+    let compact_already = !text.starts_with('{') && !text.starts_with('[');
+    if compact_already {
+        return text.to_string();
+    }
+    serde_json::from_str::<Value>(text)
+        .map(|v| v.to_string())
+        .unwrap_or_else(|_| text.to_string())
+}
+
+fn user_ops(fields: &Fields) -> Result<Vec<(String, Value)>, ()> {
+    match lookup(fields, &["user_properties"]) {
+        None => Ok(Vec::new()),
+        Some(raw) => match serde_json::from_str::<Value>(raw.get()) {
+            Ok(Value::Object(map)) => Ok(map.into_iter().collect()),
+            _ => Err(()),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn issues(json: &str) -> Vec<(EventIssue, &'static str)> {
+        match parse_event(json, DEFAULT_MIN_ID_LENGTH, false) {
+            Ok(_) => vec![],
+            Err(e) => e.into_iter().map(|e| (e.issue, e.field)).collect(),
+        }
+    }
+
+    #[test]
+    fn validation_matches_amplitude() {
+        assert!(issues(r#"{"event_type":"a","user_id":"user-1","time":1}"#).is_empty());
+        assert_eq!(
+            issues(r#"{"user_id":"user-1"}"#),
+            [(EventIssue::Missing, "event_type")]
+        );
+        assert_eq!(
+            issues(r#"{"event_type":"a"}"#),
+            [(EventIssue::Missing, "user_id")]
+        );
+        assert_eq!(
+            issues(r#"{"event_type":"a","user_id":"abc"}"#),
+            [(EventIssue::IdLength, "user_id")]
+        );
+        assert_eq!(
+            issues(r#"{"event_type":"a","user_id":"null"}"#),
+            [(EventIssue::Invalid, "user_id")]
+        );
+        assert_eq!(
+            issues(r#"{"event_type":"a","user_id":"user-1","time":"2024-01-01T00:00:00Z"}"#),
+            [(EventIssue::Invalid, "time")]
+        );
+        // A short id is dropped while the other id carries the event.
+        let ev = parse_event(
+            r#"{"event_type":"a","user_id":"abc","device_id":"device-1"}"#,
+            5,
+            false,
+        )
+        .unwrap();
+        assert_eq!(ev.user_id, None);
+        assert_eq!(ev.device_id.as_deref(), Some("device-1"));
+    }
+
+    #[test]
+    fn batch_reports_request_errors() {
+        assert_eq!(parse_batch(b"{").unwrap_err(), RequestError::InvalidJson);
+        assert_eq!(
+            parse_batch(br#"{"events":[]}"#).unwrap_err(),
+            RequestError::MissingField("api_key")
+        );
+        let b = parse_batch(
+            br#"{"api_key":"k","events":[{"event_type":"x","user_id":"ab"}],"options":{"min_id_length":2},"client_upload_time":"x"}"#,
+        )
+        .unwrap();
+        assert!(b.events[0].is_ok());
+    }
+
+    #[test]
+    fn properties_keep_json_types() {
+        let ev = parse_event(
+            r#"{"event_type":"a","device_id":"device-1","event_properties":{"n":1.5,"s":"x","l":[1, 2],"z":null},"app_version":"2.1"}"#,
+            5,
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            ev.event_properties,
+            vec![
+                ("l".into(), "[1,2]".into()),
+                ("n".into(), "1.5".into()),
+                ("s".into(), "\"x\"".into())
+            ]
+        );
+        assert_eq!(ev.strs, vec![(0, "2.1".to_string())]);
+    }
+}

@@ -1,0 +1,169 @@
+//! The catalog: names of event types and properties, their numeric ids (segment column
+//! names use the ids) and how many stored events carry each.
+
+use std::collections::HashMap;
+
+use rusqlite::{params, Transaction};
+use serde::Serialize;
+
+use crate::{MetaStore, Result};
+
+/// The three things a catalog lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CatalogKind {
+    Event,
+    EventProperty,
+    UserProperty,
+}
+
+impl CatalogKind {
+    /// Stored name of the kind.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CatalogKind::Event => "event",
+            CatalogKind::EventProperty => "event_property",
+            CatalogKind::UserProperty => "user_property",
+        }
+    }
+}
+
+/// One catalog row.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CatalogEntry {
+    pub id: i64,
+    pub name: String,
+    pub first_seen: Option<i64>,
+    pub last_seen: Option<i64>,
+    pub event_count: i64,
+}
+
+/// A change to one entry's count and seen-range, by id.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CountDelta {
+    pub kind: CatalogKind,
+    pub id: i64,
+    pub count: i64,
+    pub first_seen: i64,
+    pub last_seen: i64,
+}
+
+/// Catalog changes that commit together with the segments that cause them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CatalogDelta {
+    pub counts: Vec<CountDelta>,
+    /// (event type id, event property id) → events of that type carrying the property.
+    pub pairs: Vec<(i64, i64, i64)>,
+}
+
+impl MetaStore {
+    /// Returns the ids of `names`, registering the ones not seen before (with no events yet).
+    pub fn ensure_catalog_ids(
+        &self,
+        project_id: i64,
+        kind: CatalogKind,
+        names: &[&str],
+    ) -> Result<HashMap<String, i64>> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let mut ids = HashMap::with_capacity(names.len());
+            {
+                let mut find =
+                    tx.prepare_cached("SELECT id FROM catalog WHERE project_id=?1 AND kind=?2 AND name=?3")?;
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO catalog (project_id, kind, id, name)
+                     VALUES (?1, ?2, (SELECT COALESCE(MAX(id), 0) + 1 FROM catalog WHERE project_id=?1 AND kind=?2), ?3)",
+                )?;
+                for name in names {
+                    let id: Option<i64> = find
+                        .query_row(params![project_id, kind.as_str(), name], |r| r.get(0))
+                        .ok();
+                    let id = match id {
+                        Some(id) => id,
+                        None => {
+                            insert.execute(params![project_id, kind.as_str(), name])?;
+                            find.query_row(params![project_id, kind.as_str(), name], |r| r.get(0))?
+                        }
+                    };
+                    ids.insert(name.to_string(), id);
+                }
+            }
+            tx.commit()?;
+            Ok(ids)
+        })
+    }
+
+    /// Id → name for one kind: how readers turn segment column ids back into names.
+    pub fn catalog_names(
+        &self,
+        project_id: i64,
+        kind: CatalogKind,
+    ) -> Result<HashMap<i64, String>> {
+        Ok(self
+            .list_catalog(project_id, kind)?
+            .into_iter()
+            .map(|e| (e.id, e.name))
+            .collect())
+    }
+
+    /// Every entry of one kind, by name.
+    pub fn list_catalog(&self, project_id: i64, kind: CatalogKind) -> Result<Vec<CatalogEntry>> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT id, name, first_seen, last_seen, event_count FROM catalog
+                 WHERE project_id=?1 AND kind=?2 ORDER BY name",
+            )?;
+            let rows = st.query_map(params![project_id, kind.as_str()], |r| {
+                Ok(CatalogEntry {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    first_seen: r.get(2)?,
+                    last_seen: r.get(3)?,
+                    event_count: r.get(4)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    /// (event type id, property id) → count of events of that type carrying the property.
+    pub fn event_property_pairs(&self, project_id: i64) -> Result<Vec<(i64, i64, i64)>> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT event_type_id, property_id, event_count FROM catalog_event_property
+                 WHERE project_id=?1",
+            )?;
+            let rows = st.query_map([project_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+}
+
+pub(crate) fn apply_delta(tx: &Transaction, project_id: i64, delta: &CatalogDelta) -> Result<()> {
+    let mut counts = tx.prepare_cached(
+        "UPDATE catalog SET event_count = event_count + ?4,
+            first_seen = MIN(COALESCE(first_seen, ?5), ?5),
+            last_seen = MAX(COALESCE(last_seen, ?6), ?6)
+         WHERE project_id=?1 AND kind=?2 AND id=?3",
+    )?;
+    for d in &delta.counts {
+        counts.execute(params![
+            project_id,
+            d.kind.as_str(),
+            d.id,
+            d.count,
+            d.first_seen,
+            d.last_seen
+        ])?;
+    }
+    let mut pairs = tx.prepare_cached(
+        "INSERT INTO catalog_event_property (project_id, event_type_id, property_id, event_count)
+         VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (project_id, event_type_id, property_id)
+         DO UPDATE SET event_count = event_count + excluded.event_count",
+    )?;
+    for (event_type, property, count) in &delta.pairs {
+        pairs.execute(params![project_id, event_type, property, count])?;
+    }
+    Ok(())
+}

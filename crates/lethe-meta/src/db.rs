@@ -1,0 +1,36 @@
+//! Opening the database and applying versioned migrations.
+
+use std::path::Path;
+
+use rusqlite::Connection;
+
+use crate::Result;
+
+/// Migrations in order; the database records how many it has applied.
+const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_initial.sql")];
+
+pub(crate) fn open(path: &Path) -> Result<Connection> {
+    let mut conn = Connection::open(path)?;
+    // secure_delete zeroes freed pages so that deleted rows do not linger in the file;
+    // synchronous=FULL because manifest commits must survive power loss.
+    conn.execute_batch(
+        "PRAGMA journal_mode=WAL;
+         PRAGMA synchronous=FULL;
+         PRAGMA secure_delete=ON;
+         PRAGMA foreign_keys=ON;
+         PRAGMA busy_timeout=5000;",
+    )?;
+    migrate(&mut conn)?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let applied: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}

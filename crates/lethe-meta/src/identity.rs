@@ -1,0 +1,93 @@
+//! Identities (user_id / device_id → amplitude_id) and current user profiles.
+//!
+//! The ingestion path keeps both in memory and writes the changed ones here in the same
+//! transaction that commits the events that changed them.
+
+use rusqlite::params;
+
+use crate::{MetaStore, Result};
+
+/// One id mapping: `kind` is `user` or `device`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityRecord {
+    pub project_id: i64,
+    pub kind: &'static str,
+    pub external_id: String,
+    pub amplitude_id: i64,
+}
+
+/// One user's current profile (`properties` is a JSON object text).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProfileRecord {
+    pub project_id: i64,
+    pub amplitude_id: i64,
+    pub user_id: Option<String>,
+    pub properties: String,
+}
+
+impl MetaStore {
+    /// Every identity mapping, for loading into memory at start.
+    pub fn load_identities(&self) -> Result<Vec<IdentityRecord>> {
+        self.with(|c| {
+            let mut st =
+                c.prepare("SELECT project_id, kind, external_id, amplitude_id FROM identities")?;
+            let rows = st.query_map([], |r| {
+                let kind: String = r.get(1)?;
+                Ok(IdentityRecord {
+                    project_id: r.get(0)?,
+                    kind: if kind == "user" { "user" } else { "device" },
+                    external_id: r.get(2)?,
+                    amplitude_id: r.get(3)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    /// Every profile, for loading into memory at start.
+    pub fn load_profiles(&self) -> Result<Vec<ProfileRecord>> {
+        self.with(|c| {
+            let mut st =
+                c.prepare("SELECT project_id, amplitude_id, user_id, properties FROM profiles")?;
+            let rows = st.query_map([], |r| {
+                Ok(ProfileRecord {
+                    project_id: r.get(0)?,
+                    amplitude_id: r.get(1)?,
+                    user_id: r.get(2)?,
+                    properties: r.get(3)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    /// The highest amplitude_id ever handed out and committed.
+    pub fn amplitude_id_high(&self) -> Result<i64> {
+        self.with(|c| {
+            Ok(c.query_row(
+                "SELECT value FROM counters WHERE name='amplitude_id'",
+                [],
+                |r| r.get(0),
+            )?)
+        })
+    }
+}
+
+pub(crate) fn upsert_identity(tx: &rusqlite::Transaction, id: &IdentityRecord) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO identities (project_id, kind, external_id, amplitude_id) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (project_id, kind, external_id) DO UPDATE SET amplitude_id = excluded.amplitude_id",
+    )?
+    .execute(params![id.project_id, id.kind, id.external_id, id.amplitude_id])?;
+    Ok(())
+}
+
+pub(crate) fn upsert_profile(tx: &rusqlite::Transaction, p: &ProfileRecord) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO profiles (project_id, amplitude_id, user_id, properties) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (project_id, amplitude_id)
+         DO UPDATE SET user_id = excluded.user_id, properties = excluded.properties",
+    )?
+    .execute(params![p.project_id, p.amplitude_id, p.user_id, p.properties])?;
+    Ok(())
+}

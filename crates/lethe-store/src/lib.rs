@@ -1,0 +1,39 @@
+//! The event store: a WAL in front of immutable Parquet segments committed through the
+//! manifest in the metadata store.
+//!
+//! Life of an event: [`Store::ingest`] resolves identity and user properties, appends the
+//! resolved events to the WAL (group commit, fsync) and only then makes them visible in the
+//! memtable. A background flush turns the memtable into one segment per project and day and
+//! commits the segments, the catalog counts and the changed profiles in one metadata
+//! transaction, after which the WAL files it covered are deleted. Compaction merges small
+//! segments of a day the same way.
+
+mod layout;
+mod resolver;
+mod segment;
+mod store;
+mod wal;
+
+pub use layout::{DataDir, SegmentLocation};
+pub use segment::{read_segment, write_segment, ColumnNames, SegmentStats};
+pub use store::{IngestOutcome, Segment, Snapshot, Store, StoreConfig};
+
+/// Errors at the event store boundary.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow_schema::ArrowError),
+    #[error(transparent)]
+    Meta(#[from] lethe_meta::MetaError),
+    #[error("WAL record encoding: {0}")]
+    Encoding(#[from] serde_json::Error),
+    #[error("the store is shutting down or its WAL writer failed")]
+    Closed,
+}
+
+/// Result type of this crate.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -1,0 +1,757 @@
+//! The store: memtable, WAL writer (group commit), flush, compaction and snapshots.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use lethe_event::{Event, ParsedEvent, DAY_MS};
+use lethe_meta::{now_ms, CatalogDelta, CatalogKind, Commit, CountDelta, MetaStore, SegmentRecord};
+
+use crate::layout::{sync_dir, DataDir, SegmentLocation};
+use crate::resolver::Resolver;
+use crate::segment::{read_segment, sort_for_segment, write_segment, ColumnNames};
+use crate::wal::{self, WalFile, WalRecord};
+use crate::{Result, StoreError};
+
+/// Tuning of flush and compaction.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Flush when the memtable holds this many events.
+    pub flush_events: usize,
+    /// Flush events older than this even when the memtable is small.
+    pub flush_interval: Duration,
+    /// Compact a day once it has this many small segments.
+    pub compact_min_segments: usize,
+    /// Segments below this size count as small.
+    pub compact_small_bytes: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            flush_events: 200_000,
+            flush_interval: Duration::from_secs(10),
+            compact_min_segments: 4,
+            compact_small_bytes: 64 << 20,
+        }
+    }
+}
+
+/// A live segment file. When the manifest retires it, the file is unlinked as soon as the
+/// last reader holding it lets go.
+#[derive(Debug)]
+pub struct Segment {
+    pub record: SegmentRecord,
+    pub path: PathBuf,
+    retired: AtomicBool,
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        if self.retired.load(Ordering::Acquire) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// A consistent view of one project: committed segments plus the events not yet flushed.
+/// Every event is in exactly one of the two.
+pub struct Snapshot {
+    pub segments: Vec<Arc<Segment>>,
+    pub memtable: Vec<Arc<Event>>,
+}
+
+/// What an ingestion call did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IngestOutcome {
+    /// Events stored.
+    pub stored: usize,
+    /// Events dropped as repeats of an insert_id already stored.
+    pub duplicates: usize,
+}
+
+type Tagged = (i64, Arc<Event>);
+
+#[derive(Default)]
+struct State {
+    segments: HashMap<i64, Vec<Arc<Segment>>>,
+    active: Vec<Tagged>,
+    active_since: Option<Instant>,
+    frozen: Vec<Arc<Vec<Tagged>>>,
+}
+
+enum WalCommand {
+    Append {
+        project_id: i64,
+        events: Vec<Arc<Event>>,
+        ack: SyncSender<Result<()>>,
+    },
+    Rotate {
+        ack: SyncSender<Result<u64>>,
+    },
+}
+
+struct Inner {
+    dir: DataDir,
+    meta: Arc<MetaStore>,
+    config: StoreConfig,
+    state: RwLock<State>,
+    resolver: Mutex<Resolver>,
+    wal: Mutex<Sender<WalCommand>>,
+    /// One manifest writer at a time (flush, compaction, later deletion).
+    writer: Mutex<()>,
+    wake: (Mutex<bool>, Condvar),
+}
+
+/// Handle to the event store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+    threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn day_of(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms.div_euclid(DAY_MS) * DAY_MS)
+        .unwrap_or_default()
+        .format("%Y-%m-%d")
+        .to_string()
+}
+
+impl Store {
+    /// Opens the store: removes crash leftovers, loads the manifest, replays the WAL.
+    pub fn open(dir: DataDir, meta: Arc<MetaStore>, config: StoreConfig) -> Result<Store> {
+        dir.create()?;
+        for entry in std::fs::read_dir(dir.tmp_dir())? {
+            std::fs::remove_file(entry?.path())?;
+        }
+        let mut state = State::default();
+        for record in meta.live_segments()? {
+            let path = dir.segment_file(&SegmentLocation {
+                project_id: record.project_id,
+                day: record.day.clone(),
+                id: record.id.clone(),
+            });
+            state
+                .segments
+                .entry(record.project_id)
+                .or_default()
+                .push(Arc::new(Segment {
+                    record,
+                    path,
+                    retired: AtomicBool::new(false),
+                }));
+        }
+        remove_unreferenced_segments(&dir, &state)?;
+        let mut resolver = Resolver::load(
+            meta.load_identities()?,
+            meta.load_profiles()?,
+            meta.amplitude_id_high()?,
+        );
+        remember_recent_insert_ids(&mut resolver, &state)?;
+        let checkpoint = meta.wal_checkpoint()?;
+        wal::remove_through(&dir, checkpoint)?;
+        let mut last_seq = checkpoint;
+        for seq in wal::list(&dir)? {
+            for record in wal::read(&dir, seq)? {
+                for event in record.events {
+                    resolver.observe(record.project_id, &event, true);
+                    state.active.push((record.project_id, event));
+                }
+            }
+            last_seq = seq;
+        }
+        if !state.active.is_empty() {
+            state.active_since = Some(Instant::now());
+            tracing::info!(events = state.active.len(), "replayed WAL");
+        }
+        let wal_file = WalFile::create(&dir, last_seq + 1)?;
+        let (tx, rx) = mpsc::channel();
+        let inner = Arc::new(Inner {
+            dir,
+            meta,
+            config,
+            state: RwLock::new(state),
+            resolver: Mutex::new(resolver),
+            wal: Mutex::new(tx),
+            writer: Mutex::new(()),
+            wake: (Mutex::new(false), Condvar::new()),
+        });
+        inner.publish_gauges();
+        let writer = {
+            let inner = inner.clone();
+            std::thread::Builder::new()
+                .name("lethe-wal".into())
+                .spawn(move || inner.run_wal_writer(rx, wal_file))?
+        };
+        let background = {
+            let inner = inner.clone();
+            std::thread::Builder::new()
+                .name("lethe-flush".into())
+                .spawn(move || inner.run_background())?
+        };
+        Ok(Store {
+            inner,
+            threads: Arc::new(Mutex::new(vec![writer, background])),
+        })
+    }
+
+    /// Resolves and stores events. With `durable_now`, returns once they are fsynced in the
+    /// WAL; otherwise they go straight to the memtable and are durable after the next
+    /// [`Store::flush`] (bulk import does that before it answers).
+    pub fn ingest(
+        &self,
+        project_id: i64,
+        events: Vec<ParsedEvent>,
+        durable_now: bool,
+    ) -> Result<IngestOutcome> {
+        let total = events.len();
+        let now = now_ms();
+        let ack = {
+            let mut resolver = lock(&self.inner.resolver);
+            let resolved: Vec<Arc<Event>> = events
+                .into_iter()
+                .filter_map(|e| resolver.resolve(project_id, e, now))
+                .map(Arc::new)
+                .collect();
+            let stored = resolved.len();
+            if stored == 0 {
+                None
+            } else if durable_now {
+                // Sent while the resolver is held, so WAL order is resolution order.
+                let (ack, done) = mpsc::sync_channel(1);
+                lock(&self.inner.wal)
+                    .send(WalCommand::Append {
+                        project_id,
+                        events: resolved,
+                        ack,
+                    })
+                    .map_err(|_| StoreError::Closed)?;
+                Some((stored, Some(done)))
+            } else {
+                self.inner.push_active(project_id, resolved);
+                Some((stored, None))
+            }
+        };
+        let stored = match ack {
+            None => 0,
+            Some((stored, done)) => {
+                if let Some(done) = done {
+                    done.recv().map_err(|_| StoreError::Closed)??;
+                }
+                stored
+            }
+        };
+        self.inner.maybe_wake_flusher();
+        Ok(IngestOutcome {
+            stored,
+            duplicates: total - stored,
+        })
+    }
+
+    /// Everything of one project visible now, restricted to upload times in `[from, to)`.
+    pub fn snapshot(&self, project_id: i64, range: Option<(i64, i64)>) -> Snapshot {
+        let state = self.inner.state.read().unwrap_or_else(|p| p.into_inner());
+        let in_range = |t: i64| range.is_none_or(|(from, to)| t >= from && t < to);
+        let segments = state
+            .segments
+            .get(&project_id)
+            .into_iter()
+            .flatten()
+            .filter(|s| {
+                range.is_none_or(|(from, to)| s.record.max_time >= from && s.record.min_time < to)
+            })
+            .cloned()
+            .collect();
+        let memtable = state
+            .frozen
+            .iter()
+            .flat_map(|f| f.iter())
+            .chain(state.active.iter())
+            .filter(|(p, e)| *p == project_id && in_range(e.server_upload_time))
+            .map(|(_, e)| e.clone())
+            .collect();
+        Snapshot { segments, memtable }
+    }
+
+    /// Reads events of a snapshot's segment, restricted to `[from, to)`.
+    pub fn read(
+        &self,
+        segment: &Segment,
+        names: &ColumnNames,
+        range: Option<(i64, i64)>,
+    ) -> Result<Vec<Event>> {
+        read_segment(&segment.path, names, range)
+    }
+
+    /// Catalog id → name maps needed to read a project's segments.
+    pub fn column_names(&self, project_id: i64) -> Result<ColumnNames> {
+        Ok(ColumnNames {
+            event_properties: self
+                .inner
+                .meta
+                .catalog_names(project_id, CatalogKind::EventProperty)?,
+            user_properties: self
+                .inner
+                .meta
+                .catalog_names(project_id, CatalogKind::UserProperty)?,
+        })
+    }
+
+    /// Writes every not-yet-flushed event into segments and commits them.
+    pub fn flush(&self) -> Result<()> {
+        self.inner.flush()
+    }
+
+    /// Merges small segments of each day.
+    pub fn compact(&self) -> Result<()> {
+        self.inner.compact()
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &DataDir {
+        &self.inner.dir
+    }
+
+    /// Flushes and stops the background threads.
+    pub fn shutdown(&self) -> Result<()> {
+        let result = self.inner.flush();
+        *lock(&self.inner.wake.0) = true;
+        self.inner.wake.1.notify_all();
+        let (tx, _) = mpsc::channel();
+        *lock(&self.inner.wal) = tx;
+        for t in lock(&self.threads).drain(..) {
+            let _ = t.join();
+        }
+        result
+    }
+}
+
+fn remove_unreferenced_segments(dir: &DataDir, state: &State) -> Result<()> {
+    let live: BTreeSet<&PathBuf> = state.segments.values().flatten().map(|s| &s.path).collect();
+    for project in std::fs::read_dir(dir.segments_dir())? {
+        for day in std::fs::read_dir(project?.path())? {
+            for file in std::fs::read_dir(day?.path())? {
+                let path = file?.path();
+                if !live.contains(&path) {
+                    tracing::info!(path = %path.display(), "removing unreferenced segment");
+                    std::fs::remove_file(&path)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Insert ids of the last days must keep deduplicating after a restart.
+fn remember_recent_insert_ids(resolver: &mut Resolver, state: &State) -> Result<()> {
+    let since = day_of(now_ms() - 8 * DAY_MS);
+    let names = ColumnNames::default();
+    for segment in state.segments.values().flatten() {
+        if segment.record.day >= since {
+            for e in read_segment(&segment.path, &names, None)? {
+                resolver.observe(segment.record.project_id, &e, false);
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Inner {
+    fn push_active(&self, project_id: i64, events: Vec<Arc<Event>>) {
+        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+        state.active_since.get_or_insert_with(Instant::now);
+        state
+            .active
+            .extend(events.into_iter().map(|e| (project_id, e)));
+    }
+
+    fn maybe_wake_flusher(&self) {
+        let full =
+            self.state.read().map(|s| s.active.len()).unwrap_or(0) >= self.config.flush_events;
+        if full {
+            self.wake.1.notify_all();
+        }
+    }
+
+    fn run_wal_writer(&self, rx: Receiver<WalCommand>, mut file: WalFile) {
+        let mut appended: Vec<(i64, Vec<Arc<Event>>, SyncSender<Result<()>>)> = Vec::new();
+        while let Ok(first) = rx.recv() {
+            let mut commands = vec![first];
+            commands.extend(rx.try_iter().take(4096));
+            for command in commands {
+                match command {
+                    WalCommand::Append {
+                        project_id,
+                        events,
+                        ack,
+                    } => {
+                        let record = WalRecord { project_id, events };
+                        match file.append(&record) {
+                            Ok(()) => appended.push((project_id, record.events, ack)),
+                            Err(e) => {
+                                let _ = ack.send(Err(e));
+                            }
+                        }
+                    }
+                    WalCommand::Rotate { ack } => {
+                        self.commit_appended(&mut file, &mut appended);
+                        let _ = ack.send(self.rotate(&mut file));
+                    }
+                }
+            }
+            self.commit_appended(&mut file, &mut appended);
+        }
+    }
+
+    /// One fsync for every record appended since the last one, then visibility, then acks.
+    fn commit_appended(
+        &self,
+        file: &mut WalFile,
+        appended: &mut Vec<(i64, Vec<Arc<Event>>, SyncSender<Result<()>>)>,
+    ) {
+        if appended.is_empty() {
+            return;
+        }
+        let synced = file.sync();
+        metrics::gauge!("lethe_wal_bytes").set(file.bytes as f64);
+        for (project_id, events, ack) in appended.drain(..) {
+            let result = match &synced {
+                Ok(()) => {
+                    self.push_active(project_id, events);
+                    Ok(())
+                }
+                Err(e) => Err(StoreError::Io(std::io::Error::other(e.to_string()))),
+            };
+            let _ = ack.send(result);
+        }
+    }
+
+    fn rotate(&self, file: &mut WalFile) -> Result<u64> {
+        let sealed = file.seq;
+        *file = WalFile::create(&self.dir, sealed + 1)?;
+        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+        let active = std::mem::take(&mut state.active);
+        state.active_since = None;
+        if !active.is_empty() {
+            state.frozen.push(Arc::new(active));
+        }
+        Ok(sealed)
+    }
+
+    fn run_background(self: Arc<Self>) {
+        let tick = Duration::from_millis(200);
+        loop {
+            {
+                let stop = lock(&self.wake.0);
+                let (stop, _) = self
+                    .wake
+                    .1
+                    .wait_timeout(stop, tick)
+                    .unwrap_or_else(|p| p.into_inner());
+                if *stop {
+                    return;
+                }
+            }
+            let due = {
+                let s = self.state.read().unwrap_or_else(|p| p.into_inner());
+                s.active.len() >= self.config.flush_events
+                    || s.active_since
+                        .is_some_and(|t| t.elapsed() >= self.config.flush_interval)
+                    || !s.frozen.is_empty()
+            };
+            if due {
+                if let Err(e) = self.flush().and_then(|()| self.compact()) {
+                    tracing::error!(error = %e, "background flush failed; will retry");
+                }
+            }
+        }
+    }
+
+    fn flush(&self) -> Result<()> {
+        let _writer = lock(&self.writer);
+        let started = Instant::now();
+        let (ack, done) = mpsc::sync_channel(1);
+        lock(&self.wal)
+            .send(WalCommand::Rotate { ack })
+            .map_err(|_| StoreError::Closed)?;
+        let sealed = done.recv().map_err(|_| StoreError::Closed)??;
+        let frozen: Vec<Arc<Vec<Tagged>>> = self
+            .state
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .frozen
+            .clone();
+        let (identities, profiles, high) = {
+            let mut r = lock(&self.resolver);
+            r.expire_dedup(now_ms());
+            r.take_dirty()
+        };
+        let mut groups: BTreeMap<(i64, String), Vec<Arc<Event>>> = BTreeMap::new();
+        for (project, event) in frozen.iter().flat_map(|f| f.iter()) {
+            groups
+                .entry((*project, day_of(event.server_upload_time)))
+                .or_default()
+                .push(event.clone());
+        }
+        let mut commit = Commit {
+            identities,
+            profiles,
+            amplitude_id_high: high,
+            wal_checkpoint: Some(sealed),
+            ..Default::default()
+        };
+        let mut written = Vec::new();
+        let result = (|| -> Result<()> {
+            for ((project_id, day), mut events) in groups {
+                sort_for_segment(&mut events);
+                let (record, delta) = self.write_new_segment(project_id, &day, &events)?;
+                written.push(record.clone());
+                commit.add.push(record);
+                commit.catalog.push((project_id, delta));
+            }
+            Ok(self.meta.commit(&commit)?)
+        })();
+        if let Err(e) = result {
+            lock(&self.resolver).restore_dirty(commit.identities, &commit.profiles);
+            for record in &written {
+                let _ = std::fs::remove_file(self.segment_path(record));
+            }
+            return Err(e);
+        }
+        {
+            let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+            state
+                .frozen
+                .retain(|f| !frozen.iter().any(|done| Arc::ptr_eq(f, done)));
+            self.add_live(&mut state, written);
+        }
+        wal::remove_through(&self.dir, sealed)?;
+        self.publish_gauges();
+        let rows: usize = frozen.iter().map(|f| f.len()).sum();
+        metrics::histogram!("lethe_flush_seconds").record(started.elapsed().as_secs_f64());
+        if rows > 0 {
+            tracing::debug!(rows, ms = started.elapsed().as_millis() as u64, "flushed");
+        }
+        Ok(())
+    }
+
+    fn segment_path(&self, record: &SegmentRecord) -> PathBuf {
+        self.dir.segment_file(&SegmentLocation {
+            project_id: record.project_id,
+            day: record.day.clone(),
+            id: record.id.clone(),
+        })
+    }
+
+    fn add_live(&self, state: &mut State, records: Vec<SegmentRecord>) {
+        for record in records {
+            let path = self.segment_path(&record);
+            state
+                .segments
+                .entry(record.project_id)
+                .or_default()
+                .push(Arc::new(Segment {
+                    record,
+                    path,
+                    retired: AtomicBool::new(false),
+                }));
+        }
+    }
+
+    /// Writes sorted `events` as a new segment file (tmp, fsync, rename, fsync dir) and
+    /// returns its manifest record and the catalog counts it adds.
+    fn write_new_segment(
+        &self,
+        project_id: i64,
+        day: &str,
+        events: &[Arc<Event>],
+    ) -> Result<(SegmentRecord, CatalogDelta)> {
+        let names = |f: &dyn Fn(&Event) -> Vec<&str>| -> BTreeSet<String> {
+            events
+                .iter()
+                .flat_map(|e| f(e).into_iter().map(str::to_string))
+                .collect()
+        };
+        let types = names(&|e| vec![e.event_type.as_str()]);
+        let eprops = names(&|e| e.event_properties.iter().map(|(k, _)| k.as_str()).collect());
+        let uprops = names(&|e| e.user_properties.iter().map(|(k, _)| k.as_str()).collect());
+        let ids = |kind, set: &BTreeSet<String>| {
+            let list: Vec<&str> = set.iter().map(String::as_str).collect();
+            self.meta.ensure_catalog_ids(project_id, kind, &list)
+        };
+        let type_ids = ids(CatalogKind::Event, &types)?;
+        let eprop_ids = ids(CatalogKind::EventProperty, &eprops)?;
+        let uprop_ids = ids(CatalogKind::UserProperty, &uprops)?;
+
+        let id = uuid::Uuid::now_v7().simple().to_string();
+        let tmp = self.dir.tmp_dir().join(format!("{id}.parquet"));
+        let stats = write_segment(&tmp, events, &eprop_ids, &uprop_ids)?;
+        let record = SegmentRecord {
+            id,
+            project_id,
+            day: day.to_string(),
+            rows: stats.rows as i64,
+            bytes: stats.bytes as i64,
+            min_time: stats.min_time,
+            max_time: stats.max_time,
+            event_types: sorted_ids(&type_ids),
+            event_properties: sorted_ids(&eprop_ids),
+            user_properties: sorted_ids(&uprop_ids),
+        };
+        let path = self.segment_path(&record);
+        let parent = path.parent().expect("segment path has a parent");
+        if !parent.exists() {
+            std::fs::create_dir_all(parent)?;
+            sync_dir(parent.parent().expect("project dir"))?;
+        }
+        std::fs::rename(&tmp, &path)?;
+        sync_dir(parent)?;
+        Ok((
+            record,
+            catalog_delta(events, &type_ids, &eprop_ids, &uprop_ids),
+        ))
+    }
+
+    fn compact(&self) -> Result<()> {
+        let _writer = lock(&self.writer);
+        let candidates: Vec<Vec<Arc<Segment>>> = {
+            let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+            let mut by_day: BTreeMap<(i64, &str), Vec<Arc<Segment>>> = BTreeMap::new();
+            for s in state.segments.values().flatten() {
+                if (s.record.bytes as u64) < self.config.compact_small_bytes {
+                    by_day
+                        .entry((s.record.project_id, s.record.day.as_str()))
+                        .or_default()
+                        .push(s.clone());
+                }
+            }
+            by_day
+                .into_values()
+                .filter(|v| v.len() >= self.config.compact_min_segments)
+                .collect()
+        };
+        for inputs in candidates {
+            self.compact_day(inputs)?;
+        }
+        Ok(())
+    }
+
+    fn compact_day(&self, inputs: Vec<Arc<Segment>>) -> Result<()> {
+        let started = Instant::now();
+        let first = &inputs[0].record;
+        let (project_id, day) = (first.project_id, first.day.clone());
+        let names = ColumnNames {
+            event_properties: self
+                .meta
+                .catalog_names(project_id, CatalogKind::EventProperty)?,
+            user_properties: self
+                .meta
+                .catalog_names(project_id, CatalogKind::UserProperty)?,
+        };
+        let mut events = Vec::new();
+        for s in &inputs {
+            events.extend(
+                read_segment(&s.path, &names, None)?
+                    .into_iter()
+                    .map(Arc::new),
+            );
+        }
+        sort_for_segment(&mut events);
+        let (record, _) = self.write_new_segment(project_id, &day, &events)?;
+        let commit = Commit {
+            add: vec![record.clone()],
+            remove: inputs.iter().map(|s| s.record.id.clone()).collect(),
+            ..Default::default()
+        };
+        if let Err(e) = self.meta.commit(&commit) {
+            let _ = std::fs::remove_file(self.segment_path(&record));
+            return Err(e.into());
+        }
+        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(list) = state.segments.get_mut(&project_id) {
+            list.retain(|s| !inputs.iter().any(|i| Arc::ptr_eq(s, i)));
+        }
+        for s in &inputs {
+            s.retired.store(true, Ordering::Release);
+        }
+        self.add_live(&mut state, vec![record]);
+        drop(state);
+        self.publish_gauges();
+        metrics::histogram!("lethe_compaction_seconds").record(started.elapsed().as_secs_f64());
+        tracing::debug!(
+            inputs = inputs.len(),
+            rows = events.len(),
+            "compacted a day"
+        );
+        Ok(())
+    }
+
+    fn publish_gauges(&self) {
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+        let segments = state.segments.values().map(Vec::len).sum::<usize>();
+        let bytes: i64 = state
+            .segments
+            .values()
+            .flatten()
+            .map(|s| s.record.bytes)
+            .sum();
+        metrics::gauge!("lethe_segments").set(segments as f64);
+        metrics::gauge!("lethe_segment_bytes").set(bytes as f64);
+    }
+}
+
+fn sorted_ids(ids: &HashMap<String, i64>) -> Vec<i64> {
+    let mut v: Vec<i64> = ids.values().copied().collect();
+    v.sort_unstable();
+    v
+}
+
+/// Catalog counts contributed by `events`.
+fn catalog_delta(
+    events: &[Arc<Event>],
+    type_ids: &HashMap<String, i64>,
+    eprop_ids: &HashMap<String, i64>,
+    uprop_ids: &HashMap<String, i64>,
+) -> CatalogDelta {
+    let mut counts: BTreeMap<(CatalogKind, i64), (i64, i64, i64)> = BTreeMap::new();
+    let mut pairs: BTreeMap<(i64, i64), i64> = BTreeMap::new();
+    let mut bump = |kind, id: i64, t: i64| {
+        let c = counts.entry((kind, id)).or_insert((0, t, t));
+        c.0 += 1;
+        c.1 = c.1.min(t);
+        c.2 = c.2.max(t);
+    };
+    for e in events {
+        let t = e.server_upload_time;
+        let type_id = type_ids[&e.event_type];
+        bump(CatalogKind::Event, type_id, t);
+        for (k, _) in &e.event_properties {
+            bump(CatalogKind::EventProperty, eprop_ids[k], t);
+            *pairs.entry((type_id, eprop_ids[k])).or_default() += 1;
+        }
+        for (k, _) in e.user_properties.iter() {
+            bump(CatalogKind::UserProperty, uprop_ids[k], t);
+        }
+    }
+    CatalogDelta {
+        counts: counts
+            .into_iter()
+            .map(|((kind, id), (count, first_seen, last_seen))| CountDelta {
+                kind,
+                id,
+                count,
+                first_seen,
+                last_seen,
+            })
+            .collect(),
+        pairs: pairs.into_iter().map(|((t, p), c)| (t, p, c)).collect(),
+    }
+}

@@ -1,0 +1,145 @@
+//! The store's durability and visibility promises, through its public API.
+
+use std::sync::Arc;
+
+use lethe_event::{parse_event, ParsedEvent};
+use lethe_meta::MetaStore;
+use lethe_store::{DataDir, Store, StoreConfig};
+
+fn open(dir: &std::path::Path) -> (Arc<MetaStore>, Store) {
+    let data = DataDir::new(dir);
+    data.create().unwrap();
+    let meta = Arc::new(MetaStore::open(&data.meta_db()).unwrap());
+    meta.bootstrap("admin@localhost", Some("pw")).unwrap();
+    let store = Store::open(data, meta.clone(), StoreConfig::default()).unwrap();
+    (meta, store)
+}
+
+fn event(json: &str) -> ParsedEvent {
+    parse_event(json, 5, false).unwrap()
+}
+
+fn all_events(store: &Store, project: i64) -> Vec<lethe_event::Event> {
+    let snap = store.snapshot(project, None);
+    let names = store.column_names(project).unwrap();
+    let mut out: Vec<_> = snap.memtable.iter().map(|e| (**e).clone()).collect();
+    for s in &snap.segments {
+        out.extend(store.read(s, &names, None).unwrap());
+    }
+    out.sort_by_key(|e| e.uuid);
+    out
+}
+
+#[test]
+fn events_survive_flush_and_reopen_unchanged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, store) = open(tmp.path());
+    let batch = vec![
+        event(
+            r#"{"event_type":"signup","user_id":"user-1","event_properties":{"plan":"pro","n":3},"user_properties":{"$set":{"age":30}},"platform":"iOS","price":1.5,"session_id":7}"#,
+        ),
+        event(
+            r#"{"event_type":"click","device_id":"device-1","event_properties":{"button":"ok"}}"#,
+        ),
+    ];
+    assert_eq!(store.ingest(1, batch, true).unwrap().stored, 2);
+    let before = all_events(&store, 1);
+    assert_eq!(before.len(), 2);
+    assert!(
+        store.snapshot(1, None).segments.is_empty(),
+        "not flushed yet"
+    );
+
+    store.flush().unwrap();
+    let snap = store.snapshot(1, None);
+    assert_eq!(snap.segments.len(), 1);
+    assert!(snap.memtable.is_empty());
+    assert_eq!(all_events(&store, 1), before, "flush changes no event");
+    store.shutdown().unwrap();
+
+    let (_, store) = open(tmp.path());
+    assert_eq!(all_events(&store, 1), before, "reopen changes no event");
+    let signup = before.iter().find(|e| e.event_type == "signup").unwrap();
+    assert_eq!(
+        signup.user_properties.as_slice(),
+        &[("age".to_string(), "30".to_string())]
+    );
+}
+
+#[test]
+fn wal_replay_restores_unflushed_events_and_profiles() {
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let (_, store) = open(tmp.path());
+        store
+            .ingest(1, vec![event(r#"{"event_type":"a","user_id":"user-1","user_properties":{"$add":{"n":2}},"insert_id":"x1"}"#)], true)
+            .unwrap();
+        // Dropped without shutdown: as after kill -9, only the WAL has the event.
+        std::mem::forget(store);
+    }
+    let (_, store) = open(tmp.path());
+    let events = all_events(&store, 1);
+    assert_eq!(events.len(), 1);
+    let retry = store
+        .ingest(
+            1,
+            vec![event(
+                r#"{"event_type":"a","user_id":"user-1","insert_id":"x1"}"#,
+            )],
+            true,
+        )
+        .unwrap();
+    assert_eq!(retry.duplicates, 1, "insert_id survives the restart");
+    store
+        .ingest(
+            1,
+            vec![event(
+                r#"{"event_type":"b","user_id":"user-1","user_properties":{"$add":{"n":3}}}"#,
+            )],
+            true,
+        )
+        .unwrap();
+    let b = all_events(&store, 1)
+        .into_iter()
+        .find(|e| e.event_type == "b")
+        .unwrap();
+    assert_eq!(
+        b.user_properties.as_slice(),
+        &[("n".to_string(), "5".to_string())]
+    );
+}
+
+#[test]
+fn compaction_merges_small_segments_of_a_day() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, store) = open(tmp.path());
+    for i in 0..5 {
+        let json = format!(
+            r#"{{"event_type":"e{i}","user_id":"user-{i}","event_properties":{{"k{i}":{i}}}}}"#
+        );
+        store.ingest(1, vec![event(&json)], true).unwrap();
+        store.flush().unwrap();
+    }
+    let before = all_events(&store, 1);
+    assert_eq!(store.snapshot(1, None).segments.len(), 5);
+    store.compact().unwrap();
+    let snap = store.snapshot(1, None);
+    assert_eq!(snap.segments.len(), 1);
+    drop(snap);
+    assert_eq!(all_events(&store, 1), before);
+    let files = walk(&tmp.path().join("segments"));
+    assert_eq!(files.len(), 1, "retired segments are unlinked: {files:?}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
