@@ -1,1 +1,64 @@
-//! placeholder
+//! The lethe HTTP server: Amplitude-compatible ingestion, export and taxonomy, the
+//! management API, bulk import and operations endpoints, over one [`App`].
+
+mod amplitude;
+mod auth;
+mod error;
+mod export;
+mod import;
+mod ingest;
+mod manage;
+mod ops;
+mod startup;
+mod taxonomy;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Router;
+use lethe_meta::MetaStore;
+use lethe_store::{Store, StoreConfig};
+
+pub use error::ApiError;
+pub use startup::{start, Running, StartError};
+
+/// How to run a server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub admin_email: String,
+    /// The first administrator's password; generated and printed once when absent.
+    pub admin_password: Option<String>,
+    pub store: StoreConfig,
+}
+
+/// Shared state of every request handler.
+#[derive(Clone)]
+pub struct App {
+    pub meta: Arc<MetaStore>,
+    pub store: Store,
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
+}
+
+/// Every route of the server.
+pub fn router(app: App) -> Router {
+    Router::new()
+        .merge(ingest::routes())
+        .merge(export::routes())
+        .merge(taxonomy::routes())
+        .merge(manage::routes())
+        .merge(import::routes())
+        .merge(ops::routes())
+        .with_state(app)
+}
+
+/// Runs a blocking store or metadata call off the async workers.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| ApiError::internal("worker task failed"))?
+}

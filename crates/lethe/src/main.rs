@@ -1,1 +1,36 @@
-fn main() {}
+//! `lethe`: the server and its command-line tools in one binary.
+
+mod import;
+mod serve;
+
+use clap::{Parser, Subcommand};
+
+/// lethe: a self-hosted product-analytics event store that forgets on purpose.
+#[derive(Parser)]
+#[command(name = "lethe", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (Amplitude-compatible APIs, management API).
+    Serve(serve::ServeArgs),
+    /// Bulk-load NDJSON files (Amplitude export format, plain or gzip) into a project.
+    Import(import::ImportArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Import(args) => import::run(args),
+    }
+}

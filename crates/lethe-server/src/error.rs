@@ -1,0 +1,81 @@
+//! Errors of the management and read APIs: a status and a JSON body that names the field at
+//! fault. Messages never carry event or property values.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+/// An error answered as `{"error": message, "field": name?}` with its status.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    pub field: Option<&'static str>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    /// 400 (malformed) or 422 (well-formed but unacceptable) about one field.
+    pub fn field(status: StatusCode, field: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            field: Some(field),
+        }
+    }
+
+    pub fn unauthorized() -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "missing or invalid credentials")
+    }
+
+    pub fn forbidden() -> Self {
+        Self::new(StatusCode::FORBIDDEN, "your role does not allow this")
+    }
+
+    pub fn not_found(what: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, format!("{what} not found"))
+    }
+
+    pub fn internal(message: &str) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({ "error": self.message });
+        if let Some(field) = self.field {
+            body["field"] = json!(field);
+        }
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<lethe_meta::MetaError> for ApiError {
+    fn from(e: lethe_meta::MetaError) -> Self {
+        match e {
+            lethe_meta::MetaError::Conflict(what) => {
+                ApiError::new(StatusCode::CONFLICT, format!("{what} already exists"))
+            }
+            other => {
+                tracing::error!(error = %other, "metadata error");
+                ApiError::internal("internal error in the metadata store")
+            }
+        }
+    }
+}
+
+impl From<lethe_store::StoreError> for ApiError {
+    fn from(e: lethe_store::StoreError) -> Self {
+        tracing::error!(error = %e, "store error");
+        ApiError::internal("internal error in the event store")
+    }
+}

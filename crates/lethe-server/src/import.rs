@@ -1,0 +1,153 @@
+//! `POST /api/v1/projects/{id}/import`: bulk load of NDJSON in Amplitude's export format
+//! (plain, gzip, or the export zip itself). Good lines are stored and flushed into segments
+//! before the answer; bad lines are reported by line number and field, never by value.
+
+use std::io::Read;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::{Json, Router};
+use lethe_event::{parse_export_line, EventError, EventIssue, ParsedEvent};
+use serde_json::{json, Value};
+
+use crate::amplitude::{decode_body, BodyError};
+use crate::auth::Session;
+use crate::{blocking, ApiError, App};
+
+/// Largest import request (after decompression); the CLI sends files in parts below it.
+pub const IMPORT_MAX_BYTES: usize = 512 << 20;
+/// Errors listed in one answer; the count covers them all.
+const LISTED_ERRORS: usize = 100;
+
+pub fn routes() -> Router<App> {
+    Router::new()
+        .route("/api/v1/projects/{id}/import", post(import))
+        .layer(DefaultBodyLimit::max(IMPORT_MAX_BYTES))
+}
+
+async fn import(
+    State(app): State<App>,
+    session: Session,
+    Path(project_id): Path<i64>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    session.require_admin()?;
+    let meta = app.meta.clone();
+    blocking(move || {
+        meta.project(project_id)?
+            .ok_or_else(|| ApiError::not_found("project"))
+    })
+    .await?;
+    blocking(move || {
+        let text = import_text(&headers, &body)?;
+        let (events, errors, lines) = parse_lines(&text);
+        let outcome = app.store.ingest(project_id, events, false)?;
+        app.store.flush()?;
+        metrics::counter!("lethe_events_ingested_total").increment(outcome.stored as u64);
+        metrics::counter!("lethe_events_rejected_total").increment(errors.len() as u64);
+        tracing::info!(
+            project_id,
+            lines,
+            stored = outcome.stored,
+            rejected = errors.len(),
+            "import"
+        );
+        Ok(Json(json!({
+            "lines": lines,
+            "ingested": outcome.stored,
+            "duplicates": outcome.duplicates,
+            "rejected": errors.len(),
+            "errors": errors.iter().take(LISTED_ERRORS).map(error_json).collect::<Vec<_>>(),
+        })))
+    })
+    .await
+}
+
+/// The NDJSON text of the body: plain or gzip, or every file of an export zip.
+fn import_text(headers: &HeaderMap, body: &[u8]) -> Result<String, ApiError> {
+    let bad = |m: &str| ApiError::new(StatusCode::BAD_REQUEST, m);
+    if body.starts_with(b"PK\x03\x04") {
+        let mut archive = zip::ZipArchive::new(std::io::Cursor::new(body))
+            .map_err(|_| bad("the zip archive is unreadable"))?;
+        let mut text = String::new();
+        for i in 0..archive.len() {
+            let entry = archive
+                .by_index(i)
+                .map_err(|_| bad("the zip archive is unreadable"))?;
+            let mut raw = Vec::new();
+            entry
+                .take(IMPORT_MAX_BYTES as u64)
+                .read_to_end(&mut raw)
+                .map_err(|_| bad("the zip archive is unreadable"))?;
+            text.push_str(&import_text(&HeaderMap::new(), &raw)?);
+            text.push('\n');
+        }
+        return Ok(text);
+    }
+    let decoded = decode_body(headers, body, IMPORT_MAX_BYTES).map_err(|e| match e {
+        BodyError::TooLarge => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "the import is larger than 512 MiB: send it in parts",
+        ),
+        BodyError::BadGzip => bad("the gzip body is unreadable"),
+    })?;
+    String::from_utf8(decoded).map_err(|_| bad("the body is not UTF-8 text"))
+}
+
+type LineError = (usize, Vec<EventError>);
+
+/// Parses non-empty lines on every core; keeps line order.
+fn parse_lines(text: &str) -> (Vec<ParsedEvent>, Vec<LineError>, usize) {
+    let lines: Vec<(usize, &str)> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| (i + 1, l))
+        .collect();
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = lines.len().div_ceil(workers).max(1);
+    let parts: Vec<Vec<(usize, Result<ParsedEvent, Vec<EventError>>)>> = std::thread::scope(|s| {
+        let handles: Vec<_> = lines
+            .chunks(chunk)
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .map(|(n, l)| (*n, parse_export_line(l)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    let mut events = Vec::with_capacity(lines.len());
+    let mut errors = Vec::new();
+    for (line, parsed) in parts.into_iter().flatten() {
+        match parsed {
+            Ok(e) => events.push(e),
+            Err(e) => errors.push((line, e)),
+        }
+    }
+    (events, errors, lines.len())
+}
+
+fn error_json((line, errors): &LineError) -> Value {
+    let fields = |issue: EventIssue| -> Vec<&str> {
+        errors
+            .iter()
+            .filter(|e| e.issue == issue)
+            .map(|e| e.field)
+            .collect()
+    };
+    json!({
+        "line": line,
+        "missing_fields": fields(EventIssue::Missing),
+        "invalid_fields": fields(EventIssue::Invalid),
+        "invalid_id_lengths": fields(EventIssue::IdLength),
+    })
+}

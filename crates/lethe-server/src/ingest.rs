@@ -1,0 +1,140 @@
+//! `POST /2/httpapi` and `POST /batch`: Amplitude's ingestion endpoints. A 200 means every
+//! event is fsynced in the WAL; a 400 that lists events means none was stored, so that a
+//! client dropping the listed ones and retrying the rest stores each event once.
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::Router;
+use lethe_event::{parse_batch, RequestError};
+use serde_json::json;
+
+use crate::amplitude::{decode_body, event_issues_reply, AmplitudeReply, BodyError};
+use crate::App;
+
+const HTTPAPI_MAX_BYTES: usize = 1 << 20;
+const BATCH_MAX_BYTES: usize = 20 << 20;
+const MAX_EVENTS: usize = 2000;
+
+pub fn routes() -> Router<App> {
+    Router::new()
+        .route(
+            "/2/httpapi",
+            post(|s: State<App>, h: HeaderMap, b: Bytes| {
+                ingest(s, h, b, HTTPAPI_MAX_BYTES, "httpapi")
+            }),
+        )
+        .route(
+            "/batch",
+            post(|s: State<App>, h: HeaderMap, b: Bytes| ingest(s, h, b, BATCH_MAX_BYTES, "batch")),
+        )
+        .layer(DefaultBodyLimit::max(BATCH_MAX_BYTES + (1 << 20)))
+}
+
+async fn ingest(
+    State(app): State<App>,
+    headers: HeaderMap,
+    body: Bytes,
+    limit: usize,
+    endpoint: &'static str,
+) -> AmplitudeReply {
+    let reply = handle(&app, &headers, &body, limit).await;
+    let outcome = if reply.0.is_success() {
+        "accepted"
+    } else {
+        "rejected"
+    };
+    metrics::counter!("lethe_ingest_requests_total", "endpoint" => endpoint, "outcome" => outcome)
+        .increment(1);
+    reply
+}
+
+async fn handle(app: &App, headers: &HeaderMap, body: &[u8], limit: usize) -> AmplitudeReply {
+    let body = match decode_body(headers, body, limit) {
+        Ok(b) => b,
+        Err(BodyError::TooLarge) => return AmplitudeReply::too_large(),
+        Err(BodyError::BadGzip) => {
+            return AmplitudeReply::error(StatusCode::BAD_REQUEST, "Invalid JSON request body")
+        }
+    };
+    if body.is_empty() {
+        return AmplitudeReply::error(StatusCode::BAD_REQUEST, "Missing request body");
+    }
+    let batch = match parse_batch(&body) {
+        Ok(b) => b,
+        Err(RequestError::InvalidJson) => {
+            return AmplitudeReply::error(StatusCode::BAD_REQUEST, "Invalid JSON request body")
+        }
+        Err(RequestError::MissingField(field)) => {
+            return missing_field(field);
+        }
+    };
+    if batch.events.len() > MAX_EVENTS {
+        return AmplitudeReply::too_large();
+    }
+    if batch.events.is_empty() {
+        return missing_field("events");
+    }
+    let meta = app.meta.clone();
+    let key = batch.api_key.clone();
+    let project = match crate::blocking(move || Ok(meta.project_by_api_key(&key)?)).await {
+        Ok(Some(p)) => p,
+        Ok(None) => {
+            return AmplitudeReply::error(
+                StatusCode::BAD_REQUEST,
+                &format!("Invalid API key: {}", batch.api_key),
+            )
+        }
+        Err(_) => return server_error(),
+    };
+    let mut events = Vec::with_capacity(batch.events.len());
+    let mut issues = Vec::new();
+    for (i, e) in batch.events.into_iter().enumerate() {
+        match e {
+            Ok(e) => events.push(e),
+            Err(errors) => issues.push((i, errors)),
+        }
+    }
+    if !issues.is_empty() {
+        metrics::counter!("lethe_events_rejected_total").increment(issues.len() as u64);
+        return event_issues_reply(&issues);
+    }
+    let count = events.len();
+    let store = app.store.clone();
+    let stored = crate::blocking(move || Ok(store.ingest(project.id, events, true)?)).await;
+    match stored {
+        Ok(outcome) => {
+            metrics::counter!("lethe_events_ingested_total").increment(outcome.stored as u64);
+            metrics::counter!("lethe_events_deduplicated_total")
+                .increment(outcome.duplicates as u64);
+            metrics::counter!("lethe_ingest_bytes_total").increment(body.len() as u64);
+            AmplitudeReply(
+                StatusCode::OK,
+                json!({
+                    "events_ingested": count,
+                    "payload_size_bytes": body.len(),
+                    "server_upload_time": lethe_meta::now_ms(),
+                }),
+            )
+        }
+        // The WAL may or may not hold the events: 500 tells clients to retry, and insert_id
+        // keeps the retry from duplicating them.
+        Err(_) => AmplitudeReply::error(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error"),
+    }
+}
+
+fn missing_field(field: &str) -> AmplitudeReply {
+    AmplitudeReply(
+        StatusCode::BAD_REQUEST,
+        json!({ "error": "Request missing required field", "missing_field": field }),
+    )
+}
+
+/// 503: nothing was stored, so a retry is safe.
+fn server_error() -> AmplitudeReply {
+    AmplitudeReply::error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Service unavailable, retry",
+    )
+}

@@ -1,0 +1,161 @@
+//! The management API under `/api/v1`: sign-in, the caller, projects and users.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use lethe_meta::{Project, Role};
+use serde_json::{json, Value};
+
+use crate::auth::Session;
+use crate::{blocking, ApiError, App};
+
+pub fn routes() -> Router<App> {
+    Router::new()
+        .route("/api/v1/auth/login", post(login))
+        .route("/api/v1/me", get(me))
+        .route("/api/v1/projects", get(list_projects).post(create_project))
+        .route("/api/v1/users", get(list_users).post(create_user))
+}
+
+/// A JSON object body, parsed by hand so that every error names its field.
+pub struct Body(pub serde_json::Map<String, Value>);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for Body {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|_| {
+                ApiError::new(StatusCode::BAD_REQUEST, "could not read the request body")
+            })?;
+        match serde_json::from_slice::<Value>(&bytes) {
+            Ok(Value::Object(map)) => Ok(Body(map)),
+            _ => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "the body must be a JSON object",
+            )),
+        }
+    }
+}
+
+impl Body {
+    /// A required, non-empty string field.
+    pub fn text(&self, field: &'static str) -> Result<String, ApiError> {
+        match self.0.get(field) {
+            Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.trim().to_string()),
+            Some(Value::String(_)) => Err(ApiError::field(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                field,
+                format!("{field} must not be empty"),
+            )),
+            Some(_) => Err(ApiError::field(
+                StatusCode::BAD_REQUEST,
+                field,
+                format!("{field} must be a string"),
+            )),
+            None => Err(ApiError::field(
+                StatusCode::BAD_REQUEST,
+                field,
+                format!("{field} is required"),
+            )),
+        }
+    }
+}
+
+async fn login(State(app): State<App>, body: Body) -> Result<Json<Value>, ApiError> {
+    let email = body.text("email")?;
+    let password = body.text("password")?;
+    blocking(move || {
+        let user = app
+            .meta
+            .verify_password(&email, &password)?
+            .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "wrong email or password"))?;
+        let token = app.meta.issue_token(user.id)?;
+        Ok(Json(json!({ "token": token, "user": user })))
+    })
+    .await
+}
+
+async fn me(Session(user): Session) -> Json<Value> {
+    Json(json!(user))
+}
+
+fn project_json(p: &Project, with_secret: bool) -> Value {
+    let mut v =
+        json!({ "id": p.id, "name": p.name, "api_key": p.api_key, "created_at": p.created_at });
+    if with_secret {
+        v["secret_key"] = json!(p.secret_key);
+    }
+    v
+}
+
+async fn list_projects(State(app): State<App>, session: Session) -> Result<Json<Value>, ApiError> {
+    let admin = session.require_admin().is_ok();
+    let projects = blocking(move || Ok(app.meta.list_projects()?)).await?;
+    Ok(Json(json!(projects
+        .iter()
+        .map(|p| project_json(p, admin))
+        .collect::<Vec<_>>())))
+}
+
+async fn create_project(
+    State(app): State<App>,
+    session: Session,
+    body: Body,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    session.require_admin()?;
+    let name = body.text("name")?;
+    if name.chars().count() > 200 {
+        return Err(ApiError::field(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "name",
+            "name must be at most 200 characters",
+        ));
+    }
+    let project = blocking(move || Ok(app.meta.create_project(&name)?)).await?;
+    tracing::info!(project_id = project.id, "project created");
+    Ok((StatusCode::CREATED, Json(project_json(&project, true))))
+}
+
+async fn list_users(State(app): State<App>, session: Session) -> Result<Json<Value>, ApiError> {
+    session.require_admin()?;
+    let users = blocking(move || Ok(app.meta.list_users()?)).await?;
+    Ok(Json(json!(users)))
+}
+
+async fn create_user(
+    State(app): State<App>,
+    session: Session,
+    body: Body,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    session.require_admin()?;
+    let email = body.text("email")?;
+    let password = body.text("password")?;
+    let role = body.text("role")?;
+    if !email.contains('@') {
+        return Err(ApiError::field(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "email",
+            "email must be an email address",
+        ));
+    }
+    if password.chars().count() < 8 {
+        return Err(ApiError::field(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "password",
+            "password must have at least 8 characters",
+        ));
+    }
+    let role = Role::parse(&role).ok_or_else(|| {
+        ApiError::field(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "role",
+            "role must be one of admin, member, viewer",
+        )
+    })?;
+    let user = blocking(move || Ok(app.meta.create_user(&email, &password, role)?)).await?;
+    tracing::info!(user_id = user.id, role = role.as_str(), "user created");
+    Ok((StatusCode::CREATED, Json(json!(user))))
+}

@@ -1,0 +1,82 @@
+//! `lethe serve`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use lethe_server::ServerConfig;
+use lethe_store::StoreConfig;
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Directory holding all of lethe's state (metadata, WAL, segments).
+    #[arg(long, env = "LETHE_DATA_DIR", default_value = "./lethe-data")]
+    data_dir: PathBuf,
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "LETHE_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Email of the administrator created on first start.
+    #[arg(long, env = "LETHE_ADMIN_EMAIL", default_value = "admin@localhost")]
+    admin_email: String,
+    /// Password of the administrator created on first start (generated and printed once if unset).
+    #[arg(long, env = "LETHE_ADMIN_PASSWORD", hide_env_values = true)]
+    admin_password: Option<String>,
+    /// Flush unflushed events into segments after this many seconds.
+    #[arg(long, default_value_t = 10.0)]
+    flush_interval_secs: f64,
+    /// Flush when this many events are waiting.
+    #[arg(long, default_value_t = 200_000)]
+    flush_events: usize,
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let config = ServerConfig {
+        data_dir: args.data_dir,
+        listen: args.listen,
+        admin_email: args.admin_email,
+        admin_password: args.admin_password,
+        store: StoreConfig {
+            flush_interval: Duration::from_secs_f64(args.flush_interval_secs),
+            flush_events: args.flush_events,
+            ..StoreConfig::default()
+        },
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let running = match lethe_server::start(config.clone()).await {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("lethe: {e}");
+                std::process::exit(1);
+            }
+        };
+        if let Some(first) = &running.first_start {
+            println!("lethe: first start: created the organization and the project \"Default\"");
+            println!("  administrator: {}", first.admin_email);
+            if let Some(password) = &first.admin_password {
+                println!("  administrator password: {password}   (shown once)");
+            }
+            println!("  project id: {}", first.project.id);
+            println!("  api_key: {}", first.project.api_key);
+            println!("  secret_key: {}   (shown once)", first.project.secret_key);
+        }
+        println!("lethe: listening on http://{}", running.addr);
+        tracing::info!(addr = %running.addr, data_dir = %config.data_dir.display(), "serving");
+        running.serve(shutdown_signal()).await?;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term.recv() => {},
+    }
+}
