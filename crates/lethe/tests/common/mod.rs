@@ -1,0 +1,250 @@
+//! Test harness: runs the real `lethe` binary on an ephemeral port over a temp data dir and
+//! talks HTTP to it.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use base64::Engine;
+use reqwest::blocking::{Client, RequestBuilder, Response};
+use serde_json::{json, Value};
+
+pub const ADMIN_EMAIL: &str = "admin@example.com";
+pub const ADMIN_PASSWORD: &str = "correct horse battery";
+
+/// A running server.
+pub struct Server {
+    child: Child,
+    pub url: String,
+    pub data_dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    pub client: Client,
+    pub stdout: Vec<String>,
+}
+
+/// Keys of the project created on first start.
+#[derive(Clone, Debug)]
+pub struct Keys {
+    pub project_id: i64,
+    pub api_key: String,
+    pub secret_key: String,
+}
+
+impl Server {
+    /// A new server on a fresh data dir.
+    pub fn start() -> (Server, Keys) {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        let mut server = Server::start_on(&dir, &[]);
+        server._tmp = Some(tmp);
+        let keys = server.first_start_keys();
+        (server, keys)
+    }
+
+    /// A server on `dir` (new or existing) with extra `serve` arguments.
+    pub fn start_on(dir: &Path, extra: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_lethe"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir)
+            .args(extra)
+            .env("LETHE_ADMIN_EMAIL", ADMIN_EMAIL)
+            .env("LETHE_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("lethe binary runs");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut stdout = Vec::new();
+        let url = loop {
+            let line = lines
+                .next()
+                .expect("server printed its address before exiting")
+                .unwrap();
+            stdout.push(line.clone());
+            if let Some(addr) = line.strip_prefix("lethe: listening on ") {
+                break addr.to_string();
+            }
+        };
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Server {
+            child,
+            url,
+            data_dir: dir.to_path_buf(),
+            _tmp: None,
+            client: Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .unwrap(),
+            stdout,
+        }
+    }
+
+    fn printed(&self, label: &str) -> Option<String> {
+        self.stdout.iter().find_map(|l| {
+            l.trim()
+                .strip_prefix(label)
+                .map(|v| v.split_whitespace().next().unwrap_or("").to_string())
+        })
+    }
+
+    /// The keys printed on first start.
+    pub fn first_start_keys(&self) -> Keys {
+        Keys {
+            project_id: self.printed("project id:").unwrap().parse().unwrap(),
+            api_key: self.printed("api_key:").unwrap(),
+            secret_key: self.printed("secret_key:").unwrap(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.url, path)
+    }
+
+    /// Stops the server the hard way: SIGKILL, no flush, no cleanup.
+    pub fn kill9(mut self) -> PathBuf {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        let dir = self.data_dir.clone();
+        if let Some(tmp) = self._tmp.take() {
+            std::mem::forget(tmp); // caller restarts on the same dir
+        }
+        dir
+    }
+
+    /// Stops the server gracefully (SIGTERM) and waits for it.
+    pub fn stop(mut self) {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+
+    pub fn post_json(&self, path: &str, body: &Value) -> Response {
+        self.client.post(self.url(path)).json(body).send().unwrap()
+    }
+
+    /// Sends events to `/2/httpapi`.
+    pub fn send(&self, keys: &Keys, events: Value) -> (u16, Value) {
+        let r = self.post_json(
+            "/2/httpapi",
+            &json!({ "api_key": keys.api_key, "events": events }),
+        );
+        status_json(r)
+    }
+
+    /// Signs in and returns a bearer token.
+    pub fn login(&self, email: &str, password: &str) -> String {
+        let (status, body) = status_json(self.post_json(
+            "/api/v1/auth/login",
+            &json!({ "email": email, "password": password }),
+        ));
+        assert_eq!(status, 200, "login failed: {body}");
+        body["token"].as_str().unwrap().to_string()
+    }
+
+    pub fn admin_token(&self) -> String {
+        self.login(ADMIN_EMAIL, ADMIN_PASSWORD)
+    }
+
+    pub fn bearer(&self, rb: RequestBuilder, token: &str) -> (u16, Value) {
+        status_json(rb.bearer_auth(token).send().unwrap())
+    }
+
+    /// Downloads an export and returns every event line, in archive order.
+    pub fn export(&self, keys: &Keys, start: &str, end: &str) -> (u16, Vec<Value>) {
+        let r = self
+            .client
+            .get(self.url(&format!("/api/2/export?start={start}&end={end}")))
+            .basic_auth(&keys.api_key, Some(&keys.secret_key))
+            .send()
+            .unwrap();
+        let status = r.status().as_u16();
+        if status != 200 {
+            return (status, vec![]);
+        }
+        (status, unzip_events(&r.bytes().unwrap()))
+    }
+
+    /// Exports yesterday and today (UTC), where all test events land even across midnight.
+    pub fn export_today(&self, keys: &Keys) -> Vec<Value> {
+        let now = chrono::Utc::now();
+        let day = now.format("%Y%m%d").to_string();
+        let yesterday = (now - chrono::Duration::days(1))
+            .format("%Y%m%d")
+            .to_string();
+        let (status, events) = self.export(keys, &format!("{yesterday}T00"), &format!("{day}T23"));
+        assert!(
+            status == 200 || status == 404,
+            "export failed with {status}"
+        );
+        events
+    }
+
+    pub fn basic_get(&self, keys: &Keys, path: &str) -> (u16, Value) {
+        status_json(
+            self.client
+                .get(self.url(path))
+                .basic_auth(&keys.api_key, Some(&keys.secret_key))
+                .send()
+                .unwrap(),
+        )
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn status_json(r: Response) -> (u16, Value) {
+    let status = r.status().as_u16();
+    let text = r.text().unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// Every event line of an export zip, with each entry's name checked against Amplitude's.
+pub fn unzip_events(bytes: &[u8]) -> Vec<Value> {
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
+    let mut events = Vec::new();
+    for i in 0..archive.len() {
+        let mut entry = archive.by_index(i).unwrap();
+        assert!(
+            entry.name().ends_with("#0.json.gz"),
+            "entry name {}",
+            entry.name()
+        );
+        let mut gz = Vec::new();
+        entry.read_to_end(&mut gz).unwrap();
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(&gz[..])
+            .read_to_string(&mut text)
+            .unwrap();
+        events.extend(
+            text.lines()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap()),
+        );
+    }
+    events
+}
+
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(data).unwrap();
+    enc.finish().unwrap()
+}
+
+pub fn basic(key: &str, secret: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{key}:{secret}"))
+    )
+}
