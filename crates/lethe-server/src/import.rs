@@ -98,6 +98,8 @@ fn import_text(headers: &HeaderMap, body: &[u8]) -> Result<String, ApiError> {
 }
 
 type LineError = (usize, Vec<EventError>);
+/// A line number and what parsing it gave.
+type ParsedLine = (usize, Result<ParsedEvent, Vec<EventError>>);
 
 /// Parses non-empty lines on every core; keeps line order.
 fn parse_lines(text: &str) -> (Vec<ParsedEvent>, Vec<LineError>, usize) {
@@ -109,7 +111,7 @@ fn parse_lines(text: &str) -> (Vec<ParsedEvent>, Vec<LineError>, usize) {
         .collect();
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let chunk = lines.len().div_ceil(workers).max(1);
-    let parts: Vec<Vec<(usize, Result<ParsedEvent, Vec<EventError>>)>> = std::thread::scope(|s| {
+    let parts: Vec<Vec<ParsedLine>> = std::thread::scope(|s| {
         let handles: Vec<_> = lines
             .chunks(chunk)
             .map(|part| {

@@ -76,6 +76,9 @@ pub struct IngestOutcome {
 
 type Tagged = (i64, Arc<Event>);
 
+/// A WAL record written but not yet fsynced: its events and whom to tell.
+type Pending = (i64, Vec<Arc<Event>>, SyncSender<Result<()>>);
+
 #[derive(Default)]
 struct State {
     segments: HashMap<i64, Vec<Arc<Segment>>>,
@@ -382,7 +385,7 @@ impl Inner {
     }
 
     fn run_wal_writer(&self, rx: Receiver<WalCommand>, mut file: WalFile) {
-        let mut appended: Vec<(i64, Vec<Arc<Event>>, SyncSender<Result<()>>)> = Vec::new();
+        let mut appended: Vec<Pending> = Vec::new();
         while let Ok(first) = rx.recv() {
             let mut commands = vec![first];
             commands.extend(rx.try_iter().take(4096));
@@ -412,11 +415,7 @@ impl Inner {
     }
 
     /// One fsync for every record appended since the last one, then visibility, then acks.
-    fn commit_appended(
-        &self,
-        file: &mut WalFile,
-        appended: &mut Vec<(i64, Vec<Arc<Event>>, SyncSender<Result<()>>)>,
-    ) {
+    fn commit_appended(&self, file: &mut WalFile, appended: &mut Vec<Pending>) {
         if appended.is_empty() {
             return;
         }

@@ -13,6 +13,9 @@ const CLIENTS: usize = 4;
 const BATCHES: usize = 60;
 const EVENTS: usize = 25;
 
+/// (client, batch number)
+type BatchId = (usize, usize);
+
 fn batch(client: usize, b: usize) -> Vec<Value> {
     (0..EVENTS)
         .map(|i| {
@@ -23,11 +26,7 @@ fn batch(client: usize, b: usize) -> Vec<Value> {
 }
 
 /// Sends every batch; returns (acknowledged, unacknowledged) batch ids.
-fn send_all(
-    url: &str,
-    keys: &Keys,
-    batches: &[(usize, usize)],
-) -> (Vec<(usize, usize)>, Vec<(usize, usize)>) {
+fn send_all(url: &str, keys: &Keys, batches: &[BatchId]) -> (Vec<BatchId>, Vec<BatchId>) {
     let client = reqwest::blocking::Client::new();
     let (mut acked, mut failed) = (Vec::new(), Vec::new());
     for &(c, b) in batches {
@@ -57,7 +56,7 @@ fn kill_9_loses_nothing_acknowledged_and_retries_duplicate_nothing() {
         .map(|c| {
             let (url, keys, results) = (url.clone(), keys.clone(), results.clone());
             std::thread::spawn(move || {
-                let mine: Vec<(usize, usize)> = (0..BATCHES).map(|b| (c, b)).collect();
+                let mine: Vec<BatchId> = (0..BATCHES).map(|b| (c, b)).collect();
                 let (acked, failed) = send_all(&url, &keys, &mine);
                 let mut r = results.lock().unwrap();
                 r.0.extend(acked);
