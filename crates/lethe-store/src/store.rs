@@ -114,7 +114,13 @@ struct Inner {
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
-    threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    threads: Arc<Mutex<Threads>>,
+}
+
+/// The store's two threads, stopped in order by [`Store::shutdown`].
+struct Threads {
+    wal_writer: Option<JoinHandle<()>>,
+    background: Option<JoinHandle<()>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -202,7 +208,10 @@ impl Store {
         };
         Ok(Store {
             inner,
-            threads: Arc::new(Mutex::new(vec![writer, background])),
+            threads: Arc::new(Mutex::new(Threads {
+                wal_writer: Some(writer),
+                background: Some(background),
+            })),
         })
     }
 
@@ -323,14 +332,18 @@ impl Store {
         &self.inner.dir
     }
 
-    /// Flushes and stops the background threads.
+    /// Stops background work, flushes everything, then stops the WAL writer.
     pub fn shutdown(&self) -> Result<()> {
-        let result = self.inner.flush();
+        let mut threads = lock(&self.threads);
         *lock(&self.inner.wake.0) = true;
         self.inner.wake.1.notify_all();
-        let (tx, _) = mpsc::channel();
-        *lock(&self.inner.wal) = tx;
-        for t in lock(&self.threads).drain(..) {
+        if let Some(t) = threads.background.take() {
+            let _ = t.join();
+        }
+        let result = self.inner.flush();
+        let (closed, _) = mpsc::channel();
+        *lock(&self.inner.wal) = closed;
+        if let Some(t) = threads.wal_writer.take() {
             let _ = t.join();
         }
         result

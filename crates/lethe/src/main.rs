@@ -1,5 +1,6 @@
 //! `lethe`: the server and its command-line tools in one binary.
 
+mod bench;
 mod import;
 mod serve;
 
@@ -19,6 +20,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Bulk-load NDJSON files (Amplitude export format, plain or gzip) into a project.
     Import(import::ImportArgs),
+    /// Run a benchmark against a real server process.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -32,5 +35,6 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Import(args) => import::run(args),
+        Command::Bench(args) => bench::run(args),
     }
 }

@@ -1,0 +1,453 @@
+//! `lethe bench`: reproducible benchmarks against a real server process on this machine.
+//!
+//! The data set is generated from a fixed seed: ~40 event types with Zipf-like frequency,
+//! 3–12 event properties per type from a pool of 150 keys, 2–8 user properties per user from
+//! a pool of 40 keys, 100 k users, upload times spread over 30 days.
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+
+#[derive(Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    which: Which,
+}
+
+#[derive(Subcommand)]
+enum Which {
+    /// Bulk import, concurrent /2/httpapi ingestion, bytes on disk per event.
+    Ingest(IngestArgs),
+}
+
+#[derive(Args)]
+struct IngestArgs {
+    /// Events in the import data set.
+    #[arg(long, default_value_t = 5_000_000)]
+    events: usize,
+    /// Events sent through /2/httpapi.
+    #[arg(long, default_value_t = 1_000_000)]
+    http_events: usize,
+    /// Concurrent /2/httpapi clients.
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+    /// Events per /2/httpapi request.
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
+    /// Concurrent import requests.
+    #[arg(long, default_value_t = 2)]
+    import_streams: usize,
+    /// Where the data set and the server's data dir go (a temp dir by default).
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    match args.which {
+        Which::Ingest(a) => ingest(a),
+    }
+}
+
+/// The generated data set's shape.
+pub struct Mix {
+    rng: StdRng,
+    type_weights: Vec<f64>,
+    type_props: Vec<Vec<usize>>,
+    users: usize,
+}
+
+const EVENT_TYPES: usize = 40;
+const EVENT_KEYS: usize = 150;
+const USER_KEYS: usize = 40;
+const WORDS: &[&str] = &[
+    "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet",
+    "kilo", "lima", "mike", "november", "oscar", "papa", "quebec", "romeo", "sierra", "tango",
+];
+
+impl Mix {
+    pub fn new(seed: u64, users: usize) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let type_weights: Vec<f64> = (0..EVENT_TYPES)
+            .map(|i| 1.0 / ((i + 1) as f64).powf(1.1))
+            .collect();
+        let type_props = (0..EVENT_TYPES)
+            .map(|_| {
+                let n = rng.gen_range(3..=12);
+                let mut keys: Vec<usize> = (0..n).map(|_| rng.gen_range(0..EVENT_KEYS)).collect();
+                keys.sort_unstable();
+                keys.dedup();
+                keys
+            })
+            .collect();
+        Self {
+            rng,
+            type_weights,
+            type_props,
+            users,
+        }
+    }
+
+    fn event_type(&mut self) -> usize {
+        let total: f64 = self.type_weights.iter().sum();
+        let mut x = self.rng.gen_range(0.0..total);
+        for (i, w) in self.type_weights.iter().enumerate() {
+            if x < *w {
+                return i;
+            }
+            x -= w;
+        }
+        EVENT_TYPES - 1
+    }
+
+    /// A property value whose kind depends on the key: words, integers, decimals, flags, ids.
+    fn value(rng: &mut StdRng, key: usize, out: &mut String) {
+        match key % 20 {
+            0..=7 => write!(out, "\"{}\"", WORDS[rng.gen_range(0..(5 + key % 15))]),
+            8..=13 => write!(out, "{}", rng.gen_range(0..1000)),
+            14..=16 => write!(out, "{:.2}", rng.gen_range(0.0..100.0)),
+            17..=18 => write!(out, "{}", rng.gen_bool(0.5)),
+            _ => write!(out, "\"item-{}\"", rng.gen_range(0..1_000_000)),
+        }
+        .expect("writing to a String");
+    }
+
+    /// The fixed user properties of a user (2–8 keys), as a JSON object.
+    fn user_properties(user: usize, out: &mut String) {
+        let mut rng = StdRng::seed_from_u64(user as u64 ^ 0x5eed);
+        let n = rng.gen_range(2..=8);
+        out.push('{');
+        let mut keys: Vec<usize> = (0..n).map(|_| rng.gen_range(0..USER_KEYS)).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        for (i, k) in keys.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            write!(out, "\"user_prop_{k}\":").expect("String");
+            Self::value(&mut rng, *k, out);
+        }
+        out.push('}');
+    }
+
+    /// One event as a JSON line; `upload_ms` set means import format with server fields.
+    pub fn event(&mut self, upload_ms: Option<i64>, out: &mut String) {
+        let t = self.event_type();
+        let user = self.rng.gen_range(0..self.users);
+        let insert: u128 = self.rng.gen();
+        write!(out, "{{\"event_type\":\"event_type_{t}\",\"user_id\":\"user-{user}\",\"device_id\":\"device-{user:08x}\",").expect("String");
+        match upload_ms {
+            Some(ms) => write!(
+                out,
+                "\"server_upload_time\":\"{}\",\"event_time\":\"{}\",\"$insert_id\":\"{}\",",
+                lethe_event::format_export_time(ms),
+                lethe_event::format_export_time(ms - 1500),
+                uuid_text(insert)
+            ),
+            None => write!(out, "\"insert_id\":\"{}\",", uuid_text(insert)),
+        }
+        .expect("String");
+        out.push_str("\"platform\":\"");
+        out.push_str(["iOS", "Android", "Web"][user % 3]);
+        out.push_str("\",\"event_properties\":{");
+        for (i, k) in self.type_props[t].clone().into_iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            write!(out, "\"prop_{k}\":").expect("String");
+            Self::value(&mut self.rng, k, out);
+        }
+        out.push_str("},\"user_properties\":");
+        Self::user_properties(user, out);
+        out.push('}');
+    }
+}
+
+fn uuid_text(n: u128) -> String {
+    uuid::Uuid::from_u128(n).to_string()
+}
+
+/// A `lethe serve` child process on a fresh data dir.
+struct ServerProcess {
+    child: Child,
+    url: String,
+    api_key: String,
+    token: String,
+    project_id: i64,
+}
+
+impl ServerProcess {
+    fn start(data_dir: &Path) -> anyhow::Result<Self> {
+        let mut child = Command::new(std::env::current_exe()?)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env("LETHE_ADMIN_PASSWORD", "bench-password")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
+        let (mut url, mut api_key, mut project_id) = (String::new(), String::new(), 1);
+        for line in lines.by_ref() {
+            let line = line?;
+            let value = |p: &str| {
+                line.trim()
+                    .strip_prefix(p)
+                    .map(|v| v.split_whitespace().next().unwrap_or("").to_string())
+            };
+            if let Some(v) = value("api_key:") {
+                api_key = v;
+            } else if let Some(v) = value("project id:") {
+                project_id = v.parse()?;
+            } else if let Some(v) = line.strip_prefix("lethe: listening on ") {
+                url = v.to_string();
+                break;
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        let login: Value = reqwest::blocking::Client::new()
+            .post(format!("{url}/api/v1/auth/login"))
+            .json(&json!({"email": "admin@localhost", "password": "bench-password"}))
+            .send()?
+            .json()?;
+        let token = login["token"].as_str().context("login token")?.to_string();
+        Ok(Self {
+            child,
+            url,
+            api_key,
+            token,
+            project_id,
+        })
+    }
+
+    /// Peak resident memory of the server so far, in MiB.
+    fn peak_rss_mib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    }
+
+    /// Graceful stop (SIGTERM: flush, then exit).
+    fn stop(mut self) -> anyhow::Result<()> {
+        Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status()?;
+        self.child.wait()?;
+        Ok(())
+    }
+}
+
+fn ingest(args: IngestArgs) -> anyhow::Result<()> {
+    let tmp = tempfile_dir(args.work_dir.as_deref())?;
+    let data_set = tmp.join("events.ndjson");
+    let started = Instant::now();
+    let bytes = generate(&data_set, args.events)?;
+    println!(
+        "generated {} events ({:.0} MB) in {:.1} s",
+        args.events,
+        bytes as f64 / 1e6,
+        started.elapsed().as_secs_f64()
+    );
+
+    let data_dir = tmp.join("data");
+    let server = ServerProcess::start(&data_dir)?;
+    let import_s = import(&server, &data_set, args.import_streams)?;
+    let import_rss = server.peak_rss_mib();
+    let http_s = http_ingest(&server, &args)?;
+    let peak_rss = server.peak_rss_mib();
+    server.stop()?;
+    let (segments, segment_bytes) = dir_size(&data_dir.join("segments"))?;
+    let total = args.events + args.http_events;
+    println!();
+    println!("| measure | value |");
+    println!("|---|---|");
+    println!(
+        "| import of {} events | {:.2} s, {:.0} events/s |",
+        args.events,
+        import_s,
+        args.events as f64 / import_s
+    );
+    println!("| peak RSS during import | {import_rss:.0} MiB |");
+    println!(
+        "| /2/httpapi, {} clients × {}-event batches, {} events | {:.2} s, {:.0} events/s acknowledged |",
+        args.clients, args.batch, args.http_events, http_s, args.http_events as f64 / http_s
+    );
+    println!("| peak RSS overall | {peak_rss:.0} MiB |");
+    println!(
+        "| bytes on disk per event | {:.1} B ({} segments, {:.0} MB for {} events) |",
+        segment_bytes as f64 / total as f64,
+        segments,
+        segment_bytes as f64 / 1e6,
+        total
+    );
+    if args.work_dir.is_none() {
+        std::fs::remove_dir_all(&tmp)?;
+    }
+    Ok(())
+}
+
+fn tempfile_dir(base: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let dir = base.map(Path::to_path_buf).unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("lethe-bench-{}", std::process::id()))
+    });
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// Writes the import data set, upload times ascending over 30 days ending now.
+fn generate(path: &Path, events: usize) -> anyhow::Result<u64> {
+    let mut mix = Mix::new(42, 100_000);
+    let mut out = BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
+    let end = lethe_meta::now_ms() - 3_600_000;
+    let start = end - 30 * lethe_event::DAY_MS;
+    let step = (end - start) as f64 / events as f64;
+    let mut line = String::with_capacity(1024);
+    let mut bytes = 0u64;
+    for i in 0..events {
+        line.clear();
+        mix.event(Some(start + (i as f64 * step) as i64), &mut line);
+        line.push('\n');
+        out.write_all(line.as_bytes())?;
+        bytes += line.len() as u64;
+    }
+    out.flush()?;
+    Ok(bytes)
+}
+
+/// Sends the data set in 64 MB parts over `streams` concurrent requests; seconds taken.
+fn import(server: &ServerProcess, path: &Path, streams: usize) -> anyhow::Result<f64> {
+    let url = format!(
+        "{}/api/v1/projects/{}/import",
+        server.url, server.project_id
+    );
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(1);
+    let rx = Arc::new(Mutex::new(rx));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..streams)
+        .map(|_| {
+            let (rx, url, token) = (rx.clone(), url.clone(), server.token.clone());
+            std::thread::spawn(move || -> anyhow::Result<u64> {
+                let client = reqwest::blocking::Client::builder().timeout(None).build()?;
+                let mut stored = 0;
+                loop {
+                    let part = match rx.lock().map_err(|_| anyhow::anyhow!("lock"))?.recv() {
+                        Ok(p) => p,
+                        Err(_) => return Ok(stored),
+                    };
+                    let answer: Value = client
+                        .post(&url)
+                        .bearer_auth(&token)
+                        .body(part)
+                        .send()?
+                        .json()?;
+                    if answer["rejected"].as_u64() != Some(0) {
+                        bail!("import rejected lines: {answer}");
+                    }
+                    stored += answer["ingested"].as_u64().unwrap_or(0);
+                }
+            })
+        })
+        .collect();
+    let mut reader = BufReader::with_capacity(1 << 20, std::fs::File::open(path)?);
+    let mut part = Vec::with_capacity(70 << 20);
+    loop {
+        let n = reader.read_until(b'\n', &mut part)?;
+        if (n == 0 && !part.is_empty()) || part.len() >= 64 << 20 {
+            tx.send(std::mem::take(&mut part))?;
+        }
+        if n == 0 {
+            break;
+        }
+    }
+    drop(tx);
+    let mut stored = 0;
+    for w in workers {
+        stored += w
+            .join()
+            .map_err(|_| anyhow::anyhow!("import worker panicked"))??;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!("imported {stored} events in {secs:.2} s");
+    Ok(secs)
+}
+
+/// Concurrent clients sending pre-built batches to /2/httpapi; seconds until all acknowledged.
+fn http_ingest(server: &ServerProcess, args: &IngestArgs) -> anyhow::Result<f64> {
+    let per_client = args.http_events / args.clients / args.batch;
+    let bodies: Vec<Vec<String>> = (0..args.clients)
+        .map(|c| {
+            let mut mix = Mix::new(1000 + c as u64, 100_000);
+            (0..per_client)
+                .map(|_| {
+                    let mut body = format!("{{\"api_key\":\"{}\",\"events\":[", server.api_key);
+                    for i in 0..args.batch {
+                        if i > 0 {
+                            body.push(',');
+                        }
+                        mix.event(None, &mut body);
+                    }
+                    body.push_str("]}");
+                    body
+                })
+                .collect()
+        })
+        .collect();
+    let url = format!("{}/2/httpapi", server.url);
+    let started = Instant::now();
+    let clients: Vec<_> = bodies
+        .into_iter()
+        .map(|bodies| {
+            let url = url.clone();
+            std::thread::spawn(move || -> anyhow::Result<()> {
+                let client = reqwest::blocking::Client::builder()
+                    .timeout(Duration::from_secs(60))
+                    .build()?;
+                for body in bodies {
+                    let r = client
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .body(body)
+                        .send()?;
+                    if r.status().as_u16() != 200 {
+                        bail!("ingestion answered {}: {}", r.status(), r.text()?);
+                    }
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().map_err(|_| anyhow::anyhow!("client panicked"))??;
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
+fn dir_size(dir: &Path) -> anyhow::Result<(usize, u64)> {
+    let (mut files, mut bytes) = (0, 0);
+    if !dir.exists() {
+        return Ok((0, 0));
+    }
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            let (f, b) = dir_size(&path)?;
+            files += f;
+            bytes += b;
+        } else {
+            files += 1;
+            bytes += path.metadata()?.len();
+        }
+    }
+    Ok((files, bytes))
+}
