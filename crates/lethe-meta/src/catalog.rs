@@ -38,14 +38,15 @@ pub struct CatalogEntry {
     pub event_count: i64,
 }
 
-/// A change to one entry's count and seen-range, by id.
+/// A change to one entry's count and, for new data, its seen-range, by id.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CountDelta {
     pub kind: CatalogKind,
     pub id: i64,
+    /// Negative when data is deleted.
     pub count: i64,
-    pub first_seen: i64,
-    pub last_seen: i64,
+    /// Upload-time range of added data; `None` for removals.
+    pub seen: Option<(i64, i64)>,
 }
 
 /// Catalog changes that commit together with the segments that cause them.
@@ -106,6 +107,15 @@ impl MetaStore {
             .collect())
     }
 
+    /// Name → id for one kind.
+    pub fn catalog_ids(&self, project_id: i64, kind: CatalogKind) -> Result<HashMap<String, i64>> {
+        Ok(self
+            .list_catalog(project_id, kind)?
+            .into_iter()
+            .map(|e| (e.name, e.id))
+            .collect())
+    }
+
     /// Every entry of one kind, by name.
     pub fn list_catalog(&self, project_id: i64, kind: CatalogKind) -> Result<Vec<CatalogEntry>> {
         self.with(|c| {
@@ -142,8 +152,8 @@ impl MetaStore {
 pub(crate) fn apply_delta(tx: &Transaction, project_id: i64, delta: &CatalogDelta) -> Result<()> {
     let mut counts = tx.prepare_cached(
         "UPDATE catalog SET event_count = event_count + ?4,
-            first_seen = MIN(COALESCE(first_seen, ?5), ?5),
-            last_seen = MAX(COALESCE(last_seen, ?6), ?6)
+            first_seen = CASE WHEN ?5 IS NULL THEN first_seen ELSE MIN(COALESCE(first_seen, ?5), ?5) END,
+            last_seen = CASE WHEN ?6 IS NULL THEN last_seen ELSE MAX(COALESCE(last_seen, ?6), ?6) END
          WHERE project_id=?1 AND kind=?2 AND id=?3",
     )?;
     for d in &delta.counts {
@@ -152,8 +162,8 @@ pub(crate) fn apply_delta(tx: &Transaction, project_id: i64, delta: &CatalogDelt
             d.kind.as_str(),
             d.id,
             d.count,
-            d.first_seen,
-            d.last_seen
+            d.seen.map(|s| s.0),
+            d.seen.map(|s| s.1)
         ])?;
     }
     let mut pairs = tx.prepare_cached(

@@ -7,7 +7,10 @@ use rusqlite::Connection;
 use crate::Result;
 
 /// Migrations in order; the database records how many it has applied.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_initial.sql"),
+    include_str!("../migrations/0002_deletion.sql"),
+];
 
 pub(crate) fn open(path: &Path) -> Result<Connection> {
     let mut conn = Connection::open(path)?;

@@ -10,6 +10,7 @@ mod catalog;
 mod db;
 mod identity;
 mod manifest;
+mod tasks;
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -18,6 +19,7 @@ pub use access::{NewProject, Project, Role, User};
 pub use catalog::{CatalogDelta, CatalogEntry, CatalogKind, CountDelta};
 pub use identity::{IdentityRecord, ProfileRecord};
 pub use manifest::{Commit, SegmentRecord};
+pub use tasks::{AuditRecord, TaskRow};
 
 /// Errors at the metadata boundary.
 #[derive(Debug, thiserror::Error)]

@@ -39,6 +39,9 @@ pub struct Commit {
     pub amplitude_id_high: i64,
     /// New WAL checkpoint: every record up to this sequence is in committed segments.
     pub wal_checkpoint: Option<u64>,
+    /// A deletion task's progress (JSON) that this commit advances, so that a task resumed
+    /// after a crash counts each partition exactly once.
+    pub task_progress: Option<(i64, String)>,
 }
 
 fn ids_text(ids: &[i64]) -> String {
@@ -113,6 +116,12 @@ impl MetaStore {
                 tx.execute(
                     "UPDATE wal_checkpoint SET seq = MAX(seq, ?1) WHERE id=1",
                     [seq as i64],
+                )?;
+            }
+            if let Some((task, progress)) = &commit.task_progress {
+                tx.execute(
+                    "UPDATE deletion_tasks SET progress=?2 WHERE id=?1",
+                    params![task, progress],
                 )?;
             }
             tx.commit()?;

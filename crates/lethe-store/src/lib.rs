@@ -15,8 +15,13 @@ mod store;
 mod wal;
 
 pub use layout::{DataDir, SegmentLocation};
-pub use segment::{read_segment, write_segment, ColumnNames, SegmentStats};
-pub use store::{IngestOutcome, Segment, Snapshot, Store, StoreConfig};
+pub use segment::{
+    events_to_batch, read_batches, read_segment, write_batch, write_segment, ColumnNames,
+    SegmentStats,
+};
+pub use store::{
+    failpoint, IngestOutcome, ProgressFn, Rewrite, Segment, Snapshot, Store, StoreConfig,
+};
 
 /// Errors at the event store boundary.
 #[derive(Debug, thiserror::Error)]

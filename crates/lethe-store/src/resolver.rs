@@ -247,22 +247,44 @@ impl Resolver {
         let profiles = dirty
             .profiles
             .into_iter()
-            .filter_map(|(project_id, amplitude_id)| {
-                let user = self.projects.get(&project_id)?.users.get(&amplitude_id)?;
-                let map: serde_json::Map<String, serde_json::Value> = user
-                    .profile
-                    .iter()
-                    .map(|(k, v)| (k.clone(), serde_json::from_str(v).unwrap_or_default()))
-                    .collect();
-                Some(ProfileRecord {
-                    project_id,
-                    amplitude_id,
-                    user_id: user.user_id.clone(),
-                    properties: serde_json::Value::Object(map).to_string(),
-                })
-            })
+            .filter_map(|(project_id, amplitude_id)| self.profile_record(project_id, amplitude_id))
             .collect();
         (dirty.identities, profiles, self.high)
+    }
+
+    /// Unsets `keys` in every profile of the project; returns the changed profiles.
+    pub fn remove_profile_keys(&mut self, project_id: i64, keys: &[String]) -> Vec<ProfileRecord> {
+        let Some(project) = self.projects.get_mut(&project_id) else {
+            return Vec::new();
+        };
+        let mut changed = Vec::new();
+        for (amplitude_id, user) in project.users.iter_mut() {
+            let before = user.profile.len();
+            user.profile.retain(|k, _| !keys.contains(k));
+            if user.profile.len() != before {
+                user.snapshot = snapshot(&user.profile);
+                changed.push(*amplitude_id);
+            }
+        }
+        changed
+            .into_iter()
+            .filter_map(|amplitude_id| self.profile_record(project_id, amplitude_id))
+            .collect()
+    }
+
+    fn profile_record(&self, project_id: i64, amplitude_id: i64) -> Option<ProfileRecord> {
+        let user = self.projects.get(&project_id)?.users.get(&amplitude_id)?;
+        let map: serde_json::Map<String, serde_json::Value> = user
+            .profile
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::from_str(v).unwrap_or_default()))
+            .collect();
+        Some(ProfileRecord {
+            project_id,
+            amplitude_id,
+            user_id: user.user_id.clone(),
+            properties: serde_json::Value::Object(map).to_string(),
+        })
     }
 
     /// Puts back changes whose commit failed, so the next commit carries them.

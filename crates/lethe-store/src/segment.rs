@@ -87,6 +87,15 @@ pub fn write_segment(
     event_ids: &HashMap<String, i64>,
     user_ids: &HashMap<String, i64>,
 ) -> Result<SegmentStats> {
+    write_batch(path, &events_to_batch(events, event_ids, user_ids)?)
+}
+
+/// The columns of a segment holding `events`.
+pub fn events_to_batch(
+    events: &[Arc<Event>],
+    event_ids: &HashMap<String, i64>,
+    user_ids: &HashMap<String, i64>,
+) -> Result<RecordBatch> {
     let mut c = Columns {
         fields: Vec::new(),
         arrays: Vec::new(),
@@ -152,32 +161,52 @@ pub fn write_segment(
     push_properties(&mut c, "u_", user_ids, events, |e| &e.user_properties);
 
     let schema = Arc::new(Schema::new(c.fields));
-    let batch = RecordBatch::try_new(schema.clone(), c.arrays)?;
+    Ok(RecordBatch::try_new(schema, c.arrays)?)
+}
+
+/// Writes one batch as a segment file at `path` and fsyncs it. Statistics, dictionaries and
+/// page indexes are built from this batch alone, so nothing of removed rows survives in them.
+pub fn write_batch(path: &Path, batch: &RecordBatch) -> Result<SegmentStats> {
     let props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_statistics_enabled(EnabledStatistics::Chunk)
         .build();
     let file = File::create(path)?;
-    let mut writer = ArrowWriter::try_new(file, schema, Some(props))?;
-    writer.write(&batch)?;
+    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props))?;
+    writer.write(batch)?;
     let file = writer.into_inner()?;
     file.sync_all()?;
     let bytes = file.metadata()?.len();
+    let times = batch
+        .column_by_name("server_upload_time")
+        .and_then(|a| a.as_any().downcast_ref::<TimestampMillisecondArray>())
+        .ok_or_else(|| corrupt("server_upload_time"))?;
     Ok(SegmentStats {
-        rows: events.len(),
+        rows: batch.num_rows(),
         bytes,
-        min_time: events
-            .iter()
-            .map(|e| e.server_upload_time)
-            .min()
-            .unwrap_or(0),
-        max_time: events
-            .iter()
-            .map(|e| e.server_upload_time)
-            .max()
-            .unwrap_or(0),
+        min_time: times.values().iter().copied().min().unwrap_or(0),
+        max_time: times.values().iter().copied().max().unwrap_or(0),
     })
+}
+
+/// Reads a segment's batches; `columns` restricts the read to those columns (the others
+/// are not decoded at all).
+pub fn read_batches(path: &Path, columns: Option<&[String]>) -> Result<Vec<RecordBatch>> {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(File::open(path)?)?;
+    let builder = match columns {
+        None => builder,
+        Some(names) => {
+            let schema = builder.parquet_schema();
+            let leaves: Vec<usize> = (0..schema.num_columns())
+                .filter(|i| names.iter().any(|n| n == schema.column(*i).name()))
+                .collect();
+            let mask = parquet::arrow::ProjectionMask::leaves(schema, leaves);
+            builder.with_projection(mask)
+        }
+    };
+    let reader = builder.with_batch_size(64 * 1024).build()?;
+    Ok(reader.collect::<Result<Vec<_>, _>>()?)
 }
 
 /// One column per property key, built sparsely: only present values are touched.
@@ -215,12 +244,9 @@ pub fn read_segment(
     names: &ColumnNames,
     range: Option<(i64, i64)>,
 ) -> Result<Vec<Event>> {
-    let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(path)?)?
-        .with_batch_size(16 * 1024)
-        .build()?;
     let mut events = Vec::new();
-    for batch in reader {
-        decode_batch(&batch?, names, range, &mut events)?;
+    for batch in read_batches(path, None)? {
+        decode_batch(&batch, names, range, &mut events)?;
     }
     Ok(events)
 }

@@ -8,12 +8,15 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use arrow_array::{Array, RecordBatch, StringArray};
 use lethe_event::{Event, ParsedEvent, DAY_MS};
-use lethe_meta::{now_ms, CatalogDelta, CatalogKind, Commit, CountDelta, MetaStore, SegmentRecord};
+use lethe_meta::{
+    now_ms, CatalogDelta, CatalogKind, Commit, CountDelta, MetaStore, ProfileRecord, SegmentRecord,
+};
 
 use crate::layout::{sync_dir, DataDir, SegmentLocation};
 use crate::resolver::Resolver;
-use crate::segment::{read_segment, sort_for_segment, write_segment, ColumnNames};
+use crate::segment::{events_to_batch, read_segment, sort_for_segment, write_batch, ColumnNames};
 use crate::wal::{self, WalFile, WalRecord};
 use crate::{Result, StoreError};
 
@@ -63,6 +66,36 @@ impl Drop for Segment {
 pub struct Snapshot {
     pub segments: Vec<Arc<Segment>>,
     pub memtable: Vec<Arc<Event>>,
+}
+
+/// A partition rewrite: segments out, new contents in, committed as one manifest swap.
+pub struct Rewrite {
+    /// Live segments to retire.
+    pub inputs: Vec<Arc<Segment>>,
+    /// New segment contents (empty batches are skipped).
+    pub outputs: Vec<RecordBatch>,
+    /// Catalog counts the rewrite removes.
+    pub catalog: CatalogDelta,
+    /// Task progress advanced by the same commit: task id, and the progress JSON given the
+    /// bytes of the new segments.
+    pub task_progress: Option<(i64, ProgressFn)>,
+}
+
+/// Renders a task's progress once the bytes written by a rewrite are known.
+pub type ProgressFn = Box<dyn FnOnce(u64) -> String + Send>;
+
+/// Crash-test hook: with `LETHE_FAILPOINT=<name>`, the process aborts at that point, as
+/// `kill -9` would stop it.
+pub fn failpoint(name: &str) {
+    static POINT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    if POINT
+        .get_or_init(|| std::env::var("LETHE_FAILPOINT").ok())
+        .as_deref()
+        == Some(name)
+    {
+        eprintln!("lethe: failpoint {name} reached: aborting");
+        std::process::abort();
+    }
 }
 
 /// What an ingestion call did.
@@ -327,6 +360,100 @@ impl Store {
         self.inner.compact()
     }
 
+    /// Replaces segments of one partition, with the manifest writer lock held from planning to
+    /// commit so that no flush or compaction interleaves. `plan` sees the partition's live
+    /// segments and returns what to replace (or `None`). Returns the retired segments: their
+    /// files are unlinked once the caller and every reader have dropped them.
+    pub fn rewrite_partition(
+        &self,
+        project_id: i64,
+        day: &str,
+        plan: impl FnOnce(&[Arc<Segment>]) -> Result<Option<Rewrite>>,
+    ) -> Result<Vec<Arc<Segment>>> {
+        let inner = &self.inner;
+        let _writer = lock(&inner.writer);
+        let live: Vec<Arc<Segment>> = {
+            let state = inner.state.read().unwrap_or_else(|p| p.into_inner());
+            state
+                .segments
+                .get(&project_id)
+                .into_iter()
+                .flatten()
+                .filter(|s| s.record.day == day)
+                .cloned()
+                .collect()
+        };
+        let Some(rewrite) = plan(&live)? else {
+            return Ok(Vec::new());
+        };
+        let mut added = Vec::new();
+        let written = rewrite
+            .outputs
+            .iter()
+            .filter(|b| b.num_rows() > 0)
+            .try_for_each(|batch| {
+                added.push(inner.write_new_segment(project_id, day, batch)?.0);
+                Ok::<_, StoreError>(())
+            });
+        let written_bytes: u64 = added.iter().map(|r| r.bytes as u64).sum();
+        let commit = Commit {
+            add: added.clone(),
+            remove: rewrite.inputs.iter().map(|s| s.record.id.clone()).collect(),
+            catalog: vec![(project_id, rewrite.catalog)],
+            task_progress: rewrite.task_progress.map(|(id, f)| (id, f(written_bytes))),
+            ..Default::default()
+        };
+        failpoint("rewrite:after_write");
+        if let Err(e) = written.and_then(|()| Ok(inner.meta.commit(&commit)?)) {
+            for record in &added {
+                let _ = std::fs::remove_file(inner.segment_path(record));
+            }
+            return Err(e);
+        }
+        failpoint("rewrite:after_commit");
+        let mut state = inner.state.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(list) = state.segments.get_mut(&project_id) {
+            list.retain(|s| !rewrite.inputs.iter().any(|i| Arc::ptr_eq(s, i)));
+        }
+        for s in &rewrite.inputs {
+            s.retired.store(true, Ordering::Release);
+        }
+        inner.add_live(&mut state, added);
+        drop(state);
+        inner.publish_gauges();
+        Ok(rewrite.inputs)
+    }
+
+    /// Drops `segments` and waits until their files are unlinked (readers still holding one
+    /// delay it; a reader never holds one for long).
+    pub fn await_unlinked(&self, segments: Vec<Arc<Segment>>) -> Result<()> {
+        let paths: Vec<PathBuf> = segments.iter().map(|s| s.path.clone()).collect();
+        drop(segments);
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while paths.iter().any(|p| p.exists()) {
+            if Instant::now() > deadline {
+                return Err(StoreError::Io(std::io::Error::other(
+                    "retired segments are still held by a reader",
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(())
+    }
+
+    /// Unsets `keys` in every current user profile of the project, durably. Returns how many
+    /// profiles changed.
+    pub fn remove_profile_keys(&self, project_id: i64, keys: &[String]) -> Result<usize> {
+        let _writer = lock(&self.inner.writer);
+        let profiles: Vec<ProfileRecord> =
+            lock(&self.inner.resolver).remove_profile_keys(project_id, keys);
+        self.inner.meta.commit(&Commit {
+            profiles: profiles.clone(),
+            ..Default::default()
+        })?;
+        Ok(profiles.len())
+    }
+
     /// The data directory.
     pub fn data_dir(&self) -> &DataDir {
         &self.inner.dir
@@ -524,7 +651,7 @@ impl Inner {
         let result = (|| -> Result<()> {
             for ((project_id, day), mut events) in groups {
                 sort_for_segment(&mut events);
-                let (record, delta) = self.write_new_segment(project_id, &day, &events)?;
+                let (record, delta) = self.write_events_segment(project_id, &day, &events)?;
                 written.push(record.clone());
                 commit.add.push(record);
                 commit.catalog.push((project_id, delta));
@@ -578,34 +705,36 @@ impl Inner {
         }
     }
 
-    /// Writes sorted `events` as a new segment file (tmp, fsync, rename, fsync dir) and
-    /// returns its manifest record and the catalog counts it adds.
+    /// Writes `batch` as a new segment file (tmp, fsync, rename, fsync dir) and returns its
+    /// manifest record and the catalog ids of its event types.
     fn write_new_segment(
         &self,
         project_id: i64,
         day: &str,
-        events: &[Arc<Event>],
-    ) -> Result<(SegmentRecord, CatalogDelta)> {
-        let names = |f: &dyn Fn(&Event) -> Vec<&str>| -> BTreeSet<String> {
-            events
+        batch: &RecordBatch,
+    ) -> Result<(SegmentRecord, HashMap<String, i64>)> {
+        let types: BTreeSet<&str> = batch
+            .column_by_name("event_type")
+            .and_then(|a| a.as_any().downcast_ref::<StringArray>())
+            .map(|a| a.iter().flatten().collect())
+            .unwrap_or_default();
+        let types: Vec<&str> = types.into_iter().collect();
+        let type_ids = self
+            .meta
+            .ensure_catalog_ids(project_id, CatalogKind::Event, &types)?;
+        let column_ids = |prefix: &str| -> Vec<i64> {
+            let mut ids: Vec<i64> = batch
+                .schema()
+                .fields()
                 .iter()
-                .flat_map(|e| f(e).into_iter().map(str::to_string))
-                .collect()
+                .filter_map(|f| f.name().strip_prefix(prefix)?.parse().ok())
+                .collect();
+            ids.sort_unstable();
+            ids
         };
-        let types = names(&|e| vec![e.event_type.as_str()]);
-        let eprops = names(&|e| e.event_properties.iter().map(|(k, _)| k.as_str()).collect());
-        let uprops = names(&|e| e.user_properties.iter().map(|(k, _)| k.as_str()).collect());
-        let ids = |kind, set: &BTreeSet<String>| {
-            let list: Vec<&str> = set.iter().map(String::as_str).collect();
-            self.meta.ensure_catalog_ids(project_id, kind, &list)
-        };
-        let type_ids = ids(CatalogKind::Event, &types)?;
-        let eprop_ids = ids(CatalogKind::EventProperty, &eprops)?;
-        let uprop_ids = ids(CatalogKind::UserProperty, &uprops)?;
-
         let id = uuid::Uuid::now_v7().simple().to_string();
         let tmp = self.dir.tmp_dir().join(format!("{id}.parquet"));
-        let stats = write_segment(&tmp, events, &eprop_ids, &uprop_ids)?;
+        let stats = write_batch(&tmp, batch)?;
         let record = SegmentRecord {
             id,
             project_id,
@@ -615,8 +744,8 @@ impl Inner {
             min_time: stats.min_time,
             max_time: stats.max_time,
             event_types: sorted_ids(&type_ids),
-            event_properties: sorted_ids(&eprop_ids),
-            user_properties: sorted_ids(&uprop_ids),
+            event_properties: column_ids("e_"),
+            user_properties: column_ids("u_"),
         };
         let path = self.segment_path(&record);
         let parent = path.parent().expect("segment path has a parent");
@@ -626,6 +755,35 @@ impl Inner {
         }
         std::fs::rename(&tmp, &path)?;
         sync_dir(parent)?;
+        Ok((record, type_ids))
+    }
+
+    /// Writes sorted `events` as a new segment and returns its record and catalog counts.
+    fn write_events_segment(
+        &self,
+        project_id: i64,
+        day: &str,
+        events: &[Arc<Event>],
+    ) -> Result<(SegmentRecord, CatalogDelta)> {
+        let keys = |f: &dyn Fn(&Event) -> &[(String, String)]| -> Vec<&str> {
+            let set: BTreeSet<&str> = events
+                .iter()
+                .flat_map(|e| f(e).iter().map(|(k, _)| k.as_str()))
+                .collect();
+            set.into_iter().collect()
+        };
+        let eprop_ids = self.meta.ensure_catalog_ids(
+            project_id,
+            CatalogKind::EventProperty,
+            &keys(&|e| &e.event_properties),
+        )?;
+        let uprop_ids = self.meta.ensure_catalog_ids(
+            project_id,
+            CatalogKind::UserProperty,
+            &keys(&|e| e.user_properties.as_slice()),
+        )?;
+        let batch = events_to_batch(events, &eprop_ids, &uprop_ids)?;
+        let (record, type_ids) = self.write_new_segment(project_id, day, &batch)?;
         Ok((
             record,
             catalog_delta(events, &type_ids, &eprop_ids, &uprop_ids),
@@ -677,7 +835,7 @@ impl Inner {
             );
         }
         sort_for_segment(&mut events);
-        let (record, _) = self.write_new_segment(project_id, &day, &events)?;
+        let (record, _) = self.write_events_segment(project_id, &day, &events)?;
         let commit = Commit {
             add: vec![record.clone()],
             remove: inputs.iter().map(|s| s.record.id.clone()).collect(),
@@ -756,12 +914,11 @@ fn catalog_delta(
     CatalogDelta {
         counts: counts
             .into_iter()
-            .map(|((kind, id), (count, first_seen, last_seen))| CountDelta {
+            .map(|((kind, id), (count, first, last))| CountDelta {
                 kind,
                 id,
                 count,
-                first_seen,
-                last_seen,
+                seen: Some((first, last)),
             })
             .collect(),
         pairs: pairs.into_iter().map(|((t, p), c)| (t, p, c)).collect(),

@@ -1,0 +1,359 @@
+//! Preview and execution of a deletion task.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use arrow_array::RecordBatch;
+use lethe_event::Event;
+use lethe_meta::{CatalogDelta, CatalogKind, CountDelta, MetaStore, TaskRow};
+use lethe_store::{events_to_batch, failpoint, read_batches, Rewrite, Segment, Store};
+use serde::{Deserialize, Serialize};
+
+use crate::matcher::{Applied, Counts, Matcher, Sample};
+use crate::spec::{Clause, TaskSpec};
+use crate::DeleteError;
+
+/// What a rewrite touches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RewriteStats {
+    pub partitions: u64,
+    pub segments: u64,
+    pub bytes: u64,
+}
+
+/// The verification screen: exact counts, what will be rewritten, a few matching events.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Preview {
+    pub totals: Counts,
+    pub clauses: Vec<Counts>,
+    pub rewrite: RewriteStats,
+    pub samples: Vec<Sample>,
+}
+
+impl Preview {
+    fn add(&mut self, a: &Applied) {
+        self.totals += a.totals;
+        for (mine, theirs) in self.clauses.iter_mut().zip(&a.clauses) {
+            *mine += *theirs;
+        }
+        let room = 5usize.saturating_sub(self.samples.len());
+        self.samples.extend(a.samples.iter().take(room).cloned());
+    }
+}
+
+/// A running task's durable progress; committed with each partition.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    pub partitions_total: u64,
+    pub partitions_done: BTreeSet<String>,
+    pub segments_rewritten: u64,
+    pub bytes_rewritten: u64,
+    pub bytes_written: u64,
+    pub totals: Counts,
+    pub clauses: Vec<Counts>,
+}
+
+/// A completed task's final counts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskResult {
+    #[serde(flatten)]
+    pub totals: Counts,
+    pub clauses: Vec<Counts>,
+    pub bytes_reclaimed: u64,
+    pub bytes_rewritten: u64,
+    pub segments_rewritten: u64,
+    pub partitions: u64,
+    pub profiles_changed: u64,
+    /// Whether the final counts equal the preview taken at submission.
+    pub matches_preview: bool,
+}
+
+/// Catalog name → id maps of one project.
+struct Ids {
+    types: HashMap<String, i64>,
+    event_props: HashMap<String, i64>,
+    user_props: HashMap<String, i64>,
+}
+
+impl Ids {
+    fn load(meta: &MetaStore, project_id: i64) -> Result<Self, DeleteError> {
+        Ok(Self {
+            types: meta.catalog_ids(project_id, CatalogKind::Event)?,
+            event_props: meta.catalog_ids(project_id, CatalogKind::EventProperty)?,
+            user_props: meta.catalog_ids(project_id, CatalogKind::UserProperty)?,
+        })
+    }
+
+    fn matcher(&self, spec: &TaskSpec) -> Matcher {
+        Matcher::new(spec, &self.event_props, &self.user_props)
+    }
+
+    /// Catalog counts removed by `a`.
+    fn delta(&self, a: &Applied) -> CatalogDelta {
+        let mut counts = Vec::new();
+        for (t, n) in &a.types_removed {
+            if let Some(id) = self.types.get(t) {
+                counts.push(CountDelta {
+                    kind: CatalogKind::Event,
+                    id: *id,
+                    count: -n,
+                    seen: None,
+                });
+            }
+        }
+        for (column, n) in &a.columns_removed {
+            if let Some((kind, id)) = column_id(column) {
+                counts.push(CountDelta {
+                    kind,
+                    id,
+                    count: -n,
+                    seen: None,
+                });
+            }
+        }
+        let pairs = a
+            .pairs_removed
+            .iter()
+            .filter_map(|((t, column), n)| Some((*self.types.get(t)?, column_id(column)?.1, -n)))
+            .collect();
+        CatalogDelta { counts, pairs }
+    }
+}
+
+fn column_id(column: &str) -> Option<(CatalogKind, i64)> {
+    if let Some(id) = column.strip_prefix("e_") {
+        return Some((CatalogKind::EventProperty, id.parse().ok()?));
+    }
+    Some((
+        CatalogKind::UserProperty,
+        column.strip_prefix("u_")?.parse().ok()?,
+    ))
+}
+
+fn day_of(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .format("%Y-%m-%d")
+        .to_string()
+}
+
+/// Exact counts of what `spec` would remove now, reading only the columns it needs. No side
+/// effects.
+pub fn preview(
+    store: &Store,
+    meta: &MetaStore,
+    project_id: i64,
+    spec: &TaskSpec,
+) -> Result<Preview, DeleteError> {
+    let ids = Ids::load(meta, project_id)?;
+    let matcher = ids.matcher(spec);
+    let columns = matcher.columns();
+    let snapshot = store.snapshot(project_id, Some((spec.start_ms(), spec.end_ms())));
+    let mut preview = Preview {
+        clauses: vec![Counts::default(); spec.clauses.len()],
+        ..Default::default()
+    };
+    let mut days = BTreeSet::new();
+    for segment in snapshot
+        .segments
+        .iter()
+        .filter(|s| matcher.may_match(&s.record, &ids.types))
+    {
+        let mut touched = false;
+        for batch in read_batches(&segment.path, Some(&columns))? {
+            let applied = matcher.apply(&batch)?;
+            touched |= applied.changes_anything();
+            preview.add(&applied);
+        }
+        if touched {
+            preview.rewrite.segments += 1;
+            preview.rewrite.bytes += segment.record.bytes as u64;
+            days.insert(segment.record.day.clone());
+        }
+    }
+    // Events not yet flushed become one segment per day when the task starts.
+    let mut by_day: BTreeMap<String, Vec<Arc<Event>>> = BTreeMap::new();
+    for e in snapshot.memtable {
+        by_day
+            .entry(day_of(e.server_upload_time))
+            .or_default()
+            .push(e);
+    }
+    for (day, events) in by_day {
+        let (batch, matcher) = memtable_batch(&events, spec)?;
+        let applied = matcher.apply(&batch)?;
+        if applied.changes_anything() {
+            preview.add(&applied);
+            preview.rewrite.segments += 1;
+            days.insert(day);
+        }
+    }
+    preview.rewrite.partitions = days.len() as u64;
+    Ok(preview)
+}
+
+/// Unflushed events as segment columns, with ids local to this batch.
+fn memtable_batch(
+    events: &[Arc<Event>],
+    spec: &TaskSpec,
+) -> Result<(RecordBatch, Matcher), DeleteError> {
+    let local = |keys: &mut dyn Iterator<Item = &String>| -> HashMap<String, i64> {
+        let set: BTreeSet<&String> = keys.collect();
+        set.into_iter()
+            .enumerate()
+            .map(|(i, k)| (k.clone(), i as i64))
+            .collect()
+    };
+    let event_ids = local(
+        &mut events
+            .iter()
+            .flat_map(|e| e.event_properties.iter().map(|(k, _)| k)),
+    );
+    let user_ids = local(
+        &mut events
+            .iter()
+            .flat_map(|e| e.user_properties.iter().map(|(k, _)| k)),
+    );
+    let batch = events_to_batch(events, &event_ids, &user_ids)?;
+    Ok((batch, Matcher::new(spec, &event_ids, &user_ids)))
+}
+
+/// Carries out a task to the end, resuming from its committed progress.
+pub fn execute(store: &Store, meta: &MetaStore, task: &TaskRow) -> Result<TaskResult, DeleteError> {
+    let spec: TaskSpec = serde_json::from_str(&task.spec)?;
+    let submitted: Preview = serde_json::from_str(&task.preview)?;
+    let mut progress: Progress = match &task.progress {
+        Some(p) => serde_json::from_str(p)?,
+        None => Progress {
+            clauses: vec![Counts::default(); spec.clauses.len()],
+            ..Default::default()
+        },
+    };
+    store.flush()?;
+    let ids = Ids::load(meta, task.project_id)?;
+    let matcher = ids.matcher(&spec);
+    let days: BTreeSet<String> = store
+        .snapshot(task.project_id, Some((spec.start_ms(), spec.end_ms())))
+        .segments
+        .iter()
+        .filter(|s| matcher.may_match(&s.record, &ids.types))
+        .map(|s| s.record.day.clone())
+        .collect();
+    let remaining: Vec<String> = days
+        .difference(&progress.partitions_done)
+        .cloned()
+        .collect();
+    progress.partitions_total = (progress.partitions_done.len() + remaining.len()) as u64;
+    for day in remaining {
+        let mut after = progress.clone();
+        let retired = store.rewrite_partition(task.project_id, &day, |live| {
+            let rewrite = rewrite_partition(live, &ids, &matcher, &mut after)?;
+            after.partitions_done.insert(day.clone());
+            let committed = after.clone();
+            Ok(Some(Rewrite {
+                task_progress: Some((
+                    task.id,
+                    Box::new(move |written| {
+                        let mut p = committed;
+                        p.bytes_written += written;
+                        serde_json::to_string(&p).unwrap_or_default()
+                    }),
+                )),
+                ..rewrite
+            }))
+        })?;
+        progress = meta
+            .task(task.id)?
+            .and_then(|t| t.progress)
+            .map(|p| serde_json::from_str(&p))
+            .transpose()?
+            .unwrap_or(after);
+        store.await_unlinked(retired)?;
+        failpoint("delete:after_partition");
+    }
+    let profiles_changed = unset_profile_keys(store, task.project_id, &spec)?;
+    meta.checkpoint_truncate()?;
+    failpoint("delete:before_complete");
+    Ok(TaskResult {
+        totals: progress.totals,
+        clauses: progress.clauses.clone(),
+        bytes_reclaimed: progress
+            .bytes_rewritten
+            .saturating_sub(progress.bytes_written),
+        bytes_rewritten: progress.bytes_rewritten,
+        segments_rewritten: progress.segments_rewritten,
+        partitions: progress.partitions_total,
+        profiles_changed,
+        matches_preview: progress.totals == submitted.totals
+            && progress.clauses == submitted.clauses,
+    })
+}
+
+/// The rewrite of one partition's segments that hold a target; others stay untouched.
+fn rewrite_partition(
+    live: &[Arc<Segment>],
+    ids: &Ids,
+    matcher: &Matcher,
+    progress: &mut Progress,
+) -> Result<Rewrite, lethe_store::StoreError> {
+    let mut rewrite = Rewrite {
+        inputs: Vec::new(),
+        outputs: Vec::new(),
+        catalog: CatalogDelta::default(),
+        task_progress: None,
+    };
+    let arrow = |e: arrow_schema::ArrowError| lethe_store::StoreError::Arrow(e);
+    for segment in live
+        .iter()
+        .filter(|s| matcher.may_match(&s.record, &ids.types))
+    {
+        let batches = read_batches(&segment.path, None)?;
+        let Some(first) = batches.first() else {
+            continue;
+        };
+        let batch =
+            arrow_select::concat::concat_batches(&first.schema(), &batches).map_err(arrow)?;
+        let applied = matcher.apply(&batch).map_err(arrow)?;
+        if !applied.changes_anything() {
+            continue;
+        }
+        rewrite
+            .outputs
+            .push(applied.rewrite(&batch).map_err(arrow)?);
+        rewrite.inputs.push(segment.clone());
+        let delta = ids.delta(&applied);
+        rewrite.catalog.counts.extend(delta.counts);
+        rewrite.catalog.pairs.extend(delta.pairs);
+        progress.totals += applied.totals;
+        for (mine, theirs) in progress.clauses.iter_mut().zip(&applied.clauses) {
+            *mine += *theirs;
+        }
+        progress.segments_rewritten += 1;
+        progress.bytes_rewritten += segment.record.bytes as u64;
+    }
+    Ok(rewrite)
+}
+
+/// Unsets the user properties of `from_profiles` clauses in current profiles.
+fn unset_profile_keys(store: &Store, project_id: i64, spec: &TaskSpec) -> Result<u64, DeleteError> {
+    let keys: Vec<String> = spec
+        .clauses
+        .iter()
+        .filter_map(|c| match c {
+            Clause::UserProperty {
+                properties,
+                from_profiles: true,
+                ..
+            } => Some(properties.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    if keys.is_empty() {
+        return Ok(0);
+    }
+    let changed = store.remove_profile_keys(project_id, &keys)?;
+    // Events already in the WAL carry the old profile: flush them so no replay restores it.
+    store.flush()?;
+    Ok(changed as u64)
+}

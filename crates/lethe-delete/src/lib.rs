@@ -1,0 +1,29 @@
+//! The deletion engine: what a task means ([`spec`]), what it matches ([`matcher`]), and
+//! how it is previewed and carried out ([`engine`]).
+//!
+//! Execution, per task: flush (so the WAL holds nothing of the range), plan the partitions
+//! whose segments can hold a target (manifest records only), then per partition rewrite the
+//! segments that do hold one and swap them in one manifest commit that also advances the
+//! task's progress; wait until the old files are unlinked; unset profile keys if asked;
+//! truncate SQLite's WAL. Re-running after a crash skips the partitions already committed.
+
+pub mod engine;
+pub mod matcher;
+pub mod spec;
+
+pub use engine::{execute, preview, Preview, Progress, RewriteStats, TaskResult};
+pub use matcher::{Counts, Sample};
+pub use spec::{check_names, parse_spec, Clause, KnownNames, SpecError, TaskSpec, MAX_CLAUSES};
+
+/// Errors of the deletion engine.
+#[derive(Debug, thiserror::Error)]
+pub enum DeleteError {
+    #[error(transparent)]
+    Store(#[from] lethe_store::StoreError),
+    #[error(transparent)]
+    Meta(#[from] lethe_meta::MetaError),
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow_schema::ArrowError),
+    #[error("stored task is unreadable: {0}")]
+    Task(#[from] serde_json::Error),
+}

@@ -1,0 +1,341 @@
+//! Matching a task against segment columns: which rows it deletes, which property cells it
+//! clears, what that counts as, and the rewritten batch. One implementation serves the
+//! preview (on projected columns) and the executor (on whole segments), so the counts shown
+//! before submission are the counts of what the rewrite does.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use arrow_array::{
+    Array, ArrayRef, BooleanArray, FixedSizeBinaryArray, RecordBatch, StringArray,
+    TimestampMillisecondArray,
+};
+use arrow_schema::{ArrowError, Schema};
+use serde::{Deserialize, Serialize};
+
+use crate::spec::{Clause, TaskSpec};
+
+/// What a task (or one clause) removes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    pub events_deleted: u64,
+    pub event_property_values_removed: u64,
+    pub user_property_values_removed: u64,
+}
+
+impl std::ops::AddAssign for Counts {
+    fn add_assign(&mut self, o: Self) {
+        self.events_deleted += o.events_deleted;
+        self.event_property_values_removed += o.event_property_values_removed;
+        self.user_property_values_removed += o.user_property_values_removed;
+    }
+}
+
+/// A matching event, as the verification screen shows it (no property values).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sample {
+    pub uuid: String,
+    pub event_type: String,
+    pub server_upload_time: String,
+}
+
+enum Rule {
+    Events(HashSet<String>),
+    Properties {
+        /// Segment column names (`e_<id>` / `u_<id>`).
+        columns: Vec<String>,
+        user: bool,
+        types: Option<HashSet<String>>,
+    },
+}
+
+/// A task resolved against one id space (the catalog's, or a memtable batch's).
+pub struct Matcher {
+    from: i64,
+    to: i64,
+    rules: Vec<Rule>,
+}
+
+/// The effect of a task on one batch.
+#[derive(Default)]
+pub struct Applied {
+    pub clauses: Vec<Counts>,
+    pub totals: Counts,
+    /// Rows to delete.
+    deleted: Vec<bool>,
+    /// Column → rows whose value is cleared (rows not deleted).
+    cleared: BTreeMap<String, Vec<bool>>,
+    /// Catalog counts removed: per event type, per property column, per (type, column).
+    pub types_removed: HashMap<String, i64>,
+    pub columns_removed: HashMap<String, i64>,
+    pub pairs_removed: HashMap<(String, String), i64>,
+    pub samples: Vec<Sample>,
+}
+
+impl Applied {
+    /// Whether the batch changes at all.
+    pub fn changes_anything(&self) -> bool {
+        self.totals != Counts::default()
+    }
+}
+
+const SAMPLES: usize = 5;
+
+fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a T, ArrowError> {
+    batch
+        .column_by_name(name)
+        .and_then(|a| a.as_any().downcast_ref::<T>())
+        .ok_or_else(|| ArrowError::SchemaError(format!("segment lacks column {name}")))
+}
+
+impl Matcher {
+    /// Resolves `spec` with the property ids of one id space; names without an id cannot
+    /// occur in it and are skipped.
+    pub fn new(
+        spec: &TaskSpec,
+        event_ids: &HashMap<String, i64>,
+        user_ids: &HashMap<String, i64>,
+    ) -> Self {
+        let set = |v: &Vec<String>| v.iter().cloned().collect::<HashSet<_>>();
+        let cols = |names: &Vec<String>, ids: &HashMap<String, i64>, prefix: &str| {
+            names
+                .iter()
+                .filter_map(|n| ids.get(n).map(|id| format!("{prefix}{id}")))
+                .collect()
+        };
+        let rules = spec
+            .clauses
+            .iter()
+            .map(|c| match c {
+                Clause::Event { event_types } => Rule::Events(set(event_types)),
+                Clause::EventProperty {
+                    properties,
+                    event_types,
+                } => Rule::Properties {
+                    columns: cols(properties, event_ids, "e_"),
+                    user: false,
+                    types: event_types.as_ref().map(set),
+                },
+                Clause::UserProperty {
+                    properties,
+                    event_types,
+                    ..
+                } => Rule::Properties {
+                    columns: cols(properties, user_ids, "u_"),
+                    user: true,
+                    types: event_types.as_ref().map(set),
+                },
+            })
+            .collect();
+        Self {
+            from: spec.start_ms(),
+            to: spec.end_ms(),
+            rules,
+        }
+    }
+
+    /// The columns a preview must read.
+    pub fn columns(&self) -> Vec<String> {
+        let mut cols: Vec<String> = ["uuid", "event_type", "server_upload_time"]
+            .map(String::from)
+            .to_vec();
+        for r in &self.rules {
+            if let Rule::Properties { columns, .. } = r {
+                cols.extend(columns.iter().cloned());
+            }
+        }
+        cols
+    }
+
+    /// Whether a segment can hold a target, from its manifest record alone.
+    pub fn may_match(
+        &self,
+        record: &lethe_meta::SegmentRecord,
+        type_ids: &HashMap<String, i64>,
+    ) -> bool {
+        if record.max_time < self.from || record.min_time >= self.to {
+            return false;
+        }
+        let has_type = |types: &HashSet<String>| {
+            types.iter().any(|t| {
+                type_ids
+                    .get(t)
+                    .is_some_and(|id| record.event_types.contains(id))
+            })
+        };
+        let has_column = |c: &String| {
+            let (list, id) = match (c.strip_prefix("e_"), c.strip_prefix("u_")) {
+                (Some(id), _) => (&record.event_properties, id),
+                (_, Some(id)) => (&record.user_properties, id),
+                _ => return false,
+            };
+            id.parse().is_ok_and(|id: i64| list.contains(&id))
+        };
+        self.rules.iter().any(|r| match r {
+            Rule::Events(types) => has_type(types),
+            Rule::Properties { columns, types, .. } => {
+                columns.iter().any(has_column) && types.as_ref().is_none_or(has_type)
+            }
+        })
+    }
+
+    /// Matches the task against one batch.
+    pub fn apply(&self, batch: &RecordBatch) -> Result<Applied, ArrowError> {
+        let types = column::<StringArray>(batch, "event_type")?;
+        let times = column::<TimestampMillisecondArray>(batch, "server_upload_time")?;
+        let rows = batch.num_rows();
+        let in_range: Vec<bool> = (0..rows)
+            .map(|r| (self.from..self.to).contains(&times.value(r)))
+            .collect();
+        let mut a = Applied {
+            clauses: vec![Counts::default(); self.rules.len()],
+            deleted: vec![false; rows],
+            ..Default::default()
+        };
+        for (rule, counts) in self.rules.iter().zip(a.clauses.iter_mut()) {
+            if let Rule::Events(set) = rule {
+                for r in (0..rows).filter(|r| in_range[*r] && set.contains(types.value(*r))) {
+                    counts.events_deleted += 1;
+                    a.deleted[r] = true;
+                }
+            }
+        }
+        for (rule, counts) in self.rules.iter().zip(a.clauses.iter_mut()) {
+            let Rule::Properties {
+                columns,
+                user,
+                types: only,
+            } = rule
+            else {
+                continue;
+            };
+            for name in columns {
+                let Some(values) = batch.column_by_name(name) else {
+                    continue;
+                };
+                let cleared = a
+                    .cleared
+                    .entry(name.clone())
+                    .or_insert_with(|| vec![false; rows]);
+                for r in 0..rows {
+                    let hit = in_range[r]
+                        && !a.deleted[r]
+                        && values.is_valid(r)
+                        && only.as_ref().is_none_or(|t| t.contains(types.value(r)));
+                    if hit {
+                        if *user {
+                            counts.user_property_values_removed += 1;
+                        } else {
+                            counts.event_property_values_removed += 1;
+                        }
+                        cleared[r] = true;
+                    }
+                }
+            }
+        }
+        a.count_removed(batch, types)?;
+        a.collect_samples(batch, types, times)?;
+        Ok(a)
+    }
+}
+
+impl Applied {
+    fn count_removed(
+        &mut self,
+        batch: &RecordBatch,
+        types: &StringArray,
+    ) -> Result<(), ArrowError> {
+        let deleted_rows: Vec<usize> = (0..self.deleted.len())
+            .filter(|r| self.deleted[*r])
+            .collect();
+        self.totals.events_deleted = deleted_rows.len() as u64;
+        for r in &deleted_rows {
+            *self
+                .types_removed
+                .entry(types.value(*r).to_string())
+                .or_default() += 1;
+        }
+        let schema = batch.schema();
+        for (i, field) in schema.fields().iter().enumerate() {
+            let name = field.name();
+            let user = name.starts_with("u_");
+            if !user && !name.starts_with("e_") {
+                continue;
+            }
+            let values = batch.column(i);
+            let cleared = self.cleared.get(name);
+            let mut removed = 0i64;
+            let removed_rows = deleted_rows.iter().copied().chain(
+                cleared
+                    .into_iter()
+                    .flat_map(|c| (0..c.len()).filter(move |r| c[*r])),
+            );
+            for r in removed_rows.filter(|r| values.is_valid(*r)) {
+                removed += 1;
+                if !user {
+                    *self
+                        .pairs_removed
+                        .entry((types.value(r).to_string(), name.clone()))
+                        .or_default() += 1;
+                }
+            }
+            let cleared_count = cleared.map_or(0, |c| c.iter().filter(|x| **x).count()) as u64;
+            if user {
+                self.totals.user_property_values_removed += cleared_count;
+            } else {
+                self.totals.event_property_values_removed += cleared_count;
+            }
+            if removed > 0 {
+                *self.columns_removed.entry(name.clone()).or_default() += removed;
+            }
+        }
+        Ok(())
+    }
+
+    fn collect_samples(
+        &mut self,
+        batch: &RecordBatch,
+        types: &StringArray,
+        times: &TimestampMillisecondArray,
+    ) -> Result<(), ArrowError> {
+        let uuids = column::<FixedSizeBinaryArray>(batch, "uuid")?;
+        let touched = |r: usize| self.deleted[r] || self.cleared.values().any(|c| c[r]);
+        let rows: Vec<usize> = (0..batch.num_rows())
+            .filter(|r| touched(*r))
+            .take(SAMPLES)
+            .collect();
+        for r in rows {
+            let uuid = u128::from_be_bytes(uuids.value(r).try_into().unwrap_or([0; 16]));
+            self.samples.push(Sample {
+                uuid: uuid::Uuid::from_u128(uuid).to_string(),
+                event_type: types.value(r).to_string(),
+                server_upload_time: lethe_event::format_export_time(times.value(r)),
+            });
+        }
+        Ok(())
+    }
+
+    /// The batch with deleted rows gone, cleared cells null, and property columns that no
+    /// longer hold any value dropped.
+    pub fn rewrite(&self, batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
+        let keep = BooleanArray::from(self.deleted.iter().map(|d| !d).collect::<Vec<_>>());
+        let schema = batch.schema();
+        let mut fields = Vec::new();
+        let mut arrays: Vec<ArrayRef> = Vec::new();
+        for (i, field) in schema.fields().iter().enumerate() {
+            let mut array = batch.column(i).clone();
+            if let Some(cleared) = self.cleared.get(field.name()) {
+                let mask = BooleanArray::from(cleared.clone());
+                array = arrow_select::nullif::nullif(&array, &mask)?;
+            }
+            let array = arrow_select::filter::filter(&array, &keep)?;
+            let property = field.name().starts_with("e_") || field.name().starts_with("u_");
+            if property && array.null_count() == array.len() {
+                continue;
+            }
+            fields.push(field.as_ref().clone());
+            arrays.push(array);
+        }
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)
+    }
+}

@@ -1,0 +1,312 @@
+//! The deletion task contract: parsing and validating a task body, with errors that name the
+//! clause and field at fault.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Most clauses one task may carry.
+pub const MAX_CLAUSES: usize = 5;
+const MAX_NAME_CHARS: usize = 200;
+
+/// What one clause removes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Clause {
+    /// These events, with all their properties.
+    Event { event_types: Vec<String> },
+    /// These keys from `event_properties`, on all events (`None`) or the listed types.
+    EventProperty {
+        properties: Vec<String>,
+        event_types: Option<Vec<String>>,
+    },
+    /// These keys from the user properties stored on events; `from_profiles` also unsets
+    /// them in current profiles.
+    UserProperty {
+        properties: Vec<String>,
+        event_types: Option<Vec<String>>,
+        from_profiles: bool,
+    },
+}
+
+/// A validated task: name, half-open upload-time range `[start, end)` in UTC ms, clauses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    pub name: String,
+    /// RFC 3339, UTC.
+    pub start: String,
+    pub end: String,
+    pub clauses: Vec<Clause>,
+}
+
+impl TaskSpec {
+    /// Start of the range, ms.
+    pub fn start_ms(&self) -> i64 {
+        parse_time(&self.start).unwrap_or(0)
+    }
+
+    /// End of the range (exclusive), ms.
+    pub fn end_ms(&self) -> i64 {
+        parse_time(&self.end).unwrap_or(0)
+    }
+}
+
+/// A field of the body that is wrong, and why (names only, never event values).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct SpecError {
+    /// Path of the field, e.g. `clauses[1].properties`.
+    pub field: String,
+    pub message: String,
+    /// Names that are not in the project's catalog.
+    pub unknown: Vec<String>,
+}
+
+fn err(field: impl Into<String>, message: impl Into<String>) -> SpecError {
+    SpecError {
+        field: field.into(),
+        message: message.into(),
+        unknown: Vec::new(),
+    }
+}
+
+fn parse_time(text: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.timestamp_millis())
+}
+
+fn format_time(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Parses a task body; `now` bounds the end of the range.
+pub fn parse_spec(body: &Value, now: i64) -> Result<TaskSpec, SpecError> {
+    let obj = body
+        .as_object()
+        .ok_or_else(|| err("body", "must be a JSON object"))?;
+    let name = match obj.get("name") {
+        Some(Value::String(s)) if !s.trim().is_empty() && s.chars().count() <= MAX_NAME_CHARS => {
+            s.trim().to_string()
+        }
+        Some(Value::String(_)) => return Err(err("name", "must have 1 to 200 characters")),
+        _ => return Err(err("name", "is required: a string of 1 to 200 characters")),
+    };
+    let time = |field: &'static str| -> Result<i64, SpecError> {
+        match obj.get(field) {
+            Some(Value::String(s)) => parse_time(s)
+                .ok_or_else(|| err(field, "must be an RFC 3339 time, e.g. 2026-01-31T00:00:00Z")),
+            _ => Err(err(field, "is required: an RFC 3339 time in UTC")),
+        }
+    };
+    let (start, end) = (time("start")?, time("end")?);
+    if start >= end {
+        return Err(err("end", "must be after start"));
+    }
+    if end > now {
+        return Err(err(
+            "end",
+            "may not be later than now: data arriving after submission is never deleted",
+        ));
+    }
+    let clauses = match obj.get("clauses") {
+        Some(Value::Array(list)) if list.is_empty() => {
+            return Err(err("clauses", "needs at least one clause"))
+        }
+        Some(Value::Array(list)) if list.len() > MAX_CLAUSES => {
+            return Err(err(
+                "clauses",
+                format!("at most {MAX_CLAUSES} clauses per task"),
+            ))
+        }
+        Some(Value::Array(list)) => list
+            .iter()
+            .enumerate()
+            .map(|(i, c)| parse_clause(i, c))
+            .collect::<Result<Vec<_>, _>>()?,
+        _ => return Err(err("clauses", "is required: a list of 1 to 5 clauses")),
+    };
+    Ok(TaskSpec {
+        name,
+        start: format_time(start),
+        end: format_time(end),
+        clauses,
+    })
+}
+
+fn names(
+    clause: &Value,
+    at: &str,
+    field: &str,
+    required: bool,
+) -> Result<Option<Vec<String>>, SpecError> {
+    let path = format!("{at}.{field}");
+    match clause.get(field) {
+        None | Some(Value::Null) if !required => Ok(None),
+        Some(Value::Array(list)) if !list.is_empty() => {
+            let mut out = Vec::with_capacity(list.len());
+            for v in list {
+                match v {
+                    Value::String(s) if !s.is_empty() => out.push(s.clone()),
+                    _ => return Err(err(&path, "must list non-empty strings")),
+                }
+            }
+            let unique: BTreeSet<&String> = out.iter().collect();
+            if unique.len() != out.len() {
+                return Err(err(&path, "lists a name twice"));
+            }
+            Ok(Some(out))
+        }
+        Some(Value::Array(_)) => Err(err(&path, "must not be empty")),
+        _ => Err(err(&path, "is required: a non-empty list of names")),
+    }
+}
+
+fn parse_clause(i: usize, clause: &Value) -> Result<Clause, SpecError> {
+    let at = format!("clauses[{i}]");
+    if !clause.is_object() {
+        return Err(err(&at, "must be an object"));
+    }
+    let kind = clause.get("kind").and_then(Value::as_str);
+    match kind {
+        Some("event") => Ok(Clause::Event {
+            event_types: names(clause, &at, "event_types", true)?.unwrap_or_default(),
+        }),
+        Some("event_property") => Ok(Clause::EventProperty {
+            properties: names(clause, &at, "properties", true)?.unwrap_or_default(),
+            event_types: names(clause, &at, "event_types", false)?,
+        }),
+        Some("user_property") => Ok(Clause::UserProperty {
+            properties: names(clause, &at, "properties", true)?.unwrap_or_default(),
+            event_types: names(clause, &at, "event_types", false)?,
+            from_profiles: match clause.get("from_profiles") {
+                None | Some(Value::Null) => false,
+                Some(Value::Bool(b)) => *b,
+                Some(_) => return Err(err(format!("{at}.from_profiles"), "must be true or false")),
+            },
+        }),
+        _ => Err(err(
+            format!("{at}.kind"),
+            "must be one of event, event_property, user_property",
+        )),
+    }
+}
+
+/// Names a project knows, by kind: a clause may only name these.
+#[derive(Debug, Default, Clone)]
+pub struct KnownNames {
+    pub event_types: BTreeSet<String>,
+    pub event_properties: BTreeSet<String>,
+    pub user_properties: BTreeSet<String>,
+}
+
+/// Refuses names that are not in the catalog, so a typo never silently deletes nothing.
+pub fn check_names(spec: &TaskSpec, known: &KnownNames) -> Result<(), SpecError> {
+    for (i, clause) in spec.clauses.iter().enumerate() {
+        let (props, prop_field, known_props, types) = match clause {
+            Clause::Event { event_types } => (None, "", &known.event_properties, Some(event_types)),
+            Clause::EventProperty {
+                properties,
+                event_types,
+            } => (
+                Some(properties),
+                "properties",
+                &known.event_properties,
+                event_types.as_ref(),
+            ),
+            Clause::UserProperty {
+                properties,
+                event_types,
+                ..
+            } => (
+                Some(properties),
+                "properties",
+                &known.user_properties,
+                event_types.as_ref(),
+            ),
+        };
+        for (list, field, set) in [
+            (types, "event_types", &known.event_types),
+            (props, prop_field, known_props),
+        ] {
+            let unknown: Vec<String> = list
+                .into_iter()
+                .flatten()
+                .filter(|n| !set.contains(*n))
+                .cloned()
+                .collect();
+            if !unknown.is_empty() {
+                return Err(SpecError {
+                    field: format!("clauses[{i}].{field}"),
+                    message: "names not in this project's catalog".into(),
+                    unknown,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const NOW: i64 = 1_800_000_000_000;
+
+    fn body(clauses: Value) -> Value {
+        json!({"name": "t", "start": "2026-01-01T00:00:00Z", "end": "2026-01-02T00:00:00Z", "clauses": clauses})
+    }
+
+    #[test]
+    fn errors_name_the_clause_and_field() {
+        let field = |b: Value| parse_spec(&b, NOW).unwrap_err().field;
+        assert_eq!(field(body(json!([]))), "clauses");
+        assert_eq!(
+            field(body(json!(vec![json!({"kind": "event"}); 6]))),
+            "clauses"
+        );
+        assert_eq!(
+            field(body(
+                json!([{"kind": "event", "event_types": ["a"]}, {"kind": "event", "event_types": []}])
+            )),
+            "clauses[1].event_types"
+        );
+        assert_eq!(field(body(json!([{"kind": "nope"}]))), "clauses[0].kind");
+        assert_eq!(
+            field(body(
+                json!([{"kind": "user_property", "properties": ["p"], "from_profiles": "yes"}])
+            )),
+            "clauses[0].from_profiles"
+        );
+        let mut b = body(json!([{"kind": "event", "event_types": ["a"]}]));
+        b["end"] = json!("2026-01-01T00:00:00Z");
+        assert_eq!(field(b.clone()), "end");
+        b["end"] = json!("2099-01-01T00:00:00Z");
+        assert_eq!(field(b.clone()), "end", "the future is refused");
+        b["start"] = json!("yesterday");
+        assert_eq!(field(b), "start");
+    }
+
+    #[test]
+    fn unknown_names_are_listed() {
+        let spec = parse_spec(
+            &body(json!([{"kind": "event_property", "properties": ["p", "typo"], "event_types": ["a"]}])),
+            NOW,
+        )
+        .unwrap();
+        let known = KnownNames {
+            event_types: ["a".to_string()].into(),
+            event_properties: ["p".to_string()].into(),
+            ..Default::default()
+        };
+        let e = check_names(&spec, &known).unwrap_err();
+        assert_eq!(
+            (e.field.as_str(), e.unknown),
+            ("clauses[0].properties", vec!["typo".to_string()])
+        );
+    }
+}

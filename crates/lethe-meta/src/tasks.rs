@@ -1,0 +1,255 @@
+//! The deletion queue and the audit trail. Tasks run one at a time in submission order; a
+//! task found `running` at start-up was interrupted and resumes first.
+
+use rusqlite::{params, OptionalExtension, Row};
+use serde::Serialize;
+
+use crate::{now_ms, MetaStore, Result};
+
+/// A deletion task as stored. `spec`, `preview`, `progress` and `result` are JSON texts
+/// owned by the deletion engine; they hold names and counts, never values.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TaskRow {
+    pub id: i64,
+    pub project_id: i64,
+    pub name: String,
+    pub spec: String,
+    pub status: String,
+    pub preview: String,
+    pub progress: Option<String>,
+    pub result: Option<String>,
+    pub created_by: String,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub error: Option<String>,
+    pub attempts: i64,
+}
+
+/// One line of the audit trail.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditRecord {
+    pub id: i64,
+    pub at: i64,
+    pub actor: String,
+    pub action: String,
+    pub task_id: Option<i64>,
+    pub detail: serde_json::Value,
+}
+
+const TASK_COLS: &str =
+    "id, project_id, name, spec, status, preview, progress, result, created_by, \
+                         created_at, started_at, finished_at, error, attempts";
+
+fn task_from_row(r: &Row) -> rusqlite::Result<TaskRow> {
+    Ok(TaskRow {
+        id: r.get(0)?,
+        project_id: r.get(1)?,
+        name: r.get(2)?,
+        spec: r.get(3)?,
+        status: r.get(4)?,
+        preview: r.get(5)?,
+        progress: r.get(6)?,
+        result: r.get(7)?,
+        created_by: r.get(8)?,
+        created_at: r.get(9)?,
+        started_at: r.get(10)?,
+        finished_at: r.get(11)?,
+        error: r.get(12)?,
+        attempts: r.get(13)?,
+    })
+}
+
+fn audit_in(
+    c: &rusqlite::Connection,
+    actor: &str,
+    action: &str,
+    task_id: Option<i64>,
+    detail: &serde_json::Value,
+) -> Result<()> {
+    c.execute(
+        "INSERT INTO audit (at, actor, action, task_id, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![now_ms(), actor, action, task_id, detail.to_string()],
+    )?;
+    Ok(())
+}
+
+impl MetaStore {
+    /// Queues a task and audits its submission, atomically.
+    pub fn submit_task(
+        &self,
+        project_id: i64,
+        name: &str,
+        spec: &str,
+        preview: &str,
+        created_by: &str,
+    ) -> Result<TaskRow> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "INSERT INTO deletion_tasks (project_id, name, spec, status, preview, created_by, created_at)
+                 VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6)",
+                params![project_id, name, spec, preview, created_by, now_ms()],
+            )?;
+            let id = tx.last_insert_rowid();
+            let detail = serde_json::json!({
+                "project_id": project_id,
+                "name": name,
+                "spec": serde_json::from_str::<serde_json::Value>(spec).unwrap_or_default(),
+                "preview": serde_json::from_str::<serde_json::Value>(preview).unwrap_or_default(),
+            });
+            audit_in(&tx, created_by, "task.submitted", Some(id), &detail)?;
+            let row = tx.query_row(
+                &format!("SELECT {TASK_COLS} FROM deletion_tasks WHERE id=?1"),
+                [id],
+                task_from_row,
+            )?;
+            tx.commit()?;
+            Ok(row)
+        })
+    }
+
+    /// Every task, newest first.
+    pub fn tasks(&self) -> Result<Vec<TaskRow>> {
+        self.with(|c| {
+            let mut st = c.prepare(&format!(
+                "SELECT {TASK_COLS} FROM deletion_tasks ORDER BY id DESC"
+            ))?;
+            let rows = st.query_map([], task_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    /// One task.
+    pub fn task(&self, id: i64) -> Result<Option<TaskRow>> {
+        self.with(|c| {
+            Ok(c.query_row(
+                &format!("SELECT {TASK_COLS} FROM deletion_tasks WHERE id=?1"),
+                [id],
+                task_from_row,
+            )
+            .optional()?)
+        })
+    }
+
+    /// The task to work on: an interrupted one first, else the oldest queued.
+    pub fn next_task(&self) -> Result<Option<TaskRow>> {
+        self.with(|c| {
+            Ok(c.query_row(
+                &format!(
+                    "SELECT {TASK_COLS} FROM deletion_tasks WHERE status IN ('running', 'queued')
+                     ORDER BY status = 'running' DESC, id LIMIT 1"
+                ),
+                [],
+                task_from_row,
+            )
+            .optional()?)
+        })
+    }
+
+    /// Tasks ahead of `id` in the queue (0 = next to run or running).
+    pub fn queue_position(&self, id: i64) -> Result<i64> {
+        self.with(|c| {
+            Ok(c.query_row(
+                "SELECT COUNT(*) FROM deletion_tasks WHERE status IN ('queued', 'running') AND id < ?1",
+                [id],
+                |r| r.get(0),
+            )?)
+        })
+    }
+
+    /// Marks a task running (again, after a restart or a retry).
+    pub fn start_task(&self, id: i64) -> Result<()> {
+        self.set_status(id, "running", "task.started", None, None)
+    }
+
+    /// Marks a task completed with its final counts.
+    pub fn complete_task(&self, id: i64, result: &str) -> Result<()> {
+        self.set_status(id, "completed", "task.completed", Some(result), None)
+    }
+
+    /// Marks a task failed with a reason (no values in it).
+    pub fn fail_task(&self, id: i64, error: &str) -> Result<()> {
+        self.set_status(id, "failed", "task.failed", None, Some(error))
+    }
+
+    /// Puts a failed task back in the queue; `false` if it was not failed.
+    pub fn retry_task(&self, id: i64, actor: &str) -> Result<bool> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let changed = tx.execute(
+                "UPDATE deletion_tasks SET status='queued', error=NULL, finished_at=NULL
+                 WHERE id=?1 AND status='failed'",
+                [id],
+            )?;
+            if changed == 1 {
+                audit_in(&tx, actor, "task.retried", Some(id), &serde_json::json!({}))?;
+            }
+            tx.commit()?;
+            Ok(changed == 1)
+        })
+    }
+
+    fn set_status(
+        &self,
+        id: i64,
+        status: &str,
+        action: &str,
+        result: Option<&str>,
+        error: Option<&str>,
+    ) -> Result<()> {
+        let now = now_ms();
+        let finished = matches!(status, "completed" | "failed").then_some(now);
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "UPDATE deletion_tasks SET status=?2,
+                    started_at = CASE WHEN ?2 = 'running' THEN COALESCE(started_at, ?3) ELSE started_at END,
+                    attempts = attempts + (?2 = 'running'),
+                    finished_at=?4, result=COALESCE(?5, result), error=?6
+                 WHERE id=?1",
+                params![id, status, now, finished, result, error],
+            )?;
+            let mut detail = serde_json::json!({ "status": status });
+            if let Some(r) = result {
+                detail["result"] = serde_json::from_str(r).unwrap_or_default();
+            }
+            if let Some(e) = error {
+                detail["error"] = serde_json::json!(e);
+            }
+            audit_in(&tx, "system", action, Some(id), &detail)?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    /// Appends one audit record.
+    pub fn audit(
+        &self,
+        actor: &str,
+        action: &str,
+        task_id: Option<i64>,
+        detail: &serde_json::Value,
+    ) -> Result<()> {
+        self.with(|c| audit_in(c, actor, action, task_id, detail))
+    }
+
+    /// The audit trail, oldest first.
+    pub fn audit_log(&self) -> Result<Vec<AuditRecord>> {
+        self.with(|c| {
+            let mut st =
+                c.prepare("SELECT id, at, actor, action, task_id, detail FROM audit ORDER BY id")?;
+            let rows = st.query_map([], |r| {
+                Ok(AuditRecord {
+                    id: r.get(0)?,
+                    at: r.get(1)?,
+                    actor: r.get(2)?,
+                    action: r.get(3)?,
+                    task_id: r.get(4)?,
+                    detail: serde_json::from_str(&r.get::<_, String>(5)?).unwrap_or_default(),
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+}
