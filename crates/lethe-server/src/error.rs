@@ -11,7 +11,9 @@ use serde_json::json;
 pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
-    pub field: Option<&'static str>,
+    pub field: Option<String>,
+    /// Further members of the body (e.g. the unknown names of a deletion clause).
+    pub extra: Option<serde_json::Value>,
 }
 
 impl ApiError {
@@ -20,15 +22,17 @@ impl ApiError {
             status,
             message: message.into(),
             field: None,
+            extra: None,
         }
     }
 
     /// 400 (malformed) or 422 (well-formed but unacceptable) about one field.
-    pub fn field(status: StatusCode, field: &'static str, message: impl Into<String>) -> Self {
+    pub fn field(status: StatusCode, field: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             status,
             message: message.into(),
-            field: Some(field),
+            field: Some(field.into()),
+            extra: None,
         }
     }
 
@@ -54,6 +58,9 @@ impl IntoResponse for ApiError {
         let mut body = json!({ "error": self.message });
         if let Some(field) = self.field {
             body["field"] = json!(field);
+        }
+        if let Some(serde_json::Value::Object(extra)) = self.extra {
+            body.as_object_mut().expect("object").extend(extra);
         }
         (self.status, Json(body)).into_response()
     }

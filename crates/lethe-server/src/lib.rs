@@ -10,7 +10,9 @@ mod ingest;
 mod manage;
 mod ops;
 mod startup;
+mod tasks;
 mod taxonomy;
+mod worker;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -51,6 +53,7 @@ pub fn router(app: App) -> Router {
         .merge(manage::routes())
         .merge(import::routes())
         .merge(ops::routes())
+        .merge(tasks::routes())
         .with_state(app)
 }
 

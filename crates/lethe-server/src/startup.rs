@@ -12,6 +12,7 @@ use lethe_meta::{MetaStore, NewProject};
 use lethe_store::{DataDir, Store};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
+use crate::worker::Worker;
 use crate::{router, App, ServerConfig};
 
 /// Why a server could not start.
@@ -99,18 +100,23 @@ pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
 }
 
 impl Running {
-    /// Serves until `shutdown` resolves, then flushes the memtable and stops.
+    /// Serves (and works the deletion queue) until `shutdown` resolves, then stops the
+    /// worker, flushes the memtable and stops.
     pub async fn serve(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let store = self.app.store.clone();
+        let worker = Worker::start(self.app.meta.clone(), store.clone())?;
         axum::serve(self.listener, router(self.app))
             .with_graceful_shutdown(shutdown)
             .await?;
-        tokio::task::spawn_blocking(move || store.shutdown())
-            .await
-            .map_err(std::io::Error::other)?
-            .map_err(std::io::Error::other)
+        tokio::task::spawn_blocking(move || {
+            worker.stop();
+            store.shutdown()
+        })
+        .await
+        .map_err(std::io::Error::other)?
+        .map_err(std::io::Error::other)
     }
 }

@@ -2,6 +2,7 @@
 
 mod bench;
 mod import;
+mod scan;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -22,6 +23,8 @@ enum Command {
     Import(import::ImportArgs),
     /// Run a benchmark against a real server process.
     Bench(bench::BenchArgs),
+    /// Search every file of a data dir (raw and decoded) for strings that must be gone.
+    Scan(scan::ScanArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -36,5 +39,6 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(args),
         Command::Import(args) => import::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Scan(args) => scan::run(args),
     }
 }

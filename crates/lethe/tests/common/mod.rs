@@ -45,10 +45,16 @@ impl Server {
 
     /// A server on `dir` (new or existing) with extra `serve` arguments.
     pub fn start_on(dir: &Path, extra: &[&str]) -> Server {
+        Server::start_with_env(dir, extra, &[])
+    }
+
+    /// A server on `dir` with extra arguments and environment (e.g. `LETHE_FAILPOINT`).
+    pub fn start_with_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_lethe"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
             .args(extra)
+            .envs(env.iter().copied())
             .env("LETHE_ADMIN_EMAIL", ADMIN_EMAIL)
             .env("LETHE_ADMIN_PASSWORD", ADMIN_PASSWORD)
             .env("RUST_LOG", "warn")
@@ -113,6 +119,22 @@ impl Server {
             std::mem::forget(tmp); // caller restarts on the same dir
         }
         dir
+    }
+
+    /// Waits (bounded) for the server to exit by itself, e.g. at a failpoint.
+    pub fn wait_exit(mut self, timeout: Duration) -> PathBuf {
+        let deadline = std::time::Instant::now() + timeout;
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the server did not stop"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if let Some(tmp) = self._tmp.take() {
+            std::mem::forget(tmp);
+        }
+        self.data_dir.clone()
     }
 
     /// Stops the server gracefully (SIGTERM) and waits for it.
@@ -247,4 +269,27 @@ pub fn basic(key: &str, secret: &str) -> String {
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(format!("{key}:{secret}"))
     )
+}
+
+/// Runs `lethe scan` and returns the needles it found somewhere.
+pub fn scan(dir: &Path, needles: &[&str]) -> Vec<String> {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lethe"));
+    cmd.args(["scan", "--data-dir"]).arg(dir);
+    for n in needles {
+        cmd.args(["--needle", n]);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut found: Vec<String> = needles
+        .iter()
+        .filter(|n| text.lines().any(|l| l.starts_with(&format!("found {n:?}"))))
+        .map(|n| n.to_string())
+        .collect();
+    found.sort();
+    found
 }

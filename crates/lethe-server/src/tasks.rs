@@ -1,0 +1,269 @@
+//! Self-service deletion over HTTP: preview, submit (no cancel), the organization's queue,
+//! retry of a failed task, and the audit trail.
+
+use std::collections::BTreeSet;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use lethe_delete::{check_names, parse_spec, KnownNames, Preview, Progress, SpecError, TaskSpec};
+use lethe_meta::{CatalogKind, TaskRow};
+use serde_json::{json, Value};
+
+use crate::auth::Session;
+use crate::manage::Body;
+use crate::taxonomy::live_catalog;
+use crate::{blocking, ApiError, App};
+
+/// Assumed rewrite speed for estimates until a task has been measured.
+const DEFAULT_BYTES_PER_SEC: f64 = 100e6;
+
+pub fn routes() -> Router<App> {
+    Router::new()
+        .route(
+            "/api/v1/projects/{id}/deletion-tasks/preview",
+            post(preview),
+        )
+        .route("/api/v1/projects/{id}/deletion-tasks", post(submit))
+        .route("/api/v1/deletion-tasks", get(list))
+        .route("/api/v1/deletion-tasks/{id}", get(one).delete(cancel))
+        .route("/api/v1/deletion-tasks/{id}/retry", post(retry))
+        .route("/api/v1/audit", get(audit))
+}
+
+fn spec_error(e: SpecError) -> ApiError {
+    let mut err = ApiError::field(StatusCode::BAD_REQUEST, e.field.clone(), e.to_string());
+    if !e.unknown.is_empty() {
+        err.extra = Some(json!({ "unknown": e.unknown }));
+    }
+    err
+}
+
+/// Parses the body and checks it against the project's live catalog.
+fn validated_spec(app: &App, project_id: i64, body: &Value) -> Result<TaskSpec, ApiError> {
+    app.meta
+        .project(project_id)?
+        .ok_or_else(|| ApiError::not_found("project"))?;
+    let spec = parse_spec(body, lethe_meta::now_ms()).map_err(spec_error)?;
+    let live = live_catalog(app, project_id)?;
+    let names = |kind| -> BTreeSet<String> { live.entries(kind).map(|(n, _)| n.clone()).collect() };
+    let known = KnownNames {
+        event_types: names(CatalogKind::Event),
+        event_properties: names(CatalogKind::EventProperty),
+        user_properties: names(CatalogKind::UserProperty),
+    };
+    check_names(&spec, &known).map_err(spec_error)?;
+    Ok(spec)
+}
+
+fn run_preview(app: &App, project_id: i64, spec: &TaskSpec) -> Result<Preview, ApiError> {
+    lethe_delete::preview(&app.store, &app.meta, project_id, spec).map_err(|e| {
+        tracing::error!(error = %e, project_id, "preview failed");
+        ApiError::internal("the preview could not read the store")
+    })
+}
+
+async fn preview(
+    State(app): State<App>,
+    session: Session,
+    Path(project_id): Path<i64>,
+    Body(body): Body,
+) -> Result<Json<Value>, ApiError> {
+    session.require_admin()?;
+    blocking(move || {
+        let spec = validated_spec(&app, project_id, &Value::Object(body))?;
+        Ok(Json(json!(run_preview(&app, project_id, &spec)?)))
+    })
+    .await
+}
+
+async fn submit(
+    State(app): State<App>,
+    Session(user): Session,
+    Path(project_id): Path<i64>,
+    Body(body): Body,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    Session(user.clone()).require_admin()?;
+    if body.get("confirm").and_then(Value::as_str) != Some("DELETE") {
+        return Err(ApiError::field(
+            StatusCode::BAD_REQUEST,
+            "confirm",
+            "submitting is irreversible: send \"confirm\": \"DELETE\"",
+        ));
+    }
+    blocking(move || {
+        let spec = validated_spec(&app, project_id, &Value::Object(body))?;
+        let shown = run_preview(&app, project_id, &spec)?;
+        let row = app.meta.submit_task(
+            project_id,
+            &spec.name,
+            &to_text(&spec),
+            &to_text(&shown),
+            &user.email,
+        )?;
+        tracing::info!(task_id = row.id, project_id, "deletion task submitted");
+        Ok((StatusCode::ACCEPTED, Json(render(&app, &row)?)))
+    })
+    .await
+}
+
+fn to_text<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+async fn list(State(app): State<App>, _: Session) -> Result<Json<Value>, ApiError> {
+    blocking(move || {
+        let rows = app.meta.tasks()?;
+        let tasks = rows
+            .iter()
+            .map(|t| render(&app, t))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Json(json!(tasks)))
+    })
+    .await
+}
+
+fn find(app: &App, id: i64) -> Result<TaskRow, ApiError> {
+    app.meta
+        .task(id)?
+        .ok_or_else(|| ApiError::not_found("deletion task"))
+}
+
+async fn one(
+    State(app): State<App>,
+    _: Session,
+    Path(id): Path<i64>,
+) -> Result<Json<Value>, ApiError> {
+    blocking(move || Ok(Json(render(&app, &find(&app, id)?)?))).await
+}
+
+async fn cancel(
+    State(app): State<App>,
+    _: Session,
+    Path(id): Path<i64>,
+) -> Result<Json<Value>, ApiError> {
+    blocking(move || {
+        find(&app, id)?;
+        Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "submitted deletion tasks cannot be cancelled",
+        ))
+    })
+    .await
+}
+
+async fn retry(
+    State(app): State<App>,
+    Session(user): Session,
+    Path(id): Path<i64>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    Session(user.clone()).require_admin()?;
+    blocking(move || {
+        find(&app, id)?;
+        if !app.meta.retry_task(id, &user.email)? {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "only a failed task can be retried",
+            ));
+        }
+        Ok((StatusCode::ACCEPTED, Json(render(&app, &find(&app, id)?)?)))
+    })
+    .await
+}
+
+async fn audit(State(app): State<App>, session: Session) -> Result<Json<Value>, ApiError> {
+    session.require_admin()?;
+    blocking(move || Ok(Json(json!(app.meta.audit_log()?)))).await
+}
+
+fn rfc3339(ms: Option<i64>) -> Value {
+    ms.and_then(chrono::DateTime::from_timestamp_millis)
+        .map(|t| json!(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)))
+        .unwrap_or(Value::Null)
+}
+
+fn parse<T: serde::de::DeserializeOwned + Default>(text: Option<&str>) -> T {
+    text.and_then(|t| serde_json::from_str(t).ok())
+        .unwrap_or_default()
+}
+
+/// Measured rewrite speed of finished tasks (bytes per second).
+fn rewrite_rate(tasks: &[TaskRow]) -> f64 {
+    let (bytes, secs) = tasks
+        .iter()
+        .filter(|t| t.status == "completed")
+        .filter_map(|t| {
+            let progress: Progress = parse(t.progress.as_deref());
+            let secs = (t.finished_at? - t.started_at?) as f64 / 1000.0;
+            Some((progress.bytes_rewritten as f64, secs))
+        })
+        .fold((0.0, 0.0), |(b, s), (bb, ss)| (b + bb, s + ss));
+    if bytes > 0.0 && secs > 0.0 {
+        bytes / secs
+    } else {
+        DEFAULT_BYTES_PER_SEC
+    }
+}
+
+/// The task object of the API: stored fields plus queue position and estimates.
+fn render(app: &App, t: &TaskRow) -> Result<Value, ApiError> {
+    let spec: Value = parse(Some(&t.spec));
+    let shown: Preview = parse(Some(&t.preview));
+    let progress: Option<Progress> = t
+        .progress
+        .as_deref()
+        .and_then(|p| serde_json::from_str(p).ok());
+    let now = lethe_meta::now_ms();
+    let (mut queue_position, mut estimated_start, mut progress_json) =
+        (Value::Null, Value::Null, Value::Null);
+    if t.status == "queued" || t.status == "running" {
+        let all = app.meta.tasks()?;
+        let rate = rewrite_rate(&all);
+        let ahead: Vec<&TaskRow> = all
+            .iter()
+            .filter(|o| o.id < t.id && (o.status == "queued" || o.status == "running"))
+            .collect();
+        if t.status == "queued" {
+            let bytes: u64 = ahead
+                .iter()
+                .map(|o| parse::<Preview>(Some(&o.preview)).rewrite.bytes)
+                .sum();
+            queue_position = json!(ahead.len());
+            estimated_start = rfc3339(Some(now + (bytes as f64 / rate * 1000.0) as i64));
+        }
+    }
+    if let Some(p) = &progress {
+        let done = p.partitions_done.len() as u64;
+        let finish = match (t.status.as_str(), t.started_at) {
+            ("running", Some(started)) if done > 0 && p.partitions_total > 0 => {
+                Some(started + (now - started) * p.partitions_total as i64 / done as i64)
+            }
+            _ => None,
+        };
+        progress_json = json!({
+            "partitions_done": done,
+            "partitions_total": p.partitions_total,
+            "bytes_rewritten": p.bytes_rewritten,
+            "estimated_finish": rfc3339(finish),
+        });
+    }
+    Ok(json!({
+        "id": t.id,
+        "name": t.name,
+        "project_id": t.project_id,
+        "spec": spec,
+        "status": t.status,
+        "queue_position": queue_position,
+        "estimated_start": estimated_start,
+        "progress": progress_json,
+        "preview": shown,
+        "result": parse::<Option<Value>>(t.result.as_deref()),
+        "created_by": t.created_by,
+        "created_at": rfc3339(Some(t.created_at)),
+        "started_at": rfc3339(t.started_at),
+        "finished_at": rfc3339(t.finished_at),
+        "error": t.error,
+        "attempts": t.attempts,
+    }))
+}

@@ -1,0 +1,98 @@
+//! The deletion worker inside `lethe serve`: takes tasks from the durable queue one at a
+//! time, in order (an interrupted task first), retries transient failures with backoff, and
+//! records every status change.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use lethe_meta::{MetaStore, TaskRow};
+use lethe_store::Store;
+
+/// Attempts before a task is marked failed (an admin can retry it).
+const ATTEMPTS: u32 = 3;
+const IDLE: Duration = Duration::from_millis(200);
+
+/// A running worker thread.
+pub struct Worker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Worker {
+    pub fn start(meta: Arc<MetaStore>, store: Store) -> std::io::Result<Worker> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("lethe-deletion".into())
+            .spawn(move || run(&meta, &store, &flag))?;
+        Ok(Worker {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops after the current step; an unfinished task resumes at the next start.
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn run(meta: &MetaStore, store: &Store, stop: &AtomicBool) {
+    while !stop.load(Ordering::Acquire) {
+        match meta.next_task() {
+            Ok(Some(task)) => work_on(meta, store, task, stop),
+            Ok(None) => std::thread::sleep(IDLE),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the deletion queue");
+                std::thread::sleep(IDLE * 10);
+            }
+        }
+    }
+}
+
+fn work_on(meta: &MetaStore, store: &Store, task: TaskRow, stop: &AtomicBool) {
+    let id = task.id;
+    let mut last_error = String::new();
+    for attempt in 0..ATTEMPTS {
+        if stop.load(Ordering::Acquire) {
+            return;
+        }
+        if let Err(e) = meta.start_task(id) {
+            tracing::error!(error = %e, task_id = id, "cannot mark the task running");
+            return;
+        }
+        let current = match meta.task(id) {
+            Ok(Some(t)) => t,
+            _ => return,
+        };
+        tracing::info!(task_id = id, attempt, "deletion task running");
+        match lethe_delete::execute(store, meta, &current) {
+            Ok(result) => {
+                let text = serde_json::to_string(&result).unwrap_or_default();
+                if let Err(e) = meta.complete_task(id, &text) {
+                    tracing::error!(error = %e, task_id = id, "cannot record completion");
+                }
+                tracing::info!(
+                    task_id = id,
+                    events_deleted = result.totals.events_deleted,
+                    "deletion task completed"
+                );
+                return;
+            }
+            Err(e) => {
+                last_error = e.to_string();
+                tracing::warn!(error = %e, task_id = id, attempt, "deletion task attempt failed");
+                std::thread::sleep(Duration::from_secs(1 << attempt));
+            }
+        }
+    }
+    let _ = meta.fail_task(
+        id,
+        &format!("gave up after {ATTEMPTS} attempts: {last_error}"),
+    );
+}
