@@ -1,0 +1,148 @@
+//! Crash safety of deletion: the worker is stopped abruptly (abort, as `kill -9`) at each step
+//! of a task; after a restart the task resumes and ends in exactly the state an uninterrupted
+//! run gives, with nothing of the removed data left on disk.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::Server;
+use serde_json::{json, Value};
+
+/// Three partitions of data, so that a crash can land between partitions.
+fn plant(server: &Server, token: &str, project: i64) {
+    let mut lines = Vec::new();
+    for day in 1..=3 {
+        let t = (chrono::Utc::now() - chrono::Duration::days(day))
+            .format("%Y-%m-%d %H:%M:%S%.6f")
+            .to_string();
+        for i in 0..20 {
+            lines.push(json!({"event_type": "Keep", "user_id": format!("user-{day}-{i}"), "server_upload_time": t,
+                "event_properties": {"secret": "SECRET-MARKER", "kept": "KEEP-MARKER"}}).to_string());
+            lines.push(json!({"event_type": "Drop", "user_id": format!("user-{day}-{i}"), "server_upload_time": t,
+                "event_properties": {"what": "DROP-MARKER"}}).to_string());
+        }
+    }
+    let (s, b) = server.bearer(
+        server
+            .client
+            .post(server.url(&format!("/api/v1/projects/{project}/import")))
+            .body(lines.join("\n")),
+        token,
+    );
+    assert_eq!((s, b["ingested"].clone()), (200, json!(120)));
+}
+
+fn export_all(server: &Server, keys: &common::Keys) -> BTreeMap<String, Value> {
+    let now = chrono::Utc::now();
+    let start = (now - chrono::Duration::days(4))
+        .format("%Y%m%dT%H")
+        .to_string();
+    let end = now.format("%Y%m%dT%H").to_string();
+    let (_, events) = server.export(keys, &start, &end);
+    events
+        .into_iter()
+        .map(|e| {
+            (
+                e["uuid"].as_str().unwrap().to_string(),
+                json!([e["event_type"], e["event_properties"]]),
+            )
+        })
+        .collect()
+}
+
+fn resumes_after_crash_at(failpoint: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let server = Server::start_with_env(&dir, &[], &[("LETHE_FAILPOINT", failpoint)]);
+    let keys = server.first_start_keys();
+    let token = server.admin_token();
+    plant(&server, &token, keys.project_id);
+    let before = export_all(&server, &keys);
+    let expected: BTreeMap<String, Value> = before
+        .iter()
+        .filter(|(_, v)| v[0] != "Drop")
+        .map(|(k, v)| (k.clone(), json!([v[0], {"kept": "KEEP-MARKER"}])))
+        .collect();
+    let now = chrono::Utc::now();
+    let body = json!({
+        "name": format!("crash at {failpoint}"),
+        "start": (now - chrono::Duration::days(4)).to_rfc3339(),
+        "end": now.to_rfc3339(),
+        "confirm": "DELETE",
+        "clauses": [{"kind": "event", "event_types": ["Drop"]}, {"kind": "event_property", "properties": ["secret"]}]
+    });
+    let (s, task) = server.bearer(
+        server
+            .client
+            .post(server.url(&format!(
+                "/api/v1/projects/{}/deletion-tasks",
+                keys.project_id
+            )))
+            .json(&body),
+        &token,
+    );
+    assert_eq!(s, 202, "{task}");
+    let id = task["id"].as_i64().unwrap();
+    let dir = server.wait_exit(Duration::from_secs(60));
+
+    let server = Server::start_on(&dir, &[]);
+    let token = server.admin_token();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let done = loop {
+        let (_, t) = server.bearer(
+            server
+                .client
+                .get(server.url(&format!("/api/v1/deletion-tasks/{id}"))),
+            &token,
+        );
+        if t["status"] == "completed" {
+            break t;
+        }
+        assert!(t["status"] != "failed" && Instant::now() < deadline, "{t}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(done["result"]["events_deleted"], 60, "{done}");
+    assert_eq!(
+        done["result"]["event_property_values_removed"], 60,
+        "{done}"
+    );
+    assert_eq!(done["result"]["matches_preview"], true, "{done}");
+    assert_eq!(
+        export_all(&server, &keys),
+        expected,
+        "same state as an uninterrupted run"
+    );
+    assert_eq!(
+        common::scan(&dir, &["DROP-MARKER", "KEEP-MARKER", "SECRET-MARKER"]),
+        ["KEEP-MARKER"]
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.join("tmp")).unwrap().count(),
+        0,
+        "no temp file left"
+    );
+    server.stop();
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn crash_after_writing_new_segments_before_the_commit() {
+    resumes_after_crash_at("rewrite:after_write");
+}
+
+#[test]
+fn crash_after_the_commit_before_cleanup() {
+    resumes_after_crash_at("rewrite:after_commit");
+}
+
+#[test]
+fn crash_between_partitions() {
+    resumes_after_crash_at("delete:after_partition");
+}
+
+#[test]
+fn crash_after_profiles_and_catalog_before_completion() {
+    resumes_after_crash_at("delete:before_complete");
+}
