@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
+use std::time::Instant;
 
 use arrow_array::RecordBatch;
 use lethe_event::Event;
@@ -66,6 +67,29 @@ pub struct TaskResult {
     pub profiles_changed: u64,
     /// Whether the final counts equal the preview taken at submission.
     pub matches_preview: bool,
+    /// Where the time of the last run went.
+    pub timings: Timings,
+}
+
+/// Milliseconds spent per phase in one run of a task.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timings {
+    /// Flushing unflushed events before planning.
+    pub flush_ms: u64,
+    /// Reading and decoding the segments that hold a target.
+    pub read_ms: u64,
+    /// Matching and building the rewritten columns.
+    pub filter_ms: u64,
+    /// Encoding, writing, fsyncing the new segments and committing the manifest.
+    pub write_commit_ms: u64,
+    /// Waiting until the superseded files are unlinked.
+    pub unlink_ms: u64,
+    /// Profiles, SQLite checkpoint.
+    pub finish_ms: u64,
+}
+
+fn ms(since: Instant) -> u64 {
+    since.elapsed().as_millis() as u64
 }
 
 /// Catalog name → id maps of one project.
@@ -229,7 +253,10 @@ pub fn execute(store: &Store, meta: &MetaStore, task: &TaskRow) -> Result<TaskRe
             ..Default::default()
         },
     };
+    let mut timings = Timings::default();
+    let started = Instant::now();
     store.flush()?;
+    timings.flush_ms = ms(started);
     let ids = Ids::load(meta, task.project_id)?;
     let matcher = ids.matcher(&spec);
     let days: BTreeSet<String> = store
@@ -246,8 +273,12 @@ pub fn execute(store: &Store, meta: &MetaStore, task: &TaskRow) -> Result<TaskRe
     progress.partitions_total = (progress.partitions_done.len() + remaining.len()) as u64;
     for day in remaining {
         let mut after = progress.clone();
+        let partition_started = Instant::now();
+        let mut planned_ms = 0;
         let retired = store.rewrite_partition(task.project_id, &day, |live| {
-            let rewrite = rewrite_partition(live, &ids, &matcher, &mut after)?;
+            let planning = Instant::now();
+            let rewrite = rewrite_partition(live, &ids, &matcher, &mut after, &mut timings)?;
+            planned_ms = ms(planning);
             after.partitions_done.insert(day.clone());
             let committed = after.clone();
             Ok(Some(Rewrite {
@@ -268,11 +299,16 @@ pub fn execute(store: &Store, meta: &MetaStore, task: &TaskRow) -> Result<TaskRe
             .map(|p| serde_json::from_str(&p))
             .transpose()?
             .unwrap_or(after);
+        timings.write_commit_ms += ms(partition_started).saturating_sub(planned_ms);
+        let unlinking = Instant::now();
         store.await_unlinked(retired)?;
+        timings.unlink_ms += ms(unlinking);
         failpoint("delete:after_partition");
     }
+    let finishing = Instant::now();
     let profiles_changed = unset_profile_keys(store, task.project_id, &spec)?;
     meta.checkpoint_truncate()?;
+    timings.finish_ms = ms(finishing);
     failpoint("delete:before_complete");
     Ok(TaskResult {
         totals: progress.totals,
@@ -286,6 +322,7 @@ pub fn execute(store: &Store, meta: &MetaStore, task: &TaskRow) -> Result<TaskRe
         profiles_changed,
         matches_preview: progress.totals == submitted.totals
             && progress.clauses == submitted.clauses,
+        timings,
     })
 }
 
@@ -295,6 +332,7 @@ fn rewrite_partition(
     ids: &Ids,
     matcher: &Matcher,
     progress: &mut Progress,
+    timings: &mut Timings,
 ) -> Result<Rewrite, lethe_store::StoreError> {
     let mut rewrite = Rewrite {
         inputs: Vec::new(),
@@ -307,19 +345,26 @@ fn rewrite_partition(
         .iter()
         .filter(|s| matcher.may_match(&s.record, &ids.types))
     {
+        let reading = Instant::now();
         let batches = read_batches(&segment.path, None)?;
         let Some(first) = batches.first() else {
             continue;
         };
         let batch =
             arrow_select::concat::concat_batches(&first.schema(), &batches).map_err(arrow)?;
+        timings.read_ms += ms(reading);
+        let filtering = Instant::now();
         let applied = matcher.apply(&batch).map_err(arrow)?;
-        if !applied.changes_anything() {
+        let changed = applied.changes_anything();
+        if changed {
+            rewrite
+                .outputs
+                .push(applied.rewrite(&batch).map_err(arrow)?);
+        }
+        timings.filter_ms += ms(filtering);
+        if !changed {
             continue;
         }
-        rewrite
-            .outputs
-            .push(applied.rewrite(&batch).map_err(arrow)?);
         rewrite.inputs.push(segment.clone());
         let delta = ids.delta(&applied);
         rewrite.catalog.counts.extend(delta.counts);

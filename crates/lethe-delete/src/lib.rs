@@ -11,7 +11,7 @@ pub mod engine;
 pub mod matcher;
 pub mod spec;
 
-pub use engine::{execute, preview, Preview, Progress, RewriteStats, TaskResult};
+pub use engine::{execute, preview, Preview, Progress, RewriteStats, TaskResult, Timings};
 pub use matcher::{Counts, Sample};
 pub use spec::{check_names, parse_spec, Clause, KnownNames, SpecError, TaskSpec, MAX_CLAUSES};
 

@@ -41,6 +41,7 @@ pub struct ServerConfig {
 pub struct App {
     pub meta: Arc<MetaStore>,
     pub store: Store,
+    queue: worker::QueueSignal,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
 

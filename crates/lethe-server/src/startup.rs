@@ -12,7 +12,7 @@ use lethe_meta::{MetaStore, NewProject};
 use lethe_store::{DataDir, Store};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
-use crate::worker::Worker;
+use crate::worker::{QueueSignal, Worker};
 use crate::{router, App, ServerConfig};
 
 /// Why a server could not start.
@@ -92,6 +92,7 @@ pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
         app: App {
             meta,
             store,
+            queue: QueueSignal::default(),
             metrics: metrics_handle(),
         },
         listener,
@@ -107,7 +108,7 @@ impl Running {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let store = self.app.store.clone();
-        let worker = Worker::start(self.app.meta.clone(), store.clone())?;
+        let worker = Worker::start(self.app.meta.clone(), store.clone(), self.app.queue.clone())?;
         axum::serve(self.listener, router(self.app))
             .with_graceful_shutdown(shutdown)
             .await?;

@@ -103,6 +103,7 @@ async fn submit(
             &user.email,
         )?;
         tracing::info!(task_id = row.id, project_id, "deletion task submitted");
+        app.queue.notify();
         Ok((StatusCode::ACCEPTED, Json(render(&app, &row)?)))
     })
     .await
@@ -167,6 +168,7 @@ async fn retry(
                 "only a failed task can be retried",
             ));
         }
+        app.queue.notify();
         Ok((StatusCode::ACCEPTED, Json(render(&app, &find(&app, id)?)?)))
     })
     .await

@@ -3,7 +3,7 @@
 //! records every status change.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -12,23 +12,51 @@ use lethe_store::Store;
 
 /// Attempts before a task is marked failed (an admin can retry it).
 const ATTEMPTS: u32 = 3;
-const IDLE: Duration = Duration::from_millis(200);
+const IDLE: Duration = Duration::from_secs(1);
+
+/// Wakes the worker when a task is queued, so it need not wait for its next look.
+#[derive(Clone, Default)]
+pub struct QueueSignal(Arc<(Mutex<bool>, Condvar)>);
+
+impl QueueSignal {
+    /// Tells the worker that the queue changed.
+    pub fn notify(&self) {
+        *self.0 .0.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.0 .1.notify_all();
+    }
+
+    fn wait(&self, timeout: Duration) {
+        let guard = self.0 .0.lock().unwrap_or_else(|p| p.into_inner());
+        let (mut woken, _) = self
+            .0
+             .1
+            .wait_timeout_while(guard, timeout, |woken| !*woken)
+            .unwrap_or_else(|p| p.into_inner());
+        *woken = false;
+    }
+}
 
 /// A running worker thread.
 pub struct Worker {
     stop: Arc<AtomicBool>,
+    signal: QueueSignal,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Worker {
-    pub fn start(meta: Arc<MetaStore>, store: Store) -> std::io::Result<Worker> {
+    pub fn start(
+        meta: Arc<MetaStore>,
+        store: Store,
+        signal: QueueSignal,
+    ) -> std::io::Result<Worker> {
         let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
+        let (flag, wake) = (stop.clone(), signal.clone());
         let thread = std::thread::Builder::new()
             .name("lethe-deletion".into())
-            .spawn(move || run(&meta, &store, &flag))?;
+            .spawn(move || run(&meta, &store, &flag, &wake))?;
         Ok(Worker {
             stop,
+            signal,
             thread: Some(thread),
         })
     }
@@ -36,17 +64,18 @@ impl Worker {
     /// Stops after the current step; an unfinished task resumes at the next start.
     pub fn stop(mut self) {
         self.stop.store(true, Ordering::Release);
+        self.signal.notify();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
 }
 
-fn run(meta: &MetaStore, store: &Store, stop: &AtomicBool) {
+fn run(meta: &MetaStore, store: &Store, stop: &AtomicBool, signal: &QueueSignal) {
     while !stop.load(Ordering::Acquire) {
         match meta.next_task() {
             Ok(Some(task)) => work_on(meta, store, task, stop),
-            Ok(None) => std::thread::sleep(IDLE),
+            Ok(None) => signal.wait(IDLE),
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the deletion queue");
                 std::thread::sleep(IDLE * 10);

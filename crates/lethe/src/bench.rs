@@ -4,6 +4,7 @@
 //! 3–12 event properties per type from a pool of 150 keys, 2–8 user properties per user from
 //! a pool of 40 keys, 100 k users, upload times spread over 30 days.
 
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -27,6 +28,22 @@ pub struct BenchArgs {
 enum Which {
     /// Bulk import, concurrent /2/httpapi ingestion, bytes on disk per event.
     Ingest(IngestArgs),
+    /// Three deletion tasks on the imported data set: preview latency, submit to completed,
+    /// bytes rewritten, residue.
+    Delete(DeleteArgs),
+}
+
+#[derive(Args)]
+struct DeleteArgs {
+    /// Events in the data set.
+    #[arg(long, default_value_t = 5_000_000)]
+    events: usize,
+    /// Preview runs per case (the median is reported).
+    #[arg(long, default_value_t = 7)]
+    preview_runs: usize,
+    /// Where the data set and the server's data dir go (a temp dir by default).
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -54,6 +71,7 @@ struct IngestArgs {
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.which {
         Which::Ingest(a) => ingest(a),
+        Which::Delete(a) => delete(a),
     }
 }
 
@@ -248,20 +266,27 @@ impl ServerProcess {
     }
 }
 
-fn ingest(args: IngestArgs) -> anyhow::Result<()> {
-    let tmp = tempfile_dir(args.work_dir.as_deref())?;
+/// Generates the data set under a work dir and starts a server on a fresh data dir there.
+fn prepare(
+    events: usize,
+    work_dir: Option<&Path>,
+) -> anyhow::Result<(PathBuf, PathBuf, ServerProcess)> {
+    let tmp = tempfile_dir(work_dir)?;
     let data_set = tmp.join("events.ndjson");
     let started = Instant::now();
-    let bytes = generate(&data_set, args.events)?;
+    let bytes = generate(&data_set, events)?;
     println!(
-        "generated {} events ({:.0} MB) in {:.1} s",
-        args.events,
+        "generated {events} events ({:.0} MB) in {:.1} s",
         bytes as f64 / 1e6,
         started.elapsed().as_secs_f64()
     );
+    let server = ServerProcess::start(&tmp.join("data"))?;
+    Ok((tmp, data_set, server))
+}
 
+fn ingest(args: IngestArgs) -> anyhow::Result<()> {
+    let (tmp, data_set, server) = prepare(args.events, args.work_dir.as_deref())?;
     let data_dir = tmp.join("data");
-    let server = ServerProcess::start(&data_dir)?;
     let import_s = import(&server, &data_set, args.import_streams)?;
     let import_rss = server.peak_rss_mib();
     let http_s = http_ingest(&server, &args)?;
@@ -450,4 +475,174 @@ fn dir_size(dir: &Path) -> anyhow::Result<(usize, u64)> {
         }
     }
     Ok((files, bytes))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// The most frequent event property keys of the mix (weighted by event type frequency).
+fn common_event_keys(mix: &Mix, n: usize) -> Vec<String> {
+    let mut weight = vec![0.0; EVENT_KEYS];
+    for (t, keys) in mix.type_props.iter().enumerate() {
+        for k in keys {
+            weight[*k] += mix.type_weights[t];
+        }
+    }
+    let mut keys: Vec<usize> = (0..EVENT_KEYS).collect();
+    keys.sort_by(|a, b| weight[*b].total_cmp(&weight[*a]));
+    keys.into_iter()
+        .take(n)
+        .map(|k| format!("prop_{k}"))
+        .collect()
+}
+
+fn delete(args: DeleteArgs) -> anyhow::Result<()> {
+    let (tmp, data_set, server) = prepare(args.events, args.work_dir.as_deref())?;
+    let data_dir = tmp.join("data");
+    import(&server, &data_set, 2)?;
+    let now = lethe_meta::now_ms();
+    let day = lethe_event::DAY_MS;
+    let week = |from_days: i64| (now - (from_days + 7) * day, now - from_days * day);
+    let (a, b, c) = (week(1), week(8), week(15));
+    let removed = common_event_keys(&Mix::new(42, 1), 2);
+    let user_key = "user_prop_7";
+    // Unique markers in the data each case removes, and one that must stay.
+    let mid = |(from, to): (i64, i64)| lethe_event::format_export_time((from + to) / 2);
+    let markers = [
+        json!({"event_type": "event_type_1", "user_id": "bench-marker-a", "server_upload_time": mid(a), "event_properties": {"note": "BENCH-DEL-A"}}),
+        json!({"event_type": "event_type_0", "user_id": "bench-marker-b", "server_upload_time": mid(b),
+               "event_properties": {removed[0].clone(): "BENCH-DEL-B", removed[1].clone(): "BENCH-DEL-B2", "note": "BENCH-KEEP-B"}}),
+        json!({"event_type": "event_type_2", "user_id": "bench-marker-c", "server_upload_time": mid(c),
+               "event_properties": {"note": "BENCH-KEEP-C"}, "user_properties": {user_key: "BENCH-DEL-C"}}),
+    ];
+    let lines: Vec<String> = markers.iter().map(Value::to_string).collect();
+    let client = reqwest::blocking::Client::builder().timeout(None).build()?;
+    let project_url = format!("{}/api/v1/projects/{}", server.url, server.project_id);
+    client
+        .post(format!("{project_url}/import"))
+        .bearer_auth(&server.token)
+        .body(lines.join("\n"))
+        .send()?
+        .error_for_status()?;
+
+    let body = |name: &str, (from, to): (i64, i64), clauses: Value| json!({"name": name, "start": rfc3339(from), "end": rfc3339(to), "clauses": clauses, "confirm": "DELETE"});
+    let cases = [
+        (
+            "(a) 2 event types (~12 % and ~0.6 %), 7 days",
+            body(
+                "a",
+                a,
+                json!([{"kind": "event", "event_types": ["event_type_1", "event_type_31"]}]),
+            ),
+        ),
+        (
+            "(b) 2 event properties on all events, 7 days",
+            body(
+                "b",
+                b,
+                json!([{"kind": "event_property", "properties": removed}]),
+            ),
+        ),
+        (
+            "(c) 1 user property on 3 event types, 7 days",
+            body(
+                "c",
+                c,
+                json!([{"kind": "user_property", "properties": [user_key],
+            "event_types": ["event_type_0", "event_type_1", "event_type_2"], "from_profiles": true}]),
+            ),
+        ),
+    ];
+    println!();
+    println!("| case | preview median | submit → completed | server run | events deleted | values removed | segments rewritten / live | bytes rewritten | read / filter / write+commit / unlink ms | disk limit at 370 MB/s |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for (name, task) in cases {
+        let mut previews = Vec::new();
+        let mut shown = Value::Null;
+        for _ in 0..args.preview_runs {
+            let started = Instant::now();
+            shown = client
+                .post(format!("{project_url}/deletion-tasks/preview"))
+                .bearer_auth(&server.token)
+                .json(&task)
+                .send()?
+                .json()?;
+            previews.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+        if shown.get("totals").is_none() {
+            bail!("preview failed: {shown}");
+        }
+        let started = Instant::now();
+        let submitted: Value = client
+            .post(format!("{project_url}/deletion-tasks"))
+            .bearer_auth(&server.token)
+            .json(&task)
+            .send()?
+            .json()?;
+        let id = submitted["id"].as_i64().context("task id")?;
+        let done = loop {
+            let t: Value = client
+                .get(format!("{}/api/v1/deletion-tasks/{id}", server.url))
+                .bearer_auth(&server.token)
+                .send()?
+                .json()?;
+            match t["status"].as_str() {
+                Some("completed") => break t,
+                Some("failed") => bail!("task failed: {t}"),
+                _ => std::thread::sleep(Duration::from_millis(5)),
+            }
+        };
+        let wall = started.elapsed().as_secs_f64();
+        let r = &done["result"];
+        let started_at =
+            chrono::DateTime::parse_from_rfc3339(done["started_at"].as_str().unwrap_or_default())?;
+        let finished_at =
+            chrono::DateTime::parse_from_rfc3339(done["finished_at"].as_str().unwrap_or_default())?;
+        let run = (finished_at - started_at).num_milliseconds() as f64 / 1000.0;
+        let bytes = r["bytes_rewritten"].as_f64().unwrap_or(0.0);
+        let t = &r["timings"];
+        println!(
+            "| {name} | {:.1} ms | {wall:.2} s | {run:.2} s | {} | {} | {} / {} | {:.0} MB | {} / {} / {} / {} | {:.2} s |",
+            median(previews),
+            r["events_deleted"],
+            r["event_property_values_removed"].as_u64().unwrap_or(0) + r["user_property_values_removed"].as_u64().unwrap_or(0),
+            r["segments_rewritten"],
+            dir_size(&data_dir.join("segments"))?.0,
+            bytes / 1e6,
+            t["read_ms"], t["filter_ms"], t["write_commit_ms"], t["unlink_ms"],
+            2.0 * bytes / 370e6,
+        );
+        if r["matches_preview"] != true {
+            println!("  (final counts differ from the preview: {r})");
+        }
+    }
+    let peak_rss = server.peak_rss_mib();
+    let needles: Vec<String> = [
+        "BENCH-DEL-A",
+        "BENCH-DEL-B",
+        "BENCH-DEL-B2",
+        "BENCH-DEL-C",
+        "BENCH-KEEP-B",
+        "BENCH-KEEP-C",
+    ]
+    .map(String::from)
+    .to_vec();
+    let hits = crate::scan::scan(&data_dir, &needles)?;
+    let found: BTreeSet<&str> = hits.iter().map(|h| h.needle.as_str()).collect();
+    println!();
+    println!("peak RSS of the server: {peak_rss:.0} MiB");
+    println!("residue: markers still on disk after the three tasks: {:?} (the BENCH-KEEP-* markers must be, the BENCH-DEL-* must not)", found);
+    server.stop()?;
+    if args.work_dir.is_none() {
+        std::fs::remove_dir_all(&tmp)?;
+    }
+    Ok(())
 }
