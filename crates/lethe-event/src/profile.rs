@@ -13,25 +13,29 @@ pub type Profile = BTreeMap<String, String>;
 /// Applies one event's `user_properties` object (operations or plain keys) to `profile`.
 /// Returns whether the profile changed.
 pub fn apply_user_property_ops(profile: &mut Profile, ops: &[(String, Value)]) -> bool {
-    let before = profile.clone();
+    let mut changed = false;
     for (op, arg) in ops {
         match op.as_str() {
-            "$clearAll" => profile.clear(),
+            "$clearAll" => {
+                changed |= !profile.is_empty();
+                profile.clear();
+            }
             "$set" | "$setOnce" | "$add" | "$append" | "$prepend" | "$unset" | "$remove"
             | "$preInsert" | "$postInsert" => {
                 if let Value::Object(map) = arg {
                     for (key, value) in map {
-                        apply_one(profile, op, key, value);
+                        changed |= apply_one(profile, op, key, value);
                     }
                 }
             }
-            _ => apply_one(profile, "$set", op, arg),
+            _ => changed |= apply_one(profile, "$set", op, arg),
         }
     }
-    *profile != before
+    changed
 }
 
-fn apply_one(profile: &mut Profile, op: &str, key: &str, value: &Value) {
+/// Applies one operation to one key; returns whether the profile changed.
+fn apply_one(profile: &mut Profile, op: &str, key: &str, value: &Value) -> bool {
     let current = profile
         .get(key)
         .and_then(|t| serde_json::from_str::<Value>(t).ok());
@@ -49,11 +53,14 @@ fn apply_one(profile: &mut Profile, op: &str, key: &str, value: &Value) {
     };
     match next {
         Some(v) => {
-            profile.insert(key.to_string(), v.to_string());
+            let text = v.to_string();
+            if profile.get(key) == Some(&text) {
+                return false;
+            }
+            profile.insert(key.to_string(), text);
+            true
         }
-        None => {
-            profile.remove(key);
-        }
+        None => profile.remove(key).is_some(),
     }
 }
 

@@ -139,7 +139,58 @@ pub fn parse_export_line(line: &str) -> Result<ParsedEvent, Vec<EventError>> {
     parse_event(line, 1, true)
 }
 
-type Fields<'a> = BTreeMap<Cow<'a, str>, &'a RawValue>;
+/// An event object's members in document order: a few members, scanned linearly, cost less
+/// than building a map of them.
+struct Fields<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Fields<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Members;
+        impl<'de> serde::de::Visitor<'de> for Members {
+            type Value = Fields<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an event object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut members = Vec::with_capacity(map.size_hint().unwrap_or(16));
+                while let Some((k, v)) = map.next_entry::<Cow<'de, str>, &'de RawValue>()? {
+                    members.push((k, v));
+                }
+                Ok(Fields(members))
+            }
+        }
+        d.deserialize_map(Members)
+    }
+}
+
+/// Standard-field column of a member name (wire or export spelling).
+fn standard_field(name: &str) -> Option<Standard> {
+    static INDEX: std::sync::OnceLock<rustc_hash::FxHashMap<&'static str, Standard>> =
+        std::sync::OnceLock::new();
+    INDEX
+        .get_or_init(|| {
+            let mut m = rustc_hash::FxHashMap::default();
+            for (i, f) in StrField::ALL.iter().enumerate() {
+                m.insert(f.wire, Standard::Text(i as u8));
+                m.insert(f.export, Standard::Text(i as u8));
+            }
+            for (i, f) in NumField::ALL.iter().enumerate() {
+                m.insert(f.name, Standard::Number(i as u8));
+            }
+            m
+        })
+        .get(name)
+        .copied()
+}
+
+#[derive(Clone, Copy)]
+enum Standard {
+    Text(u8),
+    Number(u8),
+}
 
 /// Parses and validates one event object. `import` accepts export field names and
 /// server-side fields.
@@ -207,20 +258,22 @@ pub fn parse_event(
         Ok(v) => ev.event_id = v,
         Err(()) => check(EventIssue::Invalid, "event_id"),
     }
-    for (i, f) in StrField::ALL.iter().enumerate() {
-        match text(&fields, &[f.wire, f.export]) {
-            Ok(Some(v)) => ev.strs.push((i as u8, truncate(v))),
-            Ok(None) => {}
-            Err(()) => check(EventIssue::Invalid, f.wire),
+    for (name, raw) in fields.0.iter().filter(|(_, raw)| raw.get() != "null") {
+        match standard_field(name) {
+            Some(Standard::Text(i)) => match text_value(raw) {
+                Ok(v) if !ev.strs.iter().any(|(f, _)| *f == i) => ev.strs.push((i, truncate(v))),
+                Ok(_) => {}
+                Err(()) => check(EventIssue::Invalid, StrField::ALL[i as usize].wire),
+            },
+            Some(Standard::Number(i)) => match number_value(raw) {
+                Ok(v) => ev.nums.push((i, v)),
+                Err(()) => check(EventIssue::Invalid, NumField::ALL[i as usize].name),
+            },
+            None => {}
         }
     }
-    for (i, f) in NumField::ALL.iter().enumerate() {
-        match number(&fields, f.name) {
-            Ok(Some(v)) => ev.nums.push((i as u8, v)),
-            Ok(None) => {}
-            Err(()) => check(EventIssue::Invalid, f.name),
-        }
-    }
+    ev.strs.sort_unstable_by_key(|(i, _)| *i);
+    ev.nums.sort_unstable_by_key(|(i, _)| *i);
     match object_text(&fields, "groups") {
         Ok(v) => ev.groups = v,
         Err(()) => check(EventIssue::Invalid, "groups"),
@@ -294,17 +347,16 @@ fn truncate(s: Cow<str>) -> String {
 
 fn lookup<'a>(fields: &Fields<'a>, keys: &[&str]) -> Option<&'a RawValue> {
     keys.iter()
-        .find_map(|k| fields.get(*k).copied())
+        .find_map(|k| fields.0.iter().find(|(name, _)| name == k).map(|(_, v)| *v))
         .filter(|raw| raw.get() != "null")
 }
 
 fn text<'a>(fields: &Fields<'a>, keys: &[&str]) -> Result<Option<Cow<'a, str>>, ()> {
-    match lookup(fields, keys) {
-        None => Ok(None),
-        Some(raw) => serde_json::from_str::<Cow<str>>(raw.get())
-            .map(Some)
-            .map_err(|_| ()),
-    }
+    lookup(fields, keys).map(text_value).transpose()
+}
+
+fn text_value(raw: &RawValue) -> Result<Cow<'_, str>, ()> {
+    serde_json::from_str::<Cow<str>>(raw.get()).map_err(|_| ())
 }
 
 fn integer(fields: &Fields, key: &str) -> Result<Option<i64>, ()> {
@@ -321,14 +373,12 @@ fn integer(fields: &Fields, key: &str) -> Result<Option<i64>, ()> {
     }
 }
 
-fn number(fields: &Fields, key: &str) -> Result<Option<f64>, ()> {
-    match lookup(fields, &[key]) {
-        None => Ok(None),
-        Some(raw) => match serde_json::from_str::<Value>(raw.get()) {
-            Ok(Value::Number(n)) => Ok(n.as_f64()),
-            Ok(Value::String(s)) => s.parse().map(Some).map_err(|_| ()),
-            _ => Err(()),
-        },
+/// A number, or a string holding one (some SDKs send prices as text).
+fn number_value(raw: &RawValue) -> Result<f64, ()> {
+    match serde_json::from_str::<Value>(raw.get()) {
+        Ok(Value::Number(n)) => n.as_f64().ok_or(()),
+        Ok(Value::String(s)) => s.parse().map_err(|_| ()),
+        _ => Err(()),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Amplitude's response bodies and request-body decoding, shared by ingestion and import.
 //! Every ingestion answer carries `code`, because the SDKs read the status from the body.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::io::Read;
 
@@ -71,13 +72,18 @@ pub enum BodyError {
     BadGzip,
 }
 
-/// Decompresses a gzip body (limits apply after decompression, as Amplitude counts them).
-pub fn decode_body(headers: &HeaderMap, body: &[u8], limit: usize) -> Result<Vec<u8>, BodyError> {
+/// Decompresses a gzip body (limits apply after decompression, as Amplitude counts them);
+/// a plain body is borrowed, not copied.
+pub fn decode_body<'a>(
+    headers: &HeaderMap,
+    body: &'a [u8],
+    limit: usize,
+) -> Result<Cow<'a, [u8]>, BodyError> {
     if !is_gzip(headers, body) {
         return if body.len() > limit {
             Err(BodyError::TooLarge)
         } else {
-            Ok(body.to_vec())
+            Ok(Cow::Borrowed(body))
         };
     }
     let mut out = Vec::new();
@@ -88,5 +94,5 @@ pub fn decode_body(headers: &HeaderMap, body: &[u8], limit: usize) -> Result<Vec
     if out.len() > limit {
         return Err(BodyError::TooLarge);
     }
-    Ok(out)
+    Ok(Cow::Owned(out))
 }

@@ -2,6 +2,7 @@
 //! (plain, gzip, or the export zip itself). Good lines are stored and flushed into segments
 //! before the answer; bad lines are reported by line number and field, never by value.
 
+use std::borrow::Cow;
 use std::io::Read;
 
 use axum::body::Bytes;
@@ -44,8 +45,7 @@ async fn import(
     blocking(move || {
         let text = import_text(&headers, &body)?;
         let (events, errors, lines) = parse_lines(&text);
-        let outcome = app.store.ingest(project_id, events, false)?;
-        app.store.flush()?;
+        let outcome = app.store.import(project_id, events)?;
         metrics::counter!("lethe_events_ingested_total").increment(outcome.stored as u64);
         metrics::counter!("lethe_events_rejected_total").increment(errors.len() as u64);
         tracing::info!(
@@ -67,7 +67,7 @@ async fn import(
 }
 
 /// The NDJSON text of the body: plain or gzip, or every file of an export zip.
-fn import_text(headers: &HeaderMap, body: &[u8]) -> Result<String, ApiError> {
+fn import_text<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<Cow<'a, str>, ApiError> {
     let bad = |m: &str| ApiError::new(StatusCode::BAD_REQUEST, m);
     if body.starts_with(b"PK\x03\x04") {
         let mut archive = zip::ZipArchive::new(std::io::Cursor::new(body))
@@ -85,7 +85,7 @@ fn import_text(headers: &HeaderMap, body: &[u8]) -> Result<String, ApiError> {
             text.push_str(&import_text(&HeaderMap::new(), &raw)?);
             text.push('\n');
         }
-        return Ok(text);
+        return Ok(Cow::Owned(text));
     }
     let decoded = decode_body(headers, body, IMPORT_MAX_BYTES).map_err(|e| match e {
         BodyError::TooLarge => ApiError::new(
@@ -94,7 +94,11 @@ fn import_text(headers: &HeaderMap, body: &[u8]) -> Result<String, ApiError> {
         ),
         BodyError::BadGzip => bad("the gzip body is unreadable"),
     })?;
-    String::from_utf8(decoded).map_err(|_| bad("the body is not UTF-8 text"))
+    let not_text = |_| bad("the body is not UTF-8 text");
+    Ok(match decoded {
+        Cow::Borrowed(b) => Cow::Borrowed(std::str::from_utf8(b).map_err(not_text)?),
+        Cow::Owned(v) => Cow::Owned(String::from_utf8(v).map_err(|e| not_text(e.utf8_error()))?),
+    })
 }
 
 type LineError = (usize, Vec<EventError>);

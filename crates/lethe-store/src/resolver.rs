@@ -10,6 +10,8 @@
 //! 3. otherwise a new amplitude_id is allocated for both ids.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
@@ -28,11 +30,12 @@ struct User {
 
 #[derive(Default)]
 struct ProjectIdentity {
-    by_user: HashMap<String, i64>,
-    by_device: HashMap<String, i64>,
-    users: HashMap<i64, User>,
-    /// Upload day → hashes of (device or user, insert_id) seen that day.
-    dedup: BTreeMap<i64, HashSet<u64>>,
+    by_user: FxHashMap<String, i64>,
+    by_device: FxHashMap<String, i64>,
+    users: FxHashMap<i64, User>,
+    /// Upload day → SipHash of (device or user, insert_id) seen that day. SipHash, not Fx:
+    /// a collision here would drop a real event.
+    dedup: BTreeMap<i64, FxHashSet<u64>>,
 }
 
 /// Changes not yet in the metadata store.

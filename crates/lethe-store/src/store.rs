@@ -109,6 +109,13 @@ pub struct IngestOutcome {
 
 type Tagged = (i64, Arc<Event>);
 
+/// Segments written but not yet committed, with the catalog counts they add.
+#[derive(Default)]
+struct Written {
+    records: Vec<SegmentRecord>,
+    catalog: Vec<(i64, CatalogDelta)>,
+}
+
 /// A WAL record written but not yet fsynced: its events and whom to tell.
 type Pending = (i64, Vec<Arc<Event>>, SyncSender<Result<()>>);
 
@@ -248,9 +255,15 @@ impl Store {
         })
     }
 
+    /// Bulk import: resolves the events and writes them straight into committed segments
+    /// (one per day, days in parallel), bypassing WAL and memtable. Durable when it returns.
+    pub fn import(&self, project_id: i64, events: Vec<ParsedEvent>) -> Result<IngestOutcome> {
+        self.inner.import(project_id, events)
+    }
+
     /// Resolves and stores events. With `durable_now`, returns once they are fsynced in the
     /// WAL; otherwise they go straight to the memtable and are durable after the next
-    /// [`Store::flush`] (bulk import does that before it answers).
+    /// [`Store::flush`].
     pub fn ingest(
         &self,
         project_id: i64,
@@ -628,43 +641,20 @@ impl Inner {
             .unwrap_or_else(|p| p.into_inner())
             .frozen
             .clone();
+        let written = self.write_groups(frozen.iter().flat_map(|f| f.iter().cloned()))?;
         let (identities, profiles, high) = {
             let mut r = lock(&self.resolver);
             r.expire_dedup(now_ms());
             r.take_dirty()
         };
-        let mut groups: BTreeMap<(i64, String), Vec<Arc<Event>>> = BTreeMap::new();
-        for (project, event) in frozen.iter().flat_map(|f| f.iter()) {
-            groups
-                .entry((*project, day_of(event.server_upload_time)))
-                .or_default()
-                .push(event.clone());
-        }
-        let mut commit = Commit {
+        let commit = Commit {
             identities,
             profiles,
             amplitude_id_high: high,
             wal_checkpoint: Some(sealed),
             ..Default::default()
         };
-        let mut written = Vec::new();
-        let result = (|| -> Result<()> {
-            for ((project_id, day), mut events) in groups {
-                sort_for_segment(&mut events);
-                let (record, delta) = self.write_events_segment(project_id, &day, &events)?;
-                written.push(record.clone());
-                commit.add.push(record);
-                commit.catalog.push((project_id, delta));
-            }
-            Ok(self.meta.commit(&commit)?)
-        })();
-        if let Err(e) = result {
-            lock(&self.resolver).restore_dirty(commit.identities, &commit.profiles);
-            for record in &written {
-                let _ = std::fs::remove_file(self.segment_path(record));
-            }
-            return Err(e);
-        }
+        let written = self.commit_written(written, commit)?;
         {
             let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
             state
@@ -680,6 +670,111 @@ impl Inner {
             tracing::debug!(rows, ms = started.elapsed().as_millis() as u64, "flushed");
         }
         Ok(())
+    }
+
+    /// Writes one segment per project and day of `events`, days in parallel (one per core).
+    /// Nothing is visible until [`Inner::commit_written`].
+    fn write_groups(&self, events: impl Iterator<Item = Tagged>) -> Result<Written> {
+        let mut groups: BTreeMap<(i64, i64), Vec<Arc<Event>>> = BTreeMap::new();
+        for (project, event) in events {
+            groups
+                .entry((project, event.server_upload_time.div_euclid(DAY_MS)))
+                .or_default()
+                .push(event);
+        }
+        let queue = Mutex::new(groups.into_iter());
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let results: Vec<Result<(SegmentRecord, CatalogDelta)>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..workers)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut done = Vec::new();
+                        while let Some(((project_id, day), mut events)) = lock(&queue).next() {
+                            sort_for_segment(&mut events);
+                            let day = day_of(day * DAY_MS);
+                            done.push(self.write_events_segment(project_id, &day, &events));
+                        }
+                        done
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_default())
+                .collect()
+        });
+        let mut written = Written::default();
+        let mut failure = None;
+        for result in results {
+            match result {
+                Ok((record, delta)) => {
+                    written.catalog.push((record.project_id, delta));
+                    written.records.push(record);
+                }
+                Err(e) => failure = Some(e),
+            }
+        }
+        match failure {
+            None => Ok(written),
+            Some(e) => {
+                self.discard(&written.records);
+                Err(e)
+            }
+        }
+    }
+
+    /// Commits written segments with `commit` (identities, profiles, checkpoint). On failure
+    /// the files are removed and the identity/profile changes kept for the next commit.
+    fn commit_written(&self, written: Written, mut commit: Commit) -> Result<Vec<SegmentRecord>> {
+        commit.add = written.records;
+        commit.catalog = written.catalog;
+        if let Err(e) = self.meta.commit(&commit) {
+            lock(&self.resolver).restore_dirty(commit.identities, &commit.profiles);
+            self.discard(&commit.add);
+            return Err(e.into());
+        }
+        Ok(commit.add)
+    }
+
+    fn discard(&self, records: &[SegmentRecord]) {
+        for record in records {
+            let _ = std::fs::remove_file(self.segment_path(record));
+        }
+    }
+
+    /// Bulk import: resolves `events`, writes their segments without the WAL or the
+    /// memtable, and commits them; durable when it returns.
+    fn import(&self, project_id: i64, events: Vec<ParsedEvent>) -> Result<IngestOutcome> {
+        let total = events.len();
+        let now = now_ms();
+        let resolved: Vec<Tagged> = {
+            let mut resolver = lock(&self.resolver);
+            events
+                .into_iter()
+                .filter_map(|e| resolver.resolve(project_id, e, now))
+                .map(|e| (project_id, Arc::new(e)))
+                .collect()
+        };
+        let stored = resolved.len();
+        // Segments are written in parallel with other imports; only the commit is serialized.
+        let written = self.write_groups(resolved.into_iter())?;
+        let _writer = lock(&self.writer);
+        let (identities, profiles, high) = lock(&self.resolver).take_dirty();
+        let commit = Commit {
+            identities,
+            profiles,
+            amplitude_id_high: high,
+            ..Default::default()
+        };
+        let written = self.commit_written(written, commit)?;
+        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+        self.add_live(&mut state, written);
+        drop(state);
+        self.publish_gauges();
+        Ok(IngestOutcome {
+            stored,
+            duplicates: total - stored,
+        })
     }
 
     fn segment_path(&self, record: &SegmentRecord) -> PathBuf {
