@@ -7,7 +7,9 @@ use std::time::Instant;
 use arrow_array::RecordBatch;
 use lethe_event::Event;
 use lethe_meta::{CatalogDelta, CatalogKind, CountDelta, MetaStore, TaskRow};
-use lethe_store::{events_to_batch, failpoint, read_batches, Rewrite, Segment, Store};
+use lethe_store::{
+    events_to_batch, failpoint, parallel_map, read_batches, Rewrite, Segment, Store,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::matcher::{Applied, Counts, Matcher, Sample};
@@ -76,9 +78,9 @@ pub struct TaskResult {
 pub struct Timings {
     /// Flushing unflushed events before planning.
     pub flush_ms: u64,
-    /// Reading and decoding the segments that hold a target.
+    /// Reading and decoding the segments that hold a target (CPU time, summed over cores).
     pub read_ms: u64,
-    /// Matching and building the rewritten columns.
+    /// Matching and building the rewritten columns (CPU time, summed over cores).
     pub filter_ms: u64,
     /// Encoding, writing, fsyncing the new segments and committing the manifest.
     pub write_commit_ms: u64,
@@ -178,16 +180,25 @@ pub fn preview(
         ..Default::default()
     };
     let mut days = BTreeSet::new();
-    for segment in snapshot
+    let candidates: Vec<&Arc<Segment>> = snapshot
         .segments
         .iter()
         .filter(|s| matcher.may_match(&s.record, &ids.types))
-    {
+        .collect();
+    let matched = parallel_map(candidates, |segment| -> Result<_, DeleteError> {
+        let batches = read_batches(&segment.path, Some(&columns))?;
+        let applied = batches
+            .iter()
+            .map(|b| matcher.apply(b))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((segment, applied))
+    });
+    for result in matched {
+        let (segment, applied) = result?;
         let mut touched = false;
-        for batch in read_batches(&segment.path, Some(&columns))? {
-            let applied = matcher.apply(&batch)?;
-            touched |= applied.changes_anything();
-            preview.add(&applied);
+        for a in &applied {
+            touched |= a.changes_anything();
+            preview.add(a);
         }
         if touched {
             preview.rewrite.segments += 1;
@@ -341,30 +352,41 @@ fn rewrite_partition(
         task_progress: None,
     };
     let arrow = |e: arrow_schema::ArrowError| lethe_store::StoreError::Arrow(e);
-    for segment in live
+    let candidates: Vec<&Arc<Segment>> = live
         .iter()
         .filter(|s| matcher.may_match(&s.record, &ids.types))
-    {
-        let reading = Instant::now();
-        let batches = read_batches(&segment.path, None)?;
-        let Some(first) = batches.first() else {
+        .collect();
+    // Segments are read, matched and rebuilt on every core; the results are applied in order.
+    let rebuilt = parallel_map(
+        candidates,
+        |segment| -> Result<_, lethe_store::StoreError> {
+            let reading = Instant::now();
+            let batches = read_batches(&segment.path, None)?;
+            let Some(first) = batches.first() else {
+                return Ok(None);
+            };
+            let batch =
+                arrow_select::concat::concat_batches(&first.schema(), &batches).map_err(arrow)?;
+            let read_ms = ms(reading);
+            let filtering = Instant::now();
+            let applied = matcher.apply(&batch).map_err(arrow)?;
+            let output = match applied.changes_anything() {
+                true => Some(applied.rewrite(&batch).map_err(arrow)?),
+                false => None,
+            };
+            Ok(Some((segment, applied, output, read_ms, ms(filtering))))
+        },
+    );
+    for result in rebuilt {
+        let Some((segment, applied, output, read_ms, filter_ms)) = result? else {
             continue;
         };
-        let batch =
-            arrow_select::concat::concat_batches(&first.schema(), &batches).map_err(arrow)?;
-        timings.read_ms += ms(reading);
-        let filtering = Instant::now();
-        let applied = matcher.apply(&batch).map_err(arrow)?;
-        let changed = applied.changes_anything();
-        if changed {
-            rewrite
-                .outputs
-                .push(applied.rewrite(&batch).map_err(arrow)?);
-        }
-        timings.filter_ms += ms(filtering);
-        if !changed {
+        timings.read_ms += read_ms;
+        timings.filter_ms += filter_ms;
+        let Some(output) = output else {
             continue;
-        }
+        };
+        rewrite.outputs.push(output);
         rewrite.inputs.push(segment.clone());
         let delta = ids.delta(&applied);
         rewrite.catalog.counts.extend(delta.counts);

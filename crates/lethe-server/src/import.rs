@@ -115,22 +115,12 @@ fn parse_lines(text: &str) -> (Vec<ParsedEvent>, Vec<LineError>, usize) {
         .collect();
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let chunk = lines.len().div_ceil(workers).max(1);
-    let parts: Vec<Vec<ParsedLine>> = std::thread::scope(|s| {
-        let handles: Vec<_> = lines
-            .chunks(chunk)
-            .map(|part| {
-                s.spawn(move || {
-                    part.iter()
-                        .map(|(n, l)| (*n, parse_export_line(l)))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_default())
-            .collect()
-    });
+    let parts: Vec<Vec<ParsedLine>> =
+        lethe_store::parallel_map(lines.chunks(chunk).collect(), |part| {
+            part.iter()
+                .map(|(n, l)| (*n, parse_export_line(l)))
+                .collect()
+        });
     let mut events = Vec::with_capacity(lines.len());
     let mut errors = Vec::new();
     for (line, parsed) in parts.into_iter().flatten() {

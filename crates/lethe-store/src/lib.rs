@@ -9,12 +9,14 @@
 //! segments of a day the same way.
 
 mod layout;
+mod parallel;
 mod resolver;
 mod segment;
 mod store;
 mod wal;
 
 pub use layout::{DataDir, SegmentLocation};
+pub use parallel::parallel_map;
 pub use segment::{
     events_to_batch, read_batches, read_segment, write_batch, write_segment, ColumnNames,
     SegmentStats,

@@ -15,6 +15,7 @@ use lethe_meta::{
 };
 
 use crate::layout::{sync_dir, DataDir, SegmentLocation};
+use crate::parallel::parallel_map;
 use crate::resolver::Resolver;
 use crate::segment::{events_to_batch, read_segment, sort_for_segment, write_batch, ColumnNames};
 use crate::wal::{self, WalFile, WalRecord};
@@ -682,27 +683,13 @@ impl Inner {
                 .or_default()
                 .push(event);
         }
-        let queue = Mutex::new(groups.into_iter());
-        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let results: Vec<Result<(SegmentRecord, CatalogDelta)>> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..workers)
-                .map(|_| {
-                    s.spawn(|| {
-                        let mut done = Vec::new();
-                        while let Some(((project_id, day), mut events)) = lock(&queue).next() {
-                            sort_for_segment(&mut events);
-                            let day = day_of(day * DAY_MS);
-                            done.push(self.write_events_segment(project_id, &day, &events));
-                        }
-                        done
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().unwrap_or_default())
-                .collect()
-        });
+        let results = parallel_map(
+            groups.into_iter().collect(),
+            |((project_id, day), mut events)| {
+                sort_for_segment(&mut events);
+                self.write_events_segment(project_id, &day_of(day * DAY_MS), &events)
+            },
+        );
         let mut written = Written::default();
         let mut failure = None;
         for result in results {

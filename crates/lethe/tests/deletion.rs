@@ -430,3 +430,85 @@ fn tasks_queue_in_order_and_report_their_position() {
     assert_eq!(ids, vec![id2, id2 - 1], "newest first");
     assert!(server.export_today(&keys).is_empty());
 }
+
+#[test]
+fn ingestion_and_reads_go_on_during_a_task_and_lose_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start_on(
+        &tmp.path().join("data"),
+        &["--flush-interval-secs", "0.05", "--flush-events", "500"],
+    );
+    let keys = server.first_start_keys();
+    let token = server.admin_token();
+    let mut lines = Vec::new();
+    for day in 1..=3 {
+        let t = lethe_time(chrono::Utc::now() - chrono::Duration::days(day));
+        for i in 0..2000 {
+            let kind = if i % 4 == 0 { "Drop" } else { "Keep" };
+            lines.push(json!({"event_type": kind, "user_id": format!("user-{day}-{i}"), "server_upload_time": t, "event_properties": {"i": i}}));
+        }
+    }
+    import_lines(&server, &token, keys.project_id, &lines);
+    let now = chrono::Utc::now();
+    let body = json!({"name": "during", "start": rfc3339(now - chrono::Duration::days(4)), "end": rfc3339(now),
+        "confirm": "DELETE", "clauses": [{"kind": "event", "event_types": ["Drop"]}]});
+
+    let url = server.url.clone();
+    let live_keys = keys.clone();
+    let sender = std::thread::spawn(move || {
+        let client = reqwest::blocking::Client::new();
+        let mut acked = 0;
+        for b in 0..40 {
+            let events: Vec<Value> = (0..50)
+                .map(|i| json!({"event_type": "Live", "device_id": "live-device", "insert_id": format!("live-{b}-{i}")}))
+                .collect();
+            let r = client
+                .post(format!("{url}/2/httpapi"))
+                .json(&json!({"api_key": live_keys.api_key, "events": events}))
+                .send()
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 200);
+            acked += 50;
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        acked
+    });
+    let (s, task) = post(
+        &server,
+        &token,
+        &format!("/api/v1/projects/{}/deletion-tasks", keys.project_id),
+        &body,
+    );
+    assert_eq!(s, 202, "{task}");
+    // Readers keep reading while the task rewrites.
+    while !sender.is_finished() {
+        server.export_today(&keys); // asserts the export answers (200 or 404)
+        let (s, _) = server.basic_get(&keys, "/api/2/taxonomy/event");
+        assert_eq!(s, 200);
+    }
+    let acked = sender.join().unwrap();
+    let done = wait_for_status(&server, &token, task["id"].as_i64().unwrap(), "completed");
+    assert_eq!(done["result"]["events_deleted"], 1500);
+    let (_, taxonomy) = server.basic_get(&keys, "/api/2/taxonomy/event");
+    let count = |t: &str| {
+        taxonomy["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["event_type"] == t)
+            .map(|e| e["event_count"].as_i64().unwrap())
+    };
+    assert_eq!(count("Drop"), None, "no Drop event left");
+    assert_eq!(count("Keep"), Some(4500));
+    assert_eq!(
+        count("Live"),
+        Some(acked),
+        "every event acknowledged during the task is kept"
+    );
+    let live = server
+        .export_today(&keys)
+        .into_iter()
+        .filter(|e| e["event_type"] == "Live")
+        .count() as i64;
+    assert_eq!(live, acked);
+}
