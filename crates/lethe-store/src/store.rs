@@ -183,22 +183,7 @@ impl Store {
             std::fs::remove_file(entry?.path())?;
         }
         let mut state = State::default();
-        for record in meta.live_segments()? {
-            let path = dir.segment_file(&SegmentLocation {
-                project_id: record.project_id,
-                day: record.day.clone(),
-                id: record.id.clone(),
-            });
-            state
-                .segments
-                .entry(record.project_id)
-                .or_default()
-                .push(Arc::new(Segment {
-                    record,
-                    path,
-                    retired: AtomicBool::new(false),
-                }));
-        }
+        state.add_live(&dir, meta.live_segments()?);
         remove_unreferenced_segments(&dir, &state)?;
         let mut resolver = Resolver::load(
             meta.load_identities()?,
@@ -400,15 +385,21 @@ impl Store {
         let Some(rewrite) = plan(&live)? else {
             return Ok(Vec::new());
         };
-        let mut added = Vec::new();
-        let written = rewrite
+        let outputs: Vec<&RecordBatch> = rewrite
             .outputs
             .iter()
             .filter(|b| b.num_rows() > 0)
-            .try_for_each(|batch| {
-                added.push(inner.write_new_segment(project_id, day, batch)?.0);
-                Ok::<_, StoreError>(())
-            });
+            .collect();
+        let mut added = Vec::new();
+        let mut written = Ok(());
+        for result in parallel_map(outputs, |batch| {
+            inner.write_new_segment(project_id, day, batch)
+        }) {
+            match result {
+                Ok((record, _)) => added.push(record),
+                Err(e) => written = Err(e),
+            }
+        }
         let written_bytes: u64 = added.iter().map(|r| r.bytes as u64).sum();
         let commit = Commit {
             add: added.clone(),
@@ -432,7 +423,7 @@ impl Store {
         for s in &rewrite.inputs {
             s.retired.store(true, Ordering::Release);
         }
-        inner.add_live(&mut state, added);
+        state.add_live(&inner.dir, added);
         drop(state);
         inner.publish_gauges();
         Ok(rewrite.inputs)
@@ -488,6 +479,31 @@ impl Store {
             let _ = t.join();
         }
         result
+    }
+}
+
+fn segment_path(dir: &DataDir, record: &SegmentRecord) -> PathBuf {
+    dir.segment_file(&SegmentLocation {
+        project_id: record.project_id,
+        day: record.day.clone(),
+        id: record.id.clone(),
+    })
+}
+
+impl State {
+    /// Makes committed segments visible to readers.
+    fn add_live(&mut self, dir: &DataDir, records: Vec<SegmentRecord>) {
+        for record in records {
+            let path = segment_path(dir, &record);
+            self.segments
+                .entry(record.project_id)
+                .or_default()
+                .push(Arc::new(Segment {
+                    record,
+                    path,
+                    retired: AtomicBool::new(false),
+                }));
+        }
     }
 }
 
@@ -661,7 +677,7 @@ impl Inner {
             state
                 .frozen
                 .retain(|f| !frozen.iter().any(|done| Arc::ptr_eq(f, done)));
-            self.add_live(&mut state, written);
+            state.add_live(&self.dir, written);
         }
         wal::remove_through(&self.dir, sealed)?;
         self.publish_gauges();
@@ -755,7 +771,7 @@ impl Inner {
         };
         let written = self.commit_written(written, commit)?;
         let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
-        self.add_live(&mut state, written);
+        state.add_live(&self.dir, written);
         drop(state);
         self.publish_gauges();
         Ok(IngestOutcome {
@@ -765,26 +781,7 @@ impl Inner {
     }
 
     fn segment_path(&self, record: &SegmentRecord) -> PathBuf {
-        self.dir.segment_file(&SegmentLocation {
-            project_id: record.project_id,
-            day: record.day.clone(),
-            id: record.id.clone(),
-        })
-    }
-
-    fn add_live(&self, state: &mut State, records: Vec<SegmentRecord>) {
-        for record in records {
-            let path = self.segment_path(&record);
-            state
-                .segments
-                .entry(record.project_id)
-                .or_default()
-                .push(Arc::new(Segment {
-                    record,
-                    path,
-                    retired: AtomicBool::new(false),
-                }));
-        }
+        segment_path(&self.dir, record)
     }
 
     /// Writes `batch` as a new segment file (tmp, fsync, rename, fsync dir) and returns its
@@ -934,7 +931,7 @@ impl Inner {
         for s in &inputs {
             s.retired.store(true, Ordering::Release);
         }
-        self.add_live(&mut state, vec![record]);
+        state.add_live(&self.dir, vec![record]);
         drop(state);
         self.publish_gauges();
         metrics::histogram!("lethe_compaction_seconds").record(started.elapsed().as_secs_f64());
