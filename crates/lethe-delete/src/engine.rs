@@ -8,7 +8,7 @@ use arrow_array::RecordBatch;
 use lethe_event::Event;
 use lethe_meta::{CatalogDelta, CatalogKind, CountDelta, MetaStore, TaskRow};
 use lethe_store::{
-    events_to_batch, failpoint, parallel_map, read_batches, Rewrite, Segment, Store,
+    events_to_batch, failpoint, parallel_map, read_batches, Output, Rewrite, Segment, Store,
 };
 use serde::{Deserialize, Serialize};
 
@@ -357,24 +357,52 @@ fn rewrite_partition(
         .filter(|s| matcher.may_match(&s.record, &ids.types))
         .collect();
     // Segments are read, matched and rebuilt on every core; the results are applied in order.
+    let columns = matcher.columns();
     let rebuilt = parallel_map(
         candidates,
         |segment| -> Result<_, lethe_store::StoreError> {
             let reading = Instant::now();
-            let batches = read_batches(&segment.path, None)?;
-            let Some(first) = batches.first() else {
+            let projected = whole(read_batches(&segment.path, Some(&columns))?).map_err(arrow)?;
+            let Some(projected) = projected else {
                 return Ok(None);
             };
-            let batch =
-                arrow_select::concat::concat_batches(&first.schema(), &batches).map_err(arrow)?;
-            let read_ms = ms(reading);
+            let mut read_ms = ms(reading);
+            let filtering = Instant::now();
+            let applied = matcher.apply(&projected).map_err(arrow)?;
+            if !applied.changes_anything() {
+                return Ok(Some((segment, applied, None, read_ms, ms(filtering))));
+            }
+            if applied.totals.events_deleted == 0 {
+                // No row goes: only the touched columns are re-encoded, the rest copied as is.
+                let (drop, replace) = applied.column_changes(&projected).map_err(arrow)?;
+                let output = Output::Columns {
+                    source: (*segment).clone(),
+                    drop,
+                    replace,
+                };
+                return Ok(Some((
+                    segment,
+                    applied,
+                    Some(output),
+                    read_ms,
+                    ms(filtering),
+                )));
+            }
+            let reading = Instant::now();
+            let Some(batch) = whole(read_batches(&segment.path, None)?).map_err(arrow)? else {
+                return Ok(None);
+            };
+            read_ms += ms(reading);
             let filtering = Instant::now();
             let applied = matcher.apply(&batch).map_err(arrow)?;
-            let output = match applied.changes_anything() {
-                true => Some(applied.rewrite(&batch).map_err(arrow)?),
-                false => None,
-            };
-            Ok(Some((segment, applied, output, read_ms, ms(filtering))))
+            let output = Output::Batch(applied.rewrite(&batch).map_err(arrow)?);
+            Ok(Some((
+                segment,
+                applied,
+                Some(output),
+                read_ms,
+                ms(filtering),
+            )))
         },
     );
     for result in rebuilt {
@@ -399,6 +427,14 @@ fn rewrite_partition(
         progress.bytes_rewritten += segment.record.bytes as u64;
     }
     Ok(rewrite)
+}
+
+/// A segment's batches as one (a segment's batches share its schema).
+fn whole(batches: Vec<RecordBatch>) -> Result<Option<RecordBatch>, arrow_schema::ArrowError> {
+    match batches.first() {
+        None => Ok(None),
+        Some(first) => arrow_select::concat::concat_batches(&first.schema(), &batches).map(Some),
+    }
 }
 
 /// Unsets the user properties of `from_profiles` clauses in current profiles.

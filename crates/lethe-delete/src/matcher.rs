@@ -315,6 +315,28 @@ impl Applied {
         Ok(())
     }
 
+    /// For a batch that loses no row: the property columns left with no value (to drop) and
+    /// the ones with some values cleared (to re-encode).
+    pub fn column_changes(
+        &self,
+        batch: &RecordBatch,
+    ) -> Result<(Vec<String>, HashMap<String, ArrayRef>), ArrowError> {
+        let mut drop = Vec::new();
+        let mut replace = HashMap::new();
+        for (name, cleared) in &self.cleared {
+            let (Some(values), true) = (batch.column_by_name(name), cleared.contains(&true)) else {
+                continue;
+            };
+            let kept = arrow_select::nullif::nullif(values, &BooleanArray::from(cleared.clone()))?;
+            if kept.null_count() == kept.len() {
+                drop.push(name.clone());
+            } else {
+                replace.insert(name.clone(), kept);
+            }
+        }
+        Ok((drop, replace))
+    }
+
     /// The batch with deleted rows gone, cleared cells null, and property columns that no
     /// longer hold any value dropped.
     pub fn rewrite(&self, batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {

@@ -186,11 +186,10 @@ proptest! {
         let meta = Arc::new(MetaStore::open(&dir.meta_db()).unwrap());
         meta.bootstrap("admin@localhost", Some("pw")).unwrap();
         let store = Store::open(dir, meta.clone(), StoreConfig::default()).unwrap();
-        // Part flushed into segments, part left unflushed: the task must cover both.
+        // Part in segments, part still in the WAL and memtable: the task must cover both.
         let split = split.min(inputs.len());
-        store.ingest(1, inputs[..split].iter().map(parsed).collect(), false).unwrap();
-        store.flush().unwrap();
-        store.ingest(1, inputs[split..].iter().map(parsed).collect(), true).unwrap();
+        store.import(1, inputs[..split].iter().map(parsed).collect()).unwrap();
+        store.ingest(1, inputs[split..].iter().map(parsed).collect()).unwrap();
 
         let spec = TaskSpec {
             name: "prop".into(),

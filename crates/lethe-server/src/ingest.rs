@@ -102,7 +102,7 @@ async fn handle(app: &App, headers: &HeaderMap, body: &[u8], limit: usize) -> Am
     }
     let count = events.len();
     let store = app.store.clone();
-    let stored = crate::blocking(move || Ok(store.ingest(project.id, events, true)?)).await;
+    let stored = crate::blocking(move || Ok(store.ingest(project.id, events)?)).await;
     match stored {
         Ok(outcome) => {
             metrics::counter!("lethe_events_ingested_total").increment(outcome.stored as u64);

@@ -22,7 +22,7 @@ pub use segment::{
     SegmentStats,
 };
 pub use store::{
-    failpoint, IngestOutcome, ProgressFn, Rewrite, Segment, Snapshot, Store, StoreConfig,
+    failpoint, IngestOutcome, Output, ProgressFn, Rewrite, Segment, Snapshot, Store, StoreConfig,
 };
 
 /// Errors at the event store boundary.

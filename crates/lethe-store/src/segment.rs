@@ -167,13 +167,8 @@ pub fn events_to_batch(
 /// Writes one batch as a segment file at `path` and fsyncs it. Statistics, dictionaries and
 /// page indexes are built from this batch alone, so nothing of removed rows survives in them.
 pub fn write_batch(path: &Path, batch: &RecordBatch) -> Result<SegmentStats> {
-    let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
-        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-        .set_statistics_enabled(EnabledStatistics::Chunk)
-        .build();
     let file = File::create(path)?;
-    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props))?;
+    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(writer_properties()?))?;
     writer.write(batch)?;
     let file = writer.into_inner()?;
     file.sync_all()?;
@@ -188,6 +183,15 @@ pub fn write_batch(path: &Path, batch: &RecordBatch) -> Result<SegmentStats> {
         min_time: times.values().iter().copied().min().unwrap_or(0),
         max_time: times.values().iter().copied().max().unwrap_or(0),
     })
+}
+
+/// How every segment is encoded.
+fn writer_properties() -> Result<WriterProperties> {
+    Ok(WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_statistics_enabled(EnabledStatistics::Chunk)
+        .build())
 }
 
 /// Reads a segment's batches; `columns` restricts the read to those columns (the others
@@ -367,4 +371,97 @@ fn decode_batch(
         });
     }
     Ok(())
+}
+
+/// Writes a copy of the segment at `src` to `dst` without decoding the columns it keeps as
+/// they are: columns in `drop` are left out, columns in `replace` are re-encoded from the
+/// given arrays (one value per row of `src`), every other column chunk is copied as encoded
+/// bytes with its statistics and page index. Valid only when no row is removed; copied chunks
+/// hold none of the removed values, and re-encoded ones get statistics and dictionaries from
+/// their new values only.
+pub fn rewrite_columns(
+    src: &Path,
+    dst: &Path,
+    drop: &[String],
+    replace: &HashMap<String, ArrayRef>,
+) -> Result<SegmentStats> {
+    use parquet::arrow::arrow_writer::{compute_leaves, ArrowRowGroupWriterFactory};
+    use parquet::arrow::{add_encoded_arrow_schema_to_metadata, ArrowSchemaConverter};
+    use parquet::column::writer::ColumnCloseResult;
+    use parquet::file::metadata::{PageIndexPolicy, ParquetMetaDataReader};
+    use parquet::file::writer::SerializedFileWriter;
+
+    let source = File::open(src)?;
+    let metadata = ParquetMetaDataReader::new()
+        .with_page_index_policy(PageIndexPolicy::Optional)
+        .parse_and_finish(&source)?;
+    let source_schema = ParquetRecordBatchReaderBuilder::try_new(source.try_clone()?)?
+        .schema()
+        .clone();
+    let kept: Vec<(usize, &Field)> = source_schema
+        .fields()
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| !drop.contains(f.name()))
+        .map(|(i, f)| (i, f.as_ref()))
+        .collect();
+    let schema = Arc::new(Schema::new(
+        kept.iter().map(|(_, f)| (*f).clone()).collect::<Vec<_>>(),
+    ));
+    let mut props = writer_properties()?;
+    add_encoded_arrow_schema_to_metadata(&schema, &mut props);
+    let parquet_schema = ArrowSchemaConverter::new().convert(&schema)?;
+    let mut writer = SerializedFileWriter::new(
+        File::create(dst)?,
+        parquet_schema.root_schema_ptr(),
+        Arc::new(props),
+    )?;
+    let mut first_row = 0usize;
+    for (rg, group) in metadata.row_groups().iter().enumerate() {
+        let rows = group.num_rows() as usize;
+        let factory = ArrowRowGroupWriterFactory::new(&writer, schema.clone());
+        let mut encoders: Vec<_> = factory
+            .create_column_writers(rg)?
+            .into_iter()
+            .map(Some)
+            .collect();
+        let page_index = metadata.page_index_for_row_group(rg);
+        let mut row_group = writer.next_row_group()?;
+        for (out, (source_col, field)) in kept.iter().enumerate() {
+            match replace.get(field.name()) {
+                Some(values) => {
+                    let mut encoder = encoders[out].take().expect("one encoder per column");
+                    let slice = values.slice(first_row, rows);
+                    for leaf in compute_leaves(field, &slice)? {
+                        encoder.write(&leaf)?;
+                    }
+                    encoder.close()?.append_to_row_group(&mut row_group)?;
+                }
+                None => {
+                    let chunk = group.column(*source_col);
+                    row_group.append_column(
+                        &source,
+                        ColumnCloseResult {
+                            bytes_written: chunk.compressed_size() as u64,
+                            rows_written: rows as u64,
+                            metadata: chunk.clone(),
+                            bloom_filter: None,
+                            column_index: page_index.column_index(*source_col).cloned(),
+                            offset_index: page_index.offset_index(*source_col).cloned(),
+                        },
+                    )?;
+                }
+            }
+        }
+        row_group.close()?;
+        first_row += rows;
+    }
+    let file = writer.into_inner()?;
+    file.sync_all()?;
+    Ok(SegmentStats {
+        rows: first_row,
+        bytes: file.metadata()?.len(),
+        min_time: 0,
+        max_time: 0,
+    })
 }

@@ -1,14 +1,14 @@
 //! The store: memtable, WAL writer (group commit), flush, compaction and snapshots.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use arrow_array::{Array, RecordBatch, StringArray};
+use arrow_array::{Array, ArrayRef, RecordBatch, StringArray};
 use lethe_event::{Event, ParsedEvent, DAY_MS};
 use lethe_meta::{
     now_ms, CatalogDelta, CatalogKind, Commit, CountDelta, MetaStore, ProfileRecord, SegmentRecord,
@@ -17,7 +17,9 @@ use lethe_meta::{
 use crate::layout::{sync_dir, DataDir, SegmentLocation};
 use crate::parallel::parallel_map;
 use crate::resolver::Resolver;
-use crate::segment::{events_to_batch, read_segment, sort_for_segment, write_batch, ColumnNames};
+use crate::segment::{
+    events_to_batch, read_segment, rewrite_columns, sort_for_segment, write_batch, ColumnNames,
+};
 use crate::wal::{self, WalFile, WalRecord};
 use crate::{Result, StoreError};
 
@@ -73,13 +75,26 @@ pub struct Snapshot {
 pub struct Rewrite {
     /// Live segments to retire.
     pub inputs: Vec<Arc<Segment>>,
-    /// New segment contents (empty batches are skipped).
-    pub outputs: Vec<RecordBatch>,
+    /// New segments.
+    pub outputs: Vec<Output>,
     /// Catalog counts the rewrite removes.
     pub catalog: CatalogDelta,
     /// Task progress advanced by the same commit: task id, and the progress JSON given the
     /// bytes of the new segments.
     pub task_progress: Option<(i64, ProgressFn)>,
+}
+
+/// The contents of one new segment of a rewrite.
+pub enum Output {
+    /// Columns encoded from scratch (skipped when empty).
+    Batch(RecordBatch),
+    /// The rows of `source` unchanged in number: `drop` columns left out, `replace` columns
+    /// re-encoded, every other column chunk copied without decoding.
+    Columns {
+        source: Arc<Segment>,
+        drop: Vec<String>,
+        replace: HashMap<String, ArrayRef>,
+    },
 }
 
 /// Renders a task's progress once the bytes written by a rewrite are known.
@@ -247,18 +262,12 @@ impl Store {
         self.inner.import(project_id, events)
     }
 
-    /// Resolves and stores events. With `durable_now`, returns once they are fsynced in the
-    /// WAL; otherwise they go straight to the memtable and are durable after the next
-    /// [`Store::flush`].
-    pub fn ingest(
-        &self,
-        project_id: i64,
-        events: Vec<ParsedEvent>,
-        durable_now: bool,
-    ) -> Result<IngestOutcome> {
+    /// Resolves and stores events; returns once they are fsynced in the WAL (group commit
+    /// with concurrent callers) and visible to readers.
+    pub fn ingest(&self, project_id: i64, events: Vec<ParsedEvent>) -> Result<IngestOutcome> {
         let total = events.len();
         let now = now_ms();
-        let ack = {
+        let pending = {
             let mut resolver = lock(&self.inner.resolver);
             let resolved: Vec<Arc<Event>> = events
                 .into_iter()
@@ -268,7 +277,7 @@ impl Store {
             let stored = resolved.len();
             if stored == 0 {
                 None
-            } else if durable_now {
+            } else {
                 // Sent while the resolver is held, so WAL order is resolution order.
                 let (ack, done) = mpsc::sync_channel(1);
                 lock(&self.inner.wal)
@@ -278,18 +287,13 @@ impl Store {
                         ack,
                     })
                     .map_err(|_| StoreError::Closed)?;
-                Some((stored, Some(done)))
-            } else {
-                self.inner.push_active(project_id, resolved);
-                Some((stored, None))
+                Some((stored, done))
             }
         };
-        let stored = match ack {
+        let stored = match pending {
             None => 0,
             Some((stored, done)) => {
-                if let Some(done) = done {
-                    done.recv().map_err(|_| StoreError::Closed)??;
-                }
+                done.recv().map_err(|_| StoreError::Closed)??;
                 stored
             }
         };
@@ -385,18 +389,25 @@ impl Store {
         let Some(rewrite) = plan(&live)? else {
             return Ok(Vec::new());
         };
-        let outputs: Vec<&RecordBatch> = rewrite
+        let outputs: Vec<&Output> = rewrite
             .outputs
             .iter()
-            .filter(|b| b.num_rows() > 0)
+            .filter(|o| !matches!(o, Output::Batch(b) if b.num_rows() == 0))
             .collect();
         let mut added = Vec::new();
         let mut written = Ok(());
-        for result in parallel_map(outputs, |batch| {
-            inner.write_new_segment(project_id, day, batch)
+        for result in parallel_map(outputs, |output| match output {
+            Output::Batch(batch) => inner
+                .write_new_segment(project_id, day, batch)
+                .map(|(r, _)| r),
+            Output::Columns {
+                source,
+                drop,
+                replace,
+            } => inner.write_column_rewrite(source, drop, replace),
         }) {
             match result {
-                Ok((record, _)) => added.push(record),
+                Ok(record) => added.push(record),
                 Err(e) => written = Err(e),
             }
         }
@@ -826,15 +837,50 @@ impl Inner {
             event_properties: column_ids("e_"),
             user_properties: column_ids("u_"),
         };
-        let path = self.segment_path(&record);
+        self.install(&tmp, &record)?;
+        Ok((record, type_ids))
+    }
+
+    /// Moves a fsynced file from `tmp/` to its segment path, durably.
+    fn install(&self, tmp: &Path, record: &SegmentRecord) -> Result<()> {
+        let path = self.segment_path(record);
         let parent = path.parent().expect("segment path has a parent");
         if !parent.exists() {
             std::fs::create_dir_all(parent)?;
             sync_dir(parent.parent().expect("project dir"))?;
         }
-        std::fs::rename(&tmp, &path)?;
+        std::fs::rename(tmp, &path)?;
         sync_dir(parent)?;
-        Ok((record, type_ids))
+        Ok(())
+    }
+
+    /// Writes `source` with columns dropped or replaced, copying the others as encoded.
+    fn write_column_rewrite(
+        &self,
+        source: &Segment,
+        drop: &[String],
+        replace: &HashMap<String, ArrayRef>,
+    ) -> Result<SegmentRecord> {
+        let id = uuid::Uuid::now_v7().simple().to_string();
+        let tmp = self.dir.tmp_dir().join(format!("{id}.parquet"));
+        let stats = rewrite_columns(&source.path, &tmp, drop, replace)?;
+        let kept = |prefix: &str, ids: &[i64]| -> Vec<i64> {
+            ids.iter()
+                .copied()
+                .filter(|id| !drop.contains(&format!("{prefix}{id}")))
+                .collect()
+        };
+        let old = &source.record;
+        let record = SegmentRecord {
+            id,
+            rows: stats.rows as i64,
+            bytes: stats.bytes as i64,
+            event_properties: kept("e_", &old.event_properties),
+            user_properties: kept("u_", &old.user_properties),
+            ..old.clone()
+        };
+        self.install(&tmp, &record)?;
+        Ok(record)
     }
 
     /// Writes sorted `events` as a new segment and returns its record and catalog counts.

@@ -42,7 +42,7 @@ fn events_survive_flush_and_reopen_unchanged() {
             r#"{"event_type":"click","device_id":"device-1","event_properties":{"button":"ok"}}"#,
         ),
     ];
-    assert_eq!(store.ingest(1, batch, true).unwrap().stored, 2);
+    assert_eq!(store.ingest(1, batch).unwrap().stored, 2);
     let before = all_events(&store, 1);
     assert_eq!(before.len(), 2);
     assert!(
@@ -72,7 +72,7 @@ fn wal_replay_restores_unflushed_events_and_profiles() {
     {
         let (_, store) = open(tmp.path());
         store
-            .ingest(1, vec![event(r#"{"event_type":"a","user_id":"user-1","user_properties":{"$add":{"n":2}},"insert_id":"x1"}"#)], true)
+            .ingest(1, vec![event(r#"{"event_type":"a","user_id":"user-1","user_properties":{"$add":{"n":2}},"insert_id":"x1"}"#)])
             .unwrap();
         // Dropped without shutdown: as after kill -9, only the WAL has the event.
         std::mem::forget(store);
@@ -86,7 +86,6 @@ fn wal_replay_restores_unflushed_events_and_profiles() {
             vec![event(
                 r#"{"event_type":"a","user_id":"user-1","insert_id":"x1"}"#,
             )],
-            true,
         )
         .unwrap();
     assert_eq!(retry.duplicates, 1, "insert_id survives the restart");
@@ -96,7 +95,6 @@ fn wal_replay_restores_unflushed_events_and_profiles() {
             vec![event(
                 r#"{"event_type":"b","user_id":"user-1","user_properties":{"$add":{"n":3}}}"#,
             )],
-            true,
         )
         .unwrap();
     let b = all_events(&store, 1)
@@ -117,7 +115,7 @@ fn compaction_merges_small_segments_of_a_day() {
         let json = format!(
             r#"{{"event_type":"e{i}","user_id":"user-{i}","event_properties":{{"k{i}":{i}}}}}"#
         );
-        store.ingest(1, vec![event(&json)], true).unwrap();
+        store.ingest(1, vec![event(&json)]).unwrap();
         store.flush().unwrap();
     }
     let before = all_events(&store, 1);

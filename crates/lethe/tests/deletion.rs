@@ -512,3 +512,61 @@ fn ingestion_and_reads_go_on_during_a_task_and_lose_nothing() {
         .count() as i64;
     assert_eq!(live, acked);
 }
+
+#[test]
+fn a_property_only_task_rewrites_columns_leaves_no_residue_and_stays_readable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let server = Server::start_on(&dir, FLUSH_FAST);
+    let keys = server.first_start_keys();
+    let token = server.admin_token();
+    let events: Vec<Value> = (0..200)
+        .map(|i| json!({"event_type": if i % 2 == 0 { "View" } else { "Click" }, "user_id": format!("user-{i:04}"),
+            "event_properties": {"token": format!("COLUMN-DEL-{i}"), "page": "COLUMN-KEEP"},
+            "user_properties": {"email": format!("USER-DEL-{i}"), "tier": "USER-KEEP"}}))
+        .collect();
+    assert_eq!(server.send(&keys, json!(events)).0, 200);
+    let now = chrono::Utc::now();
+    let body = json!({"name": "columns", "start": rfc3339(now - chrono::Duration::hours(1)), "end": rfc3339(now), "confirm": "DELETE",
+        "clauses": [{"kind": "event_property", "properties": ["token"]},
+                    {"kind": "user_property", "properties": ["email"], "event_types": ["View", "Click"], "from_profiles": true}]});
+    let (s, task) = post(
+        &server,
+        &token,
+        &format!("/api/v1/projects/{}/deletion-tasks", keys.project_id),
+        &body,
+    );
+    assert_eq!(s, 202, "{task}");
+    let done = wait_for_status(&server, &token, task["id"].as_i64().unwrap(), "completed");
+    assert_eq!(done["result"]["event_property_values_removed"], 200);
+    assert_eq!(done["result"]["user_property_values_removed"], 200);
+    assert_eq!(done["result"]["events_deleted"], 0);
+    let needles = ["COLUMN-DEL-7", "COLUMN-KEEP", "USER-DEL-7", "USER-KEEP"];
+    assert_eq!(common::scan(&dir, &needles), ["COLUMN-KEEP", "USER-KEEP"]);
+    let exported = server.export_today(&keys);
+    assert_eq!(exported.len(), 200);
+    assert!(exported
+        .iter()
+        .all(|e| e["event_properties"] == json!({"page": "COLUMN-KEEP"})
+            && e["user_properties"] == json!({"tier": "USER-KEEP"})));
+    server.stop();
+    let out = std::process::Command::new("python3")
+        .arg(format!(
+            "{}/tests/compat/duckdb_count.py",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let counts: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        counts,
+        json!({"Click": 100, "View": 100}),
+        "DuckDB reads the rewritten segments"
+    );
+}
