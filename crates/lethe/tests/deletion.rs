@@ -14,6 +14,14 @@ fn post(server: &Server, token: &str, path: &str, body: &Value) -> (u16, Value) 
     server.bearer(server.client.post(server.url(path)).json(body), token)
 }
 
+/// Submits a task and checks it was accepted.
+fn submit(server: &Server, token: &str, keys: &Keys, body: &Value) -> Value {
+    let path = format!("/api/v1/projects/{}/deletion-tasks", keys.project_id);
+    let (s, task) = post(server, token, &path, body);
+    assert_eq!(s, 202, "{task}");
+    task
+}
+
 fn get(server: &Server, token: &str, path: &str) -> (u16, Value) {
     server.bearer(server.client.get(server.url(path)), token)
 }
@@ -161,13 +169,7 @@ fn a_task_removes_exactly_what_its_preview_shows_and_leaves_nothing_on_disk() {
     );
     let mut confirmed = body.clone();
     confirmed["confirm"] = json!("DELETE");
-    let (s, task) = post(
-        &server,
-        &token,
-        &format!("/api/v1/projects/{}/deletion-tasks", keys.project_id),
-        &confirmed,
-    );
-    assert_eq!(s, 202, "{task}");
+    let task = submit(&server, &token, &keys, &confirmed);
     for field in [
         "id",
         "name",
@@ -473,13 +475,7 @@ fn ingestion_and_reads_go_on_during_a_task_and_lose_nothing() {
         }
         acked
     });
-    let (s, task) = post(
-        &server,
-        &token,
-        &format!("/api/v1/projects/{}/deletion-tasks", keys.project_id),
-        &body,
-    );
-    assert_eq!(s, 202, "{task}");
+    let task = submit(&server, &token, &keys, &body);
     // Readers keep reading while the task rewrites.
     while !sender.is_finished() {
         server.export_today(&keys); // asserts the export answers (200 or 404)
@@ -530,13 +526,7 @@ fn a_property_only_task_rewrites_columns_leaves_no_residue_and_stays_readable() 
     let body = json!({"name": "columns", "start": rfc3339(now - chrono::Duration::hours(1)), "end": rfc3339(now), "confirm": "DELETE",
         "clauses": [{"kind": "event_property", "properties": ["token"]},
                     {"kind": "user_property", "properties": ["email"], "event_types": ["View", "Click"], "from_profiles": true}]});
-    let (s, task) = post(
-        &server,
-        &token,
-        &format!("/api/v1/projects/{}/deletion-tasks", keys.project_id),
-        &body,
-    );
-    assert_eq!(s, 202, "{task}");
+    let task = submit(&server, &token, &keys, &body);
     let done = wait_for_status(&server, &token, task["id"].as_i64().unwrap(), "completed");
     assert_eq!(done["result"]["event_property_values_removed"], 200);
     assert_eq!(done["result"]["user_property_values_removed"], 200);
