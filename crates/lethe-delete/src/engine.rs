@@ -8,7 +8,8 @@ use arrow_array::RecordBatch;
 use lethe_event::Event;
 use lethe_meta::{CatalogDelta, CatalogKind, CountDelta, MetaStore, TaskRow};
 use lethe_store::{
-    events_to_batch, failpoint, parallel_map, read_batches, Output, Rewrite, Segment, Store,
+    events_to_batch, failpoint, parallel_map, read_batches, read_row_group, row_group_rows, Output,
+    Rewrite, Segment, Store,
 };
 use serde::{Deserialize, Serialize};
 
@@ -337,6 +338,76 @@ pub fn execute(store: &Store, meta: &MetaStore, task: &TaskRow) -> Result<TaskRe
     })
 }
 
+/// What matching did to one candidate segment.
+struct Rebuilt<'a> {
+    segment: &'a Arc<Segment>,
+    /// The matches that the new segment applies (one per re-encoded part).
+    parts: Vec<Applied>,
+    /// The new segment, `None` when nothing matched.
+    output: Option<Output>,
+    read_ms: u64,
+    filter_ms: u64,
+}
+
+/// Matches one segment and plans its new contents: untouched (no match), column-level (no
+/// row removed), or row-group-level (only the row groups that lose rows are re-encoded).
+fn rebuild<'a>(
+    segment: &'a Arc<Segment>,
+    matcher: &Matcher,
+    columns: &[String],
+) -> Result<Rebuilt<'a>, lethe_store::StoreError> {
+    let arrow = lethe_store::StoreError::Arrow;
+    let mut out = Rebuilt {
+        segment,
+        parts: Vec::new(),
+        output: None,
+        read_ms: 0,
+        filter_ms: 0,
+    };
+    let reading = Instant::now();
+    let Some(projected) = whole(read_batches(&segment.path, Some(columns))?).map_err(arrow)? else {
+        return Ok(out);
+    };
+    out.read_ms += ms(reading);
+    let filtering = Instant::now();
+    let applied = matcher.apply(&projected).map_err(arrow)?;
+    if !applied.changes_anything() {
+        out.filter_ms += ms(filtering);
+        return Ok(out);
+    }
+    if applied.totals.events_deleted == 0 {
+        let (drop, replace) = applied.column_changes(&projected).map_err(arrow)?;
+        out.output = Some(Output::Columns {
+            source: segment.clone(),
+            drop,
+            replace,
+        });
+        out.parts.push(applied);
+        out.filter_ms += ms(filtering);
+        return Ok(out);
+    }
+    let mut replaced = BTreeMap::new();
+    let (mut first, mut group_read_ms) = (0, 0);
+    for (index, rows) in row_group_rows(&segment.path)?.into_iter().enumerate() {
+        if applied.touches(first..first + rows) {
+            let reading = Instant::now();
+            let batch = read_row_group(&segment.path, index)?;
+            group_read_ms += ms(reading);
+            let part = matcher.apply(&batch).map_err(arrow)?;
+            replaced.insert(index, part.rewrite(&batch).map_err(arrow)?);
+            out.parts.push(part);
+        }
+        first += rows;
+    }
+    out.output = Some(Output::RowGroups {
+        source: segment.clone(),
+        replaced,
+    });
+    out.filter_ms += ms(filtering).saturating_sub(group_read_ms);
+    out.read_ms += group_read_ms;
+    Ok(out)
+}
+
 /// The rewrite of one partition's segments that hold a target; others stay untouched.
 fn rewrite_partition(
     live: &[Arc<Segment>],
@@ -351,80 +422,32 @@ fn rewrite_partition(
         catalog: CatalogDelta::default(),
         task_progress: None,
     };
-    let arrow = |e: arrow_schema::ArrowError| lethe_store::StoreError::Arrow(e);
     let candidates: Vec<&Arc<Segment>> = live
         .iter()
         .filter(|s| matcher.may_match(&s.record, &ids.types))
         .collect();
-    // Segments are read, matched and rebuilt on every core; the results are applied in order.
     let columns = matcher.columns();
-    let rebuilt = parallel_map(
-        candidates,
-        |segment| -> Result<_, lethe_store::StoreError> {
-            let reading = Instant::now();
-            let projected = whole(read_batches(&segment.path, Some(&columns))?).map_err(arrow)?;
-            let Some(projected) = projected else {
-                return Ok(None);
-            };
-            let mut read_ms = ms(reading);
-            let filtering = Instant::now();
-            let applied = matcher.apply(&projected).map_err(arrow)?;
-            if !applied.changes_anything() {
-                return Ok(Some((segment, applied, None, read_ms, ms(filtering))));
-            }
-            if applied.totals.events_deleted == 0 {
-                // No row goes: only the touched columns are re-encoded, the rest copied as is.
-                let (drop, replace) = applied.column_changes(&projected).map_err(arrow)?;
-                let output = Output::Columns {
-                    source: (*segment).clone(),
-                    drop,
-                    replace,
-                };
-                return Ok(Some((
-                    segment,
-                    applied,
-                    Some(output),
-                    read_ms,
-                    ms(filtering),
-                )));
-            }
-            let reading = Instant::now();
-            let Some(batch) = whole(read_batches(&segment.path, None)?).map_err(arrow)? else {
-                return Ok(None);
-            };
-            read_ms += ms(reading);
-            let filtering = Instant::now();
-            let applied = matcher.apply(&batch).map_err(arrow)?;
-            let output = Output::Batch(applied.rewrite(&batch).map_err(arrow)?);
-            Ok(Some((
-                segment,
-                applied,
-                Some(output),
-                read_ms,
-                ms(filtering),
-            )))
-        },
-    );
-    for result in rebuilt {
-        let Some((segment, applied, output, read_ms, filter_ms)) = result? else {
-            continue;
-        };
-        timings.read_ms += read_ms;
-        timings.filter_ms += filter_ms;
-        let Some(output) = output else {
+    // Segments are matched and rebuilt on every core; the results are applied in order.
+    for rebuilt in parallel_map(candidates, |segment| rebuild(segment, matcher, &columns)) {
+        let rebuilt = rebuilt?;
+        timings.read_ms += rebuilt.read_ms;
+        timings.filter_ms += rebuilt.filter_ms;
+        let Some(output) = rebuilt.output else {
             continue;
         };
         rewrite.outputs.push(output);
-        rewrite.inputs.push(segment.clone());
-        let delta = ids.delta(&applied);
-        rewrite.catalog.counts.extend(delta.counts);
-        rewrite.catalog.pairs.extend(delta.pairs);
-        progress.totals += applied.totals;
-        for (mine, theirs) in progress.clauses.iter_mut().zip(&applied.clauses) {
-            *mine += *theirs;
+        rewrite.inputs.push(rebuilt.segment.clone());
+        for applied in &rebuilt.parts {
+            let delta = ids.delta(applied);
+            rewrite.catalog.counts.extend(delta.counts);
+            rewrite.catalog.pairs.extend(delta.pairs);
+            progress.totals += applied.totals;
+            for (mine, theirs) in progress.clauses.iter_mut().zip(&applied.clauses) {
+                *mine += *theirs;
+            }
         }
         progress.segments_rewritten += 1;
-        progress.bytes_rewritten += segment.record.bytes as u64;
+        progress.bytes_rewritten += rebuilt.segment.record.bytes as u64;
     }
     Ok(rewrite)
 }

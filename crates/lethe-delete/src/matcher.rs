@@ -4,13 +4,12 @@
 //! before submission are the counts of what the rewrite does.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Arc;
 
 use arrow_array::{
     Array, ArrayRef, BooleanArray, FixedSizeBinaryArray, RecordBatch, StringArray,
     TimestampMillisecondArray,
 };
-use arrow_schema::{ArrowError, Schema};
+use arrow_schema::ArrowError;
 use serde::{Deserialize, Serialize};
 
 use crate::spec::{Clause, TaskSpec};
@@ -337,12 +336,19 @@ impl Applied {
         Ok((drop, replace))
     }
 
-    /// The batch with deleted rows gone, cleared cells null, and property columns that no
-    /// longer hold any value dropped.
+    /// Whether any of `rows` is deleted or has a value cleared.
+    pub fn touches(&self, rows: std::ops::Range<usize>) -> bool {
+        self.deleted[rows.clone()].contains(&true)
+            || self
+                .cleared
+                .values()
+                .any(|c| c[rows.clone()].contains(&true))
+    }
+
+    /// The batch with deleted rows gone and cleared cells null, in the same schema.
     pub fn rewrite(&self, batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
         let keep = BooleanArray::from(self.deleted.iter().map(|d| !d).collect::<Vec<_>>());
         let schema = batch.schema();
-        let mut fields = Vec::new();
         let mut arrays: Vec<ArrayRef> = Vec::new();
         for (i, field) in schema.fields().iter().enumerate() {
             let mut array = batch.column(i).clone();
@@ -350,14 +356,8 @@ impl Applied {
                 let mask = BooleanArray::from(cleared.clone());
                 array = arrow_select::nullif::nullif(&array, &mask)?;
             }
-            let array = arrow_select::filter::filter(&array, &keep)?;
-            let property = field.name().starts_with("e_") || field.name().starts_with("u_");
-            if property && array.null_count() == array.len() {
-                continue;
-            }
-            fields.push(field.as_ref().clone());
-            arrays.push(array);
+            arrays.push(arrow_select::filter::filter(&array, &keep)?);
         }
-        RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)
+        RecordBatch::try_new(schema, arrays)
     }
 }

@@ -16,7 +16,7 @@ use arrow_array::{
     Array, ArrayRef, FixedSizeBinaryArray, Float64Array, Int64Array, RecordBatch, StringArray,
     TimestampMillisecondArray,
 };
-use arrow_schema::{Field, Schema};
+use arrow_schema::{Field, Schema, SchemaRef};
 use lethe_event::{Event, NumField, StrField};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
@@ -26,7 +26,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use crate::Result;
 
 /// Rows per row group: small enough that an event-type deletion rewrites few of them.
-const ROW_GROUP_ROWS: usize = 128 * 1024;
+const ROW_GROUP_ROWS: usize = 16 * 1024;
 
 /// Catalog id ↔ name maps for the property columns of one project.
 #[derive(Debug, Clone, Default)]
@@ -373,32 +373,137 @@ fn decode_batch(
     Ok(())
 }
 
+/// How one column of one output row group is produced.
+enum Chunk {
+    /// Copied as encoded bytes from this column of the source row group.
+    Copy(usize),
+    /// Encoded from these values.
+    Encode(ArrayRef),
+}
+
+/// One output row group: its source row group, its rows, and how each column is produced.
+struct GroupPlan {
+    source: usize,
+    rows: usize,
+    columns: Vec<Chunk>,
+}
+
+/// An open source segment: its file, footer (with page index) and Arrow schema.
+struct Source {
+    file: File,
+    metadata: parquet::file::metadata::ParquetMetaData,
+    schema: arrow_schema::SchemaRef,
+}
+
+impl Source {
+    fn open(path: &Path) -> Result<Self> {
+        use parquet::file::metadata::{PageIndexPolicy, ParquetMetaDataReader};
+        let file = File::open(path)?;
+        let metadata = ParquetMetaDataReader::new()
+            .with_page_index_policy(PageIndexPolicy::Optional)
+            .parse_and_finish(&file)?;
+        let schema = ParquetRecordBatchReaderBuilder::try_new(file.try_clone()?)?
+            .schema()
+            .clone();
+        Ok(Self {
+            file,
+            metadata,
+            schema,
+        })
+    }
+
+    fn row_group_rows(&self) -> Vec<usize> {
+        self.metadata
+            .row_groups()
+            .iter()
+            .map(|g| g.num_rows() as usize)
+            .collect()
+    }
+}
+
+/// Writes `dst` from `source` following `groups`: copied chunks keep their encoding,
+/// statistics and page index; encoded ones get them from their new values only.
+fn assemble(
+    source: &Source,
+    dst: &Path,
+    schema: SchemaRef,
+    groups: Vec<GroupPlan>,
+) -> Result<SegmentStats> {
+    use parquet::arrow::arrow_writer::{compute_leaves, ArrowRowGroupWriterFactory};
+    use parquet::arrow::{add_encoded_arrow_schema_to_metadata, ArrowSchemaConverter};
+    use parquet::column::writer::ColumnCloseResult;
+    use parquet::file::writer::SerializedFileWriter;
+
+    let mut props = writer_properties()?;
+    add_encoded_arrow_schema_to_metadata(&schema, &mut props);
+    let parquet_schema = ArrowSchemaConverter::new().convert(&schema)?;
+    let mut writer = SerializedFileWriter::new(
+        File::create(dst)?,
+        parquet_schema.root_schema_ptr(),
+        Arc::new(props),
+    )?;
+    let mut rows = 0;
+    for (out_index, group) in groups.into_iter().enumerate() {
+        let factory = ArrowRowGroupWriterFactory::new(&writer, schema.clone());
+        let mut encoders: Vec<_> = factory
+            .create_column_writers(out_index)?
+            .into_iter()
+            .map(Some)
+            .collect();
+        let source_group = source.metadata.row_group(group.source);
+        let page_index = source.metadata.page_index_for_row_group(group.source);
+        let mut row_group = writer.next_row_group()?;
+        for (out, chunk) in group.columns.into_iter().enumerate() {
+            match chunk {
+                Chunk::Encode(values) => {
+                    let mut encoder = encoders[out].take().expect("one encoder per column");
+                    for leaf in compute_leaves(schema.field(out), &values)? {
+                        encoder.write(&leaf)?;
+                    }
+                    encoder.close()?.append_to_row_group(&mut row_group)?;
+                }
+                Chunk::Copy(column) => {
+                    let meta = source_group.column(column);
+                    row_group.append_column(
+                        &source.file,
+                        ColumnCloseResult {
+                            bytes_written: meta.compressed_size() as u64,
+                            rows_written: group.rows as u64,
+                            metadata: meta.clone(),
+                            bloom_filter: None,
+                            column_index: page_index.column_index(column).cloned(),
+                            offset_index: page_index.offset_index(column).cloned(),
+                        },
+                    )?;
+                }
+            }
+        }
+        row_group.close()?;
+        rows += group.rows;
+    }
+    let file = writer.into_inner()?;
+    file.sync_all()?;
+    Ok(SegmentStats {
+        rows,
+        bytes: file.metadata()?.len(),
+        min_time: 0,
+        max_time: 0,
+    })
+}
+
 /// Writes a copy of the segment at `src` to `dst` without decoding the columns it keeps as
 /// they are: columns in `drop` are left out, columns in `replace` are re-encoded from the
 /// given arrays (one value per row of `src`), every other column chunk is copied as encoded
-/// bytes with its statistics and page index. Valid only when no row is removed; copied chunks
-/// hold none of the removed values, and re-encoded ones get statistics and dictionaries from
-/// their new values only.
+/// bytes. Valid only when no row is removed.
 pub fn rewrite_columns(
     src: &Path,
     dst: &Path,
     drop: &[String],
     replace: &HashMap<String, ArrayRef>,
 ) -> Result<SegmentStats> {
-    use parquet::arrow::arrow_writer::{compute_leaves, ArrowRowGroupWriterFactory};
-    use parquet::arrow::{add_encoded_arrow_schema_to_metadata, ArrowSchemaConverter};
-    use parquet::column::writer::ColumnCloseResult;
-    use parquet::file::metadata::{PageIndexPolicy, ParquetMetaDataReader};
-    use parquet::file::writer::SerializedFileWriter;
-
-    let source = File::open(src)?;
-    let metadata = ParquetMetaDataReader::new()
-        .with_page_index_policy(PageIndexPolicy::Optional)
-        .parse_and_finish(&source)?;
-    let source_schema = ParquetRecordBatchReaderBuilder::try_new(source.try_clone()?)?
-        .schema()
-        .clone();
-    let kept: Vec<(usize, &Field)> = source_schema
+    let source = Source::open(src)?;
+    let kept: Vec<(usize, &Field)> = source
+        .schema
         .fields()
         .iter()
         .enumerate()
@@ -408,60 +513,183 @@ pub fn rewrite_columns(
     let schema = Arc::new(Schema::new(
         kept.iter().map(|(_, f)| (*f).clone()).collect::<Vec<_>>(),
     ));
-    let mut props = writer_properties()?;
-    add_encoded_arrow_schema_to_metadata(&schema, &mut props);
-    let parquet_schema = ArrowSchemaConverter::new().convert(&schema)?;
-    let mut writer = SerializedFileWriter::new(
-        File::create(dst)?,
-        parquet_schema.root_schema_ptr(),
-        Arc::new(props),
-    )?;
-    let mut first_row = 0usize;
-    for (rg, group) in metadata.row_groups().iter().enumerate() {
-        let rows = group.num_rows() as usize;
-        let factory = ArrowRowGroupWriterFactory::new(&writer, schema.clone());
-        let mut encoders: Vec<_> = factory
-            .create_column_writers(rg)?
-            .into_iter()
-            .map(Some)
+    let mut first_row = 0;
+    let mut groups = Vec::new();
+    for (index, rows) in source.row_group_rows().into_iter().enumerate() {
+        let columns = kept
+            .iter()
+            .map(|(column, field)| match replace.get(field.name()) {
+                Some(values) => Chunk::Encode(values.slice(first_row, rows)),
+                None => Chunk::Copy(*column),
+            })
             .collect();
-        let page_index = metadata.page_index_for_row_group(rg);
-        let mut row_group = writer.next_row_group()?;
-        for (out, (source_col, field)) in kept.iter().enumerate() {
-            match replace.get(field.name()) {
-                Some(values) => {
-                    let mut encoder = encoders[out].take().expect("one encoder per column");
-                    let slice = values.slice(first_row, rows);
-                    for leaf in compute_leaves(field, &slice)? {
-                        encoder.write(&leaf)?;
-                    }
-                    encoder.close()?.append_to_row_group(&mut row_group)?;
-                }
-                None => {
-                    let chunk = group.column(*source_col);
-                    row_group.append_column(
-                        &source,
-                        ColumnCloseResult {
-                            bytes_written: chunk.compressed_size() as u64,
-                            rows_written: rows as u64,
-                            metadata: chunk.clone(),
-                            bloom_filter: None,
-                            column_index: page_index.column_index(*source_col).cloned(),
-                            offset_index: page_index.offset_index(*source_col).cloned(),
-                        },
-                    )?;
-                }
-            }
-        }
-        row_group.close()?;
+        groups.push(GroupPlan {
+            source: index,
+            rows,
+            columns,
+        });
         first_row += rows;
     }
-    let file = writer.into_inner()?;
-    file.sync_all()?;
-    Ok(SegmentStats {
-        rows: first_row,
-        bytes: file.metadata()?.len(),
-        min_time: 0,
-        max_time: 0,
-    })
+    assemble(&source, dst, schema.clone(), groups)
+}
+
+/// Rows per row group of a segment.
+pub fn row_group_rows(path: &Path) -> Result<Vec<usize>> {
+    Ok(Source::open(path)?.row_group_rows())
+}
+
+/// Decodes one row group of a segment, every column.
+pub fn read_row_group(path: &Path, index: usize) -> Result<RecordBatch> {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(File::open(path)?)?;
+    let schema = builder.schema().clone();
+    let batches = builder
+        .with_row_groups(vec![index])
+        .with_batch_size(ROW_GROUP_ROWS)
+        .build()?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(arrow_select::concat::concat_batches(&schema, &batches)?)
+}
+
+/// Writes a copy of the segment at `src` to `dst` in which the row groups in `replaced` are
+/// encoded from the given batches (same schema as `src`; an empty batch removes the row
+/// group) and every other row group is copied as encoded bytes.
+pub fn rewrite_row_groups(
+    src: &Path,
+    dst: &Path,
+    replaced: &BTreeMap<usize, RecordBatch>,
+) -> Result<SegmentStats> {
+    let source = Source::open(src)?;
+    let width = source.schema.fields().len();
+    let mut groups = Vec::new();
+    for (index, rows) in source.row_group_rows().into_iter().enumerate() {
+        let plan = match replaced.get(&index) {
+            None => GroupPlan {
+                source: index,
+                rows,
+                columns: (0..width).map(Chunk::Copy).collect(),
+            },
+            Some(batch) if batch.num_rows() == 0 => continue,
+            Some(batch) => GroupPlan {
+                source: index,
+                rows: batch.num_rows(),
+                columns: batch.columns().iter().cloned().map(Chunk::Encode).collect(),
+            },
+        };
+        groups.push(plan);
+    }
+    assemble(&source, dst, source.schema.clone(), groups)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Three row groups: 16 Ki + 16 Ki + 8 Ki rows, property `e_1` holding `v<row>`.
+    fn segment(dir: &Path) -> (std::path::PathBuf, RecordBatch) {
+        let rows = 2 * ROW_GROUP_ROWS + ROW_GROUP_ROWS / 2;
+        let events: Vec<Arc<Event>> = (0..rows)
+            .map(|i| {
+                Arc::new(Event {
+                    uuid: i as u128,
+                    event_type: "e".into(),
+                    server_upload_time: i as i64,
+                    time: i as i64,
+                    amplitude_id: 1,
+                    user_id: None,
+                    device_id: None,
+                    insert_id: None,
+                    session_id: None,
+                    event_id: None,
+                    strs: vec![],
+                    nums: vec![],
+                    groups: None,
+                    group_properties: None,
+                    event_properties: vec![("p".into(), format!("\"v{i}\""))],
+                    user_properties: Arc::new(vec![("u".into(), format!("\"MARK-{i}\""))]),
+                })
+            })
+            .collect();
+        let ids = HashMap::from([("p".to_string(), 1)]);
+        let uids = HashMap::from([("u".to_string(), 2)]);
+        let batch = events_to_batch(&events, &ids, &uids).unwrap();
+        let path = dir.join("src.parquet");
+        write_batch(&path, &batch).unwrap();
+        (path, batch)
+    }
+
+    fn decoded(path: &Path) -> RecordBatch {
+        let batches = read_batches(path, None).unwrap();
+        arrow_select::concat::concat_batches(&batches[0].schema(), &batches).unwrap()
+    }
+
+    #[test]
+    fn row_groups_are_replaced_or_copied_and_removed_values_leave_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, batch) = segment(dir.path());
+        assert_eq!(row_group_rows(&src).unwrap(), vec![16384, 16384, 8192]);
+        // Drop the first half of row group 1.
+        let group = read_row_group(&src, 1).unwrap();
+        let keep = arrow_array::BooleanArray::from(
+            (0..group.num_rows()).map(|r| r >= 8192).collect::<Vec<_>>(),
+        );
+        let kept = arrow_select::filter::filter_record_batch(&group, &keep).unwrap();
+        let dst = dir.path().join("dst.parquet");
+        let stats = rewrite_row_groups(&src, &dst, &BTreeMap::from([(1, kept)])).unwrap();
+        assert_eq!(stats.rows, batch.num_rows() - 8192);
+        let expected_keep = arrow_array::BooleanArray::from(
+            (0..batch.num_rows())
+                .map(|r| !(16384..16384 + 8192).contains(&r))
+                .collect::<Vec<_>>(),
+        );
+        let expected = arrow_select::filter::filter_record_batch(&batch, &expected_keep).unwrap();
+        assert_eq!(decoded(&dst), expected);
+        let bytes = std::fs::read(&dst).unwrap();
+        let values = decoded(&dst);
+        let marks = values
+            .column_by_name("u_2")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
+        assert!(
+            !marks.iter().flatten().any(|v| v == "\"MARK-16384\""),
+            "removed row gone"
+        );
+        assert!(
+            memchr_free(&bytes, b"MARK-16384"),
+            "not in statistics or dictionaries either"
+        );
+    }
+
+    #[test]
+    fn columns_are_dropped_or_reencoded_and_the_rest_copied() {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, batch) = segment(dir.path());
+        let cleared = arrow_array::BooleanArray::from(
+            (0..batch.num_rows())
+                .map(|r| r % 2 == 0)
+                .collect::<Vec<_>>(),
+        );
+        let replacement =
+            arrow_select::nullif::nullif(batch.column_by_name("e_1").unwrap(), &cleared).unwrap();
+        let dst = dir.path().join("dst.parquet");
+        let replace = HashMap::from([("e_1".to_string(), replacement.clone())]);
+        rewrite_columns(&src, &dst, &["u_2".to_string()], &replace).unwrap();
+        let out = decoded(&dst);
+        assert!(out.column_by_name("u_2").is_none());
+        assert_eq!(out.column_by_name("e_1").unwrap(), &replacement);
+        assert_eq!(
+            out.column_by_name("uuid").unwrap(),
+            batch.column_by_name("uuid").unwrap()
+        );
+        let bytes = std::fs::read(&dst).unwrap();
+        assert!(
+            memchr_free(&bytes, b"MARK-"),
+            "the dropped column left nothing"
+        );
+    }
+
+    fn memchr_free(haystack: &[u8], needle: &[u8]) -> bool {
+        !haystack.windows(needle.len()).any(|w| w == needle)
+    }
 }

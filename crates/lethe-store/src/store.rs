@@ -18,7 +18,8 @@ use crate::layout::{sync_dir, DataDir, SegmentLocation};
 use crate::parallel::parallel_map;
 use crate::resolver::Resolver;
 use crate::segment::{
-    events_to_batch, read_segment, rewrite_columns, sort_for_segment, write_batch, ColumnNames,
+    events_to_batch, read_segment, rewrite_columns, rewrite_row_groups, sort_for_segment,
+    write_batch, ColumnNames, SegmentStats,
 };
 use crate::wal::{self, WalFile, WalRecord};
 use crate::{Result, StoreError};
@@ -86,14 +87,18 @@ pub struct Rewrite {
 
 /// The contents of one new segment of a rewrite.
 pub enum Output {
-    /// Columns encoded from scratch (skipped when empty).
-    Batch(RecordBatch),
     /// The rows of `source` unchanged in number: `drop` columns left out, `replace` columns
     /// re-encoded, every other column chunk copied without decoding.
     Columns {
         source: Arc<Segment>,
         drop: Vec<String>,
         replace: HashMap<String, ArrayRef>,
+    },
+    /// The row groups of `source` with those in `replaced` re-encoded from new rows (same
+    /// schema; empty removes the row group) and the others copied without decoding.
+    RowGroups {
+        source: Arc<Segment>,
+        replaced: BTreeMap<usize, RecordBatch>,
     },
 }
 
@@ -389,25 +394,23 @@ impl Store {
         let Some(rewrite) = plan(&live)? else {
             return Ok(Vec::new());
         };
-        let outputs: Vec<&Output> = rewrite
-            .outputs
-            .iter()
-            .filter(|o| !matches!(o, Output::Batch(b) if b.num_rows() == 0))
-            .collect();
+        let outputs: Vec<&Output> = rewrite.outputs.iter().collect();
         let mut added = Vec::new();
         let mut written = Ok(());
         for result in parallel_map(outputs, |output| match output {
-            Output::Batch(batch) => inner
-                .write_new_segment(project_id, day, batch)
-                .map(|(r, _)| r),
             Output::Columns {
                 source,
                 drop,
                 replace,
-            } => inner.write_column_rewrite(source, drop, replace),
+            } => inner.write_derived(source, drop, |tmp| {
+                rewrite_columns(&source.path, tmp, drop, replace)
+            }),
+            Output::RowGroups { source, replaced } => inner.write_derived(source, &[], |tmp| {
+                rewrite_row_groups(&source.path, tmp, replaced)
+            }),
         }) {
             match result {
-                Ok(record) => added.push(record),
+                Ok(record) => added.extend(record),
                 Err(e) => written = Err(e),
             }
         }
@@ -854,16 +857,22 @@ impl Inner {
         Ok(())
     }
 
-    /// Writes `source` with columns dropped or replaced, copying the others as encoded.
-    fn write_column_rewrite(
+    /// Writes a segment derived from `source` by `write` (into a temp path), minus the
+    /// `dropped` columns; its record keeps the source's partition, bounds and event types,
+    /// which stay valid (conservative) bounds. `None` when no row is left.
+    fn write_derived(
         &self,
         source: &Segment,
         drop: &[String],
-        replace: &HashMap<String, ArrayRef>,
-    ) -> Result<SegmentRecord> {
+        write: impl FnOnce(&Path) -> Result<SegmentStats>,
+    ) -> Result<Option<SegmentRecord>> {
         let id = uuid::Uuid::now_v7().simple().to_string();
         let tmp = self.dir.tmp_dir().join(format!("{id}.parquet"));
-        let stats = rewrite_columns(&source.path, &tmp, drop, replace)?;
+        let stats = write(&tmp)?;
+        if stats.rows == 0 {
+            std::fs::remove_file(&tmp)?;
+            return Ok(None);
+        }
         let kept = |prefix: &str, ids: &[i64]| -> Vec<i64> {
             ids.iter()
                 .copied()
@@ -880,7 +889,7 @@ impl Inner {
             ..old.clone()
         };
         self.install(&tmp, &record)?;
-        Ok(record)
+        Ok(Some(record))
     }
 
     /// Writes sorted `events` as a new segment and returns its record and catalog counts.
