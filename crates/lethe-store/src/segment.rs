@@ -444,23 +444,34 @@ fn assemble(
     )?;
     let mut rows = 0;
     for (out_index, group) in groups.into_iter().enumerate() {
-        let factory = ArrowRowGroupWriterFactory::new(&writer, schema.clone());
-        let mut encoders: Vec<_> = factory
-            .create_column_writers(out_index)?
-            .into_iter()
-            .map(Some)
-            .collect();
+        // A fully re-encoded row group goes through Arrow's column writers; in a mixed one
+        // only the changed (text) columns are encoded, between the copied chunks.
+        let all_encoded = group.columns.iter().all(|c| matches!(c, Chunk::Encode(_)));
+        let mut encoders: Vec<_> = match all_encoded {
+            true => ArrowRowGroupWriterFactory::new(&writer, schema.clone())
+                .create_column_writers(out_index)?
+                .into_iter()
+                .map(Some)
+                .collect(),
+            false => Vec::new(),
+        };
         let source_group = source.metadata.row_group(group.source);
         let page_index = source.metadata.page_index_for_row_group(group.source);
         let mut row_group = writer.next_row_group()?;
         for (out, chunk) in group.columns.into_iter().enumerate() {
             match chunk {
-                Chunk::Encode(values) => {
+                Chunk::Encode(values) if all_encoded => {
                     let mut encoder = encoders[out].take().expect("one encoder per column");
                     for leaf in compute_leaves(schema.field(out), &values)? {
                         encoder.write(&leaf)?;
                     }
                     encoder.close()?.append_to_row_group(&mut row_group)?;
+                }
+                Chunk::Encode(values) => {
+                    let column = row_group
+                        .next_column()?
+                        .ok_or_else(|| corrupt("a column to encode"))?;
+                    write_text_column(column, &values)?;
                 }
                 Chunk::Copy(column) => {
                     let meta = source_group.column(column);
@@ -489,6 +500,27 @@ fn assemble(
         min_time: 0,
         max_time: 0,
     })
+}
+
+/// Encodes a nullable text column (a property column) with Parquet's own column writer.
+fn write_text_column(
+    mut column: parquet::file::writer::SerializedColumnWriter<'_>,
+    values: &ArrayRef,
+) -> Result<()> {
+    use parquet::data_type::{ByteArray, ByteArrayType};
+    let text = values
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .ok_or_else(|| corrupt("text values for a re-encoded column"))?;
+    let present: Vec<ByteArray> = text.iter().flatten().map(|v| ByteArray::from(v)).collect();
+    let levels: Vec<i16> = (0..text.len())
+        .map(|i| i16::from(text.is_valid(i)))
+        .collect();
+    column
+        .typed::<ByteArrayType>()
+        .write_batch(&present, Some(&levels), None)?;
+    column.close()?;
+    Ok(())
 }
 
 /// Writes a copy of the segment at `src` to `dst` without decoding the columns it keeps as
