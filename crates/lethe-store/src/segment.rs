@@ -512,7 +512,7 @@ fn write_text_column(
         .as_any()
         .downcast_ref::<StringArray>()
         .ok_or_else(|| corrupt("text values for a re-encoded column"))?;
-    let present: Vec<ByteArray> = text.iter().flatten().map(|v| ByteArray::from(v)).collect();
+    let present: Vec<ByteArray> = text.iter().flatten().map(ByteArray::from).collect();
     let levels: Vec<i16> = (0..text.len())
         .map(|i| i16::from(text.is_valid(i)))
         .collect();
