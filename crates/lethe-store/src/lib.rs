@@ -44,3 +44,30 @@ pub enum StoreError {
 
 /// Result type of this crate.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// An event with the given uuid and properties, for tests.
+#[cfg(test)]
+pub(crate) fn test_event(
+    uuid: u128,
+    event_properties: lethe_event::Props,
+    user_properties: lethe_event::Props,
+) -> lethe_event::Event {
+    lethe_event::Event {
+        uuid,
+        event_type: "e".into(),
+        server_upload_time: 1,
+        time: 1,
+        amplitude_id: 1,
+        user_id: Some("user-1".into()),
+        device_id: None,
+        insert_id: None,
+        session_id: None,
+        event_id: None,
+        strs: vec![],
+        nums: vec![],
+        groups: None,
+        group_properties: None,
+        event_properties,
+        user_properties: std::sync::Arc::new(user_properties),
+    }
+}

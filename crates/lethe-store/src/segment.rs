@@ -621,24 +621,13 @@ mod tests {
         let rows = 2 * ROW_GROUP_ROWS + ROW_GROUP_ROWS / 2;
         let events: Vec<Arc<Event>> = (0..rows)
             .map(|i| {
-                Arc::new(Event {
-                    uuid: i as u128,
-                    event_type: "e".into(),
-                    server_upload_time: i as i64,
-                    time: i as i64,
-                    amplitude_id: 1,
-                    user_id: None,
-                    device_id: None,
-                    insert_id: None,
-                    session_id: None,
-                    event_id: None,
-                    strs: vec![],
-                    nums: vec![],
-                    groups: None,
-                    group_properties: None,
-                    event_properties: vec![("p".into(), format!("\"v{i}\""))],
-                    user_properties: Arc::new(vec![("u".into(), format!("\"MARK-{i}\""))]),
-                })
+                let mut e = crate::test_event(
+                    i as u128,
+                    vec![("p".into(), format!("\"v{i}\""))],
+                    vec![("u".into(), format!("\"MARK-{i}\""))],
+                );
+                e.server_upload_time = i as i64;
+                Arc::new(e)
             })
             .collect();
         let ids = HashMap::from([("p".to_string(), 1)]);

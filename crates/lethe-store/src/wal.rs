@@ -107,27 +107,6 @@ pub(crate) fn remove_through(dir: &DataDir, checkpoint: u64) -> Result<()> {
 mod tests {
     use super::*;
 
-    fn event(n: u128) -> Event {
-        Event {
-            uuid: n,
-            event_type: "e".into(),
-            server_upload_time: 1,
-            time: 1,
-            amplitude_id: 1,
-            user_id: Some("user-1".into()),
-            device_id: None,
-            insert_id: None,
-            session_id: None,
-            event_id: None,
-            strs: vec![],
-            nums: vec![],
-            groups: None,
-            group_properties: None,
-            event_properties: vec![("k".into(), "1".into())],
-            user_properties: Arc::new(vec![]),
-        }
-    }
-
     #[test]
     fn torn_tail_is_ignored_and_intact_records_survive() {
         let tmp = tempfile::tempdir().unwrap();
@@ -137,7 +116,11 @@ mod tests {
         for n in 0..3 {
             let record = WalRecord {
                 project_id: 1,
-                events: vec![Arc::new(event(n))],
+                events: vec![Arc::new(crate::test_event(
+                    n,
+                    vec![("k".into(), "1".into())],
+                    vec![],
+                ))],
             };
             wal.append(&record).unwrap();
         }
