@@ -33,17 +33,20 @@ pub struct StoreConfig {
     pub flush_interval: Duration,
     /// Compact a day once it has this many small segments.
     pub compact_min_segments: usize,
-    /// Segments below this size count as small.
-    pub compact_small_bytes: u64,
+    /// Segments with fewer rows count as small.
+    pub compact_small_rows: i64,
+    /// Most rows one compaction merges: bounds its memory, and its output is not small.
+    pub compact_max_rows: i64,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
-            flush_events: 200_000,
+            flush_events: 100_000,
             flush_interval: Duration::from_secs(10),
             compact_min_segments: 4,
-            compact_small_bytes: 64 << 20,
+            compact_small_rows: 64 * 1024,
+            compact_max_rows: 256 * 1024,
         }
     }
 }
@@ -930,7 +933,7 @@ impl Inner {
             let state = self.state.read().unwrap_or_else(|p| p.into_inner());
             let mut by_day: BTreeMap<(i64, &str), Vec<Arc<Segment>>> = BTreeMap::new();
             for s in state.segments.values().flatten() {
-                if (s.record.bytes as u64) < self.config.compact_small_bytes {
+                if s.record.rows < self.config.compact_small_rows {
                     by_day
                         .entry((s.record.project_id, s.record.day.as_str()))
                         .or_default()
@@ -939,6 +942,15 @@ impl Inner {
             }
             by_day
                 .into_values()
+                .map(|mut small| {
+                    small.sort_by_key(|s| s.record.rows);
+                    let mut total = 0;
+                    small.retain(|s| {
+                        total += s.record.rows;
+                        total <= self.config.compact_max_rows
+                    });
+                    small
+                })
                 .filter(|v| v.len() >= self.config.compact_min_segments)
                 .collect()
         };

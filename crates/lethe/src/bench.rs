@@ -18,6 +18,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
+use crate::import::IMPORT_PART_BYTES;
+
 #[derive(Args)]
 pub struct BenchArgs {
     #[command(subcommand)]
@@ -350,7 +352,7 @@ fn generate(path: &Path, events: usize) -> anyhow::Result<u64> {
     Ok(bytes)
 }
 
-/// Sends the data set in 64 MB parts over `streams` concurrent requests; seconds taken.
+/// Sends the data set in parts over `streams` concurrent requests; seconds taken.
 fn import(server: &ServerProcess, path: &Path, streams: usize) -> anyhow::Result<f64> {
     let url = format!(
         "{}/api/v1/projects/{}/import",
@@ -385,10 +387,10 @@ fn import(server: &ServerProcess, path: &Path, streams: usize) -> anyhow::Result
         })
         .collect();
     let mut reader = BufReader::with_capacity(1 << 20, std::fs::File::open(path)?);
-    let mut part = Vec::with_capacity(70 << 20);
+    let mut part = Vec::with_capacity(IMPORT_PART_BYTES + (1 << 20));
     loop {
         let n = reader.read_until(b'\n', &mut part)?;
-        if (n == 0 && !part.is_empty()) || part.len() >= 64 << 20 {
+        if (n == 0 && !part.is_empty()) || part.len() >= IMPORT_PART_BYTES {
             tx.send(std::mem::take(&mut part))?;
         }
         if n == 0 {

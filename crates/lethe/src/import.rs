@@ -9,6 +9,10 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 
+/// Bytes per import request: large enough for healthy segments, small enough that two
+/// requests in flight keep the server's memory well under 1 GiB.
+pub const IMPORT_PART_BYTES: usize = 32 << 20;
+
 #[derive(Args)]
 pub struct ImportArgs {
     /// Server base URL.
@@ -21,7 +25,7 @@ pub struct ImportArgs {
     #[arg(long)]
     project: i64,
     /// Bytes of NDJSON per request.
-    #[arg(long, default_value_t = 64 << 20)]
+    #[arg(long, default_value_t = IMPORT_PART_BYTES)]
     part_bytes: usize,
     /// NDJSON files (`.gz` is decompressed).
     #[arg(required = true)]

@@ -26,7 +26,7 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 10.0)]
     flush_interval_secs: f64,
     /// Flush when this many events are waiting.
-    #[arg(long, default_value_t = 200_000)]
+    #[arg(long, default_value_t = 100_000)]
     flush_events: usize,
 }
 
