@@ -123,27 +123,36 @@ fn success(data: Vec<Value>) -> Json<Value> {
     Json(json!({ "success": true, "data": data }))
 }
 
+/// One kind of the catalog in Amplitude's list shape: `shape` gives an entry's own members,
+/// lethe's counts are added.
+async fn list(
+    app: App,
+    project_id: i64,
+    kind: CatalogKind,
+    shape: fn(&str) -> Value,
+) -> Result<Json<Value>, ApiError> {
+    let live = blocking(move || live_catalog(&app, project_id)).await?;
+    Ok(success(
+        live.entries(kind)
+            .map(|(name, seen)| merge(shape(name), seen_json(seen)))
+            .collect(),
+    ))
+}
+
 async fn events(
     State(app): State<App>,
     ProjectKey(p): ProjectKey,
 ) -> Result<Json<Value>, ApiError> {
-    let live = blocking(move || live_catalog(&app, p.id)).await?;
-    Ok(success(
-        live.entries(CatalogKind::Event)
-            .map(|(name, seen)| {
-                merge(
-                    json!({
-                        "event_type": name, "category": null, "description": null,
-                        "display_name": null, "is_active": true,
-                        "is_hidden_from_dropdowns": false, "is_hidden_from_persona_results": false,
-                        "is_hidden_from_pathfinder": false, "is_hidden_from_timeline": false,
-                        "tags": [], "owner": null,
-                    }),
-                    seen_json(seen),
-                )
-            })
-            .collect(),
-    ))
+    list(app, p.id, CatalogKind::Event, |name| {
+        json!({
+            "event_type": name, "category": null, "description": null,
+            "display_name": null, "is_active": true,
+            "is_hidden_from_dropdowns": false, "is_hidden_from_persona_results": false,
+            "is_hidden_from_pathfinder": false, "is_hidden_from_timeline": false,
+            "tags": [], "owner": null,
+        })
+    })
+    .await
 }
 
 #[derive(Deserialize)]
@@ -193,19 +202,12 @@ async fn user_properties(
     State(app): State<App>,
     ProjectKey(p): ProjectKey,
 ) -> Result<Json<Value>, ApiError> {
-    let live = blocking(move || live_catalog(&app, p.id)).await?;
-    Ok(success(
-        live.entries(CatalogKind::UserProperty)
-            .map(|(name, seen)| {
-                merge(
-                    json!({
-                        "user_property": format!("gp:{name}"), "description": null, "type": null,
-                        "enum_values": null, "regex": null, "is_array_type": false,
-                        "is_hidden": false, "classifications": [], "deleted": false,
-                    }),
-                    seen_json(seen),
-                )
-            })
-            .collect(),
-    ))
+    list(app, p.id, CatalogKind::UserProperty, |name| {
+        json!({
+            "user_property": format!("gp:{name}"), "description": null, "type": null,
+            "enum_values": null, "regex": null, "is_array_type": false,
+            "is_hidden": false, "classifications": [], "deleted": false,
+        })
+    })
+    .await
 }
