@@ -174,7 +174,6 @@ pub fn preview(
 ) -> Result<Preview, DeleteError> {
     let ids = Ids::load(meta, project_id)?;
     let matcher = ids.matcher(spec);
-    let columns = matcher.columns();
     let snapshot = store.snapshot(project_id, Some((spec.start_ms(), spec.end_ms())));
     let mut preview = Preview {
         clauses: vec![Counts::default(); spec.clauses.len()],
@@ -187,7 +186,10 @@ pub fn preview(
         .filter(|s| matcher.may_match(&s.record, &ids.types))
         .collect();
     let matched = parallel_map(candidates, |segment| -> Result<_, DeleteError> {
-        let batches = read_batches(&segment.path, Some(&columns))?;
+        let batches = read_batches(
+            &segment.path,
+            Some(&matcher.preview_columns(&segment.record)),
+        )?;
         let applied = batches
             .iter()
             .map(|b| matcher.apply(b))
@@ -205,6 +207,9 @@ pub fn preview(
             preview.rewrite.segments += 1;
             preview.rewrite.bytes += segment.record.bytes as u64;
             days.insert(segment.record.day.clone());
+            if preview.samples.len() < 5 {
+                add_samples(&mut preview, segment, &matcher)?;
+            }
         }
     }
     // Events not yet flushed become one segment per day when the task starts.
@@ -226,6 +231,22 @@ pub fn preview(
     }
     preview.rewrite.partitions = days.len() as u64;
     Ok(preview)
+}
+
+/// Takes samples from a segment that matches (reading its `uuid` column too).
+fn add_samples(
+    preview: &mut Preview,
+    segment: &Segment,
+    matcher: &Matcher,
+) -> Result<(), DeleteError> {
+    for batch in read_batches(&segment.path, Some(&matcher.columns()))? {
+        let applied = matcher.apply(&batch)?;
+        let room = 5usize.saturating_sub(preview.samples.len());
+        preview
+            .samples
+            .extend(applied.samples.into_iter().take(room));
+    }
+    Ok(())
 }
 
 /// Unflushed events as segment columns, with ids local to this batch.

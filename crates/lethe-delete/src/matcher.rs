@@ -133,7 +133,17 @@ impl Matcher {
         }
     }
 
-    /// The columns a preview must read.
+    /// The columns counting needs in one segment: no `uuid` (samples come separately), and
+    /// no upload time when the whole segment lies inside the range.
+    pub fn preview_columns(&self, record: &lethe_meta::SegmentRecord) -> Vec<String> {
+        let inside = record.min_time >= self.from && record.max_time < self.to;
+        self.columns()
+            .into_iter()
+            .filter(|c| c != "uuid" && !(inside && c == "server_upload_time"))
+            .collect()
+    }
+
+    /// The columns matching needs, with `uuid` for samples.
     pub fn columns(&self) -> Vec<String> {
         let mut cols: Vec<String> = ["uuid", "event_type", "server_upload_time"]
             .map(String::from)
@@ -179,12 +189,14 @@ impl Matcher {
     }
 
     /// Matches the task against one batch.
+    /// Without a `server_upload_time` column every row counts as in range (see
+    /// [`Matcher::preview_columns`]); without `uuid` no samples are taken.
     pub fn apply(&self, batch: &RecordBatch) -> Result<Applied, ArrowError> {
         let types = column::<StringArray>(batch, "event_type")?;
-        let times = column::<TimestampMillisecondArray>(batch, "server_upload_time")?;
+        let times = column::<TimestampMillisecondArray>(batch, "server_upload_time").ok();
         let rows = batch.num_rows();
         let in_range: Vec<bool> = (0..rows)
-            .map(|r| (self.from..self.to).contains(&times.value(r)))
+            .map(|r| times.is_none_or(|t| (self.from..self.to).contains(&t.value(r))))
             .collect();
         let mut a = Applied {
             clauses: vec![Counts::default(); self.rules.len()],
@@ -233,7 +245,9 @@ impl Matcher {
             }
         }
         a.count_removed(batch, types)?;
-        a.collect_samples(batch, types, times)?;
+        if let (Some(times), Ok(uuids)) = (times, column::<FixedSizeBinaryArray>(batch, "uuid")) {
+            a.collect_samples(types, times, uuids);
+        }
         Ok(a)
     }
 }
@@ -293,13 +307,12 @@ impl Applied {
 
     fn collect_samples(
         &mut self,
-        batch: &RecordBatch,
         types: &StringArray,
         times: &TimestampMillisecondArray,
-    ) -> Result<(), ArrowError> {
-        let uuids = column::<FixedSizeBinaryArray>(batch, "uuid")?;
+        uuids: &FixedSizeBinaryArray,
+    ) {
         let touched = |r: usize| self.deleted[r] || self.cleared.values().any(|c| c[r]);
-        let rows: Vec<usize> = (0..batch.num_rows())
+        let rows: Vec<usize> = (0..types.len())
             .filter(|r| touched(*r))
             .take(SAMPLES)
             .collect();
@@ -311,7 +324,6 @@ impl Applied {
                 server_upload_time: lethe_event::format_export_time(times.value(r)),
             });
         }
-        Ok(())
     }
 
     /// For a batch that loses no row: the property columns left with no value (to drop) and

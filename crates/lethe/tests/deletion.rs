@@ -150,7 +150,11 @@ fn a_task_removes_exactly_what_its_preview_shows_and_leaves_nothing_on_disk() {
         {"events_deleted": 0, "event_property_values_removed": 0, "user_property_values_removed": 20},
     ]), "phone is on the 10 Signups and the 10 Purchases after them; the flood's users had none yet");
     assert_eq!(preview["rewrite"]["partitions"], 1);
-    assert!(preview["samples"].as_array().unwrap().len() <= 5);
+    let samples = preview["samples"].as_array().unwrap();
+    assert!((1..=5).contains(&samples.len()), "{samples:?}");
+    assert!(samples.iter().all(|e| ["Test Flood", "Signup", "Purchase"]
+        .contains(&e["event_type"].as_str().unwrap())
+        && e["uuid"].as_str().unwrap().len() == 36));
     assert!(
         !preview.to_string().contains("MARKER"),
         "the preview shows no values"
