@@ -147,17 +147,6 @@ impl MetaStore {
         })
     }
 
-    /// Tasks ahead of `id` in the queue (0 = next to run or running).
-    pub fn queue_position(&self, id: i64) -> Result<i64> {
-        self.with(|c| {
-            Ok(c.query_row(
-                "SELECT COUNT(*) FROM deletion_tasks WHERE status IN ('queued', 'running') AND id < ?1",
-                [id],
-                |r| r.get(0),
-            )?)
-        })
-    }
-
     /// Marks a task running (again, after a restart or a retry).
     pub fn start_task(&self, id: i64) -> Result<()> {
         self.set_status(id, "running", "task.started", None, None)
@@ -221,17 +210,6 @@ impl MetaStore {
             tx.commit()?;
             Ok(())
         })
-    }
-
-    /// Appends one audit record.
-    pub fn audit(
-        &self,
-        actor: &str,
-        action: &str,
-        task_id: Option<i64>,
-        detail: &serde_json::Value,
-    ) -> Result<()> {
-        self.with(|c| audit_in(c, actor, action, task_id, detail))
     }
 
     /// The audit trail, oldest first.

@@ -19,7 +19,7 @@ pub use layout::{DataDir, SegmentLocation};
 pub use parallel::parallel_map;
 pub use segment::{
     events_to_batch, read_batches, read_row_group, read_segment, row_group_rows, write_batch,
-    write_segment, ColumnNames, SegmentStats,
+    ColumnNames, SegmentStats,
 };
 pub use store::{
     failpoint, IngestOutcome, Output, ProgressFn, Rewrite, Segment, Snapshot, Store, StoreConfig,

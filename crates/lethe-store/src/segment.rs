@@ -79,17 +79,6 @@ pub fn sort_for_segment(events: &mut [Arc<Event>]) {
     });
 }
 
-/// Writes `events` (already in segment order) to a new Parquet file at `path` and fsyncs it.
-/// `event_ids`/`user_ids` give the catalog id of every property key present.
-pub fn write_segment(
-    path: &Path,
-    events: &[Arc<Event>],
-    event_ids: &HashMap<String, i64>,
-    user_ids: &HashMap<String, i64>,
-) -> Result<SegmentStats> {
-    write_batch(path, &events_to_batch(events, event_ids, user_ids)?)
-}
-
 /// The columns of a segment holding `events`.
 pub fn events_to_batch(
     events: &[Arc<Event>],

@@ -476,11 +476,6 @@ impl Store {
         Ok(profiles.len())
     }
 
-    /// The data directory.
-    pub fn data_dir(&self) -> &DataDir {
-        &self.inner.dir
-    }
-
     /// Stops background work, flushes everything, then stops the WAL writer.
     pub fn shutdown(&self) -> Result<()> {
         let mut threads = lock(&self.threads);
