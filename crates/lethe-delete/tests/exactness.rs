@@ -107,14 +107,7 @@ fn parsed(i: &Input) -> ParsedEvent {
 }
 
 fn all_events(store: &Store, project: i64) -> Vec<Event> {
-    let snap = store.snapshot(project, None);
-    let names = store.column_names(project).unwrap();
-    let mut out: Vec<Event> = snap.memtable.iter().map(|e| (**e).clone()).collect();
-    for s in &snap.segments {
-        out.extend(store.read(s, &names, None).unwrap());
-    }
-    out.sort_by_key(|e| e.uuid);
-    out
+    store.events(project, None).unwrap()
 }
 
 /// The model: the same deletion applied to plain events.

@@ -75,7 +75,7 @@ async fn export(
         ));
     }
     let zip = blocking(move || {
-        let events = read_range(&app, project.id, from, to)?;
+        let events = app.store.events(project.id, Some((from, to)))?;
         if events.is_empty() {
             return Ok(None);
         }
@@ -99,18 +99,6 @@ async fn export(
         )
             .into_response()),
     }
-}
-
-/// Every event of the project with server upload time in `[from, to)`, from one snapshot.
-pub fn read_range(app: &App, project_id: i64, from: i64, to: i64) -> Result<Vec<Event>, ApiError> {
-    let snapshot = app.store.snapshot(project_id, Some((from, to)));
-    let names = app.store.column_names(project_id)?;
-    let mut events: Vec<Event> = snapshot.memtable.iter().map(|e| (**e).clone()).collect();
-    for segment in &snapshot.segments {
-        events.extend(app.store.read(segment, &names, Some((from, to)))?);
-    }
-    events.sort_by_key(|e| (e.server_upload_time, e.uuid));
-    Ok(events)
 }
 
 fn zip_by_hour(project_id: i64, events: Vec<Event>) -> Result<Vec<u8>, ApiError> {

@@ -104,7 +104,7 @@ async fn submit(
         )?;
         tracing::info!(task_id = row.id, project_id, "deletion task submitted");
         app.queue.notify();
-        Ok((StatusCode::ACCEPTED, Json(render(&app, &row)?)))
+        Ok((StatusCode::ACCEPTED, Json(render(&app.meta.tasks()?, &row))))
     })
     .await
 }
@@ -116,10 +116,7 @@ fn to_text<T: serde::Serialize>(value: &T) -> String {
 async fn list(State(app): State<App>, _: Session) -> Result<Json<Value>, ApiError> {
     blocking(move || {
         let rows = app.meta.tasks()?;
-        let tasks = rows
-            .iter()
-            .map(|t| render(&app, t))
-            .collect::<Result<Vec<_>, _>>()?;
+        let tasks: Vec<Value> = rows.iter().map(|t| render(&rows, t)).collect();
         Ok(Json(json!(tasks)))
     })
     .await
@@ -136,7 +133,7 @@ async fn one(
     _: Session,
     Path(id): Path<i64>,
 ) -> Result<Json<Value>, ApiError> {
-    blocking(move || Ok(Json(render(&app, &find(&app, id)?)?))).await
+    blocking(move || Ok(Json(render(&app.meta.tasks()?, &find(&app, id)?)))).await
 }
 
 async fn cancel(
@@ -169,7 +166,10 @@ async fn retry(
             ));
         }
         app.queue.notify();
-        Ok((StatusCode::ACCEPTED, Json(render(&app, &find(&app, id)?)?)))
+        Ok((
+            StatusCode::ACCEPTED,
+            Json(render(&app.meta.tasks()?, &find(&app, id)?)),
+        ))
     })
     .await
 }
@@ -208,8 +208,9 @@ fn rewrite_rate(tasks: &[TaskRow]) -> f64 {
     }
 }
 
-/// The task object of the API: stored fields plus queue position and estimates.
-fn render(app: &App, t: &TaskRow) -> Result<Value, ApiError> {
+/// The task object of the API: stored fields plus queue position and estimates, which
+/// `all` (every task) provides.
+fn render(all: &[TaskRow], t: &TaskRow) -> Value {
     let spec: Value = parse(Some(&t.spec));
     let shown: Preview = parse(Some(&t.preview));
     let progress: Option<Progress> = t
@@ -220,8 +221,7 @@ fn render(app: &App, t: &TaskRow) -> Result<Value, ApiError> {
     let (mut queue_position, mut estimated_start, mut progress_json) =
         (Value::Null, Value::Null, Value::Null);
     if t.status == "queued" || t.status == "running" {
-        let all = app.meta.tasks()?;
-        let rate = rewrite_rate(&all);
+        let rate = rewrite_rate(all);
         let ahead: Vec<&TaskRow> = all
             .iter()
             .filter(|o| o.id < t.id && (o.status == "queued" || o.status == "running"))
@@ -250,7 +250,7 @@ fn render(app: &App, t: &TaskRow) -> Result<Value, ApiError> {
             "estimated_finish": rfc3339(finish),
         });
     }
-    Ok(json!({
+    json!({
         "id": t.id,
         "name": t.name,
         "project_id": t.project_id,
@@ -267,5 +267,5 @@ fn render(app: &App, t: &TaskRow) -> Result<Value, ApiError> {
         "finished_at": rfc3339(t.finished_at),
         "error": t.error,
         "attempts": t.attempts,
-    }))
+    })
 }

@@ -195,21 +195,15 @@ impl Resolver {
         amplitude_id
     }
 
-    /// Replays a WAL'd event (or remembers a stored one for dedup): the event carries its
-    /// amplitude_id and the profile as of that event, so replay only restores state.
-    pub fn observe(&mut self, project_id: i64, e: &Event, restore_profile: bool) {
+    /// Replays a WAL'd event: it carries its amplitude_id and the profile as of that event,
+    /// so replay only restores state.
+    pub fn observe(&mut self, project_id: i64, e: &Event) {
         self.high = self.high.max(e.amplitude_id);
-        let p = self.projects.entry(project_id).or_default();
         if let Some(insert_id) = &e.insert_id {
-            let key = dedup_key(e.device_id.as_deref(), e.user_id.as_deref(), insert_id);
-            p.dedup
-                .entry(e.server_upload_time.div_euclid(DAY_MS))
-                .or_default()
-                .insert(key);
+            let (device, user) = (e.device_id.as_deref(), e.user_id.as_deref());
+            self.remember_insert_id(project_id, device, user, insert_id, e.server_upload_time);
         }
-        if !restore_profile {
-            return;
-        }
+        let p = self.projects.entry(project_id).or_default();
         for (kind, id) in [("user", &e.user_id), ("device", &e.device_id)] {
             if let Some(id) = id {
                 let map = if kind == "user" {
@@ -234,6 +228,24 @@ impl Resolver {
         user.profile = e.user_properties.iter().cloned().collect();
         user.snapshot = e.user_properties.clone();
         self.dirty.profiles.insert((project_id, e.amplitude_id));
+    }
+
+    /// Remembers a stored event's insert_id so that a retry of it is recognized.
+    pub fn remember_insert_id(
+        &mut self,
+        project_id: i64,
+        device_id: Option<&str>,
+        user_id: Option<&str>,
+        insert_id: &str,
+        upload_time: i64,
+    ) {
+        self.projects
+            .entry(project_id)
+            .or_default()
+            .dedup
+            .entry(upload_time.div_euclid(DAY_MS))
+            .or_default()
+            .insert(dedup_key(device_id, user_id, insert_id));
     }
 
     /// Forgets dedup keys older than the window, relative to `now`.

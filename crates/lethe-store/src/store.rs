@@ -8,7 +8,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use arrow_array::{Array, ArrayRef, RecordBatch, StringArray};
+use arrow_array::{Array, ArrayRef, RecordBatch, StringArray, TimestampMillisecondArray};
 use lethe_event::{Event, ParsedEvent, DAY_MS};
 use lethe_meta::{
     now_ms, CatalogDelta, CatalogKind, Commit, CountDelta, MetaStore, ProfileRecord, SegmentRecord,
@@ -18,8 +18,8 @@ use crate::layout::{sync_dir, DataDir, SegmentLocation};
 use crate::parallel::parallel_map;
 use crate::resolver::Resolver;
 use crate::segment::{
-    events_to_batch, read_segment, rewrite_columns, rewrite_row_groups, sort_for_segment,
-    write_batch, ColumnNames, SegmentStats,
+    events_to_batch, read_batches, read_segment, rewrite_columns, rewrite_row_groups,
+    sort_for_segment, write_batch, ColumnNames, SegmentStats,
 };
 use crate::wal::{self, WalFile, WalRecord};
 use crate::{Result, StoreError};
@@ -220,7 +220,7 @@ impl Store {
         for seq in wal::list(&dir)? {
             for record in wal::read(&dir, seq)? {
                 for event in record.events {
-                    resolver.observe(record.project_id, &event, true);
+                    resolver.observe(record.project_id, &event);
                     state.active.push((record.project_id, event));
                 }
             }
@@ -337,28 +337,17 @@ impl Store {
         Snapshot { segments, memtable }
     }
 
-    /// Reads events of a snapshot's segment, restricted to `[from, to)`.
-    pub fn read(
-        &self,
-        segment: &Segment,
-        names: &ColumnNames,
-        range: Option<(i64, i64)>,
-    ) -> Result<Vec<Event>> {
-        read_segment(&segment.path, names, range)
-    }
-
-    /// Catalog id → name maps needed to read a project's segments.
-    pub fn column_names(&self, project_id: i64) -> Result<ColumnNames> {
-        Ok(ColumnNames {
-            event_properties: self
-                .inner
-                .meta
-                .catalog_names(project_id, CatalogKind::EventProperty)?,
-            user_properties: self
-                .inner
-                .meta
-                .catalog_names(project_id, CatalogKind::UserProperty)?,
-        })
+    /// Every event of one project with upload time in `[from, to)` (all when `None`), from
+    /// one snapshot, ordered by upload time and uuid.
+    pub fn events(&self, project_id: i64, range: Option<(i64, i64)>) -> Result<Vec<Event>> {
+        let snapshot = self.snapshot(project_id, range);
+        let names = self.inner.column_names(project_id)?;
+        let mut events: Vec<Event> = snapshot.memtable.iter().map(|e| (**e).clone()).collect();
+        for segment in &snapshot.segments {
+            events.extend(read_segment(&segment.path, &names, range)?);
+        }
+        events.sort_by_key(|e| (e.server_upload_time, e.uuid));
+        Ok(events)
     }
 
     /// Writes every not-yet-flushed event into segments and commits them.
@@ -535,14 +524,51 @@ fn remove_unreferenced_segments(dir: &DataDir, state: &State) -> Result<()> {
     Ok(())
 }
 
-/// Insert ids of the last days must keep deduplicating after a restart.
+/// Insert ids of the last days must keep deduplicating after a restart: only the four
+/// columns that make a dedup key are read.
 fn remember_recent_insert_ids(resolver: &mut Resolver, state: &State) -> Result<()> {
     let since = day_of(now_ms() - 8 * DAY_MS);
-    let names = ColumnNames::default();
+    let columns: Vec<String> = ["insert_id", "device_id", "user_id", "server_upload_time"]
+        .map(String::from)
+        .to_vec();
     for segment in state.segments.values().flatten() {
-        if segment.record.day >= since {
-            for e in read_segment(&segment.path, &names, None)? {
-                resolver.observe(segment.record.project_id, &e, false);
+        if segment.record.day < since {
+            continue;
+        }
+        for batch in read_batches(&segment.path, Some(&columns))? {
+            let text = |name| {
+                batch
+                    .column_by_name(name)
+                    .and_then(|a| a.as_any().downcast_ref::<StringArray>().cloned())
+            };
+            let (Some(insert_ids), devices, users) =
+                (text("insert_id"), text("device_id"), text("user_id"))
+            else {
+                continue;
+            };
+            let times = batch
+                .column_by_name("server_upload_time")
+                .and_then(|a| {
+                    a.as_any()
+                        .downcast_ref::<TimestampMillisecondArray>()
+                        .cloned()
+                })
+                .ok_or_else(|| {
+                    StoreError::Io(std::io::Error::other("segment lacks server_upload_time"))
+                })?;
+            let value = |a: &Option<StringArray>, r: usize| {
+                a.as_ref()
+                    .filter(|a| a.is_valid(r))
+                    .map(|a| a.value(r).to_string())
+            };
+            for r in (0..batch.num_rows()).filter(|r| insert_ids.is_valid(*r)) {
+                resolver.remember_insert_id(
+                    segment.record.project_id,
+                    value(&devices, r).as_deref(),
+                    value(&users, r).as_deref(),
+                    insert_ids.value(r),
+                    times.value(r),
+                );
             }
         }
     }
@@ -550,6 +576,18 @@ fn remember_recent_insert_ids(resolver: &mut Resolver, state: &State) -> Result<
 }
 
 impl Inner {
+    /// Catalog id → name maps needed to read a project's segments.
+    fn column_names(&self, project_id: i64) -> Result<ColumnNames> {
+        Ok(ColumnNames {
+            event_properties: self
+                .meta
+                .catalog_names(project_id, CatalogKind::EventProperty)?,
+            user_properties: self
+                .meta
+                .catalog_names(project_id, CatalogKind::UserProperty)?,
+        })
+    }
+
     fn push_active(&self, project_id: i64, events: Vec<Arc<Event>>) {
         let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
         state.active_since.get_or_insert_with(Instant::now);
@@ -959,14 +997,7 @@ impl Inner {
         let started = Instant::now();
         let first = &inputs[0].record;
         let (project_id, day) = (first.project_id, first.day.clone());
-        let names = ColumnNames {
-            event_properties: self
-                .meta
-                .catalog_names(project_id, CatalogKind::EventProperty)?,
-            user_properties: self
-                .meta
-                .catalog_names(project_id, CatalogKind::UserProperty)?,
-        };
+        let names = self.column_names(project_id)?;
         let mut events = Vec::new();
         for s in &inputs {
             events.extend(

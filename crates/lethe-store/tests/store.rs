@@ -20,14 +20,7 @@ fn event(json: &str) -> ParsedEvent {
 }
 
 fn all_events(store: &Store, project: i64) -> Vec<lethe_event::Event> {
-    let snap = store.snapshot(project, None);
-    let names = store.column_names(project).unwrap();
-    let mut out: Vec<_> = snap.memtable.iter().map(|e| (**e).clone()).collect();
-    for s in &snap.segments {
-        out.extend(store.read(s, &names, None).unwrap());
-    }
-    out.sort_by_key(|e| e.uuid);
-    out
+    store.events(project, None).unwrap()
 }
 
 #[test]

@@ -93,11 +93,7 @@ fn gzip_and_export_zips_import_and_round_trip() {
             .json(&json!({"name": "Copy"})),
         &token,
     );
-    let copy = common::Keys {
-        project_id: p["id"].as_i64().unwrap(),
-        api_key: p["api_key"].as_str().unwrap().into(),
-        secret_key: p["secret_key"].as_str().unwrap().into(),
-    };
+    let copy = common::Keys::of_project(&p);
     let (s, b) = import(&server, copy.project_id, zip.clone(), &token);
     assert_eq!((s, b["ingested"].clone()), (200, json!(100)), "{b}");
     let original = common::unzip_events(&zip);

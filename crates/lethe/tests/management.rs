@@ -106,11 +106,7 @@ fn projects_are_created_with_working_keys() {
     );
     assert_eq!(s, 201, "{p}");
     assert_eq!(p["name"], "Mobile");
-    let keys = common::Keys {
-        project_id: p["id"].as_i64().unwrap(),
-        api_key: p["api_key"].as_str().unwrap().into(),
-        secret_key: p["secret_key"].as_str().unwrap().into(),
-    };
+    let keys = common::Keys::of_project(&p);
     assert_eq!(
         server
             .send(&keys, json!([{"event_type": "a", "user_id": "user-12345"}]))

@@ -32,6 +32,17 @@ pub struct Keys {
     pub secret_key: String,
 }
 
+impl Keys {
+    /// The keys in a `POST /api/v1/projects` answer.
+    pub fn of_project(p: &Value) -> Keys {
+        Keys {
+            project_id: p["id"].as_i64().unwrap(),
+            api_key: p["api_key"].as_str().unwrap().into(),
+            secret_key: p["secret_key"].as_str().unwrap().into(),
+        }
+    }
+}
+
 impl Server {
     /// A new server on a fresh data dir.
     pub fn start() -> (Server, Keys) {
