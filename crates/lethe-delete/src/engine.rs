@@ -68,6 +68,9 @@ pub struct TaskResult {
     pub segments_rewritten: u64,
     pub partitions: u64,
     pub profiles_changed: u64,
+    /// End users whose events, profile and id mappings were erased (privacy jobs).
+    #[serde(default)]
+    pub users_erased: u64,
     /// Whether the final counts equal the preview taken at submission.
     pub matches_preview: bool,
     /// Where the time of the last run went.
@@ -186,6 +189,9 @@ pub fn preview(
         .filter(|s| matcher.may_match(&s.record, &ids.types))
         .collect();
     let matched = parallel_map(candidates, |segment| -> Result<_, DeleteError> {
+        if !may_hold_targets(segment, &matcher)? {
+            return Ok((segment, Vec::new()));
+        }
         let batches = read_batches(
             &segment.path,
             Some(&matcher.preview_columns(&segment.record)),
@@ -288,6 +294,12 @@ pub fn execute(store: &Store, meta: &MetaStore, task: &TaskRow) -> Result<TaskRe
     };
     let mut timings = Timings::default();
     let started = Instant::now();
+    let erased_users = erased_users(&spec);
+    if !erased_users.is_empty() {
+        // First, so that their later events get new ids; then the flush moves every event
+        // resolved before into segments, where the rewrite finds it.
+        store.forget_users(task.project_id, &erased_users)?;
+    }
     store.flush()?;
     timings.flush_ms = ms(started);
     let ids = Ids::load(meta, task.project_id)?;
@@ -353,6 +365,7 @@ pub fn execute(store: &Store, meta: &MetaStore, task: &TaskRow) -> Result<TaskRe
         segments_rewritten: progress.segments_rewritten,
         partitions: progress.partitions_total,
         profiles_changed,
+        users_erased: erased_users.len() as u64,
         matches_preview: progress.totals == submitted.totals
             && progress.clauses == submitted.clauses,
         timings,
@@ -386,6 +399,10 @@ fn rebuild<'a>(
         filter_ms: 0,
     };
     let reading = Instant::now();
+    if !may_hold_targets(segment, matcher)? {
+        out.read_ms += ms(reading);
+        return Ok(out);
+    }
     let Some(projected) = whole(read_batches(&segment.path, Some(columns))?).map_err(arrow)? else {
         return Ok(out);
     };
@@ -427,6 +444,14 @@ fn rebuild<'a>(
     out.filter_ms += ms(filtering).saturating_sub(group_read_ms);
     out.read_ms += group_read_ms;
     Ok(out)
+}
+
+/// Whether a segment can hold the task's end users (always, for a task that names none).
+fn may_hold_targets(segment: &Segment, matcher: &Matcher) -> Result<bool, lethe_store::StoreError> {
+    match matcher.amplitude_ids() {
+        Some(ids) => lethe_store::may_hold_users(&segment.path, &ids),
+        None => Ok(true),
+    }
 }
 
 /// The rewrite of one partition's segments that hold a target; others stay untouched.
@@ -479,6 +504,18 @@ fn whole(batches: Vec<RecordBatch>) -> Result<Option<RecordBatch>, arrow_schema:
         None => Ok(None),
         Some(first) => arrow_select::concat::concat_batches(&first.schema(), &batches).map(Some),
     }
+}
+
+/// The end users a task erases.
+fn erased_users(spec: &TaskSpec) -> Vec<i64> {
+    spec.clauses
+        .iter()
+        .filter_map(|c| match c {
+            Clause::Users { amplitude_ids } => Some(amplitude_ids.iter().copied()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
 }
 
 /// Unsets the user properties of `from_profiles` clauses in current profiles.

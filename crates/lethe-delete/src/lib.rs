@@ -1,5 +1,6 @@
 //! The deletion engine: what a task means ([`spec`]), what it matches ([`matcher`]), and
-//! how it is previewed and carried out ([`engine`]).
+//! how it is previewed and carried out ([`engine`]), and how User Privacy API jobs become
+//! tasks ([`privacy`]).
 //!
 //! Execution, per task: flush (so the WAL holds nothing of the range), plan the partitions
 //! whose segments can hold a target (manifest records only), then per partition rewrite the
@@ -9,10 +10,12 @@
 
 pub mod engine;
 pub mod matcher;
+pub mod privacy;
 pub mod spec;
 
 pub use engine::{execute, preview, Preview, Progress, RewriteStats, TaskResult, Timings};
 pub use matcher::{Counts, Sample};
+pub use privacy::queue_due_erasures;
 pub use spec::{check_names, parse_spec, Clause, KnownNames, SpecError, TaskSpec, MAX_CLAUSES};
 
 /// Errors of the deletion engine.

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use arrow_array::{
-    Array, ArrayRef, BooleanArray, FixedSizeBinaryArray, RecordBatch, StringArray,
+    Array, ArrayRef, BooleanArray, FixedSizeBinaryArray, Int64Array, RecordBatch, StringArray,
     TimestampMillisecondArray,
 };
 use arrow_schema::ArrowError;
@@ -40,6 +40,7 @@ pub struct Sample {
 
 enum Rule {
     Events(HashSet<String>),
+    Users(HashSet<i64>),
     Properties {
         /// Segment column names (`e_<id>` / `u_<id>`).
         columns: Vec<String>,
@@ -107,6 +108,9 @@ impl Matcher {
             .iter()
             .map(|c| match c {
                 Clause::Event { event_types } => Rule::Events(set(event_types)),
+                Clause::Users { amplitude_ids } => {
+                    Rule::Users(amplitude_ids.iter().copied().collect())
+                }
                 Clause::EventProperty {
                     properties,
                     event_types,
@@ -149,11 +153,28 @@ impl Matcher {
             .map(String::from)
             .to_vec();
         for r in &self.rules {
-            if let Rule::Properties { columns, .. } = r {
-                cols.extend(columns.iter().cloned());
+            match r {
+                Rule::Properties { columns, .. } => cols.extend(columns.iter().cloned()),
+                Rule::Users(_) => cols.push("amplitude_id".to_string()),
+                Rule::Events(_) => {}
             }
         }
         cols
+    }
+
+    /// The end users whose events the task deletes, if it names any: segments whose bloom
+    /// filters rule them all out need not be read.
+    pub fn amplitude_ids(&self) -> Option<Vec<i64>> {
+        let ids: Vec<i64> = self
+            .rules
+            .iter()
+            .filter_map(|r| match r {
+                Rule::Users(ids) => Some(ids.iter().copied()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        (!ids.is_empty()).then_some(ids)
     }
 
     /// Whether a segment can hold a target, from its manifest record alone.
@@ -182,6 +203,7 @@ impl Matcher {
         };
         self.rules.iter().any(|r| match r {
             Rule::Events(types) => has_type(types),
+            Rule::Users(ids) => !ids.is_empty(),
             Rule::Properties { columns, types, .. } => {
                 columns.iter().any(has_column) && types.as_ref().is_none_or(has_type)
             }
@@ -204,11 +226,17 @@ impl Matcher {
             ..Default::default()
         };
         for (rule, counts) in self.rules.iter().zip(a.clauses.iter_mut()) {
-            if let Rule::Events(set) = rule {
-                for r in (0..rows).filter(|r| in_range[*r] && set.contains(types.value(*r))) {
-                    counts.events_deleted += 1;
-                    a.deleted[r] = true;
+            let hit: Box<dyn Fn(usize) -> bool> = match rule {
+                Rule::Events(set) => Box::new(|r| set.contains(types.value(r))),
+                Rule::Users(ids) => {
+                    let users = column::<Int64Array>(batch, "amplitude_id")?;
+                    Box::new(|r| ids.contains(&users.value(r)))
                 }
+                Rule::Properties { .. } => continue,
+            };
+            for r in (0..rows).filter(|r| in_range[*r] && hit(*r)) {
+                counts.events_deleted += 1;
+                a.deleted[r] = true;
             }
         }
         for (rule, counts) in self.rules.iter().zip(a.clauses.iter_mut()) {

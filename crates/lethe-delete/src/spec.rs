@@ -28,6 +28,8 @@ pub enum Clause {
         event_types: Option<Vec<String>>,
         from_profiles: bool,
     },
+    /// Every event of these end users (a User Privacy API job; never from the task API).
+    Users { amplitude_ids: Vec<i64> },
 }
 
 /// A validated task: name, half-open upload-time range `[start, end)` in UTC ms, clauses.
@@ -208,6 +210,7 @@ pub fn check_names(spec: &TaskSpec, known: &KnownNames) -> Result<(), SpecError>
     for (i, clause) in spec.clauses.iter().enumerate() {
         let (props, prop_field, known_props, types) = match clause {
             Clause::Event { event_types } => (None, "", &known.event_properties, Some(event_types)),
+            Clause::Users { .. } => continue,
             Clause::EventProperty {
                 properties,
                 event_types,

@@ -10,6 +10,7 @@ use crate::Result;
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_initial.sql"),
     include_str!("../migrations/0002_deletion.sql"),
+    include_str!("../migrations/0003_privacy.sql"),
 ];
 
 pub(crate) fn open(path: &Path) -> Result<Connection> {

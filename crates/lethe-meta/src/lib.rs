@@ -10,6 +10,7 @@ mod catalog;
 mod db;
 mod identity;
 mod manifest;
+mod privacy;
 mod tasks;
 
 use std::path::Path;
@@ -19,6 +20,7 @@ pub use access::{NewProject, Project, Role, User};
 pub use catalog::{CatalogDelta, CatalogEntry, CatalogKind, CountDelta};
 pub use identity::{IdentityRecord, ProfileRecord};
 pub use manifest::{Commit, SegmentRecord};
+pub use privacy::{user_id_digest, ErasureJob, ErasureRequest, Suppression, Unscheduled};
 pub use tasks::{AuditRecord, TaskRow};
 
 /// Errors at the metadata boundary.

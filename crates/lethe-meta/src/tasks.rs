@@ -60,7 +60,7 @@ fn task_from_row(r: &Row) -> rusqlite::Result<TaskRow> {
     })
 }
 
-fn audit_in(
+pub(crate) fn audit_in(
     c: &rusqlite::Connection,
     actor: &str,
     action: &str,
@@ -72,6 +72,35 @@ fn audit_in(
         params![now_ms(), actor, action, task_id, detail.to_string()],
     )?;
     Ok(())
+}
+
+/// Inserts a queued task and its audit line inside `tx`.
+pub(crate) fn insert_task(
+    tx: &rusqlite::Transaction,
+    project_id: i64,
+    name: &str,
+    spec: &str,
+    preview: &str,
+    created_by: &str,
+) -> Result<TaskRow> {
+    tx.execute(
+        "INSERT INTO deletion_tasks (project_id, name, spec, status, preview, created_by, created_at)
+         VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6)",
+        params![project_id, name, spec, preview, created_by, now_ms()],
+    )?;
+    let id = tx.last_insert_rowid();
+    let detail = serde_json::json!({
+        "project_id": project_id,
+        "name": name,
+        "spec": serde_json::from_str::<serde_json::Value>(spec).unwrap_or_default(),
+        "preview": serde_json::from_str::<serde_json::Value>(preview).unwrap_or_default(),
+    });
+    audit_in(tx, created_by, "task.submitted", Some(id), &detail)?;
+    Ok(tx.query_row(
+        &format!("SELECT {TASK_COLS} FROM deletion_tasks WHERE id=?1"),
+        [id],
+        task_from_row,
+    )?)
 }
 
 impl MetaStore {
@@ -86,24 +115,7 @@ impl MetaStore {
     ) -> Result<TaskRow> {
         self.with(|c| {
             let tx = c.transaction()?;
-            tx.execute(
-                "INSERT INTO deletion_tasks (project_id, name, spec, status, preview, created_by, created_at)
-                 VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6)",
-                params![project_id, name, spec, preview, created_by, now_ms()],
-            )?;
-            let id = tx.last_insert_rowid();
-            let detail = serde_json::json!({
-                "project_id": project_id,
-                "name": name,
-                "spec": serde_json::from_str::<serde_json::Value>(spec).unwrap_or_default(),
-                "preview": serde_json::from_str::<serde_json::Value>(preview).unwrap_or_default(),
-            });
-            audit_in(&tx, created_by, "task.submitted", Some(id), &detail)?;
-            let row = tx.query_row(
-                &format!("SELECT {TASK_COLS} FROM deletion_tasks WHERE id=?1"),
-                [id],
-                task_from_row,
-            )?;
+            let row = insert_task(&tx, project_id, name, spec, preview, created_by)?;
             tx.commit()?;
             Ok(row)
         })
@@ -207,6 +219,9 @@ impl MetaStore {
                 detail["error"] = serde_json::json!(e);
             }
             audit_in(&tx, "system", action, Some(id), &detail)?;
+            if status == "completed" {
+                crate::privacy::finish_job(&tx, id, now)?;
+            }
             tx.commit()?;
             Ok(())
         })

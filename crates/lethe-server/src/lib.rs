@@ -9,6 +9,7 @@ mod import;
 mod ingest;
 mod manage;
 mod ops;
+mod privacy;
 mod startup;
 mod tasks;
 mod taxonomy;
@@ -34,6 +35,8 @@ pub struct ServerConfig {
     /// The first administrator's password; generated and printed once when absent.
     pub admin_password: Option<String>,
     pub store: StoreConfig,
+    /// How long a User Privacy API job stays `staging` before it runs.
+    pub privacy_grace: std::time::Duration,
 }
 
 /// Shared state of every request handler.
@@ -42,6 +45,7 @@ pub struct App {
     pub meta: Arc<MetaStore>,
     pub store: Store,
     queue: worker::QueueSignal,
+    privacy_grace: std::time::Duration,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
 
@@ -55,6 +59,7 @@ pub fn router(app: App) -> Router {
         .merge(import::routes())
         .merge(ops::routes())
         .merge(tasks::routes())
+        .merge(privacy::routes())
         .with_state(app)
 }
 

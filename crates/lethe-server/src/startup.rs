@@ -93,6 +93,7 @@ pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
             meta,
             store,
             queue: QueueSignal::default(),
+            privacy_grace: config.privacy_grace,
             metrics: metrics_handle(),
         },
         listener,

@@ -1,6 +1,6 @@
-//! The deletion worker inside `lethe serve`: takes tasks from the durable queue one at a
-//! time, in order (an interrupted task first), retries transient failures with backoff, and
-//! records every status change.
+//! The deletion worker inside `lethe serve`: queues the User Privacy API jobs that are due,
+//! takes tasks from the durable queue one at a time, in order (an interrupted task first),
+//! retries transient failures with backoff, and records every status change.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -73,6 +73,9 @@ impl Worker {
 
 fn run(meta: &MetaStore, store: &Store, stop: &AtomicBool, signal: &QueueSignal) {
     while !stop.load(Ordering::Acquire) {
+        if let Err(e) = lethe_delete::queue_due_erasures(store, meta, lethe_meta::now_ms()) {
+            tracing::error!(error = %e, "cannot queue due privacy jobs");
+        }
         match meta.next_task() {
             Ok(Some(task)) => work_on(meta, store, task, stop),
             Ok(None) => signal.wait(IDLE),

@@ -17,9 +17,10 @@ mod wal;
 
 pub use layout::{DataDir, SegmentLocation};
 pub use parallel::parallel_map;
+pub use resolver::KnownUsers;
 pub use segment::{
-    events_to_batch, read_batches, read_row_group, read_segment, row_group_rows, write_batch,
-    ColumnNames, SegmentStats,
+    events_to_batch, may_hold_users, read_batches, read_row_group, read_segment, row_group_rows,
+    write_batch, ColumnNames, SegmentStats,
 };
 pub use store::{
     failpoint, IngestOutcome, Output, ProgressFn, Rewrite, Segment, Snapshot, Store, StoreConfig,

@@ -50,6 +50,17 @@ pub(crate) struct Resolver {
     projects: HashMap<i64, ProjectIdentity>,
     high: i64,
     dirty: Dirty,
+    /// Per project, digests of suppressed user_ids (see [`lethe_meta::user_id_digest`]).
+    suppressed: HashMap<i64, FxHashSet<String>>,
+}
+
+/// The users of a project that an erasure request names, as far as the project knows them.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct KnownUsers {
+    /// Known amplitude_ids, with the user_id mapped to each.
+    pub by_amplitude_id: HashMap<i64, Option<String>>,
+    /// Known user_ids, with their amplitude_id.
+    pub by_user_id: HashMap<String, i64>,
 }
 
 fn dedup_key(e_device: Option<&str>, e_user: Option<&str>, insert_id: &str) -> u64 {
@@ -104,6 +115,9 @@ impl Resolver {
 
     /// Resolves one event; `None` when its insert_id was already seen (a client retry).
     pub fn resolve(&mut self, project_id: i64, ev: ParsedEvent, now: i64) -> Option<Event> {
+        if self.is_suppressed(project_id, ev.user_id.as_deref()) {
+            return None;
+        }
         let upload = ev.server_upload_time.unwrap_or(now);
         let project = self.projects.entry(project_id).or_default();
         if let Some(insert_id) = &ev.insert_id {
@@ -265,6 +279,67 @@ impl Resolver {
             .filter_map(|(project_id, amplitude_id)| self.profile_record(project_id, amplitude_id))
             .collect();
         (dirty.identities, profiles, self.high)
+    }
+
+    fn is_suppressed(&self, project_id: i64, user_id: Option<&str>) -> bool {
+        match (self.suppressed.get(&project_id), user_id) {
+            (Some(set), Some(user_id)) if !set.is_empty() => {
+                set.contains(&lethe_meta::user_id_digest(user_id))
+            }
+            _ => false,
+        }
+    }
+
+    /// Replaces the suppression lists.
+    pub fn set_suppressed(&mut self, suppressions: Vec<lethe_meta::Suppression>) {
+        self.suppressed.clear();
+        for s in suppressions {
+            self.suppressed
+                .entry(s.project_id)
+                .or_default()
+                .insert(s.user_id_sha256);
+        }
+    }
+
+    /// Which of these ids the project knows.
+    pub fn known_users(
+        &self,
+        project_id: i64,
+        amplitude_ids: &[i64],
+        user_ids: &[String],
+    ) -> KnownUsers {
+        let mut known = KnownUsers::default();
+        let Some(p) = self.projects.get(&project_id) else {
+            return known;
+        };
+        let wanted: FxHashSet<i64> = amplitude_ids.iter().copied().collect();
+        let mapped = p.by_user.values().chain(p.by_device.values());
+        for id in p.users.keys().chain(mapped).filter(|a| wanted.contains(a)) {
+            let user_id = p.users.get(id).and_then(|u| u.user_id.clone());
+            known.by_amplitude_id.insert(*id, user_id);
+        }
+        for u in user_ids {
+            if let Some(a) = p.by_user.get(u) {
+                known.by_user_id.insert(u.clone(), *a);
+            }
+        }
+        known
+    }
+
+    /// Forgets erased users: their profiles, their id mappings, and changes not yet
+    /// persisted. Their next event gets a new amplitude_id.
+    pub fn forget(&mut self, project_id: i64, amplitude_ids: &[i64]) {
+        let ids: FxHashSet<i64> = amplitude_ids.iter().copied().collect();
+        if let Some(p) = self.projects.get_mut(&project_id) {
+            p.by_user.retain(|_, a| !ids.contains(a));
+            p.by_device.retain(|_, a| !ids.contains(a));
+            p.users.retain(|a, _| !ids.contains(a));
+        }
+        let theirs = |p: i64, a: &i64| p == project_id && ids.contains(a);
+        self.dirty
+            .identities
+            .retain(|r| !theirs(r.project_id, &r.amplitude_id));
+        self.dirty.profiles.retain(|(p, a)| !theirs(*p, a));
     }
 
     /// Unsets `keys` in every profile of the project; returns the changed profiles.

@@ -16,7 +16,7 @@ use lethe_meta::{
 
 use crate::layout::{sync_dir, DataDir, SegmentLocation};
 use crate::parallel::parallel_map;
-use crate::resolver::Resolver;
+use crate::resolver::{KnownUsers, Resolver};
 use crate::segment::{
     events_to_batch, read_batches, read_segment, rewrite_columns, rewrite_row_groups,
     sort_for_segment, write_batch, ColumnNames, SegmentStats,
@@ -213,6 +213,7 @@ impl Store {
             meta.load_profiles()?,
             meta.amplitude_id_high()?,
         );
+        resolver.set_suppressed(meta.suppressions(None)?);
         remember_recent_insert_ids(&mut resolver, &state)?;
         let checkpoint = meta.wal_checkpoint()?;
         wal::remove_through(&dir, checkpoint)?;
@@ -463,6 +464,32 @@ impl Store {
             ..Default::default()
         })?;
         Ok(profiles.len())
+    }
+
+    /// Which of these ids the project knows (identity mappings and profiles).
+    pub fn known_users(
+        &self,
+        project_id: i64,
+        amplitude_ids: &[i64],
+        user_ids: &[String],
+    ) -> KnownUsers {
+        lock(&self.inner.resolver).known_users(project_id, amplitude_ids, user_ids)
+    }
+
+    /// Erases users' identity mappings and profiles, in memory and durably. Events resolved
+    /// before this call reach segments with the next flush; later events get new ids.
+    pub fn forget_users(&self, project_id: i64, amplitude_ids: &[i64]) -> Result<()> {
+        let _writer = lock(&self.inner.writer);
+        lock(&self.inner.resolver).forget(project_id, amplitude_ids);
+        self.inner.meta.forget_users(project_id, amplitude_ids)?;
+        Ok(())
+    }
+
+    /// Re-reads the suppression lists after a change.
+    pub fn reload_suppressions(&self) -> Result<()> {
+        let list = self.inner.meta.suppressions(None)?;
+        lock(&self.inner.resolver).set_suppressed(list);
+        Ok(())
     }
 
     /// Stops background work, flushes everything, then stops the WAL writer.

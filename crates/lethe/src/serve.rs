@@ -28,6 +28,33 @@ pub struct ServeArgs {
     /// Flush when this many events are waiting.
     #[arg(long, default_value_t = 100_000)]
     flush_events: usize,
+    /// How long a User Privacy API job waits before it runs, so that requests can still be
+    /// withdrawn: seconds, or with a unit (`24h`, `90m`, `30s`).
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    privacy_grace: Duration,
+}
+
+/// `30`, `30s`, `90m`, `24h`, `2d`.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let seconds = match unit {
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        "d" => 86_400.0,
+        _ => return Err(format!("unknown unit {unit:?}: use s, m, h or d")),
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{number:?} is not a number"))?;
+    if !(0.0..=3.0e7).contains(&value) {
+        return Err("must be between 0 and about a year".into());
+    }
+    Ok(Duration::from_secs_f64(value * seconds))
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -41,6 +68,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             flush_events: args.flush_events,
             ..StoreConfig::default()
         },
+        privacy_grace: args.privacy_grace,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -1,0 +1,385 @@
+//! User Privacy API state: erasure jobs (one per project and day), their requests, and the
+//! suppression list. A job's ids can change only while it is `staging`; the deletion engine
+//! erases them once the job is on the deletion queue.
+
+use rusqlite::{params, OptionalExtension, Transaction};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::tasks::{audit_in, insert_task};
+use crate::{now_ms, MetaStore, Result, TaskRow};
+
+/// One erasure request inside a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ErasureRequest {
+    pub amplitude_id: i64,
+    pub requester: String,
+    pub requested_at: i64,
+}
+
+/// A job: the users of one project erased together.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ErasureJob {
+    pub id: i64,
+    pub project_id: i64,
+    /// UTC day the job is scheduled to run, `YYYY-MM-DD`.
+    pub day: String,
+    /// Earliest time (ms) the job runs: every request gets the whole grace period.
+    pub run_at: i64,
+    /// `staging`, `submitted` or `done`.
+    pub status: String,
+    pub task_id: Option<i64>,
+    pub done_at: Option<i64>,
+    pub requests: Vec<ErasureRequest>,
+}
+
+impl ErasureJob {
+    /// The amplitude_ids the job erases.
+    pub fn amplitude_ids(&self) -> Vec<i64> {
+        self.requests.iter().map(|r| r.amplitude_id).collect()
+    }
+}
+
+/// The outcome of removing an id from a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unscheduled {
+    Removed(ErasureRequest),
+    /// No job of that day holds the id.
+    NotFound,
+    /// The job holding the id is past `staging` (its status).
+    Locked(String),
+}
+
+/// A suppressed end user: only a hash of the user_id is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Suppression {
+    pub id: i64,
+    pub project_id: i64,
+    pub user_id_sha256: String,
+    pub created_at: i64,
+    pub created_by: String,
+}
+
+/// The form in which a suppressed user_id is kept and matched: SHA-256, hex.
+pub fn user_id_digest(user_id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(user_id.as_bytes()))
+}
+
+const JOB_COLS: &str = "id, project_id, day, run_at, status, task_id, done_at";
+
+fn load_job(tx: &rusqlite::Connection, id: i64) -> Result<ErasureJob> {
+    let mut job = tx.query_row(
+        &format!("SELECT {JOB_COLS} FROM privacy_jobs WHERE id=?1"),
+        [id],
+        |r| {
+            Ok(ErasureJob {
+                id: r.get(0)?,
+                project_id: r.get(1)?,
+                day: r.get(2)?,
+                run_at: r.get(3)?,
+                status: r.get(4)?,
+                task_id: r.get(5)?,
+                done_at: r.get(6)?,
+                requests: Vec::new(),
+            })
+        },
+    )?;
+    let mut st = tx.prepare_cached(
+        "SELECT amplitude_id, requester, requested_at FROM privacy_requests
+         WHERE job_id=?1 ORDER BY requested_at, amplitude_id",
+    )?;
+    let rows = st.query_map([id], |r| {
+        Ok(ErasureRequest {
+            amplitude_id: r.get(0)?,
+            requester: r.get(1)?,
+            requested_at: r.get(2)?,
+        })
+    })?;
+    job.requests = rows.collect::<rusqlite::Result<_>>()?;
+    Ok(job)
+}
+
+fn job_ids(c: &rusqlite::Connection, sql: &str, args: impl rusqlite::Params) -> Result<Vec<i64>> {
+    let mut st = c.prepare_cached(sql)?;
+    let rows = st.query_map(args, |r| r.get(0))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Marks the job of a completed task done.
+pub(crate) fn finish_job(tx: &Transaction, task_id: i64, now: i64) -> Result<()> {
+    let job: Option<i64> = tx
+        .query_row(
+            "UPDATE privacy_jobs SET status='done', done_at=?2
+             WHERE task_id=?1 AND status='submitted' RETURNING id",
+            params![task_id, now],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let Some(job) = job {
+        audit_in(
+            tx,
+            "system",
+            "privacy.done",
+            Some(task_id),
+            &json!({ "job_id": job }),
+        )?;
+    }
+    Ok(())
+}
+
+impl MetaStore {
+    /// Adds `amplitude_ids` to the project's staging job for `day` (creating it) and makes
+    /// the job run no earlier than `run_at`; audited with the requester.
+    pub fn request_erasure(
+        &self,
+        project_id: i64,
+        day: &str,
+        run_at: i64,
+        amplitude_ids: &[i64],
+        requester: &str,
+    ) -> Result<ErasureJob> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let now = now_ms();
+            let existing: Option<i64> = tx
+                .query_row(
+                    "SELECT id FROM privacy_jobs
+                     WHERE project_id=?1 AND day=?2 AND status='staging' ORDER BY id LIMIT 1",
+                    params![project_id, day],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let job = match existing {
+                Some(id) => {
+                    tx.execute(
+                        "UPDATE privacy_jobs SET run_at = MAX(run_at, ?2) WHERE id=?1",
+                        params![id, run_at],
+                    )?;
+                    id
+                }
+                None => {
+                    tx.execute(
+                        "INSERT INTO privacy_jobs (project_id, day, run_at, status, created_at)
+                         VALUES (?1, ?2, ?3, 'staging', ?4)",
+                        params![project_id, day, run_at, now],
+                    )?;
+                    tx.last_insert_rowid()
+                }
+            };
+            for id in amplitude_ids {
+                tx.execute(
+                    "INSERT OR IGNORE INTO privacy_requests (job_id, amplitude_id, requester, requested_at)
+                     VALUES (?1, ?2, ?3, ?4)",
+                    params![job, id, requester, now],
+                )?;
+            }
+            let detail = json!({
+                "project_id": project_id, "job_id": job, "day": day, "amplitude_ids": amplitude_ids,
+            });
+            audit_in(&tx, requester, "privacy.requested", None, &detail)?;
+            let job = load_job(&tx, job)?;
+            tx.commit()?;
+            Ok(job)
+        })
+    }
+
+    /// The project's jobs whose day lies in `[from_day, to_day]` (inclusive).
+    pub fn erasure_jobs(
+        &self,
+        project_id: i64,
+        from_day: &str,
+        to_day: &str,
+    ) -> Result<Vec<ErasureJob>> {
+        self.with(|c| {
+            job_ids(
+                c,
+                "SELECT id FROM privacy_jobs WHERE project_id=?1 AND day BETWEEN ?2 AND ?3
+                 ORDER BY day, id",
+                params![project_id, from_day, to_day],
+            )?
+            .into_iter()
+            .map(|id| load_job(c, id))
+            .collect()
+        })
+    }
+
+    /// Removes one id from the project's job of `day`, while that job is staging; audited.
+    pub fn unschedule_erasure(
+        &self,
+        project_id: i64,
+        amplitude_id: i64,
+        day: &str,
+        actor: &str,
+    ) -> Result<Unscheduled> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let found: Option<(i64, String)> = tx
+                .query_row(
+                    "SELECT j.id, j.status FROM privacy_jobs j
+                     JOIN privacy_requests r ON r.job_id = j.id
+                     WHERE j.project_id=?1 AND j.day=?2 AND r.amplitude_id=?3
+                     ORDER BY j.status = 'staging' DESC, j.id DESC LIMIT 1",
+                    params![project_id, day, amplitude_id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let Some((job, status)) = found else {
+                return Ok(Unscheduled::NotFound);
+            };
+            if status != "staging" {
+                return Ok(Unscheduled::Locked(status));
+            }
+            let request = tx.query_row(
+                "DELETE FROM privacy_requests WHERE job_id=?1 AND amplitude_id=?2
+                 RETURNING requester, requested_at",
+                params![job, amplitude_id],
+                |r| {
+                    Ok(ErasureRequest {
+                        amplitude_id,
+                        requester: r.get(0)?,
+                        requested_at: r.get(1)?,
+                    })
+                },
+            )?;
+            tx.execute(
+                "DELETE FROM privacy_jobs WHERE id=?1 AND status='staging'
+                 AND NOT EXISTS (SELECT 1 FROM privacy_requests WHERE job_id=?1)",
+                [job],
+            )?;
+            let detail = json!({
+                "project_id": project_id, "job_id": job, "day": day, "amplitude_id": amplitude_id,
+            });
+            audit_in(&tx, actor, "privacy.unscheduled", None, &detail)?;
+            tx.commit()?;
+            Ok(Unscheduled::Removed(request))
+        })
+    }
+
+    /// Locks every staging job due at `now` (status `submitted`, audited) and returns the
+    /// submitted jobs that have no task yet, oldest first.
+    pub fn lock_due_erasures(&self, now: i64) -> Result<Vec<ErasureJob>> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            for job in job_ids(
+                &tx,
+                "UPDATE privacy_jobs SET status='submitted'
+                 WHERE status='staging' AND run_at <= ?1 RETURNING id",
+                [now],
+            )? {
+                audit_in(
+                    &tx,
+                    "system",
+                    "privacy.submitted",
+                    None,
+                    &json!({ "job_id": job }),
+                )?;
+            }
+            let jobs = job_ids(
+                &tx,
+                "SELECT id FROM privacy_jobs WHERE status='submitted' AND task_id IS NULL ORDER BY id",
+                [],
+            )?
+            .into_iter()
+            .map(|id| load_job(&tx, id))
+            .collect::<Result<Vec<_>>>()?;
+            tx.commit()?;
+            Ok(jobs)
+        })
+    }
+
+    /// Queues the deletion task of a submitted job and links the two, atomically.
+    pub fn queue_erasure(
+        &self,
+        job_id: i64,
+        name: &str,
+        spec: &str,
+        preview: &str,
+    ) -> Result<TaskRow> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let job = load_job(&tx, job_id)?;
+            let task = insert_task(&tx, job.project_id, name, spec, preview, "privacy-api")?;
+            tx.execute(
+                "UPDATE privacy_jobs SET task_id=?2 WHERE id=?1",
+                params![job_id, task.id],
+            )?;
+            tx.commit()?;
+            Ok(task)
+        })
+    }
+
+    /// Adds user_id hashes to the project's suppression list; audited.
+    pub fn suppress(&self, project_id: i64, hashes: &[String], actor: &str) -> Result<()> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            for h in hashes {
+                tx.execute(
+                    "INSERT OR IGNORE INTO suppressions (project_id, user_id_sha256, created_at, created_by)
+                     VALUES (?1, ?2, ?3, ?4)",
+                    params![project_id, h, now_ms(), actor],
+                )?;
+            }
+            let detail = json!({ "project_id": project_id, "users": hashes.len() });
+            audit_in(&tx, actor, "privacy.suppressed", None, &detail)?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    /// Every suppression (of one project, or of all).
+    pub fn suppressions(&self, project_id: Option<i64>) -> Result<Vec<Suppression>> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT id, project_id, user_id_sha256, created_at, created_by FROM suppressions
+                 WHERE ?1 IS NULL OR project_id = ?1 ORDER BY id",
+            )?;
+            let rows = st.query_map([project_id], |r| {
+                Ok(Suppression {
+                    id: r.get(0)?,
+                    project_id: r.get(1)?,
+                    user_id_sha256: r.get(2)?,
+                    created_at: r.get(3)?,
+                    created_by: r.get(4)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    /// Lifts one suppression; `false` when the project has none with that id.
+    pub fn lift_suppression(&self, project_id: i64, id: i64, actor: &str) -> Result<bool> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let removed = tx.execute(
+                "DELETE FROM suppressions WHERE id=?1 AND project_id=?2",
+                params![id, project_id],
+            )?;
+            if removed == 1 {
+                let detail = json!({ "project_id": project_id, "suppression_id": id });
+                audit_in(&tx, actor, "privacy.suppression_lifted", None, &detail)?;
+            }
+            tx.commit()?;
+            Ok(removed == 1)
+        })
+    }
+
+    /// Deletes the identity mappings and profiles of erased users, in one transaction.
+    pub fn forget_users(&self, project_id: i64, amplitude_ids: &[i64]) -> Result<()> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            for id in amplitude_ids {
+                tx.execute(
+                    "DELETE FROM identities WHERE project_id=?1 AND amplitude_id=?2",
+                    params![project_id, id],
+                )?;
+                tx.execute(
+                    "DELETE FROM profiles WHERE project_id=?1 AND amplitude_id=?2",
+                    params![project_id, id],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+}
