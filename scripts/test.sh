@@ -1,8 +1,18 @@
 #!/usr/bin/env bash
-# Runs every test of lethe. Installs what the compatibility tests need first: the official
-# Amplitude Python SDK and DuckDB (both from PyPI).
+# Runs every test of lethe. Installs what the tests need first: the official Amplitude Python
+# SDK and DuckDB (PyPI) for the compatibility tests, Debian's Chromium and playwright-core
+# (npm) for the console's end-to-end tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -c 'import amplitude, duckdb' 2>/dev/null \
   || python3 -m pip install --quiet --disable-pip-version-check amplitude-analytics duckdb
+if ! command -v chromium >/dev/null; then
+  sudo_if_needed() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+  sudo_if_needed apt-get update -qq
+  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+fi
+(cd e2e && npm ci --no-audit --no-fund --silent)
 cargo test --workspace --all-targets
+# The console in headless Chromium, against the binary the tests just built.
+LETHE_BIN="${CARGO_TARGET_DIR:-target}/debug/lethe" node --test --test-concurrency=1 e2e/
+echo "console screenshots: e2e/artifacts/"

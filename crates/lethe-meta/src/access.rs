@@ -10,8 +10,8 @@ use sha2::{Digest, Sha256};
 
 use crate::{now_ms, MetaError, MetaStore, Result};
 
-/// How long a login token stays valid.
-const TOKEN_TTL_MS: i64 = 7 * 24 * 3_600_000;
+/// How long a login token (and a console session) stays valid.
+pub const TOKEN_TTL_MS: i64 = 7 * 24 * 3_600_000;
 
 /// What a user may do: admins manage and delete, members and viewers read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -241,6 +241,62 @@ impl MetaStore {
                 user_from_row,
             )
             .optional()?)
+        })
+    }
+
+    /// Ends a session: the token stops working at once.
+    pub fn revoke_token(&self, token: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "DELETE FROM api_tokens WHERE token_sha256 = ?1",
+                [token_digest(token)],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Changes a user's role and/or deactivates or reactivates them, refusing any change
+    /// that would leave the organization without an active administrator. Deactivation ends
+    /// the user's sessions. `None` when there is no such user. Audited.
+    pub fn update_user(
+        &self,
+        id: i64,
+        role: Option<Role>,
+        active: Option<bool>,
+        actor: &str,
+    ) -> Result<Option<User>> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let changed = tx.execute(
+                "UPDATE users SET role = COALESCE(?2, role), active = COALESCE(?3, active)
+                 WHERE id = ?1",
+                params![id, role.map(Role::as_str), active],
+            )?;
+            if changed == 0 {
+                return Ok(None);
+            }
+            let admins: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM users WHERE role = 'admin' AND active = 1",
+                [],
+                |r| r.get(0),
+            )?;
+            if admins == 0 {
+                return Err(MetaError::LastAdmin);
+            }
+            if active == Some(false) {
+                tx.execute("DELETE FROM api_tokens WHERE user_id = ?1", [id])?;
+            }
+            let user = tx.query_row(
+                &format!("SELECT {USER_COLS} FROM users WHERE id = ?1"),
+                [id],
+                user_from_row,
+            )?;
+            let detail = serde_json::json!({
+                "user_id": id, "email": user.email, "role": user.role, "active": user.active,
+            });
+            crate::tasks::audit_in(&tx, actor, "user.updated", None, &detail)?;
+            tx.commit()?;
+            Ok(Some(user))
         })
     }
 

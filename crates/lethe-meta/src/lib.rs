@@ -16,7 +16,7 @@ mod tasks;
 use std::path::Path;
 use std::sync::Mutex;
 
-pub use access::{NewProject, Project, Role, User};
+pub use access::{NewProject, Project, Role, User, TOKEN_TTL_MS};
 pub use catalog::{CatalogDelta, CatalogEntry, CatalogKind, CountDelta};
 pub use identity::{IdentityRecord, ProfileRecord};
 pub use manifest::{Commit, SegmentRecord};
@@ -35,6 +35,9 @@ pub enum MetaError {
     /// A manifest commit found that a segment it replaces is no longer live.
     #[error("manifest changed underneath the commit: segment {0} is no longer live")]
     StaleManifest(String),
+    /// The change would leave the organization without an active administrator.
+    #[error("the organization must keep at least one active administrator")]
+    LastAdmin,
     /// Stored data could not be decoded.
     #[error("corrupt metadata: {0}")]
     Corrupt(String),

@@ -1,16 +1,68 @@
-//! Who is calling: bearer tokens for the management API, Basic `api_key:secret_key` for the
+//! Who is calling: bearer tokens for the management API (or the console's session cookie,
+//! with a CSRF token on every state-changing request), Basic `api_key:secret_key` for the
 //! Amplitude read APIs.
 
 use axum::extract::FromRequestParts;
-use axum::http::header::AUTHORIZATION;
+use axum::http::header::{AUTHORIZATION, COOKIE};
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method, StatusCode};
 use base64::Engine;
 use lethe_meta::{Project, Role, User};
+use sha2::{Digest, Sha256};
 
 use crate::{blocking, ApiError, App};
 
-/// A signed-in user (from `Authorization: Bearer <token>`).
+/// The console's session cookie (HttpOnly, SameSite=Strict).
+pub const SESSION_COOKIE: &str = "lethe_session";
+/// The header that carries the CSRF token of a cookie session.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// A signed-in user (from `Authorization: Bearer <token>` or the session cookie).
 pub struct Session(pub User);
+
+/// The CSRF token of a session: derived from the session token, which scripts on other
+/// sites can neither read nor guess.
+pub fn csrf_token(session_token: &str) -> String {
+    hex::encode(Sha256::digest(format!("lethe-csrf:{session_token}")))
+}
+
+/// The session token in the request's cookies.
+pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix(SESSION_COOKIE)?.strip_prefix('='))
+        .map(str::to_string)
+}
+
+/// A cookie session may change state only with its CSRF token in [`CSRF_HEADER`].
+fn check_csrf(parts: &Parts, token: &str) -> Result<(), ApiError> {
+    if matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return Ok(());
+    }
+    let sent = parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
+    match sent {
+        Some(sent) if constant_time_eq(sent.as_bytes(), csrf_token(token).as_bytes()) => Ok(()),
+        _ => Err(ApiError::field(
+            StatusCode::FORBIDDEN,
+            CSRF_HEADER,
+            "missing or invalid CSRF token: reload the page",
+        )),
+    }
+}
+
+/// The session token of a request: the bearer header first, else the cookie (CSRF-checked).
+pub fn session_token(parts: &Parts) -> Result<Option<String>, ApiError> {
+    if let Some(token) = header(parts, "Bearer ") {
+        return Ok(Some(token.to_string()));
+    }
+    match session_cookie(&parts.headers) {
+        Some(token) => check_csrf(parts, &token).map(|_| Some(token)),
+        None => Ok(None),
+    }
+}
 
 impl Session {
     /// Only admins pass.
@@ -36,9 +88,7 @@ impl FromRequestParts<App> for Session {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, ApiError> {
-        let token = header(parts, "Bearer ")
-            .ok_or_else(ApiError::unauthorized)?
-            .to_string();
+        let token = session_token(parts)?.ok_or_else(ApiError::unauthorized)?;
         let meta = app.meta.clone();
         let user = blocking(move || Ok(meta.user_for_token(&token)?)).await?;
         user.map(Session).ok_or_else(ApiError::unauthorized)

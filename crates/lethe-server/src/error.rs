@@ -72,6 +72,10 @@ impl From<lethe_meta::MetaError> for ApiError {
             lethe_meta::MetaError::Conflict(what) => {
                 ApiError::new(StatusCode::CONFLICT, format!("{what} already exists"))
             }
+            lethe_meta::MetaError::LastAdmin => ApiError::new(
+                StatusCode::CONFLICT,
+                lethe_meta::MetaError::LastAdmin.to_string(),
+            ),
             other => {
                 tracing::error!(error = %other, "metadata error");
                 ApiError::internal("internal error in the metadata store")

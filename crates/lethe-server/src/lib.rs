@@ -3,6 +3,7 @@
 
 mod amplitude;
 mod auth;
+mod console;
 mod error;
 mod export;
 mod import;
@@ -10,6 +11,7 @@ mod ingest;
 mod manage;
 mod ops;
 mod privacy;
+mod segmentation;
 mod startup;
 mod tasks;
 mod taxonomy;
@@ -60,6 +62,8 @@ pub fn router(app: App) -> Router {
         .merge(ops::routes())
         .merge(tasks::routes())
         .merge(privacy::routes())
+        .merge(segmentation::routes())
+        .merge(console::routes())
         .with_state(app)
 }
 

@@ -1,21 +1,28 @@
 //! The management API under `/api/v1`: sign-in, the caller, projects and users.
 
-use axum::extract::State;
+use axum::extract::{Path, State};
+use axum::http::header::SET_COOKIE;
+use axum::http::request::Parts;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 use lethe_meta::{Project, Role};
 use serde_json::{json, Value};
 
-use crate::auth::Session;
+use crate::auth::{csrf_token, session_token, Session, SESSION_COOKIE};
 use crate::{blocking, ApiError, App};
 
 pub fn routes() -> Router<App> {
     Router::new()
         .route("/api/v1/auth/login", post(login))
+        .route(
+            "/api/v1/auth/session",
+            post(open_session).delete(close_session),
+        )
         .route("/api/v1/me", get(me))
         .route("/api/v1/projects", get(list_projects).post(create_project))
         .route("/api/v1/users", get(list_users).post(create_user))
+        .route("/api/v1/users/{id}", patch(update_user))
 }
 
 /// A JSON object body, parsed by hand so that every error names its field.
@@ -64,7 +71,8 @@ impl Body {
     }
 }
 
-async fn login(State(app): State<App>, body: Body) -> Result<Json<Value>, ApiError> {
+/// Checks the credentials of a body and issues a token.
+async fn sign_in(app: App, body: &Body) -> Result<(String, lethe_meta::User), ApiError> {
     let email = body.text("email")?;
     let password = body.text("password")?;
     blocking(move || {
@@ -72,14 +80,59 @@ async fn login(State(app): State<App>, body: Body) -> Result<Json<Value>, ApiErr
             .meta
             .verify_password(&email, &password)?
             .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "wrong email or password"))?;
-        let token = app.meta.issue_token(user.id)?;
-        Ok(Json(json!({ "token": token, "user": user })))
+        Ok((app.meta.issue_token(user.id)?, user))
     })
     .await
 }
 
-async fn me(Session(user): Session) -> Json<Value> {
-    Json(json!(user))
+async fn login(State(app): State<App>, body: Body) -> Result<Json<Value>, ApiError> {
+    let (token, user) = sign_in(app, &body).await?;
+    Ok(Json(json!({ "token": token, "user": user })))
+}
+
+fn session_cookie(token: &str, max_age_secs: i64) -> String {
+    format!("{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age_secs}")
+}
+
+/// The console's sign-in: the token goes into an HttpOnly cookie, never to scripts; the
+/// answer carries the CSRF token that state-changing requests must send.
+async fn open_session(
+    State(app): State<App>,
+    body: Body,
+) -> Result<([(axum::http::HeaderName, String); 1], Json<Value>), ApiError> {
+    let (token, user) = sign_in(app, &body).await?;
+    let cookie = session_cookie(&token, lethe_meta::TOKEN_TTL_MS / 1000);
+    Ok((
+        [(SET_COOKIE, cookie)],
+        Json(json!({ "user": user, "csrf_token": csrf_token(&token) })),
+    ))
+}
+
+/// Signs out: the token is revoked and the cookie cleared.
+async fn close_session(
+    State(app): State<App>,
+    _: Session,
+    parts: Parts,
+) -> Result<([(axum::http::HeaderName, String); 1], StatusCode), ApiError> {
+    if let Some(token) = session_token(&parts)? {
+        blocking(move || Ok(app.meta.revoke_token(&token)?)).await?;
+    }
+    Ok((
+        [(SET_COOKIE, session_cookie("", 0))],
+        StatusCode::NO_CONTENT,
+    ))
+}
+
+/// The caller; a cookie session also learns its CSRF token (after a page reload).
+async fn me(Session(user): Session, parts: Parts) -> Result<Json<Value>, ApiError> {
+    let mut out = json!(user);
+    if let (None, Some(token)) = (
+        parts.headers.get(axum::http::header::AUTHORIZATION),
+        session_token(&parts)?,
+    ) {
+        out["csrf_token"] = json!(csrf_token(&token));
+    }
+    Ok(Json(out))
 }
 
 fn project_json(p: &Project, with_secret: bool) -> Value {
@@ -158,4 +211,47 @@ async fn create_user(
     let user = blocking(move || Ok(app.meta.create_user(&email, &password, role)?)).await?;
     tracing::info!(user_id = user.id, role = role.as_str(), "user created");
     Ok((StatusCode::CREATED, Json(json!(user))))
+}
+
+/// `PATCH /api/v1/users/{id}` with `role` and/or `active` (admin).
+async fn update_user(
+    State(app): State<App>,
+    session: Session,
+    Path(id): Path<i64>,
+    Body(body): Body,
+) -> Result<Json<Value>, ApiError> {
+    session.require_admin()?;
+    let role = match body.get("role") {
+        None => None,
+        Some(v) => Some(v.as_str().and_then(Role::parse).ok_or_else(|| {
+            ApiError::field(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "role",
+                "role must be one of admin, member, viewer",
+            )
+        })?),
+    };
+    let active = match body.get("active") {
+        None => None,
+        Some(Value::Bool(b)) => Some(*b),
+        Some(_) => {
+            return Err(ApiError::field(
+                StatusCode::BAD_REQUEST,
+                "active",
+                "active must be true or false",
+            ))
+        }
+    };
+    if role.is_none() && active.is_none() {
+        return Err(ApiError::field(
+            StatusCode::BAD_REQUEST,
+            "role",
+            "send role and/or active",
+        ));
+    }
+    let actor = session.0.email.clone();
+    let user = blocking(move || Ok(app.meta.update_user(id, role, active, &actor)?)).await?;
+    let user = user.ok_or_else(|| ApiError::not_found("user"))?;
+    tracing::info!(user_id = id, "user updated");
+    Ok(Json(json!(user)))
 }

@@ -4,14 +4,14 @@
 use std::collections::BTreeMap;
 
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use lethe_meta::CatalogKind;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::auth::ProjectKey;
+use crate::auth::{ProjectKey, Session};
 use crate::{blocking, ApiError, App};
 
 pub fn routes() -> Router<App> {
@@ -19,6 +19,7 @@ pub fn routes() -> Router<App> {
         .route("/api/2/taxonomy/event", get(events))
         .route("/api/2/taxonomy/event-property", get(event_properties))
         .route("/api/2/taxonomy/user-property", get(user_properties))
+        .route("/api/v1/projects/{id}/catalog", get(catalog))
 }
 
 /// Count and seen-range of one name.
@@ -208,6 +209,40 @@ async fn user_properties(
             "enum_values": null, "regex": null, "is_array_type": false,
             "is_hidden": false, "classifications": [], "deleted": false,
         })
+    })
+    .await
+}
+
+/// `GET /api/v1/projects/{id}/catalog`: the whole catalog for the console (any role), with
+/// counts, first and last seen, and the event properties of each event type.
+async fn catalog(
+    State(app): State<App>,
+    _: Session,
+    Path(project_id): Path<i64>,
+) -> Result<Json<Value>, ApiError> {
+    blocking(move || {
+        app.meta
+            .project(project_id)?
+            .ok_or_else(|| ApiError::not_found("project"))?;
+        let live = live_catalog(&app, project_id)?;
+        let entries = |kind| -> Vec<Value> {
+            live.entries(kind)
+                .map(|(name, seen)| merge(json!({ "name": name }), seen_json(seen)))
+                .collect()
+        };
+        let mut by_type: BTreeMap<&String, Vec<Value>> = BTreeMap::new();
+        for ((t, p), count) in live.pairs.iter().filter(|(_, c)| **c > 0) {
+            by_type
+                .entry(t)
+                .or_default()
+                .push(json!({ "name": p, "event_count": count }));
+        }
+        Ok(Json(json!({
+            "event_types": entries(CatalogKind::Event),
+            "event_properties": entries(CatalogKind::EventProperty),
+            "user_properties": entries(CatalogKind::UserProperty),
+            "event_type_properties": by_type,
+        })))
     })
     .await
 }

@@ -33,6 +33,22 @@ enum Which {
     /// Three deletion tasks on the imported data set: preview latency, submit to completed,
     /// bytes rewritten, residue.
     Delete(DeleteArgs),
+    /// A User Privacy API job erasing users spread over the whole data set: run time,
+    /// segments rewritten against live, residue.
+    Privacy(PrivacyArgs),
+}
+
+#[derive(Args)]
+struct PrivacyArgs {
+    /// Events in the data set.
+    #[arg(long, default_value_t = 5_000_000)]
+    events: usize,
+    /// End users to erase (at most 100, the API's limit per request).
+    #[arg(long, default_value_t = 100)]
+    users: usize,
+    /// Where the data set and the server's data dir go (a temp dir by default).
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -74,6 +90,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.which {
         Which::Ingest(a) => ingest(a),
         Which::Delete(a) => delete(a),
+        Which::Privacy(a) => privacy(a),
     }
 }
 
@@ -200,21 +217,24 @@ struct ServerProcess {
     child: Child,
     url: String,
     api_key: String,
+    secret_key: String,
     token: String,
     project_id: i64,
 }
 
 impl ServerProcess {
-    fn start(data_dir: &Path) -> anyhow::Result<Self> {
+    fn start(data_dir: &Path, extra: &[&str]) -> anyhow::Result<Self> {
         let mut child = Command::new(std::env::current_exe()?)
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
+            .args(extra)
             .env("LETHE_ADMIN_PASSWORD", "bench-password")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .spawn()?;
         let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
-        let (mut url, mut api_key, mut project_id) = (String::new(), String::new(), 1);
+        let (mut url, mut api_key, mut secret_key, mut project_id) =
+            (String::new(), String::new(), String::new(), 1);
         for line in lines.by_ref() {
             let line = line?;
             let value = |p: &str| {
@@ -224,6 +244,8 @@ impl ServerProcess {
             };
             if let Some(v) = value("api_key:") {
                 api_key = v;
+            } else if let Some(v) = value("secret_key:") {
+                secret_key = v;
             } else if let Some(v) = value("project id:") {
                 project_id = v.parse()?;
             } else if let Some(v) = line.strip_prefix("lethe: listening on ") {
@@ -242,6 +264,7 @@ impl ServerProcess {
             child,
             url,
             api_key,
+            secret_key,
             token,
             project_id,
         })
@@ -272,6 +295,7 @@ impl ServerProcess {
 fn prepare(
     events: usize,
     work_dir: Option<&Path>,
+    serve_args: &[&str],
 ) -> anyhow::Result<(PathBuf, PathBuf, ServerProcess)> {
     let tmp = tempfile_dir(work_dir)?;
     let data_set = tmp.join("events.ndjson");
@@ -282,12 +306,12 @@ fn prepare(
         bytes as f64 / 1e6,
         started.elapsed().as_secs_f64()
     );
-    let server = ServerProcess::start(&tmp.join("data"))?;
+    let server = ServerProcess::start(&tmp.join("data"), serve_args)?;
     Ok((tmp, data_set, server))
 }
 
 fn ingest(args: IngestArgs) -> anyhow::Result<()> {
-    let (tmp, data_set, server) = prepare(args.events, args.work_dir.as_deref())?;
+    let (tmp, data_set, server) = prepare(args.events, args.work_dir.as_deref(), &[])?;
     let data_dir = tmp.join("data");
     let import_s = import(&server, &data_set, args.import_streams)?;
     let import_rss = server.peak_rss_mib();
@@ -507,7 +531,7 @@ fn common_event_keys(mix: &Mix, n: usize) -> Vec<String> {
 }
 
 fn delete(args: DeleteArgs) -> anyhow::Result<()> {
-    let (tmp, data_set, server) = prepare(args.events, args.work_dir.as_deref())?;
+    let (tmp, data_set, server) = prepare(args.events, args.work_dir.as_deref(), &[])?;
     let data_dir = tmp.join("data");
     import(&server, &data_set, 2)?;
     let now = lethe_meta::now_ms();
@@ -642,6 +666,92 @@ fn delete(args: DeleteArgs) -> anyhow::Result<()> {
     println!();
     println!("peak RSS of the server: {peak_rss:.0} MiB");
     println!("residue: markers still on disk after the three tasks: {:?} (the BENCH-KEEP-* markers must be, the BENCH-DEL-* must not)", found);
+    server.stop()?;
+    if args.work_dir.is_none() {
+        std::fs::remove_dir_all(&tmp)?;
+    }
+    Ok(())
+}
+
+/// The device id the mix gives a user: fixed width, so it is a unique needle for `scan`.
+fn device_of(user: usize) -> String {
+    format!("device-{user:08x}")
+}
+
+fn privacy(args: PrivacyArgs) -> anyhow::Result<()> {
+    let grace = ["--privacy-grace", "0s"];
+    let (tmp, data_set, server) = prepare(args.events, args.work_dir.as_deref(), &grace)?;
+    let data_dir = tmp.join("data");
+    import(&server, &data_set, 2)?;
+    let live = dir_size(&data_dir.join("segments"))?.0;
+    // Users spread over the id space; each has events on most of the 30 days.
+    let erased: Vec<usize> = (0..args.users.min(100))
+        .map(|i| (i * 997 + 13) % 100_000)
+        .collect();
+    let kept: Vec<usize> = (0..5).map(|i| (i * 991 + 500) % 100_000).collect();
+    let user_ids: Vec<String> = erased.iter().map(|u| format!("user-{u}")).collect();
+    let client = reqwest::blocking::Client::builder().timeout(None).build()?;
+    let started = Instant::now();
+    let job: Value = client
+        .post(format!("{}/api/2/deletions/users", server.url))
+        .basic_auth(&server.api_key, Some(&server.secret_key))
+        .json(&json!({"user_ids": user_ids, "requester": "bench"}))
+        .send()?
+        .error_for_status()?
+        .json()?;
+    let day = job["day"].as_str().context("job day")?.to_string();
+    let done = loop {
+        let jobs: Value = client
+            .get(format!(
+                "{}/api/2/deletions/users?start_day={day}&end_day={day}",
+                server.url
+            ))
+            .basic_auth(&server.api_key, Some(&server.secret_key))
+            .send()?
+            .json()?;
+        if jobs[0]["status"] == "done" {
+            break jobs[0].clone();
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let wall = started.elapsed().as_secs_f64();
+    let task: Value = client
+        .get(format!(
+            "{}/api/v1/deletion-tasks/{}",
+            server.url, done["task_id"]
+        ))
+        .bearer_auth(&server.token)
+        .send()?
+        .json()?;
+    let at = |k: &str| chrono::DateTime::parse_from_rfc3339(task[k].as_str().unwrap_or_default());
+    let run = (at("finished_at")? - at("started_at")?).num_milliseconds() as f64 / 1000.0;
+    let r = &task["result"];
+    let t = &r["timings"];
+    println!();
+    println!("| users | request → done | server run | events deleted | segments rewritten / live | bytes rewritten | flush / read / filter / write+commit / unlink / finish ms |");
+    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "| {} | {wall:.2} s | {run:.2} s | {} | {} / {live} | {:.0} MB | {} / {} / {} / {} / {} / {} |",
+        r["users_erased"],
+        r["events_deleted"],
+        r["segments_rewritten"],
+        r["bytes_rewritten"].as_f64().unwrap_or(0.0) / 1e6,
+        t["flush_ms"], t["read_ms"], t["filter_ms"], t["write_commit_ms"], t["unlink_ms"], t["finish_ms"],
+    );
+    let needles: Vec<String> = erased.iter().chain(&kept).map(|u| device_of(*u)).collect();
+    let hits = crate::scan::scan(&data_dir, &needles)?;
+    let found: BTreeSet<&str> = hits.iter().map(|h| h.needle.as_str()).collect();
+    let residue = erased
+        .iter()
+        .filter(|u| found.contains(device_of(**u).as_str()))
+        .count();
+    let intact = kept
+        .iter()
+        .filter(|u| found.contains(device_of(**u).as_str()))
+        .count();
+    println!();
+    println!("peak RSS of the server: {:.0} MiB", server.peak_rss_mib());
+    println!("residue: {residue} of {} erased users' device ids still on disk (must be 0); {intact} of {} kept users' found (must be all)", erased.len(), kept.len());
     server.stop()?;
     if args.work_dir.is_none() {
         std::fs::remove_dir_all(&tmp)?;

@@ -1,0 +1,269 @@
+// End-to-end tests of the web console: the real `lethe` binary on an ephemeral port, driven
+// in headless Chromium (Debian's /usr/bin/chromium) through playwright-core. Screenshots go
+// to e2e/artifacts/.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { createInterface } from 'node:readline';
+import { gunzipSync } from 'node:zlib';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const BIN = process.env.LETHE_BIN || join(here, '..', 'target', 'debug', 'lethe');
+const ARTIFACTS = join(here, 'artifacts');
+const ADMIN = { email: 'admin@example.com', password: 'e2e admin password' };
+const MEMBER = { email: 'member@example.com', password: 'member password 1' };
+
+let server;
+let browser;
+
+/** Starts lethe on a fresh data dir; resolves with its URL and the first project's keys. */
+function startServer() {
+  const dir = mkdtempSync(join(tmpdir(), 'lethe-e2e-'));
+  const child = spawn(BIN, ['serve', '--listen', '127.0.0.1:0', '--data-dir', join(dir, 'data'), '--flush-interval-secs', '0.2'], {
+    env: { ...process.env, LETHE_ADMIN_EMAIL: ADMIN.email, LETHE_ADMIN_PASSWORD: ADMIN.password, RUST_LOG: 'warn' },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const info = { child, dir };
+  return new Promise((resolve, reject) => {
+    child.on('exit', (code) => reject(new Error(`lethe exited with ${code}`)));
+    createInterface({ input: child.stdout }).on('line', (line) => {
+      const value = (label) => line.trim().startsWith(label) && line.trim().slice(label.length).trim().split(/\s+/)[0];
+      info.apiKey ||= value('api_key:');
+      info.secretKey ||= value('secret_key:');
+      info.projectId ||= Number(value('project id:')) || undefined;
+      const m = line.match(/listening on (http:\/\/\S+)/);
+      if (m) { info.url = m[1]; resolve(info); }
+    });
+  });
+}
+
+async function post(path, body, headers = {}) {
+  const r = await fetch(server.url + path, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) });
+  return { status: r.status, data: await r.json().catch(() => null) };
+}
+
+async function token() {
+  const r = await post('/api/v1/auth/login', ADMIN);
+  return r.data.token;
+}
+
+/** Test data: events to delete, a property to remove on one type only, and data to keep. */
+async function seed() {
+  const events = [];
+  for (let i = 0; i < 30; i++) events.push({ event_type: 'Bad Test Event', user_id: `e2e-user-${i % 5}`, event_properties: { run: i } });
+  for (let i = 0; i < 20; i++) events.push({ event_type: 'Purchase', user_id: `e2e-user-${i % 5}`, event_properties: { email: `buyer${i}@example.com`, amount: i } });
+  for (let i = 0; i < 10; i++) events.push({ event_type: 'Page View', user_id: `e2e-user-${i % 5}`, event_properties: { email: `reader${i}@example.com` } });
+  const r = await post('/2/httpapi', { api_key: server.apiKey, events });
+  assert.equal(r.status, 200);
+}
+
+/** The export of the last two days: every event line (a zip of gzipped NDJSON, stored). */
+async function exportEvents() {
+  const day = (d) => d.toISOString().slice(0, 10).replaceAll('-', '');
+  const now = new Date();
+  const start = day(new Date(now.getTime() - 86400000));
+  const auth = 'Basic ' + Buffer.from(`${server.apiKey}:${server.secretKey}`).toString('base64');
+  const r = await fetch(`${server.url}/api/2/export?start=${start}T00&end=${day(now)}T23`, { headers: { authorization: auth } });
+  if (r.status === 404) return [];
+  assert.equal(r.status, 200);
+  const zip = Buffer.from(await r.arrayBuffer());
+  const events = [];
+  for (let at = 0; zip.readUInt32LE(at) === 0x04034b50;) {
+    const size = zip.readUInt32LE(at + 18);
+    const start = at + 30 + zip.readUInt16LE(at + 26) + zip.readUInt16LE(at + 28);
+    const text = gunzipSync(zip.subarray(start, start + size)).toString();
+    events.push(...text.split('\n').filter(Boolean).map((l) => JSON.parse(l)));
+    at = start + size;
+  }
+  return events;
+}
+
+async function signIn(page, who) {
+  await page.goto(server.url + '/');
+  await page.waitForURL(/\/signin/);
+  await page.getByLabel('Email').fill(who.email);
+  await page.getByLabel('Password').fill(who.password);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByRole('heading', { name: 'Deletion tasks' }).waitFor();
+}
+
+async function newPage() {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  return context.newPage();
+}
+
+/** Checks one name in a clause's picker (searching first, as a user would). */
+async function pick(clause, pickerLabel, name) {
+  const picker = clause.locator('.picker').filter({ has: clause.page().getByLabel(pickerLabel, { exact: true }) });
+  await picker.getByRole('searchbox').fill(name.slice(0, 4));
+  await picker.getByRole('checkbox', { name }).check();
+}
+
+before(async () => {
+  mkdirSync(ARTIFACTS, { recursive: true });
+  server = await startServer();
+  await seed();
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync'],
+  });
+  await new Promise((r) => setTimeout(r, 1100)); // the wizard's end time (to the second) is after the seed
+});
+
+after(async () => {
+  await browser?.close();
+  server?.child.removeAllListeners('exit');
+  server?.child.kill('SIGKILL');
+  if (server) rmSync(server.dir, { recursive: true, force: true });
+});
+
+test('an admin builds, verifies and submits a two-clause task; it completes and the data is gone', async () => {
+  const page = await newPage();
+  await signIn(page, ADMIN);
+  await page.getByRole('link', { name: 'Organization settings' }).click();
+  await page.getByRole('heading', { name: 'Self Service Data Deletion' }).waitFor();
+  await page.getByRole('link', { name: 'New Deletion Task' }).click();
+
+  const name = 'Remove test events and buyer emails';
+  await page.getByLabel('Task name').fill(name);
+  const yesterday = new Date(Date.now() - 86400000).toISOString().slice(0, 19);
+  await page.getByLabel('Start (UTC)').fill(yesterday);
+  await page.getByText('The end cannot be later than now').waitFor();
+
+  // Inline validation: no clause yet.
+  await page.getByRole('button', { name: 'Next' }).click();
+  await page.locator('#clauses-error').filter({ hasText: 'clause' }).waitFor();
+
+  await page.getByRole('button', { name: 'Add events or properties' }).click();
+  const first = page.locator('fieldset[data-clause="0"]');
+  await pick(first, 'Events to delete (with all their properties)', 'Bad Test Event');
+  await page.getByRole('button', { name: 'Add events or properties' }).click();
+  const second = page.locator('fieldset[data-clause="1"]');
+  await second.getByLabel('Type of data').selectOption('event_property');
+  await pick(second, 'Event properties to remove', 'email');
+  await second.getByRole('radio', { name: 'Specific events' }).check();
+  await pick(second, 'Only on these events', 'Purchase');
+
+  const [previewRequest] = await Promise.all([
+    page.waitForRequest((r) => r.url().endsWith('/deletion-tasks/preview')),
+    page.getByRole('button', { name: 'Next' }).click(),
+  ]);
+  const table = page.locator('#verify-counts');
+  await table.waitFor();
+  await page.screenshot({ path: join(ARTIFACTS, 'wizard-verification.png'), fullPage: true });
+
+  // The screen shows exactly the API's preview of the same task.
+  const api = await post(`/api/v1/projects/${server.projectId}/deletion-tasks/preview`, JSON.parse(previewRequest.postData()),
+    { authorization: `Bearer ${await token()}` });
+  assert.equal(api.status, 200);
+  const cells = async (row) => (await table.locator('tbody tr').nth(row).locator('td').allTextContents()).map((t) => Number(t.replaceAll(',', '')));
+  const expect = (c) => [c.events_deleted, c.event_property_values_removed, c.user_property_values_removed];
+  assert.deepEqual(await cells(0), expect(api.data.clauses[0]));
+  assert.deepEqual(await cells(1), expect(api.data.clauses[1]));
+  assert.deepEqual(await cells(2), expect(api.data.totals));
+  assert.deepEqual(expect(api.data.totals), [30, 20, 0]);
+
+  await page.getByRole('button', { name: 'Next' }).click();
+  await page.getByText('This cannot be undone or cancelled.').waitFor();
+  const del = page.getByRole('button', { name: 'Delete' });
+  assert.equal(await del.isDisabled(), true);
+  await page.getByLabel('Type the task name to confirm').fill(name.slice(0, -1));
+  assert.equal(await del.isDisabled(), true);
+  await page.getByLabel('Type the task name to confirm').fill(name);
+  await del.click();
+
+  await page.waitForURL(server.url + '/');
+  const row = page.locator('tr', { hasText: name });
+  await row.getByText('completed').waitFor({ timeout: 30000 });
+  await row.getByText('30 events deleted').waitFor();
+  await page.screenshot({ path: join(ARTIFACTS, 'home.png'), fullPage: true });
+
+  const events = await exportEvents();
+  assert.equal(events.filter((e) => e.event_type === 'Bad Test Event').length, 0);
+  const purchases = events.filter((e) => e.event_type === 'Purchase');
+  assert.equal(purchases.length, 20);
+  assert.ok(purchases.every((e) => e.event_properties.email === undefined && e.event_properties.amount !== undefined));
+  assert.equal(events.filter((e) => e.event_type === 'Page View' && e.event_properties.email).length, 10);
+});
+
+test('a task holds at most five clauses: the add button disables at five', async () => {
+  const page = await newPage();
+  await signIn(page, ADMIN);
+  await page.goto(server.url + '/settings/deletion/new');
+  const add = page.getByRole('button', { name: 'Add events or properties' });
+  for (let i = 0; i < 5; i++) await add.click();
+  assert.equal(await page.locator('fieldset[data-clause]').count(), 5);
+  assert.equal(await add.isDisabled(), true);
+  await page.getByText('A task holds at most 5 clauses.').waitFor();
+  await add.click({ force: true });
+  assert.equal(await page.locator('fieldset[data-clause]').count(), 5);
+});
+
+test('admins manage users; a member finds no way to create a task and the URL is refused', async () => {
+  const admin = await newPage();
+  await signIn(admin, ADMIN);
+  await admin.getByRole('link', { name: 'Users' }).click();
+  await admin.getByLabel('Email').fill(MEMBER.email);
+  await admin.getByLabel('Initial password').fill(MEMBER.password);
+  await admin.getByLabel('Role', { exact: true }).selectOption('admin');
+  await admin.getByRole('button', { name: 'Add user' }).click();
+  const role = admin.getByLabel(`Role of ${MEMBER.email}`);
+  await role.waitFor();
+  await Promise.all([
+    admin.waitForResponse((r) => r.url().includes('/api/v1/users/') && r.request().method() === 'PATCH'),
+    role.selectOption('member'),
+  ]);
+  // The last administrator cannot demote themselves.
+  await admin.getByLabel(`Role of ${ADMIN.email}`).selectOption('viewer');
+  await admin.getByText('at least one active administrator').waitFor();
+
+  const page = await newPage();
+  await signIn(page, MEMBER);
+  assert.equal(await page.getByRole('link', { name: 'New Deletion Task' }).count(), 0);
+  assert.equal(await page.getByRole('link', { name: 'Organization settings' }).count(), 0);
+  assert.equal(await page.getByRole('link', { name: 'Users' }).count(), 0);
+  const refused = await page.goto(server.url + '/settings/deletion/new');
+  assert.equal(refused.status(), 403);
+  await page.getByRole('heading', { name: 'Not allowed' }).waitFor();
+  // The API refuses too, even with the member's own CSRF token.
+  const csrf = await page.evaluate(async () => (await (await fetch('/api/v1/me')).json()).csrf_token);
+  const status = await page.evaluate(async ([id, csrf]) => (await fetch(`/api/v1/projects/${id}/deletion-tasks/preview`, {
+    method: 'POST', headers: { 'content-type': 'application/json', 'x-csrf-token': csrf }, body: '{}',
+  })).status, [server.projectId, csrf]);
+  assert.equal(status, 403);
+
+  // Deactivation ends the member's session.
+  await admin.getByRole('button', { name: `Deactivate ${MEMBER.email}` }).click();
+  await admin.getByRole('button', { name: `Reactivate ${MEMBER.email}` }).waitFor();
+  await page.goto(server.url + '/');
+  await page.waitForURL(/\/signin/);
+});
+
+test('the data page shows the catalog and a daily volume chart; sign-out ends the session', async () => {
+  const page = await newPage();
+  await signIn(page, ADMIN);
+  await page.getByRole('link', { name: 'Data' }).click();
+  const chart = page.locator('#volume-chart');
+  await chart.locator('polyline').first().waitFor();
+  assert.ok(await chart.locator('polyline').count() >= 2);
+  await page.getByRole('table', { name: 'Event types' }).getByRole('cell', { name: 'Purchase' }).waitFor();
+  await page.getByRole('table', { name: 'Event properties' }).getByRole('cell', { name: 'amount' }).waitFor();
+  await page.screenshot({ path: join(ARTIFACTS, 'data-chart.png'), fullPage: true });
+
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.getByRole('link', { name: 'Home' }).click();
+  await page.getByRole('heading', { name: 'Deletion tasks' }).waitFor();
+  await page.screenshot({ path: join(ARTIFACTS, 'home-narrow.png'), fullPage: true });
+
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  await page.waitForURL(/\/signin/);
+  await page.goto(server.url + '/data');
+  await page.waitForURL(/\/signin\?next=\/data/);
+});
