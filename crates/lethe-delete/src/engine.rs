@@ -8,8 +8,8 @@ use arrow_array::RecordBatch;
 use lethe_event::Event;
 use lethe_meta::{CatalogDelta, CatalogKind, CountDelta, MetaStore, TaskRow};
 use lethe_store::{
-    events_to_batch, failpoint, parallel_map, read_batches, read_row_group, row_group_rows, Output,
-    Rewrite, Segment, Store,
+    events_to_batch, failpoint, parallel_map, read_batches, read_row_groups, row_group_rows,
+    Output, Rewrite, Segment, Store,
 };
 use serde::{Deserialize, Serialize};
 
@@ -424,18 +424,22 @@ fn rebuild<'a>(
         out.filter_ms += ms(filtering);
         return Ok(out);
     }
-    let mut replaced = BTreeMap::new();
-    let (mut first, mut group_read_ms) = (0, 0);
+    let mut touched = Vec::new();
+    let mut first = 0;
     for (index, rows) in row_group_rows(&segment.path)?.into_iter().enumerate() {
         if applied.touches(first..first + rows) {
-            let reading = Instant::now();
-            let batch = read_row_group(&segment.path, index)?;
-            group_read_ms += ms(reading);
-            let part = matcher.apply(&batch).map_err(arrow)?;
-            replaced.insert(index, part.rewrite(&batch).map_err(arrow)?);
-            out.parts.push(part);
+            touched.push(index);
         }
         first += rows;
+    }
+    let reading = Instant::now();
+    let groups = read_row_groups(&segment.path, &touched)?;
+    let group_read_ms = ms(reading);
+    let mut replaced = BTreeMap::new();
+    for (index, batch) in touched.into_iter().zip(groups) {
+        let part = matcher.apply(&batch).map_err(arrow)?;
+        replaced.insert(index, part.rewrite(&batch).map_err(arrow)?);
+        out.parts.push(part);
     }
     out.output = Some(Output::RowGroups {
         source: segment.clone(),

@@ -181,6 +181,13 @@ fn writer_properties() -> Result<WriterProperties> {
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_statistics_enabled(EnabledStatistics::Chunk)
+        .set_column_dictionary_enabled(ColumnPath::from("uuid"), false)
+        .set_column_dictionary_enabled(ColumnPath::from("server_upload_time"), false)
+        .set_column_dictionary_enabled(ColumnPath::from("event_time"), false)
+        .set_column_dictionary_enabled(ColumnPath::from("insert_id"), false)
+        .set_column_dictionary_enabled(ColumnPath::from("amplitude_id"), false)
+        .set_column_dictionary_enabled(ColumnPath::from("user_id"), false)
+        .set_column_dictionary_enabled(ColumnPath::from("device_id"), false)
         .set_column_bloom_filter_enabled(ColumnPath::from(USER_INDEX_COLUMN), true)
         .set_column_bloom_filter_max_ndv(ColumnPath::from(USER_INDEX_COLUMN), ROW_GROUP_ROWS as u64)
         .set_column_bloom_filter_fpp(ColumnPath::from(USER_INDEX_COLUMN), USER_INDEX_FPP)
@@ -593,16 +600,27 @@ pub fn row_group_rows(path: &Path) -> Result<Vec<usize>> {
     Ok(Source::open(path)?.row_group_rows())
 }
 
-/// Decodes one row group of a segment, every column.
-pub fn read_row_group(path: &Path, index: usize) -> Result<RecordBatch> {
-    let builder = ParquetRecordBatchReaderBuilder::try_new(File::open(path)?)?;
-    let schema = builder.schema().clone();
-    let batches = builder
-        .with_row_groups(vec![index])
-        .with_batch_size(ROW_GROUP_ROWS)
-        .build()?
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(arrow_select::concat::concat_batches(&schema, &batches)?)
+/// Decodes whole row groups of a segment, every column, one batch per group; the footer is
+/// parsed once for all of them.
+pub fn read_row_groups(path: &Path, indexes: &[usize]) -> Result<Vec<RecordBatch>> {
+    use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
+    let file = File::open(path)?;
+    let metadata = ArrowReaderMetadata::load(&file, ArrowReaderOptions::default())?;
+    let schema = metadata.schema().clone();
+    indexes
+        .iter()
+        .map(|index| {
+            let batches = ParquetRecordBatchReaderBuilder::new_with_metadata(
+                file.try_clone()?,
+                metadata.clone(),
+            )
+            .with_row_groups(vec![*index])
+            .with_batch_size(ROW_GROUP_ROWS)
+            .build()?
+            .collect::<Result<Vec<_>, _>>()?;
+            Ok(arrow_select::concat::concat_batches(&schema, &batches)?)
+        })
+        .collect()
 }
 
 /// Writes a copy of the segment at `src` to `dst` in which the row groups in `replaced` are
@@ -673,7 +691,7 @@ mod tests {
         let (src, batch) = segment(dir.path());
         assert_eq!(row_group_rows(&src).unwrap(), vec![16384, 16384, 8192]);
         // Drop the first half of row group 1.
-        let group = read_row_group(&src, 1).unwrap();
+        let group = read_row_groups(&src, &[1]).unwrap().remove(0);
         let keep = arrow_array::BooleanArray::from(
             (0..group.num_rows()).map(|r| r >= 8192).collect::<Vec<_>>(),
         );
@@ -714,7 +732,7 @@ mod tests {
         assert!(may_hold_users(&src, &[removed]).unwrap());
         assert!(!may_hold_users(&src, &[absent]).unwrap());
         // Drop the first half of row group 1: its filter is rebuilt, the others are copied.
-        let group = read_row_group(&src, 1).unwrap();
+        let group = read_row_groups(&src, &[1]).unwrap().remove(0);
         let keep = arrow_array::BooleanArray::from(
             (0..group.num_rows()).map(|r| r >= 8192).collect::<Vec<_>>(),
         );
