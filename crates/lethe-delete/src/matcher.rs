@@ -388,10 +388,16 @@ impl Applied {
     /// The batch with deleted rows gone and cleared cells null, in the same schema.
     pub fn rewrite(&self, batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
         let keep = BooleanArray::from(self.deleted.iter().map(|d| !d).collect::<Vec<_>>());
+        let kept = keep.true_count();
         let schema = batch.schema();
         let mut arrays: Vec<ArrayRef> = Vec::new();
         for (i, field) in schema.fields().iter().enumerate() {
             let mut array = batch.column(i).clone();
+            if array.null_count() == array.len() {
+                // Most property columns of a row group: nothing to filter.
+                arrays.push(arrow_array::new_null_array(field.data_type(), kept));
+                continue;
+            }
             if let Some(cleared) = self.cleared.get(field.name()) {
                 let mask = BooleanArray::from(cleared.clone());
                 array = arrow_select::nullif::nullif(&array, &mask)?;

@@ -601,26 +601,58 @@ pub fn row_group_rows(path: &Path) -> Result<Vec<usize>> {
 }
 
 /// Decodes whole row groups of a segment, every column, one batch per group; the footer is
-/// parsed once for all of them.
+/// parsed once for all of them. Column chunks whose statistics say they hold only nulls (most
+/// property columns of a row group) are not read at all: they become null arrays.
 pub fn read_row_groups(path: &Path, indexes: &[usize]) -> Result<Vec<RecordBatch>> {
     use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
     let file = File::open(path)?;
     let metadata = ArrowReaderMetadata::load(&file, ArrowReaderOptions::default())?;
     let schema = metadata.schema().clone();
+    let leaves = metadata.metadata().file_metadata().schema_descr_ptr();
     indexes
         .iter()
         .map(|index| {
+            let group = metadata.metadata().row_group(*index);
+            let with_values: Vec<usize> = (0..group.num_columns())
+                .filter(|c| !only_nulls(group.column(*c)))
+                .collect();
             let batches = ParquetRecordBatchReaderBuilder::new_with_metadata(
                 file.try_clone()?,
                 metadata.clone(),
             )
             .with_row_groups(vec![*index])
+            .with_projection(parquet::arrow::ProjectionMask::leaves(&leaves, with_values))
             .with_batch_size(ROW_GROUP_ROWS)
             .build()?
             .collect::<Result<Vec<_>, _>>()?;
-            Ok(arrow_select::concat::concat_batches(&schema, &batches)?)
+            let read = match batches.first() {
+                Some(first) => Some(arrow_select::concat::concat_batches(
+                    &first.schema(),
+                    &batches,
+                )?),
+                None => None,
+            };
+            let rows = group.num_rows() as usize;
+            let columns = schema
+                .fields()
+                .iter()
+                .map(|f| {
+                    read.as_ref()
+                        .and_then(|b| b.column_by_name(f.name()).cloned())
+                        .unwrap_or_else(|| arrow_array::new_null_array(f.data_type(), rows))
+                })
+                .collect();
+            Ok(RecordBatch::try_new(schema.clone(), columns)?)
         })
         .collect()
+}
+
+/// Whether a column chunk holds no value, from its statistics.
+fn only_nulls(chunk: &parquet::file::metadata::ColumnChunkMetaData) -> bool {
+    chunk
+        .statistics()
+        .and_then(|s| s.null_count_opt())
+        .is_some_and(|nulls| nulls as i64 == chunk.num_values())
 }
 
 /// Writes a copy of the segment at `src` to `dst` in which the row groups in `replaced` are
@@ -722,6 +754,29 @@ mod tests {
             memchr_free(&bytes, b"MARK-16384"),
             "not in statistics or dictionaries either"
         );
+    }
+
+    #[test]
+    fn row_groups_read_alone_equal_the_whole_read_even_with_null_only_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        // `rare` has values in the first row group only.
+        let events: Vec<Arc<Event>> = (0..ROW_GROUP_ROWS + 100)
+            .map(|i| {
+                let props = match i < 10 {
+                    true => vec![("rare".into(), format!("\"r{i}\""))],
+                    false => vec![],
+                };
+                Arc::new(crate::test_event(i as u128, props, vec![]))
+            })
+            .collect();
+        let ids = HashMap::from([("rare".to_string(), 7)]);
+        let batch = events_to_batch(&events, &ids, &HashMap::new()).unwrap();
+        let path = dir.path().join("s.parquet");
+        write_batch(&path, &batch).unwrap();
+        let groups = read_row_groups(&path, &[0, 1]).unwrap();
+        assert_eq!(groups[1].column_by_name("e_7").unwrap().null_count(), 100);
+        let whole = arrow_select::concat::concat_batches(&groups[0].schema(), &groups).unwrap();
+        assert_eq!(whole, decoded(&path));
     }
 
     #[test]
