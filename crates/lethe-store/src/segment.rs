@@ -457,7 +457,7 @@ fn assemble(
     schema: SchemaRef,
     groups: Vec<GroupPlan>,
 ) -> Result<SegmentStats> {
-    use parquet::arrow::arrow_writer::{compute_leaves, ArrowRowGroupWriterFactory};
+    use parquet::arrow::arrow_writer::compute_leaves;
     use parquet::arrow::{add_encoded_arrow_schema_to_metadata, ArrowSchemaConverter};
     use parquet::bloom_filter::Sbbf;
     use parquet::column::writer::ColumnCloseResult;
@@ -465,23 +465,21 @@ fn assemble(
 
     let mut props = writer_properties()?;
     add_encoded_arrow_schema_to_metadata(&schema, &mut props);
+    let props = Arc::new(props);
+    let null_props = Arc::new(null_chunk_properties());
     let parquet_schema = ArrowSchemaConverter::new().convert(&schema)?;
     let mut writer = SerializedFileWriter::new(
         File::create(dst)?,
         parquet_schema.root_schema_ptr(),
-        Arc::new(props),
+        props.clone(),
     )?;
     let mut rows = 0;
-    for (out_index, group) in groups.into_iter().enumerate() {
+    for group in groups {
         // A fully re-encoded row group goes through Arrow's column writers; in a mixed one
         // only the changed (text) columns are encoded, between the copied chunks.
         let all_encoded = group.columns.iter().all(|c| matches!(c, Chunk::Encode(_)));
-        let mut encoders: Vec<_> = match all_encoded {
-            true => ArrowRowGroupWriterFactory::new(&writer, schema.clone())
-                .create_column_writers(out_index)?
-                .into_iter()
-                .map(Some)
-                .collect(),
+        let mut encoders = match all_encoded {
+            true => group_encoders(&schema, &group.columns, &props, &null_props)?,
             false => Vec::new(),
         };
         let source_group = source.metadata.row_group(group.source);
@@ -530,6 +528,61 @@ fn assemble(
         min_time: 0,
         max_time: 0,
     })
+}
+
+/// How a re-encoded chunk that holds only nulls is written: uncompressed (it is a few bytes
+/// of definition levels), so that neither writing nor reading it sets up a codec; most
+/// property columns of a row group are such chunks.
+fn null_chunk_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::UNCOMPRESSED)
+        .set_dictionary_enabled(false)
+        .set_statistics_enabled(EnabledStatistics::Chunk)
+        .build()
+}
+
+/// Arrow column writers for a fully re-encoded row group, in column order: chunks with
+/// values get the segment's properties, chunks with only nulls [`null_chunk_properties`].
+fn group_encoders(
+    schema: &SchemaRef,
+    columns: &[Chunk],
+    props: &Arc<WriterProperties>,
+    null_props: &Arc<WriterProperties>,
+) -> Result<Vec<Option<parquet::arrow::arrow_writer::ArrowColumnWriter>>> {
+    use parquet::arrow::arrow_writer::ArrowRowGroupWriterFactory;
+    use parquet::arrow::ArrowSchemaConverter;
+    use parquet::file::writer::SerializedFileWriter;
+    let only_nulls: Vec<bool> = columns
+        .iter()
+        .map(|c| matches!(c, Chunk::Encode(v) if v.null_count() == v.len()))
+        .collect();
+    let writers = |nulls: bool| -> Result<std::vec::IntoIter<_>> {
+        let fields: Vec<_> = schema
+            .fields()
+            .iter()
+            .zip(&only_nulls)
+            .filter(|(_, n)| **n == nulls)
+            .map(|(f, _)| f.clone())
+            .collect();
+        if fields.is_empty() {
+            return Ok(Vec::new().into_iter());
+        }
+        let arrow = Arc::new(Schema::new(fields));
+        let parquet = ArrowSchemaConverter::new().convert(&arrow)?;
+        let props = if nulls { null_props } else { props };
+        // The factory takes schema and properties from a file writer; this one writes nowhere,
+        // the columns are appended to the real row group.
+        let shape =
+            SerializedFileWriter::new(std::io::sink(), parquet.root_schema_ptr(), props.clone())?;
+        Ok(ArrowRowGroupWriterFactory::new(&shape, arrow)
+            .create_column_writers(0)?
+            .into_iter())
+    };
+    let (mut nulls, mut values) = (writers(true)?, writers(false)?);
+    Ok(only_nulls
+        .into_iter()
+        .map(|n| if n { nulls.next() } else { values.next() })
+        .collect())
 }
 
 /// Encodes a nullable text column (a property column) with Parquet's own column writer.
