@@ -544,20 +544,7 @@ fn a_property_only_task_rewrites_columns_leaves_no_residue_and_stays_readable() 
         .all(|e| e["event_properties"] == json!({"page": "COLUMN-KEEP"})
             && e["user_properties"] == json!({"tier": "USER-KEEP"})));
     server.stop();
-    let out = std::process::Command::new("python3")
-        .arg(format!(
-            "{}/tests/compat/duckdb_count.py",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let counts: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let counts = common::duckdb_counts(&dir);
     assert_eq!(
         counts,
         json!({"Click": 100, "View": 100}),

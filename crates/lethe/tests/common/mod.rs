@@ -304,3 +304,21 @@ pub fn scan(dir: &Path, needles: &[&str]) -> Vec<String> {
     found.sort();
     found
 }
+
+/// Events per event type in the segments under `dir`, as DuckDB reads them.
+pub fn duckdb_counts(dir: &Path) -> Value {
+    let out = Command::new("python3")
+        .arg(format!(
+            "{}/tests/compat/duckdb_count.py",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
