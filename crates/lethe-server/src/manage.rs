@@ -90,18 +90,24 @@ async fn login(State(app): State<App>, body: Body) -> Result<Json<Value>, ApiErr
     Ok(Json(json!({ "token": token, "user": user })))
 }
 
-fn session_cookie(token: &str, max_age_secs: i64) -> String {
-    format!("{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age_secs}")
+/// The session cookie; `Secure` when the request reached a TLS proxy in front of lethe.
+fn session_cookie(token: &str, max_age_secs: i64, headers: &axum::http::HeaderMap) -> String {
+    let tls = headers
+        .get("x-forwarded-proto")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
+    let secure = if tls { "; Secure" } else { "" };
+    format!("{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age_secs}{secure}")
 }
 
 /// The console's sign-in: the token goes into an HttpOnly cookie, never to scripts; the
 /// answer carries the CSRF token that state-changing requests must send.
 async fn open_session(
     State(app): State<App>,
+    headers: axum::http::HeaderMap,
     body: Body,
 ) -> Result<([(axum::http::HeaderName, String); 1], Json<Value>), ApiError> {
     let (token, user) = sign_in(app, &body).await?;
-    let cookie = session_cookie(&token, lethe_meta::TOKEN_TTL_MS / 1000);
+    let cookie = session_cookie(&token, lethe_meta::TOKEN_TTL_MS / 1000, &headers);
     Ok((
         [(SET_COOKIE, cookie)],
         Json(json!({ "user": user, "csrf_token": csrf_token(&token) })),
@@ -118,7 +124,7 @@ async fn close_session(
         blocking(move || Ok(app.meta.revoke_token(&token)?)).await?;
     }
     Ok((
-        [(SET_COOKIE, session_cookie("", 0))],
+        [(SET_COOKIE, session_cookie("", 0, &parts.headers))],
         StatusCode::NO_CONTENT,
     ))
 }

@@ -86,6 +86,18 @@ fn cookie_sessions_need_the_csrf_token_to_change_anything_and_end_on_sign_out() 
         .contains("Max-Age=0"));
     let (s, _) = status_json(client.get(server.url("/api/v1/me")).send().unwrap());
     assert_eq!(s, 401);
+
+    // Behind a TLS proxy the cookie is also Secure.
+    let r = browser()
+        .post(server.url("/api/v1/auth/session"))
+        .header("x-forwarded-proto", "https")
+        .json(&json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}))
+        .send()
+        .unwrap();
+    assert!(r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .ends_with("; Secure"));
 }
 
 #[test]

@@ -144,6 +144,15 @@ fn erasure_removes_every_trace_of_the_users_and_nothing_else() {
     let (was, now) = (by_user(&before), by_user(&after));
     assert_eq!(now.keys().collect::<Vec<_>>(), vec!["privacy-carol"]);
     assert_eq!(was["privacy-carol"], now["privacy-carol"], "carol changed");
+    // The catalog counts only what is left: carol's two events of each type.
+    let (_, taxonomy) = server.basic_get(&keys, "/api/2/taxonomy/event");
+    let counts: Vec<i64> = taxonomy["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event_count"].as_i64().unwrap())
+        .collect();
+    assert_eq!(counts, vec![2, 2, 2], "{taxonomy}");
 
     // No file under the data dir holds an erased id or value; carol's are still there.
     let erased = [
