@@ -80,7 +80,7 @@ fn bad(field: &str, message: impl Into<String>) -> ApiError {
 }
 
 /// Whether a property is an event's or its user's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Scope {
     Event,
     User,
@@ -318,12 +318,21 @@ impl Segmentation {
     }
 }
 
-/// Where each property the query reads lives in segments: `e_<id>` / `u_<id>`.
+/// Where each property the query reads lives in segments: `e_<id>` / `u_<id>`, by catalog
+/// id. A key the catalog lacks yet (only in unflushed events) gets a negative id that no
+/// segment has.
 struct Columns {
-    names: HashMap<(ScopeKey, String), String>,
+    ids: HashMap<(Scope, String), i64>,
 }
 
-type ScopeKey = bool;
+impl Scope {
+    fn prefix(self) -> &'static str {
+        match self {
+            Scope::Event => "e_",
+            Scope::User => "u_",
+        }
+    }
+}
 
 impl Columns {
     fn resolve(app: &App, project_id: i64, q: &Segmentation) -> Result<Self, ApiError> {
@@ -333,46 +342,41 @@ impl Columns {
         let user_ids = app
             .meta
             .catalog_ids(project_id, CatalogKind::UserProperty)?;
-        let mut names = HashMap::new();
+        let mut ids = HashMap::new();
         for (scope, key) in q.keys() {
-            let (ids, prefix) = match scope {
-                Scope::Event => (&event_ids, "e_"),
-                Scope::User => (&user_ids, "u_"),
+            let catalog = match scope {
+                Scope::Event => &event_ids,
+                Scope::User => &user_ids,
             };
-            // A key the catalog lacks (only in unflushed events) gets a name no segment has.
-            let column = match ids.get(key) {
-                Some(id) => format!("{prefix}{id}"),
-                None => format!("{prefix}new_{}", names.len()),
-            };
-            names.insert((scope == Scope::User, key.clone()), column);
+            let id = catalog.get(key).copied().unwrap_or(-(ids.len() as i64) - 1);
+            ids.insert((scope, key.clone()), id);
         }
-        Ok(Self { names })
+        Ok(Self { ids })
     }
 
-    fn column(&self, scope: Scope, key: &str) -> Option<&String> {
-        self.names.get(&(scope == Scope::User, key.to_string()))
+    fn column(&self, scope: Scope, key: &str) -> Option<String> {
+        let id = self.ids.get(&(scope, key.to_string()))?;
+        Some(format!("{}{id}", scope.prefix()))
     }
 
     fn read_list(&self) -> Vec<String> {
         let mut list: Vec<String> = ["event_type", "server_upload_time", "amplitude_id"]
             .map(String::from)
             .to_vec();
-        list.extend(self.names.values().cloned());
+        list.extend(self.ids.keys().filter_map(|(s, k)| self.column(*s, k)));
         list
     }
 
     /// Key → id maps that make unflushed events use the same column names.
     fn id_maps(&self) -> (HashMap<String, i64>, HashMap<String, i64>) {
-        let (mut event, mut user) = (HashMap::new(), HashMap::new());
-        for ((is_user, key), column) in &self.names {
-            let id = column[2..].parse().unwrap_or(i64::MIN);
-            if *is_user {
-                user.insert(key.clone(), id);
-            } else {
-                event.insert(key.clone(), id);
-            }
-        }
-        (event, user)
+        let pick = |scope| {
+            self.ids
+                .iter()
+                .filter(|((s, _), _)| *s == scope)
+                .map(|((_, k), id)| (k.clone(), *id))
+                .collect()
+        };
+        (pick(Scope::Event), pick(Scope::User))
     }
 }
 
@@ -432,12 +436,12 @@ const NONE_LABEL: &str = "(none)";
 
 impl Tally {
     fn add(&mut self, q: &Segmentation, columns: &Columns, batch: &RecordBatch) {
-        let text = |name: Option<&String>| {
-            name.and_then(|n| batch.column_by_name(n))
+        let text = |name: Option<String>| {
+            name.and_then(|n| batch.column_by_name(&n))
                 .and_then(|a| a.as_any().downcast_ref::<StringArray>())
         };
         let (Some(types), Some(times), Some(users)) = (
-            text(Some(&"event_type".to_string())),
+            text(Some("event_type".to_string())),
             batch
                 .column_by_name("server_upload_time")
                 .and_then(|a| a.as_any().downcast_ref::<TimestampMillisecondArray>()),

@@ -182,7 +182,6 @@ fn writer_properties() -> Result<WriterProperties> {
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_statistics_enabled(EnabledStatistics::Chunk)
         .set_column_dictionary_enabled(ColumnPath::from("uuid"), false)
-        .set_column_dictionary_enabled(ColumnPath::from("server_upload_time"), false)
         .set_column_dictionary_enabled(ColumnPath::from("event_time"), false)
         .set_column_dictionary_enabled(ColumnPath::from("insert_id"), false)
         .set_column_dictionary_enabled(ColumnPath::from("amplitude_id"), false)

@@ -379,4 +379,29 @@ fn segmentation_counts_totals_and_uniques_per_day_with_filters_and_group_by() {
         2
     );
     assert_eq!(catalog["user_properties"][0]["name"], "plan");
+
+    // Events not flushed yet count too, filtered by a key the catalog does not have yet.
+    let fresh: Vec<Value> = (0..3)
+        .map(|i| {
+            let fresh = ["yes", "yes", "no"][i];
+            json!({"event_type": "Live", "user_id": format!("fresh-user-{i}"),
+                   "event_properties": {"fresh": fresh}})
+        })
+        .collect();
+    assert_eq!(server.send(&keys, json!(fresh)).0, 200);
+    let today = chrono::Utc::now().format("%Y%m%d").to_string();
+    let (s, live) = segmentation(
+        &server,
+        &keys,
+        &[
+            (
+                "e",
+                r#"{"event_type":"Live","filters":[{"subprop_type":"event","subprop_key":"fresh","subprop_op":"is","subprop_value":["yes"]}]}"#,
+            ),
+            ("m", "totals"),
+            ("start", &today),
+            ("end", &today),
+        ],
+    );
+    assert_eq!((s, &live["data"]["series"]), (200, &json!([[2]])), "{live}");
 }
