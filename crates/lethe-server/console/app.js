@@ -241,16 +241,21 @@ function counts(t) {
     h('br'), `${num(r.event_property_values_removed + r.user_property_values_removed)} property values removed`);
 }
 
+const TASK_COLUMNS = ['Name', 'Project', 'Time range (upload time, UTC)', 'What', 'Status', 'Submitted by', 'Submitted', 'Finished', 'Result'];
+
 function taskTable(tasks) {
   if (!tasks.length) return h('p', { class: 'muted' }, 'No deletion tasks yet.');
-  return h('div', { class: 'table-wrap' }, h('table', { 'aria-label': 'Deletion tasks' },
-    h('thead', {}, h('tr', {},
-      ['Name', 'Project', 'Time range (upload time, UTC)', 'What', 'Status', 'Submitted by', 'Submitted', 'Finished', 'Result']
-        .map((c) => h('th', { scope: 'col' }, c)))),
-    h('tbody', {}, tasks.map((t) => h('tr', { 'data-task': t.id },
-      h('td', {}, t.name), h('td', {}, projectName(t.project_id)), h('td', {}, range(t.spec)),
-      h('td', {}, summary(t.spec)), statusCell(t), h('td', {}, t.created_by),
-      h('td', {}, utc(t.created_at)), h('td', {}, utc(t.finished_at)), counts(t))))));
+  return h('div', { class: 'table-wrap' }, h('table', { 'aria-label': 'Deletion tasks', class: 'cards' },
+    h('thead', {}, h('tr', {}, TASK_COLUMNS.map((c) => h('th', { scope: 'col' }, c)))),
+    h('tbody', {}, tasks.map((t) => {
+      const row = h('tr', { 'data-task': t.id },
+        h('td', {}, t.name), h('td', {}, projectName(t.project_id)), h('td', {}, range(t.spec)),
+        h('td', {}, summary(t.spec)), statusCell(t), h('td', {}, t.created_by),
+        h('td', {}, utc(t.created_at)), h('td', {}, utc(t.finished_at)), counts(t));
+      // On a narrow window each row becomes a card; the labels come from here.
+      [...row.children].forEach((td, i) => td.setAttribute('data-label', TASK_COLUMNS[i]));
+      return row;
+    }))));
 }
 
 /** The task list; refreshes itself while any task is queued or running. */
