@@ -296,11 +296,12 @@ fn prepare(
     events: usize,
     work_dir: Option<&Path>,
     serve_args: &[&str],
+    planted: &[(i64, String)],
 ) -> anyhow::Result<(PathBuf, PathBuf, ServerProcess)> {
     let tmp = tempfile_dir(work_dir)?;
     let data_set = tmp.join("events.ndjson");
     let started = Instant::now();
-    let bytes = generate(&data_set, events)?;
+    let bytes = generate(&data_set, events, planted)?;
     println!(
         "generated {events} events ({:.0} MB) in {:.1} s",
         bytes as f64 / 1e6,
@@ -311,7 +312,7 @@ fn prepare(
 }
 
 fn ingest(args: IngestArgs) -> anyhow::Result<()> {
-    let (tmp, data_set, server) = prepare(args.events, args.work_dir.as_deref(), &[])?;
+    let (tmp, data_set, server) = prepare(args.events, args.work_dir.as_deref(), &[], &[])?;
     let data_dir = tmp.join("data");
     let import_s = import(&server, &data_set, args.import_streams)?;
     let import_rss = server.peak_rss_mib();
@@ -357,7 +358,9 @@ fn tempfile_dir(base: Option<&Path>) -> anyhow::Result<PathBuf> {
 }
 
 /// Writes the import data set, upload times ascending over 30 days ending now.
-fn generate(path: &Path, events: usize) -> anyhow::Result<u64> {
+/// Writes the data set; `planted` lines (upload time, JSON, in time order) are placed among
+/// the generated events of their time, so they land in the same segments.
+fn generate(path: &Path, events: usize, planted: &[(i64, String)]) -> anyhow::Result<u64> {
     let mut mix = Mix::new(42, 100_000);
     let mut out = BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
     let end = lethe_meta::now_ms() - 3_600_000;
@@ -365,9 +368,15 @@ fn generate(path: &Path, events: usize) -> anyhow::Result<u64> {
     let step = (end - start) as f64 / events as f64;
     let mut line = String::with_capacity(1024);
     let mut bytes = 0u64;
+    let mut planted = planted.iter().peekable();
     for i in 0..events {
         line.clear();
-        mix.event(Some(start + (i as f64 * step) as i64), &mut line);
+        let at = start + (i as f64 * step) as i64;
+        while let Some((_, extra)) = planted.next_if(|(t, _)| *t <= at) {
+            line.push_str(extra);
+            line.push('\n');
+        }
+        mix.event(Some(at), &mut line);
         line.push('\n');
         out.write_all(line.as_bytes())?;
         bytes += line.len() as u64;
@@ -531,7 +540,7 @@ fn common_event_keys(mix: &Mix, n: usize) -> Vec<String> {
 }
 
 fn delete(args: DeleteArgs) -> anyhow::Result<()> {
-    let (tmp, data_set, server) = prepare(args.events, args.work_dir.as_deref(), &[])?;
+    let (tmp, data_set, server) = prepare(args.events, args.work_dir.as_deref(), &[], &[])?;
     let data_dir = tmp.join("data");
     import(&server, &data_set, 2)?;
     let now = lethe_meta::now_ms();
@@ -678,18 +687,33 @@ fn device_of(user: usize) -> String {
     format!("device-{user:08x}")
 }
 
-fn privacy(args: PrivacyArgs) -> anyhow::Result<()> {
-    let grace = ["--privacy-grace", "0s"];
-    let (tmp, data_set, server) = prepare(args.events, args.work_dir.as_deref(), &grace)?;
-    let data_dir = tmp.join("data");
-    import(&server, &data_set, 2)?;
-    let live = dir_size(&data_dir.join("segments"))?.0;
-    // Users spread over the id space; each has events on most of the 30 days.
-    let erased: Vec<usize> = (0..args.users.min(100))
-        .map(|i| (i * 997 + 13) % 100_000)
+/// Users active only on three consecutive days (a test cohort, say), five events each,
+/// planted among the generated events: erasing them shows what the bloom filters prune.
+fn cohort(users: usize) -> (Vec<(i64, String)>, Vec<String>) {
+    let first_day = lethe_meta::now_ms() - 20 * lethe_event::DAY_MS;
+    let total = users as i64 * 5;
+    let lines = (0..total)
+        .map(|n| {
+            let (u, at) = (n % users as i64, first_day + n * 3 * lethe_event::DAY_MS / total);
+            let line = json!({"event_type": "event_type_3", "user_id": format!("cohort-user-{u}"),
+                "device_id": format!("cohort-device-{u:04}"),
+                "server_upload_time": lethe_event::format_export_time(at), "event_properties": {"note": "COHORT"}});
+            (at, line.to_string())
+        })
         .collect();
-    let kept: Vec<usize> = (0..5).map(|i| (i * 991 + 500) % 100_000).collect();
-    let user_ids: Vec<String> = erased.iter().map(|u| format!("user-{u}")).collect();
+    (
+        lines,
+        (0..users).map(|u| format!("cohort-user-{u}")).collect(),
+    )
+}
+
+/// Erases `user_ids` through the User Privacy API and prints the job's row.
+fn erase(
+    server: &ServerProcess,
+    label: &str,
+    user_ids: &[String],
+    live: usize,
+) -> anyhow::Result<()> {
     let client = reqwest::blocking::Client::builder().timeout(None).build()?;
     let started = Instant::now();
     let job: Value = client
@@ -709,8 +733,13 @@ fn privacy(args: PrivacyArgs) -> anyhow::Result<()> {
             .basic_auth(&server.api_key, Some(&server.secret_key))
             .send()?
             .json()?;
-        if jobs[0]["status"] == "done" {
-            break jobs[0].clone();
+        let newest = jobs
+            .as_array()
+            .and_then(|j| j.last())
+            .cloned()
+            .unwrap_or_default();
+        if newest["status"] == "done" {
+            break newest;
         }
         std::thread::sleep(Duration::from_millis(5));
     };
@@ -727,18 +756,36 @@ fn privacy(args: PrivacyArgs) -> anyhow::Result<()> {
     let run = (at("finished_at")? - at("started_at")?).num_milliseconds() as f64 / 1000.0;
     let r = &task["result"];
     let t = &r["timings"];
-    println!();
-    println!("| users | request → done | server run | events deleted | segments rewritten / live | bytes rewritten | flush / read / filter / write+commit / unlink / finish ms |");
-    println!("|---|---|---|---|---|---|---|");
     println!(
-        "| {} | {wall:.2} s | {run:.2} s | {} | {} / {live} | {:.0} MB | {} / {} / {} / {} / {} / {} |",
+        "| {label} | {} | {wall:.2} s | {run:.2} s | {} | {} / {live} | {:.0} MB | {} / {} / {} / {} / {} / {} |",
         r["users_erased"],
         r["events_deleted"],
         r["segments_rewritten"],
         r["bytes_rewritten"].as_f64().unwrap_or(0.0) / 1e6,
         t["flush_ms"], t["read_ms"], t["filter_ms"], t["write_commit_ms"], t["unlink_ms"], t["finish_ms"],
     );
-    let needles: Vec<String> = erased.iter().chain(&kept).map(|u| device_of(*u)).collect();
+    Ok(())
+}
+
+fn privacy(args: PrivacyArgs) -> anyhow::Result<()> {
+    let grace = ["--privacy-grace", "0s"];
+    let users = args.users.min(100);
+    let (planted, cohort) = cohort(users);
+    let (tmp, data_set, server) = prepare(args.events, args.work_dir.as_deref(), &grace, &planted)?;
+    let data_dir = tmp.join("data");
+    import(&server, &data_set, 2)?;
+    let live = dir_size(&data_dir.join("segments"))?.0;
+    // Generated users are spread over the id space, each with events on most of the 30 days.
+    let erased: Vec<usize> = (0..users).map(|i| (i * 997 + 13) % 100_000).collect();
+    let kept: Vec<usize> = (0..5).map(|i| (i * 991 + 500) % 100_000).collect();
+    let user_ids: Vec<String> = erased.iter().map(|u| format!("user-{u}")).collect();
+    println!();
+    println!("| users | erased | request → done | server run | events deleted | segments rewritten / live | bytes rewritten | flush / read / filter / write+commit / unlink / finish ms |");
+    println!("|---|---|---|---|---|---|---|---|");
+    erase(&server, "active on all 30 days", &user_ids, live)?;
+    erase(&server, "active on 3 days only", &cohort, live)?;
+    let mut needles: Vec<String> = erased.iter().chain(&kept).map(|u| device_of(*u)).collect();
+    needles.push("cohort-device-0007".into());
     let hits = crate::scan::scan(&data_dir, &needles)?;
     let found: BTreeSet<&str> = hits.iter().map(|h| h.needle.as_str()).collect();
     let residue = erased
@@ -751,7 +798,7 @@ fn privacy(args: PrivacyArgs) -> anyhow::Result<()> {
         .count();
     println!();
     println!("peak RSS of the server: {:.0} MiB", server.peak_rss_mib());
-    println!("residue: {residue} of {} erased users' device ids still on disk (must be 0); {intact} of {} kept users' found (must be all)", erased.len(), kept.len());
+    println!("residue: {residue} of {} erased users' device ids still on disk (must be 0); {intact} of {} kept users' found (must be all); a cohort user's device id found: {} (must be false)", erased.len(), kept.len(), found.contains("cohort-device-0007"));
     server.stop()?;
     if args.work_dir.is_none() {
         std::fs::remove_dir_all(&tmp)?;
