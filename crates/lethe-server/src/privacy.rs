@@ -337,6 +337,8 @@ async fn request(
         if erasure.suppress {
             app.store.reload_suppressions()?;
         }
+        // With no grace period the job is due now: the worker need not wait for its next look.
+        app.queue.notify();
         let invalid_ids: Vec<Value> = invalid.into_iter().map(Value::String).collect();
         if erasure.delete_from_org {
             return Ok(Json(Value::Array(jobs)));
