@@ -65,13 +65,7 @@ fn cookie_sessions_need_the_csrf_token_to_change_anything_and_end_on_sign_out() 
     assert_eq!((s, me["csrf_token"].as_str()), (200, Some(csrf.as_str())));
     // A bearer token needs no CSRF token: no browser sends it by itself.
     let token = server.admin_token();
-    let (s, _) = server.bearer(
-        server
-            .client
-            .post(server.url("/api/v1/projects"))
-            .json(&json!({"name": "bearer"})),
-        &token,
-    );
+    let (s, _) = server.post_as(&token, "/api/v1/projects", &json!({"name": "bearer"}));
     assert_eq!(s, 201);
 
     let r = client
@@ -155,7 +149,7 @@ fn admins_change_roles_and_deactivate_users_but_keep_an_admin() {
             &token,
         )
     };
-    let (_, me) = server.bearer(server.client.get(server.url("/api/v1/me")), &token);
+    let (_, me) = server.get_as(&token, "/api/v1/me");
     let admin_id = me["id"].as_i64().unwrap();
     let (_, user) = server.bearer(
         server.client.post(server.url("/api/v1/users")).json(
@@ -182,14 +176,14 @@ fn admins_change_roles_and_deactivate_users_but_keep_an_admin() {
     let ops_token = server.login("ops@example.com", "ops password");
     let (s, _) = patch(id, json!({"active": false}));
     assert_eq!(s, 200);
-    let (s, _) = server.bearer(server.client.get(server.url("/api/v1/me")), &ops_token);
+    let (s, _) = server.get_as(&ops_token, "/api/v1/me");
     assert_eq!(s, 401, "deactivation ends sessions");
     let r = server.post_json(
         "/api/v1/auth/login",
         &json!({"email": "ops@example.com", "password": "ops password"}),
     );
     assert_eq!(r.status().as_u16(), 401);
-    let (_, audit) = server.bearer(server.client.get(server.url("/api/v1/audit")), &token);
+    let (_, audit) = server.get_as(&token, "/api/v1/audit");
     assert!(audit
         .as_array()
         .unwrap()
@@ -356,11 +350,9 @@ fn segmentation_counts_totals_and_uniques_per_day_with_filters_and_group_by() {
         &token,
     );
     assert_eq!((s, &body["data"]["series"]), (200, &json!([[6, 0, 8]])));
-    let (s, catalog) = server.bearer(
-        server
-            .client
-            .get(server.url(&format!("/api/v1/projects/{}/catalog", keys.project_id))),
+    let (s, catalog) = server.get_as(
         &token,
+        &format!("/api/v1/projects/{}/catalog", keys.project_id),
     );
     assert_eq!(s, 200);
     let play = catalog["event_types"]

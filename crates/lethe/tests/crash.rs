@@ -73,15 +73,10 @@ fn resumes_after_crash_at(failpoint: &str) {
         "confirm": "DELETE",
         "clauses": [{"kind": "event", "event_types": ["Drop"]}, {"kind": "event_property", "properties": ["secret"]}]
     });
-    let (s, task) = server.bearer(
-        server
-            .client
-            .post(server.url(&format!(
-                "/api/v1/projects/{}/deletion-tasks",
-                keys.project_id
-            )))
-            .json(&body),
+    let (s, task) = server.post_as(
         &token,
+        &format!("/api/v1/projects/{}/deletion-tasks", keys.project_id),
+        &body,
     );
     assert_eq!(s, 202, "{task}");
     let id = task["id"].as_i64().unwrap();
@@ -91,12 +86,7 @@ fn resumes_after_crash_at(failpoint: &str) {
     let token = server.admin_token();
     let deadline = Instant::now() + Duration::from_secs(60);
     let done = loop {
-        let (_, t) = server.bearer(
-            server
-                .client
-                .get(server.url(&format!("/api/v1/deletion-tasks/{id}"))),
-            &token,
-        );
+        let (_, t) = server.get_as(&token, &format!("/api/v1/deletion-tasks/{id}"));
         if t["status"] == "completed" {
             break t;
         }

@@ -10,20 +10,12 @@ use serde_json::{json, Value};
 
 const FLUSH_FAST: &[&str] = &["--flush-interval-secs", "0.1"];
 
-fn post(server: &Server, token: &str, path: &str, body: &Value) -> (u16, Value) {
-    server.bearer(server.client.post(server.url(path)).json(body), token)
-}
-
 /// Submits a task and checks it was accepted.
 fn submit(server: &Server, token: &str, keys: &Keys, body: &Value) -> Value {
     let path = format!("/api/v1/projects/{}/deletion-tasks", keys.project_id);
-    let (s, task) = post(server, token, &path, body);
+    let (s, task) = server.post_as(token, &path, body);
     assert_eq!(s, 202, "{task}");
     task
-}
-
-fn get(server: &Server, token: &str, path: &str) -> (u16, Value) {
-    server.bearer(server.client.get(server.url(path)), token)
 }
 
 fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
@@ -45,7 +37,7 @@ fn import_lines(server: &Server, token: &str, project: i64, lines: &[Value]) {
 fn wait_for_status(server: &Server, token: &str, id: i64, status: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let (_, task) = get(server, token, &format!("/api/v1/deletion-tasks/{id}"));
+        let (_, task) = server.get_as(token, &format!("/api/v1/deletion-tasks/{id}"));
         if task["status"] == status {
             return task;
         }
@@ -130,8 +122,7 @@ fn a_task_removes_exactly_what_its_preview_shows_and_leaves_nothing_on_disk() {
     );
 
     let body = task_body("Remove the test flood and leaked emails");
-    let (s, preview) = post(
-        &server,
+    let (s, preview) = server.post_as(
         &token,
         &format!(
             "/api/v1/projects/{}/deletion-tasks/preview",
@@ -160,8 +151,7 @@ fn a_task_removes_exactly_what_its_preview_shows_and_leaves_nothing_on_disk() {
         "the preview shows no values"
     );
 
-    let (s, b) = post(
-        &server,
+    let (s, b) = server.post_as(
         &token,
         &format!("/api/v1/projects/{}/deletion-tasks", keys.project_id),
         &body,
@@ -259,7 +249,7 @@ fn a_task_removes_exactly_what_its_preview_shows_and_leaves_nothing_on_disk() {
     );
 
     // The audit trail holds names and counts, never values.
-    let (s, audit) = get(&server, &token, "/api/v1/audit");
+    let (s, audit) = server.get_as(&token, "/api/v1/audit");
     assert_eq!(s, 200);
     let actions: Vec<&str> = audit
         .as_array()
@@ -300,38 +290,37 @@ fn bad_tasks_are_refused_with_the_field_named() {
     );
     let mut body = task_body("typo");
     body["clauses"] = json!([{"kind": "event", "event_types": ["Known", "Knwon"]}]);
-    let (s, b) = post(&server, &token, &path, &body);
+    let (s, b) = server.post_as(&token, &path, &body);
     assert_eq!(
         (s, b["field"].clone(), b["unknown"].clone()),
         (400, json!("clauses[0].event_types"), json!(["Knwon"]))
     );
     body["clauses"] = json!(vec![json!({"kind": "event", "event_types": ["Known"]}); 6]);
-    assert_eq!(post(&server, &token, &path, &body).1["field"], "clauses");
+    assert_eq!(server.post_as(&token, &path, &body).1["field"], "clauses");
     body["clauses"] = json!([{"kind": "event_property", "properties": []}]);
     assert_eq!(
-        post(&server, &token, &path, &body).1["field"],
+        server.post_as(&token, &path, &body).1["field"],
         "clauses[0].properties"
     );
     body["clauses"] = json!([{"kind": "event", "event_types": ["Known"]}]);
     body["end"] = json!(rfc3339(chrono::Utc::now() + chrono::Duration::hours(1)));
-    assert_eq!(post(&server, &token, &path, &body).1["field"], "end");
+    assert_eq!(server.post_as(&token, &path, &body).1["field"], "end");
     body["end"] = json!("not a time");
-    let (s, b) = post(&server, &token, &path, &body);
+    let (s, b) = server.post_as(&token, &path, &body);
     assert_eq!((s, b["field"].clone()), (400, json!("end")));
     assert_eq!(
-        post(
-            &server,
-            &token,
-            "/api/v1/projects/999/deletion-tasks/preview",
-            &task_body("x")
-        )
-        .0,
+        server
+            .post_as(
+                &token,
+                "/api/v1/projects/999/deletion-tasks/preview",
+                &task_body("x")
+            )
+            .0,
         404
     );
 
     // Members read the queue but cannot preview, submit, retry or read the audit.
-    post(
-        &server,
+    server.post_as(
         &token,
         "/api/v1/users",
         &json!({"email": "m@example.com", "password": "long enough", "role": "member"}),
@@ -343,50 +332,49 @@ fn bad_tasks_are_refused_with_the_field_named() {
         b["confirm"] = json!("DELETE");
         b
     };
-    assert_eq!(post(&server, &member, &path, &good).0, 403);
+    assert_eq!(server.post_as(&member, &path, &good).0, 403);
     assert_eq!(
-        post(
-            &server,
-            &member,
-            &format!("/api/v1/projects/{}/deletion-tasks", keys.project_id),
-            &good
-        )
-        .0,
+        server
+            .post_as(
+                &member,
+                &format!("/api/v1/projects/{}/deletion-tasks", keys.project_id),
+                &good
+            )
+            .0,
         403
     );
-    assert_eq!(get(&server, &member, "/api/v1/audit").0, 403);
-    let (s, task) = post(
-        &server,
+    assert_eq!(server.get_as(&member, "/api/v1/audit").0, 403);
+    let (s, task) = server.post_as(
         &token,
         &format!("/api/v1/projects/{}/deletion-tasks", keys.project_id),
         &good,
     );
     assert_eq!(s, 202);
     let id = task["id"].as_i64().unwrap();
-    let (s, list) = get(&server, &member, "/api/v1/deletion-tasks");
+    let (s, list) = server.get_as(&member, "/api/v1/deletion-tasks");
     assert_eq!((s, list[0]["id"].clone()), (200, json!(id)));
     wait_for_status(&server, &token, id, "completed");
     assert_eq!(
-        post(
-            &server,
-            &member,
-            &format!("/api/v1/deletion-tasks/{id}/retry"),
-            &json!({})
-        )
-        .0,
+        server
+            .post_as(
+                &member,
+                &format!("/api/v1/deletion-tasks/{id}/retry"),
+                &json!({})
+            )
+            .0,
         403
     );
     assert_eq!(
-        post(
-            &server,
-            &token,
-            &format!("/api/v1/deletion-tasks/{id}/retry"),
-            &json!({})
-        )
-        .0,
+        server
+            .post_as(
+                &token,
+                &format!("/api/v1/deletion-tasks/{id}/retry"),
+                &json!({})
+            )
+            .0,
         409
     );
-    assert_eq!(get(&server, &token, "/api/v1/deletion-tasks/999").0, 404);
+    assert_eq!(server.get_as(&token, "/api/v1/deletion-tasks/999").0, 404);
     assert_eq!(
         server
             .client
@@ -408,13 +396,13 @@ fn tasks_queue_in_order_and_report_their_position() {
         let mut b = task_body(t);
         b["clauses"] = json!([{"kind": "event", "event_types": [t]}]);
         b["confirm"] = json!("DELETE");
-        post(
-            &server,
-            &token,
-            &format!("/api/v1/projects/{}/deletion-tasks", keys.project_id),
-            &b,
-        )
-        .1
+        server
+            .post_as(
+                &token,
+                &format!("/api/v1/projects/{}/deletion-tasks", keys.project_id),
+                &b,
+            )
+            .1
     };
     let first = submit("A");
     let second = submit("B");
@@ -426,7 +414,7 @@ fn tasks_queue_in_order_and_report_their_position() {
         done1["finished_at"].as_str() <= done2["started_at"].as_str(),
         "FIFO: {done1} {done2}"
     );
-    let (_, list) = get(&server, &token, "/api/v1/deletion-tasks");
+    let (_, list) = server.get_as(&token, "/api/v1/deletion-tasks");
     let ids: Vec<i64> = list
         .as_array()
         .unwrap()

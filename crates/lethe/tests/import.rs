@@ -86,13 +86,7 @@ fn gzip_and_export_zips_import_and_round_trip() {
         .send()
         .unwrap();
     let zip = r.bytes().unwrap().to_vec();
-    let (_, p) = server.bearer(
-        server
-            .client
-            .post(server.url("/api/v1/projects"))
-            .json(&json!({"name": "Copy"})),
-        &token,
-    );
+    let (_, p) = server.post_as(&token, "/api/v1/projects", &json!({"name": "Copy"}));
     let copy = common::Keys::of_project(&p);
     let (s, b) = import(&server, copy.project_id, zip.clone(), &token);
     assert_eq!((s, b["ingested"].clone()), (200, json!(100)), "{b}");

@@ -9,7 +9,7 @@ use serde_json::json;
 fn sign_in_and_me() {
     let (server, _) = Server::start();
     let token = server.admin_token();
-    let (s, me) = server.bearer(server.client.get(server.url("/api/v1/me")), &token);
+    let (s, me) = server.get_as(&token, "/api/v1/me");
     assert_eq!(s, 200);
     assert_eq!(me["email"], ADMIN_EMAIL);
     assert_eq!(me["role"], "admin");
@@ -47,19 +47,17 @@ fn roles_decide_what_each_user_may_do() {
         ("member@example.com", "member"),
         ("viewer@example.com", "viewer"),
     ] {
-        let (s, u) = server.bearer(
-            server
-                .client
-                .post(server.url("/api/v1/users"))
-                .json(&json!({"email": email, "password": "long enough", "role": role})),
+        let (s, u) = server.post_as(
             &admin,
+            "/api/v1/users",
+            &json!({"email": email, "password": "long enough", "role": role}),
         );
         assert_eq!(s, 201, "{u}");
         assert_eq!(u["role"], role);
     }
     for email in ["member@example.com", "viewer@example.com"] {
         let token = server.login(email, "long enough");
-        let get = |path: &str| server.bearer(server.client.get(server.url(path)), &token);
+        let get = |path: &str| server.get_as(&token, path);
         let (s, projects) = get("/api/v1/projects");
         assert_eq!(s, 200, "every role reads projects");
         assert_eq!(projects[0]["api_key"], keys.api_key.as_str());
@@ -84,7 +82,7 @@ fn roles_decide_what_each_user_may_do() {
             .body("{}");
         assert_eq!(server.bearer(import, &token).0, 403);
     }
-    let (s, users) = server.bearer(server.client.get(server.url("/api/v1/users")), &admin);
+    let (s, users) = server.get_as(&admin, "/api/v1/users");
     assert_eq!(s, 200);
     assert_eq!(users.as_array().unwrap().len(), 3);
     assert!(
@@ -97,13 +95,7 @@ fn roles_decide_what_each_user_may_do() {
 fn projects_are_created_with_working_keys() {
     let (server, _) = Server::start();
     let admin = server.admin_token();
-    let (s, p) = server.bearer(
-        server
-            .client
-            .post(server.url("/api/v1/projects"))
-            .json(&json!({"name": "Mobile"})),
-        &admin,
-    );
+    let (s, p) = server.post_as(&admin, "/api/v1/projects", &json!({"name": "Mobile"}));
     assert_eq!(s, 201, "{p}");
     assert_eq!(p["name"], "Mobile");
     let keys = common::Keys::of_project(&p);
@@ -116,25 +108,13 @@ fn projects_are_created_with_working_keys() {
     let events = server.export_today(&keys);
     assert_eq!(events.len(), 1);
     assert_eq!(events[0]["app"], keys.project_id);
-    let (_, list) = server.bearer(server.client.get(server.url("/api/v1/projects")), &admin);
+    let (_, list) = server.get_as(&admin, "/api/v1/projects");
     assert_eq!(list.as_array().unwrap().len(), 2);
     assert!(list[1]["secret_key"].is_string());
 
-    let (s, b) = server.bearer(
-        server
-            .client
-            .post(server.url("/api/v1/projects"))
-            .json(&json!({"name": ""})),
-        &admin,
-    );
+    let (s, b) = server.post_as(&admin, "/api/v1/projects", &json!({"name": ""}));
     assert_eq!((s, b["field"].clone()), (422, json!("name")));
-    let (s, b) = server.bearer(
-        server
-            .client
-            .post(server.url("/api/v1/projects"))
-            .json(&json!({"name": 5})),
-        &admin,
-    );
+    let (s, b) = server.post_as(&admin, "/api/v1/projects", &json!({"name": 5}));
     assert_eq!((s, b["field"].clone()), (400, json!("name")));
 }
 
@@ -142,12 +122,7 @@ fn projects_are_created_with_working_keys() {
 fn user_creation_validates_each_field() {
     let (server, _) = Server::start();
     let admin = server.admin_token();
-    let create = |body: serde_json::Value| {
-        server.bearer(
-            server.client.post(server.url("/api/v1/users")).json(&body),
-            &admin,
-        )
-    };
+    let create = |body: serde_json::Value| server.post_as(&admin, "/api/v1/users", &body);
     let (s, b) =
         create(json!({"email": "no-at-sign", "password": "long enough", "role": "member"}));
     assert_eq!((s, b["field"].clone()), (422, json!("email")));

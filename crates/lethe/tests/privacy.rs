@@ -174,15 +174,12 @@ fn erasure_removes_every_trace_of_the_users_and_nothing_else() {
 
     // The job ran as a task on the deletion queue, and every step is audited without values.
     let token = server.admin_token();
-    let (_, tasks) = server.bearer(
-        server.client.get(server.url("/api/v1/deletion-tasks")),
-        &token,
-    );
+    let (_, tasks) = server.get_as(&token, "/api/v1/deletion-tasks");
     let task = &tasks[0];
     assert_eq!(task["status"], "completed", "{task}");
     assert_eq!(task["result"]["events_deleted"], 12, "{task}");
     assert_eq!(task["result"]["users_erased"], 2, "{task}");
-    let (_, audit) = server.bearer(server.client.get(server.url("/api/v1/audit")), &token);
+    let (_, audit) = server.get_as(&token, "/api/v1/audit");
     let actions: Vec<&str> = audit
         .as_array()
         .unwrap()
@@ -328,13 +325,7 @@ fn requests_are_validated_and_can_be_withdrawn_while_staging() {
 fn delete_from_org_erases_the_user_in_every_project() {
     let (server, keys, _tmp) = fresh("1s");
     let token = server.admin_token();
-    let (s, second) = server.bearer(
-        server
-            .client
-            .post(server.url("/api/v1/projects"))
-            .json(&json!({"name": "Second"})),
-        &token,
-    );
+    let (s, second) = server.post_as(&token, "/api/v1/projects", &json!({"name": "Second"}));
     assert_eq!(s, 201, "{second}");
     let second = Keys::of_project(&second);
     people(&server, &keys, "p1");
@@ -418,7 +409,7 @@ fn suppression_drops_a_returning_users_events_until_lifted() {
 
     let token = server.admin_token();
     let path = format!("/api/v1/projects/{}/suppressions", keys.project_id);
-    let (s, list) = server.bearer(server.client.get(server.url(&path)), &token);
+    let (s, list) = server.get_as(&token, &path);
     assert_eq!(s, 200, "{list}");
     let entries = list["suppressions"].as_array().unwrap();
     assert_eq!(entries.len(), 1);

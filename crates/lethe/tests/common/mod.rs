@@ -187,6 +187,16 @@ impl Server {
         status_json(rb.bearer_auth(token).send().unwrap())
     }
 
+    /// `GET path` with a bearer token.
+    pub fn get_as(&self, token: &str, path: &str) -> (u16, Value) {
+        self.bearer(self.client.get(self.url(path)), token)
+    }
+
+    /// `POST path` with a JSON body and a bearer token.
+    pub fn post_as(&self, token: &str, path: &str, body: &Value) -> (u16, Value) {
+        self.bearer(self.client.post(self.url(path)).json(body), token)
+    }
+
     /// Downloads an export and returns every event line, in archive order.
     pub fn export(&self, keys: &Keys, start: &str, end: &str) -> (u16, Vec<Value>) {
         let r = self
