@@ -185,6 +185,14 @@ test('an admin builds, verifies and submits a two-clause task; it completes and 
   await row.getByText('30 events deleted').waitFor();
   await page.screenshot({ path: join(ARTIFACTS, 'home.png'), fullPage: true });
 
+  // The audit log shows the submission and the completion, without values.
+  await page.getByRole('link', { name: 'Organization settings' }).click();
+  await page.getByRole('link', { name: 'Audit log' }).click();
+  const auditTable = page.getByRole('table', { name: 'Audit log' });
+  await auditTable.getByText('task.completed').waitFor();
+  await auditTable.getByText('task.submitted').waitFor();
+  assert.equal(await auditTable.getByText('buyer1@example.com').count(), 0);
+
   const events = await exportEvents();
   assert.equal(events.filter((e) => e.event_type === 'Bad Test Event').length, 0);
   const purchases = events.filter((e) => e.event_type === 'Purchase');

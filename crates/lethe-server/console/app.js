@@ -93,6 +93,7 @@ const routes = {
   '/': home,
   '/settings/deletion': deletionSettings,
   '/settings/deletion/new': newTask,
+  '/settings/audit': audit,
   '/projects': projects,
   '/data': data,
   '/users': users,
@@ -134,16 +135,16 @@ function header() {
   const top = document.getElementById('top');
   if (!state.user) { top.hidden = true; return; }
   const admin = state.user.role === 'admin';
-  const link = (href, text) => h('a', {
+  const link = (href, text, section = href) => h('a', {
     href, 'data-nav': true,
-    'aria-current': (location.pathname === href || (href !== '/' && location.pathname.startsWith(href))) ? 'page' : false,
+    'aria-current': (location.pathname === href || (href !== '/' && location.pathname.startsWith(section))) ? 'page' : false,
   }, text);
   top.replaceChildren(
     h('a', { class: 'brand', href: '/', 'data-nav': true }, 'lethe'),
     h('nav', { 'aria-label': 'Main' },
       link('/', 'Home'), link('/data', 'Data'), link('/projects', 'Projects'),
       admin && link('/users', 'Users'),
-      admin && link('/settings/deletion', 'Organization settings')),
+      admin && link('/settings/deletion', 'Organization settings', '/settings')),
     h('div', { class: 'who' },
       h('span', {}, `${state.user.email} (${state.user.role})`),
       h('button', { type: 'button', onclick: signOut }, 'Sign out')),
@@ -281,10 +282,31 @@ async function home() {
   await taskSection(list);
 }
 
+/** The sub-navigation of Organization settings. */
+function settingsNav() {
+  const item = (href, text) => h('a', { href, 'data-nav': true, 'aria-current': location.pathname === href ? 'page' : false }, text);
+  return h('nav', { 'aria-label': 'Organization settings', class: 'subnav' },
+    h('span', { class: 'muted' }, 'Organization settings: '),
+    item('/settings/deletion', 'Self Service Data Deletion'), ' · ', item('/settings/audit', 'Audit log'));
+}
+
+async function audit() {
+  const r = await api('GET', '/api/v1/audit');
+  if (r.status !== 200) return setMain('Audit log', settingsNav(), h('h1', {}, 'Audit log'), h('p', { class: 'error' }, r.data?.error));
+  const rows = [...r.data].reverse().map((e) => h('tr', {},
+    h('td', {}, utc(e.at)), h('td', {}, e.actor), h('td', {}, h('code', {}, e.action)),
+    h('td', {}, e.task_id ?? '—'), h('td', { class: 'mono' }, JSON.stringify(e.detail))));
+  setMain('Audit log', settingsNav(), h('h1', {}, 'Audit log'),
+    h('p', { class: 'muted' }, 'Every deletion task, privacy request and user change, newest first. Entries hold names, ids and counts, never event or property values, and cannot be changed or removed.'),
+    h('div', { class: 'table-wrap' }, h('table', { 'aria-label': 'Audit log' },
+      h('thead', {}, h('tr', {}, ['When', 'Who', 'Action', 'Task', 'Detail'].map((c) => h('th', { scope: 'col' }, c)))),
+      h('tbody', {}, rows))));
+}
+
 async function deletionSettings() {
   const list = h('div');
   setMain('Self Service Data Deletion',
-    h('p', { class: 'muted' }, 'Organization settings'),
+    settingsNav(),
     h('h1', {}, 'Self Service Data Deletion'),
     h('div', { class: 'notice' },
       h('p', {}, 'Permanently remove events or properties from a project, for a range of server upload time (UTC). ',

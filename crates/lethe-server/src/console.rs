@@ -23,7 +23,12 @@ const FORBIDDEN: &str = include_str!("../console/forbidden.html");
 /// Pages anyone signed in may open.
 const PAGES: &[&str] = &["/", "/data", "/projects"];
 /// Pages only administrators may open.
-const ADMIN_PAGES: &[&str] = &["/settings/deletion", "/settings/deletion/new", "/users"];
+const ADMIN_PAGES: &[&str] = &[
+    "/settings/deletion",
+    "/settings/deletion/new",
+    "/settings/audit",
+    "/users",
+];
 
 /// Scripts, styles and data only from this server; no framing.
 const CSP: &str = "default-src 'self'; img-src 'self' data:; style-src 'self'; \

@@ -124,7 +124,12 @@ fn console_pages_are_embedded_and_admin_pages_refused_to_others() {
     open_session(&server, &member, "member@example.com", "member password");
     let admin = browser();
     open_session(&server, &admin, ADMIN_EMAIL, ADMIN_PASSWORD);
-    for page in ["/settings/deletion/new", "/settings/deletion", "/users"] {
+    for page in [
+        "/settings/deletion/new",
+        "/settings/deletion",
+        "/settings/audit",
+        "/users",
+    ] {
         let status = |c: &Client| c.get(server.url(page)).send().unwrap().status().as_u16();
         assert_eq!(status(&member), 403, "{page}");
         assert_eq!(status(&admin), 200, "{page}");
