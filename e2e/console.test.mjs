@@ -275,3 +275,21 @@ test('the data page shows the catalog and a daily volume chart; sign-out ends th
   await page.goto(server.url + '/data');
   await page.waitForURL(/\/signin\?next=\/data/);
 });
+
+test('an admin sees the users a privacy request suppressed, by hash only, and lifts one', async () => {
+  const auth = 'Basic ' + Buffer.from(`${server.apiKey}:${server.secretKey}`).toString('base64');
+  const r = await post('/api/2/deletions/users', { user_ids: ['e2e-user-4'], requester: 'dpo@example.com', suppress: true },
+    { authorization: auth });
+  assert.equal(r.status, 200);
+  assert.equal(r.data.status, 'staging');
+  const page = await newPage();
+  await signIn(page, ADMIN);
+  await page.getByRole('link', { name: 'Projects' }).click();
+  const table = page.getByRole('table', { name: 'Suppressed end users' });
+  await table.waitFor();
+  assert.equal(await table.locator('tbody tr').count(), 1);
+  assert.equal(await table.getByText('e2e-user-4').count(), 0);
+  await page.screenshot({ path: join(ARTIFACTS, 'projects.png'), fullPage: true });
+  await table.getByRole('button', { name: /Lift suppression/ }).click();
+  await page.getByRole('heading', { name: 'Suppressed end users' }).locator('..').getByText('None.').waitFor();
+});

@@ -578,6 +578,7 @@ async function projects() {
         admin && secret, h('td', {}, utc(p.created_at)));
     }))));
   const parts = [h('h1', {}, 'Projects'), table];
+  if (admin) parts.push(await suppressions());
   if (admin) {
     const err = h('p', { class: 'error', role: 'alert' });
     const created = h('div', { 'aria-live': 'polite' });
@@ -598,6 +599,32 @@ async function projects() {
     parts.push(form);
   }
   setMain('Projects', ...parts);
+}
+
+/** End users suppressed by privacy requests (`"suppress": true`), per project: only a hash
+ *  of each user_id is kept; lifting one lets the user's events in again. */
+async function suppressions() {
+  const section = h('section', { class: 'card' }, h('h2', {}, 'Suppressed end users'),
+    h('p', { class: 'hint' }, 'Users erased with "suppress": true through the User Privacy API. Their new events are dropped. Only a SHA-256 of each user_id is kept.'));
+  const rows = [];
+  for (const p of state.projects) {
+    const r = await api('GET', `/api/v1/projects/${p.id}/suppressions`);
+    for (const x of r.status === 200 ? r.data.suppressions : []) {
+      const lift = h('button', { type: 'button', 'aria-label': `Lift suppression ${x.id}` }, 'Lift');
+      lift.addEventListener('click', async () => {
+        const a = await api('DELETE', `/api/v1/projects/${p.id}/suppressions/${x.id}`);
+        if (a.status === 204) render();
+      });
+      rows.push(h('tr', {}, h('td', {}, p.name), h('td', { class: 'mono' }, x.user_id_sha256.slice(0, 16) + '…'),
+        h('td', {}, utc(x.created_at)), h('td', {}, x.created_by), h('td', {}, lift)));
+    }
+  }
+  section.append(rows.length
+    ? h('div', { class: 'table-wrap' }, h('table', { 'aria-label': 'Suppressed end users' },
+      h('thead', {}, h('tr', {}, ['Project', 'user_id SHA-256', 'Since', 'Requested by', ''].map((c) => h('th', { scope: 'col' }, c)))),
+      h('tbody', {}, rows)))
+    : h('p', { class: 'muted' }, 'None.'));
+  return section;
 }
 
 // ---------------------------------------------------------------- data
