@@ -8,8 +8,8 @@ use arrow_array::RecordBatch;
 use lethe_event::Event;
 use lethe_meta::{CatalogDelta, CatalogKind, CountDelta, MetaStore, TaskRow};
 use lethe_store::{
-    events_to_batch, failpoint, parallel_map, read_batches, read_row_groups, row_group_rows,
-    Output, Rewrite, Segment, Store,
+    events_to_batch, failpoint, parallel_map, read_batches, read_row_groups, Output, Rewrite,
+    Segment, Store,
 };
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +35,15 @@ pub struct Preview {
 }
 
 impl Preview {
+    /// The preview a submitted task keeps (in its row and the audit): counts only. Samples
+    /// carry event uuids, which must not outlive the events the task deletes.
+    pub fn without_samples(&self) -> Preview {
+        Preview {
+            samples: Vec::new(),
+            ..self.clone()
+        }
+    }
+
     fn add(&mut self, a: &Applied) {
         self.totals += a.totals;
         for (mine, theirs) in self.clauses.iter_mut().zip(&a.clauses) {
@@ -424,19 +433,11 @@ fn rebuild<'a>(
         out.filter_ms += ms(filtering);
         return Ok(out);
     }
-    let mut touched = Vec::new();
-    let mut first = 0;
-    for (index, rows) in row_group_rows(&segment.path)?.into_iter().enumerate() {
-        if applied.touches(first..first + rows) {
-            touched.push(index);
-        }
-        first += rows;
-    }
     let reading = Instant::now();
-    let groups = read_row_groups(&segment.path, &touched)?;
+    let groups = read_row_groups(&segment.path, |rows| applied.touches(rows))?;
     let group_read_ms = ms(reading);
     let mut replaced = BTreeMap::new();
-    for (index, batch) in touched.into_iter().zip(groups) {
+    for (index, batch) in groups {
         let part = matcher.apply(&batch).map_err(arrow)?;
         replaced.insert(index, part.rewrite(&batch).map_err(arrow)?);
         out.parts.push(part);

@@ -39,7 +39,7 @@ pub fn queue_due_erasures(store: &Store, meta: &MetaStore, now: i64) -> Result<u
             job.id,
             &spec.name,
             &serde_json::to_string(&spec)?,
-            &serde_json::to_string(&preview)?,
+            &serde_json::to_string(&preview.without_samples())?,
         )?;
     }
     Ok(jobs.len())

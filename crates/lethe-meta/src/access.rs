@@ -8,6 +8,7 @@ use rusqlite::{params, OptionalExtension, Row};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::db::all_rows;
 use crate::{now_ms, MetaError, MetaStore, Result};
 
 /// How long a login token (and a console session) stays valid.
@@ -189,9 +190,12 @@ impl MetaStore {
     /// Every user, oldest first.
     pub fn list_users(&self) -> Result<Vec<User>> {
         self.with(|c| {
-            let mut st = c.prepare(&format!("SELECT {USER_COLS} FROM users ORDER BY id"))?;
-            let rows = st.query_map([], user_from_row)?;
-            Ok(rows.collect::<rusqlite::Result<_>>()?)
+            all_rows(
+                c,
+                &format!("SELECT {USER_COLS} FROM users ORDER BY id"),
+                [],
+                user_from_row,
+            )
         })
     }
 
@@ -308,9 +312,12 @@ impl MetaStore {
     /// Every project, oldest first.
     pub fn list_projects(&self) -> Result<Vec<Project>> {
         self.with(|c| {
-            let mut st = c.prepare(&format!("SELECT {PROJECT_COLS} FROM projects ORDER BY id"))?;
-            let rows = st.query_map([], project_from_row)?;
-            Ok(rows.collect::<rusqlite::Result<_>>()?)
+            all_rows(
+                c,
+                &format!("SELECT {PROJECT_COLS} FROM projects ORDER BY id"),
+                [],
+                project_from_row,
+            )
         })
     }
 

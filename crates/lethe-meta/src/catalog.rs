@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use rusqlite::{params, Transaction};
 use serde::Serialize;
 
+use crate::db::all_rows;
 use crate::{MetaStore, Result};
 
 /// The three things a catalog lists.
@@ -119,32 +120,34 @@ impl MetaStore {
     /// Every entry of one kind, by name.
     pub fn list_catalog(&self, project_id: i64, kind: CatalogKind) -> Result<Vec<CatalogEntry>> {
         self.with(|c| {
-            let mut st = c.prepare_cached(
+            all_rows(
+                c,
                 "SELECT id, name, first_seen, last_seen, event_count FROM catalog
                  WHERE project_id=?1 AND kind=?2 ORDER BY name",
-            )?;
-            let rows = st.query_map(params![project_id, kind.as_str()], |r| {
-                Ok(CatalogEntry {
-                    id: r.get(0)?,
-                    name: r.get(1)?,
-                    first_seen: r.get(2)?,
-                    last_seen: r.get(3)?,
-                    event_count: r.get(4)?,
-                })
-            })?;
-            Ok(rows.collect::<rusqlite::Result<_>>()?)
+                params![project_id, kind.as_str()],
+                |r| {
+                    Ok(CatalogEntry {
+                        id: r.get(0)?,
+                        name: r.get(1)?,
+                        first_seen: r.get(2)?,
+                        last_seen: r.get(3)?,
+                        event_count: r.get(4)?,
+                    })
+                },
+            )
         })
     }
 
     /// (event type id, property id) → count of events of that type carrying the property.
     pub fn event_property_pairs(&self, project_id: i64) -> Result<Vec<(i64, i64, i64)>> {
         self.with(|c| {
-            let mut st = c.prepare_cached(
+            all_rows(
+                c,
                 "SELECT event_type_id, property_id, event_count FROM catalog_event_property
                  WHERE project_id=?1",
-            )?;
-            let rows = st.query_map([project_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-            Ok(rows.collect::<rusqlite::Result<_>>()?)
+                [project_id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
         })
     }
 }

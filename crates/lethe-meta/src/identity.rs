@@ -5,6 +5,7 @@
 
 use rusqlite::params;
 
+use crate::db::all_rows;
 use crate::{MetaStore, Result};
 
 /// One id mapping: `kind` is `user` or `device`.
@@ -29,35 +30,39 @@ impl MetaStore {
     /// Every identity mapping, for loading into memory at start.
     pub fn load_identities(&self) -> Result<Vec<IdentityRecord>> {
         self.with(|c| {
-            let mut st =
-                c.prepare("SELECT project_id, kind, external_id, amplitude_id FROM identities")?;
-            let rows = st.query_map([], |r| {
-                let kind: String = r.get(1)?;
-                Ok(IdentityRecord {
-                    project_id: r.get(0)?,
-                    kind: if kind == "user" { "user" } else { "device" },
-                    external_id: r.get(2)?,
-                    amplitude_id: r.get(3)?,
-                })
-            })?;
-            Ok(rows.collect::<rusqlite::Result<_>>()?)
+            all_rows(
+                c,
+                "SELECT project_id, kind, external_id, amplitude_id FROM identities",
+                [],
+                |r| {
+                    let kind: String = r.get(1)?;
+                    Ok(IdentityRecord {
+                        project_id: r.get(0)?,
+                        kind: if kind == "user" { "user" } else { "device" },
+                        external_id: r.get(2)?,
+                        amplitude_id: r.get(3)?,
+                    })
+                },
+            )
         })
     }
 
     /// Every profile, for loading into memory at start.
     pub fn load_profiles(&self) -> Result<Vec<ProfileRecord>> {
         self.with(|c| {
-            let mut st =
-                c.prepare("SELECT project_id, amplitude_id, user_id, properties FROM profiles")?;
-            let rows = st.query_map([], |r| {
-                Ok(ProfileRecord {
-                    project_id: r.get(0)?,
-                    amplitude_id: r.get(1)?,
-                    user_id: r.get(2)?,
-                    properties: r.get(3)?,
-                })
-            })?;
-            Ok(rows.collect::<rusqlite::Result<_>>()?)
+            all_rows(
+                c,
+                "SELECT project_id, amplitude_id, user_id, properties FROM profiles",
+                [],
+                |r| {
+                    Ok(ProfileRecord {
+                        project_id: r.get(0)?,
+                        amplitude_id: r.get(1)?,
+                        user_id: r.get(2)?,
+                        properties: r.get(3)?,
+                    })
+                },
+            )
         })
     }
 

@@ -5,6 +5,7 @@
 use rusqlite::{params, OptionalExtension};
 
 use crate::catalog::{apply_delta, CatalogDelta};
+use crate::db::all_rows;
 use crate::identity::{upsert_identity, upsert_profile, IdentityRecord, ProfileRecord};
 use crate::{MetaError, MetaStore, Result};
 
@@ -132,26 +133,27 @@ impl MetaStore {
     /// Every live segment of every project.
     pub fn live_segments(&self) -> Result<Vec<SegmentRecord>> {
         self.with(|c| {
-            let mut st = c.prepare(
+            all_rows(
+                c,
                 "SELECT id, project_id, day, rows, bytes, min_time, max_time,
                     event_types, event_properties, user_properties
                  FROM segments ORDER BY project_id, day, id",
-            )?;
-            let rows = st.query_map([], |r| {
-                Ok(SegmentRecord {
-                    id: r.get(0)?,
-                    project_id: r.get(1)?,
-                    day: r.get(2)?,
-                    rows: r.get(3)?,
-                    bytes: r.get(4)?,
-                    min_time: r.get(5)?,
-                    max_time: r.get(6)?,
-                    event_types: ids_parse(&r.get::<_, String>(7)?)?,
-                    event_properties: ids_parse(&r.get::<_, String>(8)?)?,
-                    user_properties: ids_parse(&r.get::<_, String>(9)?)?,
-                })
-            })?;
-            Ok(rows.collect::<rusqlite::Result<_>>()?)
+                [],
+                |r| {
+                    Ok(SegmentRecord {
+                        id: r.get(0)?,
+                        project_id: r.get(1)?,
+                        day: r.get(2)?,
+                        rows: r.get(3)?,
+                        bytes: r.get(4)?,
+                        min_time: r.get(5)?,
+                        max_time: r.get(6)?,
+                        event_types: ids_parse(&r.get::<_, String>(7)?)?,
+                        event_properties: ids_parse(&r.get::<_, String>(8)?)?,
+                        user_properties: ids_parse(&r.get::<_, String>(9)?)?,
+                    })
+                },
+            )
         })
     }
 

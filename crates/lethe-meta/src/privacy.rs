@@ -6,6 +6,7 @@ use rusqlite::{params, OptionalExtension, Transaction};
 use serde::Serialize;
 use serde_json::json;
 
+use crate::db::all_rows;
 use crate::tasks::{audit_in, insert_task};
 use crate::{now_ms, MetaStore, Result, TaskRow};
 
@@ -85,25 +86,25 @@ fn load_job(tx: &rusqlite::Connection, id: i64) -> Result<ErasureJob> {
             })
         },
     )?;
-    let mut st = tx.prepare_cached(
+    job.requests = all_rows(
+        tx,
         "SELECT amplitude_id, requester, requested_at FROM privacy_requests
          WHERE job_id=?1 ORDER BY requested_at, amplitude_id",
+        [id],
+        |r| {
+            Ok(ErasureRequest {
+                amplitude_id: r.get(0)?,
+                requester: r.get(1)?,
+                requested_at: r.get(2)?,
+            })
+        },
     )?;
-    let rows = st.query_map([id], |r| {
-        Ok(ErasureRequest {
-            amplitude_id: r.get(0)?,
-            requester: r.get(1)?,
-            requested_at: r.get(2)?,
-        })
-    })?;
-    job.requests = rows.collect::<rusqlite::Result<_>>()?;
     Ok(job)
 }
 
+/// The ids a query on `privacy_jobs` selects.
 fn job_ids(c: &rusqlite::Connection, sql: &str, args: impl rusqlite::Params) -> Result<Vec<i64>> {
-    let mut st = c.prepare_cached(sql)?;
-    let rows = st.query_map(args, |r| r.get(0))?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    all_rows(c, sql, args, |r| r.get(0))
 }
 
 /// Marks the job of a completed task done.
@@ -330,20 +331,21 @@ impl MetaStore {
     /// Every suppression (of one project, or of all).
     pub fn suppressions(&self, project_id: Option<i64>) -> Result<Vec<Suppression>> {
         self.with(|c| {
-            let mut st = c.prepare(
+            all_rows(
+                c,
                 "SELECT id, project_id, user_id_sha256, created_at, created_by FROM suppressions
                  WHERE ?1 IS NULL OR project_id = ?1 ORDER BY id",
-            )?;
-            let rows = st.query_map([project_id], |r| {
-                Ok(Suppression {
-                    id: r.get(0)?,
-                    project_id: r.get(1)?,
-                    user_id_sha256: r.get(2)?,
-                    created_at: r.get(3)?,
-                    created_by: r.get(4)?,
-                })
-            })?;
-            Ok(rows.collect::<rusqlite::Result<_>>()?)
+                [project_id],
+                |r| {
+                    Ok(Suppression {
+                        id: r.get(0)?,
+                        project_id: r.get(1)?,
+                        user_id_sha256: r.get(2)?,
+                        created_at: r.get(3)?,
+                        created_by: r.get(4)?,
+                    })
+                },
+            )
         })
     }
 

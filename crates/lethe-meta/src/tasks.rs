@@ -4,6 +4,7 @@
 use rusqlite::{params, OptionalExtension, Row};
 use serde::Serialize;
 
+use crate::db::all_rows;
 use crate::{now_ms, MetaStore, Result};
 
 /// A deletion task as stored. `spec`, `preview`, `progress` and `result` are JSON texts
@@ -124,11 +125,12 @@ impl MetaStore {
     /// Every task, newest first.
     pub fn tasks(&self) -> Result<Vec<TaskRow>> {
         self.with(|c| {
-            let mut st = c.prepare(&format!(
-                "SELECT {TASK_COLS} FROM deletion_tasks ORDER BY id DESC"
-            ))?;
-            let rows = st.query_map([], task_from_row)?;
-            Ok(rows.collect::<rusqlite::Result<_>>()?)
+            all_rows(
+                c,
+                &format!("SELECT {TASK_COLS} FROM deletion_tasks ORDER BY id DESC"),
+                [],
+                task_from_row,
+            )
         })
     }
 
@@ -230,19 +232,21 @@ impl MetaStore {
     /// The audit trail, oldest first.
     pub fn audit_log(&self) -> Result<Vec<AuditRecord>> {
         self.with(|c| {
-            let mut st =
-                c.prepare("SELECT id, at, actor, action, task_id, detail FROM audit ORDER BY id")?;
-            let rows = st.query_map([], |r| {
-                Ok(AuditRecord {
-                    id: r.get(0)?,
-                    at: r.get(1)?,
-                    actor: r.get(2)?,
-                    action: r.get(3)?,
-                    task_id: r.get(4)?,
-                    detail: serde_json::from_str(&r.get::<_, String>(5)?).unwrap_or_default(),
-                })
-            })?;
-            Ok(rows.collect::<rusqlite::Result<_>>()?)
+            all_rows(
+                c,
+                "SELECT id, at, actor, action, task_id, detail FROM audit ORDER BY id",
+                [],
+                |r| {
+                    Ok(AuditRecord {
+                        id: r.get(0)?,
+                        at: r.get(1)?,
+                        actor: r.get(2)?,
+                        action: r.get(3)?,
+                        task_id: r.get(4)?,
+                        detail: serde_json::from_str(&r.get::<_, String>(5)?).unwrap_or_default(),
+                    })
+                },
+            )
         })
     }
 }

@@ -326,7 +326,11 @@ async fn request(
                 let digests: Vec<String> = s.user_ids.iter().map(|u| user_id_digest(u)).collect();
                 app.meta.suppress(s.project.id, &digests, &erasure.requester)?;
             }
-            let known = app.store.known_users(s.project.id, &job.amplitude_ids(), &[]);
+            // The user_ids of the job's ids, looked up (a scan of the identity map) only if asked.
+            let known = match erasure.include_mapped {
+                true => app.store.known_users(s.project.id, &job.amplitude_ids(), &[]),
+                false => Default::default(),
+            };
             let lookup = |a: i64| known.by_amplitude_id.get(&a).cloned().flatten();
             let mut out = render_job(&job, erasure.include_mapped.then_some(&lookup as _));
             if erasure.delete_from_org {

@@ -99,7 +99,7 @@ async fn submit(
             project_id,
             &spec.name,
             &to_text(&spec),
-            &to_text(&shown),
+            &to_text(&shown.without_samples()),
             &user.email,
         )?;
         tracing::info!(task_id = row.id, project_id, "deletion task submitted");

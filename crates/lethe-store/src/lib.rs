@@ -19,8 +19,8 @@ pub use layout::{DataDir, SegmentLocation};
 pub use parallel::parallel_map;
 pub use resolver::KnownUsers;
 pub use segment::{
-    events_to_batch, may_hold_users, read_batches, read_row_groups, read_segment,
-    rewrite_row_groups, row_group_rows, write_batch, ColumnNames, SegmentStats,
+    events_to_batch, may_hold_users, read_batches, read_row_groups, read_segment, write_batch,
+    ColumnNames, SegmentStats,
 };
 pub use store::{
     failpoint, IngestOutcome, Output, ProgressFn, Rewrite, Segment, Snapshot, Store, StoreConfig,

@@ -204,15 +204,17 @@ const USER_INDEX_FPP: f64 = 0.01;
 /// group without a filter may hold anything).
 pub fn may_hold_users(path: &Path, amplitude_ids: &[i64]) -> Result<bool> {
     use parquet::bloom_filter::Sbbf;
-    let source = Source::open(path)?;
-    let schema = source.metadata.file_metadata().schema_descr();
+    use parquet::file::metadata::ParquetMetaDataReader;
+    let file = File::open(path)?;
+    let metadata = ParquetMetaDataReader::new().parse_and_finish(&file)?;
+    let schema = metadata.file_metadata().schema_descr();
     let Some(column) =
         (0..schema.num_columns()).find(|i| schema.column(*i).name() == USER_INDEX_COLUMN)
     else {
         return Ok(true);
     };
-    for group in source.metadata.row_groups() {
-        match Sbbf::read_from_column_chunk(group.column(column), &source.file)? {
+    for group in metadata.row_groups() {
+        match Sbbf::read_from_column_chunk(group.column(column), &file)? {
             None => return Ok(true),
             Some(filter) if amplitude_ids.iter().any(|id| filter.check(id)) => return Ok(true),
             Some(_) => {}
@@ -429,9 +431,11 @@ impl Source {
         let metadata = ParquetMetaDataReader::new()
             .with_page_index_policy(PageIndexPolicy::Optional)
             .parse_and_finish(&file)?;
-        let schema = ParquetRecordBatchReaderBuilder::try_new(file.try_clone()?)?
-            .schema()
-            .clone();
+        let footer = metadata.file_metadata();
+        let schema = Arc::new(parquet::arrow::parquet_to_arrow_schema(
+            footer.schema_descr(),
+            footer.key_value_metadata(),
+        )?);
         Ok(Self {
             file,
             metadata,
@@ -647,24 +651,32 @@ pub fn rewrite_columns(
     assemble(&source, dst, schema.clone(), groups)
 }
 
-/// Rows per row group of a segment.
-pub fn row_group_rows(path: &Path) -> Result<Vec<usize>> {
-    Ok(Source::open(path)?.row_group_rows())
-}
-
-/// Decodes whole row groups of a segment, every column, one batch per group; the footer is
-/// parsed once for all of them. Column chunks whose statistics say they hold only nulls (most
-/// property columns of a row group) are not read at all: they become null arrays.
-pub fn read_row_groups(path: &Path, indexes: &[usize]) -> Result<Vec<RecordBatch>> {
+/// Decodes the whole row groups of a segment whose row range `wanted` accepts, every column,
+/// one batch per group with its index; the footer is parsed once for all of them. Column
+/// chunks whose statistics say they hold only nulls (most property columns of a row group)
+/// are not read at all: they become null arrays.
+pub fn read_row_groups(
+    path: &Path,
+    wanted: impl Fn(std::ops::Range<usize>) -> bool,
+) -> Result<Vec<(usize, RecordBatch)>> {
     use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
     let file = File::open(path)?;
     let metadata = ArrowReaderMetadata::load(&file, ArrowReaderOptions::default())?;
     let schema = metadata.schema().clone();
     let leaves = metadata.metadata().file_metadata().schema_descr_ptr();
+    let mut first = 0;
+    let mut indexes = Vec::new();
+    for (index, group) in metadata.metadata().row_groups().iter().enumerate() {
+        let rows = group.num_rows() as usize;
+        if wanted(first..first + rows) {
+            indexes.push(index);
+        }
+        first += rows;
+    }
     indexes
-        .iter()
+        .into_iter()
         .map(|index| {
-            let group = metadata.metadata().row_group(*index);
+            let group = metadata.metadata().row_group(index);
             let with_values: Vec<usize> = (0..group.num_columns())
                 .filter(|c| !only_nulls(group.column(*c)))
                 .collect();
@@ -672,7 +684,7 @@ pub fn read_row_groups(path: &Path, indexes: &[usize]) -> Result<Vec<RecordBatch
                 file.try_clone()?,
                 metadata.clone(),
             )
-            .with_row_groups(vec![*index])
+            .with_row_groups(vec![index])
             .with_projection(parquet::arrow::ProjectionMask::leaves(&leaves, with_values))
             .with_batch_size(ROW_GROUP_ROWS)
             .build()?
@@ -694,7 +706,7 @@ pub fn read_row_groups(path: &Path, indexes: &[usize]) -> Result<Vec<RecordBatch
                         .unwrap_or_else(|| arrow_array::new_null_array(f.data_type(), rows))
                 })
                 .collect();
-            Ok(RecordBatch::try_new(schema.clone(), columns)?)
+            Ok((index, RecordBatch::try_new(schema.clone(), columns)?))
         })
         .collect()
 }
@@ -773,9 +785,17 @@ mod tests {
     fn row_groups_are_replaced_or_copied_and_removed_values_leave_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let (src, batch) = segment(dir.path());
-        assert_eq!(row_group_rows(&src).unwrap(), vec![16384, 16384, 8192]);
+        let sizes: Vec<usize> = read_row_groups(&src, |_| true)
+            .unwrap()
+            .iter()
+            .map(|(_, b)| b.num_rows())
+            .collect();
+        assert_eq!(sizes, vec![16384, 16384, 8192]);
         // Drop the first half of row group 1.
-        let group = read_row_groups(&src, &[1]).unwrap().remove(0);
+        let group = read_row_groups(&src, |rows| rows.start == ROW_GROUP_ROWS)
+            .unwrap()
+            .remove(0)
+            .1;
         let keep = arrow_array::BooleanArray::from(
             (0..group.num_rows()).map(|r| r >= 8192).collect::<Vec<_>>(),
         );
@@ -825,7 +845,11 @@ mod tests {
         let batch = events_to_batch(&events, &ids, &HashMap::new()).unwrap();
         let path = dir.path().join("s.parquet");
         write_batch(&path, &batch).unwrap();
-        let groups = read_row_groups(&path, &[0, 1]).unwrap();
+        let groups: Vec<RecordBatch> = read_row_groups(&path, |_| true)
+            .unwrap()
+            .into_iter()
+            .map(|(_, b)| b)
+            .collect();
         assert_eq!(groups[1].column_by_name("e_7").unwrap().null_count(), 100);
         let whole = arrow_select::concat::concat_batches(&groups[0].schema(), &groups).unwrap();
         assert_eq!(whole, decoded(&path));
@@ -839,7 +863,10 @@ mod tests {
         assert!(may_hold_users(&src, &[removed]).unwrap());
         assert!(!may_hold_users(&src, &[absent]).unwrap());
         // Drop the first half of row group 1: its filter is rebuilt, the others are copied.
-        let group = read_row_groups(&src, &[1]).unwrap().remove(0);
+        let group = read_row_groups(&src, |rows| rows.start == ROW_GROUP_ROWS)
+            .unwrap()
+            .remove(0)
+            .1;
         let keep = arrow_array::BooleanArray::from(
             (0..group.num_rows()).map(|r| r >= 8192).collect::<Vec<_>>(),
         );

@@ -263,6 +263,11 @@ fn a_task_removes_exactly_what_its_preview_shows_and_leaves_nothing_on_disk() {
         "{actions:?}"
     );
     assert!(!audit.to_string().contains("MARKER"));
+    assert_eq!(
+        audit[0]["detail"]["preview"]["samples"],
+        serde_json::json!([]),
+        "no event uuid outlives the task"
+    );
     assert!(
         audit.to_string().contains("Test Flood"),
         "the spec's names are audited"
