@@ -6,6 +6,7 @@
 
 mod event;
 mod fields;
+pub mod limits;
 mod profile;
 mod wire;
 

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
+use crate::limits::{self, Limit};
 use crate::{NumField, Props, StrField};
 
 /// Amplitude's default minimum length of `user_id` and `device_id`.
@@ -56,14 +57,19 @@ pub enum EventIssue {
     IdLength,
 }
 
-/// Why one event was refused: the issue kind and the field it concerns.
+/// Why one event was refused: the issue kind, the field it concerns, and the limit it broke.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct EventError {
     /// Which error map the event index goes into.
     pub issue: EventIssue,
     /// The field name (never a value: error bodies and logs must not carry data).
     pub field: &'static str,
+    /// The documented limit the field broke, if that is why it is invalid.
+    pub limit: Option<Limit>,
 }
+
+/// Why a field is invalid: malformed, or past a limit.
+type FieldError = Option<Limit>;
 
 /// Request options Amplitude clients may send.
 #[derive(Debug, Clone, Copy, Default, Deserialize)]
@@ -134,9 +140,18 @@ pub fn parse_batch(body: &[u8]) -> Result<Batch, RequestError> {
 }
 
 /// Parses one bulk-import line: Amplitude's export format (or an ingestion event), keeping
-/// `uuid`, `server_upload_time` and `$insert_id` when present.
-pub fn parse_export_line(line: &str) -> Result<ParsedEvent, Vec<EventError>> {
-    parse_event(line, 1, true)
+/// `uuid`, `server_upload_time` and `$insert_id` when present. `now` bounds the upload time:
+/// an event uploaded "later" than the server's clock could never be deleted by a task.
+pub fn parse_export_line(line: &str, now: i64) -> Result<ParsedEvent, Vec<EventError>> {
+    let ev = parse_event(line, 1, true)?;
+    match ev.server_upload_time {
+        Some(t) if !limits::upload_time_in_range(t, now) => Err(vec![EventError {
+            issue: EventIssue::Invalid,
+            field: "server_upload_time",
+            limit: Some(Limit::TimeRange),
+        }]),
+        _ => Ok(ev),
+    }
 }
 
 /// An event object's members in document order: a few members, scanned linearly, cost less
@@ -203,10 +218,25 @@ pub fn parse_event(
         vec![EventError {
             issue: EventIssue::Invalid,
             field: "event",
+            limit: None,
         }]
     })?;
     let mut errors = Vec::new();
-    let mut check = |issue, field| errors.push(EventError { issue, field });
+    let mut check = |issue, field| {
+        errors.push(EventError {
+            issue,
+            field,
+            limit: None,
+        })
+    };
+    let mut limit_errors = Vec::new();
+    let mut invalid = |field, limit: FieldError| {
+        limit_errors.push(EventError {
+            issue: EventIssue::Invalid,
+            field,
+            limit,
+        })
+    };
     let mut ev = ParsedEvent::default();
 
     match text(&fields, &["event_type"]) {
@@ -233,12 +263,12 @@ pub fn parse_event(
     };
     match timestamp(&fields, time_keys, import) {
         Ok(t) => ev.time = t,
-        Err(()) => check(EventIssue::Invalid, "time"),
+        Err(e) => invalid("time", e),
     }
     if import {
         match timestamp(&fields, &["server_upload_time"], true) {
             Ok(t) => ev.server_upload_time = t,
-            Err(()) => check(EventIssue::Invalid, "server_upload_time"),
+            Err(e) => invalid("server_upload_time", e),
         }
         match text(&fields, &["uuid"]).map(|u| u.map(|u| uuid::Uuid::parse_str(&u))) {
             Ok(None) => {}
@@ -252,11 +282,11 @@ pub fn parse_event(
     }
     match integer(&fields, "session_id") {
         Ok(v) => ev.session_id = v,
-        Err(()) => check(EventIssue::Invalid, "session_id"),
+        Err(e) => invalid("session_id", e),
     }
     match integer(&fields, "event_id") {
         Ok(v) => ev.event_id = v,
-        Err(()) => check(EventIssue::Invalid, "event_id"),
+        Err(e) => invalid("event_id", e),
     }
     for (name, raw) in fields.0.iter().filter(|(_, raw)| raw.get() != "null") {
         match standard_field(name) {
@@ -276,20 +306,21 @@ pub fn parse_event(
     ev.nums.sort_unstable_by_key(|(i, _)| *i);
     match object_text(&fields, "groups") {
         Ok(v) => ev.groups = v,
-        Err(()) => check(EventIssue::Invalid, "groups"),
+        Err(e) => invalid("groups", e),
     }
     match object_text(&fields, "group_properties") {
         Ok(v) => ev.group_properties = v,
-        Err(()) => check(EventIssue::Invalid, "group_properties"),
+        Err(e) => invalid("group_properties", e),
     }
     match props(&fields, "event_properties") {
         Ok(v) => ev.event_properties = v,
-        Err(()) => check(EventIssue::Invalid, "event_properties"),
+        Err(e) => invalid("event_properties", e),
     }
     match user_ops(&fields) {
         Ok(v) => ev.user_property_ops = v,
-        Err(()) => check(EventIssue::Invalid, "user_properties"),
+        Err(e) => invalid("user_properties", e),
     }
+    errors.extend(limit_errors);
     if errors.is_empty() {
         Ok(ev)
     } else {
@@ -359,16 +390,22 @@ fn text_value(raw: &RawValue) -> Result<Cow<'_, str>, ()> {
     serde_json::from_str::<Cow<str>>(raw.get()).map_err(|_| ())
 }
 
-fn integer(fields: &Fields, key: &str) -> Result<Option<i64>, ()> {
+/// An integer field: refused (not clamped) when no i64 holds it exactly.
+fn integer(fields: &Fields, key: &str) -> Result<Option<i64>, FieldError> {
     match lookup(fields, &[key]) {
         None => Ok(None),
         Some(raw) => match serde_json::from_str::<Value>(raw.get()) {
-            Ok(Value::Number(n)) => n
-                .as_i64()
-                .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64))
+            Ok(Value::Number(n)) => limits::exact_integer(&n)
                 .map(Some)
-                .ok_or(()),
-            _ => Err(()),
+                .ok_or(Some(Limit::Number)),
+            Err(_)
+                if raw
+                    .get()
+                    .starts_with(|c: char| c == '-' || c.is_ascii_digit()) =>
+            {
+                Err(Some(Limit::Number))
+            }
+            _ => Err(None),
         },
     }
 }
@@ -383,58 +420,92 @@ fn number_value(raw: &RawValue) -> Result<f64, ()> {
 }
 
 /// `time` is integer milliseconds on the wire; an import line may also carry export text.
-fn timestamp(fields: &Fields, keys: &[&str], allow_text: bool) -> Result<Option<i64>, ()> {
-    match lookup(fields, keys) {
-        None => Ok(None),
+/// Either way it must lie in the documented range.
+fn timestamp(fields: &Fields, keys: &[&str], allow_text: bool) -> Result<Option<i64>, FieldError> {
+    let ms = match lookup(fields, keys) {
+        None => return Ok(None),
         Some(raw) => match serde_json::from_str::<Value>(raw.get()) {
-            Ok(Value::Number(n)) => n.as_i64().filter(|t| *t >= 0).map(Some).ok_or(()),
-            Ok(Value::String(s)) if allow_text => crate::parse_export_time(&s).map(Some).ok_or(()),
-            _ => Err(()),
+            Ok(Value::Number(n)) => n.as_i64().ok_or(Some(Limit::TimeRange))?,
+            Ok(Value::String(s)) if allow_text => crate::parse_export_time(&s).ok_or(None)?,
+            _ => return Err(None),
         },
+    };
+    if limits::time_in_range(ms) {
+        Ok(Some(ms))
+    } else {
+        Err(Some(Limit::TimeRange))
     }
 }
 
-fn object_text(fields: &Fields, key: &str) -> Result<Option<String>, ()> {
+/// A JSON object member kept as its canonical text.
+fn object_text(fields: &Fields, key: &str) -> Result<Option<String>, FieldError> {
     match lookup(fields, &[key]) {
         None => Ok(None),
-        Some(raw) if raw.get().trim_start().starts_with('{') => Ok(Some(raw.get().to_string())),
-        Some(_) => Err(()),
+        Some(raw) if raw.get().starts_with('{') => {
+            limits::canonical_value(raw.get()).map(Some).map_err(Some)
+        }
+        Some(_) => Err(None),
     }
 }
 
-fn props(fields: &Fields, key: &str) -> Result<Props, ()> {
+/// The members of an object as (key, raw value), null values left out, within the key limits.
+fn members<'a>(raw: &'a RawValue) -> Result<BTreeMap<Cow<'a, str>, &'a RawValue>, FieldError> {
+    let map: BTreeMap<Cow<str>, &RawValue> = serde_json::from_str(raw.get()).map_err(|_| None)?;
+    if map.len() > limits::MAX_PROPERTIES {
+        return Err(Some(Limit::Properties));
+    }
+    if map
+        .keys()
+        .any(|k| k.chars().count() > limits::MAX_KEY_CHARS)
+    {
+        return Err(Some(Limit::KeyLength));
+    }
+    Ok(map)
+}
+
+/// Event properties as (key, canonical JSON text).
+fn props(fields: &Fields, key: &str) -> Result<Props, FieldError> {
     let Some(raw) = lookup(fields, &[key]) else {
         return Ok(Vec::new());
     };
-    let map: BTreeMap<Cow<str>, &RawValue> = serde_json::from_str(raw.get()).map_err(|_| ())?;
-    Ok(map
+    members(raw)?
         .into_iter()
         .filter(|(_, v)| v.get() != "null")
-        .map(|(k, v)| (truncate(k), compact(v)))
-        .collect())
+        .map(|(k, v)| Ok((k.into_owned(), limits::canonical_value(v.get())?)))
+        .collect::<Result<_, Limit>>()
+        .map_err(Some)
 }
 
-/// Keeps the client's JSON text when it is already compact; re-serializes otherwise, so that
-/// equal values are stored as equal text.
-fn compact(raw: &RawValue) -> String {
-    let text = raw.get();
-    let compact_already = !text.starts_with('{') && !text.starts_with('[');
-    if compact_already {
-        return text.to_string();
+/// The `user_properties` object: operations (`$set`: {…}) or plain keys, every value within
+/// the limits, and at most [`limits::MAX_PROPERTIES`] keys across all operations.
+fn user_ops(fields: &Fields) -> Result<Vec<(String, Value)>, FieldError> {
+    let Some(raw) = lookup(fields, &["user_properties"]) else {
+        return Ok(Vec::new());
+    };
+    let mut keys = 0;
+    let mut ops = Vec::new();
+    for (op, value) in members(raw)? {
+        let text = limits::canonical_value(value.get())?;
+        let value: Value = serde_json::from_str(&text).map_err(|_| None)?;
+        if op.starts_with('$') {
+            if let Value::Object(map) = &value {
+                keys += map.len();
+                if map
+                    .keys()
+                    .any(|k| k.chars().count() > limits::MAX_KEY_CHARS)
+                {
+                    return Err(Some(Limit::KeyLength));
+                }
+            }
+        } else {
+            keys += 1;
+        }
+        ops.push((op.into_owned(), value));
     }
-    serde_json::from_str::<Value>(text)
-        .map(|v| v.to_string())
-        .unwrap_or_else(|_| text.to_string())
-}
-
-fn user_ops(fields: &Fields) -> Result<Vec<(String, Value)>, ()> {
-    match lookup(fields, &["user_properties"]) {
-        None => Ok(Vec::new()),
-        Some(raw) => match serde_json::from_str::<Value>(raw.get()) {
-            Ok(Value::Object(map)) => Ok(map.into_iter().collect()),
-            _ => Err(()),
-        },
+    if keys > limits::MAX_PROPERTIES {
+        return Err(Some(Limit::Properties));
     }
+    Ok(ops)
 }
 
 #[cfg(test)]

@@ -8,11 +8,28 @@ use rusqlite::params;
 use crate::db::all_rows;
 use crate::{MetaStore, Result};
 
-/// One id mapping: `kind` is `user` or `device`.
+/// Which external id an identity mapping is keyed by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum IdKind {
+    User,
+    Device,
+}
+
+impl IdKind {
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdKind::User => "user",
+            IdKind::Device => "device",
+        }
+    }
+}
+
+/// One id mapping.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdentityRecord {
     pub project_id: i64,
-    pub kind: &'static str,
+    pub kind: IdKind,
     pub external_id: String,
     pub amplitude_id: i64,
 }
@@ -36,9 +53,20 @@ impl MetaStore {
                 [],
                 |r| {
                     let kind: String = r.get(1)?;
+                    let kind = match kind.as_str() {
+                        "user" => IdKind::User,
+                        "device" => IdKind::Device,
+                        other => {
+                            return Err(rusqlite::Error::FromSqlConversionFailure(
+                                1,
+                                rusqlite::types::Type::Text,
+                                format!("unknown identity kind {other:?}").into(),
+                            ))
+                        }
+                    };
                     Ok(IdentityRecord {
                         project_id: r.get(0)?,
-                        kind: if kind == "user" { "user" } else { "device" },
+                        kind,
                         external_id: r.get(2)?,
                         amplitude_id: r.get(3)?,
                     })
@@ -83,7 +111,7 @@ pub(crate) fn upsert_identity(tx: &rusqlite::Transaction, id: &IdentityRecord) -
         "INSERT INTO identities (project_id, kind, external_id, amplitude_id) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (project_id, kind, external_id) DO UPDATE SET amplitude_id = excluded.amplitude_id",
     )?
-    .execute(params![id.project_id, id.kind, id.external_id, id.amplitude_id])?;
+    .execute(params![id.project_id, id.kind.as_str(), id.external_id, id.amplitude_id])?;
     Ok(())
 }
 

@@ -28,8 +28,31 @@ impl IntoResponse for AmplitudeReply {
     fn into_response(self) -> Response {
         let AmplitudeReply(status, mut body) = self;
         body["code"] = json!(status.as_u16());
-        (status, Json(body)).into_response()
+        with_retry_after(status, (status, Json(body)).into_response())
     }
+}
+
+/// Seconds a client should wait before retrying a 503.
+pub const RETRY_AFTER_SECS: u64 = 5;
+
+/// Adds `Retry-After` to a 503: nothing was stored, and the condition is expected to pass.
+pub fn with_retry_after(status: StatusCode, mut response: Response) -> Response {
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from(RETRY_AFTER_SECS),
+        );
+    }
+    response
+}
+
+/// The body of a 503 for a store that refuses writes: a stable reason for scripts.
+pub fn unavailable_body(reason: lethe_store::Unavailable) -> Value {
+    let code = match reason {
+        lethe_store::Unavailable::StorageFull => "storage_full",
+        lethe_store::Unavailable::Io => "storage_error",
+    };
+    json!({ "error": format!("Service unavailable, retry later: {reason}"), "reason": code })
 }
 
 /// The 400 body that lists bad events by index, per kind of issue, so SDKs drop only them.
@@ -53,7 +76,31 @@ pub fn event_issues_reply(issues: &[(usize, Vec<EventError>)]) -> AmplitudeReply
     for (key, fields) in maps {
         body[key] = json!(fields);
     }
+    let limits = limits_json(issues.iter().map(|(i, e)| (*i, e.as_slice())));
+    if !limits.is_empty() {
+        body["limits"] = json!(limits);
+    }
     AmplitudeReply(StatusCode::BAD_REQUEST, body)
+}
+
+/// lethe's addition to a 400: for every documented limit that refused a field, its name,
+/// what it allows, and the events (or import lines) that broke it.
+pub fn limits_json<'a>(issues: impl Iterator<Item = (usize, &'a [EventError])>) -> Vec<Value> {
+    let mut by_limit: BTreeMap<(&str, lethe_event::limits::Limit), Vec<usize>> = BTreeMap::new();
+    for (index, errors) in issues {
+        for e in errors {
+            if let Some(limit) = e.limit {
+                by_limit.entry((e.field, limit)).or_default().push(index);
+            }
+        }
+    }
+    by_limit
+        .into_iter()
+        .map(|((field, limit), indices)| {
+            let (name, allows) = limit.describe();
+            json!({ "field": field, "limit": name, "allows": allows, "events": indices })
+        })
+        .collect()
 }
 
 /// Whether the body is gzip: by header, or by its magic bytes.

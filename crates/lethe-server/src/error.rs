@@ -62,7 +62,7 @@ impl IntoResponse for ApiError {
         if let Some(serde_json::Value::Object(extra)) = self.extra {
             body.as_object_mut().expect("object").extend(extra);
         }
-        (self.status, Json(body)).into_response()
+        crate::amplitude::with_retry_after(self.status, (self.status, Json(body)).into_response())
     }
 }
 
@@ -86,6 +86,15 @@ impl From<lethe_meta::MetaError> for ApiError {
 
 impl From<lethe_store::StoreError> for ApiError {
     fn from(e: lethe_store::StoreError) -> Self {
+        if let Some(reason) = e.unavailable() {
+            let body = crate::amplitude::unavailable_body(reason);
+            return ApiError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                message: body["error"].as_str().unwrap_or_default().to_string(),
+                field: None,
+                extra: Some(serde_json::json!({ "reason": body["reason"] })),
+            };
+        }
         tracing::error!(error = %e, "store error");
         ApiError::internal("internal error in the event store")
     }

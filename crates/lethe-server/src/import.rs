@@ -13,7 +13,7 @@ use axum::{Json, Router};
 use lethe_event::{parse_export_line, EventError, EventIssue, ParsedEvent};
 use serde_json::{json, Value};
 
-use crate::amplitude::{decode_body, BodyError};
+use crate::amplitude::{decode_body, limits_json, BodyError};
 use crate::auth::Session;
 use crate::{blocking, ApiError, App};
 
@@ -113,12 +113,13 @@ fn parse_lines(text: &str) -> (Vec<ParsedEvent>, Vec<LineError>, usize) {
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| (i + 1, l))
         .collect();
+    let now = lethe_meta::now_ms();
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let chunk = lines.len().div_ceil(workers).max(1);
     let parts: Vec<Vec<ParsedLine>> =
         lethe_store::parallel_map(lines.chunks(chunk).collect(), |part| {
             part.iter()
-                .map(|(n, l)| (*n, parse_export_line(l)))
+                .map(|(n, l)| (*n, parse_export_line(l, now)))
                 .collect()
         });
     let mut events = Vec::with_capacity(lines.len());
@@ -140,10 +141,15 @@ fn error_json((line, errors): &LineError) -> Value {
             .map(|e| e.field)
             .collect()
     };
-    json!({
+    let mut out = json!({
         "line": line,
         "missing_fields": fields(EventIssue::Missing),
         "invalid_fields": fields(EventIssue::Invalid),
         "invalid_id_lengths": fields(EventIssue::IdLength),
-    })
+    });
+    let limits = limits_json(std::iter::once((*line, errors.as_slice())));
+    if !limits.is_empty() {
+        out["limits"] = json!(limits);
+    }
+    out
 }

@@ -10,7 +10,9 @@ use axum::Router;
 use lethe_event::{parse_batch, RequestError};
 use serde_json::json;
 
-use crate::amplitude::{decode_body, event_issues_reply, AmplitudeReply, BodyError};
+use crate::amplitude::{
+    decode_body, event_issues_reply, unavailable_body, AmplitudeReply, BodyError,
+};
 use crate::App;
 
 const HTTPAPI_MAX_BYTES: usize = 1 << 20;
@@ -102,9 +104,9 @@ async fn handle(app: &App, headers: &HeaderMap, body: &[u8], limit: usize) -> Am
     }
     let count = events.len();
     let store = app.store.clone();
-    let stored = crate::blocking(move || Ok(store.ingest(project.id, events)?)).await;
+    let stored = crate::blocking(move || Ok(store.ingest(project.id, events))).await;
     match stored {
-        Ok(outcome) => {
+        Ok(Ok(outcome)) => {
             metrics::counter!("lethe_events_ingested_total").increment(outcome.stored as u64);
             metrics::counter!("lethe_events_deduplicated_total")
                 .increment(outcome.duplicates as u64);
@@ -118,8 +120,17 @@ async fn handle(app: &App, headers: &HeaderMap, body: &[u8], limit: usize) -> Am
                 }),
             )
         }
-        // The WAL may or may not hold the events: 500 tells clients to retry, and insert_id
-        // keeps the retry from duplicating them.
+        // Refused before anything was stored (the WAL is fail-stop and the resolver rolled
+        // back): a retry after Retry-After stores the batch once.
+        Ok(Err(e)) => match e.unavailable() {
+            Some(reason) => {
+                AmplitudeReply(StatusCode::SERVICE_UNAVAILABLE, unavailable_body(reason))
+            }
+            None => {
+                tracing::error!(error = %e, "ingestion failed");
+                AmplitudeReply::error(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error")
+            }
+        },
         Err(_) => AmplitudeReply::error(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error"),
     }
 }

@@ -1,5 +1,5 @@
-//! Starting a server: take the data dir's lock, open (and on first start bootstrap) the
-//! metadata, open the store, bind the listener. Serving stops gracefully with a flush.
+//! Starting a server: bind the listener, take the data dir's lock, open (and on first start
+//! bootstrap) the metadata, open the store. Serving stops gracefully with a flush.
 
 use std::fs::File;
 use std::future::Future;
@@ -66,6 +66,14 @@ pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
         path: config.data_dir.clone(),
         source,
     };
+    // Bind first: a start that cannot listen must create nothing, or a first start on a busy
+    // port would make the organization and never show its keys.
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: config.listen,
+            source,
+        })?;
     dir.create().map_err(io_err)?;
     let lock = File::create(dir.lock_file()).map_err(io_err)?;
     lock.try_lock_exclusive()
@@ -79,12 +87,6 @@ pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
             .await
             .map_err(|e| io_err(std::io::Error::other(e.to_string())))??
     };
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| StartError::Listen {
-            addr: config.listen,
-            source,
-        })?;
     let addr = listener.local_addr().map_err(io_err)?;
     Ok(Running {
         addr,

@@ -8,6 +8,7 @@
 //! transaction, after which the WAL files it covered are deleted. Compaction merges small
 //! segments of a day the same way.
 
+mod faults;
 mod layout;
 mod parallel;
 mod resolver;
@@ -15,6 +16,7 @@ mod segment;
 mod store;
 mod wal;
 
+pub use faults::failpoint;
 pub use layout::{DataDir, SegmentLocation};
 pub use parallel::parallel_map;
 pub use resolver::KnownUsers;
@@ -23,7 +25,7 @@ pub use segment::{
     ColumnNames, SegmentStats,
 };
 pub use store::{
-    failpoint, IngestOutcome, Output, ProgressFn, Rewrite, Segment, Snapshot, Store, StoreConfig,
+    IngestOutcome, Output, ProgressFn, Rewrite, Segment, Snapshot, Store, StoreConfig,
 };
 
 /// Errors at the event store boundary.
@@ -41,6 +43,56 @@ pub enum StoreError {
     Encoding(#[from] serde_json::Error),
     #[error("the store is shutting down or its WAL writer failed")]
     Closed,
+    /// Writes are refused until the WAL is whole again; nothing of the batch was stored.
+    #[error("the WAL cannot take writes: {0}")]
+    Unavailable(Unavailable),
+    #[error(
+        "WAL file {} is damaged at byte {offset} ({records_before} records before it are intact; \
+         records after it would be lost): start with --salvage-wal to keep those and drop the rest",
+        path.display()
+    )]
+    WalDamaged {
+        path: std::path::PathBuf,
+        offset: u64,
+        records_before: usize,
+    },
+}
+
+/// Why the WAL refuses writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Unavailable {
+    /// The disk is full (ENOSPC); writes resume once space is freed.
+    #[error("the disk is full")]
+    StorageFull,
+    /// Another write or fsync error.
+    #[error("a write or fsync failed")]
+    Io,
+}
+
+impl Unavailable {
+    fn of(error: &StoreError) -> Self {
+        match error {
+            StoreError::Io(e) if e.kind() == std::io::ErrorKind::StorageFull => {
+                Unavailable::StorageFull
+            }
+            StoreError::Unavailable(u) => *u,
+            _ => Unavailable::Io,
+        }
+    }
+}
+
+impl StoreError {
+    /// Whether the caller may retry later: nothing was stored, the disk is full or a write
+    /// failed and is being repaired.
+    pub fn unavailable(&self) -> Option<Unavailable> {
+        match self {
+            StoreError::Unavailable(u) => Some(*u),
+            StoreError::Io(e) if e.kind() == std::io::ErrorKind::StorageFull => {
+                Some(Unavailable::StorageFull)
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Result type of this crate.

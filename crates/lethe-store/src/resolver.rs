@@ -8,15 +8,21 @@
 //!    that amplitude_id if it has no user_id yet (an anonymous user signing in); if it already
 //!    belongs to another user, the user_id gets a new amplitude_id and the device moves to it;
 //! 3. otherwise a new amplitude_id is allocated for both ids.
+//!
+//! Resolution runs before the WAL append, so every change it makes is journaled per batch
+//! until the WAL writer reports the batch durable: if the append fails, [`Resolver::rollback`]
+//! puts back everything the failed batches (and any resolved after them) changed, so a client
+//! retrying a refused batch is neither deduplicated against it nor resolved against its ids.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use lethe_event::{apply_user_property_ops, Event, ParsedEvent, Profile, Props, DAY_MS};
-use lethe_meta::{IdentityRecord, ProfileRecord};
+use lethe_meta::{IdKind, IdentityRecord, ProfileRecord};
 
 /// Amplitude deduplicates an insert_id within 7 days.
 const DEDUP_DAYS: i64 = 7;
@@ -38,11 +44,63 @@ struct ProjectIdentity {
     dedup: BTreeMap<i64, FxHashSet<u64>>,
 }
 
-/// Changes not yet in the metadata store.
+/// Keys changed since the last commit; their current values are read when taken, so a
+/// rolled-back change is never persisted.
 #[derive(Default)]
-pub(crate) struct Dirty {
-    pub identities: Vec<IdentityRecord>,
-    pub profiles: HashSet<(i64, i64)>,
+struct Dirty {
+    identities: HashSet<(i64, IdKind, String)>,
+    profiles: HashSet<(i64, i64)>,
+}
+
+/// One change made by resolving an event, with what it replaced.
+enum Change {
+    Dedup {
+        project_id: i64,
+        day: i64,
+        key: u64,
+    },
+    Mapping {
+        project_id: i64,
+        kind: IdKind,
+        external_id: String,
+        before: Option<i64>,
+    },
+    /// A user's user_id and profile before the change; `None` when the user was new.
+    User {
+        project_id: i64,
+        amplitude_id: i64,
+        before: Option<(Option<String>, Arc<Props>)>,
+    },
+}
+
+/// The changes of the batches resolved but not yet known durable, oldest first.
+#[derive(Default)]
+struct Journal {
+    /// Changes of the batch being resolved.
+    open: Vec<Change>,
+    sealed: VecDeque<(u64, Vec<Change>)>,
+    next_batch: u64,
+    /// Highest batch number the WAL writer made durable (shared with it).
+    durable: Arc<AtomicU64>,
+    /// Bumped by every rollback: a batch resolved in an older epoch is refused by the WAL.
+    epoch: u64,
+}
+
+impl Journal {
+    /// Keeps the journaled changes `f` returns true for; `f` may edit them.
+    fn retain_changes(&mut self, mut f: impl FnMut(&mut Change) -> bool) {
+        self.open.retain_mut(&mut f);
+        for (_, changes) in self.sealed.iter_mut() {
+            changes.retain_mut(&mut f);
+        }
+    }
+}
+
+/// Identifies a resolved batch to the WAL writer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Ticket {
+    pub batch: u64,
+    pub epoch: u64,
 }
 
 #[derive(Default)]
@@ -50,9 +108,13 @@ pub(crate) struct Resolver {
     projects: HashMap<i64, ProjectIdentity>,
     high: i64,
     dirty: Dirty,
+    journal: Journal,
     /// Per project, digests of suppressed user_ids (see [`lethe_meta::user_id_digest`]).
     suppressed: HashMap<i64, FxHashSet<String>>,
 }
+
+/// Changes of a batch that bypasses the WAL (bulk import), to undo if its commit fails.
+pub(crate) struct Unjournaled(Vec<Change>);
 
 /// The users of a project that an erasure request names, as far as the project knows them.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -61,6 +123,22 @@ pub struct KnownUsers {
     pub by_amplitude_id: HashMap<i64, Option<String>>,
     /// Known user_ids, with their amplitude_id.
     pub by_user_id: HashMap<String, i64>,
+}
+
+impl ProjectIdentity {
+    fn map(&self, kind: IdKind) -> &FxHashMap<String, i64> {
+        match kind {
+            IdKind::User => &self.by_user,
+            IdKind::Device => &self.by_device,
+        }
+    }
+
+    fn map_mut(&mut self, kind: IdKind) -> &mut FxHashMap<String, i64> {
+        match kind {
+            IdKind::User => &mut self.by_user,
+            IdKind::Device => &mut self.by_device,
+        }
+    }
 }
 
 fn dedup_key(e_device: Option<&str>, e_user: Option<&str>, insert_id: &str) -> u64 {
@@ -88,12 +166,7 @@ impl Resolver {
         };
         for id in identities {
             let p = r.projects.entry(id.project_id).or_default();
-            let map = if id.kind == "user" {
-                &mut p.by_user
-            } else {
-                &mut p.by_device
-            };
-            map.insert(id.external_id, id.amplitude_id);
+            p.map_mut(id.kind).insert(id.external_id, id.amplitude_id);
         }
         for rec in profiles {
             let profile: Profile = serde_json::from_str::<serde_json::Map<_, _>>(&rec.properties)
@@ -131,6 +204,11 @@ impl Resolver {
                 return None;
             }
             project.dedup.entry(day).or_default().insert(key);
+            self.journal.open.push(Change::Dedup {
+                project_id,
+                day,
+                key,
+            });
         }
         let amplitude_id =
             self.identify(project_id, ev.user_id.as_deref(), ev.device_id.as_deref());
@@ -138,10 +216,22 @@ impl Resolver {
             .projects
             .get_mut(&project_id)
             .expect("identified above");
+        let before = project
+            .users
+            .get(&amplitude_id)
+            .map(|u| (u.user_id.clone(), u.snapshot.clone()));
         let user = project.users.entry(amplitude_id).or_default();
-        if apply_user_property_ops(&mut user.profile, &ev.user_property_ops) {
+        let changed = apply_user_property_ops(&mut user.profile, &ev.user_property_ops);
+        if changed {
             user.snapshot = snapshot(&user.profile);
             self.dirty.profiles.insert((project_id, amplitude_id));
+        }
+        if changed || before.is_none() {
+            self.journal.open.push(Change::User {
+                project_id,
+                amplitude_id,
+                before,
+            });
         }
         Some(Event {
             uuid: ev.uuid.unwrap_or_else(|| uuid::Uuid::now_v7().as_u128()),
@@ -185,28 +275,167 @@ impl Resolver {
                 (self.high, user_id.is_some(), device_id.is_some())
             }
         };
-        let p = self.projects.get_mut(&project_id).expect("created above");
         if let (true, Some(u)) = (attach_user, user_id) {
-            p.by_user.insert(u.to_string(), amplitude_id);
-            p.users.entry(amplitude_id).or_default().user_id = Some(u.to_string());
+            self.map(project_id, IdKind::User, u, amplitude_id);
+            let user = self
+                .projects
+                .get_mut(&project_id)
+                .expect("created above")
+                .users
+                .entry(amplitude_id);
+            let before = match &user {
+                std::collections::hash_map::Entry::Occupied(o) => {
+                    Some((o.get().user_id.clone(), o.get().snapshot.clone()))
+                }
+                std::collections::hash_map::Entry::Vacant(_) => None,
+            };
+            user.or_default().user_id = Some(u.to_string());
             self.dirty.profiles.insert((project_id, amplitude_id));
-            self.dirty.identities.push(IdentityRecord {
+            self.journal.open.push(Change::User {
                 project_id,
-                kind: "user",
-                external_id: u.to_string(),
                 amplitude_id,
+                before,
             });
         }
         if let (true, Some(d)) = (map_device, device_id) {
-            p.by_device.insert(d.to_string(), amplitude_id);
-            self.dirty.identities.push(IdentityRecord {
-                project_id,
-                kind: "device",
-                external_id: d.to_string(),
-                amplitude_id,
-            });
+            self.map(project_id, IdKind::Device, d, amplitude_id);
         }
         amplitude_id
+    }
+
+    /// Maps an external id to an amplitude_id, journaled.
+    fn map(&mut self, project_id: i64, kind: IdKind, external_id: &str, amplitude_id: i64) {
+        let p = self.projects.entry(project_id).or_default();
+        let before = p
+            .map_mut(kind)
+            .insert(external_id.to_string(), amplitude_id);
+        self.dirty
+            .identities
+            .insert((project_id, kind, external_id.to_string()));
+        self.journal.open.push(Change::Mapping {
+            project_id,
+            kind,
+            external_id: external_id.to_string(),
+            before,
+        });
+    }
+
+    /// Closes the batch resolved since the last call; the WAL writer reports it durable
+    /// through [`Resolver::durable_watermark`] or the batch is undone by a rollback.
+    pub fn seal(&mut self) -> Ticket {
+        let j = &mut self.journal;
+        let durable = j.durable.load(Ordering::Acquire);
+        while j.sealed.front().is_some_and(|(b, _)| *b <= durable) {
+            j.sealed.pop_front();
+        }
+        j.next_batch += 1;
+        let batch = j.next_batch;
+        let changes = std::mem::take(&mut j.open);
+        if !changes.is_empty() {
+            j.sealed.push_back((batch, changes));
+        }
+        Ticket {
+            batch,
+            epoch: j.epoch,
+        }
+    }
+
+    /// The current epoch: batches resolved in it are accepted by the WAL writer.
+    pub fn epoch(&self) -> u64 {
+        self.journal.epoch
+    }
+
+    /// The watermark the WAL writer advances after each fsync: every batch numbered at or
+    /// below it is durable.
+    pub fn durable_watermark(&self) -> Arc<AtomicU64> {
+        self.journal.durable.clone()
+    }
+
+    /// Undoes every batch above the durable watermark, newest first, and starts a new
+    /// epoch; returns it. Called by the WAL writer when an append or fsync failed.
+    pub fn rollback(&mut self) -> u64 {
+        let durable = self.journal.durable.load(Ordering::Acquire);
+        let open = std::mem::take(&mut self.journal.open);
+        self.undo(open);
+        while let Some((batch, changes)) = self.journal.sealed.pop_back() {
+            if batch <= durable {
+                self.journal.sealed.push_back((batch, changes));
+                break;
+            }
+            self.undo(changes);
+        }
+        self.journal.epoch += 1;
+        self.journal.epoch
+    }
+
+    /// Takes the changes resolved for a batch that does not go through the WAL.
+    pub fn take_unjournaled(&mut self) -> Unjournaled {
+        Unjournaled(std::mem::take(&mut self.journal.open))
+    }
+
+    /// A bulk import's commit failed: forgets its insert_ids so that a retry stores its
+    /// lines. Its identities and profile changes stay: later batches may already build on
+    /// them, and they describe users the retry names again.
+    pub fn forget_insert_ids(&mut self, changes: Unjournaled) {
+        let dedup = changes
+            .0
+            .into_iter()
+            .filter(|c| matches!(c, Change::Dedup { .. }));
+        self.undo(dedup.collect());
+    }
+
+    fn undo(&mut self, changes: Vec<Change>) {
+        for change in changes.into_iter().rev() {
+            match change {
+                Change::Dedup {
+                    project_id,
+                    day,
+                    key,
+                } => {
+                    if let Some(seen) = self
+                        .projects
+                        .get_mut(&project_id)
+                        .and_then(|p| p.dedup.get_mut(&day))
+                    {
+                        seen.remove(&key);
+                    }
+                }
+                Change::Mapping {
+                    project_id,
+                    kind,
+                    external_id,
+                    before,
+                } => {
+                    let map = self.projects.entry(project_id).or_default().map_mut(kind);
+                    match before {
+                        Some(a) => map.insert(external_id, a),
+                        None => map.remove(&external_id),
+                    };
+                }
+                Change::User {
+                    project_id,
+                    amplitude_id,
+                    before,
+                } => {
+                    let users = &mut self.projects.entry(project_id).or_default().users;
+                    match before {
+                        Some((user_id, snapshot)) => {
+                            users.insert(
+                                amplitude_id,
+                                User {
+                                    user_id,
+                                    profile: snapshot.iter().cloned().collect(),
+                                    snapshot,
+                                },
+                            );
+                        }
+                        None => {
+                            users.remove(&amplitude_id);
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// Replays a WAL'd event: it carries its amplitude_id and the profile as of that event,
@@ -218,20 +447,10 @@ impl Resolver {
             self.remember_insert_id(project_id, device, user, insert_id, e.server_upload_time);
         }
         let p = self.projects.entry(project_id).or_default();
-        for (kind, id) in [("user", &e.user_id), ("device", &e.device_id)] {
+        for (kind, id) in [(IdKind::User, &e.user_id), (IdKind::Device, &e.device_id)] {
             if let Some(id) = id {
-                let map = if kind == "user" {
-                    &mut p.by_user
-                } else {
-                    &mut p.by_device
-                };
-                if map.insert(id.clone(), e.amplitude_id) != Some(e.amplitude_id) {
-                    self.dirty.identities.push(IdentityRecord {
-                        project_id,
-                        kind,
-                        external_id: id.clone(),
-                        amplitude_id: e.amplitude_id,
-                    });
+                if p.map_mut(kind).insert(id.clone(), e.amplitude_id) != Some(e.amplitude_id) {
+                    self.dirty.identities.insert((project_id, kind, id.clone()));
                 }
             }
         }
@@ -273,12 +492,29 @@ impl Resolver {
     /// Takes the changes to persist with the next commit.
     pub fn take_dirty(&mut self) -> (Vec<IdentityRecord>, Vec<ProfileRecord>, i64) {
         let dirty = std::mem::take(&mut self.dirty);
+        let identities = dirty
+            .identities
+            .into_iter()
+            .filter_map(|(project_id, kind, external_id)| {
+                let amplitude_id = *self
+                    .projects
+                    .get(&project_id)?
+                    .map(kind)
+                    .get(&external_id)?;
+                Some(IdentityRecord {
+                    project_id,
+                    kind,
+                    external_id,
+                    amplitude_id,
+                })
+            })
+            .collect();
         let profiles = dirty
             .profiles
             .into_iter()
             .filter_map(|(project_id, amplitude_id)| self.profile_record(project_id, amplitude_id))
             .collect();
-        (dirty.identities, profiles, self.high)
+        (identities, profiles, self.high)
     }
 
     fn is_suppressed(&self, project_id: i64, user_id: Option<&str>) -> bool {
@@ -335,11 +571,29 @@ impl Resolver {
             p.by_device.retain(|_, a| !ids.contains(a));
             p.users.retain(|a, _| !ids.contains(a));
         }
-        let theirs = |p: i64, a: &i64| p == project_id && ids.contains(a);
+        // Dirty identity keys of theirs now map to nothing and are skipped when taken.
         self.dirty
-            .identities
-            .retain(|r| !theirs(r.project_id, &r.amplitude_id));
-        self.dirty.profiles.retain(|(p, a)| !theirs(*p, a));
+            .profiles
+            .retain(|(p, a)| !(*p == project_id && ids.contains(a)));
+        // A rollback must not bring them back.
+        self.journal.retain_changes(|change| match change {
+            Change::User {
+                project_id: p,
+                amplitude_id,
+                ..
+            } => !(*p == project_id && ids.contains(amplitude_id)),
+            Change::Mapping {
+                project_id: p,
+                before,
+                ..
+            } => {
+                if *p == project_id && before.is_some_and(|a| ids.contains(&a)) {
+                    *before = None;
+                }
+                true
+            }
+            Change::Dedup { .. } => true,
+        });
     }
 
     /// Unsets `keys` in every profile of the project; returns the changed profiles.
@@ -356,6 +610,21 @@ impl Resolver {
                 changed.push(*amplitude_id);
             }
         }
+        // A rollback must not bring the keys back either.
+        self.journal.retain_changes(|change| {
+            if let Change::User {
+                project_id: p,
+                before: Some((_, props)),
+                ..
+            } = change
+            {
+                if *p == project_id && props.iter().any(|(k, _)| keys.contains(k)) {
+                    let kept = props.iter().filter(|(k, _)| !keys.contains(k));
+                    *props = Arc::new(kept.cloned().collect());
+                }
+            }
+            true
+        });
         changed
             .into_iter()
             .filter_map(|amplitude_id| self.profile_record(project_id, amplitude_id))
@@ -379,7 +648,11 @@ impl Resolver {
 
     /// Puts back changes whose commit failed, so the next commit carries them.
     pub fn restore_dirty(&mut self, identities: Vec<IdentityRecord>, profiles: &[ProfileRecord]) {
-        self.dirty.identities.extend(identities);
+        self.dirty.identities.extend(
+            identities
+                .into_iter()
+                .map(|r| (r.project_id, r.kind, r.external_id)),
+        );
         self.dirty
             .profiles
             .extend(profiles.iter().map(|p| (p.project_id, p.amplitude_id)));

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::thread::JoinHandle;
@@ -14,15 +14,16 @@ use lethe_meta::{
     now_ms, CatalogDelta, CatalogKind, Commit, CountDelta, MetaStore, ProfileRecord, SegmentRecord,
 };
 
+use crate::faults::failpoint;
 use crate::layout::{sync_dir, DataDir, SegmentLocation};
 use crate::parallel::parallel_map;
-use crate::resolver::{KnownUsers, Resolver};
+use crate::resolver::{KnownUsers, Resolver, Ticket};
 use crate::segment::{
     events_to_batch, read_batches, read_segment, rewrite_columns, rewrite_row_groups,
     sort_for_segment, write_batch, ColumnNames, SegmentStats,
 };
-use crate::wal::{self, WalFile, WalRecord};
-use crate::{Result, StoreError};
+use crate::wal::{self, Damage, WalFile, WalRecord};
+use crate::{Result, StoreError, Unavailable};
 
 /// Tuning of flush and compaction.
 #[derive(Debug, Clone)]
@@ -37,6 +38,9 @@ pub struct StoreConfig {
     pub compact_small_rows: i64,
     /// Most rows one compaction merges: bounds its memory, and its output is not small.
     pub compact_max_rows: i64,
+    /// Start even if a WAL file is damaged before its end, keeping the records before the
+    /// damage (the operator accepts losing the rest).
+    pub salvage_wal: bool,
 }
 
 impl Default for StoreConfig {
@@ -47,6 +51,7 @@ impl Default for StoreConfig {
             compact_min_segments: 4,
             compact_small_rows: 64 * 1024,
             compact_max_rows: 256 * 1024,
+            salvage_wal: false,
         }
     }
 }
@@ -108,20 +113,6 @@ pub enum Output {
 /// Renders a task's progress once the bytes written by a rewrite are known.
 pub type ProgressFn = Box<dyn FnOnce(u64) -> String + Send>;
 
-/// Crash-test hook: with `LETHE_FAILPOINT=<name>`, the process aborts at that point, as
-/// `kill -9` would stop it.
-pub fn failpoint(name: &str) {
-    static POINT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    if POINT
-        .get_or_init(|| std::env::var("LETHE_FAILPOINT").ok())
-        .as_deref()
-        == Some(name)
-    {
-        eprintln!("lethe: failpoint {name} reached: aborting");
-        std::process::abort();
-    }
-}
-
 /// What an ingestion call did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct IngestOutcome {
@@ -140,8 +131,13 @@ struct Written {
     catalog: Vec<(i64, CatalogDelta)>,
 }
 
-/// A WAL record written but not yet fsynced: its events and whom to tell.
-type Pending = (i64, Vec<Arc<Event>>, SyncSender<Result<()>>);
+/// A WAL record written but not yet fsynced: its batch, events and whom to tell.
+struct Pending {
+    ticket: Ticket,
+    project_id: i64,
+    events: Vec<Arc<Event>>,
+    ack: SyncSender<Result<()>>,
+}
 
 #[derive(Default)]
 struct State {
@@ -153,11 +149,17 @@ struct State {
 
 enum WalCommand {
     Append {
+        ticket: Ticket,
         project_id: i64,
         events: Vec<Arc<Event>>,
         ack: SyncSender<Result<()>>,
     },
-    Rotate {
+    /// Answers once every batch resolved in `epoch` before it is durable (an error if one
+    /// failed); with `rotate`, then seals the file and freezes the memtable, answering the
+    /// highest sealed sequence number.
+    Barrier {
+        epoch: u64,
+        rotate: bool,
         ack: SyncSender<Result<u64>>,
     },
 }
@@ -172,6 +174,135 @@ struct Inner {
     /// One manifest writer at a time (flush, compaction, later deletion).
     writer: Mutex<()>,
     wake: (Mutex<bool>, Condvar),
+}
+
+/// The WAL writer thread's state. Fail-stop: after a failed write or fsync every pending
+/// batch is refused, the resolver rolls back what they changed (a new epoch: batches resolved
+/// before the rollback are refused too), and the file is cut back to its last fsync before it
+/// takes another record.
+struct WalWriter<'a> {
+    inner: &'a Inner,
+    file: WalFile,
+    appended: Vec<Pending>,
+    /// Batches resolved in another epoch were rolled back and are refused.
+    epoch: u64,
+    durable: Arc<AtomicU64>,
+    /// Why the last failure happened: the answer for refused batches.
+    failure: Option<Unavailable>,
+}
+
+impl WalWriter<'_> {
+    fn handle(&mut self, command: WalCommand) {
+        match command {
+            WalCommand::Append {
+                ticket,
+                project_id,
+                events,
+                ack,
+            } => {
+                if let Err(e) = self.accepting(ticket.epoch) {
+                    let _ = ack.send(Err(e));
+                    return;
+                }
+                let record = WalRecord { project_id, events };
+                match self.file.append(&record) {
+                    Ok(()) => self.appended.push(Pending {
+                        ticket,
+                        project_id,
+                        events: record.events,
+                        ack,
+                    }),
+                    Err(e) => {
+                        let refusal = self.fail(e);
+                        let _ = ack.send(Err(refusal));
+                    }
+                }
+            }
+            WalCommand::Barrier { epoch, rotate, ack } => {
+                self.commit_appended();
+                let result = self.accepting(epoch).and_then(|()| match rotate {
+                    true => self.rotate(),
+                    false => Ok(self.file.seq),
+                });
+                let _ = ack.send(result);
+            }
+        }
+    }
+
+    /// Ok when a batch of `epoch` can be appended: no rollback since it was resolved, and the
+    /// file is whole (repaired now if a failure broke it).
+    fn accepting(&mut self, epoch: u64) -> Result<()> {
+        let refused = StoreError::Unavailable(self.failure.unwrap_or(Unavailable::Io));
+        if epoch != self.epoch {
+            return Err(refused);
+        }
+        if self.file.is_broken() {
+            if let Err(e) = self.file.repair() {
+                tracing::error!(error = %e, "WAL repair failed; ingestion stays refused");
+                // The refused batch (and any resolved after it) must leave no trace.
+                self.epoch = lock(&self.inner.resolver).rollback();
+                return Err(refused);
+            }
+            tracing::warn!("WAL repaired: accepting writes again");
+            metrics::gauge!("lethe_wal_available").set(1.0);
+        }
+        Ok(())
+    }
+
+    /// One fsync for every record appended since the last one, then visibility, then acks.
+    fn commit_appended(&mut self) {
+        let Some(last) = self.appended.last() else {
+            return;
+        };
+        let last_batch = last.ticket.batch;
+        if let Err(e) = self.file.sync() {
+            self.fail(e);
+            return;
+        }
+        self.durable.fetch_max(last_batch, Ordering::AcqRel);
+        metrics::gauge!("lethe_wal_bytes").set(self.file.bytes as f64);
+        for p in self.appended.drain(..) {
+            self.inner.push_active(p.project_id, p.events);
+            let _ = p.ack.send(Ok(()));
+        }
+    }
+
+    /// A write or fsync failed: refuses every batch not yet durable, rolls back their
+    /// resolution, and tries to repair the file. Returns the refusal for the caller's batch.
+    fn fail(&mut self, error: StoreError) -> StoreError {
+        let reason = Unavailable::of(&error);
+        tracing::error!(error = %error, "WAL write failed: refusing batches until it is repaired");
+        metrics::counter!("lethe_wal_failures_total").increment(1);
+        metrics::gauge!("lethe_wal_available").set(0.0);
+        self.failure = Some(reason);
+        for p in self.appended.drain(..) {
+            let _ = p.ack.send(Err(StoreError::Unavailable(reason)));
+        }
+        self.epoch = lock(&self.inner.resolver).rollback();
+        if self.file.repair().is_ok() {
+            metrics::gauge!("lethe_wal_available").set(1.0);
+        }
+        StoreError::Unavailable(reason)
+    }
+
+    /// Seals the current file (unless it is empty) and freezes the memtable.
+    fn rotate(&mut self) -> Result<u64> {
+        let sealed = if self.file.bytes == 0 {
+            // Nothing appended since it was created: keep it, covering only older files.
+            self.file.seq - 1
+        } else {
+            let sealed = self.file.seq;
+            self.file = WalFile::create(&self.inner.dir, sealed + 1)?;
+            sealed
+        };
+        let mut state = self.inner.state.write().unwrap_or_else(|p| p.into_inner());
+        let active = std::mem::take(&mut state.active);
+        state.active_since = None;
+        if !active.is_empty() {
+            state.frozen.push(Arc::new(active));
+        }
+        Ok(sealed)
+    }
 }
 
 /// Handle to the event store; cheap to clone.
@@ -217,20 +348,8 @@ impl Store {
         remember_recent_insert_ids(&mut resolver, &state)?;
         let checkpoint = meta.wal_checkpoint()?;
         wal::remove_through(&dir, checkpoint)?;
-        let mut last_seq = checkpoint;
-        for seq in wal::list(&dir)? {
-            for record in wal::read(&dir, seq)? {
-                for event in record.events {
-                    resolver.observe(record.project_id, &event);
-                    state.active.push((record.project_id, event));
-                }
-            }
-            last_seq = seq;
-        }
-        if !state.active.is_empty() {
-            state.active_since = Some(Instant::now());
-            tracing::info!(events = state.active.len(), "replayed WAL");
-        }
+        let last_seq =
+            replay_wal(&dir, config.salvage_wal, &mut resolver, &mut state)?.unwrap_or(checkpoint);
         let wal_file = WalFile::create(&dir, last_seq + 1)?;
         let (tx, rx) = mpsc::channel();
         let inner = Arc::new(Inner {
@@ -291,6 +410,7 @@ impl Store {
                 let (ack, done) = mpsc::sync_channel(1);
                 lock(&self.inner.wal)
                     .send(WalCommand::Append {
+                        ticket: resolver.seal(),
                         project_id,
                         events: resolved,
                         ack,
@@ -535,6 +655,55 @@ impl State {
     }
 }
 
+/// Replays the WAL files left after the checkpoint into the memtable and the resolver;
+/// returns the last file's sequence number. A torn tail of the last file (a crash cut its
+/// last write short: never acknowledged) is cut off with a warning; damage anywhere else
+/// stops the start, naming the file and offset, unless `salvage`.
+fn replay_wal(
+    dir: &DataDir,
+    salvage: bool,
+    resolver: &mut Resolver,
+    state: &mut State,
+) -> Result<Option<u64>> {
+    let seqs = wal::list(dir)?;
+    for (i, &seq) in seqs.iter().enumerate() {
+        let replay = wal::read(dir, seq)?;
+        let file = dir.wal_file(seq);
+        let kept = replay.records.len();
+        match replay.damage {
+            None => {}
+            Some(Damage::TornTail { offset, bytes }) if i + 1 == seqs.len() => {
+                tracing::warn!(file = %file.display(), offset, bytes, records_kept = kept,
+                    "WAL ends in a torn record (a write cut short by a crash, never acknowledged): cutting it off");
+                wal::truncate(dir, seq, replay.valid_len)?;
+            }
+            Some(Damage::TornTail { offset, bytes } | Damage::Corrupt { offset, bytes }) => {
+                if !salvage {
+                    return Err(StoreError::WalDamaged {
+                        path: file,
+                        offset,
+                        records_before: kept,
+                    });
+                }
+                tracing::error!(file = %file.display(), offset, bytes_dropped = bytes, records_kept = kept,
+                    "salvaging a damaged WAL file: keeping the records before the damage, dropping the rest");
+                wal::truncate(dir, seq, replay.valid_len)?;
+            }
+        }
+        for record in replay.records {
+            for event in record.events {
+                resolver.observe(record.project_id, &event);
+                state.active.push((record.project_id, event));
+            }
+        }
+    }
+    if !state.active.is_empty() {
+        state.active_since = Some(Instant::now());
+        tracing::info!(events = state.active.len(), "replayed WAL");
+    }
+    Ok(seqs.last().copied())
+}
+
 fn remove_unreferenced_segments(dir: &DataDir, state: &State) -> Result<()> {
     let live: BTreeSet<&PathBuf> = state.segments.values().flatten().map(|s| &s.path).collect();
     for project in std::fs::read_dir(dir.segments_dir())? {
@@ -631,69 +800,32 @@ impl Inner {
         }
     }
 
-    fn run_wal_writer(&self, rx: Receiver<WalCommand>, mut file: WalFile) {
-        let mut appended: Vec<Pending> = Vec::new();
+    fn run_wal_writer(&self, rx: Receiver<WalCommand>, file: WalFile) {
+        let (epoch, durable) = {
+            let r = lock(&self.resolver);
+            (r.epoch(), r.durable_watermark())
+        };
+        let mut writer = WalWriter {
+            inner: self,
+            file,
+            appended: Vec::new(),
+            epoch,
+            durable,
+            failure: None,
+        };
         while let Ok(first) = rx.recv() {
             let mut commands = vec![first];
             commands.extend(rx.try_iter().take(4096));
             for command in commands {
-                match command {
-                    WalCommand::Append {
-                        project_id,
-                        events,
-                        ack,
-                    } => {
-                        let record = WalRecord { project_id, events };
-                        match file.append(&record) {
-                            Ok(()) => appended.push((project_id, record.events, ack)),
-                            Err(e) => {
-                                let _ = ack.send(Err(e));
-                            }
-                        }
-                    }
-                    WalCommand::Rotate { ack } => {
-                        self.commit_appended(&mut file, &mut appended);
-                        let _ = ack.send(self.rotate(&mut file));
-                    }
-                }
+                writer.handle(command);
             }
-            self.commit_appended(&mut file, &mut appended);
+            writer.commit_appended();
         }
-    }
-
-    /// One fsync for every record appended since the last one, then visibility, then acks.
-    fn commit_appended(&self, file: &mut WalFile, appended: &mut Vec<Pending>) {
-        if appended.is_empty() {
-            return;
-        }
-        let synced = file.sync();
-        metrics::gauge!("lethe_wal_bytes").set(file.bytes as f64);
-        for (project_id, events, ack) in appended.drain(..) {
-            let result = match &synced {
-                Ok(()) => {
-                    self.push_active(project_id, events);
-                    Ok(())
-                }
-                Err(e) => Err(StoreError::Io(std::io::Error::other(e.to_string()))),
-            };
-            let _ = ack.send(result);
-        }
-    }
-
-    fn rotate(&self, file: &mut WalFile) -> Result<u64> {
-        let sealed = file.seq;
-        *file = WalFile::create(&self.dir, sealed + 1)?;
-        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
-        let active = std::mem::take(&mut state.active);
-        state.active_since = None;
-        if !active.is_empty() {
-            state.frozen.push(Arc::new(active));
-        }
-        Ok(sealed)
     }
 
     fn run_background(self: Arc<Self>) {
-        let tick = Duration::from_millis(200);
+        let base = Duration::from_millis(200);
+        let mut tick = base;
         loop {
             {
                 let stop = lock(&self.wake.0);
@@ -714,9 +846,47 @@ impl Inner {
                     || !s.frozen.is_empty()
             };
             if due {
-                if let Err(e) = self.flush().and_then(|()| self.compact()) {
-                    tracing::error!(error = %e, "background flush failed; will retry");
+                match self.flush().and_then(|()| self.compact()) {
+                    Ok(()) => tick = base,
+                    Err(e) => {
+                        // Back off (to 30 s) so a full disk is not hammered nor the log flooded.
+                        tick = (tick * 2).min(Duration::from_secs(30));
+                        tracing::error!(error = %e, retry_in_ms = tick.as_millis() as u64,
+                            "background flush failed; will retry");
+                    }
                 }
+            }
+        }
+    }
+
+    /// Takes the resolver's unpersisted changes and waits until every batch that made them
+    /// is durable in the WAL (with `rotate`, then seals the WAL file and freezes the
+    /// memtable): what a commit persists then never belongs to a batch that was refused.
+    fn durable_changes(&self, rotate: bool) -> Result<(Commit, u64)> {
+        let (ack, done) = mpsc::sync_channel(1);
+        let commit = {
+            let mut r = lock(&self.resolver);
+            r.expire_dedup(now_ms());
+            let (identities, profiles, high) = r.take_dirty();
+            lock(&self.wal)
+                .send(WalCommand::Barrier {
+                    epoch: r.epoch(),
+                    rotate,
+                    ack,
+                })
+                .map_err(|_| StoreError::Closed)?;
+            Commit {
+                identities,
+                profiles,
+                amplitude_id_high: high,
+                ..Default::default()
+            }
+        };
+        match done.recv().map_err(|_| StoreError::Closed)? {
+            Ok(sealed) => Ok((commit, sealed)),
+            Err(e) => {
+                lock(&self.resolver).restore_dirty(commit.identities, &commit.profiles);
+                Err(e)
             }
         }
     }
@@ -724,30 +894,21 @@ impl Inner {
     fn flush(&self) -> Result<()> {
         let _writer = lock(&self.writer);
         let started = Instant::now();
-        let (ack, done) = mpsc::sync_channel(1);
-        lock(&self.wal)
-            .send(WalCommand::Rotate { ack })
-            .map_err(|_| StoreError::Closed)?;
-        let sealed = done.recv().map_err(|_| StoreError::Closed)??;
+        let (mut commit, sealed) = self.durable_changes(true)?;
         let frozen: Vec<Arc<Vec<Tagged>>> = self
             .state
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .frozen
             .clone();
-        let written = self.write_groups(frozen.iter().flat_map(|f| f.iter().cloned()))?;
-        let (identities, profiles, high) = {
-            let mut r = lock(&self.resolver);
-            r.expire_dedup(now_ms());
-            r.take_dirty()
+        let written = match self.write_groups(frozen.iter().flat_map(|f| f.iter().cloned())) {
+            Ok(w) => w,
+            Err(e) => {
+                lock(&self.resolver).restore_dirty(commit.identities, &commit.profiles);
+                return Err(e);
+            }
         };
-        let commit = Commit {
-            identities,
-            profiles,
-            amplitude_id_high: high,
-            wal_checkpoint: Some(sealed),
-            ..Default::default()
-        };
+        commit.wal_checkpoint = Some(sealed);
         let written = self.commit_written(written, commit)?;
         {
             let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
@@ -827,26 +988,33 @@ impl Inner {
     fn import(&self, project_id: i64, events: Vec<ParsedEvent>) -> Result<IngestOutcome> {
         let total = events.len();
         let now = now_ms();
-        let resolved: Vec<Tagged> = {
+        let (resolved, changes): (Vec<Tagged>, _) = {
             let mut resolver = lock(&self.resolver);
-            events
+            let resolved = events
                 .into_iter()
                 .filter_map(|e| resolver.resolve(project_id, e, now))
                 .map(|e| (project_id, Arc::new(e)))
-                .collect()
+                .collect();
+            (resolved, resolver.take_unjournaled())
         };
         let stored = resolved.len();
         // Segments are written in parallel with other imports; only the commit is serialized.
-        let written = self.write_groups(resolved.into_iter())?;
+        let written = self.write_groups(resolved.into_iter());
         let _writer = lock(&self.writer);
-        let (identities, profiles, high) = lock(&self.resolver).take_dirty();
-        let commit = Commit {
-            identities,
-            profiles,
-            amplitude_id_high: high,
-            ..Default::default()
+        let committed = written.and_then(|written| match self.durable_changes(false) {
+            Ok((commit, _)) => self.commit_written(written, commit),
+            Err(e) => {
+                self.discard(&written.records);
+                Err(e)
+            }
+        });
+        let written = match committed {
+            Ok(w) => w,
+            Err(e) => {
+                lock(&self.resolver).forget_insert_ids(changes);
+                return Err(e);
+            }
         };
-        let written = self.commit_written(written, commit)?;
         let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
         state.add_live(&self.dir, written);
         drop(state);

@@ -32,6 +32,10 @@ pub struct ServeArgs {
     /// withdrawn: seconds, or with a unit (`24h`, `90m`, `30s`).
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
     privacy_grace: Duration,
+    /// Start even though a WAL file is damaged before its end: replay the records before the
+    /// damage and drop the rest. Without it such a start is refused, naming the file and offset.
+    #[arg(long)]
+    salvage_wal: bool,
 }
 
 /// `30`, `30s`, `90m`, `24h`, `2d`.
@@ -66,6 +70,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         store: StoreConfig {
             flush_interval: Duration::from_secs_f64(args.flush_interval_secs),
             flush_events: args.flush_events,
+            salvage_wal: args.salvage_wal,
             ..StoreConfig::default()
         },
         privacy_grace: args.privacy_grace,

@@ -1,0 +1,92 @@
+//! Fault injection for the crash and fault tests, read once from the environment:
+//!
+//! - `LETHE_FAILPOINT=<name>` aborts the process at that point, as `kill -9` would stop it;
+//! - `LETHE_FAULTS=<point>@<from>-<to>,…` makes the `from`-th to `to`-th calls (1-based) of
+//!   an I/O point fail: `wal_write` with ENOSPC, `wal_fsync` with EIO.
+//!
+//! Both are inert unless set; the checks cost one atomic load on the paths they guard.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+/// Aborts the process if `LETHE_FAILPOINT` names this point.
+pub fn failpoint(name: &str) {
+    static POINT: OnceLock<Option<String>> = OnceLock::new();
+    if POINT
+        .get_or_init(|| std::env::var("LETHE_FAILPOINT").ok())
+        .as_deref()
+        == Some(name)
+    {
+        eprintln!("lethe: failpoint {name} reached: aborting");
+        std::process::abort();
+    }
+}
+
+/// An I/O call that a test can make fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum IoPoint {
+    /// Writing a WAL record (fails with ENOSPC).
+    WalWrite,
+    /// Fsyncing the WAL (fails with EIO).
+    WalFsync,
+}
+
+impl IoPoint {
+    const ALL: [IoPoint; 2] = [IoPoint::WalWrite, IoPoint::WalFsync];
+
+    fn name(self) -> &'static str {
+        match self {
+            IoPoint::WalWrite => "wal_write",
+            IoPoint::WalFsync => "wal_fsync",
+        }
+    }
+
+    fn error(self) -> std::io::Error {
+        match self {
+            IoPoint::WalWrite => std::io::Error::from_raw_os_error(28), // ENOSPC
+            IoPoint::WalFsync => std::io::Error::from_raw_os_error(5),  // EIO
+        }
+    }
+}
+
+struct Plan {
+    /// Per point: inclusive call-number ranges that fail.
+    ranges: Vec<(IoPoint, u64, u64)>,
+    calls: [AtomicU64; 2],
+}
+
+fn plan() -> &'static Option<Plan> {
+    static PLAN: OnceLock<Option<Plan>> = OnceLock::new();
+    PLAN.get_or_init(|| {
+        let spec = std::env::var("LETHE_FAULTS").ok()?;
+        let ranges = spec
+            .split(',')
+            .filter_map(|item| {
+                let (name, range) = item.trim().split_once('@')?;
+                let point = IoPoint::ALL.into_iter().find(|p| p.name() == name)?;
+                let (from, to) = range.split_once('-').unwrap_or((range, range));
+                Some((point, from.parse().ok()?, to.parse().ok()?))
+            })
+            .collect();
+        Some(Plan {
+            ranges,
+            calls: [AtomicU64::new(0), AtomicU64::new(0)],
+        })
+    })
+}
+
+/// Counts one call of `point` and fails it if the plan says so.
+pub(crate) fn inject(point: IoPoint) -> std::io::Result<()> {
+    let Some(plan) = plan() else {
+        return Ok(());
+    };
+    let n = plan.calls[point as usize].fetch_add(1, Ordering::Relaxed) + 1;
+    if plan
+        .ranges
+        .iter()
+        .any(|&(p, from, to)| p == point && (from..=to).contains(&n))
+    {
+        return Err(point.error());
+    }
+    Ok(())
+}
