@@ -21,6 +21,11 @@ pub const MIN_UPLOAD_TIME_MS: i64 = 946_684_800_000;
 /// An import's `server_upload_time` may be at most this far after the server's clock, so
 /// every stored event is in reach of a deletion task (whose end may not be in the future).
 pub const MAX_UPLOAD_SKEW_MS: i64 = 5 * 60 * 1000;
+/// Distinct event-property keys one project may use on one day (by upload time): bounds the
+/// width of every segment, whatever a client with the project's API key sends.
+pub const MAX_EVENT_KEYS_PER_DAY: usize = 4000;
+/// Distinct user-property keys the events of one project may carry on one day.
+pub const MAX_USER_KEYS_PER_DAY: usize = 2000;
 /// Integer fields (`session_id`, `event_id`) given as a float must be exact doubles.
 const MAX_EXACT_FLOAT_INT: f64 = 9_007_199_254_740_992.0;
 
@@ -38,6 +43,9 @@ pub enum Limit {
     /// A number that no 64-bit integer or finite double holds exactly (`1e400`, a 30-digit
     /// integer, an underflowing `1e-400`).
     Number,
+    /// The event would bring a project's distinct property keys of its day past
+    /// [`MAX_EVENT_KEYS_PER_DAY`] or [`MAX_USER_KEYS_PER_DAY`].
+    KeysPerDay,
     /// A time not in `[0, MAX_TIME_MS)`, or an imported upload time not in
     /// `[MIN_UPLOAD_TIME_MS, now + MAX_UPLOAD_SKEW_MS]`.
     TimeRange,
@@ -66,6 +74,13 @@ impl Limit {
             Limit::Number => (
                 "number_range",
                 "numbers must be 64-bit integers or finite doubles".to_string(),
+            ),
+            Limit::KeysPerDay => (
+                "max_keys_per_day",
+                format!(
+                    "at most {MAX_EVENT_KEYS_PER_DAY} distinct event-property keys and \
+                     {MAX_USER_KEYS_PER_DAY} distinct user-property keys per project per day"
+                ),
             ),
             Limit::TimeRange => (
                 "time_range",

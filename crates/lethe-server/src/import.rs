@@ -44,8 +44,18 @@ async fn import(
     .await?;
     blocking(move || {
         let text = import_text(&headers, &body)?;
-        let (events, errors, lines) = parse_lines(&text);
+        let (events, event_lines, mut errors, lines) = parse_lines(&text);
         let outcome = app.store.import(project_id, events)?;
+        let limit = Some(lethe_event::limits::Limit::KeysPerDay);
+        errors.extend(outcome.refused.iter().map(|&(index, field)| {
+            let error = EventError {
+                issue: EventIssue::Invalid,
+                field,
+                limit,
+            };
+            (event_lines[index], vec![error])
+        }));
+        errors.sort_by_key(|(line, _)| *line);
         metrics::counter!("lethe_events_ingested_total").increment(outcome.stored as u64);
         metrics::counter!("lethe_events_rejected_total").increment(errors.len() as u64);
         tracing::info!(
@@ -66,6 +76,13 @@ async fn import(
     .await
 }
 
+fn too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "the import is larger than 512 MiB once decompressed: send it in parts",
+    )
+}
+
 /// The NDJSON text of the body: plain or gzip, or every file of an export zip.
 fn import_text<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<Cow<'a, str>, ApiError> {
     let bad = |m: &str| ApiError::new(StatusCode::BAD_REQUEST, m);
@@ -84,14 +101,16 @@ fn import_text<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<Cow<'a, str>, 
                 .map_err(|_| bad("the zip archive is unreadable"))?;
             text.push_str(&import_text(&HeaderMap::new(), &raw)?);
             text.push('\n');
+            // The cap holds for the archive as a whole, not per entry: a small zip must not
+            // expand into gigabytes in memory.
+            if text.len() > IMPORT_MAX_BYTES {
+                return Err(too_large());
+            }
         }
         return Ok(Cow::Owned(text));
     }
     let decoded = decode_body(headers, body, IMPORT_MAX_BYTES).map_err(|e| match e {
-        BodyError::TooLarge => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "the import is larger than 512 MiB: send it in parts",
-        ),
+        BodyError::TooLarge => too_large(),
         BodyError::BadGzip => bad("the gzip body is unreadable"),
     })?;
     let not_text = |_| bad("the body is not UTF-8 text");
@@ -105,8 +124,9 @@ type LineError = (usize, Vec<EventError>);
 /// A line number and what parsing it gave.
 type ParsedLine = (usize, Result<ParsedEvent, Vec<EventError>>);
 
-/// Parses non-empty lines on every core; keeps line order.
-fn parse_lines(text: &str) -> (Vec<ParsedEvent>, Vec<LineError>, usize) {
+/// Parses non-empty lines on every core; keeps line order. Returns the events with their
+/// line numbers, the bad lines, and how many lines there were.
+fn parse_lines(text: &str) -> (Vec<ParsedEvent>, Vec<usize>, Vec<LineError>, usize) {
     let lines: Vec<(usize, &str)> = text
         .lines()
         .enumerate()
@@ -123,14 +143,18 @@ fn parse_lines(text: &str) -> (Vec<ParsedEvent>, Vec<LineError>, usize) {
                 .collect()
         });
     let mut events = Vec::with_capacity(lines.len());
+    let mut event_lines = Vec::with_capacity(lines.len());
     let mut errors = Vec::new();
     for (line, parsed) in parts.into_iter().flatten() {
         match parsed {
-            Ok(e) => events.push(e),
+            Ok(e) => {
+                events.push(e);
+                event_lines.push(line);
+            }
             Err(e) => errors.push((line, e)),
         }
     }
-    (events, errors, lines.len())
+    (events, event_lines, errors, lines.len())
 }
 
 fn error_json((line, errors): &LineError) -> Value {

@@ -7,7 +7,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::Router;
-use lethe_event::{parse_batch, RequestError};
+use lethe_event::{parse_batch, EventError, EventIssue, RequestError};
 use serde_json::json;
 
 use crate::amplitude::{
@@ -122,6 +122,18 @@ async fn handle(app: &App, headers: &HeaderMap, body: &[u8], limit: usize) -> Am
         }
         // Refused before anything was stored (the WAL is fail-stop and the resolver rolled
         // back): a retry after Retry-After stores the batch once.
+        Ok(Err(lethe_store::StoreError::KeysPerDay { event, field })) => {
+            metrics::counter!("lethe_events_rejected_total").increment(1);
+            let limit = Some(lethe_event::limits::Limit::KeysPerDay);
+            event_issues_reply(&[(
+                event,
+                vec![EventError {
+                    issue: EventIssue::Invalid,
+                    field,
+                    limit,
+                }],
+            )])
+        }
         Ok(Err(e)) => match e.unavailable() {
             Some(reason) => {
                 AmplitudeReply(StatusCode::SERVICE_UNAVAILABLE, unavailable_body(reason))

@@ -46,6 +46,10 @@ pub enum StoreError {
     /// Writes are refused until the WAL is whole again; nothing of the batch was stored.
     #[error("the WAL cannot take writes: {0}")]
     Unavailable(Unavailable),
+    /// The request's event `event` would take its day's distinct property keys past the
+    /// documented limit; nothing of the request was stored.
+    #[error("event {event}: its {field} keys would pass the daily limit of distinct keys")]
+    KeysPerDay { event: usize, field: &'static str },
     #[error(
         "WAL file {} is damaged at byte {offset} ({records_before} records before it are intact; \
          records after it would be lost): start with --salvage-wal to keep those and drop the rest",

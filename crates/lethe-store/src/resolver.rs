@@ -21,6 +21,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
+use lethe_event::limits::{MAX_EVENT_KEYS_PER_DAY, MAX_USER_KEYS_PER_DAY};
 use lethe_event::{apply_user_property_ops, Event, ParsedEvent, Profile, Props, DAY_MS};
 use lethe_meta::{IdKind, IdentityRecord, ProfileRecord};
 
@@ -42,6 +43,41 @@ struct ProjectIdentity {
     /// Upload day → SipHash of (device or user, insert_id) seen that day. SipHash, not Fx:
     /// a collision here would drop a real event.
     dedup: BTreeMap<i64, FxHashSet<u64>>,
+    /// Upload day → the property keys the project's events of that day carry.
+    keys: BTreeMap<i64, DayKeys>,
+}
+
+/// The distinct property keys of one project and day, held under the documented limits.
+#[derive(Default)]
+struct DayKeys {
+    event: FxHashSet<String>,
+    user: FxHashSet<String>,
+}
+
+/// Which property keys an event carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyKind {
+    Event,
+    User,
+}
+
+impl KeyKind {
+    /// The request field the keys come from.
+    pub fn field(self) -> &'static str {
+        match self {
+            KeyKind::Event => "event_properties",
+            KeyKind::User => "user_properties",
+        }
+    }
+}
+
+impl DayKeys {
+    fn set(&mut self, kind: KeyKind) -> &mut FxHashSet<String> {
+        match kind {
+            KeyKind::Event => &mut self.event,
+            KeyKind::User => &mut self.user,
+        }
+    }
 }
 
 /// Keys changed since the last commit; their current values are read when taken, so a
@@ -64,6 +100,13 @@ enum Change {
         kind: IdKind,
         external_id: String,
         before: Option<i64>,
+    },
+    /// A property key first seen on its day.
+    Key {
+        project_id: i64,
+        day: i64,
+        kind: KeyKind,
+        key: String,
     },
     /// A user's user_id and profile before the change; `None` when the user was new.
     User {
@@ -186,11 +229,89 @@ impl Resolver {
         r
     }
 
-    /// Resolves one event; `None` when its insert_id was already seen (a client retry).
-    pub fn resolve(&mut self, project_id: i64, ev: ParsedEvent, now: i64) -> Option<Event> {
+    /// Resolves one event; `None` when its insert_id was already seen (a client retry) or its
+    /// user is suppressed. Refused, with no change left behind, when its property keys would
+    /// take its day past a limit: the error names which keys.
+    pub fn resolve(
+        &mut self,
+        project_id: i64,
+        ev: ParsedEvent,
+        now: i64,
+    ) -> Result<Option<Event>, KeyKind> {
         if self.is_suppressed(project_id, ev.user_id.as_deref()) {
-            return None;
+            return Ok(None);
         }
+        let mark = self.journal.open.len();
+        let resolved = self.resolve_unchecked(project_id, ev, now);
+        if let Some(event) = &resolved {
+            if let Err(kind) = self.admit_keys(project_id, event) {
+                let changes = self.journal.open.split_off(mark);
+                self.undo(changes);
+                return Err(kind);
+            }
+        }
+        Ok(resolved)
+    }
+
+    /// Adds the event's property keys to its day's sets, unless that would pass a limit.
+    fn admit_keys(&mut self, project_id: i64, event: &Event) -> Result<(), KeyKind> {
+        let day = event.server_upload_time.div_euclid(DAY_MS);
+        let keys = self
+            .projects
+            .entry(project_id)
+            .or_default()
+            .keys
+            .entry(day)
+            .or_default();
+        let new = |set: &FxHashSet<String>, props: &Props| -> Vec<String> {
+            props
+                .iter()
+                .filter(|(k, _)| !set.contains(k))
+                .map(|(k, _)| k.clone())
+                .collect()
+        };
+        let new_event = new(&keys.event, &event.event_properties);
+        let new_user = new(&keys.user, &event.user_properties);
+        if keys.event.len() + new_event.len() > MAX_EVENT_KEYS_PER_DAY {
+            return Err(KeyKind::Event);
+        }
+        if keys.user.len() + new_user.len() > MAX_USER_KEYS_PER_DAY {
+            return Err(KeyKind::User);
+        }
+        for (kind, new) in [(KeyKind::Event, new_event), (KeyKind::User, new_user)] {
+            for key in new {
+                keys.set(kind).insert(key.clone());
+                self.journal.open.push(Change::Key {
+                    project_id,
+                    day,
+                    kind,
+                    key,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Records keys already stored on a day (segments at start-up), outside any limit.
+    pub fn admit_stored_keys<'a>(
+        &mut self,
+        project_id: i64,
+        day: i64,
+        kind: KeyKind,
+        keys: impl Iterator<Item = &'a str>,
+    ) {
+        let set = self
+            .projects
+            .entry(project_id)
+            .or_default()
+            .keys
+            .entry(day)
+            .or_default()
+            .set(kind);
+        set.extend(keys.map(str::to_string));
+    }
+
+    fn resolve_unchecked(&mut self, project_id: i64, ev: ParsedEvent, now: i64) -> Option<Event> {
         let upload = ev.server_upload_time.unwrap_or(now);
         let project = self.projects.entry(project_id).or_default();
         if let Some(insert_id) = &ev.insert_id {
@@ -368,6 +489,12 @@ impl Resolver {
         self.journal.epoch
     }
 
+    /// Undoes the batch being resolved (refused before it reached the WAL).
+    pub fn discard_open(&mut self) {
+        let open = std::mem::take(&mut self.journal.open);
+        self.undo(open);
+    }
+
     /// Takes the changes resolved for a batch that does not go through the WAL.
     pub fn take_unjournaled(&mut self) -> Unjournaled {
         Unjournaled(std::mem::take(&mut self.journal.open))
@@ -398,6 +525,20 @@ impl Resolver {
                         .and_then(|p| p.dedup.get_mut(&day))
                     {
                         seen.remove(&key);
+                    }
+                }
+                Change::Key {
+                    project_id,
+                    day,
+                    kind,
+                    key,
+                } => {
+                    if let Some(keys) = self
+                        .projects
+                        .get_mut(&project_id)
+                        .and_then(|p| p.keys.get_mut(&day))
+                    {
+                        keys.set(kind).remove(&key);
                     }
                 }
                 Change::Mapping {
@@ -442,6 +583,13 @@ impl Resolver {
     /// so replay only restores state.
     pub fn observe(&mut self, project_id: i64, e: &Event) {
         self.high = self.high.max(e.amplitude_id);
+        let day = e.server_upload_time.div_euclid(DAY_MS);
+        for (kind, props) in [
+            (KeyKind::Event, &e.event_properties),
+            (KeyKind::User, &*e.user_properties),
+        ] {
+            self.admit_stored_keys(project_id, day, kind, props.iter().map(|(k, _)| k.as_str()));
+        }
         if let Some(insert_id) = &e.insert_id {
             let (device, user) = (e.device_id.as_deref(), e.user_id.as_deref());
             self.remember_insert_id(project_id, device, user, insert_id, e.server_upload_time);
@@ -481,11 +629,12 @@ impl Resolver {
             .insert(dedup_key(device_id, user_id, insert_id));
     }
 
-    /// Forgets dedup keys older than the window, relative to `now`.
+    /// Forgets dedup keys and day key sets older than the window, relative to `now`.
     pub fn expire_dedup(&mut self, now: i64) {
         let oldest = now.div_euclid(DAY_MS) - DEDUP_DAYS - 1;
         for p in self.projects.values_mut() {
             p.dedup = p.dedup.split_off(&oldest);
+            p.keys = p.keys.split_off(&oldest);
         }
     }
 
@@ -592,7 +741,7 @@ impl Resolver {
                 }
                 true
             }
-            Change::Dedup { .. } => true,
+            Change::Dedup { .. } | Change::Key { .. } => true,
         });
     }
 
@@ -673,44 +822,112 @@ mod tests {
         }
     }
 
+    /// Resolves an event that is within every limit.
+    fn ok(r: &mut Resolver, project: i64, e: ParsedEvent, now: i64) -> Option<Event> {
+        r.resolve(project, e, now).expect("within the limits")
+    }
+
     #[test]
     fn identity_rules() {
         let mut r = Resolver::default();
-        let anon = r.resolve(1, parsed(None, Some("dev-1"), None), 0).unwrap();
-        let signed_in = r
-            .resolve(1, parsed(Some("alice"), Some("dev-1"), None), 0)
-            .unwrap();
+        let anon = ok(&mut r, 1, parsed(None, Some("dev-1"), None), 0).unwrap();
+        let signed_in = ok(&mut r, 1, parsed(Some("alice"), Some("dev-1"), None), 0).unwrap();
         assert_eq!(
             anon.amplitude_id, signed_in.amplitude_id,
             "anonymous device joins user"
         );
-        let bob = r
-            .resolve(1, parsed(Some("bobby"), Some("dev-1"), None), 0)
-            .unwrap();
+        let bob = ok(&mut r, 1, parsed(Some("bobby"), Some("dev-1"), None), 0).unwrap();
         assert_ne!(
             bob.amplitude_id, anon.amplitude_id,
             "another user on the device is new"
         );
-        let alice_again = r.resolve(1, parsed(Some("alice"), None, None), 0).unwrap();
+        let alice_again = ok(&mut r, 1, parsed(Some("alice"), None, None), 0).unwrap();
         assert_eq!(alice_again.amplitude_id, anon.amplitude_id);
-        let other_project = r.resolve(2, parsed(Some("alice"), None, None), 0).unwrap();
+        let other_project = ok(&mut r, 2, parsed(Some("alice"), None, None), 0).unwrap();
         assert_ne!(other_project.amplitude_id, anon.amplitude_id);
     }
 
     #[test]
     fn insert_id_dedups_per_device_within_seven_days() {
         let mut r = Resolver::default();
+        let e = |device| parsed(None, Some(device), Some("i1"));
+        assert!(ok(&mut r, 1, e("dev-1"), 0).is_some());
+        assert!(ok(&mut r, 1, e("dev-1"), DAY_MS).is_none());
+        assert!(ok(&mut r, 1, e("dev-2"), DAY_MS).is_some());
+        assert!(ok(&mut r, 1, e("dev-1"), 9 * DAY_MS).is_some());
+    }
+
+    fn props(keys: impl Iterator<Item = String>) -> Vec<(String, String)> {
+        keys.map(|k| (k, "1".to_string())).collect()
+    }
+
+    #[test]
+    fn a_rollback_puts_back_everything_the_failed_batches_changed() {
+        let mut r = Resolver::default();
+        let set = |r: &mut Resolver, user: &str, device: &str, insert: &str, n: i64| {
+            let mut e = parsed(Some(user), Some(device), Some(insert));
+            e.user_property_ops = vec![("$add".into(), serde_json::json!({ "n": n }))];
+            r.resolve(1, e, 0).unwrap().unwrap()
+        };
+        let alice = set(&mut r, "alice", "dev-a", "i1", 1);
+        r.seal();
+        // Batch 1 is durable; batches 2 and 3 fail.
+        r.durable_watermark().store(1, Ordering::Release);
+        let again = set(&mut r, "alice", "dev-b", "i2", 10);
+        let bob = set(&mut r, "bobby", "dev-c", "i3", 5);
+        assert_eq!(again.amplitude_id, alice.amplitude_id);
+        r.seal();
+        set(&mut r, "alice", "dev-a", "i4", 100);
+        let epoch = r.epoch();
+        r.rollback();
+        assert_eq!(r.epoch(), epoch + 1);
+        // Retries of the refused events are not duplicates and see the durable state only.
+        let retried = set(&mut r, "alice", "dev-b", "i2", 10);
+        assert_eq!(
+            retried.user_properties.as_slice(),
+            &[("n".to_string(), "11".to_string())]
+        );
+        let (identities, profiles, _) = r.take_dirty();
+        assert!(
+            !identities
+                .iter()
+                .any(|i| i.external_id == "bobby" || i.external_id == "dev-c"),
+            "bob's mapping was rolled back: {identities:?}"
+        );
+        assert!(!profiles.iter().any(|p| p.amplitude_id == bob.amplitude_id));
         assert!(r
-            .resolve(1, parsed(None, Some("dev-1"), Some("i1")), 0)
-            .is_some());
+            .known_users(1, &[bob.amplitude_id], &[])
+            .by_amplitude_id
+            .is_empty());
+    }
+
+    #[test]
+    fn keys_past_the_daily_limit_refuse_the_event_and_leave_nothing_behind() {
+        let mut r = Resolver::default();
+        let event = |user: &str, keys: std::ops::Range<usize>, user_keys: usize| {
+            let mut e = parsed(Some(user), None, Some(&format!("{user}-{}", keys.start)));
+            e.event_properties = props(keys.map(|i| format!("k{i}")));
+            e.user_property_ops = (0..user_keys)
+                .map(|i| (format!("u{i}"), serde_json::json!(1)))
+                .collect();
+            e
+        };
+        let half = MAX_EVENT_KEYS_PER_DAY / 2;
+        assert!(r.resolve(1, event("user-1", 0..half, 3), 0).is_ok());
+        assert!(r.resolve(1, event("user-2", half..2 * half, 0), 0).is_ok());
+        // Known keys are always fine; one new key is one too many.
+        assert!(r.resolve(1, event("user-3", 10..20, 0), 0).is_ok());
+        let over = event("user-4", 2 * half..2 * half + 1, 0);
+        assert_eq!(r.resolve(1, over.clone(), 0), Err(KeyKind::Event));
         assert!(r
-            .resolve(1, parsed(None, Some("dev-1"), Some("i1")), DAY_MS)
-            .is_none());
-        assert!(r
-            .resolve(1, parsed(None, Some("dev-2"), Some("i1")), DAY_MS)
-            .is_some());
-        assert!(r
-            .resolve(1, parsed(None, Some("dev-1"), Some("i1")), 9 * DAY_MS)
-            .is_some());
+            .known_users(1, &[], &["user-4".into()])
+            .by_user_id
+            .is_empty());
+        // The refused event's insert_id was not remembered: the next day takes it.
+        assert!(r.resolve(1, over, DAY_MS).unwrap().is_some());
+        // Another project has its own budget; user-property keys have theirs.
+        assert!(r.resolve(2, event("user-1", 5000..5010, 0), 0).is_ok());
+        let wide = event("user-5", 0..1, MAX_USER_KEYS_PER_DAY + 1);
+        assert_eq!(r.resolve(1, wide, 0), Err(KeyKind::User));
     }
 }

@@ -17,7 +17,7 @@ use lethe_meta::{
 use crate::faults::failpoint;
 use crate::layout::{sync_dir, DataDir, SegmentLocation};
 use crate::parallel::parallel_map;
-use crate::resolver::{KnownUsers, Resolver, Ticket};
+use crate::resolver::{KeyKind, KnownUsers, Resolver, Ticket};
 use crate::segment::{
     events_to_batch, read_batches, read_segment, rewrite_columns, rewrite_row_groups,
     sort_for_segment, write_batch, ColumnNames, SegmentStats,
@@ -114,12 +114,15 @@ pub enum Output {
 pub type ProgressFn = Box<dyn FnOnce(u64) -> String + Send>;
 
 /// What an ingestion call did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IngestOutcome {
     /// Events stored.
     pub stored: usize,
     /// Events dropped as repeats of an insert_id already stored.
     pub duplicates: usize,
+    /// Events refused (bulk import only: ingestion refuses the whole request), by index in
+    /// the input, with the field whose keys would pass the daily limit.
+    pub refused: Vec<(usize, &'static str)>,
 }
 
 type Tagged = (i64, Arc<Event>);
@@ -346,6 +349,7 @@ impl Store {
         );
         resolver.set_suppressed(meta.suppressions(None)?);
         remember_recent_insert_ids(&mut resolver, &state)?;
+        remember_recent_keys(&mut resolver, &state, &meta)?;
         let checkpoint = meta.wal_checkpoint()?;
         wal::remove_through(&dir, checkpoint)?;
         let last_seq =
@@ -397,11 +401,21 @@ impl Store {
         let now = now_ms();
         let pending = {
             let mut resolver = lock(&self.inner.resolver);
-            let resolved: Vec<Arc<Event>> = events
-                .into_iter()
-                .filter_map(|e| resolver.resolve(project_id, e, now))
-                .map(Arc::new)
-                .collect();
+            let mut resolved: Vec<Arc<Event>> = Vec::with_capacity(events.len());
+            for (index, event) in events.into_iter().enumerate() {
+                match resolver.resolve(project_id, event, now) {
+                    Ok(Some(e)) => resolved.push(Arc::new(e)),
+                    Ok(None) => {}
+                    Err(kind) => {
+                        // One event over a limit refuses the request: undo the others too.
+                        resolver.discard_open();
+                        return Err(StoreError::KeysPerDay {
+                            event: index,
+                            field: kind.field(),
+                        });
+                    }
+                }
+            }
             let stored = resolved.len();
             if stored == 0 {
                 None
@@ -430,6 +444,7 @@ impl Store {
         Ok(IngestOutcome {
             stored,
             duplicates: total - stored,
+            refused: Vec::new(),
         })
     }
 
@@ -720,6 +735,53 @@ fn remove_unreferenced_segments(dir: &DataDir, state: &State) -> Result<()> {
     Ok(())
 }
 
+/// The daily key limits count what recent days already stored: the manifest records name
+/// each segment's property keys by catalog id, so no file is read.
+fn remember_recent_keys(resolver: &mut Resolver, state: &State, meta: &MetaStore) -> Result<()> {
+    let since = day_of(now_ms() - 8 * DAY_MS);
+    for (project_id, segments) in &state.segments {
+        let recent: Vec<&Arc<Segment>> =
+            segments.iter().filter(|s| s.record.day >= since).collect();
+        if recent.is_empty() {
+            continue;
+        }
+        let names = [
+            (KeyKind::Event, CatalogKind::EventProperty),
+            (KeyKind::User, CatalogKind::UserProperty),
+        ];
+        for (kind, catalog) in names {
+            let names = meta.catalog_names(*project_id, catalog)?;
+            for segment in &recent {
+                let ids = match kind {
+                    KeyKind::Event => &segment.record.event_properties,
+                    KeyKind::User => &segment.record.user_properties,
+                };
+                let day = day_number(&segment.record.day)?;
+                let keys = ids
+                    .iter()
+                    .filter_map(|id| names.get(id).map(String::as_str));
+                resolver.admit_stored_keys(*project_id, day, kind, keys);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Days since the epoch of a partition name (`YYYY-MM-DD`).
+fn day_number(day: &str) -> Result<i64> {
+    let date = chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").map_err(|_| {
+        StoreError::Io(std::io::Error::other(format!(
+            "the manifest names a partition {day:?} that is not a date"
+        )))
+    })?;
+    Ok(date
+        .and_hms_opt(0, 0, 0)
+        .expect("midnight")
+        .and_utc()
+        .timestamp_millis()
+        / DAY_MS)
+}
+
 /// Insert ids of the last days must keep deduplicating after a restart: only the four
 /// columns that make a dedup key are read.
 fn remember_recent_insert_ids(resolver: &mut Resolver, state: &State) -> Result<()> {
@@ -988,13 +1050,17 @@ impl Inner {
     fn import(&self, project_id: i64, events: Vec<ParsedEvent>) -> Result<IngestOutcome> {
         let total = events.len();
         let now = now_ms();
+        let mut refused = Vec::new();
         let (resolved, changes): (Vec<Tagged>, _) = {
             let mut resolver = lock(&self.resolver);
-            let resolved = events
-                .into_iter()
-                .filter_map(|e| resolver.resolve(project_id, e, now))
-                .map(|e| (project_id, Arc::new(e)))
-                .collect();
+            let mut resolved = Vec::with_capacity(events.len());
+            for (index, event) in events.into_iter().enumerate() {
+                match resolver.resolve(project_id, event, now) {
+                    Ok(Some(e)) => resolved.push((project_id, Arc::new(e))),
+                    Ok(None) => {}
+                    Err(kind) => refused.push((index, kind.field())),
+                }
+            }
             (resolved, resolver.take_unjournaled())
         };
         let stored = resolved.len();
@@ -1021,7 +1087,8 @@ impl Inner {
         self.publish_gauges();
         Ok(IngestOutcome {
             stored,
-            duplicates: total - stored,
+            duplicates: total - stored - refused.len(),
+            refused,
         })
     }
 

@@ -206,3 +206,54 @@ fn imports_refuse_upload_times_no_task_could_reach() {
     }
     server.stop();
 }
+
+/// Past the daily limit of distinct keys every further event with a new key is refused with
+/// the limit named; the server, capped in memory, stays up and restarts cleanly.
+#[test]
+fn a_key_explosion_is_refused_and_the_server_stays_up_within_a_memory_cap() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let flags = ["--flush-interval-secs", "0.5"];
+    let server = Server::start_with_memory_limit(&dir, &flags, 4096);
+    let keys = server.first_start_keys();
+    let (mut accepted, mut refused) = (0, 0);
+    for b in 0..120 {
+        let events: Vec<Value> = (0..20)
+            .map(|i| {
+                let props: serde_json::Map<String, Value> = (0..10)
+                    .map(|k| (format!("key-{b}-{i}-{k}"), json!(k)))
+                    .collect();
+                let field = if b % 2 == 0 { "event_properties" } else { "user_properties" };
+                json!({"event_type": "explode", "user_id": format!("user-{b}-{i}"), field: props})
+            })
+            .collect();
+        let (status, answer) = server.send(&keys, json!(events));
+        match status {
+            200 => accepted += 20,
+            400 => {
+                refused += 20;
+                let limit = &answer["limits"][0];
+                assert_eq!(limit["limit"], "max_keys_per_day", "{answer}");
+                assert!(
+                    ["event_properties", "user_properties"].contains(&limit["field"].as_str().unwrap()),
+                    "{answer}"
+                );
+            }
+            other => panic!("{other}: {answer}"),
+        }
+    }
+    // 4 000 event-property keys and 2 000 user-property keys: 600 events of 10 keys each.
+    assert_eq!(accepted, 600, "refused {refused}");
+    let (status, health) = status_json(server.client.get(server.url("/healthz")).send().unwrap());
+    assert_eq!(status, 200, "{health}");
+    // Keys already seen today stay usable.
+    let known = json!([{"event_type": "explode", "user_id": "user-known", "event_properties": {"key-0-0-1": 5}}]);
+    assert_eq!(server.send(&keys, known).0, 200);
+    let dir = server.kill9();
+    let server = Server::start_with_memory_limit(&dir, &flags, 4096);
+    assert_eq!(server.export_today(&keys).len(), 601);
+    // The limit survives the restart: the keys stored today still count.
+    let fresh = json!([{"event_type": "explode", "user_id": "user-fresh", "event_properties": {"brand-new": 1}}]);
+    assert_eq!(server.send(&keys, fresh).0, 400);
+    server.stop();
+}

@@ -61,7 +61,23 @@ impl Server {
 
     /// A server on `dir` with extra arguments and environment (e.g. `LETHE_FAILPOINT`).
     pub fn start_with_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_lethe"))
+        Server::spawn(Command::new(env!("CARGO_BIN_EXE_lethe")), dir, extra, env)
+    }
+
+    /// A server whose address space is capped at `mib` MiB (`ulimit -v`): allocations past it
+    /// fail, as under a container's memory limit.
+    pub fn start_with_memory_limit(dir: &Path, extra: &[&str], mib: u64) -> Server {
+        let mut cmd = Command::new("sh");
+        cmd.args([
+            "-c",
+            &format!("ulimit -v {} && exec \"$0\" \"$@\"", mib * 1024),
+            env!("CARGO_BIN_EXE_lethe"),
+        ]);
+        Server::spawn(cmd, dir, extra, &[])
+    }
+
+    fn spawn(mut cmd: Command, dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut child = cmd
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
             .args(extra)
