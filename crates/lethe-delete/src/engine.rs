@@ -202,7 +202,7 @@ pub fn preview(
             return Ok((segment, Vec::new()));
         }
         let batches = read_batches(
-            &segment.path,
+            segment.file()?,
             Some(&matcher.preview_columns(&segment.record)),
         )?;
         let applied = batches
@@ -254,7 +254,7 @@ fn add_samples(
     segment: &Segment,
     matcher: &Matcher,
 ) -> Result<(), DeleteError> {
-    for batch in read_batches(&segment.path, Some(&matcher.columns()))? {
+    for batch in read_batches(segment.file()?, Some(&matcher.columns()))? {
         let applied = matcher.apply(&batch)?;
         let room = 5usize.saturating_sub(preview.samples.len());
         preview
@@ -412,7 +412,8 @@ fn rebuild<'a>(
         out.read_ms += ms(reading);
         return Ok(out);
     }
-    let Some(projected) = whole(read_batches(&segment.path, Some(columns))?).map_err(arrow)? else {
+    let Some(projected) = whole(read_batches(segment.file()?, Some(columns))?).map_err(arrow)?
+    else {
         return Ok(out);
     };
     out.read_ms += ms(reading);
@@ -434,7 +435,7 @@ fn rebuild<'a>(
         return Ok(out);
     }
     let reading = Instant::now();
-    let groups = read_row_groups(&segment.path, |rows| applied.touches(rows))?;
+    let groups = read_row_groups(segment.file()?, |rows| applied.touches(rows))?;
     let group_read_ms = ms(reading);
     let mut replaced = BTreeMap::new();
     for (index, batch) in groups {
@@ -454,7 +455,7 @@ fn rebuild<'a>(
 /// Whether a segment can hold the task's end users (always, for a task that names none).
 fn may_hold_targets(segment: &Segment, matcher: &Matcher) -> Result<bool, lethe_store::StoreError> {
     match matcher.amplitude_ids() {
-        Some(ids) => lethe_store::may_hold_users(&segment.path, &ids),
+        Some(ids) => lethe_store::may_hold_users(segment.file()?, &ids),
         None => Ok(true),
     }
 }

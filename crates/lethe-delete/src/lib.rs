@@ -30,3 +30,14 @@ pub enum DeleteError {
     #[error("stored task is unreadable: {0}")]
     Task(#[from] serde_json::Error),
 }
+
+impl DeleteError {
+    /// Whether another attempt would fail the same way: a segment the task must rewrite is
+    /// damaged (quarantined) and cannot be read until an operator restores it.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            DeleteError::Store(lethe_store::StoreError::Corrupt { .. })
+        )
+    }
+}

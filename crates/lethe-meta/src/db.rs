@@ -11,6 +11,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_initial.sql"),
     include_str!("../migrations/0002_deletion.sql"),
     include_str!("../migrations/0003_privacy.sql"),
+    include_str!("../migrations/0004_segment_checksums.sql"),
 ];
 
 pub(crate) fn open(path: &Path) -> Result<Connection> {

@@ -66,6 +66,15 @@ impl MetaStore {
         f(&mut conn)
     }
 
+    /// SQLite's own consistency check of the database file: empty when it is sound, else
+    /// what it found (page numbers and structures, never row contents).
+    pub fn integrity_problems(&self) -> Result<Vec<String>> {
+        self.with(|c| {
+            let found = db::all_rows(c, "PRAGMA integrity_check", [], |r| r.get::<_, String>(0))?;
+            Ok(found.into_iter().filter(|line| line != "ok").collect())
+        })
+    }
+
     /// Truncates SQLite's own WAL so that rows deleted with `secure_delete` leave no copy there.
     pub fn checkpoint_truncate(&self) -> Result<()> {
         self.with(|c| {

@@ -26,6 +26,8 @@ pub struct SegmentRecord {
     pub event_types: Vec<i64>,
     pub event_properties: Vec<i64>,
     pub user_properties: Vec<i64>,
+    /// CRC-32 of the file's bytes (`None` for files written before checksums existed).
+    pub crc32: Option<u32>,
 }
 
 /// One atomic change of the store's durable state.
@@ -74,8 +76,8 @@ impl MetaStore {
             for s in &commit.add {
                 tx.execute(
                     "INSERT INTO segments (id, project_id, day, rows, bytes, min_time, max_time,
-                        event_types, event_properties, user_properties)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                        event_types, event_properties, user_properties, crc32)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                     params![
                         s.id,
                         s.project_id,
@@ -86,7 +88,8 @@ impl MetaStore {
                         s.max_time,
                         ids_text(&s.event_types),
                         ids_text(&s.event_properties),
-                        ids_text(&s.user_properties)
+                        ids_text(&s.user_properties),
+                        s.crc32
                     ],
                 )?;
                 projects.push(s.project_id);
@@ -136,7 +139,7 @@ impl MetaStore {
             all_rows(
                 c,
                 "SELECT id, project_id, day, rows, bytes, min_time, max_time,
-                    event_types, event_properties, user_properties
+                    event_types, event_properties, user_properties, crc32
                  FROM segments ORDER BY project_id, day, id",
                 [],
                 |r| {
@@ -151,6 +154,7 @@ impl MetaStore {
                         event_types: ids_parse(&r.get::<_, String>(7)?)?,
                         event_properties: ids_parse(&r.get::<_, String>(8)?)?,
                         user_properties: ids_parse(&r.get::<_, String>(9)?)?,
+                        crc32: r.get(10)?,
                     })
                 },
             )
@@ -184,6 +188,7 @@ mod tests {
             event_types: vec![1, 2],
             event_properties: vec![],
             user_properties: vec![5],
+            crc32: Some(7),
         }
     }
 

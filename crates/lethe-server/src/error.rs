@@ -95,6 +95,10 @@ impl From<lethe_store::StoreError> for ApiError {
                 extra: Some(serde_json::json!({ "reason": body["reason"] })),
             };
         }
+        if let lethe_store::StoreError::Corrupt { .. } = e {
+            // The answer names the quarantined file (a path and a checksum, never contents).
+            return ApiError::internal(&e.to_string());
+        }
         tracing::error!(error = %e, "store error");
         ApiError::internal("internal error in the event store")
     }

@@ -12,11 +12,36 @@ use crate::App;
 
 pub fn routes() -> Router<App> {
     Router::new()
-        .route(
-            "/healthz",
-            get(|| async { Json(json!({ "status": "ok" })) }),
-        )
+        .route("/healthz", get(health))
         .route("/metrics", get(metrics_text))
+}
+
+/// `ok`, or `degraded` (still serving) with what is wrong: quarantined segments, or a WAL
+/// that refuses writes.
+async fn health(State(app): State<App>) -> Json<serde_json::Value> {
+    let damaged: Vec<serde_json::Value> = app
+        .store
+        .damaged_segments()
+        .into_iter()
+        .map(|d| {
+            json!({"id": d.id, "project_id": d.project_id, "day": d.day,
+                   "path": d.path.display().to_string(), "reason": d.reason})
+        })
+        .collect();
+    let wal = app.store.wal_refusal();
+    let status = if damaged.is_empty() && wal.is_none() {
+        "ok"
+    } else {
+        "degraded"
+    };
+    let mut body = json!({ "status": status });
+    if !damaged.is_empty() {
+        body["damaged_segments"] = json!(damaged);
+    }
+    if let Some(reason) = wal {
+        body["wal"] = json!(format!("refusing writes: {reason}"));
+    }
+    Json(body)
 }
 
 async fn metrics_text(State(app): State<App>) -> impl IntoResponse {

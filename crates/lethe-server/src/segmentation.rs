@@ -303,7 +303,7 @@ impl Segmentation {
         let mut tally = Tally::default();
         let read = columns.read_list();
         for batches in parallel_map(snapshot.segments.iter().collect(), |s| {
-            read_batches(&s.path, Some(&read))
+            read_batches(s.file()?, Some(&read))
         }) {
             for batch in batches? {
                 tally.add(self, &columns, &batch);

@@ -61,6 +61,9 @@ fn metrics_handle() -> PrometheusHandle {
 
 /// Opens everything and binds the listener.
 pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
+    // The recorder first: what opening the store records (replay, quarantined segments)
+    // must reach /metrics.
+    let metrics = metrics_handle();
     let dir = DataDir::new(&config.data_dir);
     let io_err = |source| StartError::DataDir {
         path: config.data_dir.clone(),
@@ -96,7 +99,7 @@ pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
             store,
             queue: QueueSignal::default(),
             privacy_grace: config.privacy_grace,
-            metrics: metrics_handle(),
+            metrics,
         },
         listener,
         _lock: lock,

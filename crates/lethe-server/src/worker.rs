@@ -116,6 +116,12 @@ fn work_on(meta: &MetaStore, store: &Store, task: TaskRow, stop: &AtomicBool) {
                 );
                 return;
             }
+            Err(e) if e.is_permanent() => {
+                // Retrying cannot help (a quarantined segment): fail now, naming the cause.
+                tracing::error!(error = %e, task_id = id, "deletion task cannot complete");
+                let _ = meta.fail_task(id, &e.to_string());
+                return;
+            }
             Err(e) => {
                 last_error = e.to_string();
                 tracing::warn!(error = %e, task_id = id, attempt, "deletion task attempt failed");

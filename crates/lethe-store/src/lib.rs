@@ -9,24 +9,28 @@
 //! segments of a day the same way.
 
 mod faults;
+mod health;
 mod layout;
 mod parallel;
 mod resolver;
 mod segment;
 mod store;
+mod verify;
 mod wal;
 
 pub use faults::failpoint;
+pub use health::DamagedSegment;
 pub use layout::{DataDir, SegmentLocation};
 pub use parallel::parallel_map;
 pub use resolver::KnownUsers;
 pub use segment::{
-    events_to_batch, may_hold_users, read_batches, read_row_groups, read_segment, write_batch,
-    ColumnNames, SegmentStats,
+    events_to_batch, file_checksum, may_hold_users, read_batches, read_row_groups, read_segment,
+    write_batch, ColumnNames, SegmentStats,
 };
 pub use store::{
     IngestOutcome, Output, ProgressFn, Rewrite, Segment, Snapshot, Store, StoreConfig,
 };
+pub use verify::{verify, Report};
 
 /// Errors at the event store boundary.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +47,13 @@ pub enum StoreError {
     Encoding(#[from] serde_json::Error),
     #[error("the store is shutting down or its WAL writer failed")]
     Closed,
+    /// A segment file's bytes do not match its checksum (or cannot be read): it is
+    /// quarantined, and nothing is read from it.
+    #[error("segment {} is damaged and quarantined: {what}", path.display())]
+    Corrupt {
+        path: std::path::PathBuf,
+        what: String,
+    },
     /// Writes are refused until the WAL is whole again; nothing of the batch was stored.
     #[error("the WAL cannot take writes: {0}")]
     Unavailable(Unavailable),

@@ -43,6 +43,58 @@ pub struct SegmentStats {
     pub bytes: u64,
     pub min_time: i64,
     pub max_time: i64,
+    /// CRC-32 of the file's bytes, computed as they were written.
+    pub crc32: u32,
+}
+
+/// A segment file being written, with the CRC-32 of every byte that went into it.
+struct Checksummed {
+    file: File,
+    crc: crc32fast::Hasher,
+    bytes: u64,
+}
+
+impl Checksummed {
+    fn create(path: &Path) -> std::io::Result<Self> {
+        Ok(Self {
+            file: File::create(path)?,
+            crc: crc32fast::Hasher::new(),
+            bytes: 0,
+        })
+    }
+
+    /// Fsyncs the file; returns its length and checksum.
+    fn finish(self) -> std::io::Result<(u64, u32)> {
+        self.file.sync_all()?;
+        Ok((self.bytes, self.crc.finalize()))
+    }
+}
+
+impl std::io::Write for Checksummed {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.crc.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// The CRC-32 of a file's bytes, read in 1 MiB blocks.
+pub fn file_checksum(path: &Path) -> std::io::Result<u32> {
+    use std::io::Read;
+    let mut file = File::open(path)?;
+    let mut crc = crc32fast::Hasher::new();
+    let mut block = vec![0u8; 1 << 20];
+    loop {
+        match file.read(&mut block)? {
+            0 => return Ok(crc.finalize()),
+            n => crc.update(&block[..n]),
+        }
+    }
 }
 
 struct Columns {
@@ -157,12 +209,10 @@ pub fn events_to_batch(
 /// Writes one batch as a segment file at `path` and fsyncs it. Statistics, dictionaries and
 /// page indexes are built from this batch alone, so nothing of removed rows survives in them.
 pub fn write_batch(path: &Path, batch: &RecordBatch) -> Result<SegmentStats> {
-    let file = File::create(path)?;
+    let file = Checksummed::create(path)?;
     let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(writer_properties()?))?;
     writer.write(batch)?;
-    let file = writer.into_inner()?;
-    file.sync_all()?;
-    let bytes = file.metadata()?.len();
+    let (bytes, crc32) = writer.into_inner()?.finish()?;
     let times = batch
         .column_by_name("server_upload_time")
         .and_then(|a| a.as_any().downcast_ref::<TimestampMillisecondArray>())
@@ -172,6 +222,7 @@ pub fn write_batch(path: &Path, batch: &RecordBatch) -> Result<SegmentStats> {
         bytes,
         min_time: times.values().iter().copied().min().unwrap_or(0),
         max_time: times.values().iter().copied().max().unwrap_or(0),
+        crc32,
     })
 }
 
@@ -472,7 +523,7 @@ fn assemble(
     let null_props = Arc::new(null_chunk_properties());
     let parquet_schema = ArrowSchemaConverter::new().convert(&schema)?;
     let mut writer = SerializedFileWriter::new(
-        File::create(dst)?,
+        Checksummed::create(dst)?,
         parquet_schema.root_schema_ptr(),
         props.clone(),
     )?;
@@ -523,13 +574,13 @@ fn assemble(
         row_group.close()?;
         rows += group.rows;
     }
-    let file = writer.into_inner()?;
-    file.sync_all()?;
+    let (bytes, crc32) = writer.into_inner()?.finish()?;
     Ok(SegmentStats {
         rows,
-        bytes: file.metadata()?.len(),
+        bytes,
         min_time: 0,
         max_time: 0,
+        crc32,
     })
 }
 
@@ -779,6 +830,21 @@ mod tests {
     fn decoded(path: &Path) -> RecordBatch {
         let batches = read_batches(path, None).unwrap();
         arrow_select::concat::concat_batches(&batches[0].schema(), &batches).unwrap()
+    }
+
+    #[test]
+    fn the_checksum_written_is_the_checksum_of_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, batch) = segment(dir.path());
+        let written = write_batch(&dir.path().join("again.parquet"), &batch).unwrap();
+        assert_eq!(
+            written.crc32,
+            file_checksum(&dir.path().join("again.parquet")).unwrap()
+        );
+        let copy = dir.path().join("copy.parquet");
+        let stats = rewrite_row_groups(&src, &copy, &BTreeMap::new()).unwrap();
+        assert_eq!(stats.crc32, file_checksum(&copy).unwrap());
+        assert_eq!(stats.bytes, std::fs::metadata(&copy).unwrap().len());
     }
 
     #[test]

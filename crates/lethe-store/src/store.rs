@@ -15,12 +15,13 @@ use lethe_meta::{
 };
 
 use crate::faults::failpoint;
+use crate::health::{DamagedSegment, Quarantine};
 use crate::layout::{sync_dir, DataDir, SegmentLocation};
 use crate::parallel::parallel_map;
 use crate::resolver::{KeyKind, KnownUsers, Resolver, Ticket};
 use crate::segment::{
-    events_to_batch, read_batches, read_segment, rewrite_columns, rewrite_row_groups,
-    sort_for_segment, write_batch, ColumnNames, SegmentStats,
+    events_to_batch, file_checksum, read_batches, read_segment, rewrite_columns,
+    rewrite_row_groups, sort_for_segment, write_batch, ColumnNames, SegmentStats,
 };
 use crate::wal::{self, Damage, WalFile, WalRecord};
 use crate::{Result, StoreError, Unavailable};
@@ -61,8 +62,79 @@ impl Default for StoreConfig {
 #[derive(Debug)]
 pub struct Segment {
     pub record: SegmentRecord,
-    pub path: PathBuf,
+    path: PathBuf,
     retired: AtomicBool,
+    check: Mutex<Check>,
+    quarantine: Arc<Quarantine>,
+}
+
+/// What is known of a segment file's bytes.
+#[derive(Debug, Clone)]
+enum Check {
+    Unchecked,
+    /// They matched the manifest's checksum (or this process wrote them).
+    Good,
+    /// They did not, or could not be read: quarantined, with the reason.
+    Damaged(String),
+}
+
+impl Segment {
+    /// The file, once its bytes are known to match the manifest's checksum (checked on first
+    /// use; files this process wrote are known good). Every read of a segment goes through
+    /// here, so a damaged file is never decoded: it is quarantined and named in the error.
+    pub fn file(&self) -> Result<&Path> {
+        let mut check = lock(&self.check);
+        if let Check::Unchecked = *check {
+            *check = self.checked();
+        }
+        self.answer(&check)
+    }
+
+    /// The file, checked again now: a rewrite copies column chunks as they are, so it must
+    /// never start from bytes that went bad since they were last read.
+    pub fn file_checked_now(&self) -> Result<&Path> {
+        let mut check = lock(&self.check);
+        if !matches!(*check, Check::Damaged(_)) {
+            *check = self.checked();
+        }
+        self.answer(&check)
+    }
+
+    fn answer(&self, check: &Check) -> Result<&Path> {
+        match check {
+            Check::Damaged(reason) => Err(StoreError::Corrupt {
+                path: self.path.clone(),
+                what: reason.clone(),
+            }),
+            _ => Ok(&self.path),
+        }
+    }
+
+    /// Whether the file was found damaged.
+    pub fn is_damaged(&self) -> bool {
+        matches!(*lock(&self.check), Check::Damaged(_))
+    }
+
+    fn checked(&self) -> Check {
+        let Some(expected) = self.record.crc32 else {
+            return Check::Good; // written before checksums existed
+        };
+        let reason = match file_checksum(&self.path) {
+            Ok(actual) if actual == expected => return Check::Good,
+            Ok(actual) => {
+                format!("its CRC-32 is {actual:08x}, the manifest recorded {expected:08x}")
+            }
+            Err(e) => format!("it cannot be read: {e}"),
+        };
+        self.quarantine.add(DamagedSegment {
+            id: self.record.id.clone(),
+            project_id: self.record.project_id,
+            day: self.record.day.clone(),
+            path: self.path.clone(),
+            reason: reason.clone(),
+        });
+        Check::Damaged(reason)
+    }
 }
 
 impl Drop for Segment {
@@ -145,6 +217,7 @@ struct Pending {
 #[derive(Default)]
 struct State {
     segments: HashMap<i64, Vec<Arc<Segment>>>,
+    quarantine: Arc<Quarantine>,
     active: Vec<Tagged>,
     active_since: Option<Instant>,
     frozen: Vec<Arc<Vec<Tagged>>>,
@@ -176,6 +249,8 @@ struct Inner {
     wal: Mutex<Sender<WalCommand>>,
     /// One manifest writer at a time (flush, compaction, later deletion).
     writer: Mutex<()>,
+    /// Why the WAL refuses writes, while it does (set by the WAL writer).
+    wal_refusal: Mutex<Option<Unavailable>>,
     wake: (Mutex<bool>, Condvar),
 }
 
@@ -247,7 +322,7 @@ impl WalWriter<'_> {
                 return Err(refused);
             }
             tracing::warn!("WAL repaired: accepting writes again");
-            metrics::gauge!("lethe_wal_available").set(1.0);
+            self.set_refusal(None);
         }
         Ok(())
     }
@@ -276,16 +351,22 @@ impl WalWriter<'_> {
         let reason = Unavailable::of(&error);
         tracing::error!(error = %error, "WAL write failed: refusing batches until it is repaired");
         metrics::counter!("lethe_wal_failures_total").increment(1);
-        metrics::gauge!("lethe_wal_available").set(0.0);
+        self.set_refusal(Some(reason));
         self.failure = Some(reason);
         for p in self.appended.drain(..) {
             let _ = p.ack.send(Err(StoreError::Unavailable(reason)));
         }
         self.epoch = lock(&self.inner.resolver).rollback();
         if self.file.repair().is_ok() {
-            metrics::gauge!("lethe_wal_available").set(1.0);
+            self.set_refusal(None);
         }
         StoreError::Unavailable(reason)
+    }
+
+    /// Publishes whether the WAL refuses writes (for `/healthz` and the metric).
+    fn set_refusal(&self, refusal: Option<Unavailable>) {
+        metrics::gauge!("lethe_wal_available").set(if refusal.is_some() { 0.0 } else { 1.0 });
+        *lock(&self.inner.wal_refusal) = refusal;
     }
 
     /// Seals the current file (unless it is empty) and freezes the memtable.
@@ -340,7 +421,7 @@ impl Store {
             std::fs::remove_file(entry?.path())?;
         }
         let mut state = State::default();
-        state.add_live(&dir, meta.live_segments()?);
+        state.add_live(&dir, meta.live_segments()?, false);
         remove_unreferenced_segments(&dir, &state)?;
         let mut resolver = Resolver::load(
             meta.load_identities()?,
@@ -364,6 +445,7 @@ impl Store {
             resolver: Mutex::new(resolver),
             wal: Mutex::new(tx),
             writer: Mutex::new(()),
+            wal_refusal: Mutex::new(None),
             wake: (Mutex::new(false), Condvar::new()),
         });
         inner.publish_gauges();
@@ -480,7 +562,7 @@ impl Store {
         let names = self.inner.column_names(project_id)?;
         let mut events: Vec<Event> = snapshot.memtable.iter().map(|e| (**e).clone()).collect();
         for segment in &snapshot.segments {
-            events.extend(read_segment(&segment.path, &names, range)?);
+            events.extend(read_segment(segment.file()?, &names, range)?);
         }
         events.sort_by_key(|e| (e.server_upload_time, e.uuid));
         Ok(events)
@@ -531,10 +613,10 @@ impl Store {
                 drop,
                 replace,
             } => inner.write_derived(source, drop, |tmp| {
-                rewrite_columns(&source.path, tmp, drop, replace)
+                rewrite_columns(source.file_checked_now()?, tmp, drop, replace)
             }),
             Output::RowGroups { source, replaced } => inner.write_derived(source, &[], |tmp| {
-                rewrite_row_groups(&source.path, tmp, replaced)
+                rewrite_row_groups(source.file_checked_now()?, tmp, replaced)
             }),
         }) {
             match result {
@@ -565,7 +647,7 @@ impl Store {
         for s in &rewrite.inputs {
             s.retired.store(true, Ordering::Release);
         }
-        state.add_live(&inner.dir, added);
+        state.add_live(&inner.dir, added, true);
         drop(state);
         inner.publish_gauges();
         Ok(rewrite.inputs)
@@ -620,6 +702,17 @@ impl Store {
         Ok(())
     }
 
+    /// Why the WAL refuses writes right now, if it does.
+    pub fn wal_refusal(&self) -> Option<Unavailable> {
+        *lock(&self.inner.wal_refusal)
+    }
+
+    /// The segments found damaged so far (see [`Segment::file`]).
+    pub fn damaged_segments(&self) -> Vec<DamagedSegment> {
+        let state = self.inner.state.read().unwrap_or_else(|p| p.into_inner());
+        state.quarantine.list()
+    }
+
     /// Re-reads the suppression lists after a change.
     pub fn reload_suppressions(&self) -> Result<()> {
         let list = self.inner.meta.suppressions(None)?;
@@ -654,10 +747,16 @@ fn segment_path(dir: &DataDir, record: &SegmentRecord) -> PathBuf {
 }
 
 impl State {
-    /// Makes committed segments visible to readers.
-    fn add_live(&mut self, dir: &DataDir, records: Vec<SegmentRecord>) {
+    /// Makes committed segments visible to readers. `written` files were just written by
+    /// this process, with the checksum their records carry: known good.
+    fn add_live(&mut self, dir: &DataDir, records: Vec<SegmentRecord>, written: bool) {
         for record in records {
             let path = segment_path(dir, &record);
+            let check = Mutex::new(if written {
+                Check::Good
+            } else {
+                Check::Unchecked
+            });
             self.segments
                 .entry(record.project_id)
                 .or_default()
@@ -665,6 +764,8 @@ impl State {
                     record,
                     path,
                     retired: AtomicBool::new(false),
+                    check,
+                    quarantine: self.quarantine.clone(),
                 }));
         }
     }
@@ -793,7 +894,11 @@ fn remember_recent_insert_ids(resolver: &mut Resolver, state: &State) -> Result<
         if segment.record.day < since {
             continue;
         }
-        for batch in read_batches(&segment.path, Some(&columns))? {
+        // A damaged segment is quarantined and skipped: the server starts and serves the rest.
+        let Ok(file) = segment.file() else {
+            continue;
+        };
+        for batch in read_batches(file, Some(&columns))? {
             let text = |name| {
                 batch
                     .column_by_name(name)
@@ -977,7 +1082,7 @@ impl Inner {
             state
                 .frozen
                 .retain(|f| !frozen.iter().any(|done| Arc::ptr_eq(f, done)));
-            state.add_live(&self.dir, written);
+            state.add_live(&self.dir, written, true);
         }
         wal::remove_through(&self.dir, sealed)?;
         self.publish_gauges();
@@ -1082,7 +1187,7 @@ impl Inner {
             }
         };
         let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
-        state.add_live(&self.dir, written);
+        state.add_live(&self.dir, written, true);
         drop(state);
         self.publish_gauges();
         Ok(IngestOutcome {
@@ -1137,6 +1242,7 @@ impl Inner {
             event_types: sorted_ids(&type_ids),
             event_properties: column_ids("e_"),
             user_properties: column_ids("u_"),
+            crc32: Some(stats.crc32),
         };
         self.install(&tmp, &record)?;
         Ok((record, type_ids))
@@ -1184,6 +1290,7 @@ impl Inner {
             bytes: stats.bytes as i64,
             event_properties: kept("e_", &old.event_properties),
             user_properties: kept("u_", &old.user_properties),
+            crc32: Some(stats.crc32),
             ..old.clone()
         };
         self.install(&tmp, &record)?;
@@ -1228,7 +1335,7 @@ impl Inner {
             let state = self.state.read().unwrap_or_else(|p| p.into_inner());
             let mut by_day: BTreeMap<(i64, &str), Vec<Arc<Segment>>> = BTreeMap::new();
             for s in state.segments.values().flatten() {
-                if s.record.rows < self.config.compact_small_rows {
+                if s.record.rows < self.config.compact_small_rows && !s.is_damaged() {
                     by_day
                         .entry((s.record.project_id, s.record.day.as_str()))
                         .or_default()
@@ -1250,7 +1357,11 @@ impl Inner {
                 .collect()
         };
         for inputs in candidates {
-            self.compact_day(inputs)?;
+            match self.compact_day(inputs) {
+                // Quarantined (and logged) by the read: the day is left as it is.
+                Err(StoreError::Corrupt { .. }) => {}
+                other => other?,
+            }
         }
         Ok(())
     }
@@ -1263,7 +1374,7 @@ impl Inner {
         let mut events = Vec::new();
         for s in &inputs {
             events.extend(
-                read_segment(&s.path, &names, None)?
+                read_segment(s.file_checked_now()?, &names, None)?
                     .into_iter()
                     .map(Arc::new),
             );
@@ -1286,7 +1397,7 @@ impl Inner {
         for s in &inputs {
             s.retired.store(true, Ordering::Release);
         }
-        state.add_live(&self.dir, vec![record]);
+        state.add_live(&self.dir, vec![record], true);
         drop(state);
         self.publish_gauges();
         metrics::histogram!("lethe_compaction_seconds").record(started.elapsed().as_secs_f64());

@@ -4,6 +4,7 @@ mod bench;
 mod import;
 mod scan;
 mod serve;
+mod verify;
 
 use clap::{Parser, Subcommand};
 
@@ -30,6 +31,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Search every file of a data dir (raw and decoded) for strings that must be gone.
     Scan(scan::ScanArgs),
+    /// Check every segment, WAL file and the metadata database of a data dir for damage.
+    Verify(verify::VerifyArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -45,5 +48,6 @@ fn main() -> anyhow::Result<()> {
         Command::Import(args) => import::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Scan(args) => scan::run(args),
+        Command::Verify(args) => verify::run(args),
     }
 }

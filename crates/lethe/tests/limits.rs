@@ -223,7 +223,11 @@ fn a_key_explosion_is_refused_and_the_server_stays_up_within_a_memory_cap() {
                 let props: serde_json::Map<String, Value> = (0..10)
                     .map(|k| (format!("key-{b}-{i}-{k}"), json!(k)))
                     .collect();
-                let field = if b % 2 == 0 { "event_properties" } else { "user_properties" };
+                let field = if b % 2 == 0 {
+                    "event_properties"
+                } else {
+                    "user_properties"
+                };
                 json!({"event_type": "explode", "user_id": format!("user-{b}-{i}"), field: props})
             })
             .collect();
@@ -235,7 +239,8 @@ fn a_key_explosion_is_refused_and_the_server_stays_up_within_a_memory_cap() {
                 let limit = &answer["limits"][0];
                 assert_eq!(limit["limit"], "max_keys_per_day", "{answer}");
                 assert!(
-                    ["event_properties", "user_properties"].contains(&limit["field"].as_str().unwrap()),
+                    ["event_properties", "user_properties"]
+                        .contains(&limit["field"].as_str().unwrap()),
                     "{answer}"
                 );
             }

@@ -1,0 +1,40 @@
+//! Segments found damaged when read: a file whose bytes no longer match the checksum its
+//! manifest record carries is quarantined. It is never served nor rewritten (a read or a
+//! deletion that needs it fails, naming it), the rest of the store keeps serving, and the
+//! list is what `/healthz` reports and a metric counts, until an operator restores the file.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+/// One quarantined segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DamagedSegment {
+    pub id: String,
+    pub project_id: i64,
+    pub day: String,
+    pub path: PathBuf,
+    /// What the check found (a checksum mismatch or an I/O error), never file contents.
+    pub reason: String,
+}
+
+/// The quarantined segments of the store, shared by every live segment.
+#[derive(Debug, Default)]
+pub(crate) struct Quarantine {
+    damaged: Mutex<BTreeMap<String, DamagedSegment>>,
+}
+
+impl Quarantine {
+    pub fn add(&self, segment: DamagedSegment) {
+        tracing::error!(path = %segment.path.display(), reason = %segment.reason,
+            "segment damaged: quarantined (reads and deletions that need it fail until it is restored)");
+        let mut damaged = self.damaged.lock().unwrap_or_else(|p| p.into_inner());
+        damaged.insert(segment.id.clone(), segment);
+        metrics::gauge!("lethe_segments_quarantined").set(damaged.len() as f64);
+    }
+
+    pub fn list(&self) -> Vec<DamagedSegment> {
+        let damaged = self.damaged.lock().unwrap_or_else(|p| p.into_inner());
+        damaged.values().cloned().collect()
+    }
+}
