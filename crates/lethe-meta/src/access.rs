@@ -54,24 +54,89 @@ pub struct User {
     pub created_at: i64,
 }
 
-/// A project: its keys select it on the Amplitude-compatible APIs.
+/// A project: its API key selects it on the ingestion APIs, the key with its secret on the
+/// read APIs. Only a digest of the secret is stored.
 #[derive(Debug, Clone, Serialize)]
 pub struct Project {
     pub id: i64,
     pub name: String,
     pub api_key: String,
-    #[serde(skip)]
-    pub secret_key: String,
     pub created_at: i64,
+}
+
+/// A project just created (or its secret just rotated), with the secret to show once.
+#[derive(Debug, Clone)]
+pub struct CreatedProject {
+    pub project: Project,
+    pub secret_key: String,
 }
 
 /// What a first start creates and must show once: the generated secrets.
 #[derive(Debug, Clone)]
 pub struct NewProject {
-    pub project: Project,
+    pub project: CreatedProject,
     /// The administrator's generated password, when none was configured.
     pub admin_password: Option<String>,
     pub admin_email: String,
+}
+
+/// A member's or viewer's role in one project (administrators reach every project).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProjectRole {
+    /// Reads the project and loads data into it.
+    Member,
+    /// Reads the project.
+    Viewer,
+}
+
+impl ProjectRole {
+    /// The stored and wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProjectRole::Member => "member",
+            ProjectRole::Viewer => "viewer",
+        }
+    }
+
+    /// Parses a wire name; `None` for anything else.
+    pub fn parse(s: &str) -> Option<ProjectRole> {
+        match s {
+            "member" => Some(ProjectRole::Member),
+            "viewer" => Some(ProjectRole::Viewer),
+            _ => None,
+        }
+    }
+}
+
+/// The SHA-256 of a project secret: secrets are 128 random bits, so a fast digest is as
+/// good as a password hash and keeps every Basic-auth request cheap.
+fn secret_digest(secret: &str) -> String {
+    hex::encode(Sha256::digest(format!("lethe-secret:{secret}")))
+}
+
+/// Digests (and blanks) project secrets stored in plain text by an older version.
+pub(crate) fn digest_plain_secrets(c: &rusqlite::Connection) -> Result<()> {
+    let plain = all_rows(
+        c,
+        "SELECT id, secret_key FROM projects WHERE secret_sha256 IS NULL",
+        [],
+        |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
+    )?;
+    for (id, secret) in plain {
+        c.execute(
+            "UPDATE projects SET secret_sha256 = ?2, secret_key = '' WHERE id = ?1",
+            params![id, secret_digest(&secret)],
+        )?;
+    }
+    Ok(())
+}
+
+/// An argon2 hash of no one's password: verified against when an email is unknown, so a
+/// sign-in takes as long whether or not the account exists.
+fn decoy_hash() -> &'static str {
+    static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DECOY.get_or_init(|| hash_password(&random_hex(16)).unwrap_or_default())
 }
 
 fn random_hex(bytes: usize) -> String {
@@ -108,13 +173,12 @@ fn project_from_row(r: &Row) -> rusqlite::Result<Project> {
         id: r.get(0)?,
         name: r.get(1)?,
         api_key: r.get(2)?,
-        secret_key: r.get(3)?,
-        created_at: r.get(4)?,
+        created_at: r.get(3)?,
     })
 }
 
 const USER_COLS: &str = "id, email, role, active, created_at";
-const PROJECT_COLS: &str = "id, name, api_key, secret_key, created_at";
+const PROJECT_COLS: &str = "id, name, api_key, created_at";
 
 fn is_unique_violation(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _)
@@ -152,7 +216,7 @@ impl MetaStore {
                 "INSERT INTO users (email, password_hash, role, created_at) VALUES (?1, ?2, 'admin', ?3)",
                 params![admin_email, hash, now_ms()],
             )?;
-            let project = insert_project(&tx, "Default")?;
+            let project = insert_project(&tx, "Default", "system")?;
             tx.commit()?;
             Ok(project)
         })?;
@@ -163,10 +227,17 @@ impl MetaStore {
         }))
     }
 
-    /// Adds a user; `Conflict` when the email is taken.
-    pub fn create_user(&self, email: &str, password: &str, role: Role) -> Result<User> {
+    /// Adds a user; `Conflict` when the email is taken. Audited.
+    pub fn create_user(
+        &self,
+        email: &str,
+        password: &str,
+        role: Role,
+        actor: &str,
+    ) -> Result<User> {
         let hash = hash_password(password)?;
         self.with(|c| {
+            let c = c.transaction()?;
             c.execute(
                 "INSERT INTO users (email, password_hash, role, created_at) VALUES (?1, ?2, ?3, ?4)",
                 params![email, hash, role.as_str(), now_ms()],
@@ -179,11 +250,15 @@ impl MetaStore {
                 }
             })?;
             let id = c.last_insert_rowid();
-            Ok(c.query_row(
+            let user = c.query_row(
                 &format!("SELECT {USER_COLS} FROM users WHERE id = ?1"),
                 [id],
                 user_from_row,
-            )?)
+            )?;
+            let detail = serde_json::json!({ "user_id": id, "email": user.email, "role": user.role });
+            crate::tasks::audit_in(&c, actor, "user.created", None, &detail)?;
+            c.commit()?;
+            Ok(user)
         })
     }
 
@@ -211,13 +286,39 @@ impl MetaStore {
             )
             .optional()?)
         })?;
-        Ok(found.and_then(|(user, hash)| {
-            let parsed = PasswordHash::new(&hash).ok()?;
+        let hash = found.as_ref().map_or(decoy_hash(), |(_, h)| h.as_str());
+        let verified = PasswordHash::new(hash).is_ok_and(|parsed| {
             Argon2::default()
                 .verify_password(password.as_bytes(), &parsed)
-                .ok()
-                .map(|_| user)
-        }))
+                .is_ok()
+        });
+        Ok(found.filter(|_| verified).map(|(user, _)| user))
+    }
+
+    /// Audits a sign-in attempt. A failure names the account only when it exists: what was
+    /// typed as an email might be anything (a password in the wrong field).
+    pub fn audit_sign_in(&self, email: &str, user: Option<&User>) -> Result<()> {
+        let (actor, action, detail) = match user {
+            Some(u) => (
+                u.email.clone(),
+                "auth.signed_in",
+                serde_json::json!({ "user_id": u.id }),
+            ),
+            None => {
+                let known: Option<i64> = self.with(|c| {
+                    Ok(
+                        c.query_row("SELECT id FROM users WHERE email = ?1", [email], |r| {
+                            r.get(0)
+                        })
+                        .optional()?,
+                    )
+                })?;
+                let detail = serde_json::json!({ "user_id": known, "known_user": known.is_some() });
+                let actor = if known.is_some() { email } else { "unknown" };
+                (actor.to_string(), "auth.sign_in_failed", detail)
+            }
+        };
+        self.with(|c| crate::tasks::audit_in(c, &actor, action, None, &detail))
     }
 
     /// Issues a bearer token for a signed-in user; only its SHA-256 is stored.
@@ -304,9 +405,115 @@ impl MetaStore {
         })
     }
 
-    /// Creates a project with fresh keys.
-    pub fn create_project(&self, name: &str) -> Result<Project> {
-        self.with(|c| insert_project(c, name))
+    /// Creates a project with fresh keys. Audited.
+    pub fn create_project(&self, name: &str, actor: &str) -> Result<CreatedProject> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let created = insert_project(&tx, name, actor)?;
+            tx.commit()?;
+            Ok(created)
+        })
+    }
+
+    /// The project that `api_key` selects, if `secret` is its secret key.
+    pub fn project_for_keys(&self, api_key: &str, secret: &str) -> Result<Option<Project>> {
+        let found = self.with(|c| {
+            Ok(c.query_row(
+                &format!("SELECT {PROJECT_COLS}, secret_sha256 FROM projects WHERE api_key = ?1"),
+                [api_key],
+                |r| Ok((project_from_row(r)?, r.get::<_, String>(4)?)),
+            )
+            .optional()?)
+        })?;
+        let digest = secret_digest(secret);
+        Ok(found
+            .filter(|(_, stored)| constant_time_eq(stored.as_bytes(), digest.as_bytes()))
+            .map(|(p, _)| p))
+    }
+
+    /// Gives a project a new secret key (the old one stops working at once); returns it, to
+    /// show once. `None` when there is no such project. Audited.
+    pub fn rotate_secret(&self, project_id: i64, actor: &str) -> Result<Option<String>> {
+        let secret = random_hex(16);
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let changed = tx.execute(
+                "UPDATE projects SET secret_sha256 = ?2 WHERE id = ?1",
+                params![project_id, secret_digest(&secret)],
+            )?;
+            if changed == 0 {
+                return Ok(None);
+            }
+            let detail = serde_json::json!({ "project_id": project_id });
+            crate::tasks::audit_in(&tx, actor, "project.secret_rotated", None, &detail)?;
+            tx.commit()?;
+            Ok(Some(secret))
+        })
+    }
+
+    /// Grants a member or viewer a role in a project, or takes it away (`None`). Audited.
+    pub fn set_project_role(
+        &self,
+        project_id: i64,
+        user_id: i64,
+        role: Option<ProjectRole>,
+        actor: &str,
+    ) -> Result<()> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            match role {
+                Some(role) => tx.execute(
+                    "INSERT INTO project_members (project_id, user_id, role) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (project_id, user_id) DO UPDATE SET role = excluded.role",
+                    params![project_id, user_id, role.as_str()],
+                )?,
+                None => tx.execute(
+                    "DELETE FROM project_members WHERE project_id = ?1 AND user_id = ?2",
+                    params![project_id, user_id],
+                )?,
+            };
+            let detail = serde_json::json!({
+                "project_id": project_id, "user_id": user_id, "role": role,
+            });
+            crate::tasks::audit_in(&tx, actor, "project.member_changed", None, &detail)?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    /// The members and viewers of a project, with their roles there.
+    pub fn project_members(&self, project_id: i64) -> Result<Vec<(User, ProjectRole)>> {
+        self.with(|c| {
+            all_rows(
+                c,
+                "SELECT u.id, u.email, u.role, u.active, u.created_at, m.role
+                 FROM project_members m JOIN users u ON u.id = m.user_id
+                 WHERE m.project_id = ?1 ORDER BY u.id",
+                [project_id],
+                |r| {
+                    let role: String = r.get(5)?;
+                    Ok((
+                        user_from_row(r)?,
+                        ProjectRole::parse(&role).unwrap_or(ProjectRole::Viewer),
+                    ))
+                },
+            )
+        })
+    }
+
+    /// Every project a (non-administrator) user was granted, with the role there.
+    pub fn granted_projects(&self, user_id: i64) -> Result<Vec<(i64, ProjectRole)>> {
+        self.with(|c| {
+            all_rows(
+                c,
+                "SELECT project_id, role FROM project_members WHERE user_id = ?1 ORDER BY project_id",
+                [user_id],
+                |r| {
+                    let role: String = r.get(1)?;
+                    Ok((r.get(0)?, ProjectRole::parse(&role).unwrap_or(ProjectRole::Viewer)))
+                },
+            )
+        })
     }
 
     /// Every project, oldest first.
@@ -343,17 +550,65 @@ impl MetaStore {
     }
 }
 
-fn insert_project(c: &rusqlite::Connection, name: &str) -> Result<Project> {
+fn insert_project(c: &rusqlite::Transaction, name: &str, actor: &str) -> Result<CreatedProject> {
     let (api_key, secret_key, now) = (random_hex(16), random_hex(16), now_ms());
     c.execute(
-        "INSERT INTO projects (name, api_key, secret_key, created_at) VALUES (?1, ?2, ?3, ?4)",
-        params![name, api_key, secret_key, now],
+        "INSERT INTO projects (name, api_key, secret_key, secret_sha256, created_at)
+         VALUES (?1, ?2, '', ?3, ?4)",
+        params![name, api_key, secret_digest(&secret_key), now],
     )?;
-    Ok(Project {
+    let project = Project {
         id: c.last_insert_rowid(),
         name: name.to_string(),
         api_key,
-        secret_key,
         created_at: now,
+    };
+    let detail = serde_json::json!({ "project_id": project.id, "name": project.name });
+    crate::tasks::audit_in(c, actor, "project.created", None, &detail)?;
+    Ok(CreatedProject {
+        project,
+        secret_key,
     })
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_secrets_of_older_databases_become_digests_and_still_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.sqlite");
+        let meta = MetaStore::open(&path).unwrap();
+        let first = meta.bootstrap("a@b.c", Some("password")).unwrap().unwrap();
+        let api_key = first.project.project.api_key.clone();
+        // As an older version stored it.
+        meta.with(|c| {
+            c.execute(
+                "UPDATE projects SET secret_key = 'legacy-secret', secret_sha256 = NULL",
+                [],
+            )?;
+            Ok(())
+        })
+        .unwrap();
+        drop(meta);
+        let meta = MetaStore::open(&path).unwrap();
+        let stored: String = meta
+            .with(|c| Ok(c.query_row("SELECT secret_key FROM projects", [], |r| r.get(0))?))
+            .unwrap();
+        assert_eq!(stored, "", "the plain secret is blanked");
+        assert!(meta
+            .project_for_keys(&api_key, "legacy-secret")
+            .unwrap()
+            .is_some());
+        assert!(meta.project_for_keys(&api_key, "other").unwrap().is_none());
+        assert!(meta
+            .project_for_keys(&api_key, &first.project.secret_key)
+            .unwrap()
+            .is_none());
+    }
 }

@@ -12,6 +12,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0002_deletion.sql"),
     include_str!("../migrations/0003_privacy.sql"),
     include_str!("../migrations/0004_segment_checksums.sql"),
+    include_str!("../migrations/0005_access.sql"),
 ];
 
 pub(crate) fn open(path: &Path) -> Result<Connection> {
@@ -26,6 +27,7 @@ pub(crate) fn open(path: &Path) -> Result<Connection> {
          PRAGMA busy_timeout=5000;",
     )?;
     migrate(&mut conn)?;
+    crate::access::digest_plain_secrets(&conn)?;
     Ok(conn)
 }
 

@@ -16,7 +16,7 @@ mod tasks;
 use std::path::Path;
 use std::sync::Mutex;
 
-pub use access::{NewProject, Project, Role, User, TOKEN_TTL_MS};
+pub use access::{CreatedProject, NewProject, Project, ProjectRole, Role, User, TOKEN_TTL_MS};
 pub use catalog::{CatalogDelta, CatalogEntry, CatalogKind, CountDelta};
 pub use identity::{IdKind, IdentityRecord, ProfileRecord};
 pub use manifest::{Commit, SegmentRecord};

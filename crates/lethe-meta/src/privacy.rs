@@ -131,7 +131,8 @@ pub(crate) fn finish_job(tx: &Transaction, task_id: i64, now: i64) -> Result<()>
 
 impl MetaStore {
     /// Adds `amplitude_ids` to the project's staging job for `day` (creating it) and makes
-    /// the job run no earlier than `run_at`; audited with the requester.
+    /// the job run no earlier than `run_at`; audited under the authenticated `actor`, with the
+    /// `requester` recorded as the caller gave it.
     pub fn request_erasure(
         &self,
         project_id: i64,
@@ -139,6 +140,7 @@ impl MetaStore {
         run_at: i64,
         amplitude_ids: &[i64],
         requester: &str,
+        actor: &str,
     ) -> Result<ErasureJob> {
         self.with(|c| {
             let tx = c.transaction()?;
@@ -177,8 +179,9 @@ impl MetaStore {
             }
             let detail = json!({
                 "project_id": project_id, "job_id": job, "day": day, "amplitude_ids": amplitude_ids,
+                "requester": requester,
             });
-            audit_in(&tx, requester, "privacy.requested", None, &detail)?;
+            audit_in(&tx, actor, "privacy.requested", None, &detail)?;
             let job = load_job(&tx, job)?;
             tx.commit()?;
             Ok(job)

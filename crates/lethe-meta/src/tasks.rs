@@ -229,6 +229,11 @@ impl MetaStore {
         })
     }
 
+    /// Appends one entry to the audit trail (ids, names and counts; never event values).
+    pub fn audit(&self, actor: &str, action: &str, detail: &serde_json::Value) -> Result<()> {
+        self.with(|c| audit_in(c, actor, action, None, detail))
+    }
+
     /// The audit trail, oldest first.
     pub fn audit_log(&self) -> Result<Vec<AuditRecord>> {
         self.with(|c| {

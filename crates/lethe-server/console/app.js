@@ -569,15 +569,12 @@ async function projects() {
     h('thead', {}, h('tr', {}, ['Name', 'Id', 'API key', admin && 'Secret key', 'Created'].filter(Boolean).map((c) => h('th', { scope: 'col' }, c)))),
     h('tbody', {}, state.projects.map((p) => {
       const secret = h('td', {});
-      if (admin) {
-        const reveal = h('button', { type: 'button', 'aria-label': `Reveal the secret key of ${p.name}` }, 'Reveal');
-        reveal.addEventListener('click', () => secret.replaceChildren(h('code', {}, p.secret_key)));
-        secret.append(reveal);
-      }
+      if (admin) secret.append(rotateButton(p, secret));
       return h('tr', {}, h('td', {}, p.name), h('td', {}, String(p.id)), h('td', {}, h('code', {}, p.api_key)),
         admin && secret, h('td', {}, utc(p.created_at)));
     }))));
   const parts = [h('h1', {}, 'Projects'), table];
+  if (admin) parts.push(await projectAccess());
   if (admin) parts.push(await suppressions());
   if (admin) {
     const err = h('p', { class: 'error', role: 'alert' });
@@ -599,6 +596,53 @@ async function projects() {
     parts.push(form);
   }
   setMain('Projects', ...parts);
+}
+
+/** Secret keys are stored as digests and shown once: an administrator can only replace one,
+ *  in two steps, since the old key stops working at once. */
+function rotateButton(p, cell) {
+  const start = h('button', { type: 'button', 'aria-label': `New secret key for ${p.name}` }, 'New secret key');
+  start.addEventListener('click', () => {
+    const confirmButton = h('button', { type: 'button', class: 'danger', 'aria-label': `Replace the secret key of ${p.name}` }, 'Replace: the old key stops working');
+    confirmButton.addEventListener('click', async () => {
+      const r = await api('POST', `/api/v1/projects/${p.id}/secret-key`, {});
+      if (r.status !== 200) return cell.replaceChildren(h('span', { class: 'error', role: 'alert' }, r.data?.error || 'failed'));
+      cell.replaceChildren(h('code', { 'aria-label': `New secret key of ${p.name}` }, r.data.secret_key),
+        h('span', { class: 'hint' }, ' shown once: copy it now'));
+    });
+    cell.replaceChildren(confirmButton);
+  });
+  return start;
+}
+
+/** Which members and viewers reach which project (administrators reach every project). */
+async function projectAccess() {
+  const section = h('section', { class: 'card' }, h('h2', {}, 'Project access'),
+    h('p', { class: 'hint' }, 'Members and viewers reach only the projects granted here. Members also import data; administrators reach every project.'));
+  const u = await api('GET', '/api/v1/users');
+  const people = (u.status === 200 ? u.data : []).filter((x) => x.role !== 'admin' && x.active);
+  if (!people.length) { section.append(h('p', {}, 'No members or viewers yet: add them on the Users page.')); return section; }
+  const grants = {};
+  for (const p of state.projects) {
+    const m = await api('GET', `/api/v1/projects/${p.id}/members`);
+    for (const g of (m.status === 200 ? m.data : [])) grants[`${p.id}:${g.user.id}`] = g.role;
+  }
+  const status = h('p', { 'aria-live': 'polite', class: 'hint' });
+  const cell = (p, person) => {
+    const select = h('select', { 'aria-label': `${person.email} in ${p.name}` },
+      ['none', 'viewer', 'member'].map((r) => h('option', { value: r }, r)));
+    select.value = grants[`${p.id}:${person.id}`] || 'none';
+    select.addEventListener('change', async () => {
+      const path = `/api/v1/projects/${p.id}/members/${person.id}`;
+      const r = select.value === 'none' ? await api('DELETE', path) : await api('PUT', path, { role: select.value });
+      status.textContent = r.status === 204 ? `${person.email}: ${select.value} in ${p.name}` : (r.data?.error || 'failed');
+    });
+    return h('td', {}, select);
+  };
+  section.append(h('div', { class: 'table-wrap' }, h('table', { 'aria-label': 'Project access' },
+    h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'User'), state.projects.map((p) => h('th', { scope: 'col' }, p.name)))),
+    h('tbody', {}, people.map((person) => h('tr', {}, h('td', {}, person.email), state.projects.map((p) => cell(p, person))))))), status);
+  return section;
 }
 
 /** End users suppressed by privacy requests (`"suppress": true`), per project: only a hash

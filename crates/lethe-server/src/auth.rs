@@ -7,9 +7,10 @@ use axum::http::header::{AUTHORIZATION, COOKIE};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, StatusCode};
 use base64::Engine;
-use lethe_meta::{Project, Role, User};
+use lethe_meta::{Project, ProjectRole, Role, User};
 use sha2::{Digest, Sha256};
 
+use crate::throttle::retry_secs;
 use crate::{blocking, ApiError, App};
 
 /// The console's session cookie (HttpOnly, SameSite=Strict).
@@ -64,6 +65,17 @@ pub fn session_token(parts: &Parts) -> Result<Option<String>, ApiError> {
     }
 }
 
+/// What a signed-in user may do in one project.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// An organization administrator: everything, in every project.
+    Admin,
+    /// Reads the project and loads data into it.
+    Member,
+    /// Reads the project.
+    Viewer,
+}
+
 impl Session {
     /// Only admins pass.
     pub fn require_admin(&self) -> Result<(), ApiError> {
@@ -71,6 +83,39 @@ impl Session {
             Role::Admin => Ok(()),
             _ => Err(ApiError::forbidden()),
         }
+    }
+
+    /// The caller's access to a project: administrators reach every project, members and
+    /// viewers the projects they were granted. Any other project answers 404, as if it did
+    /// not exist.
+    pub async fn project_access(&self, app: &App, project_id: i64) -> Result<Access, ApiError> {
+        let visible = self.visible_projects(app).await?;
+        match visible {
+            None => Ok(Access::Admin),
+            Some(granted) => granted
+                .iter()
+                .find(|(id, _)| *id == project_id)
+                .map(|(_, role)| match role {
+                    ProjectRole::Member => Access::Member,
+                    ProjectRole::Viewer => Access::Viewer,
+                })
+                .ok_or_else(|| ApiError::not_found("project")),
+        }
+    }
+
+    /// The projects the caller may see: `None` for all (an administrator), else the granted
+    /// ones with the role in each.
+    pub async fn visible_projects(
+        &self,
+        app: &App,
+    ) -> Result<Option<Vec<(i64, ProjectRole)>>, ApiError> {
+        if self.0.role == Role::Admin {
+            return Ok(None);
+        }
+        let (meta, user) = (app.meta.clone(), self.0.id);
+        Ok(Some(
+            blocking(move || Ok(meta.granted_projects(user)?)).await?,
+        ))
     }
 }
 
@@ -110,15 +155,32 @@ impl FromRequestParts<App> for ProjectKey {
             .ok_or_else(ApiError::unauthorized)?;
         let (key, secret) = decoded.split_once(':').ok_or_else(ApiError::unauthorized)?;
         let (key, secret) = (key.to_string(), secret.to_string());
+        // API keys are public (browser SDKs carry them), so guesses are counted per key and
+        // client address: a stranger cannot lock a project's own integrations out.
+        let account = format!("key:{key}@{}", client_address(parts));
+        app.throttle
+            .check(&account)
+            .map_err(|wait| ApiError::throttled(retry_secs(wait)))?;
         let meta = app.meta.clone();
-        let project = blocking(move || Ok(meta.project_by_api_key(&key)?)).await?;
-        match project {
-            Some(p) if constant_time_eq(p.secret_key.as_bytes(), secret.as_bytes()) => {
+        match blocking(move || Ok(meta.project_for_keys(&key, &secret)?)).await? {
+            Some(p) => {
+                app.throttle.succeeded(&account);
                 Ok(ProjectKey(p))
             }
-            _ => Err(ApiError::unauthorized()),
+            None => Err(match app.throttle.failed(&account) {
+                Some(lock) => ApiError::throttled(retry_secs(lock)),
+                None => ApiError::unauthorized(),
+            }),
         }
     }
+}
+
+/// The peer address of the connection ("unknown" when the server runs without it).
+pub fn client_address(parts: &Parts) -> String {
+    parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map_or_else(|| "unknown".to_string(), |c| c.0.ip().to_string())
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

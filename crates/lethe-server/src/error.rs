@@ -14,6 +14,8 @@ pub struct ApiError {
     pub field: Option<String>,
     /// Further members of the body (e.g. the unknown names of a deletion clause).
     pub extra: Option<serde_json::Value>,
+    /// Seconds for `Retry-After` (429 and 503).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -23,6 +25,18 @@ impl ApiError {
             message: message.into(),
             field: None,
             extra: None,
+            retry_after: None,
+        }
+    }
+
+    /// 429: too many failed attempts for this account; retry after `secs`.
+    pub fn throttled(secs: u64) -> Self {
+        Self {
+            retry_after: Some(secs),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many failed attempts: wait before trying again",
+            )
         }
     }
 
@@ -33,6 +47,7 @@ impl ApiError {
             message: message.into(),
             field: Some(field.into()),
             extra: None,
+            retry_after: None,
         }
     }
 
@@ -62,7 +77,14 @@ impl IntoResponse for ApiError {
         if let Some(serde_json::Value::Object(extra)) = self.extra {
             body.as_object_mut().expect("object").extend(extra);
         }
-        crate::amplitude::with_retry_after(self.status, (self.status, Json(body)).into_response())
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(secs),
+            );
+        }
+        response
     }
 }
 
@@ -93,6 +115,7 @@ impl From<lethe_store::StoreError> for ApiError {
                 message: body["error"].as_str().unwrap_or_default().to_string(),
                 field: None,
                 extra: Some(serde_json::json!({ "reason": body["reason"] })),
+                retry_after: Some(crate::amplitude::RETRY_AFTER_SECS),
             };
         }
         if let lethe_store::StoreError::Corrupt { .. } = e {

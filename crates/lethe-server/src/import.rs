@@ -14,7 +14,7 @@ use lethe_event::{parse_export_line, EventError, EventIssue, ParsedEvent};
 use serde_json::{json, Value};
 
 use crate::amplitude::{decode_body, limits_json, BodyError};
-use crate::auth::Session;
+use crate::auth::{Access, Session};
 use crate::{blocking, ApiError, App};
 
 /// Largest import request (after decompression); the CLI sends files in parts below it.
@@ -35,13 +35,17 @@ async fn import(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    session.require_admin()?;
+    // Administrators and the project's members load data; viewers only read.
+    if session.project_access(&app, project_id).await? == Access::Viewer {
+        return Err(ApiError::forbidden());
+    }
     let meta = app.meta.clone();
     blocking(move || {
         meta.project(project_id)?
             .ok_or_else(|| ApiError::not_found("project"))
     })
     .await?;
+    let actor = session.0.email.clone();
     blocking(move || {
         let text = import_text(&headers, &body)?;
         let (events, event_lines, mut errors, lines) = parse_lines(&text);
@@ -65,6 +69,9 @@ async fn import(
             rejected = errors.len(),
             "import"
         );
+        let detail = json!({"project_id": project_id, "lines": lines, "stored": outcome.stored,
+                            "duplicates": outcome.duplicates, "rejected": errors.len()});
+        app.meta.audit(&actor, "import", &detail)?;
         Ok(Json(json!({
             "lines": lines,
             "ingested": outcome.stored,

@@ -15,6 +15,7 @@ mod segmentation;
 mod startup;
 mod tasks;
 mod taxonomy;
+mod throttle;
 mod worker;
 
 use std::net::SocketAddr;
@@ -49,6 +50,7 @@ pub struct App {
     queue: worker::QueueSignal,
     privacy_grace: std::time::Duration,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
+    throttle: Arc<throttle::Throttle>,
 }
 
 /// Every route of the server.
@@ -64,7 +66,25 @@ pub fn router(app: App) -> Router {
         .merge(privacy::routes())
         .merge(segmentation::routes())
         .merge(console::routes())
+        .layer(axum::middleware::from_fn(no_store))
         .with_state(app)
+}
+
+/// API answers may carry keys, secrets, tokens or personal data: no cache, browser or proxy,
+/// keeps a copy.
+async fn no_store(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let api = request.uri().path().starts_with("/api/");
+    let mut response = next.run(request).await;
+    if api {
+        response.headers_mut().insert(
+            axum::http::header::CACHE_CONTROL,
+            axum::http::HeaderValue::from_static("no-store"),
+        );
+    }
+    response
 }
 
 /// Runs a blocking store or metadata call off the async workers.

@@ -4,12 +4,13 @@ use axum::extract::{Path, State};
 use axum::http::header::SET_COOKIE;
 use axum::http::request::Parts;
 use axum::http::StatusCode;
-use axum::routing::{get, patch, post};
+use axum::routing::{get, patch, post, put};
 use axum::{Json, Router};
-use lethe_meta::{Project, Role};
+use lethe_meta::{CreatedProject, Project, ProjectRole, Role};
 use serde_json::{json, Value};
 
 use crate::auth::{csrf_token, session_token, Session, SESSION_COOKIE};
+use crate::throttle::retry_secs;
 use crate::{blocking, ApiError, App};
 
 pub fn routes() -> Router<App> {
@@ -21,6 +22,12 @@ pub fn routes() -> Router<App> {
         )
         .route("/api/v1/me", get(me))
         .route("/api/v1/projects", get(list_projects).post(create_project))
+        .route("/api/v1/projects/{id}/secret-key", post(rotate_secret))
+        .route("/api/v1/projects/{id}/members", get(list_members))
+        .route(
+            "/api/v1/projects/{id}/members/{user_id}",
+            put(set_member).delete(remove_member),
+        )
         .route("/api/v1/users", get(list_users).post(create_user))
         .route("/api/v1/users/{id}", patch(update_user))
 }
@@ -71,15 +78,25 @@ impl Body {
     }
 }
 
-/// Checks the credentials of a body and issues a token.
+/// Checks the credentials of a body and issues a token. Failures are throttled per email
+/// (see [`crate::throttle`]) and every attempt is audited.
 async fn sign_in(app: App, body: &Body) -> Result<(String, lethe_meta::User), ApiError> {
     let email = body.text("email")?;
     let password = body.text("password")?;
+    let account = format!("email:{}", email.to_lowercase());
+    app.throttle
+        .check(&account)
+        .map_err(|wait| ApiError::throttled(retry_secs(wait)))?;
     blocking(move || {
-        let user = app
-            .meta
-            .verify_password(&email, &password)?
-            .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "wrong email or password"))?;
+        let user = app.meta.verify_password(&email, &password)?;
+        app.meta.audit_sign_in(&email, user.as_ref())?;
+        let Some(user) = user else {
+            return Err(match app.throttle.failed(&account) {
+                Some(lock) => ApiError::throttled(retry_secs(lock)),
+                None => ApiError::new(StatusCode::UNAUTHORIZED, "wrong email or password"),
+            });
+        };
+        app.throttle.succeeded(&account);
         Ok((app.meta.issue_token(user.id)?, user))
     })
     .await
@@ -141,22 +158,130 @@ async fn me(Session(user): Session, parts: Parts) -> Result<Json<Value>, ApiErro
     Ok(Json(out))
 }
 
-fn project_json(p: &Project, with_secret: bool) -> Value {
-    let mut v =
-        json!({ "id": p.id, "name": p.name, "api_key": p.api_key, "created_at": p.created_at });
-    if with_secret {
-        v["secret_key"] = json!(p.secret_key);
-    }
+fn project_json(p: &Project) -> Value {
+    json!({ "id": p.id, "name": p.name, "api_key": p.api_key, "created_at": p.created_at })
+}
+
+/// A project with its new secret key: the only answer that ever carries one.
+fn created_json(created: &CreatedProject) -> Value {
+    let mut v = project_json(&created.project);
+    v["secret_key"] = json!(created.secret_key);
     v
 }
 
+/// The projects the caller may see, each with the caller's role in it.
 async fn list_projects(State(app): State<App>, session: Session) -> Result<Json<Value>, ApiError> {
-    let admin = session.require_admin().is_ok();
+    let visible = session.visible_projects(&app).await?;
     let projects = blocking(move || Ok(app.meta.list_projects()?)).await?;
-    Ok(Json(json!(projects
+    let listed: Vec<Value> = projects
         .iter()
-        .map(|p| project_json(p, admin))
-        .collect::<Vec<_>>())))
+        .filter_map(|p| {
+            let role = match &visible {
+                None => "admin",
+                Some(granted) => granted.iter().find(|(id, _)| *id == p.id)?.1.as_str(),
+            };
+            let mut v = project_json(p);
+            v["role"] = json!(role);
+            Some(v)
+        })
+        .collect();
+    Ok(Json(json!(listed)))
+}
+
+/// `POST /api/v1/projects/{id}/secret-key` (admin): a new secret key, shown once; the old
+/// one stops working at once.
+async fn rotate_secret(
+    State(app): State<App>,
+    session: Session,
+    Path(id): Path<i64>,
+) -> Result<Json<Value>, ApiError> {
+    session.require_admin()?;
+    let actor = session.0.email.clone();
+    let secret = blocking(move || Ok(app.meta.rotate_secret(id, &actor)?)).await?;
+    let secret = secret.ok_or_else(|| ApiError::not_found("project"))?;
+    Ok(Json(json!({ "id": id, "secret_key": secret })))
+}
+
+/// `GET /api/v1/projects/{id}/members` (admin): who besides the administrators may reach
+/// the project, and in which role.
+async fn list_members(
+    State(app): State<App>,
+    session: Session,
+    Path(id): Path<i64>,
+) -> Result<Json<Value>, ApiError> {
+    session.require_admin()?;
+    let members = blocking(move || {
+        app.meta
+            .project(id)?
+            .ok_or_else(|| ApiError::not_found("project"))?;
+        Ok(app.meta.project_members(id)?)
+    })
+    .await?;
+    let members: Vec<Value> = members
+        .into_iter()
+        .map(|(user, role)| json!({ "user": user, "role": role }))
+        .collect();
+    Ok(Json(json!(members)))
+}
+
+/// `PUT /api/v1/projects/{id}/members/{user_id}` with `role` (`member` or `viewer`; admin).
+async fn set_member(
+    State(app): State<App>,
+    session: Session,
+    Path((id, user_id)): Path<(i64, i64)>,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    session.require_admin()?;
+    let role = ProjectRole::parse(&body.text("role")?).ok_or_else(|| {
+        ApiError::field(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "role",
+            "role must be member or viewer (administrators reach every project)",
+        )
+    })?;
+    change_member(app, session, id, user_id, Some(role)).await
+}
+
+/// `DELETE /api/v1/projects/{id}/members/{user_id}` (admin).
+async fn remove_member(
+    State(app): State<App>,
+    session: Session,
+    Path((id, user_id)): Path<(i64, i64)>,
+) -> Result<StatusCode, ApiError> {
+    session.require_admin()?;
+    change_member(app, session, id, user_id, None).await
+}
+
+async fn change_member(
+    app: App,
+    session: Session,
+    project_id: i64,
+    user_id: i64,
+    role: Option<ProjectRole>,
+) -> Result<StatusCode, ApiError> {
+    let actor = session.0.email.clone();
+    blocking(move || {
+        app.meta
+            .project(project_id)?
+            .ok_or_else(|| ApiError::not_found("project"))?;
+        let user = app.meta.list_users()?.into_iter().find(|u| u.id == user_id);
+        match user {
+            None => return Err(ApiError::not_found("user")),
+            Some(u) if u.role == Role::Admin => {
+                return Err(ApiError::field(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "user_id",
+                    "administrators reach every project already",
+                ))
+            }
+            Some(_) => {}
+        }
+        Ok(app
+            .meta
+            .set_project_role(project_id, user_id, role, &actor)?)
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn create_project(
@@ -173,9 +298,10 @@ async fn create_project(
             "name must be at most 200 characters",
         ));
     }
-    let project = blocking(move || Ok(app.meta.create_project(&name)?)).await?;
-    tracing::info!(project_id = project.id, "project created");
-    Ok((StatusCode::CREATED, Json(project_json(&project, true))))
+    let actor = session.0.email.clone();
+    let created = blocking(move || Ok(app.meta.create_project(&name, &actor)?)).await?;
+    tracing::info!(project_id = created.project.id, "project created");
+    Ok((StatusCode::CREATED, Json(created_json(&created))))
 }
 
 async fn list_users(State(app): State<App>, session: Session) -> Result<Json<Value>, ApiError> {
@@ -214,7 +340,8 @@ async fn create_user(
             "role must be one of admin, member, viewer",
         )
     })?;
-    let user = blocking(move || Ok(app.meta.create_user(&email, &password, role)?)).await?;
+    let actor = session.0.email.clone();
+    let user = blocking(move || Ok(app.meta.create_user(&email, &password, role, &actor)?)).await?;
     tracing::info!(user_id = user.id, role = role.as_str(), "user created");
     Ok((StatusCode::CREATED, Json(json!(user))))
 }

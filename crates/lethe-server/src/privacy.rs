@@ -278,17 +278,77 @@ fn render_job(job: &ErasureJob, mapped: Option<&dyn Fn(i64) -> Option<String>>) 
     out
 }
 
+/// Who asks for an erasure: a project's keys reach that project only; erasing across the
+/// organization (`delete_from_org`) takes an administrator's bearer token.
+enum Requester {
+    Project(lethe_meta::Project),
+    OrgAdmin(lethe_meta::User),
+}
+
+impl axum::extract::FromRequestParts<App> for Requester {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        app: &App,
+    ) -> Result<Self, ApiError> {
+        let bearer = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("Bearer "));
+        if bearer {
+            let session = Session::from_request_parts(parts, app).await?;
+            session.require_admin()?;
+            return Ok(Requester::OrgAdmin(session.0));
+        }
+        let ProjectKey(project) = ProjectKey::from_request_parts(parts, app).await?;
+        Ok(Requester::Project(project))
+    }
+}
+
+impl Requester {
+    /// The authenticated actor the audit records (beside the requester the body names).
+    fn actor(&self) -> String {
+        match self {
+            Requester::Project(p) => format!("project {} api key", p.id),
+            Requester::OrgAdmin(u) => u.email.clone(),
+        }
+    }
+}
+
 /// `POST /api/2/deletions/users`.
 async fn request(
     State(app): State<App>,
-    ProjectKey(project): ProjectKey,
+    requester: Requester,
     fields: Fields,
 ) -> Result<Json<Value>, ApiError> {
     let erasure = Erasure::parse(&fields)?;
+    let actor = requester.actor();
+    let project = match (requester, erasure.delete_from_org) {
+        (Requester::Project(p), false) => Some(p),
+        (Requester::OrgAdmin(_), true) => None,
+        (Requester::Project(_), true) => {
+            return Err(ApiError::field(
+                StatusCode::FORBIDDEN,
+                "delete_from_org",
+                "delete_from_org erases in every project: it takes an organization \
+                 administrator's bearer token, not a project's keys",
+            ))
+        }
+        (Requester::OrgAdmin(_), false) => {
+            return Err(ApiError::field(
+                StatusCode::BAD_REQUEST,
+                "delete_from_org",
+                "with an administrator's token set delete_from_org; for one project use its \
+                 api_key:secret_key",
+            ))
+        }
+    };
     blocking(move || {
-        let projects = match erasure.delete_from_org {
-            true => app.meta.list_projects()?,
-            false => vec![project],
+        let projects = match project {
+            None => app.meta.list_projects()?,
+            Some(project) => vec![project],
         };
         let shares: Vec<Share> = projects
             .into_iter()
@@ -321,10 +381,11 @@ async fn request(
                 run_at,
                 &s.amplitude_ids,
                 &erasure.requester,
+                &actor,
             )?;
             if erasure.suppress {
                 let digests: Vec<String> = s.user_ids.iter().map(|u| user_id_digest(u)).collect();
-                app.meta.suppress(s.project.id, &digests, &erasure.requester)?;
+                app.meta.suppress(s.project.id, &digests, &actor)?;
             }
             // The user_ids of the job's ids, looked up (a scan of the identity map) only if asked.
             let known = match erasure.include_mapped {
@@ -407,10 +468,12 @@ async fn unschedule(
         .map_err(|_| bad("amplitude_id", "amplitude_id must be an integer"))?;
     let day = parse_day("day", Some(&day))?.to_string();
     blocking(move || {
-        match app
-            .meta
-            .unschedule_erasure(project.id, amplitude_id, &day, "privacy-api")?
-        {
+        match app.meta.unschedule_erasure(
+            project.id,
+            amplitude_id,
+            &day,
+            &format!("project {} api key", project.id),
+        )? {
             Unscheduled::Removed(r) => Ok(Json(json!({
                 "amplitude_id": r.amplitude_id,
                 "requested_on_day": day_text(r.requested_at),

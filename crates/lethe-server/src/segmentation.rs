@@ -57,10 +57,11 @@ async fn by_key(
 /// The same query for a signed-in user of the console.
 async fn by_session(
     State(app): State<App>,
-    _: Session,
+    session: Session,
     Path(project_id): Path<i64>,
     Query(params): Query<Params>,
 ) -> Result<Json<Value>, ApiError> {
+    session.project_access(&app, project_id).await?;
     run(app, project_id, params).await
 }
 

@@ -100,6 +100,7 @@ pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
             queue: QueueSignal::default(),
             privacy_grace: config.privacy_grace,
             metrics,
+            throttle: Default::default(),
         },
         listener,
         _lock: lock,
@@ -115,7 +116,8 @@ impl Running {
     ) -> std::io::Result<()> {
         let store = self.app.store.clone();
         let worker = Worker::start(self.app.meta.clone(), store.clone(), self.app.queue.clone())?;
-        axum::serve(self.listener, router(self.app))
+        let app = router(self.app).into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)
             .await?;
         tokio::task::spawn_blocking(move || {

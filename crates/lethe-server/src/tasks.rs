@@ -60,7 +60,11 @@ fn validated_spec(app: &App, project_id: i64, body: &Value) -> Result<TaskSpec, 
 fn run_preview(app: &App, project_id: i64, spec: &TaskSpec) -> Result<Preview, ApiError> {
     lethe_delete::preview(&app.store, &app.meta, project_id, spec).map_err(|e| {
         tracing::error!(error = %e, project_id, "preview failed");
-        ApiError::internal("the preview could not read the store")
+        match e.is_permanent() {
+            // A quarantined segment: the answer names it.
+            true => ApiError::internal(&e.to_string()),
+            false => ApiError::internal("the preview could not read the store"),
+        }
     })
 }
 
@@ -113,13 +117,34 @@ fn to_text<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_default()
 }
 
-async fn list(State(app): State<App>, _: Session) -> Result<Json<Value>, ApiError> {
+/// Every task of the projects the caller may see, newest first.
+async fn list(State(app): State<App>, session: Session) -> Result<Json<Value>, ApiError> {
+    let visible = session.visible_projects(&app).await?;
     blocking(move || {
         let rows = app.meta.tasks()?;
-        let tasks: Vec<Value> = rows.iter().map(|t| render(&rows, t)).collect();
+        let tasks: Vec<Value> = rows
+            .iter()
+            .filter(|t| sees(&visible, t.project_id))
+            .map(|t| render(&rows, t))
+            .collect();
         Ok(Json(json!(tasks)))
     })
     .await
+}
+
+fn sees(visible: &Option<Vec<(i64, lethe_meta::ProjectRole)>>, project_id: i64) -> bool {
+    visible
+        .as_ref()
+        .is_none_or(|granted| granted.iter().any(|(id, _)| *id == project_id))
+}
+
+/// The task, if the caller may see its project (404 otherwise, as for no task).
+async fn find_visible(app: &App, session: &Session, id: i64) -> Result<TaskRow, ApiError> {
+    let visible = session.visible_projects(app).await?;
+    let meta = app.meta.clone();
+    let task = blocking(move || Ok(meta.task(id)?)).await?;
+    task.filter(|t| sees(&visible, t.project_id))
+        .ok_or_else(|| ApiError::not_found("deletion task"))
 }
 
 fn find(app: &App, id: i64) -> Result<TaskRow, ApiError> {
@@ -130,19 +155,20 @@ fn find(app: &App, id: i64) -> Result<TaskRow, ApiError> {
 
 async fn one(
     State(app): State<App>,
-    _: Session,
+    session: Session,
     Path(id): Path<i64>,
 ) -> Result<Json<Value>, ApiError> {
-    blocking(move || Ok(Json(render(&app.meta.tasks()?, &find(&app, id)?)))).await
+    let task = find_visible(&app, &session, id).await?;
+    blocking(move || Ok(Json(render(&app.meta.tasks()?, &task)))).await
 }
 
 async fn cancel(
     State(app): State<App>,
-    _: Session,
+    session: Session,
     Path(id): Path<i64>,
 ) -> Result<Json<Value>, ApiError> {
+    find_visible(&app, &session, id).await?;
     blocking(move || {
-        find(&app, id)?;
         Err(ApiError::new(
             StatusCode::CONFLICT,
             "submitted deletion tasks cannot be cancelled",

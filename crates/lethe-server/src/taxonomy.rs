@@ -217,9 +217,10 @@ async fn user_properties(
 /// counts, first and last seen, and the event properties of each event type.
 async fn catalog(
     State(app): State<App>,
-    _: Session,
+    session: Session,
     Path(project_id): Path<i64>,
 ) -> Result<Json<Value>, ApiError> {
+    session.project_access(&app, project_id).await?;
     blocking(move || {
         app.meta
             .project(project_id)?

@@ -92,8 +92,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             if let Some(password) = &first.admin_password {
                 println!("  administrator password: {password}   (shown once)");
             }
-            println!("  project id: {}", first.project.id);
-            println!("  api_key: {}", first.project.api_key);
+            println!("  project id: {}", first.project.project.id);
+            println!("  api_key: {}", first.project.project.api_key);
             println!("  secret_key: {}   (shown once)", first.project.secret_key);
         }
         println!("lethe: listening on http://{}", running.addr);

@@ -54,16 +54,26 @@ fn roles_decide_what_each_user_may_do() {
         );
         assert_eq!(s, 201, "{u}");
         assert_eq!(u["role"], role);
+        // A new member or viewer reaches no project until granted one.
+        let token = server.login(email, "long enough");
+        assert_eq!(server.get_as(&token, "/api/v1/projects").1, json!([]));
+        let grant = server.client.put(server.url(&format!(
+            "/api/v1/projects/{}/members/{}",
+            keys.project_id, u["id"]
+        )));
+        let (s, b) = server.bearer(grant.json(&json!({ "role": role })), &admin);
+        assert_eq!(s, 204, "{b}");
     }
     for email in ["member@example.com", "viewer@example.com"] {
         let token = server.login(email, "long enough");
         let get = |path: &str| server.get_as(&token, path);
         let (s, projects) = get("/api/v1/projects");
-        assert_eq!(s, 200, "every role reads projects");
+        assert_eq!(s, 200, "every role reads its projects");
         assert_eq!(projects[0]["api_key"], keys.api_key.as_str());
+        assert_eq!(projects[0]["role"], email.split('@').next().unwrap());
         assert!(
             projects[0].get("secret_key").is_none(),
-            "secrets are for admins"
+            "secrets are shown once, at creation"
         );
         assert_eq!(get("/api/v1/users").0, 403);
         let create = server
@@ -79,8 +89,14 @@ fn roles_decide_what_each_user_may_do() {
         let import = server
             .client
             .post(server.url(&format!("/api/v1/projects/{}/import", keys.project_id)))
-            .body("{}");
-        assert_eq!(server.bearer(import, &token).0, 403);
+            .body(r#"{"event_type":"imported","user_id":"user-import"}"#);
+        // Members load data into their projects; viewers only read.
+        let expected = if email.starts_with("member") {
+            200
+        } else {
+            403
+        };
+        assert_eq!(server.bearer(import, &token).0, expected);
     }
     let (s, users) = server.get_as(&admin, "/api/v1/users");
     assert_eq!(s, 200);
@@ -110,7 +126,28 @@ fn projects_are_created_with_working_keys() {
     assert_eq!(events[0]["app"], keys.project_id);
     let (_, list) = server.get_as(&admin, "/api/v1/projects");
     assert_eq!(list.as_array().unwrap().len(), 2);
-    assert!(list[1]["secret_key"].is_string());
+    assert!(
+        list[1].get("secret_key").is_none(),
+        "shown once, at creation"
+    );
+    // Rotating gives a new secret, once; the old one stops working at once.
+    let (s, rotated) = server.post_as(
+        &admin,
+        &format!("/api/v1/projects/{}/secret-key", keys.project_id),
+        &json!({}),
+    );
+    assert_eq!(s, 200, "{rotated}");
+    let new = rotated["secret_key"].as_str().unwrap();
+    assert_ne!(new, keys.secret_key);
+    assert_eq!(server.basic_get(&keys, "/api/2/taxonomy/event").0, 401);
+    let rotated_keys = common::Keys {
+        secret_key: new.to_string(),
+        ..keys.clone()
+    };
+    assert_eq!(
+        server.basic_get(&rotated_keys, "/api/2/taxonomy/event").0,
+        200
+    );
 
     let (s, b) = server.post_as(&admin, "/api/v1/projects", &json!({"name": ""}));
     assert_eq!((s, b["field"].clone()), (422, json!("name")));

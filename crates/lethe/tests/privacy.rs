@@ -331,11 +331,16 @@ fn delete_from_org_erases_the_user_in_every_project() {
     people(&server, &keys, "p1");
     people(&server, &second, "p2");
 
-    let (s, body) = request(
-        &server,
-        &keys,
-        &json!({"user_ids": ["privacy-alice", "ghost"], "delete_from_org": true}),
+    // A project's keys reach that project only: erasing across the organization takes an
+    // administrator's token.
+    let org_wide = json!({"user_ids": ["privacy-alice", "ghost"], "delete_from_org": true});
+    let (s, body) = request(&server, &keys, &org_wide);
+    assert_eq!(
+        (s, body["field"].clone()),
+        (403, json!("delete_from_org")),
+        "{body}"
     );
+    let (s, body) = server.post_as(&token, PATH, &org_wide);
     assert_eq!(s, 200, "{body}");
     let apps: Vec<&str> = body
         .as_array()
