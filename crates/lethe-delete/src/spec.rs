@@ -264,6 +264,70 @@ mod tests {
         json!({"name": "t", "start": "2026-01-01T00:00:00Z", "end": "2026-01-02T00:00:00Z", "clauses": clauses})
     }
 
+    /// Arbitrary JSON shaped like a task body: a few keys, values of any kind.
+    fn task_like() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            Just(json!("2026-01-01T00:00:00Z")),
+            Just(json!("event")),
+            Just(json!("user_property")),
+            ".{0,8}".prop_map(Value::String),
+        ];
+        let value = leaf.prop_recursive(3, 24, 5, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::btree_map(
+                    prop_oneof![
+                        Just("kind".to_string()),
+                        Just("event_types".to_string()),
+                        Just("properties".to_string()),
+                        Just("from_profiles".to_string()),
+                        Just("users".to_string()),
+                        "[a-z]{1,4}"
+                    ],
+                    inner,
+                    0..4
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        });
+        prop::collection::btree_map(
+            prop_oneof![
+                Just("name".to_string()),
+                Just("start".to_string()),
+                Just("end".to_string()),
+                Just("clauses".to_string()),
+                "[a-z]{1,4}"
+            ],
+            value,
+            0..5,
+        )
+        .prop_map(|m| Value::Object(m.into_iter().collect()))
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 500, ..Default::default() })]
+
+        /// A bounded fuzz of the task contract: any body is refused with a field named, or
+        /// accepted as a spec that is within the contract's own limits.
+        #[test]
+        fn any_body_is_refused_with_a_field_or_is_a_valid_spec(body in task_like()) {
+            match parse_spec(&body, NOW) {
+                Err(e) => proptest::prop_assert!(!e.field.is_empty()),
+                Ok(spec) => {
+                    proptest::prop_assert!(spec.start_ms() < spec.end_ms() && spec.end_ms() <= NOW);
+                    proptest::prop_assert!((1..=MAX_CLAUSES).contains(&spec.clauses.len()));
+                }
+            }
+        }
+    }
+
     #[test]
     fn errors_name_the_clause_and_field() {
         let field = |b: Value| parse_spec(&b, NOW).unwrap_err().field;

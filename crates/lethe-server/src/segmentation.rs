@@ -563,6 +563,40 @@ mod tests {
         }
     }
 
+    /// Parameter text: well-formed pieces, JSON of any shape, and noise.
+    fn param() -> impl proptest::strategy::Strategy<Value = Option<String>> {
+        use proptest::prelude::*;
+        let json_text = prop_oneof![
+            Just(r#"{"event_type":"_all"}"#.to_string()),
+            Just(r#"{"event_type":"ce:x","filters":[{"subprop_type":"event","subprop_key":"k","subprop_op":"is","subprop_value":["a"]}],"group_by":[{"type":"user","value":"gp:p"}]}"#.to_string()),
+            Just(r#"[{"prop":"country","op":"is","values":["x"]}]"#.to_string()),
+            Just(r#"{"filters":[{}],"group_by":[{}, 5, null]}"#.to_string()),
+            Just("20260101".to_string()),
+            Just("-3600000".to_string()),
+            Just("uniques".to_string()),
+            "[ -~]{0,24}",
+            "\\PC{0,8}",
+        ];
+        proptest::option::of(json_text)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 500, ..Default::default() })]
+
+        /// A bounded fuzz of the segmentation parameters: parsed, or refused naming a field.
+        #[test]
+        fn any_parameters_are_parsed_or_refused_naming_the_field(
+            e in param(), m in param(), start in param(), end in param(),
+            i in param(), s in param(), g in param(), limit in param(),
+        ) {
+            let params = Params { e, m, start, end, i, s, g, limit };
+            if let Err(err) = Segmentation::parse(&params) {
+                proptest::prop_assert!(err.field.is_some(), "{}", err.message);
+                proptest::prop_assert_eq!(err.status.as_u16(), 400);
+            }
+        }
+    }
+
     #[test]
     fn parses_amplitude_forms_and_names_the_bad_field() {
         let q = Segmentation::parse(&params(

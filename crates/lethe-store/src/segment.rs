@@ -277,6 +277,14 @@ pub fn may_hold_users(path: &Path, amplitude_ids: &[i64]) -> Result<bool> {
 /// Reads a segment's batches; `columns` restricts the read to those columns (the others
 /// are not decoded at all).
 pub fn read_batches(path: &Path, columns: Option<&[String]>) -> Result<Vec<RecordBatch>> {
+    Ok(batch_reader(path, columns)?.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// The batches of a segment one at a time (16 Ki rows, a row group, each).
+fn batch_reader(
+    path: &Path,
+    columns: Option<&[String]>,
+) -> Result<parquet::arrow::arrow_reader::ParquetRecordBatchReader> {
     let builder = ParquetRecordBatchReaderBuilder::try_new(File::open(path)?)?;
     let builder = match columns {
         None => builder,
@@ -289,8 +297,7 @@ pub fn read_batches(path: &Path, columns: Option<&[String]>) -> Result<Vec<Recor
             builder.with_projection(mask)
         }
     };
-    let reader = builder.with_batch_size(64 * 1024).build()?;
-    Ok(reader.collect::<Result<Vec<_>, _>>()?)
+    Ok(builder.with_batch_size(ROW_GROUP_ROWS).build()?)
 }
 
 /// One column per property key, built sparsely: only present values are touched.
@@ -329,8 +336,8 @@ pub fn read_segment(
     range: Option<(i64, i64)>,
 ) -> Result<Vec<Event>> {
     let mut events = Vec::new();
-    for batch in read_batches(path, None)? {
-        decode_batch(&batch, names, range, &mut events)?;
+    for batch in batch_reader(path, None)? {
+        decode_batch(&batch?, names, range, &mut events)?;
     }
     Ok(events)
 }

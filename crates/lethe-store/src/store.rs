@@ -147,6 +147,7 @@ impl Drop for Segment {
 
 /// A consistent view of one project: committed segments plus the events not yet flushed.
 /// Every event is in exactly one of the two.
+#[derive(Default)]
 pub struct Snapshot {
     pub segments: Vec<Arc<Segment>>,
     pub memtable: Vec<Arc<Event>>,
@@ -566,6 +567,38 @@ impl Store {
         }
         events.sort_by_key(|e| (e.server_upload_time, e.uuid));
         Ok(events)
+    }
+
+    /// The events of one project with upload time in `[from, to)`, from one snapshot, handed
+    /// to `each` one UTC day at a time in day order, each day ordered by upload time and uuid:
+    /// memory holds one day's events, however long the range.
+    pub fn for_each_day(
+        &self,
+        project_id: i64,
+        range: (i64, i64),
+        mut each: impl FnMut(Vec<Event>) -> Result<()>,
+    ) -> Result<()> {
+        let snapshot = self.snapshot(project_id, Some(range));
+        let names = self.inner.column_names(project_id)?;
+        let mut days: BTreeMap<String, Snapshot> = BTreeMap::new();
+        for segment in snapshot.segments {
+            let day = segment.record.day.clone();
+            days.entry(day).or_default().segments.push(segment);
+        }
+        for event in snapshot.memtable {
+            let day = day_of(event.server_upload_time);
+            days.entry(day).or_default().memtable.push(event);
+        }
+        for Snapshot { segments, memtable } in days.into_values() {
+            let mut events: Vec<Event> = memtable.iter().map(|e| (**e).clone()).collect();
+            drop(memtable);
+            for segment in &segments {
+                events.extend(read_segment(segment.file()?, &names, Some(range))?);
+            }
+            events.sort_by_key(|e| (e.server_upload_time, e.uuid));
+            each(events)?;
+        }
+        Ok(())
     }
 
     /// Writes every not-yet-flushed event into segments and commits them.

@@ -133,6 +133,11 @@ impl Server {
         }
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.url, path)
     }
@@ -276,11 +281,8 @@ pub fn unzip_events(bytes: &[u8]) -> Vec<Value> {
     let mut events = Vec::new();
     for i in 0..archive.len() {
         let mut entry = archive.by_index(i).unwrap();
-        assert!(
-            entry.name().ends_with("#0.json.gz"),
-            "entry name {}",
-            entry.name()
-        );
+        let name = entry.name().unwrap().to_string();
+        assert!(name.ends_with("#0.json.gz"), "entry name {name}");
         let mut gz = Vec::new();
         entry.read_to_end(&mut gz).unwrap();
         let mut text = String::new();
