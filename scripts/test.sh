@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of lethe. Installs what the tests need first: the official Amplitude Python
 # SDK and DuckDB (PyPI) for the compatibility tests, Debian's Chromium and playwright-core
-# (npm) for the console's end-to-end tests.
+# (npm) for the console's end-to-end tests. The disk-full test mounts a small tmpfs (root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -c 'import amplitude, duckdb' 2>/dev/null \
@@ -12,6 +12,9 @@ if ! command -v chromium >/dev/null; then
   sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
 (cd e2e && npm ci --no-audit --no-fund --silent)
+# Hygiene is checked, not hoped for.
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace --all-targets
 # The console in headless Chromium, against the binary the tests just built.
 LETHE_BIN="${CARGO_TARGET_DIR:-target}/debug/lethe" node --test --test-concurrency=1 e2e/

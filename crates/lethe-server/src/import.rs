@@ -47,7 +47,7 @@ async fn import(
     .await?;
     let actor = session.0.email.clone();
     blocking(move || {
-        let text = import_text(&headers, &body)?;
+        let text = import_text(&headers, &body, IMPORT_MAX_BYTES)?;
         let (events, event_lines, mut errors, lines) = parse_lines(&text);
         let outcome = app.store.import(project_id, events)?;
         let limit = Some(lethe_event::limits::Limit::KeysPerDay);
@@ -90,8 +90,14 @@ fn too_large() -> ApiError {
     )
 }
 
-/// The NDJSON text of the body: plain or gzip, or every file of an export zip.
-fn import_text<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<Cow<'a, str>, ApiError> {
+/// The NDJSON text of the body: plain or gzip, or every file of an export zip, at most
+/// `budget` bytes once decompressed (for a zip, all its files together: a small archive must
+/// not expand into gigabytes in memory).
+fn import_text<'a>(
+    headers: &HeaderMap,
+    body: &'a [u8],
+    budget: usize,
+) -> Result<Cow<'a, str>, ApiError> {
     let bad = |m: &str| ApiError::new(StatusCode::BAD_REQUEST, m);
     if body.starts_with(b"PK\x03\x04") {
         let mut archive = zip::ZipArchive::new(std::io::Cursor::new(body))
@@ -102,21 +108,17 @@ fn import_text<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<Cow<'a, str>, 
                 .by_index(i)
                 .map_err(|_| bad("the zip archive is unreadable"))?;
             let mut raw = Vec::new();
+            let left = budget.saturating_sub(text.len());
             entry
-                .take(IMPORT_MAX_BYTES as u64)
+                .take(left as u64 + 1)
                 .read_to_end(&mut raw)
                 .map_err(|_| bad("the zip archive is unreadable"))?;
-            text.push_str(&import_text(&HeaderMap::new(), &raw)?);
+            text.push_str(&import_text(&HeaderMap::new(), &raw, left)?);
             text.push('\n');
-            // The cap holds for the archive as a whole, not per entry: a small zip must not
-            // expand into gigabytes in memory.
-            if text.len() > IMPORT_MAX_BYTES {
-                return Err(too_large());
-            }
         }
         return Ok(Cow::Owned(text));
     }
-    let decoded = decode_body(headers, body, IMPORT_MAX_BYTES).map_err(|e| match e {
+    let decoded = decode_body(headers, body, budget).map_err(|e| match e {
         BodyError::TooLarge => too_large(),
         BodyError::BadGzip => bad("the gzip body is unreadable"),
     })?;

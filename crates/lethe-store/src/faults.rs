@@ -2,7 +2,7 @@
 //!
 //! - `LETHE_FAILPOINT=<name>` aborts the process at that point, as `kill -9` would stop it;
 //! - `LETHE_FAULTS=<point>@<from>-<to>,…` makes the `from`-th to `to`-th calls (1-based) of
-//!   an I/O point fail: `wal_write` with ENOSPC, `wal_fsync` with EIO.
+//!   an I/O point fail: `wal_write` and `segment_write` with ENOSPC, `wal_fsync` with EIO.
 //!
 //! Both are inert unless set; the checks cost one atomic load on the paths they guard.
 
@@ -29,22 +29,25 @@ pub(crate) enum IoPoint {
     WalWrite,
     /// Fsyncing the WAL (fails with EIO).
     WalFsync,
+    /// Creating a segment file (fails with ENOSPC).
+    SegmentWrite,
 }
 
 impl IoPoint {
-    const ALL: [IoPoint; 2] = [IoPoint::WalWrite, IoPoint::WalFsync];
+    const ALL: [IoPoint; 3] = [IoPoint::WalWrite, IoPoint::WalFsync, IoPoint::SegmentWrite];
 
     fn name(self) -> &'static str {
         match self {
             IoPoint::WalWrite => "wal_write",
             IoPoint::WalFsync => "wal_fsync",
+            IoPoint::SegmentWrite => "segment_write",
         }
     }
 
     fn error(self) -> std::io::Error {
         match self {
-            IoPoint::WalWrite => std::io::Error::from_raw_os_error(28), // ENOSPC
-            IoPoint::WalFsync => std::io::Error::from_raw_os_error(5),  // EIO
+            IoPoint::WalWrite | IoPoint::SegmentWrite => std::io::Error::from_raw_os_error(28), // ENOSPC
+            IoPoint::WalFsync => std::io::Error::from_raw_os_error(5), // EIO
         }
     }
 }
@@ -52,7 +55,7 @@ impl IoPoint {
 struct Plan {
     /// Per point: inclusive call-number ranges that fail.
     ranges: Vec<(IoPoint, u64, u64)>,
-    calls: [AtomicU64; 2],
+    calls: [AtomicU64; 3],
 }
 
 fn plan() -> &'static Option<Plan> {
@@ -70,7 +73,7 @@ fn plan() -> &'static Option<Plan> {
             .collect();
         Some(Plan {
             ranges,
-            calls: [AtomicU64::new(0), AtomicU64::new(0)],
+            calls: Default::default(),
         })
     })
 }

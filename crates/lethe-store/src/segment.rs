@@ -56,6 +56,7 @@ struct Checksummed {
 
 impl Checksummed {
     fn create(path: &Path) -> std::io::Result<Self> {
+        crate::faults::inject(crate::faults::IoPoint::SegmentWrite)?;
         Ok(Self {
             file: File::create(path)?,
             crc: crc32fast::Hasher::new(),

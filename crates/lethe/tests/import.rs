@@ -155,3 +155,28 @@ fn the_import_command_loads_files_with_a_summary() {
     let (_, events) = server.export(&keys, "20240601T00", "20240601T00");
     assert_eq!(events.len(), 500);
 }
+
+#[test]
+fn a_zip_that_expands_past_the_cap_is_refused_whatever_its_entries() {
+    use std::io::Write;
+    let (server, keys) = Server::start();
+    let token = server.admin_token();
+    // Five entries of 110 MiB of blank lines each: under the cap one by one, 550 MiB together,
+    // about half a megabyte compressed.
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    let block = vec![b'\n'; 1 << 20];
+    for i in 0..5 {
+        zip.start_file(format!("part-{i}.json"), options).unwrap();
+        for _ in 0..110 {
+            zip.write_all(&block).unwrap();
+        }
+    }
+    let bytes = zip.finish().unwrap().into_inner();
+    assert!(bytes.len() < 4 << 20, "{}", bytes.len());
+    let (s, b) = import(&server, keys.project_id, bytes, &token);
+    assert_eq!(s, 413, "{b}");
+    assert!(b["error"].as_str().unwrap().contains("512 MiB"), "{b}");
+    server.stop();
+}

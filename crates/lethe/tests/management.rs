@@ -255,3 +255,28 @@ fn first_start_generates_and_prints_a_password_once() {
     child.wait().unwrap();
     assert!(password.is_some());
 }
+
+#[test]
+fn a_first_start_on_a_busy_port_creates_nothing_and_the_next_shows_the_keys() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lethe"))
+        .args(["serve", "--listen", &addr, "--data-dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("cannot listen on {addr}")),
+        "{stderr}"
+    );
+    assert!(!dir.exists(), "nothing was created");
+    drop(busy);
+    let server = Server::start_on(&dir, &[]);
+    let keys = server.first_start_keys();
+    assert_eq!(server.basic_get(&keys, "/api/2/taxonomy/event").0, 200);
+    server.stop();
+}
