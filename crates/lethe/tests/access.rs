@@ -482,11 +482,16 @@ fn secret_keys_are_kept_as_digests_and_changes_are_audited_under_their_actor() {
         .json(&json!({"role": "member"}));
     assert_eq!(server.bearer(put, &admin).0, 204);
     let member = server.login("ana@example.com", "long enough");
-    let import = server
-        .client
-        .post(server.url(&format!("/api/v1/projects/{}/import", mobile.project_id)))
-        .body(r#"{"event_type":"imported","user_id":"user-import"}"#);
-    assert_eq!(server.bearer(import, &member).0, 200);
+    assert_eq!(
+        server
+            .import(
+                &member,
+                mobile.project_id,
+                r#"{"event_type":"imported","user_id":"user-import"}"#
+            )
+            .0,
+        200
+    );
     let (s, _) = server.post_as(
         &admin,
         "/api/2/deletions/users",

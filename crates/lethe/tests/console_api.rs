@@ -200,13 +200,7 @@ fn admins_change_roles_and_deactivate_users_but_keep_an_admin() {
 fn import(server: &Server, keys: &Keys, lines: &[Value]) {
     let token = server.admin_token();
     let body: Vec<String> = lines.iter().map(Value::to_string).collect();
-    let (s, b) = server.bearer(
-        server
-            .client
-            .post(server.url(&format!("/api/v1/projects/{}/import", keys.project_id)))
-            .body(body.join("\n")),
-        &token,
-    );
+    let (s, b) = server.import(&token, keys.project_id, body.join("\n"));
     assert_eq!((s, b["rejected"].clone()), (200, json!(0)), "{b}");
 }
 

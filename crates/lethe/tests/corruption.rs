@@ -29,13 +29,7 @@ fn import_day(server: &Server, token: &str, keys: &Keys, days_ago: i64) {
             .to_string()
         })
         .collect();
-    let (s, b) = server.bearer(
-        server
-            .client
-            .post(server.url(&format!("/api/v1/projects/{}/import", keys.project_id)))
-            .body(lines.join("\n")),
-        token,
-    );
+    let (s, b) = server.import(token, keys.project_id, lines.join("\n"));
     assert_eq!((s, b["ingested"].clone()), (200, json!(300)), "{b}");
 }
 
@@ -161,13 +155,7 @@ fn damaged_segments_are_quarantined_and_named_and_the_rest_is_served() {
         assert!(listed.contains(&path.to_str().unwrap()), "{health}");
     }
     assert_eq!(listed.len(), 3, "{health}");
-    let metrics = server
-        .client
-        .get(server.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = server.get_text("/metrics");
     assert!(
         metrics.contains("lethe_segments_quarantined 3"),
         "{metrics}"

@@ -24,13 +24,7 @@ fn plant(server: &Server, token: &str, project: i64) {
                 "event_properties": {"what": "DROP-MARKER"}}).to_string());
         }
     }
-    let (s, b) = server.bearer(
-        server
-            .client
-            .post(server.url(&format!("/api/v1/projects/{project}/import")))
-            .body(lines.join("\n")),
-        token,
-    );
+    let (s, b) = server.import(token, project, lines.join("\n"));
     assert_eq!((s, b["ingested"].clone()), (200, json!(120)));
 }
 

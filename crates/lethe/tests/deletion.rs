@@ -24,13 +24,7 @@ fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
 
 fn import_lines(server: &Server, token: &str, project: i64, lines: &[Value]) {
     let body: Vec<String> = lines.iter().map(Value::to_string).collect();
-    let (s, b) = server.bearer(
-        server
-            .client
-            .post(server.url(&format!("/api/v1/projects/{project}/import")))
-            .body(body.join("\n")),
-        token,
-    );
+    let (s, b) = server.import(token, project, body.join("\n"));
     assert_eq!((s, b["rejected"].clone()), (200, json!(0)), "{b}");
 }
 

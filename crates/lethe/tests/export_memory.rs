@@ -40,13 +40,7 @@ fn a_long_export_streams_one_day_at_a_time() {
                 .to_string()
             })
             .collect();
-        let (s, b) = server.bearer(
-            server
-                .client
-                .post(server.url(&format!("/api/v1/projects/{}/import", keys.project_id)))
-                .body(lines.join("\n")),
-            &token,
-        );
+        let (s, b) = server.import(&token, keys.project_id, lines.join("\n"));
         assert_eq!((s, b["ingested"].clone()), (200, json!(PER_DAY)), "{b}");
     }
     let dir = server.kill9();

@@ -6,13 +6,7 @@ use common::{gzip, Server};
 use serde_json::{json, Value};
 
 fn import(server: &Server, project: i64, body: Vec<u8>, token: &str) -> (u16, Value) {
-    server.bearer(
-        server
-            .client
-            .post(server.url(&format!("/api/v1/projects/{project}/import")))
-            .body(body),
-        token,
-    )
+    server.import(token, project, body)
 }
 
 #[test]

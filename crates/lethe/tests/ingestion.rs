@@ -294,13 +294,7 @@ fn health_and_metrics_are_served() {
     server.send(&keys, json!([{"event_type": "m", "user_id": "user-12345", "event_properties": {"secret": "VALUE-MARKER"}}]));
     let r = server.client.get(server.url("/healthz")).send().unwrap();
     assert_eq!(r.status().as_u16(), 200);
-    let text = server
-        .client
-        .get(server.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let text = server.get_text("/metrics");
     assert!(text.contains("lethe_events_ingested_total 1"), "{text}");
     assert!(text.contains("lethe_wal_bytes"), "{text}");
     assert!(

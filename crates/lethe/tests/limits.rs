@@ -186,13 +186,7 @@ fn imports_refuse_upload_times_no_task_could_reach() {
         line(&soon),
     ]
     .join("\n");
-    let (status, answer) = server.bearer(
-        server
-            .client
-            .post(server.url(&format!("/api/v1/projects/{}/import", keys.project_id)))
-            .body(body),
-        &token,
-    );
+    let (status, answer) = server.import(&token, keys.project_id, body);
     assert_eq!(status, 200, "{answer}");
     assert_eq!(
         (answer["ingested"].clone(), answer["rejected"].clone()),

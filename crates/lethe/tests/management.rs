@@ -86,17 +86,20 @@ fn roles_decide_what_each_user_may_do() {
             .post(server.url("/api/v1/users"))
             .json(&json!({"email": "z@example.com", "password": "long enough", "role": "admin"}));
         assert_eq!(server.bearer(create, &token).0, 403);
-        let import = server
-            .client
-            .post(server.url(&format!("/api/v1/projects/{}/import", keys.project_id)))
-            .body(r#"{"event_type":"imported","user_id":"user-import"}"#);
+        let imported = server
+            .import(
+                &token,
+                keys.project_id,
+                r#"{"event_type":"imported","user_id":"user-import"}"#,
+            )
+            .0;
         // Members load data into their projects; viewers only read.
         let expected = if email.starts_with("member") {
             200
         } else {
             403
         };
-        assert_eq!(server.bearer(import, &token).0, expected);
+        assert_eq!(imported, expected);
     }
     let (s, users) = server.get_as(&admin, "/api/v1/users");
     assert_eq!(s, 200);

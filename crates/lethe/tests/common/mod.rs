@@ -208,6 +208,27 @@ impl Server {
         status_json(rb.bearer_auth(token).send().unwrap())
     }
 
+    /// Bulk-imports `body` (NDJSON, gzip or an export zip) into a project as `token`.
+    pub fn import(
+        &self,
+        token: &str,
+        project_id: i64,
+        body: impl Into<reqwest::blocking::Body>,
+    ) -> (u16, Value) {
+        let url = self.url(&format!("/api/v1/projects/{project_id}/import"));
+        self.bearer(self.client.post(url).body(body), token)
+    }
+
+    /// The text of `GET path` (e.g. `/metrics`).
+    pub fn get_text(&self, path: &str) -> String {
+        self.client
+            .get(self.url(path))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap()
+    }
+
     /// `GET path` with a bearer token.
     pub fn get_as(&self, token: &str, path: &str) -> (u16, Value) {
         self.bearer(self.client.get(self.url(path)), token)
