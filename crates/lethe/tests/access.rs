@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 enum Who {
     Nobody,
     BadToken,
+    ExpiredToken,
     RevokedToken,
     /// The administrator's console cookie, without the CSRF token.
     CookieNoCsrf,
@@ -32,9 +33,10 @@ enum Who {
     WrongKey,
 }
 
-const EVERYONE: [Who; 11] = [
+const EVERYONE: [Who; 12] = [
     Who::Nobody,
     Who::BadToken,
+    Who::ExpiredToken,
     Who::RevokedToken,
     Who::CookieNoCsrf,
     Who::Viewer,
@@ -48,6 +50,7 @@ const EVERYONE: [Who; 11] = [
 
 struct Identities {
     bad: String,
+    expired: String,
     revoked: String,
     cookie: String,
     viewer: String,
@@ -63,6 +66,7 @@ impl Identities {
         match who {
             Who::Nobody => rb,
             Who::BadToken => rb.bearer_auth(&self.bad),
+            Who::ExpiredToken => rb.bearer_auth(&self.expired),
             Who::RevokedToken => rb.bearer_auth(&self.revoked),
             Who::CookieNoCsrf => rb.header("cookie", format!("lethe_session={}", self.cookie)),
             Who::Viewer => rb.bearer_auth(&self.viewer),
@@ -103,6 +107,23 @@ fn user(
     server.login(email, "long enough")
 }
 
+/// Moves a token's expiry into the past, in the metadata database (tokens are stored as their
+/// SHA-256).
+fn expire(server: &Server, token: &str) {
+    let script = "import hashlib, sqlite3, sys\n\
+        c = sqlite3.connect(sys.argv[1])\n\
+        digest = hashlib.sha256(sys.argv[2].encode()).hexdigest()\n\
+        assert c.execute('UPDATE api_tokens SET expires_at = 1 WHERE token_sha256 = ?', (digest,)).rowcount == 1\n\
+        c.commit()\n";
+    let status = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(server.data_dir.join("meta.sqlite"))
+        .arg(token)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
 #[test]
 fn every_endpoint_answers_every_identity_as_it_must() {
     let (server, key) = Server::start();
@@ -122,8 +143,11 @@ fn every_endpoint_answers_every_identity_as_it_must() {
     let signout = server.client.delete(server.url("/api/v1/auth/session"));
     assert_eq!(server.bearer(signout, &revoked).0, 204);
     let cookie = server.login(ADMIN_EMAIL, ADMIN_PASSWORD);
+    let expired = server.login(ADMIN_EMAIL, ADMIN_PASSWORD);
+    expire(&server, &expired);
     let ids = Identities {
         bad: "0".repeat(64),
+        expired,
         revoked,
         cookie,
         viewer: user(
@@ -170,166 +194,166 @@ fn every_endpoint_answers_every_identity_as_it_must() {
     let uid = throwaway["id"].as_i64().unwrap();
     let member_id = 1; // the administrator: granting an admin is refused (422)
 
-    // Statuses in EVERYONE's order:
-    //            nobody bad revoked cookie viewer member outsider admin key other wrongkey
-    let rows: Vec<(Method, String, Option<Value>, [u16; 11])> = vec![
+    // Statuses in EVERYONE's order: nobody, bad, expired, revoked, cookie without CSRF,
+    // viewer, member, outsider, admin, key, other project's key, unknown key.
+    let rows: Vec<(Method, String, Option<Value>, [u16; 12])> = vec![
         (
             Method::GET,
             "/api/v1/me".into(),
             None,
-            [401, 401, 401, 200, 200, 200, 200, 200, 401, 401, 401],
+            [401, 401, 401, 401, 200, 200, 200, 200, 200, 401, 401, 401],
         ),
         (
             Method::GET,
             "/api/v1/projects".into(),
             None,
-            [401, 401, 401, 200, 200, 200, 200, 200, 401, 401, 401],
+            [401, 401, 401, 401, 200, 200, 200, 200, 200, 401, 401, 401],
         ),
         (
             Method::POST,
             "/api/v1/projects".into(),
             Some(json!({"name": "m"})),
-            [401, 401, 401, 403, 403, 403, 403, 201, 401, 401, 401],
+            [401, 401, 401, 401, 403, 403, 403, 403, 201, 401, 401, 401],
         ),
         (
             Method::GET,
             "/api/v1/users".into(),
             None,
-            [401, 401, 401, 200, 403, 403, 403, 200, 401, 401, 401],
+            [401, 401, 401, 401, 200, 403, 403, 403, 200, 401, 401, 401],
         ),
         (
             Method::PATCH,
             format!("/api/v1/users/{uid}"),
             Some(json!({"role": "member"})),
-            [401, 401, 401, 403, 403, 403, 403, 200, 401, 401, 401],
+            [401, 401, 401, 401, 403, 403, 403, 403, 200, 401, 401, 401],
         ),
         (
             Method::GET,
             format!("/api/v1/projects/{p1}/catalog"),
             None,
-            [401, 401, 401, 200, 200, 200, 404, 200, 401, 401, 401],
+            [401, 401, 401, 401, 200, 200, 200, 404, 200, 401, 401, 401],
         ),
         (
             Method::GET,
             format!("/api/v1/projects/{p2}/catalog"),
             None,
-            [401, 401, 401, 200, 404, 404, 404, 200, 401, 401, 401],
+            [401, 401, 401, 401, 200, 404, 404, 404, 200, 401, 401, 401],
         ),
         (
             Method::GET,
             format!("/api/v1/projects/{p1}/events/segmentation?{seg}"),
             None,
-            [401, 401, 401, 200, 200, 200, 404, 200, 401, 401, 401],
+            [401, 401, 401, 401, 200, 200, 200, 404, 200, 401, 401, 401],
         ),
         (
             Method::POST,
             format!("/api/v1/projects/{p1}/import"),
             Some(Value::String(import.into())),
-            [401, 401, 401, 403, 403, 200, 404, 200, 401, 401, 401],
+            [401, 401, 401, 401, 403, 403, 200, 404, 200, 401, 401, 401],
         ),
         (
             Method::POST,
             format!("/api/v1/projects/{p1}/deletion-tasks/preview"),
             Some(preview),
-            [401, 401, 401, 403, 403, 403, 403, 200, 401, 401, 401],
+            [401, 401, 401, 401, 403, 403, 403, 403, 200, 401, 401, 401],
         ),
         (
             Method::POST,
             format!("/api/v1/projects/{p1}/deletion-tasks"),
             Some(json!({})),
-            [401, 401, 401, 403, 403, 403, 403, 400, 401, 401, 401],
+            [401, 401, 401, 401, 403, 403, 403, 403, 400, 401, 401, 401],
         ),
         (
             Method::GET,
             "/api/v1/deletion-tasks".into(),
             None,
-            [401, 401, 401, 200, 200, 200, 200, 200, 401, 401, 401],
+            [401, 401, 401, 401, 200, 200, 200, 200, 200, 401, 401, 401],
         ),
         (
             Method::GET,
             format!("/api/v1/deletion-tasks/{t}"),
             None,
-            [401, 401, 401, 200, 200, 200, 404, 200, 401, 401, 401],
+            [401, 401, 401, 401, 200, 200, 200, 404, 200, 401, 401, 401],
         ),
         (
             Method::DELETE,
             format!("/api/v1/deletion-tasks/{t}"),
             None,
-            [401, 401, 401, 403, 409, 409, 404, 409, 401, 401, 401],
+            [401, 401, 401, 401, 403, 409, 409, 404, 409, 401, 401, 401],
         ),
         (
             Method::POST,
             format!("/api/v1/deletion-tasks/{t}/retry"),
             None,
-            [401, 401, 401, 403, 403, 403, 403, 409, 401, 401, 401],
+            [401, 401, 401, 401, 403, 403, 403, 403, 409, 401, 401, 401],
         ),
         (
             Method::GET,
             "/api/v1/audit".into(),
             None,
-            [401, 401, 401, 200, 403, 403, 403, 200, 401, 401, 401],
+            [401, 401, 401, 401, 200, 403, 403, 403, 200, 401, 401, 401],
         ),
         (
             Method::POST,
             format!("/api/v1/projects/{p3}/secret-key"),
             None,
-            [401, 401, 401, 403, 403, 403, 403, 200, 401, 401, 401],
+            [401, 401, 401, 401, 403, 403, 403, 403, 200, 401, 401, 401],
         ),
         (
             Method::GET,
             format!("/api/v1/projects/{p1}/members"),
             None,
-            [401, 401, 401, 200, 403, 403, 403, 200, 401, 401, 401],
+            [401, 401, 401, 401, 200, 403, 403, 403, 200, 401, 401, 401],
         ),
         (
             Method::PUT,
             format!("/api/v1/projects/{p1}/members/{member_id}"),
             Some(json!({"role": "viewer"})),
-            [401, 401, 401, 403, 403, 403, 403, 422, 401, 401, 401],
+            [401, 401, 401, 401, 403, 403, 403, 403, 422, 401, 401, 401],
         ),
         (
             Method::DELETE,
             format!("/api/v1/projects/{p2}/members/{uid}"),
             None,
-            [401, 401, 401, 403, 403, 403, 403, 204, 401, 401, 401],
+            [401, 401, 401, 401, 403, 403, 403, 403, 204, 401, 401, 401],
         ),
         (
             Method::GET,
             format!("/api/v1/projects/{p1}/suppressions"),
             None,
-            [401, 401, 401, 200, 403, 403, 403, 200, 401, 401, 401],
+            [401, 401, 401, 401, 200, 403, 403, 403, 200, 401, 401, 401],
         ),
         // The Amplitude read APIs take a project's keys, never a session.
         (
             Method::GET,
             format!("/api/2/export?start={day}T00&end={day}T23"),
             None,
-            [401, 401, 401, 401, 401, 401, 401, 401, 200, 404, 401],
+            [401, 401, 401, 401, 401, 401, 401, 401, 401, 200, 404, 401],
         ),
         (
             Method::GET,
             "/api/2/taxonomy/event".into(),
             None,
-            [401, 401, 401, 401, 401, 401, 401, 401, 200, 200, 401],
+            [401, 401, 401, 401, 401, 401, 401, 401, 401, 200, 200, 401],
         ),
         (
             Method::GET,
             format!("/api/2/events/segmentation?{seg}"),
             None,
-            [401, 401, 401, 401, 401, 401, 401, 401, 200, 200, 401],
+            [401, 401, 401, 401, 401, 401, 401, 401, 401, 200, 200, 401],
         ),
         (
             Method::GET,
             format!("/api/2/deletions/users?start_day={day}&end_day={day}"),
             None,
-            [401, 401, 401, 401, 401, 401, 401, 401, 200, 200, 401],
+            [401, 401, 401, 401, 401, 401, 401, 401, 401, 200, 200, 401],
         ),
         // Erasing: a project's keys for one project; an admin's token only across the organization.
         (
             Method::POST,
             "/api/2/deletions/users".into(),
             Some(json!({"user_ids": ["nobody-known"], "ignore_invalid_id": true})),
-            [401, 401, 401, 401, 403, 403, 403, 400, 200, 200, 401],
+            [401, 401, 401, 401, 401, 403, 403, 403, 400, 200, 200, 401],
         ),
         (
             Method::POST,
@@ -337,7 +361,7 @@ fn every_endpoint_answers_every_identity_as_it_must() {
             Some(
                 json!({"user_ids": ["nobody-known"], "ignore_invalid_id": true, "delete_from_org": true}),
             ),
-            [401, 401, 401, 401, 403, 403, 403, 200, 403, 403, 401],
+            [401, 401, 401, 401, 401, 403, 403, 403, 200, 403, 403, 401],
         ),
     ];
     let mut wrong = Vec::new();
