@@ -4,44 +4,14 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, dirname } from 'node:path';
-import { createInterface } from 'node:readline';
-import { gunzipSync } from 'node:zlib';
-import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { ADMIN, ARTIFACTS, exportEvents, launchBrowser, startServer, stopServer } from './harness.mjs';
 
-const here = dirname(fileURLToPath(import.meta.url));
-const BIN = process.env.LETHE_BIN || join(here, '..', 'target', 'debug', 'lethe');
-const ARTIFACTS = join(here, 'artifacts');
-const ADMIN = { email: 'admin@example.com', password: 'e2e admin password' };
 const MEMBER = { email: 'member@example.com', password: 'member password 1' };
 
 let server;
 let browser;
-
-/** Starts lethe on a fresh data dir; resolves with its URL and the first project's keys. */
-function startServer() {
-  const dir = mkdtempSync(join(tmpdir(), 'lethe-e2e-'));
-  const child = spawn(BIN, ['serve', '--listen', '127.0.0.1:0', '--data-dir', join(dir, 'data'), '--flush-interval-secs', '0.2'], {
-    env: { ...process.env, LETHE_ADMIN_EMAIL: ADMIN.email, LETHE_ADMIN_PASSWORD: ADMIN.password, RUST_LOG: 'warn' },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  const info = { child, dir };
-  return new Promise((resolve, reject) => {
-    child.on('exit', (code) => reject(new Error(`lethe exited with ${code}`)));
-    createInterface({ input: child.stdout }).on('line', (line) => {
-      const value = (label) => line.trim().startsWith(label) && line.trim().slice(label.length).trim().split(/\s+/)[0];
-      info.apiKey ||= value('api_key:');
-      info.secretKey ||= value('secret_key:');
-      info.projectId ||= Number(value('project id:')) || undefined;
-      const m = line.match(/listening on (http:\/\/\S+)/);
-      if (m) { info.url = m[1]; resolve(info); }
-    });
-  });
-}
 
 async function post(path, body, headers = {}) {
   const r = await fetch(server.url + path, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) });
@@ -61,27 +31,6 @@ async function seed() {
   for (let i = 0; i < 10; i++) events.push({ event_type: 'Page View', user_id: `e2e-user-${i % 5}`, event_properties: { email: `reader${i}@example.com` } });
   const r = await post('/2/httpapi', { api_key: server.apiKey, events });
   assert.equal(r.status, 200);
-}
-
-/** The export of the last two days: every event line (a zip of gzipped NDJSON, stored). */
-async function exportEvents() {
-  const day = (d) => d.toISOString().slice(0, 10).replaceAll('-', '');
-  const now = new Date();
-  const start = day(new Date(now.getTime() - 86400000));
-  const auth = 'Basic ' + Buffer.from(`${server.apiKey}:${server.secretKey}`).toString('base64');
-  const r = await fetch(`${server.url}/api/2/export?start=${start}T00&end=${day(now)}T23`, { headers: { authorization: auth } });
-  if (r.status === 404) return [];
-  assert.equal(r.status, 200);
-  const zip = Buffer.from(await r.arrayBuffer());
-  const events = [];
-  for (let at = 0; zip.readUInt32LE(at) === 0x04034b50;) {
-    const size = zip.readUInt32LE(at + 18);
-    const start = at + 30 + zip.readUInt16LE(at + 26) + zip.readUInt16LE(at + 28);
-    const text = gunzipSync(zip.subarray(start, start + size)).toString();
-    events.push(...text.split('\n').filter(Boolean).map((l) => JSON.parse(l)));
-    at = start + size;
-  }
-  return events;
 }
 
 async function signIn(page, who) {
@@ -109,19 +58,13 @@ before(async () => {
   mkdirSync(ARTIFACTS, { recursive: true });
   server = await startServer();
   await seed();
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync'],
-  });
+  browser = await launchBrowser();
   await new Promise((r) => setTimeout(r, 1100)); // the wizard's end time (to the second) is after the seed
 });
 
 after(async () => {
   await browser?.close();
-  server?.child.removeAllListeners('exit');
-  server?.child.kill('SIGKILL');
-  if (server) rmSync(server.dir, { recursive: true, force: true });
+  stopServer(server);
 });
 
 test('an admin builds, verifies and submits a two-clause task; it completes and the data is gone', async () => {
@@ -196,7 +139,7 @@ test('an admin builds, verifies and submits a two-clause task; it completes and 
   await auditTable.getByText('task.submitted').waitFor();
   assert.equal(await auditTable.getByText('buyer1@example.com').count(), 0);
 
-  const events = await exportEvents();
+  const events = await exportEvents(server);
   assert.equal(events.filter((e) => e.event_type === 'Bad Test Event').length, 0);
   const purchases = events.filter((e) => e.event_type === 'Purchase');
   assert.equal(purchases.length, 20);

@@ -13,13 +13,15 @@ use serde_json::json;
 use crate::amplitude::{
     decode_body, event_issues_reply, unavailable_body, AmplitudeReply, BodyError,
 };
-use crate::App;
+use crate::{App, CorsOrigins};
+use axum::http::Method;
+use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 
 const HTTPAPI_MAX_BYTES: usize = 1 << 20;
 const BATCH_MAX_BYTES: usize = 20 << 20;
 const MAX_EVENTS: usize = 2000;
 
-pub fn routes() -> Router<App> {
+pub fn routes(origins: &CorsOrigins) -> Router<App> {
     Router::new()
         .route(
             "/2/httpapi",
@@ -32,6 +34,36 @@ pub fn routes() -> Router<App> {
             post(|s: State<App>, h: HeaderMap, b: Bytes| ingest(s, h, b, BATCH_MAX_BYTES, "batch")),
         )
         .layer(DefaultBodyLimit::max(BATCH_MAX_BYTES + (1 << 20)))
+        .layer(cors(origins))
+        .layer(axum::middleware::map_response(preflight_no_content))
+}
+
+/// Browsers may send events here from web pages on other origins (the browser SDK's fetch
+/// and XHR transports preflight their JSON POSTs); the management API stays same-origin.
+fn cors(origins: &CorsOrigins) -> CorsLayer {
+    let allow = match origins {
+        CorsOrigins::Any => AllowOrigin::any(),
+        CorsOrigins::List(list) => AllowOrigin::list(
+            list.iter()
+                .filter_map(|o| axum::http::HeaderValue::from_str(o).ok()),
+        ),
+    };
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([Method::POST, Method::OPTIONS])
+        .allow_headers(AllowHeaders::mirror_request())
+        .max_age(std::time::Duration::from_secs(7200))
+}
+
+/// A preflight answered by the CORS layer has no body: 204, as browsers and SDKs expect.
+async fn preflight_no_content(mut response: axum::response::Response) -> axum::response::Response {
+    let preflight = response
+        .headers()
+        .contains_key(axum::http::header::ACCESS_CONTROL_ALLOW_METHODS);
+    if preflight && response.status() == StatusCode::OK {
+        *response.status_mut() = StatusCode::NO_CONTENT;
+    }
+    response
 }
 
 async fn ingest(

@@ -40,6 +40,18 @@ pub struct ServerConfig {
     pub store: StoreConfig,
     /// How long a User Privacy API job stays `staging` before it runs.
     pub privacy_grace: std::time::Duration,
+    /// Which web origins browsers may send events from (the ingestion endpoints only).
+    pub cors: CorsOrigins,
+}
+
+/// The web origins allowed to call the ingestion endpoints from a browser.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum CorsOrigins {
+    /// Any origin, as Amplitude's own endpoints allow.
+    #[default]
+    Any,
+    /// Only these origins (`https://app.example.com`).
+    List(Vec<String>),
 }
 
 /// Shared state of every request handler.
@@ -51,12 +63,13 @@ pub struct App {
     privacy_grace: std::time::Duration,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
     throttle: Arc<throttle::Throttle>,
+    cors: CorsOrigins,
 }
 
 /// Every route of the server.
 pub fn router(app: App) -> Router {
     Router::new()
-        .merge(ingest::routes())
+        .merge(ingest::routes(&app.cors))
         .merge(export::routes())
         .merge(taxonomy::routes())
         .merge(manage::routes())

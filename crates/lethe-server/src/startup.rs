@@ -101,6 +101,7 @@ pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
             privacy_grace: config.privacy_grace,
             metrics,
             throttle: Default::default(),
+            cors: config.cors.clone(),
         },
         listener,
         _lock: lock,

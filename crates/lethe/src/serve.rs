@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use lethe_server::ServerConfig;
+use lethe_server::{CorsOrigins, ServerConfig};
 use lethe_store::StoreConfig;
 
 #[derive(Args)]
@@ -36,6 +36,10 @@ pub struct ServeArgs {
     /// damage and drop the rest. Without it such a start is refused, naming the file and offset.
     #[arg(long)]
     salvage_wal: bool,
+    /// Web origins browsers may send events from (`/2/httpapi`, `/batch`), comma-separated,
+    /// or `*` for any, as Amplitude allows.
+    #[arg(long, env = "LETHE_CORS_ORIGINS", default_value = "*")]
+    cors_origins: String,
 }
 
 /// `30`, `30s`, `90m`, `24h`, `2d`.
@@ -74,6 +78,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             ..StoreConfig::default()
         },
         privacy_grace: args.privacy_grace,
+        cors: match args.cors_origins.trim() {
+            "*" => CorsOrigins::Any,
+            list => CorsOrigins::List(
+                list.split(',')
+                    .map(|o| o.trim().to_string())
+                    .filter(|o| !o.is_empty())
+                    .collect(),
+            ),
+        },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -302,3 +302,78 @@ fn health_and_metrics_are_served() {
         "no values or names in metrics"
     );
 }
+
+/// Browsers send events from pages on other origins: the ingestion endpoints answer CORS
+/// preflights (204) and carry `Access-Control-Allow-Origin`; the management API does not.
+#[test]
+fn browsers_may_send_events_from_other_origins_and_only_events() {
+    let (server, keys) = Server::start();
+    let origin = "http://shop.example";
+    for path in ["/2/httpapi", "/batch"] {
+        let r = server
+            .client
+            .request(reqwest::Method::OPTIONS, server.url(path))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "content-type")
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 204, "{path}");
+        let h = r.headers();
+        assert_eq!(h["access-control-allow-origin"], "*", "{path}");
+        assert!(h["access-control-allow-methods"]
+            .to_str()
+            .unwrap()
+            .contains("POST"));
+        assert!(h["access-control-allow-headers"]
+            .to_str()
+            .unwrap()
+            .contains("content-type"));
+        assert_eq!(h["access-control-max-age"], "7200");
+    }
+    let r = server
+        .client
+        .post(server.url("/2/httpapi"))
+        .header("origin", origin)
+        .json(&json!({"api_key": keys.api_key, "events": [{"event_type": "web", "device_id": "browser-1"}]}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.headers()["access-control-allow-origin"], "*");
+    assert_eq!(server.export_today(&keys).len(), 1);
+    // The management API stays same-origin.
+    let r = server
+        .client
+        .request(reqwest::Method::OPTIONS, server.url("/api/v1/projects"))
+        .header("origin", origin)
+        .header("access-control-request-method", "POST")
+        .send()
+        .unwrap();
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+    server.stop();
+
+    // A configured list allows only its origins.
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start_on(
+        &tmp.path().join("data"),
+        &["--cors-origins", "https://app.example, https://www.example"],
+    );
+    let preflight = |origin: &str| {
+        server
+            .client
+            .request(reqwest::Method::OPTIONS, server.url("/2/httpapi"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .send()
+            .unwrap()
+            .headers()
+            .get("access-control-allow-origin")
+            .map(|v| v.to_str().unwrap().to_string())
+    };
+    assert_eq!(
+        preflight("https://www.example").as_deref(),
+        Some("https://www.example")
+    );
+    assert_eq!(preflight("https://evil.example"), None);
+    server.stop();
+}
