@@ -102,11 +102,45 @@ pub fn canonical_value(text: &str) -> Result<String, Limit> {
         return Err(Limit::ValueBytes);
     }
     scan(text)?;
-    if text.starts_with('"') && !text.contains('\\') {
-        return Ok(text.to_string()); // a plain string literal is canonical already
+    if canonical_already(text) {
+        return Ok(text.to_string());
+    }
+    if text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
+        // A number (`scan` checked it is finite and exact): the shortest form of its double.
+        let value: f64 = text.parse().map_err(|_| Limit::Number)?;
+        if text.contains(['.', 'e', 'E']) {
+            return serde_json::Number::from_f64(value)
+                .map(|n| n.to_string())
+                .ok_or(Limit::Number);
+        }
     }
     let value: Value = serde_json::from_str(text).map_err(|_| Limit::Number)?;
     Ok(value.to_string())
+}
+
+/// Checks a JSON value's text against the limits and parses it (for values that are applied,
+/// like user-property operations, rather than stored as text).
+pub fn checked_value(text: &str) -> Result<Value, Limit> {
+    if text.len() > MAX_VALUE_BYTES {
+        return Err(Limit::ValueBytes);
+    }
+    scan(text)?;
+    serde_json::from_str(text).map_err(|_| Limit::Number)
+}
+
+/// Text that serde_json would render the same: a string without escapes, an integer without
+/// a sign or leading zero to drop, `true`, `false`. Most values are such; the rest are parsed
+/// and rendered again.
+fn canonical_already(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    match bytes.first() {
+        Some(b'"') => !text.contains('\\'),
+        Some(b'1'..=b'9') => bytes.iter().all(u8::is_ascii_digit),
+        Some(b'-') => {
+            bytes.len() > 1 && bytes[1] != b'0' && bytes[1..].iter().all(u8::is_ascii_digit)
+        }
+        _ => text == "0" || text == "true" || text == "false",
+    }
 }
 
 /// One pass over JSON text (known to be valid): nesting depth, and every number literal

@@ -485,8 +485,7 @@ fn user_ops(fields: &Fields) -> Result<Vec<(String, Value)>, FieldError> {
     let mut keys = 0;
     let mut ops = Vec::new();
     for (op, value) in members(raw)? {
-        let text = limits::canonical_value(value.get())?;
-        let value: Value = serde_json::from_str(&text).map_err(|_| None)?;
+        let value = limits::checked_value(value.get())?;
         if op.starts_with('$') {
             if let Value::Object(map) = &value {
                 keys += map.len();

@@ -52,6 +52,9 @@ struct ProjectIdentity {
 struct DayKeys {
     event: FxHashSet<String>,
     user: FxHashSet<String>,
+    /// The last user-property snapshot whose keys were all admitted: events of one user
+    /// share their snapshot, so most events need no lookup of their user properties.
+    last_snapshot: Option<Arc<Props>>,
 }
 
 /// Which property keys an event carries.
@@ -271,13 +274,21 @@ impl Resolver {
                 .collect()
         };
         let new_event = new(&keys.event, &event.event_properties);
-        let new_user = new(&keys.user, &event.user_properties);
+        let seen_snapshot = keys
+            .last_snapshot
+            .as_ref()
+            .is_some_and(|s| Arc::ptr_eq(s, &event.user_properties));
+        let new_user = match seen_snapshot {
+            true => Vec::new(),
+            false => new(&keys.user, &event.user_properties),
+        };
         if keys.event.len() + new_event.len() > MAX_EVENT_KEYS_PER_DAY {
             return Err(KeyKind::Event);
         }
         if keys.user.len() + new_user.len() > MAX_USER_KEYS_PER_DAY {
             return Err(KeyKind::User);
         }
+        keys.last_snapshot = Some(event.user_properties.clone());
         for (kind, new) in [(KeyKind::Event, new_event), (KeyKind::User, new_user)] {
             for key in new {
                 keys.set(kind).insert(key.clone());
@@ -337,17 +348,21 @@ impl Resolver {
             .projects
             .get_mut(&project_id)
             .expect("identified above");
-        let before = project
-            .users
-            .get(&amplitude_id)
-            .map(|u| (u.user_id.clone(), u.snapshot.clone()));
+        // What to put back, taken only when something may change (most events carry no
+        // user-property operation for a known user).
+        let existing = project.users.get(&amplitude_id);
+        let before = match (existing, ev.user_property_ops.is_empty()) {
+            (Some(_), true) => None,
+            (Some(u), false) => Some(Some((u.user_id.clone(), u.snapshot.clone()))),
+            (None, _) => Some(None),
+        };
         let user = project.users.entry(amplitude_id).or_default();
         let changed = apply_user_property_ops(&mut user.profile, &ev.user_property_ops);
         if changed {
             user.snapshot = snapshot(&user.profile);
             self.dirty.profiles.insert((project_id, amplitude_id));
         }
-        if changed || before.is_none() {
+        if let Some(before) = before.filter(|b| changed || b.is_none()) {
             self.journal.open.push(Change::User {
                 project_id,
                 amplitude_id,
