@@ -68,11 +68,16 @@ test('the browser SDK stores its events from another origin with fetch, xhr and 
   }
   assert.deepEqual(refused, [], 'no CORS refusal in the console');
   const deadline = Date.now() + 10_000;
-  let types = [];
+  let events = [];
   while (Date.now() < deadline) {
-    types = (await exportEvents(server)).map((e) => e.event_type).sort();
-    if (types.length >= 3) break;
+    events = await exportEvents(server);
+    if (events.length >= 3) break;
     await new Promise((r) => setTimeout(r, 100));
   }
-  assert.deepEqual(types, ['Web beacon', 'Web fetch', 'Web xhr']);
+  assert.deepEqual(events.map((e) => e.event_type).sort(), ['Web beacon', 'Web fetch', 'Web xhr']);
+  const agent = await page.evaluate(() => navigator.userAgent);
+  for (const e of events) {
+    assert.equal(e.ip_address, '127.0.0.1', 'the client address, filled in by the server');
+    assert.equal(e.user_agent, agent, "the page's user agent");
+  }
 });

@@ -47,7 +47,19 @@ impl StrField {
         s("revenueType", "revenueType"),
         s("currency", "currency"),
         s("start_version", "start_version"),
+        s("user_agent", "user_agent"),
+        s("partner_id", "partner_id"),
+        s("device_type", "device_type"),
+        s("device_family", "device_family"),
     ];
+
+    /// The position of the field sent as `wire`.
+    pub fn index(wire: &str) -> Option<u8> {
+        Self::ALL
+            .iter()
+            .position(|f| f.wire == wire)
+            .map(|i| i as u8)
+    }
 }
 
 impl NumField {

@@ -101,6 +101,21 @@ pub struct ParsedEvent {
     pub server_upload_time: Option<i64>,
 }
 
+impl ParsedEvent {
+    /// Amplitude's `"ip": "$remote"`, or no `ip` at all: the address the request came from.
+    pub fn fill_remote_ip(&mut self, client: &str) {
+        let ip = StrField::index("ip").expect("ip is a standard field");
+        match self.strs.iter_mut().find(|(i, _)| *i == ip) {
+            Some((_, value)) if value == "$remote" => *value = client.to_string(),
+            Some(_) => {}
+            None => {
+                self.strs.push((ip, client.to_string()));
+                self.strs.sort_unstable_by_key(|(i, _)| *i);
+            }
+        }
+    }
+}
+
 /// A parsed ingestion request.
 #[derive(Debug)]
 pub struct Batch {

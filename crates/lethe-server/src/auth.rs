@@ -157,7 +157,10 @@ impl FromRequestParts<App> for ProjectKey {
         let (key, secret) = (key.to_string(), secret.to_string());
         // API keys are public (browser SDKs carry them), so guesses are counted per key and
         // client address: a stranger cannot lock a project's own integrations out.
-        let account = format!("key:{key}@{}", client_address(parts));
+        let account = format!(
+            "key:{key}@{}",
+            app.client_address(&parts.headers, &parts.extensions)
+        );
         app.throttle
             .check(&account)
             .map_err(|wait| ApiError::throttled(retry_secs(wait)))?;
@@ -173,14 +176,6 @@ impl FromRequestParts<App> for ProjectKey {
             }),
         }
     }
-}
-
-/// The peer address of the connection ("unknown" when the server runs without it).
-pub fn client_address(parts: &Parts) -> String {
-    parts
-        .extensions
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map_or_else(|| "unknown".to_string(), |c| c.0.ip().to_string())
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

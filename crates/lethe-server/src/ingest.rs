@@ -14,7 +14,7 @@ use crate::amplitude::{
     decode_body, event_issues_reply, unavailable_body, AmplitudeReply, BodyError,
 };
 use crate::{App, CorsOrigins};
-use axum::http::Method;
+use axum::http::{Extensions, Method};
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 
 const HTTPAPI_MAX_BYTES: usize = 1 << 20;
@@ -25,13 +25,15 @@ pub fn routes(origins: &CorsOrigins) -> Router<App> {
     Router::new()
         .route(
             "/2/httpapi",
-            post(|s: State<App>, h: HeaderMap, b: Bytes| {
-                ingest(s, h, b, HTTPAPI_MAX_BYTES, "httpapi")
+            post(|s: State<App>, h: HeaderMap, x: Extensions, b: Bytes| {
+                ingest(s, h, x, b, HTTPAPI_MAX_BYTES, "httpapi")
             }),
         )
         .route(
             "/batch",
-            post(|s: State<App>, h: HeaderMap, b: Bytes| ingest(s, h, b, BATCH_MAX_BYTES, "batch")),
+            post(|s: State<App>, h: HeaderMap, x: Extensions, b: Bytes| {
+                ingest(s, h, x, b, BATCH_MAX_BYTES, "batch")
+            }),
         )
         .layer(DefaultBodyLimit::max(BATCH_MAX_BYTES + (1 << 20)))
         .layer(cors(origins))
@@ -69,11 +71,13 @@ async fn preflight_no_content(mut response: axum::response::Response) -> axum::r
 async fn ingest(
     State(app): State<App>,
     headers: HeaderMap,
+    extensions: Extensions,
     body: Bytes,
     limit: usize,
     endpoint: &'static str,
 ) -> AmplitudeReply {
-    let reply = handle(&app, &headers, &body, limit).await;
+    let client = app.client_address(&headers, &extensions);
+    let reply = handle(&app, &headers, &client, &body, limit).await;
     let outcome = if reply.0.is_success() {
         "accepted"
     } else {
@@ -84,7 +88,13 @@ async fn ingest(
     reply
 }
 
-async fn handle(app: &App, headers: &HeaderMap, body: &[u8], limit: usize) -> AmplitudeReply {
+async fn handle(
+    app: &App,
+    headers: &HeaderMap,
+    client: &str,
+    body: &[u8],
+    limit: usize,
+) -> AmplitudeReply {
     let body = match decode_body(headers, body, limit) {
         Ok(b) => b,
         Err(BodyError::TooLarge) => return AmplitudeReply::too_large(),
@@ -133,6 +143,9 @@ async fn handle(app: &App, headers: &HeaderMap, body: &[u8], limit: usize) -> Am
     if !issues.is_empty() {
         metrics::counter!("lethe_events_rejected_total").increment(issues.len() as u64);
         return event_issues_reply(&issues);
+    }
+    for event in &mut events {
+        event.fill_remote_ip(client);
     }
     let count = events.len();
     let store = app.store.clone();

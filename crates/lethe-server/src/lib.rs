@@ -42,6 +42,9 @@ pub struct ServerConfig {
     pub privacy_grace: std::time::Duration,
     /// Which web origins browsers may send events from (the ingestion endpoints only).
     pub cors: CorsOrigins,
+    /// lethe runs behind a proxy that sets `X-Forwarded-For`: the client's address is the
+    /// first one there, not the connection's peer.
+    pub trusted_proxy: bool,
 }
 
 /// The web origins allowed to call the ingestion endpoints from a browser.
@@ -64,6 +67,30 @@ pub struct App {
     metrics: metrics_exporter_prometheus::PrometheusHandle,
     throttle: Arc<throttle::Throttle>,
     cors: CorsOrigins,
+    trusted_proxy: bool,
+}
+
+impl App {
+    /// The address a request came from: the connection's peer, or with a trusted proxy the
+    /// first address of the `X-Forwarded-For` it set. "unknown" when neither is known.
+    pub(crate) fn client_address(
+        &self,
+        headers: &axum::http::HeaderMap,
+        extensions: &axum::http::Extensions,
+    ) -> String {
+        let forwarded = self
+            .trusted_proxy
+            .then(|| headers.get("x-forwarded-for")?.to_str().ok())
+            .flatten()
+            .and_then(|v| v.split(',').next())
+            .map(|v| v.trim().to_string())
+            .filter(|v| v.parse::<std::net::IpAddr>().is_ok());
+        forwarded.unwrap_or_else(|| {
+            extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map_or_else(|| "unknown".to_string(), |c| c.0.ip().to_string())
+        })
+    }
 }
 
 /// Every route of the server.

@@ -102,6 +102,7 @@ pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
             metrics,
             throttle: Default::default(),
             cors: config.cors.clone(),
+            trusted_proxy: config.trusted_proxy,
         },
         listener,
         _lock: lock,

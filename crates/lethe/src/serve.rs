@@ -40,6 +40,10 @@ pub struct ServeArgs {
     /// or `*` for any, as Amplitude allows.
     #[arg(long, env = "LETHE_CORS_ORIGINS", default_value = "*")]
     cors_origins: String,
+    /// lethe runs behind a proxy that sets X-Forwarded-For: take the client's address (for
+    /// `"ip": "$remote"` and for throttling) from it instead of the connection.
+    #[arg(long)]
+    trusted_proxy: bool,
 }
 
 /// `30`, `30s`, `90m`, `24h`, `2d`.
@@ -78,6 +82,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             ..StoreConfig::default()
         },
         privacy_grace: args.privacy_grace,
+        trusted_proxy: args.trusted_proxy,
         cors: match args.cors_origins.trim() {
             "*" => CorsOrigins::Any,
             list => CorsOrigins::List(

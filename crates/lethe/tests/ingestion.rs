@@ -377,3 +377,71 @@ fn browsers_may_send_events_from_other_origins_and_only_events() {
     assert_eq!(preflight("https://evil.example"), None);
     server.stop();
 }
+
+/// `"ip": "$remote"` (or no ip) stores the client's address, from `X-Forwarded-For` only
+/// behind a trusted proxy; the SDKs' `user_agent`, `partner_id`, `device_type` and
+/// `device_family` are kept and exported.
+#[test]
+fn the_server_fills_in_the_client_address_and_keeps_the_sdk_fields() {
+    let (server, keys) = Server::start();
+    let events = json!([
+        {"event_type": "remote", "device_id": "device-1", "ip": "$remote"},
+        {"event_type": "absent", "device_id": "device-1"},
+        {"event_type": "given", "device_id": "device-1", "ip": "198.51.100.7"},
+        {"event_type": "sdk", "device_id": "device-1", "user_agent": "Mozilla/5.0 (X11) Test/1.0",
+         "partner_id": "partner-9", "device_type": "Pixel 8", "device_family": "Google Phone"},
+    ]);
+    let r = server
+        .client
+        .post(server.url("/2/httpapi"))
+        .header("x-forwarded-for", "203.0.113.9")
+        .json(&json!({"api_key": keys.api_key, "events": events}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let exported = server.export_today(&keys);
+    let by_type = |t: &str| {
+        exported
+            .iter()
+            .find(|e| e["event_type"] == t)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(
+        by_type("remote")["ip_address"],
+        "127.0.0.1",
+        "no trusted proxy: the peer"
+    );
+    assert_eq!(by_type("absent")["ip_address"], "127.0.0.1");
+    assert_eq!(by_type("given")["ip_address"], "198.51.100.7");
+    let sdk = by_type("sdk");
+    assert_eq!(sdk["user_agent"], "Mozilla/5.0 (X11) Test/1.0");
+    assert_eq!(sdk["partner_id"], "partner-9");
+    assert_eq!(sdk["device_type"], "Pixel 8");
+    assert_eq!(sdk["device_family"], "Google Phone");
+    server.stop();
+
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start_on(&tmp.path().join("data"), &["--trusted-proxy"]);
+    let keys = server.first_start_keys();
+    for (forwarded, expected) in [
+        ("203.0.113.9, 10.0.0.1", "203.0.113.9"),
+        ("not an address", "127.0.0.1"),
+    ] {
+        let r = server
+            .client
+            .post(server.url("/2/httpapi"))
+            .header("x-forwarded-for", forwarded)
+            .json(&json!({"api_key": keys.api_key, "events": [{"event_type": expected, "device_id": "device-2", "ip": "$remote"}]}))
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        let exported = server.export_today(&keys);
+        let e = exported
+            .iter()
+            .find(|e| e["event_type"] == expected)
+            .unwrap();
+        assert_eq!(e["ip_address"], expected, "{forwarded}");
+    }
+    server.stop();
+}
