@@ -101,7 +101,8 @@ impl Event {
             );
         }
         for (i, v) in &self.nums {
-            map.insert(crate::NumField::ALL[*i as usize].name.to_string(), json!(v));
+            let field = crate::NumField::ALL[*i as usize];
+            map.insert(field.name.to_string(), field.render(*v));
         }
         out
     }

@@ -15,6 +15,9 @@ pub struct StrField {
 pub struct NumField {
     /// Name on the wire and in the export.
     pub name: &'static str,
+    /// Amplitude documents the field as an integer (`quantity`): a whole value is exported
+    /// as an integer, as it was sent, not as `5.0`.
+    pub integer: bool,
 }
 
 const fn s(wire: &'static str, export: &'static str) -> StrField {
@@ -65,14 +68,29 @@ impl StrField {
 impl NumField {
     /// Every standard numeric field, in storage column order.
     pub const ALL: &'static [NumField] = &[
+        NumField::real("location_lat"),
+        NumField::real("location_lng"),
+        NumField::real("price"),
         NumField {
-            name: "location_lat",
+            name: "quantity",
+            integer: true,
         },
-        NumField {
-            name: "location_lng",
-        },
-        NumField { name: "price" },
-        NumField { name: "quantity" },
-        NumField { name: "revenue" },
+        NumField::real("revenue"),
     ];
+
+    const fn real(name: &'static str) -> NumField {
+        NumField {
+            name,
+            integer: false,
+        }
+    }
+
+    /// The field's value as the export renders it.
+    pub fn render(&self, value: f64) -> serde_json::Value {
+        if self.integer && value.fract() == 0.0 && value.abs() < 9.0e15 {
+            serde_json::Value::from(value as i64)
+        } else {
+            serde_json::Value::from(value)
+        }
+    }
 }

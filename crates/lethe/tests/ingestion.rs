@@ -380,7 +380,7 @@ fn browsers_may_send_events_from_other_origins_and_only_events() {
 
 /// `"ip": "$remote"` (or no ip) stores the client's address, from `X-Forwarded-For` only
 /// behind a trusted proxy; the SDKs' `user_agent`, `partner_id`, `device_type` and
-/// `device_family` are kept and exported.
+/// `device_family` are kept and exported, and an integer `quantity` stays an integer.
 #[test]
 fn the_server_fills_in_the_client_address_and_keeps_the_sdk_fields() {
     let (server, keys) = Server::start();
@@ -389,7 +389,8 @@ fn the_server_fills_in_the_client_address_and_keeps_the_sdk_fields() {
         {"event_type": "absent", "device_id": "device-1"},
         {"event_type": "given", "device_id": "device-1", "ip": "198.51.100.7"},
         {"event_type": "sdk", "device_id": "device-1", "user_agent": "Mozilla/5.0 (X11) Test/1.0",
-         "partner_id": "partner-9", "device_type": "Pixel 8", "device_family": "Google Phone"},
+         "partner_id": "partner-9", "device_type": "Pixel 8", "device_family": "Google Phone",
+         "price": 2.5, "quantity": 5, "revenue": 12.5},
     ]);
     let r = server
         .client
@@ -419,6 +420,19 @@ fn the_server_fills_in_the_client_address_and_keeps_the_sdk_fields() {
     assert_eq!(sdk["partner_id"], "partner-9");
     assert_eq!(sdk["device_type"], "Pixel 8");
     assert_eq!(sdk["device_family"], "Google Phone");
+    assert!(
+        sdk["quantity"].is_i64(),
+        "an integer stays an integer: {}",
+        sdk["quantity"]
+    );
+    assert_eq!(
+        (
+            sdk["quantity"].as_i64(),
+            sdk["price"].as_f64(),
+            sdk["revenue"].as_f64()
+        ),
+        (Some(5), Some(2.5), Some(12.5))
+    );
     server.stop();
 
     let tmp = tempfile::tempdir().unwrap();
