@@ -28,31 +28,34 @@ impl IntoResponse for AmplitudeReply {
     fn into_response(self) -> Response {
         let AmplitudeReply(status, mut body) = self;
         body["code"] = json!(status.as_u16());
-        with_retry_after(status, (status, Json(body)).into_response())
+        let mut response = (status, Json(body)).into_response();
+        // A 503 stored nothing, and the condition is expected to pass.
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(RETRY_AFTER_SECS),
+            );
+        }
+        response
     }
 }
 
 /// Seconds a client should wait before retrying a 503.
 pub const RETRY_AFTER_SECS: u64 = 5;
 
-/// Adds `Retry-After` to a 503: nothing was stored, and the condition is expected to pass.
-pub fn with_retry_after(status: StatusCode, mut response: Response) -> Response {
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        response.headers_mut().insert(
-            axum::http::header::RETRY_AFTER,
-            axum::http::HeaderValue::from(RETRY_AFTER_SECS),
-        );
-    }
-    response
-}
-
-/// The body of a 503 for a store that refuses writes: a stable reason for scripts.
-pub fn unavailable_body(reason: lethe_store::Unavailable) -> Value {
+/// Why a store refuses writes, for a 503: a stable code for scripts and a sentence.
+pub fn unavailable(reason: lethe_store::Unavailable) -> (&'static str, String) {
     let code = match reason {
         lethe_store::Unavailable::StorageFull => "storage_full",
         lethe_store::Unavailable::Io => "storage_error",
     };
-    json!({ "error": format!("Service unavailable, retry later: {reason}"), "reason": code })
+    (code, format!("Service unavailable, retry later: {reason}"))
+}
+
+/// The ingestion answer's body for a store that refuses writes.
+pub fn unavailable_body(reason: lethe_store::Unavailable) -> Value {
+    let (code, message) = unavailable(reason);
+    json!({ "error": message, "reason": code })
 }
 
 /// The 400 body that lists bad events by index, per kind of issue, so SDKs drop only them.

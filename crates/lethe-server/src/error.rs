@@ -109,12 +109,12 @@ impl From<lethe_meta::MetaError> for ApiError {
 impl From<lethe_store::StoreError> for ApiError {
     fn from(e: lethe_store::StoreError) -> Self {
         if let Some(reason) = e.unavailable() {
-            let body = crate::amplitude::unavailable_body(reason);
+            let (code, message) = crate::amplitude::unavailable(reason);
             return ApiError {
                 status: StatusCode::SERVICE_UNAVAILABLE,
-                message: body["error"].as_str().unwrap_or_default().to_string(),
+                message,
                 field: None,
-                extra: Some(serde_json::json!({ "reason": body["reason"] })),
+                extra: Some(serde_json::json!({ "reason": code })),
                 retry_after: Some(crate::amplitude::RETRY_AFTER_SECS),
             };
         }

@@ -201,7 +201,7 @@ fn write_archive(
     let mut zip = zip::ZipWriter::new(out);
     let options =
         zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
-    app.store.for_each_day(project_id, range, |events| {
+    app.store.for_each_day(project_id, Some(range), |events| {
         let mut hours: BTreeMap<i64, Vec<Event>> = BTreeMap::new();
         for e in events {
             hours

@@ -319,7 +319,11 @@ impl Resolver {
             .entry(day)
             .or_default()
             .set(kind);
-        set.extend(keys.map(str::to_string));
+        for key in keys {
+            if !set.contains(key) {
+                set.insert(key.to_string());
+            }
+        }
     }
 
     fn resolve_unchecked(&mut self, project_id: i64, ev: ParsedEvent, now: i64) -> Option<Event> {
@@ -554,6 +558,8 @@ impl Resolver {
                         .and_then(|p| p.keys.get_mut(&day))
                     {
                         keys.set(kind).remove(&key);
+                        // The remembered snapshot may hold the key: check the next one again.
+                        keys.last_snapshot = None;
                     }
                 }
                 Change::Mapping {
@@ -914,6 +920,28 @@ mod tests {
             .known_users(1, &[bob.amplitude_id], &[])
             .by_amplitude_id
             .is_empty());
+    }
+
+    #[test]
+    fn a_rolled_back_key_is_counted_again_when_the_same_snapshot_returns() {
+        let mut r = Resolver::default();
+        let mut first = parsed(Some("user-1"), None, None);
+        first.user_property_ops = vec![("plan".into(), serde_json::json!("pro"))];
+        ok(&mut r, 1, first, 0).unwrap();
+        r.seal();
+        r.durable_watermark().store(1, Ordering::Release);
+        // The same user, snapshot unchanged, on a new day: its key is new there.
+        let day = 3 * DAY_MS;
+        ok(&mut r, 1, parsed(Some("user-1"), None, None), day).unwrap();
+        r.seal();
+        r.rollback();
+        let day_keys = |r: &Resolver| r.projects[&1].keys[&3].user.contains("plan");
+        assert!(!day_keys(&r), "rolled back");
+        ok(&mut r, 1, parsed(Some("user-1"), None, None), day).unwrap();
+        assert!(
+            day_keys(&r),
+            "counted again, not skipped as a known snapshot"
+        );
     }
 
     #[test]

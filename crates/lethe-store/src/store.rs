@@ -559,26 +559,24 @@ impl Store {
     /// Every event of one project with upload time in `[from, to)` (all when `None`), from
     /// one snapshot, ordered by upload time and uuid.
     pub fn events(&self, project_id: i64, range: Option<(i64, i64)>) -> Result<Vec<Event>> {
-        let snapshot = self.snapshot(project_id, range);
-        let names = self.inner.column_names(project_id)?;
-        let mut events: Vec<Event> = snapshot.memtable.iter().map(|e| (**e).clone()).collect();
-        for segment in &snapshot.segments {
-            events.extend(read_segment(segment.file()?, &names, range)?);
-        }
-        events.sort_by_key(|e| (e.server_upload_time, e.uuid));
+        let mut events = Vec::new();
+        self.for_each_day(project_id, range, |day| {
+            events.extend(day);
+            Ok(())
+        })?;
         Ok(events)
     }
 
-    /// The events of one project with upload time in `[from, to)`, from one snapshot, handed
-    /// to `each` one UTC day at a time in day order, each day ordered by upload time and uuid:
-    /// memory holds one day's events, however long the range.
+    /// The events of one project with upload time in `[from, to)` (all when `None`), from one
+    /// snapshot, handed to `each` one UTC day at a time in day order, each day ordered by
+    /// upload time and uuid: memory holds one day's events, however long the range.
     pub fn for_each_day(
         &self,
         project_id: i64,
-        range: (i64, i64),
+        range: Option<(i64, i64)>,
         mut each: impl FnMut(Vec<Event>) -> Result<()>,
     ) -> Result<()> {
-        let snapshot = self.snapshot(project_id, Some(range));
+        let snapshot = self.snapshot(project_id, range);
         let names = self.inner.column_names(project_id)?;
         let mut days: BTreeMap<String, Snapshot> = BTreeMap::new();
         for segment in snapshot.segments {
@@ -593,7 +591,7 @@ impl Store {
             let mut events: Vec<Event> = memtable.iter().map(|e| (**e).clone()).collect();
             drop(memtable);
             for segment in &segments {
-                events.extend(read_segment(segment.file()?, &names, Some(range))?);
+                events.extend(read_segment(segment.file()?, &names, range)?);
             }
             events.sort_by_key(|e| (e.server_upload_time, e.uuid));
             each(events)?;
