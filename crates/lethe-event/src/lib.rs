@@ -14,8 +14,9 @@ pub use event::{Event, Props};
 pub use fields::{NumField, StrField};
 pub use profile::{apply_user_property_ops, Profile};
 pub use wire::{
-    parse_batch, parse_event, parse_export_line, Batch, EventError, EventIssue, ParsedEvent,
-    RequestError, WireOptions, DEFAULT_MIN_ID_LENGTH,
+    parse_batch, parse_event, parse_export_line, parse_identification, Batch, EventError,
+    EventIssue, ParsedEvent, RequestError, Shape, WireOptions, DEFAULT_MIN_ID_LENGTH,
+    IDENTIFY_EVENT,
 };
 
 /// Formats epoch milliseconds as Amplitude's export timestamp text (`2020-02-15 01:00:00.123000`).

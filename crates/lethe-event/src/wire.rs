@@ -32,6 +32,9 @@ const INVALID_IDS: &[&str] = &[
     "-1",
 ];
 
+/// The event type an identification is recorded under (the SDKs send identify as this event).
+pub const IDENTIFY_EVENT: &str = "$identify";
+
 /// Amplitude caps every string value at 1024 characters and truncates longer ones.
 const MAX_STRING_CHARS: usize = 1024;
 
@@ -70,6 +73,17 @@ pub struct EventError {
 
 /// Why a field is invalid: malformed, or past a limit.
 type FieldError = Option<Limit>;
+
+/// What kind of object is parsed: each accepts its own fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// An event of `/2/httpapi` or `/batch`.
+    Event,
+    /// A line of Amplitude's export (bulk import): export field names and server-side fields.
+    Export,
+    /// An `identification` of the Identify API: no event type, no visible event.
+    Identification,
+}
 
 /// Request options Amplitude clients may send.
 #[derive(Debug, Clone, Copy, Default, Deserialize)]
@@ -149,7 +163,7 @@ pub fn parse_batch(body: &[u8]) -> Result<Batch, RequestError> {
         .unwrap_or(DEFAULT_MIN_ID_LENGTH);
     let events = raw_events
         .iter()
-        .map(|raw| parse_event(raw.get(), min_id, false))
+        .map(|raw| parse_event(raw.get(), min_id, Shape::Event))
         .collect();
     Ok(Batch { api_key, events })
 }
@@ -158,7 +172,7 @@ pub fn parse_batch(body: &[u8]) -> Result<Batch, RequestError> {
 /// `uuid`, `server_upload_time` and `$insert_id` when present. `now` bounds the upload time:
 /// an event uploaded "later" than the server's clock could never be deleted by a task.
 pub fn parse_export_line(line: &str, now: i64) -> Result<ParsedEvent, Vec<EventError>> {
-    let ev = parse_event(line, 1, true)?;
+    let ev = parse_event(line, 1, Shape::Export)?;
     match ev.server_upload_time {
         Some(t) if !limits::upload_time_in_range(t, now) => Err(vec![EventError {
             issue: EventIssue::Invalid,
@@ -167,6 +181,26 @@ pub fn parse_export_line(line: &str, now: i64) -> Result<ParsedEvent, Vec<EventE
         }]),
         _ => Ok(ev),
     }
+}
+
+/// Parses the Identify API's `identification` parameter: one JSON object or an array of
+/// them. Each becomes a `$identify` that changes the user's profile and ids, never an event.
+pub fn parse_identification(
+    json: &str,
+    min_id_length: usize,
+) -> Result<Vec<Result<ParsedEvent, Vec<EventError>>>, RequestError> {
+    let value: &RawValue = serde_json::from_str(json).map_err(|_| RequestError::InvalidJson)?;
+    let objects: Vec<&RawValue> = match value.get().trim_start().starts_with('[') {
+        true => serde_json::from_str(value.get()).map_err(|_| RequestError::InvalidJson)?,
+        false => vec![value],
+    };
+    if objects.is_empty() {
+        return Err(RequestError::MissingField("identification"));
+    }
+    Ok(objects
+        .iter()
+        .map(|raw| parse_event(raw.get(), min_id_length, Shape::Identification))
+        .collect())
 }
 
 /// An event object's members in document order: a few members, scanned linearly, cost less
@@ -222,13 +256,13 @@ enum Standard {
     Number(u8),
 }
 
-/// Parses and validates one event object. `import` accepts export field names and
-/// server-side fields.
+/// Parses and validates one event object of the given shape.
 pub fn parse_event(
     json: &str,
     min_id_length: usize,
-    import: bool,
+    shape: Shape,
 ) -> Result<ParsedEvent, Vec<EventError>> {
+    let import = shape == Shape::Export;
     let fields: Fields = serde_json::from_str(json).map_err(|_| {
         vec![EventError {
             issue: EventIssue::Invalid,
@@ -255,6 +289,7 @@ pub fn parse_event(
     let mut ev = ParsedEvent::default();
 
     match text(&fields, &["event_type"]) {
+        _ if shape == Shape::Identification => ev.event_type = IDENTIFY_EVENT.to_string(),
         Ok(Some(t)) if !t.is_empty() => ev.event_type = truncate(t),
         Ok(_) => check(EventIssue::Missing, "event_type"),
         Err(()) => check(EventIssue::Invalid, "event_type"),
@@ -527,7 +562,7 @@ mod tests {
     use super::*;
 
     fn issues(json: &str) -> Vec<(EventIssue, &'static str)> {
-        match parse_event(json, DEFAULT_MIN_ID_LENGTH, false) {
+        match parse_event(json, DEFAULT_MIN_ID_LENGTH, Shape::Event) {
             Ok(_) => vec![],
             Err(e) => e.into_iter().map(|e| (e.issue, e.field)).collect(),
         }
@@ -560,7 +595,7 @@ mod tests {
         let ev = parse_event(
             r#"{"event_type":"a","user_id":"abc","device_id":"device-1"}"#,
             5,
-            false,
+            Shape::Event,
         )
         .unwrap();
         assert_eq!(ev.user_id, None);
@@ -586,7 +621,7 @@ mod tests {
         let ev = parse_event(
             r#"{"event_type":"a","device_id":"device-1","event_properties":{"n":1.5,"s":"x","l":[1, 2],"z":null},"app_version":"2.1"}"#,
             5,
-            false,
+            Shape::Event,
         )
         .unwrap();
         assert_eq!(

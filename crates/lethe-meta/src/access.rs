@@ -533,6 +533,12 @@ impl MetaStore {
         self.project_where("api_key = ?1", api_key)
     }
 
+    /// The project a secret key alone selects (the User Profile API's `Api-Key` header).
+    /// Secrets are random, so digests never collide across projects.
+    pub fn project_by_secret(&self, secret: &str) -> Result<Option<Project>> {
+        self.project_where("secret_sha256 = ?1", secret_digest(secret))
+    }
+
     /// A project by id.
     pub fn project(&self, id: i64) -> Result<Option<Project>> {
         self.project_where("id = ?1", id)

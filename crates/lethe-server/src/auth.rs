@@ -143,38 +143,84 @@ impl FromRequestParts<App> for Session {
 /// The project selected by HTTP Basic `api_key:secret_key`.
 pub struct ProjectKey(pub Project);
 
+/// The `api_key:secret_key` pair of a Basic header.
+fn basic_keys(parts: &Parts) -> Option<(String, String)> {
+    let encoded = header(parts, "Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())?;
+    let (key, secret) = decoded.split_once(':')?;
+    Some((key.to_string(), secret.to_string()))
+}
+
 impl FromRequestParts<App> for ProjectKey {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, ApiError> {
-        let encoded = header(parts, "Basic ").ok_or_else(ApiError::unauthorized)?;
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(encoded)
-            .ok()
-            .and_then(|b| String::from_utf8(b).ok())
-            .ok_or_else(ApiError::unauthorized)?;
-        let (key, secret) = decoded.split_once(':').ok_or_else(ApiError::unauthorized)?;
-        let (key, secret) = (key.to_string(), secret.to_string());
+        let (key, secret) = basic_keys(parts).ok_or_else(ApiError::unauthorized)?;
         // API keys are public (browser SDKs carry them), so guesses are counted per key and
         // client address: a stranger cannot lock a project's own integrations out.
         let account = format!(
             "key:{key}@{}",
             app.client_address(&parts.headers, &parts.extensions)
         );
-        app.throttle
-            .check(&account)
-            .map_err(|wait| ApiError::throttled(retry_secs(wait)))?;
         let meta = app.meta.clone();
-        match blocking(move || Ok(meta.project_for_keys(&key, &secret)?)).await? {
-            Some(p) => {
-                app.throttle.succeeded(&account);
-                Ok(ProjectKey(p))
-            }
-            None => Err(match app.throttle.failed(&account) {
-                Some(lock) => ApiError::throttled(retry_secs(lock)),
-                None => ApiError::unauthorized(),
-            }),
+        throttled_lookup(app, &account, move || meta.project_for_keys(&key, &secret))
+            .await
+            .map(ProjectKey)
+    }
+}
+
+/// The project selected by the User Profile API's `Authorization: Api-Key <secret_key>`, or
+/// by Basic `api_key:secret_key` as Amplitude's newer documentation has it.
+pub struct SecretKey(pub Project);
+
+impl FromRequestParts<App> for SecretKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, ApiError> {
+        let meta = app.meta.clone();
+        let client = app.client_address(&parts.headers, &parts.extensions);
+        if let Some((key, secret)) = basic_keys(parts) {
+            let account = format!("key:{key}@{client}");
+            let found = move || meta.project_for_keys(&key, &secret);
+            return throttled_lookup(app, &account, found).await.map(SecretKey);
         }
+        let secret = header(parts, "Api-Key ")
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "Missing Api-Key in Authorization header",
+                )
+            })?
+            .to_string();
+        // Only a secret is sent: guesses are counted per client address.
+        let account = format!("secret@{client}");
+        let found = move || meta.project_by_secret(&secret);
+        throttled_lookup(app, &account, found).await.map(SecretKey)
+    }
+}
+
+/// Looks up the project some credentials select, refusing with 429 while `account` is
+/// locked out by failed attempts, and counting this attempt.
+async fn throttled_lookup(
+    app: &App,
+    account: &str,
+    lookup: impl FnOnce() -> lethe_meta::Result<Option<Project>> + Send + 'static,
+) -> Result<Project, ApiError> {
+    app.throttle
+        .check(account)
+        .map_err(|wait| ApiError::throttled(retry_secs(wait)))?;
+    match blocking(move || Ok(lookup()?)).await? {
+        Some(p) => {
+            app.throttle.succeeded(account);
+            Ok(p)
+        }
+        None => Err(match app.throttle.failed(account) {
+            Some(lock) => ApiError::throttled(retry_secs(lock)),
+            None => ApiError::unauthorized(),
+        }),
     }
 }
 

@@ -1,4 +1,5 @@
-//! `POST /2/httpapi` and `POST /batch`: Amplitude's ingestion endpoints. A 200 means every
+//! `POST /2/httpapi` and `POST /batch`: Amplitude's ingestion endpoints (with the Identify
+//! APIs of [`crate::identify`] under the same CORS policy). A 200 means every
 //! event is fsynced in the WAL; a 400 that lists events means none was stored, so that a
 //! client dropping the listed ones and retrying the rest stores each event once.
 
@@ -35,6 +36,7 @@ pub fn routes(origins: &CorsOrigins) -> Router<App> {
                 ingest(s, h, x, b, BATCH_MAX_BYTES, "batch")
             }),
         )
+        .merge(crate::identify::routes())
         .layer(DefaultBodyLimit::max(BATCH_MAX_BYTES + (1 << 20)))
         .layer(cors(origins))
         .layer(axum::middleware::map_response(preflight_no_content))
@@ -52,7 +54,7 @@ fn cors(origins: &CorsOrigins) -> CorsLayer {
     };
     CorsLayer::new()
         .allow_origin(allow)
-        .allow_methods([Method::POST, Method::OPTIONS])
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
         .allow_headers(AllowHeaders::mirror_request())
         .max_age(std::time::Duration::from_secs(7200))
 }
@@ -120,17 +122,9 @@ async fn handle(
     if batch.events.is_empty() {
         return missing_field("events");
     }
-    let meta = app.meta.clone();
-    let key = batch.api_key.clone();
-    let project = match crate::blocking(move || Ok(meta.project_by_api_key(&key)?)).await {
-        Ok(Some(p)) => p,
-        Ok(None) => {
-            return AmplitudeReply::error(
-                StatusCode::BAD_REQUEST,
-                &format!("Invalid API key: {}", batch.api_key),
-            )
-        }
-        Err(_) => return server_error(),
+    let project = match project_for_api_key(app, &batch.api_key).await {
+        Ok(p) => p,
+        Err(reply) => return reply,
     };
     let mut events = Vec::with_capacity(batch.events.len());
     let mut issues = Vec::new();
@@ -165,9 +159,33 @@ async fn handle(
                 }),
             )
         }
-        // Refused before anything was stored (the WAL is fail-stop and the resolver rolled
-        // back): a retry after Retry-After stores the batch once.
-        Ok(Err(lethe_store::StoreError::KeysPerDay { event, field })) => {
+        Ok(Err(e)) => store_failure(e),
+        Err(_) => AmplitudeReply::error(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error"),
+    }
+}
+
+/// The project an ingestion API key names, or the answer for a key that names none.
+pub(crate) async fn project_for_api_key(
+    app: &App,
+    api_key: &str,
+) -> Result<lethe_meta::Project, AmplitudeReply> {
+    let meta = app.meta.clone();
+    let key = api_key.to_string();
+    match crate::blocking(move || Ok(meta.project_by_api_key(&key)?)).await {
+        Ok(Some(p)) => Ok(p),
+        Ok(None) => Err(AmplitudeReply::error(
+            StatusCode::BAD_REQUEST,
+            &format!("Invalid API key: {api_key}"),
+        )),
+        Err(_) => Err(server_error()),
+    }
+}
+
+/// The answer for a batch the store refused: nothing of it was stored (the WAL is fail-stop
+/// and the resolver rolled back), so a retry after Retry-After stores it once.
+pub(crate) fn store_failure(error: lethe_store::StoreError) -> AmplitudeReply {
+    match error {
+        lethe_store::StoreError::KeysPerDay { event, field } => {
             metrics::counter!("lethe_events_rejected_total").increment(1);
             let limit = Some(lethe_event::limits::Limit::KeysPerDay);
             event_issues_reply(&[(
@@ -179,7 +197,7 @@ async fn handle(
                 }],
             )])
         }
-        Ok(Err(e)) => match e.unavailable() {
+        e => match e.unavailable() {
             Some(reason) => {
                 AmplitudeReply(StatusCode::SERVICE_UNAVAILABLE, unavailable_body(reason))
             }
@@ -188,11 +206,10 @@ async fn handle(
                 AmplitudeReply::error(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error")
             }
         },
-        Err(_) => AmplitudeReply::error(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error"),
     }
 }
 
-fn missing_field(field: &str) -> AmplitudeReply {
+pub(crate) fn missing_field(field: &str) -> AmplitudeReply {
     AmplitudeReply(
         StatusCode::BAD_REQUEST,
         json!({ "error": "Request missing required field", "missing_field": field }),

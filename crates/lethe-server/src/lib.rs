@@ -6,11 +6,13 @@ mod auth;
 mod console;
 mod error;
 mod export;
+mod identify;
 mod import;
 mod ingest;
 mod manage;
 mod ops;
 mod privacy;
+mod profile;
 mod segmentation;
 mod startup;
 mod tasks;
@@ -104,19 +106,21 @@ pub fn router(app: App) -> Router {
         .merge(ops::routes())
         .merge(tasks::routes())
         .merge(privacy::routes())
+        .merge(profile::routes())
         .merge(segmentation::routes())
         .merge(console::routes())
         .layer(axum::middleware::from_fn(no_store))
         .with_state(app)
 }
 
-/// API answers may carry keys, secrets, tokens or personal data: no cache, browser or proxy,
+/// API answers (and user profiles) may carry keys, secrets, tokens or personal data: no cache, browser or proxy,
 /// keeps a copy.
 async fn no_store(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    let api = request.uri().path().starts_with("/api/");
+    let path = request.uri().path();
+    let api = path.starts_with("/api/") || path.starts_with("/v1/");
     let mut response = next.run(request).await;
     if api {
         response.headers_mut().insert(

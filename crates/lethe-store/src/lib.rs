@@ -22,7 +22,7 @@ pub use faults::failpoint;
 pub use health::DamagedSegment;
 pub use layout::{DataDir, SegmentLocation};
 pub use parallel::parallel_map;
-pub use resolver::KnownUsers;
+pub use resolver::{KnownUsers, UserProfile};
 pub use segment::{
     events_to_batch, file_checksum, may_hold_users, read_batches, read_row_groups, read_segment,
     write_batch, ColumnNames, SegmentStats,

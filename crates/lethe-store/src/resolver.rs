@@ -162,6 +162,16 @@ pub(crate) struct Resolver {
 /// Changes of a batch that bypasses the WAL (bulk import), to undo if its commit fails.
 pub(crate) struct Unjournaled(Vec<Change>);
 
+/// A user's identity and current user properties, as the User Profile API answers them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserProfile {
+    pub amplitude_id: i64,
+    /// The user_id mapped to the user, if any.
+    pub user_id: Option<String>,
+    /// Current user properties: key → compact JSON text.
+    pub properties: Arc<Props>,
+}
+
 /// The users of a project that an erasure request names, as far as the project knows them.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct KnownUsers {
@@ -705,6 +715,26 @@ impl Resolver {
                 .or_default()
                 .insert(s.user_id_sha256);
         }
+    }
+
+    /// The current profile of the user an id names: a user_id decides, else a device_id.
+    pub fn profile(
+        &self,
+        project_id: i64,
+        user_id: Option<&str>,
+        device_id: Option<&str>,
+    ) -> Option<UserProfile> {
+        let p = self.projects.get(&project_id)?;
+        let amplitude_id = user_id
+            .and_then(|u| p.by_user.get(u))
+            .or_else(|| device_id.and_then(|d| p.by_device.get(d)))
+            .copied()?;
+        let user = p.users.get(&amplitude_id);
+        Some(UserProfile {
+            amplitude_id,
+            user_id: user.and_then(|u| u.user_id.clone()),
+            properties: user.map(|u| u.snapshot.clone()).unwrap_or_default(),
+        })
     }
 
     /// Which of these ids the project knows.

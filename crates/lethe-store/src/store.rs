@@ -18,12 +18,12 @@ use crate::faults::failpoint;
 use crate::health::{DamagedSegment, Quarantine};
 use crate::layout::{sync_dir, DataDir, SegmentLocation};
 use crate::parallel::parallel_map;
-use crate::resolver::{KeyKind, KnownUsers, Resolver, Ticket};
+use crate::resolver::{KeyKind, KnownUsers, Resolver, Ticket, UserProfile};
 use crate::segment::{
     events_to_batch, file_checksum, read_batches, read_segment, rewrite_columns,
     rewrite_row_groups, sort_for_segment, write_batch, ColumnNames, SegmentStats,
 };
-use crate::wal::{self, Damage, WalFile, WalRecord};
+use crate::wal::{self, Damage, RecordKind, WalFile, WalRecord};
 use crate::{Result, StoreError, Unavailable};
 
 /// Tuning of flush and compaction.
@@ -211,6 +211,7 @@ struct Written {
 struct Pending {
     ticket: Ticket,
     project_id: i64,
+    kind: RecordKind,
     events: Vec<Arc<Event>>,
     ack: SyncSender<Result<()>>,
 }
@@ -228,6 +229,7 @@ enum WalCommand {
     Append {
         ticket: Ticket,
         project_id: i64,
+        kind: RecordKind,
         events: Vec<Arc<Event>>,
         ack: SyncSender<Result<()>>,
     },
@@ -276,6 +278,7 @@ impl WalWriter<'_> {
             WalCommand::Append {
                 ticket,
                 project_id,
+                kind,
                 events,
                 ack,
             } => {
@@ -283,11 +286,16 @@ impl WalWriter<'_> {
                     let _ = ack.send(Err(e));
                     return;
                 }
-                let record = WalRecord { project_id, events };
+                let record = WalRecord {
+                    project_id,
+                    events,
+                    kind,
+                };
                 match self.file.append(&record) {
                     Ok(()) => self.appended.push(Pending {
                         ticket,
                         project_id,
+                        kind,
                         events: record.events,
                         ack,
                     }),
@@ -341,7 +349,13 @@ impl WalWriter<'_> {
         self.durable.fetch_max(last_batch, Ordering::AcqRel);
         metrics::gauge!("lethe_wal_bytes").set(self.file.bytes as f64);
         for p in self.appended.drain(..) {
-            self.inner.push_active(p.project_id, p.events);
+            // Identifications are not events: only the profile changes they made wait for
+            // the next flush to reach the metadata store.
+            let visible = match p.kind {
+                RecordKind::Events => p.events,
+                RecordKind::Identifications => Vec::new(),
+            };
+            self.inner.push_active(p.project_id, visible);
             let _ = p.ack.send(Ok(()));
         }
     }
@@ -480,6 +494,22 @@ impl Store {
     /// Resolves and stores events; returns once they are fsynced in the WAL (group commit
     /// with concurrent callers) and visible to readers.
     pub fn ingest(&self, project_id: i64, events: Vec<ParsedEvent>) -> Result<IngestOutcome> {
+        self.append(project_id, events, RecordKind::Events)
+    }
+
+    /// Applies Identify API calls (user properties and id mappings, no event); returns once
+    /// they are fsynced in the WAL. Their changes reach the metadata store with the next
+    /// flush, and replay restores them after a crash.
+    pub fn identify(&self, project_id: i64, calls: Vec<ParsedEvent>) -> Result<IngestOutcome> {
+        self.append(project_id, calls, RecordKind::Identifications)
+    }
+
+    fn append(
+        &self,
+        project_id: i64,
+        events: Vec<ParsedEvent>,
+        kind: RecordKind,
+    ) -> Result<IngestOutcome> {
         let total = events.len();
         let now = now_ms();
         let pending = {
@@ -509,6 +539,7 @@ impl Store {
                     .send(WalCommand::Append {
                         ticket: resolver.seal(),
                         project_id,
+                        kind,
                         events: resolved,
                         ack,
                     })
@@ -529,6 +560,16 @@ impl Store {
             duplicates: total - stored,
             refused: Vec::new(),
         })
+    }
+
+    /// The current profile of the user a user_id (else a device_id) names, if known.
+    pub fn user_profile(
+        &self,
+        project_id: i64,
+        user_id: Option<&str>,
+        device_id: Option<&str>,
+    ) -> Option<UserProfile> {
+        lock(&self.inner.resolver).profile(project_id, user_id, device_id)
     }
 
     /// Everything of one project visible now, restricted to upload times in `[from, to)`.
@@ -813,6 +854,7 @@ fn replay_wal(
     state: &mut State,
 ) -> Result<Option<u64>> {
     let seqs = wal::list(dir)?;
+    let mut replayed_identifications = false;
     for (i, &seq) in seqs.iter().enumerate() {
         let replay = wal::read(dir, seq)?;
         let file = dir.wal_file(seq);
@@ -838,13 +880,16 @@ fn replay_wal(
             }
         }
         for record in replay.records {
+            replayed_identifications |= record.kind == RecordKind::Identifications;
             for event in record.events {
                 resolver.observe(record.project_id, &event);
-                state.active.push((record.project_id, event));
+                if record.kind == RecordKind::Events {
+                    state.active.push((record.project_id, event));
+                }
             }
         }
     }
-    if !state.active.is_empty() {
+    if !state.active.is_empty() || replayed_identifications {
         state.active_since = Some(Instant::now());
         tracing::info!(events = state.active.len(), "replayed WAL");
     }

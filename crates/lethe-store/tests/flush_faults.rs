@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use lethe_event::parse_event;
+use lethe_event::{parse_event, Shape};
 use lethe_meta::MetaStore;
 use lethe_store::{DataDir, Store, StoreConfig};
 
@@ -23,7 +23,7 @@ fn failed_flushes_leave_no_wal_files_behind_and_lose_nothing() {
             parse_event(
                 &format!(r#"{{"event_type":"a","user_id":"user-{i:03}"}}"#),
                 5,
-                false,
+                Shape::Event,
             )
             .unwrap()
         })

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use lethe_event::{parse_event, ParsedEvent};
+use lethe_event::{parse_event, ParsedEvent, Shape};
 use lethe_meta::MetaStore;
 use lethe_store::{DataDir, Store, StoreConfig};
 
@@ -16,7 +16,7 @@ fn open(dir: &std::path::Path) -> (Arc<MetaStore>, Store) {
 }
 
 fn event(json: &str) -> ParsedEvent {
-    parse_event(json, 5, false).unwrap()
+    parse_event(json, 5, Shape::Event).unwrap()
 }
 
 fn all_events(store: &Store, project: i64) -> Vec<lethe_event::Event> {

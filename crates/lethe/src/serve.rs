@@ -36,7 +36,8 @@ pub struct ServeArgs {
     /// damage and drop the rest. Without it such a start is refused, naming the file and offset.
     #[arg(long)]
     salvage_wal: bool,
-    /// Web origins browsers may send events from (`/2/httpapi`, `/batch`), comma-separated,
+    /// Web origins browsers may send events from (`/2/httpapi`, `/batch`, `/identify`,
+    /// `/groupidentify`), comma-separated,
     /// or `*` for any, as Amplitude allows.
     #[arg(long, env = "LETHE_CORS_ORIGINS", default_value = "*")]
     cors_origins: String,

@@ -435,3 +435,43 @@ fn suppression_drops_a_returning_users_events_until_lifted() {
     let users = by_user(&server.export_today(&keys));
     assert_eq!(users["privacy-alice"].len(), 3, "lifted: accepted again");
 }
+
+#[test]
+fn an_erased_user_has_no_profile_and_identify_data_is_erased_too() {
+    let (server, keys, tmp) = fresh("1s");
+    people(&server, &keys, "r1");
+    // A profile change made through the Identify API only (no event carries it).
+    let identification =
+        json!({"user_id": "privacy-bob", "user_properties": {"$set": {"phone": "BOB-PHONE"}}});
+    let (s, _) = status_json(server.post_json(
+        "/identify",
+        &json!({"api_key": keys.api_key, "identification": identification}),
+    ));
+    assert_eq!(s, 200);
+    let profile = |user: &str| {
+        status_json(
+            server
+                .client
+                .get(server.url(&format!(
+                    "/v1/userprofile?user_id={user}&get_amp_props=true"
+                )))
+                .header("Authorization", format!("Api-Key {}", keys.secret_key))
+                .send()
+                .unwrap(),
+        )
+    };
+    let (s, before) = profile("privacy-bob");
+    assert_eq!(s, 200);
+    assert_eq!(before["userData"]["amp_props"]["phone"], "BOB-PHONE");
+
+    let (s, body) = request(&server, &keys, &json!({"user_ids": ["privacy-bob"]}));
+    assert_eq!(s, 200, "{body}");
+    wait_all_done(&server, &keys);
+    assert_eq!(profile("privacy-bob").0, 404);
+    assert_eq!(profile("privacy-alice").0, 200);
+    let dir = tmp.path().join("data");
+    assert_eq!(
+        scan(&dir, &["BOB-PHONE", "BOB-PLAN", "ALICE-PLAN"]),
+        vec!["ALICE-PLAN"]
+    );
+}

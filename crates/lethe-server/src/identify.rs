@@ -1,0 +1,173 @@
+//! `POST /identify`: Amplitude's Identify API. Each identification changes a user's
+//! properties and id mappings, durable in the WAL before the 200, and creates no event.
+//!
+//! The parameters come as Amplitude documents them (a form body, or a GET query) or as one
+//! JSON object; `identification` is one JSON object or an array of them.
+
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use lethe_event::{parse_identification, RequestError, DEFAULT_MIN_ID_LENGTH};
+use serde::Deserialize;
+use serde_json::json;
+use serde_json::value::RawValue;
+
+use crate::amplitude::{decode_body, event_issues_reply, AmplitudeReply, BodyError};
+use crate::ingest::{missing_field, project_for_api_key, store_failure};
+use crate::App;
+
+/// Largest body (after decompression) and most identifications per request, as for events.
+const MAX_BYTES: usize = 1 << 20;
+const MAX_IDENTIFICATIONS: usize = 2000;
+
+/// Routes merged under the ingestion endpoints' CORS policy.
+pub fn routes() -> Router<App> {
+    Router::new().route("/identify", get(identify).post(identify))
+}
+
+/// The two parameters of an Identify call, however they were sent.
+#[derive(Debug, Default)]
+pub(crate) struct Call {
+    pub api_key: Option<String>,
+    /// The JSON text of the identification(s).
+    pub identification: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct FormCall {
+    api_key: Option<String>,
+    identification: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct JsonCall<'a> {
+    api_key: Option<String>,
+    #[serde(borrow)]
+    identification: Option<&'a RawValue>,
+}
+
+/// Reads the parameters from a JSON body, a form body or the query string.
+pub(crate) fn call_params(
+    method: &Method,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    body: &[u8],
+) -> Result<Call, AmplitudeReply> {
+    let invalid = || AmplitudeReply::error(StatusCode::BAD_REQUEST, "Invalid request body");
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if *method == Method::GET || body.is_empty() {
+        let form: FormCall =
+            serde_urlencoded::from_str(query.unwrap_or("")).map_err(|_| invalid())?;
+        return Ok(Call {
+            api_key: form.api_key,
+            identification: form.identification,
+        });
+    }
+    let body = match decode_body(headers, body, MAX_BYTES) {
+        Ok(b) => b,
+        Err(BodyError::TooLarge) => return Err(AmplitudeReply::too_large()),
+        Err(BodyError::BadGzip) => return Err(invalid()),
+    };
+    if json {
+        let call: JsonCall = serde_json::from_slice(&body).map_err(|_| {
+            AmplitudeReply::error(StatusCode::BAD_REQUEST, "Invalid JSON request body")
+        })?;
+        // `identification` may be the JSON itself or a string holding it, as in a form.
+        let identification = call.identification.map(|raw| {
+            serde_json::from_str::<String>(raw.get()).unwrap_or_else(|_| raw.get().to_string())
+        });
+        return Ok(Call {
+            api_key: call.api_key,
+            identification,
+        });
+    }
+    let form: FormCall = serde_urlencoded::from_bytes(&body).map_err(|_| invalid())?;
+    Ok(Call {
+        api_key: form.api_key,
+        identification: form.identification,
+    })
+}
+
+/// Amplitude's answer when `identification` is absent or not JSON of the right shape.
+pub(crate) fn missing_event() -> AmplitudeReply {
+    AmplitudeReply(
+        StatusCode::BAD_REQUEST,
+        json!({ "error": "missing_event", "missing_field": "identification" }),
+    )
+}
+
+/// The Identify API's 200: the plain `success` Amplitude has always answered.
+pub(crate) fn success() -> Response {
+    (StatusCode::OK, "success").into_response()
+}
+
+async fn identify(
+    State(app): State<App>,
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Response {
+    let reply = handle(&app, &method, &headers, query.as_deref(), &body).await;
+    let outcome = match &reply {
+        Ok(_) => "accepted",
+        Err(_) => "rejected",
+    };
+    metrics::counter!("lethe_ingest_requests_total", "endpoint" => "identify", "outcome" => outcome)
+        .increment(1);
+    match reply {
+        Ok(()) => success(),
+        Err(reply) => reply.into_response(),
+    }
+}
+
+async fn handle(
+    app: &App,
+    method: &Method,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    body: &[u8],
+) -> Result<(), AmplitudeReply> {
+    let call = call_params(method, headers, query, body)?;
+    let api_key = call
+        .api_key
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| missing_field("api_key"))?;
+    let text = call.identification.ok_or_else(missing_event)?;
+    let parsed = match parse_identification(&text, DEFAULT_MIN_ID_LENGTH) {
+        Ok(p) => p,
+        Err(RequestError::InvalidJson | RequestError::MissingField(_)) => {
+            return Err(missing_event())
+        }
+    };
+    if parsed.len() > MAX_IDENTIFICATIONS {
+        return Err(AmplitudeReply::too_large());
+    }
+    let project = project_for_api_key(app, &api_key).await?;
+    let mut calls = Vec::with_capacity(parsed.len());
+    let mut issues = Vec::new();
+    for (i, p) in parsed.into_iter().enumerate() {
+        match p {
+            Ok(c) => calls.push(c),
+            Err(errors) => issues.push((i, errors)),
+        }
+    }
+    if !issues.is_empty() {
+        return Err(event_issues_reply(&issues));
+    }
+    let store = app.store.clone();
+    match crate::blocking(move || Ok(store.identify(project.id, calls))).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(store_failure(e)),
+        Err(_) => Err(AmplitudeReply::error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Internal server error",
+        )),
+    }
+}
