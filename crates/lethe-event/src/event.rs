@@ -44,6 +44,15 @@ pub struct Event {
     /// The user's full user properties as of this event (shared between events of one user
     /// while the profile does not change).
     pub user_properties: Arc<Props>,
+    /// Documented fields kept as sent without a column of their own (`plan`,
+    /// `ingestion_metadata`, `paying`, an import's other export fields): a JSON object
+    /// whose members the export renders over its defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra: Option<String>,
+    /// Sent with `$skip_user_properties_sync`: the profile did not take this event's user
+    /// properties, so a WAL replay must not either.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skip_user_properties_sync: bool,
 }
 
 impl Event {
@@ -103,6 +112,13 @@ impl Event {
         for (i, v) in &self.nums {
             let field = crate::NumField::ALL[*i as usize];
             map.insert(field.name.to_string(), field.render(*v));
+        }
+        if let Some(Value::Object(extra)) = self
+            .extra
+            .as_deref()
+            .and_then(|t| serde_json::from_str(t).ok())
+        {
+            map.extend(extra);
         }
         out
     }

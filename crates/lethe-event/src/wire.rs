@@ -109,6 +109,17 @@ pub struct ParsedEvent {
     pub event_properties: Props,
     /// The raw `user_properties` object: operations or plain keys, applied to the profile.
     pub user_property_ops: Vec<(String, Value)>,
+    /// An export line's `user_properties` without operations: the user's properties as of
+    /// the event, stored exactly as given (the profile takes the latest by event time).
+    pub user_snapshot: Option<Props>,
+    /// `$skip_user_properties_sync`: the event shows its user properties applied to the
+    /// profile, and the profile does not change.
+    pub skip_user_properties_sync: bool,
+    /// Documented fields lethe keeps without modelling them (`plan`, `ingestion_metadata`,
+    /// `paying`; and every other field of an export line), as a canonical JSON object.
+    pub extra: Option<String>,
+    /// An export line's amplitude_id: kept for a new user when no user of this server has it.
+    pub amplitude_id: Option<i64>,
     /// Kept from an import line; assigned by the server otherwise.
     pub uuid: Option<u128>,
     /// Kept from an import line; assigned by the server otherwise.
@@ -367,8 +378,33 @@ pub fn parse_event(
         Err(e) => invalid("event_properties", e),
     }
     match user_ops(&fields) {
-        Ok(v) => ev.user_property_ops = v,
+        Ok(ops)
+            if import
+                && lookup(&fields, &["user_properties"]).is_some()
+                && !ops.iter().any(|(op, _)| is_operation(op)) =>
+        {
+            match props(&fields, "user_properties") {
+                Ok(snapshot) => ev.user_snapshot = Some(snapshot),
+                Err(e) => invalid("user_properties", e),
+            }
+        }
+        Ok(ops) => ev.user_property_ops = ops,
         Err(e) => invalid("user_properties", e),
+    }
+    match lookup(&fields, &["$skip_user_properties_sync"]).map(|raw| raw.get()) {
+        None | Some("false") => {}
+        Some("true") => ev.skip_user_properties_sync = true,
+        Some(_) => check(EventIssue::Invalid, "$skip_user_properties_sync"),
+    }
+    match extra_fields(&fields, shape) {
+        Ok(v) => ev.extra = v,
+        Err((field, e)) => invalid(field, e),
+    }
+    if import {
+        match integer(&fields, "amplitude_id") {
+            Ok(v) => ev.amplitude_id = v.filter(|id| *id > 0),
+            Err(e) => invalid("amplitude_id", e),
+        }
     }
     errors.extend(limit_errors);
     if errors.is_empty() {
@@ -378,6 +414,109 @@ pub fn parse_event(
         errors.dedup();
         Err(errors)
     }
+}
+
+/// Amplitude's user-property operations (anything else in `user_properties` is a key).
+fn is_operation(key: &str) -> bool {
+    matches!(
+        key,
+        "$set"
+            | "$setOnce"
+            | "$add"
+            | "$append"
+            | "$prepend"
+            | "$unset"
+            | "$preInsert"
+            | "$postInsert"
+            | "$remove"
+            | "$clearAll"
+    )
+}
+
+/// Documented event fields kept as they are sent, without a column of their own.
+const KEPT_FIELDS: &[&str] = &["plan", "ingestion_metadata", "paying"];
+
+/// Members of an event or export line that lethe models (or derives on export); an export
+/// line's other members are kept in `extra`.
+fn is_modelled(name: &str) -> bool {
+    standard_field(name).is_some()
+        || matches!(
+            name,
+            "event_type"
+                | "user_id"
+                | "device_id"
+                | "time"
+                | "event_time"
+                | "server_upload_time"
+                | "uuid"
+                | "insert_id"
+                | "$insert_id"
+                | "session_id"
+                | "event_id"
+                | "groups"
+                | "group_properties"
+                | "event_properties"
+                | "user_properties"
+                | "amplitude_id"
+                | "app"
+                | "$skip_user_properties_sync"
+        )
+}
+
+/// Export fields lethe renders from the event and upload times: kept only when an import
+/// line's value differs from what lethe would render.
+const DERIVED_TIMES: &[(&str, &str)] = &[
+    ("client_event_time", "event_time"),
+    ("server_received_time", "server_upload_time"),
+    ("client_upload_time", "server_upload_time"),
+    ("processed_time", "server_upload_time"),
+];
+
+/// The members kept in `extra`, as one canonical JSON object (`None` when there are none).
+/// An error names the member and the limit it broke.
+fn extra_fields(
+    fields: &Fields,
+    shape: Shape,
+) -> Result<Option<String>, (&'static str, FieldError)> {
+    let mut kept = serde_json::Map::new();
+    for (name, raw) in fields.0.iter().filter(|(_, raw)| raw.get() != "null") {
+        let keep = match shape {
+            Shape::Event => KEPT_FIELDS.contains(&name.as_ref()),
+            Shape::Export => !is_modelled(name) && !derived_as_rendered(fields, name, raw),
+            Shape::Identification => false,
+        };
+        if !keep {
+            continue;
+        }
+        let field = KEPT_FIELDS
+            .iter()
+            .find(|f| **f == name.as_ref())
+            .copied()
+            .unwrap_or("extra");
+        if kept.len() >= limits::MAX_PROPERTIES {
+            return Err((field, Some(Limit::Properties)));
+        }
+        if name.chars().count() > limits::MAX_KEY_CHARS {
+            return Err((field, Some(Limit::KeyLength)));
+        }
+        let value = limits::checked_value(raw.get()).map_err(|e| (field, Some(e)))?;
+        if shape == Shape::Export && name == "data" && value == Value::Object(Default::default()) {
+            continue;
+        }
+        kept.insert(name.to_string(), value);
+    }
+    Ok((!kept.is_empty()).then(|| Value::Object(kept).to_string()))
+}
+
+/// Whether `name` is a derived export time whose value is what lethe would render anyway.
+fn derived_as_rendered(fields: &Fields, name: &str, raw: &RawValue) -> bool {
+    let Some((_, source)) = DERIVED_TIMES.iter().find(|(n, _)| *n == name) else {
+        return false;
+    };
+    let Some(source) = lookup(fields, &[source]) else {
+        return false;
+    };
+    raw.get() == source.get()
 }
 
 enum IdCheck {

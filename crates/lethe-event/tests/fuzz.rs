@@ -89,6 +89,8 @@ fn stored(p: &ParsedEvent) -> Event {
         group_properties: p.group_properties.clone(),
         event_properties: p.event_properties.clone(),
         user_properties: Arc::new(Vec::new()),
+        extra: p.extra.clone(),
+        skip_user_properties_sync: p.skip_user_properties_sync,
     }
 }
 

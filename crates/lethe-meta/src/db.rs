@@ -13,6 +13,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0003_privacy.sql"),
     include_str!("../migrations/0004_segment_checksums.sql"),
     include_str!("../migrations/0005_access.sql"),
+    include_str!("../migrations/0006_profile_time.sql"),
 ];
 
 pub(crate) fn open(path: &Path) -> Result<Connection> {

@@ -41,6 +41,8 @@ pub struct ProfileRecord {
     pub amplitude_id: i64,
     pub user_id: Option<String>,
     pub properties: String,
+    /// Event time (ms) of the latest event or snapshot that set the properties.
+    pub as_of: i64,
 }
 
 impl MetaStore {
@@ -80,7 +82,7 @@ impl MetaStore {
         self.with(|c| {
             all_rows(
                 c,
-                "SELECT project_id, amplitude_id, user_id, properties FROM profiles",
+                "SELECT project_id, amplitude_id, user_id, properties, as_of FROM profiles",
                 [],
                 |r| {
                     Ok(ProfileRecord {
@@ -88,6 +90,7 @@ impl MetaStore {
                         amplitude_id: r.get(1)?,
                         user_id: r.get(2)?,
                         properties: r.get(3)?,
+                        as_of: r.get(4)?,
                     })
                 },
             )
@@ -117,10 +120,18 @@ pub(crate) fn upsert_identity(tx: &rusqlite::Transaction, id: &IdentityRecord) -
 
 pub(crate) fn upsert_profile(tx: &rusqlite::Transaction, p: &ProfileRecord) -> Result<()> {
     tx.prepare_cached(
-        "INSERT INTO profiles (project_id, amplitude_id, user_id, properties) VALUES (?1, ?2, ?3, ?4)
+        "INSERT INTO profiles (project_id, amplitude_id, user_id, properties, as_of)
+         VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT (project_id, amplitude_id)
-         DO UPDATE SET user_id = excluded.user_id, properties = excluded.properties",
+         DO UPDATE SET user_id = excluded.user_id, properties = excluded.properties,
+                       as_of = excluded.as_of",
     )?
-    .execute(params![p.project_id, p.amplitude_id, p.user_id, p.properties])?;
+    .execute(params![
+        p.project_id,
+        p.amplitude_id,
+        p.user_id,
+        p.properties,
+        p.as_of
+    ])?;
     Ok(())
 }

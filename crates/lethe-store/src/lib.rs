@@ -137,5 +137,7 @@ pub(crate) fn test_event(
         group_properties: None,
         event_properties,
         user_properties: std::sync::Arc::new(user_properties),
+        extra: None,
+        skip_user_properties_sync: false,
     }
 }

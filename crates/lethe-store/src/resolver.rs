@@ -33,6 +33,57 @@ struct User {
     user_id: Option<String>,
     profile: Profile,
     snapshot: Arc<Props>,
+    /// Event time of the latest event that set the profile: an imported snapshot older
+    /// than it does not replace the profile.
+    as_of: i64,
+}
+
+/// A user as it was before a change: user_id, profile, as_of.
+type UserBefore = (Option<String>, Arc<Props>, i64);
+
+impl User {
+    fn before(&self) -> UserBefore {
+        (self.user_id.clone(), self.snapshot.clone(), self.as_of)
+    }
+
+    /// Applies one event at `time` to the profile; returns whether the profile changed and
+    /// the user properties the event carries.
+    /// - An imported snapshot is the event's user properties exactly; it becomes the profile
+    ///   when no later event set it (imports arrive in any order).
+    /// - Operations change the profile in arrival order, as Amplitude applies them; with
+    ///   `skip_sync` the event shows them applied and the profile stays as it was.
+    fn take(
+        &mut self,
+        imported: Option<Props>,
+        ops: &[(String, serde_json::Value)],
+        skip_sync: bool,
+        time: i64,
+    ) -> (bool, Arc<Props>) {
+        if let Some(imported) = imported {
+            let imported = Arc::new(imported);
+            let newer = time >= self.as_of;
+            let changed = newer && (time != self.as_of || imported != self.snapshot);
+            if changed {
+                self.profile = imported.iter().cloned().collect();
+                self.snapshot = imported.clone();
+                self.as_of = time;
+            }
+            return (changed, imported);
+        }
+        if skip_sync {
+            let mut shown = self.profile.clone();
+            return match apply_user_property_ops(&mut shown, ops) {
+                true => (false, snapshot(&shown)),
+                false => (false, self.snapshot.clone()),
+            };
+        }
+        let changed = apply_user_property_ops(&mut self.profile, ops);
+        if changed {
+            self.snapshot = snapshot(&self.profile);
+            self.as_of = self.as_of.max(time);
+        }
+        (changed, self.snapshot.clone())
+    }
 }
 
 #[derive(Default)]
@@ -115,7 +166,7 @@ enum Change {
     User {
         project_id: i64,
         amplitude_id: i64,
-        before: Option<(Option<String>, Arc<Props>)>,
+        before: Option<UserBefore>,
     },
 }
 
@@ -153,6 +204,8 @@ pub(crate) struct Ticket {
 pub(crate) struct Resolver {
     projects: HashMap<i64, ProjectIdentity>,
     high: i64,
+    /// Every amplitude_id handed out on this server: an imported id is kept only if new.
+    allocated: FxHashSet<i64>,
     dirty: Dirty,
     journal: Journal,
     /// Per project, digests of suppressed user_ids (see [`lethe_meta::user_id_digest`]).
@@ -221,6 +274,7 @@ impl Resolver {
             ..Default::default()
         };
         for id in identities {
+            r.allocated.insert(id.amplitude_id);
             let p = r.projects.entry(id.project_id).or_default();
             p.map_mut(id.kind).insert(id.external_id, id.amplitude_id);
         }
@@ -228,10 +282,12 @@ impl Resolver {
             let profile: Profile = serde_json::from_str::<serde_json::Map<_, _>>(&rec.properties)
                 .map(|m| m.into_iter().map(|(k, v)| (k, v.to_string())).collect())
                 .unwrap_or_default();
+            r.allocated.insert(rec.amplitude_id);
             let user = User {
                 user_id: rec.user_id,
                 snapshot: snapshot(&profile),
                 profile,
+                as_of: rec.as_of,
             };
             r.projects
                 .entry(rec.project_id)
@@ -356,24 +412,33 @@ impl Resolver {
                 key,
             });
         }
-        let amplitude_id =
-            self.identify(project_id, ev.user_id.as_deref(), ev.device_id.as_deref());
+        let amplitude_id = self.identify(
+            project_id,
+            ev.user_id.as_deref(),
+            ev.device_id.as_deref(),
+            ev.amplitude_id,
+        );
         let project = self
             .projects
             .get_mut(&project_id)
             .expect("identified above");
+        let time = ev.time.unwrap_or(upload);
         // What to put back, taken only when something may change (most events carry no
         // user-property operation for a known user).
-        let existing = project.users.get(&amplitude_id);
-        let before = match (existing, ev.user_property_ops.is_empty()) {
-            (Some(_), true) => None,
-            (Some(u), false) => Some(Some((u.user_id.clone(), u.snapshot.clone()))),
+        let may_change = !ev.user_property_ops.is_empty() || ev.user_snapshot.is_some();
+        let before = match (project.users.get(&amplitude_id), may_change) {
+            (Some(_), false) => None,
+            (Some(u), true) => Some(Some(u.before())),
             (None, _) => Some(None),
         };
         let user = project.users.entry(amplitude_id).or_default();
-        let changed = apply_user_property_ops(&mut user.profile, &ev.user_property_ops);
+        let (changed, user_properties) = user.take(
+            ev.user_snapshot,
+            &ev.user_property_ops,
+            ev.skip_user_properties_sync,
+            time,
+        );
         if changed {
-            user.snapshot = snapshot(&user.profile);
             self.dirty.profiles.insert((project_id, amplitude_id));
         }
         if let Some(before) = before.filter(|b| changed || b.is_none()) {
@@ -399,11 +464,30 @@ impl Resolver {
             groups: ev.groups,
             group_properties: ev.group_properties,
             event_properties: ev.event_properties,
-            user_properties: user.snapshot.clone(),
+            user_properties,
+            extra: ev.extra,
+            skip_user_properties_sync: ev.skip_user_properties_sync,
         })
     }
 
-    fn identify(&mut self, project_id: i64, user_id: Option<&str>, device_id: Option<&str>) -> i64 {
+    /// A new amplitude_id: the imported `hint` when no user of this server has it.
+    fn allocate(&mut self, hint: Option<i64>) -> i64 {
+        let id = match hint.filter(|h| !self.allocated.contains(h)) {
+            Some(h) => h,
+            None => self.high + 1,
+        };
+        self.high = self.high.max(id);
+        self.allocated.insert(id);
+        id
+    }
+
+    fn identify(
+        &mut self,
+        project_id: i64,
+        user_id: Option<&str>,
+        device_id: Option<&str>,
+        hint: Option<i64>,
+    ) -> i64 {
         let p = self.projects.entry(project_id).or_default();
         let by_user = user_id.and_then(|u| p.by_user.get(u).copied());
         let by_device = device_id.and_then(|d| p.by_device.get(d).copied());
@@ -412,18 +496,12 @@ impl Resolver {
             (None, Some(a)) => {
                 let owner = p.users.get(&a).and_then(|u| u.user_id.as_ref());
                 match (user_id, owner) {
-                    (Some(_), Some(_)) => {
-                        self.high += 1;
-                        (self.high, true, true)
-                    }
+                    (Some(_), Some(_)) => (self.allocate(hint), true, true),
                     (Some(_), None) => (a, true, false),
                     (None, _) => (a, false, false),
                 }
             }
-            (None, None) => {
-                self.high += 1;
-                (self.high, user_id.is_some(), device_id.is_some())
-            }
+            (None, None) => (self.allocate(hint), user_id.is_some(), device_id.is_some()),
         };
         if let (true, Some(u)) = (attach_user, user_id) {
             self.map(project_id, IdKind::User, u, amplitude_id);
@@ -434,9 +512,7 @@ impl Resolver {
                 .users
                 .entry(amplitude_id);
             let before = match &user {
-                std::collections::hash_map::Entry::Occupied(o) => {
-                    Some((o.get().user_id.clone(), o.get().snapshot.clone()))
-                }
+                std::collections::hash_map::Entry::Occupied(o) => Some(o.get().before()),
                 std::collections::hash_map::Entry::Vacant(_) => None,
             };
             user.or_default().user_id = Some(u.to_string());
@@ -591,13 +667,14 @@ impl Resolver {
                 } => {
                     let users = &mut self.projects.entry(project_id).or_default().users;
                     match before {
-                        Some((user_id, snapshot)) => {
+                        Some((user_id, snapshot, as_of)) => {
                             users.insert(
                                 amplitude_id,
                                 User {
                                     user_id,
                                     profile: snapshot.iter().cloned().collect(),
                                     snapshot,
+                                    as_of,
                                 },
                             );
                         }
@@ -614,6 +691,7 @@ impl Resolver {
     /// so replay only restores state.
     pub fn observe(&mut self, project_id: i64, e: &Event) {
         self.high = self.high.max(e.amplitude_id);
+        self.allocated.insert(e.amplitude_id);
         let day = e.server_upload_time.div_euclid(DAY_MS);
         for (kind, props) in [
             (KeyKind::Event, &e.event_properties),
@@ -637,8 +715,11 @@ impl Resolver {
         if e.user_id.is_some() {
             user.user_id = e.user_id.clone();
         }
-        user.profile = e.user_properties.iter().cloned().collect();
-        user.snapshot = e.user_properties.clone();
+        if !e.skip_user_properties_sync {
+            user.profile = e.user_properties.iter().cloned().collect();
+            user.snapshot = e.user_properties.clone();
+            user.as_of = user.as_of.max(e.time);
+        }
         self.dirty.profiles.insert((project_id, e.amplitude_id));
     }
 
@@ -814,7 +895,7 @@ impl Resolver {
         self.journal.retain_changes(|change| {
             if let Change::User {
                 project_id: p,
-                before: Some((_, props)),
+                before: Some((_, props, _)),
                 ..
             } = change
             {
@@ -843,6 +924,7 @@ impl Resolver {
             amplitude_id,
             user_id: user.user_id.clone(),
             properties: serde_json::Value::Object(map).to_string(),
+            as_of: user.as_of,
         })
     }
 

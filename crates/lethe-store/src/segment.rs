@@ -200,6 +200,7 @@ pub fn events_to_batch(
         "group_properties",
         events.iter().map(|e| e.group_properties.as_deref()),
     );
+    c.push_optional_text("extra", events.iter().map(|e| e.extra.as_deref()));
     push_properties(&mut c, "e_", event_ids, events, |e| &e.event_properties);
     push_properties(&mut c, "u_", user_ids, events, |e| &e.user_properties);
 
@@ -387,9 +388,10 @@ fn decode_batch(
         column::<Int64Array>(batch, "session_id"),
         column::<Int64Array>(batch, "event_id"),
     );
-    let (groups, group_properties) = (
+    let (groups, group_properties, extra) = (
         column::<StringArray>(batch, "groups"),
         column::<StringArray>(batch, "group_properties"),
+        column::<StringArray>(batch, "extra"),
     );
     let strs: Vec<(u8, &StringArray)> = StrField::ALL
         .iter()
@@ -456,6 +458,8 @@ fn decode_batch(
             group_properties: text(group_properties, row),
             event_properties: present(&event_props, row),
             user_properties: Arc::new(present(&user_props, row)),
+            extra: text(extra, row),
+            skip_user_properties_sync: false,
         });
     }
     Ok(())

@@ -255,7 +255,10 @@ mod tests {
     #[test]
     fn records_of_events_read_as_before_and_identifications_say_so() {
         let events = serde_json::to_string(&record(1)).unwrap();
-        assert!(!events.contains("kind"), "event records keep their old form");
+        assert!(
+            !events.contains("kind"),
+            "event records keep their old form"
+        );
         let mut identify = record(2);
         identify.kind = RecordKind::Identifications;
         let text = serde_json::to_string(&identify).unwrap();

@@ -286,3 +286,47 @@ fn the_user_profile_needs_the_projects_secret_and_knows_only_its_users() {
     let (s, _) = profile(&server, &other.secret_key, "user_id=user-prof");
     assert_eq!(s, 404);
 }
+
+#[test]
+fn skip_user_properties_sync_shows_properties_on_the_event_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let server = Server::start_on(&dir, &["--flush-interval-secs", "3600"]);
+    let keys = server.first_start_keys();
+    let (s, body) = server.send(
+        &keys,
+        json!([
+            {"event_type": "e1", "user_id": "user-skip", "user_properties": {"$set": {"plan": "free"}}},
+            {"event_type": "e2", "user_id": "user-skip", "user_properties": {"$set": {"plan": "trial"}},
+             "$skip_user_properties_sync": true},
+            {"event_type": "e3", "user_id": "user-skip"}
+        ]),
+    );
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(
+        amp_props(&server, &keys, "user-skip"),
+        json!({"plan": "free"})
+    );
+    // Replay after a crash keeps the profile as it was.
+    let dir = server.kill9();
+    let server = Server::start_on(&dir, &[]);
+    assert_eq!(
+        amp_props(&server, &keys, "user-skip"),
+        json!({"plan": "free"})
+    );
+    let plan_of = |t: &str| {
+        let events = server.export_today(&keys);
+        events.iter().find(|e| e["event_type"] == t).unwrap()["user_properties"]["plan"].clone()
+    };
+    assert_eq!(plan_of("e2"), "trial");
+    assert_eq!(plan_of("e3"), "free");
+    let (s, body) = server.send(
+        &keys,
+        json!([{"event_type": "e4", "user_id": "user-skip", "$skip_user_properties_sync": "yes"}]),
+    );
+    assert_eq!(s, 400);
+    assert_eq!(
+        body["events_with_invalid_fields"]["$skip_user_properties_sync"],
+        json!([0])
+    );
+}

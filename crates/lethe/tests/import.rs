@@ -174,3 +174,230 @@ fn a_zip_that_expands_past_the_cap_is_refused_whatever_its_entries() {
     assert!(b["error"].as_str().unwrap().contains("512 MiB"), "{b}");
     server.stop();
 }
+
+/// A deterministic pseudo-random sequence (no dependency, the same on every run).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % below
+    }
+}
+
+/// Export rows keyed by uuid, without `app` (the project id of whichever server exports).
+fn by_uuid(rows: &[Value]) -> std::collections::BTreeMap<String, Value> {
+    rows.iter()
+        .map(|r| {
+            let mut r = r.clone();
+            r.as_object_mut().unwrap().remove("app");
+            (r["uuid"].as_str().unwrap().to_string(), r)
+        })
+        .collect()
+}
+
+#[test]
+fn an_export_imported_in_any_order_exports_the_same_rows_and_profiles() {
+    // The source: events whose user properties grow and shrink, sent out of event-time order.
+    let (source, source_keys) = Server::start();
+    let mut rng = Lcg(7);
+    let base = chrono::Utc::now().timestamp_millis() - 10 * 86_400_000;
+    let mut times: Vec<i64> = (0..3000).map(|i| base + i * 1000).collect();
+    for i in (1..times.len()).rev() {
+        times.swap(i, rng.next(i as u64 + 1) as usize);
+    }
+    let events: Vec<Value> = times
+        .iter()
+        .enumerate()
+        .map(|(i, time)| {
+            let mut set = serde_json::Map::new();
+            for k in 0..8 {
+                if rng.next(3) == 0 {
+                    set.insert(format!("k{k}"), json!(format!("v{}", rng.next(5))));
+                }
+            }
+            let unset: serde_json::Map<String, Value> = (0..8)
+                .filter(|_| rng.next(4) == 0)
+                .map(|k| (format!("k{k}"), json!("-")))
+                .filter(|(k, _)| !set.contains_key(k))
+                .collect();
+            let event_type = ["View", "Click", "Buy"][i % 3];
+            let mut e = json!({
+                "event_type": event_type,
+                "user_id": format!("user-{:03}", rng.next(60)),
+                "time": time,
+                "insert_id": format!("ins-{i}"),
+                "event_properties": {"n": i, "half": i as f64 / 2.0},
+                "user_properties": {"$set": set, "$unset": unset},
+            });
+            if i % 5 == 0 {
+                e["plan"] = json!({"branch": "main", "source": "web", "version": "3"});
+                e["ingestion_metadata"] =
+                    json!({"source_name": "backfill", "source_version": "1.0"});
+                e["paying"] = json!(i % 10 == 0);
+                e["quantity"] = json!(2);
+                e["price"] = json!(1.25);
+            }
+            e
+        })
+        .collect();
+    for chunk in events.chunks(1000) {
+        let (s, body) = source.send(&source_keys, json!(chunk));
+        assert_eq!(s, 200, "{body}");
+    }
+    let mut rows = source.export_today(&source_keys);
+    assert_eq!(rows.len(), 3000);
+    let planned: Vec<&Value> = rows
+        .iter()
+        .filter(|r| r["plan"]["branch"] == "main")
+        .collect();
+    assert_eq!(planned.len(), 600, "plan is kept and exported");
+    assert!(planned
+        .iter()
+        .all(|r| r["ingestion_metadata"]["source_name"] == "backfill"
+            && r["paying"].is_boolean()
+            && r["quantity"] == json!(2)));
+    // Fields another exporter writes that lethe does not model are kept as they are.
+    for (i, row) in rows.iter_mut().enumerate().filter(|(i, _)| i % 7 == 0) {
+        row["client_upload_time"] = json!("2030-01-01 00:00:00.000000");
+        row["data"] = json!({"path": format!("/p/{i}"), "group_ids": {}});
+        row["user_creation_time"] = json!("2020-05-05 05:05:05.000000");
+        row["amplitude_attribution_ids"] = json!(["a1", "a2"]);
+    }
+    let expected = by_uuid(&rows);
+    let mut lines: Vec<String> = rows.iter().map(Value::to_string).collect();
+    for i in (1..lines.len()).rev() {
+        lines.swap(i, rng.next(i as u64 + 1) as usize);
+    }
+
+    // A new server imports the shuffled export.
+    let tmp = tempfile::tempdir().unwrap();
+    let target = Server::start_on(&tmp.path().join("data"), &["--privacy-grace", "0s"]);
+    let keys = target.first_start_keys();
+    let token = target.admin_token();
+    let (s, b) = target.import(&token, keys.project_id, lines.join("\n"));
+    assert_eq!((s, &b["ingested"]), (200, &json!(3000)), "{b}");
+    let imported = by_uuid(&target.export_today(&keys));
+    assert_eq!(imported.len(), 3000);
+    let differing: Vec<&String> = expected
+        .iter()
+        .filter(|(uuid, row)| imported.get(*uuid) != Some(row))
+        .map(|(uuid, _)| uuid)
+        .collect();
+    assert!(
+        differing.is_empty(),
+        "{} rows differ, e.g. {:?} became {:?}",
+        differing.len(),
+        expected[differing[0]],
+        imported.get(differing[0])
+    );
+
+    // Each user's profile is the snapshot of their latest event by event time.
+    let mut latest: std::collections::BTreeMap<String, &Value> = Default::default();
+    for row in expected.values() {
+        let user = row["user_id"].as_str().unwrap().to_string();
+        let newer = latest
+            .get(&user)
+            .is_none_or(|r| r["event_time"].as_str() < row["event_time"].as_str());
+        if newer {
+            latest.insert(user, row);
+        }
+    }
+    for (user, row) in &latest {
+        let (s, body) = common::status_json(
+            target
+                .client
+                .get(target.url(&format!(
+                    "/v1/userprofile?user_id={user}&get_amp_props=true"
+                )))
+                .header("Authorization", format!("Api-Key {}", keys.secret_key))
+                .send()
+                .unwrap(),
+        );
+        assert_eq!(s, 200);
+        assert_eq!(
+            body["userData"]["amp_props"], row["user_properties"],
+            "{user}"
+        );
+        assert_eq!(
+            body["userData"]["amplitude_id"], row["amplitude_id"],
+            "{user}"
+        );
+    }
+
+    // A task removing one user property from one event type changes exactly those rows.
+    let now = chrono::Utc::now();
+    let rfc =
+        |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let (s, task) = target.post_as(
+        &token,
+        &format!("/api/v1/projects/{}/deletion-tasks", keys.project_id),
+        &json!({"name": "k3 on views", "start": rfc(now - chrono::Duration::hours(2)), "end": rfc(now),
+                "confirm": "DELETE",
+                "clauses": [{"kind": "user_property", "properties": ["k3"], "event_types": ["View"]}]}),
+    );
+    assert_eq!(s, 202, "{task}");
+    let id = task["id"].as_i64().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (_, t) = target.get_as(&token, &format!("/api/v1/deletion-tasks/{id}"));
+        if t["status"] == "completed" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline && t["status"] != "failed",
+            "{t}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let after = by_uuid(&target.export_today(&keys));
+    assert_eq!(after.len(), 3000);
+    for (uuid, row) in &expected {
+        let mut want = row.clone();
+        if row["event_type"] == "View" {
+            want["user_properties"]
+                .as_object_mut()
+                .unwrap()
+                .remove("k3");
+        }
+        assert_eq!(after[uuid], want);
+    }
+
+    // Erasing one user removes their rows and leaves every other row as it was.
+    let (s, body) = common::status_json(
+        target
+            .client
+            .post(target.url("/api/2/deletions/users"))
+            .basic_auth(&keys.api_key, Some(&keys.secret_key))
+            .json(&json!({"user_ids": ["user-007"], "requester": "dpo"}))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(s, 200, "{body}");
+    let erased = after
+        .values()
+        .filter(|r| r["user_id"] == "user-007")
+        .count();
+    assert!(erased > 0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let remaining = loop {
+        let rows = by_uuid(&target.export_today(&keys));
+        if rows.len() == 3000 - erased {
+            break rows;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the erasure never ran"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    for (uuid, row) in &after {
+        match row["user_id"] == "user-007" {
+            true => assert!(!remaining.contains_key(uuid)),
+            false => assert_eq!(&remaining[uuid], row),
+        }
+    }
+}
