@@ -16,7 +16,8 @@ use serde_json::json;
 use serde_json::value::RawValue;
 
 use crate::amplitude::{decode_body, event_issues_reply, AmplitudeReply, BodyError};
-use crate::ingest::{missing_field, project_for_api_key, store_failure};
+use crate::ingest::{admit_rates, missing_field, project_for_api_key, store_failure};
+use crate::rates::Endpoint;
 use crate::App;
 
 /// Largest body (after decompression) and most identifications per request, as for events.
@@ -161,6 +162,7 @@ async fn handle(
     if !issues.is_empty() {
         return Err(event_issues_reply(&issues));
     }
+    admit_rates(app, project.id, Endpoint::HttpApi, &calls)?;
     let store = app.store.clone();
     match crate::blocking(move || Ok(store.identify(project.id, calls))).await {
         Ok(Ok(_)) => Ok(()),

@@ -14,6 +14,7 @@ use serde_json::json;
 use crate::amplitude::{
     decode_body, event_issues_reply, unavailable_body, AmplitudeReply, BodyError,
 };
+use crate::rates::Endpoint;
 use crate::{App, CorsOrigins};
 use axum::http::{Extensions, Method};
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
@@ -27,13 +28,13 @@ pub fn routes(origins: &CorsOrigins) -> Router<App> {
         .route(
             "/2/httpapi",
             post(|s: State<App>, h: HeaderMap, x: Extensions, b: Bytes| {
-                ingest(s, h, x, b, HTTPAPI_MAX_BYTES, "httpapi")
+                ingest(s, h, x, b, Endpoint::HttpApi)
             }),
         )
         .route(
             "/batch",
             post(|s: State<App>, h: HeaderMap, x: Extensions, b: Bytes| {
-                ingest(s, h, x, b, BATCH_MAX_BYTES, "batch")
+                ingest(s, h, x, b, Endpoint::Batch)
             }),
         )
         .merge(crate::identify::routes())
@@ -75,17 +76,20 @@ async fn ingest(
     headers: HeaderMap,
     extensions: Extensions,
     body: Bytes,
-    limit: usize,
-    endpoint: &'static str,
+    endpoint: Endpoint,
 ) -> AmplitudeReply {
     let client = app.client_address(&headers, &extensions);
-    let reply = handle(&app, &headers, &client, &body, limit).await;
+    let reply = handle(&app, &headers, &client, &body, endpoint).await;
     let outcome = if reply.0.is_success() {
         "accepted"
     } else {
         "rejected"
     };
-    metrics::counter!("lethe_ingest_requests_total", "endpoint" => endpoint, "outcome" => outcome)
+    let name = match endpoint {
+        Endpoint::HttpApi => "httpapi",
+        Endpoint::Batch => "batch",
+    };
+    metrics::counter!("lethe_ingest_requests_total", "endpoint" => name, "outcome" => outcome)
         .increment(1);
     reply
 }
@@ -95,8 +99,12 @@ async fn handle(
     headers: &HeaderMap,
     client: &str,
     body: &[u8],
-    limit: usize,
+    endpoint: Endpoint,
 ) -> AmplitudeReply {
+    let limit = match endpoint {
+        Endpoint::HttpApi => HTTPAPI_MAX_BYTES,
+        Endpoint::Batch => BATCH_MAX_BYTES,
+    };
     let body = match decode_body(headers, body, limit) {
         Ok(b) => b,
         Err(BodyError::TooLarge) => return AmplitudeReply::too_large(),
@@ -141,6 +149,9 @@ async fn handle(
     for event in &mut events {
         event.fill_remote_ip(client);
     }
+    if let Err(reply) = admit_rates(app, project.id, endpoint, &events) {
+        return reply;
+    }
     let count = events.len();
     let store = app.store.clone();
     let stored = crate::blocking(move || Ok(store.ingest(project.id, events))).await;
@@ -162,6 +173,23 @@ async fn handle(
         Ok(Err(e)) => store_failure(e),
         Err(_) => AmplitudeReply::error(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error"),
     }
+}
+
+/// Counts the request's events against the per-device and per-user limits, or answers 429
+/// with Amplitude's body (nothing stored) when one would pass them.
+pub(crate) fn admit_rates(
+    app: &App,
+    project_id: i64,
+    endpoint: Endpoint,
+    events: &[lethe_event::ParsedEvent],
+) -> Result<(), AmplitudeReply> {
+    app.rates
+        .admit(project_id, endpoint, events, lethe_meta::now_ms())
+        .map_err(|throttled| {
+            metrics::counter!("lethe_events_throttled_total")
+                .increment(throttled.throttled_events.len() as u64);
+            AmplitudeReply(StatusCode::TOO_MANY_REQUESTS, throttled.body())
+        })
 }
 
 /// The project an ingestion API key names, or the answer for a key that names none.

@@ -13,6 +13,7 @@ mod manage;
 mod ops;
 mod privacy;
 mod profile;
+mod rates;
 mod segmentation;
 mod startup;
 mod tasks;
@@ -29,6 +30,7 @@ use lethe_meta::MetaStore;
 use lethe_store::{Store, StoreConfig};
 
 pub use error::ApiError;
+pub use rates::RateLimits;
 pub use startup::{start, Running, StartError};
 
 /// How to run a server.
@@ -47,6 +49,8 @@ pub struct ServerConfig {
     /// lethe runs behind a proxy that sets `X-Forwarded-For`: the client's address is the
     /// first one there, not the connection's peer.
     pub trusted_proxy: bool,
+    /// Per-device and per-user event rate limits of the ingestion endpoints.
+    pub rates: RateLimits,
 }
 
 /// The web origins allowed to call the ingestion endpoints from a browser.
@@ -70,6 +74,7 @@ pub struct App {
     throttle: Arc<throttle::Throttle>,
     cors: CorsOrigins,
     trusted_proxy: bool,
+    rates: Arc<rates::EventRates>,
 }
 
 impl App {

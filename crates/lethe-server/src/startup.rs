@@ -12,6 +12,7 @@ use lethe_meta::{MetaStore, NewProject};
 use lethe_store::{DataDir, Store};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
+use crate::rates::EventRates;
 use crate::worker::{QueueSignal, Worker};
 use crate::{router, App, ServerConfig};
 
@@ -103,6 +104,7 @@ pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
             throttle: Default::default(),
             cors: config.cors.clone(),
             trusted_proxy: config.trusted_proxy,
+            rates: Arc::new(EventRates::new(config.rates)),
         },
         listener,
         _lock: lock,

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use lethe_server::{CorsOrigins, ServerConfig};
+use lethe_server::{CorsOrigins, RateLimits, ServerConfig};
 use lethe_store::StoreConfig;
 
 #[derive(Args)]
@@ -45,6 +45,16 @@ pub struct ServeArgs {
     /// `"ip": "$remote"` and for throttling) from it instead of the connection.
     #[arg(long)]
     trusted_proxy: bool,
+    /// Events per second one device_id or user_id may send to `/2/httpapi` and `/identify`
+    /// (averaged over 30 s) before its events get Amplitude's 429; 0 turns the limit off.
+    #[arg(long, default_value_t = 30)]
+    device_eps_limit: u32,
+    /// The same limit for `/batch`.
+    #[arg(long, default_value_t = 1000)]
+    batch_device_eps_limit: u32,
+    /// Events one device_id or user_id may send in a rolling 24 h; 0 turns the quota off.
+    #[arg(long, default_value_t = 500_000)]
+    device_daily_quota: u64,
 }
 
 /// `30`, `30s`, `90m`, `24h`, `2d`.
@@ -84,6 +94,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
         privacy_grace: args.privacy_grace,
         trusted_proxy: args.trusted_proxy,
+        rates: RateLimits {
+            httpapi_eps: args.device_eps_limit,
+            batch_eps: args.batch_device_eps_limit,
+            daily_quota: args.device_daily_quota,
+        },
         cors: match args.cors_origins.trim() {
             "*" => CorsOrigins::Any,
             list => CorsOrigins::List(

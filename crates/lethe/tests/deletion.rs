@@ -487,7 +487,7 @@ fn ingestion_and_reads_go_on_during_a_task_and_lose_nothing() {
         let mut acked = 0;
         for b in 0..40 {
             let events: Vec<Value> = (0..50)
-                .map(|i| json!({"event_type": "Live", "device_id": "live-device", "insert_id": format!("live-{b}-{i}")}))
+                .map(|i| json!({"event_type": "Live", "device_id": format!("live-device-{i}"), "insert_id": format!("live-{b}-{i}")}))
                 .collect();
             let r = client
                 .post(format!("{url}/2/httpapi"))

@@ -47,7 +47,16 @@ fn kill_9_loses_nothing_acknowledged_and_retries_duplicate_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
     // Frequent flushes, so that the kill lands in any step: WAL append, flush, compaction.
-    let flags = ["--flush-interval-secs", "0.05", "--flush-events", "300"];
+    // Each client is one device sending as fast as it can: a load test, not an SDK, so the
+    // per-device rate limit is off.
+    let flags = [
+        "--flush-interval-secs",
+        "0.05",
+        "--flush-events",
+        "300",
+        "--device-eps-limit",
+        "0",
+    ];
     let server = Server::start_on(&dir, &flags);
     let keys = server.first_start_keys();
     let url = server.url.clone();

@@ -459,3 +459,49 @@ fn the_server_fills_in_the_client_address_and_keeps_the_sdk_fields() {
     }
     server.stop();
 }
+
+#[test]
+fn a_device_sending_too_fast_gets_amplitudes_429_and_nothing_is_stored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start_on(
+        &tmp.path().join("data"),
+        &["--device-eps-limit", "2", "--device-daily-quota", "1000"],
+    );
+    let keys = server.first_start_keys();
+    let mut events: Vec<Value> = (0..100)
+        .map(|i| json!({"event_type": "burst", "device_id": "device-fast", "insert_id": format!("f-{i}")}))
+        .collect();
+    events.push(json!({"event_type": "calm", "device_id": "device-calm", "user_id": "user-calm"}));
+    let (s, body) = server.send(&keys, json!(events));
+    assert_eq!(s, 429, "{body}");
+    assert_eq!(body["code"], 429);
+    assert_eq!(body["eps_threshold"], 2);
+    assert!(body["throttled_devices"]["device-fast"].as_u64().unwrap() > 2);
+    assert_eq!(body["throttled_users"], json!({}));
+    assert_eq!(
+        body["throttled_events"],
+        json!((0..100).collect::<Vec<_>>())
+    );
+    assert!(
+        server.export_today(&keys).is_empty(),
+        "a 429 stores nothing"
+    );
+    // The SDK retries the others at once; they are stored.
+    let (s, body) = server.send(&keys, json!([events[100]]));
+    assert_eq!(s, 200, "{body}");
+    // /batch has its own, higher threshold (1000 by default).
+    let (s, body) = status_json(server.post_json(
+        "/batch",
+        &json!({"api_key": keys.api_key, "events": events[..100]}),
+    ));
+    assert_eq!(s, 200, "{body}");
+    // The daily quota counts every endpoint's events per device.
+    let more: Vec<Value> = (0..950)
+        .map(|i| json!({"event_type": "more", "device_id": "device-fast", "insert_id": format!("m-{i}")}))
+        .collect();
+    let (s, body) =
+        status_json(server.post_json("/batch", &json!({"api_key": keys.api_key, "events": more})));
+    assert_eq!(s, 429, "{body}");
+    assert_eq!(body["exceeded_daily_quota_devices"]["device-fast"], 1050);
+    assert_eq!(server.export_today(&keys).len(), 101);
+}
