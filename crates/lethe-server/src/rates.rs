@@ -159,7 +159,7 @@ impl EventRates {
         endpoint: Endpoint,
         events: &[ParsedEvent],
         now_ms: i64,
-    ) -> Result<(), Throttled> {
+    ) -> Result<(), Box<Throttled>> {
         let eps_limit = match endpoint {
             Endpoint::HttpApi => self.limits.httpapi_eps,
             Endpoint::Batch => self.limits.batch_eps,
@@ -218,7 +218,7 @@ impl EventRates {
             throttled_events.sort_unstable();
             throttled_events.dedup();
             refused.throttled_events = throttled_events;
-            return Err(refused);
+            return Err(Box::new(refused));
         }
         for ((who, id), indices) in sent {
             let key = self.hasher.hash_one((project_id, who, id));
