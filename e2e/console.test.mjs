@@ -262,4 +262,16 @@ test('an admin sees the users a privacy request suppressed, by hash only, and li
   assert.equal(await taxonomy(server.secretKey), 401);
   assert.equal(await taxonomy(secret), 200);
   server.secretKey = secret;
+
+  // The chart time zone: a wrong name is refused with the server's message, a right one saved.
+  const zone = page.getByLabel('Chart time zone of Default');
+  const zoneForm = zone.locator('xpath=..');
+  await zone.fill('Mars/Olympus');
+  await zoneForm.getByRole('button', { name: 'Save' }).click();
+  await zoneForm.getByText(/IANA time zone/).waitFor();
+  await zone.fill('Europe/Berlin');
+  await zoneForm.getByRole('button', { name: 'Save' }).click();
+  await zoneForm.getByText('saved: Europe/Berlin').waitFor();
+  const projects = await page.evaluate(async () => (await (await fetch('/api/v1/projects')).json()));
+  assert.equal(projects.find((p) => p.name === 'Default').time_zone, 'Europe/Berlin');
 });

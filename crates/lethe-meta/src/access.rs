@@ -62,6 +62,8 @@ pub struct Project {
     pub name: String,
     pub api_key: String,
     pub created_at: i64,
+    /// The time zone its charts count days and hours in (default UTC).
+    pub time_zone: chrono_tz::Tz,
 }
 
 /// A project just created (or its secret just rotated), with the secret to show once.
@@ -174,11 +176,21 @@ fn project_from_row(r: &Row) -> rusqlite::Result<Project> {
         name: r.get(1)?,
         api_key: r.get(2)?,
         created_at: r.get(3)?,
+        time_zone: {
+            let name: String = r.get(4)?;
+            name.parse().map_err(|_| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    4,
+                    rusqlite::types::Type::Text,
+                    format!("unknown time zone {name:?}").into(),
+                )
+            })?
+        },
     })
 }
 
 const USER_COLS: &str = "id, email, role, active, created_at";
-const PROJECT_COLS: &str = "id, name, api_key, created_at";
+const PROJECT_COLS: &str = "id, name, api_key, created_at, time_zone";
 
 fn is_unique_violation(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _)
@@ -421,7 +433,7 @@ impl MetaStore {
             Ok(c.query_row(
                 &format!("SELECT {PROJECT_COLS}, secret_sha256 FROM projects WHERE api_key = ?1"),
                 [api_key],
-                |r| Ok((project_from_row(r)?, r.get::<_, String>(4)?)),
+                |r| Ok((project_from_row(r)?, r.get::<_, String>(5)?)),
             )
             .optional()?)
         })?;
@@ -533,6 +545,30 @@ impl MetaStore {
         self.project_where("api_key = ?1", api_key)
     }
 
+    /// Sets the time zone a project's charts count in; `false` when there is no such
+    /// project. Audited.
+    pub fn set_project_time_zone(
+        &self,
+        project_id: i64,
+        time_zone: chrono_tz::Tz,
+        actor: &str,
+    ) -> Result<bool> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let changed = tx.execute(
+                "UPDATE projects SET time_zone = ?2 WHERE id = ?1",
+                params![project_id, time_zone.name()],
+            )?;
+            if changed == 1 {
+                let detail =
+                    serde_json::json!({ "project_id": project_id, "time_zone": time_zone.name() });
+                crate::tasks::audit_in(&tx, actor, "project.time_zone_set", None, &detail)?;
+            }
+            tx.commit()?;
+            Ok(changed == 1)
+        })
+    }
+
     /// The project a secret key alone selects (the User Profile API's `Api-Key` header).
     /// Secrets are random, so digests never collide across projects.
     pub fn project_by_secret(&self, secret: &str) -> Result<Option<Project>> {
@@ -568,6 +604,7 @@ fn insert_project(c: &rusqlite::Transaction, name: &str, actor: &str) -> Result<
         name: name.to_string(),
         api_key,
         created_at: now,
+        time_zone: chrono_tz::Tz::UTC,
     };
     let detail = serde_json::json!({ "project_id": project.id, "name": project.name });
     crate::tasks::audit_in(c, actor, "project.created", None, &detail)?;

@@ -566,12 +566,12 @@ function confirmTask(w, body, preview, verifySection) {
 async function projects() {
   const admin = state.user.role === 'admin';
   const table = h('div', { class: 'table-wrap' }, h('table', { 'aria-label': 'Projects' },
-    h('thead', {}, h('tr', {}, ['Name', 'Id', 'API key', admin && 'Secret key', 'Created'].filter(Boolean).map((c) => h('th', { scope: 'col' }, c)))),
+    h('thead', {}, h('tr', {}, ['Name', 'Id', 'API key', 'Chart time zone', admin && 'Secret key', 'Created'].filter(Boolean).map((c) => h('th', { scope: 'col' }, c)))),
     h('tbody', {}, state.projects.map((p) => {
       const secret = h('td', {});
       if (admin) secret.append(rotateButton(p, secret));
       return h('tr', {}, h('td', {}, p.name), h('td', {}, String(p.id)), h('td', {}, h('code', {}, p.api_key)),
-        admin && secret, h('td', {}, utc(p.created_at)));
+        h('td', {}, admin ? timeZoneForm(p) : p.time_zone), admin && secret, h('td', {}, utc(p.created_at)));
     }))));
   const parts = [h('h1', {}, 'Projects'), table];
   if (admin) parts.push(await projectAccess());
@@ -595,7 +595,25 @@ async function projects() {
     });
     parts.push(form);
   }
+  const zones = typeof Intl.supportedValuesOf === 'function' ? Intl.supportedValuesOf('timeZone') : [];
+  parts.push(h('datalist', { id: 'time-zones' }, ['UTC', ...zones].map((z) => h('option', { value: z }))));
   setMain('Projects', ...parts);
+}
+
+/** The time zone a project's segmentation counts days in (event time, as in Amplitude).
+ *  Deletion tasks and the volume chart keep using server upload time in UTC. */
+function timeZoneForm(p) {
+  const id = `tz-${p.id}`;
+  const input = h('input', { id, type: 'text', value: p.time_zone, list: 'time-zones', size: 18, 'aria-label': `Chart time zone of ${p.name}` });
+  const status = h('span', { class: 'hint', role: 'status' });
+  const form = h('form', { class: 'inline' }, input, h('button', { type: 'submit' }, 'Save'), status);
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const r = await api('PATCH', `/api/v1/projects/${p.id}`, { time_zone: input.value.trim() });
+    status.textContent = r.status === 200 ? ` saved: ${r.data.time_zone}` : ` ${r.data?.error || 'failed'}`;
+    if (r.status === 200) p.time_zone = r.data.time_zone;
+  });
+  return form;
 }
 
 /** Secret keys are stored as digests and shown once: an administrator can only replace one,
@@ -719,7 +737,8 @@ function chart(xValues, series) {
 
 async function volume(projectId, from, to, types) {
   const query = (eventType) => {
-    const q = new URLSearchParams({ e: JSON.stringify({ event_type: eventType }), m: 'totals', i: '1', start: from.replaceAll('-', ''), end: to.replaceAll('-', '') });
+    // lethe_time=upload: days of server upload time in UTC, the time deletion tasks select by.
+    const q = new URLSearchParams({ e: JSON.stringify({ event_type: eventType }), m: 'totals', i: '1', start: from.replaceAll('-', ''), end: to.replaceAll('-', ''), lethe_time: 'upload' });
     return api('GET', `/api/v1/projects/${projectId}/events/segmentation?${q}`);
   };
   const answers = await Promise.all([query('_all'), ...types.map(query)]);
@@ -768,7 +787,7 @@ async function data() {
     const top = [...c.data.event_types].sort((a, b) => b.event_count - a.event_count).slice(0, 5).map((e) => e.name);
     try {
       const v = await volume(project.value, from.value, to.value, top);
-      chartBox.replaceChildren(h('h2', {}, 'Daily events by upload time (UTC): all events and the five most frequent types'), chart(v.xValues, v.series));
+      chartBox.replaceChildren(h('h2', {}, 'Daily events by server upload time (UTC, the time deletion tasks select by, not event time): all events and the five most frequent types'), chart(v.xValues, v.series));
     } catch (e) {
       chartBox.replaceChildren();
       err.textContent = e.message;

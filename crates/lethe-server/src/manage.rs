@@ -22,6 +22,7 @@ pub fn routes() -> Router<App> {
         )
         .route("/api/v1/me", get(me))
         .route("/api/v1/projects", get(list_projects).post(create_project))
+        .route("/api/v1/projects/{id}", patch(update_project))
         .route("/api/v1/projects/{id}/secret-key", post(rotate_secret))
         .route("/api/v1/projects/{id}/members", get(list_members))
         .route(
@@ -159,7 +160,8 @@ async fn me(Session(user): Session, parts: Parts) -> Result<Json<Value>, ApiErro
 }
 
 fn project_json(p: &Project) -> Value {
-    json!({ "id": p.id, "name": p.name, "api_key": p.api_key, "created_at": p.created_at })
+    json!({ "id": p.id, "name": p.name, "api_key": p.api_key, "created_at": p.created_at,
+            "time_zone": p.time_zone.name() })
 }
 
 /// A project with its new secret key: the only answer that ever carries one.
@@ -200,6 +202,35 @@ async fn rotate_secret(
     let secret = blocking(move || Ok(app.meta.rotate_secret(id, &actor)?)).await?;
     let secret = secret.ok_or_else(|| ApiError::not_found("project"))?;
     Ok(Json(json!({ "id": id, "secret_key": secret })))
+}
+
+/// `PATCH /api/v1/projects/{id}` with `time_zone` (an IANA name such as `Europe/Berlin`;
+/// admin): the time zone the project's charts count days and hours in, as in Amplitude.
+async fn update_project(
+    State(app): State<App>,
+    session: Session,
+    Path(id): Path<i64>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    session.require_admin()?;
+    let name = body.text("time_zone")?;
+    let time_zone: chrono_tz::Tz = name.parse().map_err(|_| {
+        ApiError::field(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "time_zone",
+            "time_zone must be an IANA time zone name, e.g. UTC or America/New_York",
+        )
+    })?;
+    let actor = session.0.email.clone();
+    let project = blocking(move || {
+        if !app.meta.set_project_time_zone(id, time_zone, &actor)? {
+            return Err(ApiError::not_found("project"));
+        }
+        Ok(app.meta.project(id)?)
+    })
+    .await?
+    .ok_or_else(|| ApiError::not_found("project"))?;
+    Ok(Json(project_json(&project)))
 }
 
 /// `GET /api/v1/projects/{id}/members` (admin): who besides the administrators may reach

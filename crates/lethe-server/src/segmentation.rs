@@ -1,9 +1,11 @@
-//! Event segmentation (Amplitude's Dashboard REST `GET /api/2/events/segmentation`): event
-//! counts or unique users per day or hour, for one event (or all), with property filters
-//! and one group-by. The console's data chart uses the same query under the management API.
+//! Event segmentation (Amplitude's Dashboard REST `GET /api/2/events/segmentation`): per
+//! bucket of event time in the project's time zone, the totals, uniques, DAU share, average
+//! or property sums of one or two events (`e`, `e2`), with property filters (custom and
+//! built-in) and one group-by. Whatever lethe does not compute is refused with a 400 naming
+//! the parameter: a wrong number with a 200 is worse than no number.
 //!
-//! lethe buckets by server upload time in UTC: the time deletion tasks select by, so the
-//! chart shows exactly what a task over a range would touch.
+//! The console's volume chart asks for lethe's `lethe_time=upload`: buckets of server upload
+//! time in UTC, the time deletion tasks select by, so the chart shows what a task would touch.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -12,20 +14,37 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
-use chrono::{NaiveDate, NaiveDateTime};
+use chrono::{Datelike, Duration, NaiveDate, NaiveDateTime, TimeZone, Timelike};
+use chrono_tz::Tz;
+use lethe_event::StrField;
 use lethe_meta::CatalogKind;
-use lethe_store::{events_to_batch, parallel_map, read_batches};
-use serde::Deserialize;
+use lethe_store::{events_to_batch, parallel_map, read_batches_between};
 use serde_json::{json, Value};
 
 use crate::auth::{ProjectKey, Session};
 use crate::{blocking, ApiError, App};
 
-const HOUR_MS: i64 = 3_600_000;
-const DAY_MS: i64 = 24 * HOUR_MS;
-/// Amplitude's limits: hourly covers at most 7 days, daily at most 365.
+/// Amplitude's range limits per interval, in days.
+const MAX_REALTIME_DAYS: i64 = 2;
 const MAX_HOURLY_DAYS: i64 = 7;
 const MAX_DAILY_DAYS: i64 = 366;
+const MAX_LONG_DAYS: i64 = 3 * 366;
+/// Event types that are not user activity (`_active`, `n=active` leave them out).
+const INACTIVE_TYPES: &[&str] = &["$identify", "$groupidentify"];
+/// The parameters lethe reads; any other is refused rather than silently ignored.
+const KNOWN_PARAMS: &[&str] = &[
+    "e",
+    "e2",
+    "m",
+    "n",
+    "start",
+    "end",
+    "i",
+    "s",
+    "g",
+    "limit",
+    "lethe_time",
+];
 
 pub fn routes() -> Router<App> {
     Router::new()
@@ -33,17 +52,7 @@ pub fn routes() -> Router<App> {
         .route("/api/v1/projects/{id}/events/segmentation", get(by_session))
 }
 
-#[derive(Deserialize)]
-struct Params {
-    e: Option<String>,
-    m: Option<String>,
-    start: Option<String>,
-    end: Option<String>,
-    i: Option<String>,
-    s: Option<String>,
-    g: Option<String>,
-    limit: Option<String>,
-}
+type Params = HashMap<String, String>;
 
 /// `GET /api/2/events/segmentation` with Basic `api_key:secret_key`.
 async fn by_key(
@@ -66,11 +75,12 @@ async fn by_session(
 }
 
 async fn run(app: App, project_id: i64, params: Params) -> Result<Json<Value>, ApiError> {
-    let query = Segmentation::parse(&params)?;
     blocking(move || {
-        app.meta
+        let project = app
+            .meta
             .project(project_id)?
             .ok_or_else(|| ApiError::not_found("project"))?;
+        let query = Segmentation::parse(&params, project.time_zone)?;
         Ok(Json(query.answer(&app, project_id)?))
     })
     .await
@@ -80,11 +90,59 @@ fn bad(field: &str, message: impl Into<String>) -> ApiError {
     ApiError::field(StatusCode::BAD_REQUEST, field, message)
 }
 
-/// Whether a property is an event's or its user's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Scope {
-    Event,
-    User,
+/// Where a property lives: an event property, a custom user property (`gp:`), or a field
+/// every event has (Amplitude's built-in user properties: `country`, `platform`, …).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Property {
+    Event(String),
+    User(String),
+    /// The segment column of a standard field or id.
+    Builtin(&'static str),
+}
+
+/// Amplitude's names for the built-in properties, with the column each is stored in.
+fn builtin(name: &str) -> Option<&'static str> {
+    let alias = match name {
+        "version" => Some("app_version"),
+        "os" => Some("os_name"),
+        "DMA" => Some("dma"),
+        "device" => Some("device_model"),
+        "user_id" => Some("user_id"),
+        "device_id" => Some("device_id"),
+        _ => None,
+    };
+    alias.or_else(|| {
+        StrField::ALL
+            .iter()
+            .find(|f| f.wire == name || f.export == name)
+            .map(|f| f.wire)
+    })
+}
+
+/// A property named in a filter or group-by: `kind` is `event` or `user` where the form
+/// says; a user property is custom with the `gp:` prefix, else built-in.
+fn property(field: &str, kind: Option<&str>, key: &str) -> Result<Property, ApiError> {
+    if key.is_empty() {
+        return Err(bad(field, "a property name is required"));
+    }
+    match (kind, key.strip_prefix("gp:")) {
+        (_, Some(custom)) => Ok(Property::User(custom.to_string())),
+        (Some("event"), None) => Ok(Property::Event(key.to_string())),
+        (None | Some("user"), None) => builtin(key).map(Property::Builtin).ok_or_else(|| {
+            bad(
+                field,
+                format!(
+                    "{key:?} is not a built-in property lethe has (country, platform, os, version, \
+                     city, region, language, library, carrier, device_type, …); custom user \
+                     properties take the gp: prefix"
+                ),
+            )
+        }),
+        (Some(other), None) => Err(bad(
+            field,
+            format!("property type {other:?} is not supported: use event or user"),
+        )),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -101,56 +159,148 @@ enum Op {
 
 #[derive(Debug, Clone, PartialEq)]
 struct Filter {
-    scope: Scope,
-    key: String,
+    property: Property,
     op: Op,
     values: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// What is counted per bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Metric {
     Totals,
     Uniques,
+    /// Uniques as a percentage of the users active in the bucket.
+    PctDau,
+    /// Events per user.
+    Average,
+    /// The sum of a numeric property (the group-by property), per bucket.
+    Sums,
+}
+
+/// Whose events count (`n`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Users {
+    Any,
+    /// Leaves out events that are not user activity ($identify).
+    Active,
+    /// Only users whose first event falls in the same bucket.
+    New,
+}
+
+/// Bucket width (`i`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Interval {
+    Realtime,
+    Hourly,
+    Daily,
+    Weekly,
+    Monthly,
+}
+
+impl Interval {
+    /// The start of the bucket holding local time `t`.
+    fn floor(self, t: NaiveDateTime) -> NaiveDateTime {
+        let day = t.date().and_hms_opt(0, 0, 0).expect("midnight");
+        match self {
+            Interval::Realtime => {
+                day + Duration::minutes((t.hour() * 60 + t.minute() / 5 * 5) as i64)
+            }
+            Interval::Hourly => day + Duration::hours(t.hour() as i64),
+            Interval::Daily => day,
+            // Weeks start on Sunday, as Amplitude's charts count them.
+            Interval::Weekly => day - Duration::days(t.weekday().num_days_from_sunday() as i64),
+            Interval::Monthly => t
+                .date()
+                .with_day(1)
+                .expect("day 1")
+                .and_hms_opt(0, 0, 0)
+                .expect("midnight"),
+        }
+    }
+
+    fn next(self, t: NaiveDateTime) -> NaiveDateTime {
+        match self {
+            Interval::Realtime => t + Duration::minutes(5),
+            Interval::Hourly => t + Duration::hours(1),
+            Interval::Daily => t + Duration::days(1),
+            Interval::Weekly => t + Duration::days(7),
+            Interval::Monthly => t
+                .date()
+                .checked_add_months(chrono::Months::new(1))
+                .expect("in range")
+                .and_hms_opt(0, 0, 0)
+                .expect("midnight"),
+        }
+    }
+
+    fn label(self, t: NaiveDateTime) -> String {
+        match self {
+            Interval::Realtime => t.format("%Y-%m-%dT%H:%M:00").to_string(),
+            Interval::Hourly => t.format("%Y-%m-%dT%H:00:00").to_string(),
+            _ => t.format("%Y-%m-%d").to_string(),
+        }
+    }
+}
+
+/// Which time events are bucketed by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TimeBasis {
+    /// The event's time, in the project's time zone (Amplitude's charts).
+    Event,
+    /// The server upload time in UTC (lethe's `lethe_time=upload`: what tasks select by).
+    Upload,
+}
+
+impl TimeBasis {
+    fn column(self) -> &'static str {
+        match self {
+            TimeBasis::Event => "event_time",
+            TimeBasis::Upload => "server_upload_time",
+        }
+    }
+}
+
+/// One event the query counts (`e` or `e2`).
+#[derive(Debug, Clone, PartialEq)]
+struct EventQuery {
+    /// `None` for `_all`; `_active` is `None` with `active_only`.
+    event_type: Option<String>,
+    active_only: bool,
+    filters: Vec<Filter>,
+    group_by: Option<Property>,
 }
 
 /// A parsed query.
 #[derive(Debug, Clone, PartialEq)]
 struct Segmentation {
-    /// `None` for `_all` / `_active`.
-    event_type: Option<String>,
-    filters: Vec<Filter>,
-    group_by: Option<(Scope, String)>,
+    events: Vec<EventQuery>,
     metric: Metric,
-    /// `[from, to)` in ms, and the bucket width.
+    users: Users,
+    basis: TimeBasis,
+    zone: Tz,
+    interval: Interval,
+    /// Bucket starts (local time), and the query's `[from, to)` in UTC ms.
+    buckets: Vec<NaiveDateTime>,
     from: i64,
     to: i64,
-    bucket: i64,
     limit: usize,
 }
 
-fn parse_date(field: &str, text: Option<&str>) -> Result<NaiveDate, ApiError> {
+fn parse_date(field: &str, text: Option<&String>) -> Result<NaiveDate, ApiError> {
     let text = text.ok_or_else(|| bad(field, format!("{field} is required (YYYYMMDD)")))?;
     NaiveDate::parse_from_str(text, "%Y%m%d")
         .map_err(|_| bad(field, format!("{field} must be a date, YYYYMMDD")))
 }
 
-fn midnight_ms(d: NaiveDate) -> i64 {
-    d.and_hms_opt(0, 0, 0)
-        .unwrap_or(NaiveDateTime::MIN)
-        .and_utc()
-        .timestamp_millis()
-}
-
-/// A property key: `gp:name` (or a `user` type) is a user property.
-fn scoped(kind: Option<&str>, key: &str) -> Scope {
-    match (kind, key.starts_with("gp:")) {
-        (Some("user"), _) | (_, true) => Scope::User,
-        _ => Scope::Event,
-    }
-}
-
-fn strip_gp(key: &str) -> String {
-    key.strip_prefix("gp:").unwrap_or(key).to_string()
+/// UTC ms of a local time in `zone` (the earliest instant, across a DST change).
+fn utc_ms(zone: Tz, t: NaiveDateTime) -> i64 {
+    zone.from_local_datetime(&t)
+        .earliest()
+        .or_else(|| {
+            zone.from_local_datetime(&(t + Duration::hours(1)))
+                .earliest()
+        })
+        .map_or(0, |t| t.timestamp_millis())
 }
 
 fn parse_op(field: &str, op: Option<&str>) -> Result<Op, ApiError> {
@@ -183,94 +333,186 @@ fn plain(v: &Value) -> String {
     }
 }
 
-impl Segmentation {
-    fn parse(p: &Params) -> Result<Self, ApiError> {
-        let e: Value = match &p.e {
-            Some(text) => serde_json::from_str(text)
-                .map_err(|_| bad("e", "e must be a JSON object with event_type"))?,
-            None => return Err(bad("e", "e is required: {\"event_type\": \"_all\"}")),
-        };
-        let event_type = match e.get("event_type").and_then(Value::as_str) {
-            Some("_all" | "_active") => None,
-            Some(name) if !name.is_empty() => Some(name.strip_prefix("ce:").unwrap_or(name).into()),
-            _ => return Err(bad("e", "e.event_type is required")),
-        };
-        let mut filters = Vec::new();
-        for f in e
-            .get("filters")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let key = f
-                .get("subprop_key")
-                .and_then(Value::as_str)
-                .ok_or_else(|| bad("e", "each filter needs subprop_key"))?;
-            filters.push(Filter {
-                scope: scoped(f.get("subprop_type").and_then(Value::as_str), key),
-                key: strip_gp(key),
-                op: parse_op("e", f.get("subprop_op").and_then(Value::as_str))?,
-                values: text_values(f.get("subprop_value")),
-            });
+/// Parses `e` or `e2`: the event, its filters and its group-by.
+fn parse_event(field: &str, text: &str) -> Result<EventQuery, ApiError> {
+    let e: Value = serde_json::from_str(text).map_err(|_| {
+        bad(
+            field,
+            format!("{field} must be a JSON object with event_type"),
+        )
+    })?;
+    let (event_type, active_only) = match e.get("event_type").and_then(Value::as_str) {
+        Some("_all") => (None, false),
+        Some("_active") => (None, true),
+        Some(name @ ("revenue_amount" | "verified_revenue" | "unverified_revenue")) => {
+            return Err(bad(field, format!("{name} is not supported")))
         }
-        if let Some(s) = &p.s {
-            let segments: Value =
+        Some(name) if !name.is_empty() => (
+            Some(name.strip_prefix("ce:").unwrap_or(name).to_string()),
+            false,
+        ),
+        _ => return Err(bad(field, format!("{field}.event_type is required"))),
+    };
+    let mut filters = Vec::new();
+    for f in e
+        .get("filters")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let key = f
+            .get("subprop_key")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad(field, "each filter needs subprop_key"))?;
+        let kind = f.get("subprop_type").and_then(Value::as_str);
+        filters.push(Filter {
+            property: property(field, kind.or(Some("event")), key)?,
+            op: parse_op(field, f.get("subprop_op").and_then(Value::as_str))?,
+            values: text_values(f.get("subprop_value")),
+        });
+    }
+    let group_by = match e.get("group_by") {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(list)) if list.len() > 1 => {
+            return Err(bad(field, "one group-by is supported, not two"))
+        }
+        Some(Value::Array(list)) => match list.first() {
+            None => None,
+            Some(g) => {
+                let key = g
+                    .get("value")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| bad(field, "a group_by needs type and value"))?;
+                let kind = g.get("type").and_then(Value::as_str).unwrap_or("event");
+                Some(property(field, Some(kind), key)?)
+            }
+        },
+        Some(_) => return Err(bad(field, "group_by must be a list")),
+    };
+    Ok(EventQuery {
+        event_type,
+        active_only,
+        filters,
+        group_by,
+    })
+}
+
+impl Segmentation {
+    fn parse(p: &Params, project_zone: Tz) -> Result<Self, ApiError> {
+        if let Some(unknown) = p.keys().find(|k| !KNOWN_PARAMS.contains(&k.as_str())) {
+            return Err(bad(
+                unknown,
+                format!("parameter {unknown} is not supported"),
+            ));
+        }
+        let e = p
+            .get("e")
+            .ok_or_else(|| bad("e", "e is required: {\"event_type\": \"_all\"}"))?;
+        let mut events = vec![parse_event("e", e)?];
+        if let Some(e2) = p.get("e2") {
+            events.push(parse_event("e2", e2)?);
+        }
+        let mut segments = Vec::new();
+        if let Some(s) = p.get("s") {
+            let list: Value =
                 serde_json::from_str(s).map_err(|_| bad("s", "s must be a JSON array"))?;
-            for seg in segments.as_array().into_iter().flatten() {
+            for seg in list.as_array().into_iter().flatten() {
                 let key = seg
                     .get("prop")
                     .and_then(Value::as_str)
                     .ok_or_else(|| bad("s", "each segment needs prop"))?;
-                filters.push(Filter {
-                    scope: Scope::User,
-                    key: strip_gp(key),
+                segments.push(Filter {
+                    property: property("s", Some("user"), key)?,
                     op: parse_op("s", seg.get("op").and_then(Value::as_str))?,
                     values: text_values(seg.get("values")),
                 });
             }
         }
-        let group_by = match (&p.g, e.get("group_by").and_then(Value::as_array)) {
-            (Some(g), _) => Some((Scope::User, strip_gp(g))),
-            (None, Some(list)) => list.first().and_then(|g| {
-                let key = g.get("value")?.as_str()?;
-                Some((
-                    scoped(g.get("type").and_then(Value::as_str), key),
-                    strip_gp(key),
-                ))
-            }),
-            _ => None,
-        };
-        let metric = match p.m.as_deref().unwrap_or("uniques") {
+        if let Some(g) = p.get("g") {
+            let g = property("g", Some("user"), g)?;
+            for e in &mut events {
+                if e.group_by.is_some() {
+                    return Err(bad(
+                        "g",
+                        "one group-by is supported: g or e.group_by, not both",
+                    ));
+                }
+                e.group_by = Some(g.clone());
+            }
+        }
+        for e in &mut events {
+            e.filters.extend(segments.iter().cloned());
+        }
+        let metric = match p.get("m").map_or("uniques", String::as_str) {
             "totals" => Metric::Totals,
             "uniques" => Metric::Uniques,
+            "pct_dau" => Metric::PctDau,
+            "average" => Metric::Average,
+            "sums" => Metric::Sums,
             other => {
                 return Err(bad(
                     "m",
-                    format!("m={other} is not supported: use totals or uniques"),
+                    format!(
+                        "m={other} is not supported: use totals, uniques, pct_dau, average or sums"
+                    ),
+                ))
+            }
+        };
+        if metric == Metric::Sums && events.iter().any(|e| e.group_by.is_none()) {
+            return Err(bad(
+                "m",
+                "m=sums sums the group-by property: give it in e.group_by or g",
+            ));
+        }
+        let users = match p.get("n").map_or("any", String::as_str) {
+            "any" => Users::Any,
+            "active" => Users::Active,
+            "new" => Users::New,
+            other => {
+                return Err(bad(
+                    "n",
+                    format!("n={other} is not supported: use any, active or new"),
+                ))
+            }
+        };
+        let (basis, zone) = match p.get("lethe_time").map_or("event", String::as_str) {
+            "event" => (TimeBasis::Event, project_zone),
+            "upload" => (TimeBasis::Upload, Tz::UTC),
+            other => {
+                return Err(bad(
+                    "lethe_time",
+                    format!("lethe_time={other} is not supported: use event or upload"),
                 ))
             }
         };
         let (start, end) = (
-            parse_date("start", p.start.as_deref())?,
-            parse_date("end", p.end.as_deref())?,
+            parse_date("start", p.get("start"))?,
+            parse_date("end", p.get("end"))?,
         );
         if end < start {
             return Err(bad("end", "end must not be before start"));
         }
         let days = (end - start).num_days() + 1;
-        let bucket = match p.i.as_deref().unwrap_or("1") {
-            "1" if days <= MAX_DAILY_DAYS => DAY_MS,
-            "1" => return Err(bad("end", "a daily query covers at most 365 days")),
-            "-3600000" if days <= MAX_HOURLY_DAYS => HOUR_MS,
-            "-3600000" => return Err(bad("end", "an hourly query covers at most 7 days")),
+        let (interval, max_days) = match p.get("i").map_or("1", String::as_str) {
+            "-300000" => (Interval::Realtime, MAX_REALTIME_DAYS),
+            "-3600000" => (Interval::Hourly, MAX_HOURLY_DAYS),
+            "1" => (Interval::Daily, MAX_DAILY_DAYS),
+            "7" => (Interval::Weekly, MAX_LONG_DAYS),
+            "30" => (Interval::Monthly, MAX_LONG_DAYS),
             other => {
                 return Err(bad(
                     "i",
-                    format!("i={other} is not supported: use 1 (daily) or -3600000 (hourly)"),
+                    format!("i={other} is not supported: use -300000, -3600000, 1, 7 or 30"),
                 ))
             }
         };
-        let limit = match &p.limit {
+        if days > max_days {
+            return Err(bad(
+                "end",
+                format!("this interval covers at most {max_days} days"),
+            ));
+        }
+        let limit = match p.get("limit") {
             None => 100,
             Some(l) => l
                 .parse::<usize>()
@@ -278,61 +520,137 @@ impl Segmentation {
                 .filter(|l| (1..=1000).contains(l))
                 .ok_or_else(|| bad("limit", "limit must be 1 to 1000"))?,
         };
+        let first = start.and_hms_opt(0, 0, 0).expect("midnight");
+        let last = (end + Duration::days(1))
+            .and_hms_opt(0, 0, 0)
+            .expect("midnight");
+        let mut buckets = Vec::new();
+        let mut t = interval.floor(first);
+        while t < last {
+            buckets.push(t);
+            t = interval.next(t);
+        }
         Ok(Self {
-            event_type,
-            filters,
-            group_by,
+            events,
             metric,
-            from: midnight_ms(start),
-            to: midnight_ms(end) + DAY_MS,
-            bucket,
+            users,
+            basis,
+            zone,
+            interval,
+            buckets,
+            from: utc_ms(zone, first),
+            to: utc_ms(zone, last),
             limit,
         })
     }
 
-    /// The property keys the query reads, by scope.
-    fn keys(&self) -> impl Iterator<Item = (Scope, &String)> {
-        self.filters
-            .iter()
-            .map(|f| (f.scope, &f.key))
-            .chain(self.group_by.iter().map(|(s, k)| (*s, k)))
+    /// The bucket of an instant, if it is in the query's range.
+    fn bucket(&self, ms: i64) -> Option<usize> {
+        if ms < self.from || ms >= self.to {
+            return None;
+        }
+        let local = self.zone.timestamp_millis_opt(ms).single()?.naive_local();
+        self.buckets.partition_point(|b| *b <= local).checked_sub(1)
+    }
+
+    /// Every property the query reads.
+    fn properties(&self) -> impl Iterator<Item = &Property> {
+        self.events.iter().flat_map(|e| {
+            e.filters
+                .iter()
+                .map(|f| &f.property)
+                .chain(e.group_by.iter())
+        })
     }
 
     fn answer(&self, app: &App, project_id: i64) -> Result<Value, ApiError> {
         let columns = Columns::resolve(app, project_id, self)?;
-        let snapshot = app.store.snapshot(project_id, Some((self.from, self.to)));
-        let mut tally = Tally::default();
-        let read = columns.read_list();
+        // Upload time partitions the store; event time may lie anywhere, so every segment
+        // is considered and row groups outside the range are skipped by their statistics.
+        let range = match self.basis {
+            TimeBasis::Upload => Some((self.from, self.to)),
+            TimeBasis::Event => None,
+        };
+        let snapshot = app.store.snapshot(project_id, range);
+        let memtable = match snapshot.memtable.is_empty() {
+            true => None,
+            false => {
+                let (event_ids, user_ids) = columns.id_maps();
+                Some(events_to_batch(&snapshot.memtable, &event_ids, &user_ids)?)
+            }
+        };
+        let first_seen = match self.users {
+            Users::New => Some(self.first_seen(&snapshot.segments, memtable.as_ref())?),
+            _ => None,
+        };
+        let read = columns.read_list(self.basis);
+        let window = (self.from, self.to);
+        let mut tally = Tally::new(self);
         for batches in parallel_map(snapshot.segments.iter().collect(), |s| {
-            read_batches(s.file()?, Some(&read))
+            read_batches_between(s.file()?, &read, self.basis.column(), window)
         }) {
             for batch in batches? {
-                tally.add(self, &columns, &batch);
+                tally.add(self, &columns, &batch, first_seen.as_ref());
             }
         }
-        if !snapshot.memtable.is_empty() {
-            let (event_ids, user_ids) = columns.id_maps();
-            let memtable = events_to_batch(&snapshot.memtable, &event_ids, &user_ids)?;
-            tally.add(self, &columns, &memtable);
+        if let Some(batch) = &memtable {
+            tally.add(self, &columns, batch, first_seen.as_ref());
         }
         Ok(tally.render(self))
     }
-}
 
-/// Where each property the query reads lives in segments: `e_<id>` / `u_<id>`, by catalog
-/// id. A key the catalog lacks yet (only in unflushed events) gets a negative id that no
-/// segment has.
-struct Columns {
-    ids: HashMap<(Scope, String), i64>,
-}
-
-impl Scope {
-    fn prefix(self) -> &'static str {
-        match self {
-            Scope::Event => "e_",
-            Scope::User => "u_",
+    /// Each user's first bucket ever (for `n=new`): the earliest event of all stored data.
+    fn first_seen(
+        &self,
+        segments: &[std::sync::Arc<lethe_store::Segment>],
+        memtable: Option<&RecordBatch>,
+    ) -> Result<HashMap<i64, i64>, ApiError> {
+        let read = vec!["amplitude_id".to_string(), self.basis.column().to_string()];
+        let mut first: HashMap<i64, i64> = HashMap::new();
+        let mut note = |batch: &RecordBatch| {
+            if let (Some(ids), Some(times)) = (
+                int_column(batch, "amplitude_id"),
+                time_column(batch, self.basis),
+            ) {
+                for row in 0..batch.num_rows() {
+                    let t = first.entry(ids.value(row)).or_insert(i64::MAX);
+                    *t = (*t).min(times.value(row));
+                }
+            }
+        };
+        for batches in parallel_map(segments.iter().collect(), |s| {
+            read_batches_between(s.file()?, &read, self.basis.column(), (i64::MIN, i64::MAX))
+        }) {
+            for batch in batches? {
+                note(&batch);
+            }
         }
+        if let Some(batch) = memtable {
+            note(batch);
+        }
+        Ok(first)
     }
+}
+
+fn int_column<'a>(batch: &'a RecordBatch, name: &str) -> Option<&'a Int64Array> {
+    batch
+        .column_by_name(name)?
+        .as_any()
+        .downcast_ref::<Int64Array>()
+}
+
+fn time_column(batch: &RecordBatch, basis: TimeBasis) -> Option<&TimestampMillisecondArray> {
+    batch
+        .column_by_name(basis.column())?
+        .as_any()
+        .downcast_ref::<TimestampMillisecondArray>()
+}
+
+/// Where each property the query reads lives in segments: `e_<id>` / `u_<id>` by catalog id,
+/// or a standard column. A key the catalog lacks yet (only in unflushed events) gets a
+/// negative id that no segment has.
+struct Columns {
+    ids: HashMap<Property, i64>,
 }
 
 impl Columns {
@@ -344,44 +662,51 @@ impl Columns {
             .meta
             .catalog_ids(project_id, CatalogKind::UserProperty)?;
         let mut ids = HashMap::new();
-        for (scope, key) in q.keys() {
-            let catalog = match scope {
-                Scope::Event => &event_ids,
-                Scope::User => &user_ids,
+        for property in q.properties() {
+            let id = match property {
+                Property::Event(key) => event_ids.get(key),
+                Property::User(key) => user_ids.get(key),
+                Property::Builtin(_) => Some(&0),
             };
-            let id = catalog.get(key).copied().unwrap_or(-(ids.len() as i64) - 1);
-            ids.insert((scope, key.clone()), id);
+            let id = id.copied().unwrap_or(-(ids.len() as i64) - 1);
+            ids.insert(property.clone(), id);
         }
         Ok(Self { ids })
     }
 
-    fn column(&self, scope: Scope, key: &str) -> Option<String> {
-        let id = self.ids.get(&(scope, key.to_string()))?;
-        Some(format!("{}{id}", scope.prefix()))
+    fn column(&self, property: &Property) -> Option<String> {
+        let id = self.ids.get(property)?;
+        Some(match property {
+            Property::Event(_) => format!("e_{id}"),
+            Property::User(_) => format!("u_{id}"),
+            Property::Builtin(column) => column.to_string(),
+        })
     }
 
-    fn read_list(&self) -> Vec<String> {
-        let mut list: Vec<String> = ["event_type", "server_upload_time", "amplitude_id"]
+    fn read_list(&self, basis: TimeBasis) -> Vec<String> {
+        let mut list: Vec<String> = ["event_type", "amplitude_id", basis.column()]
             .map(String::from)
             .to_vec();
-        list.extend(self.ids.keys().filter_map(|(s, k)| self.column(*s, k)));
+        list.extend(self.ids.keys().filter_map(|p| self.column(p)));
         list
     }
 
     /// Key → id maps that make unflushed events use the same column names.
     fn id_maps(&self) -> (HashMap<String, i64>, HashMap<String, i64>) {
-        let pick = |scope| {
-            self.ids
-                .iter()
-                .filter(|((s, _), _)| *s == scope)
-                .map(|((_, k), id)| (k.clone(), *id))
-                .collect()
-        };
-        (pick(Scope::Event), pick(Scope::User))
+        let (mut events, mut users) = (HashMap::new(), HashMap::new());
+        for (property, id) in &self.ids {
+            match property {
+                Property::Event(k) => events.insert(k.clone(), *id),
+                Property::User(k) => users.insert(k.clone(), *id),
+                Property::Builtin(_) => None,
+            };
+        }
+        (events, users)
     }
 }
 
-/// Stored property values are JSON texts; strings compare without their quotes.
+/// Stored property values are JSON texts (standard fields plain text); strings compare
+/// without their quotes.
 fn cell(array: Option<&StringArray>, row: usize) -> Option<String> {
     let a = array?;
     if a.is_null(row) {
@@ -419,122 +744,173 @@ fn passes(f: &Filter, value: Option<&str>) -> bool {
     }
 }
 
-/// Counts per group and bucket, and the users behind them.
+/// Counts of one series (an event and a group-by value) per bucket.
 #[derive(Default)]
-struct Tally {
-    groups: BTreeMap<String, Group>,
-}
-
-#[derive(Default)]
-struct Group {
-    events: BTreeMap<i64, u64>,
-    users: BTreeMap<i64, HashSet<i64>>,
+struct Series {
+    events: BTreeMap<usize, u64>,
+    users: BTreeMap<usize, HashSet<i64>>,
+    sums: BTreeMap<usize, f64>,
     all_users: HashSet<i64>,
     total: u64,
+    sum: f64,
+}
+
+/// Every series, and the users active per bucket (for `pct_dau`).
+struct Tally {
+    series: Vec<BTreeMap<String, Series>>,
+    active: BTreeMap<usize, HashSet<i64>>,
+    all_active: HashSet<i64>,
 }
 
 const NONE_LABEL: &str = "(none)";
 
 impl Tally {
-    fn add(&mut self, q: &Segmentation, columns: &Columns, batch: &RecordBatch) {
+    fn new(q: &Segmentation) -> Self {
+        Tally {
+            series: q.events.iter().map(|_| BTreeMap::new()).collect(),
+            active: BTreeMap::new(),
+            all_active: HashSet::new(),
+        }
+    }
+
+    fn add(
+        &mut self,
+        q: &Segmentation,
+        columns: &Columns,
+        batch: &RecordBatch,
+        first_seen: Option<&HashMap<i64, i64>>,
+    ) {
         let text = |name: Option<String>| {
             name.and_then(|n| batch.column_by_name(&n))
                 .and_then(|a| a.as_any().downcast_ref::<StringArray>())
         };
         let (Some(types), Some(times), Some(users)) = (
             text(Some("event_type".to_string())),
-            batch
-                .column_by_name("server_upload_time")
-                .and_then(|a| a.as_any().downcast_ref::<TimestampMillisecondArray>()),
-            batch
-                .column_by_name("amplitude_id")
-                .and_then(|a| a.as_any().downcast_ref::<Int64Array>()),
+            time_column(batch, q.basis),
+            int_column(batch, "amplitude_id"),
         ) else {
             return;
         };
-        let filters: Vec<(&Filter, Option<&StringArray>)> = q
-            .filters
+        let per_event: Vec<_> = q
+            .events
             .iter()
-            .map(|f| (f, text(columns.column(f.scope, &f.key))))
+            .map(|e| {
+                let filters: Vec<(&Filter, Option<&StringArray>)> = e
+                    .filters
+                    .iter()
+                    .map(|f| (f, text(columns.column(&f.property))))
+                    .collect();
+                let group = e.group_by.as_ref().map(|g| text(columns.column(g)));
+                (e, filters, group)
+            })
             .collect();
-        let group = q
-            .group_by
-            .as_ref()
-            .map(|(scope, key)| text(columns.column(*scope, key)));
         for row in 0..batch.num_rows() {
-            let t = times.value(row);
-            if t < q.from || t >= q.to {
+            let Some(bucket) = q.bucket(times.value(row)) else {
                 continue;
-            }
-            if q.event_type
-                .as_deref()
-                .is_some_and(|e| e != types.value(row))
-            {
-                continue;
-            }
-            if !filters
-                .iter()
-                .all(|(f, col)| passes(f, cell(*col, row).as_deref()))
-            {
-                continue;
-            }
-            let label = match group {
-                Some(col) => cell(col, row).unwrap_or_else(|| NONE_LABEL.to_string()),
-                None => String::new(),
             };
-            let g = self.groups.entry(label).or_default();
-            let bucket = (t - q.from) / q.bucket;
-            *g.events.entry(bucket).or_default() += 1;
-            g.total += 1;
-            if q.metric == Metric::Uniques {
-                g.users.entry(bucket).or_default().insert(users.value(row));
-                g.all_users.insert(users.value(row));
+            let event_type = types.value(row);
+            let user = users.value(row);
+            let inactive = INACTIVE_TYPES.contains(&event_type);
+            if q.users == Users::Active && inactive {
+                continue;
+            }
+            if let Some(first) = first_seen {
+                let new = first
+                    .get(&user)
+                    .and_then(|t| q.bucket(*t))
+                    .is_some_and(|b| b == bucket);
+                if !new {
+                    continue;
+                }
+            }
+            if !inactive {
+                self.active.entry(bucket).or_default().insert(user);
+                self.all_active.insert(user);
+            }
+            for (index, (e, filters, group)) in per_event.iter().enumerate() {
+                let matches_type = match &e.event_type {
+                    Some(t) => t == event_type,
+                    None => !(e.active_only && inactive),
+                };
+                if !matches_type
+                    || !filters
+                        .iter()
+                        .all(|(f, col)| passes(f, cell(*col, row).as_deref()))
+                {
+                    continue;
+                }
+                let value = group.map(|col| cell(col, row));
+                let label = match (&value, q.metric) {
+                    (_, Metric::Sums) | (None, _) => String::new(),
+                    (Some(v), _) => v.clone().unwrap_or_else(|| NONE_LABEL.to_string()),
+                };
+                let s = self.series[index].entry(label).or_default();
+                *s.events.entry(bucket).or_default() += 1;
+                s.total += 1;
+                s.users.entry(bucket).or_default().insert(user);
+                s.all_users.insert(user);
+                if q.metric == Metric::Sums {
+                    let n = value
+                        .flatten()
+                        .and_then(|v| v.parse::<f64>().ok())
+                        .unwrap_or(0.0);
+                    *s.sums.entry(bucket).or_default() += n;
+                    s.sum += n;
+                }
             }
         }
     }
 
-    fn render(mut self, q: &Segmentation) -> Value {
-        let buckets = ((q.to - q.from) / q.bucket) as usize;
-        let x_values: Vec<String> = (0..buckets as i64)
-            .map(|b| {
-                let t = chrono::DateTime::from_timestamp_millis(q.from + b * q.bucket)
-                    .unwrap_or_default();
-                match q.bucket {
-                    DAY_MS => t.format("%Y-%m-%d").to_string(),
-                    _ => t.format("%Y-%m-%dT%H:00:00").to_string(),
-                }
-            })
-            .collect();
-        if q.group_by.is_none() && self.groups.is_empty() {
-            self.groups.insert(String::new(), Group::default());
+    /// One value of a series: in bucket `b`, or over the whole range (`None`).
+    fn value(&self, q: &Segmentation, s: &Series, b: Option<usize>) -> Value {
+        let (events, users, sum, active) = match b {
+            Some(b) => (
+                s.events.get(&b).copied().unwrap_or(0),
+                s.users.get(&b).map_or(0, HashSet::len),
+                s.sums.get(&b).copied().unwrap_or(0.0),
+                self.active.get(&b).map_or(0, HashSet::len),
+            ),
+            None => (s.total, s.all_users.len(), s.sum, self.all_active.len()),
+        };
+        let ratio = |a: f64, b: usize| if b == 0 { 0.0 } else { a / b as f64 };
+        match q.metric {
+            Metric::Totals => json!(events),
+            Metric::Uniques => json!(users),
+            Metric::Average => json!(ratio(events as f64, users)),
+            Metric::PctDau => json!(ratio(users as f64 * 100.0, active)),
+            Metric::Sums => json!(sum),
         }
-        let value = |g: &Group, b: i64| match q.metric {
-            Metric::Totals => g.events.get(&b).copied().unwrap_or(0),
-            Metric::Uniques => g.users.get(&b).map_or(0, |u| u.len() as u64),
-        };
-        let collapsed = |g: &Group| match q.metric {
-            Metric::Totals => g.total,
-            Metric::Uniques => g.all_users.len() as u64,
-        };
-        let mut groups: Vec<(String, Group)> = self.groups.into_iter().collect();
-        groups.sort_by(|a, b| collapsed(&b.1).cmp(&collapsed(&a.1)).then(a.0.cmp(&b.0)));
-        groups.truncate(q.limit);
-        let series: Vec<Vec<u64>> = groups
-            .iter()
-            .map(|(_, g)| (0..buckets as i64).map(|b| value(g, b)).collect())
-            .collect();
-        let labels: Vec<Value> = match q.group_by {
-            None => vec![json!(0)],
-            Some(_) => groups.iter().map(|(l, _)| json!(l)).collect(),
-        };
-        let collapsed: Vec<Value> = groups
-            .iter()
-            .map(|(_, g)| json!([{ "setId": "", "value": collapsed(g) }]))
-            .collect();
+    }
+
+    fn render(self, q: &Segmentation) -> Value {
+        let x_values: Vec<String> = q.buckets.iter().map(|b| q.interval.label(*b)).collect();
+        let grouped = q.events.iter().any(|e| e.group_by.is_some()) && q.metric != Metric::Sums;
+        let mut rows: Vec<(Value, Vec<Value>, Value)> = Vec::new();
+        let (blank, empty) = (String::new(), Series::default());
+        for (index, series) in self.series.iter().enumerate() {
+            let mut list: Vec<(&String, &Series)> = series.iter().collect();
+            if list.is_empty() && !grouped {
+                list.push((&blank, &empty));
+            }
+            let rank = |s: &Series| s.total;
+            list.sort_by(|a, b| rank(b.1).cmp(&rank(a.1)).then(a.0.cmp(b.0)));
+            list.truncate(q.limit);
+            for (label, s) in list {
+                let label = match (grouped, q.events.len()) {
+                    (false, _) => json!(index),
+                    (true, 1) => json!(label),
+                    (true, _) => json!([index, label]),
+                };
+                let values = (0..q.buckets.len())
+                    .map(|b| self.value(q, s, Some(b)))
+                    .collect();
+                rows.push((label, values, self.value(q, s, None)));
+            }
+        }
         json!({ "data": {
-            "series": series,
-            "seriesLabels": labels,
-            "seriesCollapsed": collapsed,
+            "series": rows.iter().map(|r| &r.1).collect::<Vec<_>>(),
+            "seriesLabels": rows.iter().map(|r| &r.0).collect::<Vec<_>>(),
+            "seriesCollapsed": rows.iter().map(|r| json!([{ "setId": "", "value": r.2 }])).collect::<Vec<_>>(),
             "xValues": x_values,
         }})
     }
@@ -545,22 +921,18 @@ mod tests {
     use super::*;
 
     fn params(e: &str, extra: &[(&str, &str)]) -> Params {
-        let get = |k: &str| {
-            extra
-                .iter()
-                .find(|(n, _)| *n == k)
-                .map(|(_, v)| v.to_string())
-        };
-        Params {
-            e: Some(e.to_string()),
-            m: get("m"),
-            start: Some(get("start").unwrap_or("20260101".into())),
-            end: Some(get("end").unwrap_or("20260103".into())),
-            i: get("i"),
-            s: get("s"),
-            g: get("g"),
-            limit: get("limit"),
+        let mut p: Params = [("e", e), ("start", "20260101"), ("end", "20260103")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        for (k, v) in extra {
+            p.insert(k.to_string(), v.to_string());
         }
+        p
+    }
+
+    fn parse(p: &Params) -> Result<Segmentation, ApiError> {
+        Segmentation::parse(p, Tz::UTC)
     }
 
     /// Parameter text: well-formed pieces, JSON of any shape, and noise.
@@ -574,6 +946,7 @@ mod tests {
             Just("20260101".to_string()),
             Just("-3600000".to_string()),
             Just("uniques".to_string()),
+            Just("new".to_string()),
             "[ -~]{0,24}",
             "\\PC{0,8}",
         ];
@@ -586,11 +959,16 @@ mod tests {
         /// A bounded fuzz of the segmentation parameters: parsed, or refused naming a field.
         #[test]
         fn any_parameters_are_parsed_or_refused_naming_the_field(
-            e in param(), m in param(), start in param(), end in param(),
-            i in param(), s in param(), g in param(), limit in param(),
+            e in param(), e2 in param(), m in param(), n in param(), start in param(),
+            end in param(), i in param(), s in param(), g in param(), limit in param(),
         ) {
-            let params = Params { e, m, start, end, i, s, g, limit };
-            if let Err(err) = Segmentation::parse(&params) {
+            let named = [("e", e), ("e2", e2), ("m", m), ("n", n), ("start", start), ("end", end),
+                         ("i", i), ("s", s), ("g", g), ("limit", limit)];
+            let params: Params = named
+                .into_iter()
+                .filter_map(|(k, v)| Some((k.to_string(), v?)))
+                .collect();
+            if let Err(err) = parse(&params) {
                 proptest::prop_assert!(err.field.is_some(), "{}", err.message);
                 proptest::prop_assert_eq!(err.status.as_u16(), 400);
             }
@@ -599,48 +977,91 @@ mod tests {
 
     #[test]
     fn parses_amplitude_forms_and_names_the_bad_field() {
-        let q = Segmentation::parse(&params(
-            r#"{"event_type":"ce:Sign Up","filters":[{"subprop_type":"user","subprop_key":"gp:plan","subprop_op":"is not","subprop_value":["free"]}],"group_by":[{"type":"event","value":"source"}]}"#,
+        let q = parse(&params(
+            r#"{"event_type":"ce:Sign Up","filters":[{"subprop_type":"user","subprop_key":"gp:plan","subprop_op":"is not","subprop_value":["free"]},{"subprop_type":"user","subprop_key":"country","subprop_value":["DE"]}],"group_by":[{"type":"event","value":"source"}]}"#,
             &[("m", "totals"), ("i", "-3600000")],
         ))
         .unwrap();
-        assert_eq!(q.event_type.as_deref(), Some("Sign Up"));
-        assert_eq!(q.filters[0].scope, Scope::User);
-        assert_eq!(q.filters[0].key, "plan");
-        assert_eq!(q.filters[0].op, Op::IsNot);
-        assert_eq!(q.group_by, Some((Scope::Event, "source".into())));
-        assert_eq!((q.bucket, q.to - q.from), (HOUR_MS, 3 * DAY_MS));
+        let e = &q.events[0];
+        assert_eq!(e.event_type.as_deref(), Some("Sign Up"));
+        assert_eq!(e.filters[0].property, Property::User("plan".into()));
+        assert_eq!(e.filters[0].op, Op::IsNot);
+        assert_eq!(e.filters[1].property, Property::Builtin("country"));
+        assert_eq!(e.group_by, Some(Property::Event("source".into())));
+        assert_eq!((q.interval, q.buckets.len()), (Interval::Hourly, 72));
+        assert_eq!(q.to - q.from, 3 * 86_400_000);
+        let all = r#"{"event_type":"_all"}"#;
         for (p, field) in [
             (params("{}", &[]), "e"),
             (params("not json", &[]), "e"),
-            (params(r#"{"event_type":"_all"}"#, &[("m", "formula")]), "m"),
-            (params(r#"{"event_type":"_all"}"#, &[("i", "7")]), "i"),
+            (params(all, &[("m", "formula")]), "m"),
+            (params(all, &[("m", "sums")]), "m"),
+            (params(all, &[("i", "14")]), "i"),
+            (params(all, &[("n", "returning")]), "n"),
+            (params(all, &[("g2", "country")]), "g2"),
+            (params(all, &[("rollingWindow", "7")]), "rollingWindow"),
+            (params(all, &[("g", "favourite_colour")]), "g"),
             (
-                params(r#"{"event_type":"_all"}"#, &[("start", "2026-01-01")]),
-                "start",
+                params(all, &[("s", r#"[{"prop":"plan","values":["x"]}]"#)]),
+                "s",
             ),
             (
-                params(r#"{"event_type":"_all"}"#, &[("end", "20251231")]),
-                "end",
+                params(all, &[("e2", r#"{"event_type":"revenue_amount"}"#)]),
+                "e2",
             ),
             (
                 params(
-                    r#"{"event_type":"_all"}"#,
-                    &[("i", "-3600000"), ("end", "20260131")],
+                    r#"{"event_type":"_all","group_by":[{"type":"event","value":"a"},{"type":"event","value":"b"}]}"#,
+                    &[],
                 ),
+                "e",
+            ),
+            (params(all, &[("start", "2026-01-01")]), "start"),
+            (params(all, &[("end", "20251231")]), "end"),
+            (
+                params(all, &[("i", "-3600000"), ("end", "20260131")]),
                 "end",
             ),
+            (params(all, &[("lethe_time", "client")]), "lethe_time"),
         ] {
-            let err = Segmentation::parse(&p).unwrap_err();
+            let err = parse(&p).unwrap_err();
             assert_eq!(err.field.as_deref(), Some(field), "{}", err.message);
         }
     }
 
     #[test]
+    fn buckets_follow_the_interval_and_the_time_zone() {
+        let all = r#"{"event_type":"_all"}"#;
+        let week = parse(&params(
+            all,
+            &[("i", "7"), ("start", "20260101"), ("end", "20260114")],
+        ))
+        .unwrap();
+        // 2026-01-01 is a Thursday: its week began on Sunday 2025-12-28.
+        let labels: Vec<String> = week
+            .buckets
+            .iter()
+            .map(|b| week.interval.label(*b))
+            .collect();
+        assert_eq!(labels, ["2025-12-28", "2026-01-04", "2026-01-11"]);
+        let month = parse(&params(
+            all,
+            &[("i", "30"), ("start", "20260115"), ("end", "20260301")],
+        ))
+        .unwrap();
+        assert_eq!(month.buckets.len(), 3);
+        let p = params(all, &[("start", "20260301"), ("end", "20260301")]);
+        let berlin = Segmentation::parse(&p, "Europe/Berlin".parse().unwrap()).unwrap();
+        // Midnight in Berlin is 23:00 UTC the day before (CET).
+        assert_eq!(berlin.from, 1_772_319_600_000);
+        assert_eq!(berlin.bucket(berlin.from), Some(0));
+        assert_eq!(berlin.bucket(berlin.from - 1), None);
+    }
+
+    #[test]
     fn filters_compare_text_numbers_and_substrings() {
         let f = |op, values: &[&str]| Filter {
-            scope: Scope::Event,
-            key: "k".into(),
+            property: Property::Event("k".into()),
             op,
             values: values.iter().map(|v| v.to_string()).collect(),
         };

@@ -24,8 +24,8 @@ pub use layout::{DataDir, SegmentLocation};
 pub use parallel::parallel_map;
 pub use resolver::{KnownUsers, UserProfile};
 pub use segment::{
-    events_to_batch, file_checksum, may_hold_users, read_batches, read_row_groups, read_segment,
-    write_batch, ColumnNames, SegmentStats,
+    events_to_batch, file_checksum, may_hold_users, read_batches, read_batches_between,
+    read_row_groups, read_segment, write_batch, ColumnNames, SegmentStats,
 };
 pub use store::{
     IngestOutcome, Output, ProgressFn, Rewrite, Segment, Snapshot, Store, StoreConfig,

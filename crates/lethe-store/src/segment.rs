@@ -279,15 +279,53 @@ pub fn may_hold_users(path: &Path, amplitude_ids: &[i64]) -> Result<bool> {
 /// Reads a segment's batches; `columns` restricts the read to those columns (the others
 /// are not decoded at all).
 pub fn read_batches(path: &Path, columns: Option<&[String]>) -> Result<Vec<RecordBatch>> {
-    Ok(batch_reader(path, columns)?.collect::<Result<Vec<_>, _>>()?)
+    Ok(batch_reader(path, columns, None)?.collect::<Result<Vec<_>, _>>()?)
 }
 
-/// The batches of a segment one at a time (16 Ki rows, a row group, each).
+/// Reads the row groups of a segment whose statistics say their timestamp column `time`
+/// may hold a value in `[from, to)`: queries by event time skip the rest undecoded.
+pub fn read_batches_between(
+    path: &Path,
+    columns: &[String],
+    time: &str,
+    (from, to): (i64, i64),
+) -> Result<Vec<RecordBatch>> {
+    let reader = batch_reader(path, Some(columns), Some((time, from, to)))?;
+    Ok(reader.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// The batches of a segment one at a time (16 Ki rows, a row group, each), optionally only
+/// of the row groups whose statistics of a timestamp column overlap a range.
 fn batch_reader(
     path: &Path,
     columns: Option<&[String]>,
+    within: Option<(&str, i64, i64)>,
 ) -> Result<parquet::arrow::arrow_reader::ParquetRecordBatchReader> {
-    let builder = ParquetRecordBatchReaderBuilder::try_new(File::open(path)?)?;
+    let mut builder = ParquetRecordBatchReaderBuilder::try_new(File::open(path)?)?;
+    if let Some((time, from, to)) = within {
+        let schema = builder.parquet_schema();
+        let column = (0..schema.num_columns()).find(|i| schema.column(*i).name() == time);
+        let groups: Vec<usize> = builder
+            .metadata()
+            .row_groups()
+            .iter()
+            .enumerate()
+            .filter(|(_, group)| {
+                let stats = column.and_then(|c| group.column(c).statistics());
+                match stats {
+                    Some(parquet::file::statistics::Statistics::Int64(s)) => {
+                        match (s.min_opt(), s.max_opt()) {
+                            (Some(min), Some(max)) => *max >= from && *min < to,
+                            _ => true,
+                        }
+                    }
+                    _ => true,
+                }
+            })
+            .map(|(i, _)| i)
+            .collect();
+        builder = builder.with_row_groups(groups);
+    }
     let builder = match columns {
         None => builder,
         Some(names) => {
@@ -338,7 +376,7 @@ pub fn read_segment(
     range: Option<(i64, i64)>,
 ) -> Result<Vec<Event>> {
     let mut events = Vec::new();
-    for batch in batch_reader(path, None)? {
+    for batch in batch_reader(path, None, None)? {
         decode_batch(&batch?, names, range, &mut events)?;
     }
     Ok(events)

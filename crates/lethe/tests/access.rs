@@ -300,6 +300,12 @@ fn every_endpoint_answers_every_identity_as_it_must() {
             [401, 401, 401, 401, 403, 403, 403, 403, 200, 401, 401, 401],
         ),
         (
+            Method::PATCH,
+            format!("/api/v1/projects/{p3}"),
+            Some(json!({"time_zone": "Europe/Paris"})),
+            [401, 401, 401, 401, 403, 403, 403, 403, 200, 401, 401, 401],
+        ),
+        (
             Method::GET,
             format!("/api/v1/projects/{p1}/members"),
             None,
@@ -347,6 +353,13 @@ fn every_endpoint_answers_every_identity_as_it_must() {
             format!("/api/2/deletions/users?start_day={day}&end_day={day}"),
             None,
             [401, 401, 401, 401, 401, 401, 401, 401, 401, 200, 200, 401],
+        ),
+        // The User Profile API: a project's keys, and only that project's users.
+        (
+            Method::GET,
+            "/v1/userprofile?user_id=matrix-import".into(),
+            None,
+            [401, 401, 401, 401, 401, 401, 401, 401, 401, 200, 404, 401],
         ),
         // Erasing: a project's keys for one project; an admin's token only across the organization.
         (

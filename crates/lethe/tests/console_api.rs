@@ -317,7 +317,7 @@ fn segmentation_counts_totals_and_uniques_per_day_with_filters_and_group_by() {
                 ("e", r#"{"event_type":"_all"}"#),
                 ("start", "20260301"),
                 ("end", "20260303"),
-                ("i", "7"),
+                ("i", "14"),
             ],
             "i",
         ),
