@@ -13,7 +13,7 @@ use lethe_store::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::matcher::{Applied, Counts, Matcher, Sample};
+use crate::matcher::{Applied, Counts, Matcher, PropertyIds, PropertyKind, Sample};
 use crate::spec::{Clause, TaskSpec};
 use crate::DeleteError;
 
@@ -112,6 +112,7 @@ struct Ids {
     types: HashMap<String, i64>,
     event_props: HashMap<String, i64>,
     user_props: HashMap<String, i64>,
+    group_props: HashMap<String, i64>,
 }
 
 impl Ids {
@@ -120,11 +121,17 @@ impl Ids {
             types: meta.catalog_ids(project_id, CatalogKind::Event)?,
             event_props: meta.catalog_ids(project_id, CatalogKind::EventProperty)?,
             user_props: meta.catalog_ids(project_id, CatalogKind::UserProperty)?,
+            group_props: meta.catalog_ids(project_id, CatalogKind::GroupProperty)?,
         })
     }
 
     fn matcher(&self, spec: &TaskSpec) -> Matcher {
-        Matcher::new(spec, &self.event_props, &self.user_props)
+        let ids = PropertyIds {
+            event: &self.event_props,
+            user: &self.user_props,
+            group: &self.group_props,
+        };
+        Matcher::new(spec, ids)
     }
 
     /// Catalog counts removed by `a`.
@@ -160,13 +167,13 @@ impl Ids {
 }
 
 fn column_id(column: &str) -> Option<(CatalogKind, i64)> {
-    if let Some(id) = column.strip_prefix("e_") {
-        return Some((CatalogKind::EventProperty, id.parse().ok()?));
-    }
-    Some((
-        CatalogKind::UserProperty,
-        column.strip_prefix("u_")?.parse().ok()?,
-    ))
+    let (kind, id) = PropertyKind::of_column(column)?;
+    let kind = match kind {
+        PropertyKind::Event => CatalogKind::EventProperty,
+        PropertyKind::User => CatalogKind::UserProperty,
+        PropertyKind::Group => CatalogKind::GroupProperty,
+    };
+    Some((kind, id))
 }
 
 fn day_of(ms: i64) -> String {
@@ -286,8 +293,18 @@ fn memtable_batch(
             .iter()
             .flat_map(|e| e.user_properties.iter().map(|(k, _)| k)),
     );
-    let batch = events_to_batch(events, &event_ids, &user_ids)?;
-    Ok((batch, Matcher::new(spec, &event_ids, &user_ids)))
+    let group_ids = local(
+        &mut events
+            .iter()
+            .flat_map(|e| e.group_properties.iter().map(|(k, _)| k)),
+    );
+    let batch = events_to_batch(events, &event_ids, &user_ids, &group_ids)?;
+    let ids = PropertyIds {
+        event: &event_ids,
+        user: &user_ids,
+        group: &group_ids,
+    };
+    Ok((batch, Matcher::new(spec, ids)))
 }
 
 /// Carries out a task to the end, resuming from its committed progress.
@@ -524,26 +541,36 @@ fn erased_users(spec: &TaskSpec) -> Vec<i64> {
         .collect()
 }
 
-/// Unsets the user properties of `from_profiles` clauses in current profiles.
+/// Unsets the user and group properties of `from_profiles` clauses in current user profiles
+/// and groups; returns how many profiles and groups changed.
 fn unset_profile_keys(store: &Store, project_id: i64, spec: &TaskSpec) -> Result<u64, DeleteError> {
-    let keys: Vec<String> = spec
-        .clauses
-        .iter()
-        .filter_map(|c| match c {
+    let (mut user_keys, mut group_keys) = (Vec::new(), Vec::new());
+    for clause in &spec.clauses {
+        match clause {
             Clause::UserProperty {
                 properties,
                 from_profiles: true,
                 ..
-            } => Some(properties.clone()),
-            _ => None,
-        })
-        .flatten()
-        .collect();
-    if keys.is_empty() {
+            } => user_keys.extend(properties.iter().cloned()),
+            Clause::GroupProperty {
+                properties,
+                from_profiles: true,
+                ..
+            } => group_keys.extend(properties.iter().cloned()),
+            _ => {}
+        }
+    }
+    if user_keys.is_empty() && group_keys.is_empty() {
         return Ok(0);
     }
-    let changed = store.remove_profile_keys(project_id, &keys)?;
-    // Events already in the WAL carry the old profile: flush them so no replay restores it.
+    let mut changed = 0;
+    if !user_keys.is_empty() {
+        changed += store.remove_profile_keys(project_id, &user_keys)?;
+    }
+    if !group_keys.is_empty() {
+        changed += store.remove_group_keys(project_id, &group_keys)?;
+    }
+    // Events already in the WAL carry the old profiles: flush them so no replay restores them.
     store.flush()?;
     Ok(changed as u64)
 }

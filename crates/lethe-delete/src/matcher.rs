@@ -20,6 +20,8 @@ pub struct Counts {
     pub events_deleted: u64,
     pub event_property_values_removed: u64,
     pub user_property_values_removed: u64,
+    #[serde(default)]
+    pub group_property_values_removed: u64,
 }
 
 impl std::ops::AddAssign for Counts {
@@ -27,6 +29,74 @@ impl std::ops::AddAssign for Counts {
         self.events_deleted += o.events_deleted;
         self.event_property_values_removed += o.event_property_values_removed;
         self.user_property_values_removed += o.user_property_values_removed;
+        self.group_property_values_removed += o.group_property_values_removed;
+    }
+}
+
+impl Counts {
+    /// Counts `n` property values of `kind` removed.
+    fn add_values(&mut self, kind: PropertyKind, n: u64) {
+        match kind {
+            PropertyKind::Event => self.event_property_values_removed += n,
+            PropertyKind::User => self.user_property_values_removed += n,
+            PropertyKind::Group => self.group_property_values_removed += n,
+        }
+    }
+}
+
+/// The three kinds of property a segment holds one column per key of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PropertyKind {
+    Event,
+    User,
+    Group,
+}
+
+impl PropertyKind {
+    const ALL: [PropertyKind; 3] = [PropertyKind::Event, PropertyKind::User, PropertyKind::Group];
+
+    /// The prefix of the kind's column names (`e_<catalog id>`).
+    pub fn prefix(self) -> &'static str {
+        match self {
+            PropertyKind::Event => "e_",
+            PropertyKind::User => "u_",
+            PropertyKind::Group => "g_",
+        }
+    }
+
+    /// The kind and catalog id of a property column, if `name` is one.
+    pub fn of_column(name: &str) -> Option<(PropertyKind, i64)> {
+        PropertyKind::ALL.into_iter().find_map(|kind| {
+            let id = name.strip_prefix(kind.prefix())?.parse().ok()?;
+            Some((kind, id))
+        })
+    }
+
+    /// The ids of the kind's keys a segment holds.
+    fn ids(self, record: &lethe_meta::SegmentRecord) -> &[i64] {
+        match self {
+            PropertyKind::Event => &record.event_properties,
+            PropertyKind::User => &record.user_properties,
+            PropertyKind::Group => &record.group_properties,
+        }
+    }
+}
+
+/// Catalog ids of property keys, per kind, in one id space.
+#[derive(Debug, Clone, Copy)]
+pub struct PropertyIds<'a> {
+    pub event: &'a HashMap<String, i64>,
+    pub user: &'a HashMap<String, i64>,
+    pub group: &'a HashMap<String, i64>,
+}
+
+impl PropertyIds<'_> {
+    fn of(&self, kind: PropertyKind) -> &HashMap<String, i64> {
+        match kind {
+            PropertyKind::Event => self.event,
+            PropertyKind::User => self.user,
+            PropertyKind::Group => self.group,
+        }
     }
 }
 
@@ -42,9 +112,9 @@ enum Rule {
     Events(HashSet<String>),
     Users(HashSet<i64>),
     Properties {
-        /// Segment column names (`e_<id>` / `u_<id>`).
+        /// Segment column names (`e_<id>`, `u_<id>`, `g_<id>`).
         columns: Vec<String>,
-        user: bool,
+        kind: PropertyKind,
         types: Option<HashSet<String>>,
     },
 }
@@ -91,16 +161,16 @@ fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a T, A
 impl Matcher {
     /// Resolves `spec` with the property ids of one id space; names without an id cannot
     /// occur in it and are skipped.
-    pub fn new(
-        spec: &TaskSpec,
-        event_ids: &HashMap<String, i64>,
-        user_ids: &HashMap<String, i64>,
-    ) -> Self {
+    pub fn new(spec: &TaskSpec, ids: PropertyIds) -> Self {
         let set = |v: &Vec<String>| v.iter().cloned().collect::<HashSet<_>>();
-        let cols = |names: &Vec<String>, ids: &HashMap<String, i64>, prefix: &str| {
+        let cols = |names: &Vec<String>, kind: PropertyKind| {
             names
                 .iter()
-                .filter_map(|n| ids.get(n).map(|id| format!("{prefix}{id}")))
+                .filter_map(|n| {
+                    ids.of(kind)
+                        .get(n)
+                        .map(|id| format!("{}{id}", kind.prefix()))
+                })
                 .collect()
         };
         let rules = spec
@@ -115,8 +185,8 @@ impl Matcher {
                     properties,
                     event_types,
                 } => Rule::Properties {
-                    columns: cols(properties, event_ids, "e_"),
-                    user: false,
+                    columns: cols(properties, PropertyKind::Event),
+                    kind: PropertyKind::Event,
                     types: event_types.as_ref().map(set),
                 },
                 Clause::UserProperty {
@@ -124,8 +194,17 @@ impl Matcher {
                     event_types,
                     ..
                 } => Rule::Properties {
-                    columns: cols(properties, user_ids, "u_"),
-                    user: true,
+                    columns: cols(properties, PropertyKind::User),
+                    kind: PropertyKind::User,
+                    types: event_types.as_ref().map(set),
+                },
+                Clause::GroupProperty {
+                    properties,
+                    event_types,
+                    ..
+                } => Rule::Properties {
+                    columns: cols(properties, PropertyKind::Group),
+                    kind: PropertyKind::Group,
                     types: event_types.as_ref().map(set),
                 },
             })
@@ -194,12 +273,7 @@ impl Matcher {
             })
         };
         let has_column = |c: &String| {
-            let (list, id) = match (c.strip_prefix("e_"), c.strip_prefix("u_")) {
-                (Some(id), _) => (&record.event_properties, id),
-                (_, Some(id)) => (&record.user_properties, id),
-                _ => return false,
-            };
-            id.parse().is_ok_and(|id: i64| list.contains(&id))
+            PropertyKind::of_column(c).is_some_and(|(kind, id)| kind.ids(record).contains(&id))
         };
         self.rules.iter().any(|r| match r {
             Rule::Events(types) => has_type(types),
@@ -242,7 +316,7 @@ impl Matcher {
         for (rule, counts) in self.rules.iter().zip(a.clauses.iter_mut()) {
             let Rule::Properties {
                 columns,
-                user,
+                kind,
                 types: only,
             } = rule
             else {
@@ -262,11 +336,7 @@ impl Matcher {
                         && values.is_valid(r)
                         && only.as_ref().is_none_or(|t| t.contains(types.value(r)));
                     if hit {
-                        if *user {
-                            counts.user_property_values_removed += 1;
-                        } else {
-                            counts.event_property_values_removed += 1;
-                        }
+                        counts.add_values(*kind, 1);
                         cleared[r] = true;
                     }
                 }
@@ -299,10 +369,9 @@ impl Applied {
         let schema = batch.schema();
         for (i, field) in schema.fields().iter().enumerate() {
             let name = field.name();
-            let user = name.starts_with("u_");
-            if !user && !name.starts_with("e_") {
+            let Some((kind, _)) = PropertyKind::of_column(name) else {
                 continue;
-            }
+            };
             let values = batch.column(i);
             let cleared = self.cleared.get(name);
             let mut removed = 0i64;
@@ -313,7 +382,7 @@ impl Applied {
             );
             for r in removed_rows.filter(|r| values.is_valid(*r)) {
                 removed += 1;
-                if !user {
+                if kind == PropertyKind::Event {
                     *self
                         .pairs_removed
                         .entry((types.value(r).to_string(), name.clone()))
@@ -321,11 +390,7 @@ impl Applied {
                 }
             }
             let cleared_count = cleared.map_or(0, |c| c.iter().filter(|x| **x).count()) as u64;
-            if user {
-                self.totals.user_property_values_removed += cleared_count;
-            } else {
-                self.totals.event_property_values_removed += cleared_count;
-            }
+            self.totals.add_values(kind, cleared_count);
             if removed > 0 {
                 *self.columns_removed.entry(name.clone()).or_default() += removed;
             }

@@ -28,6 +28,13 @@ pub enum Clause {
         event_types: Option<Vec<String>>,
         from_profiles: bool,
     },
+    /// These keys from the group properties stored on events; `from_profiles` also unsets
+    /// them in the groups' current properties.
+    GroupProperty {
+        properties: Vec<String>,
+        event_types: Option<Vec<String>>,
+        from_profiles: bool,
+    },
     /// Every event of these end users (a User Privacy API job; never from the task API).
     Users { amplitude_ids: Vec<i64> },
 }
@@ -184,16 +191,25 @@ fn parse_clause(i: usize, clause: &Value) -> Result<Clause, SpecError> {
         Some("user_property") => Ok(Clause::UserProperty {
             properties: names(clause, &at, "properties", true)?.unwrap_or_default(),
             event_types: names(clause, &at, "event_types", false)?,
-            from_profiles: match clause.get("from_profiles") {
-                None | Some(Value::Null) => false,
-                Some(Value::Bool(b)) => *b,
-                Some(_) => return Err(err(format!("{at}.from_profiles"), "must be true or false")),
-            },
+            from_profiles: from_profiles(clause, &at)?,
+        }),
+        Some("group_property") => Ok(Clause::GroupProperty {
+            properties: names(clause, &at, "properties", true)?.unwrap_or_default(),
+            event_types: names(clause, &at, "event_types", false)?,
+            from_profiles: from_profiles(clause, &at)?,
         }),
         _ => Err(err(
             format!("{at}.kind"),
-            "must be one of event, event_property, user_property",
+            "must be one of event, event_property, user_property, group_property",
         )),
+    }
+}
+
+fn from_profiles(clause: &Value, at: &str) -> Result<bool, SpecError> {
+    match clause.get("from_profiles") {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(err(format!("{at}.from_profiles"), "must be true or false")),
     }
 }
 
@@ -203,6 +219,7 @@ pub struct KnownNames {
     pub event_types: BTreeSet<String>,
     pub event_properties: BTreeSet<String>,
     pub user_properties: BTreeSet<String>,
+    pub group_properties: BTreeSet<String>,
 }
 
 /// Refuses names that are not in the catalog, so a typo never silently deletes nothing.
@@ -228,6 +245,16 @@ pub fn check_names(spec: &TaskSpec, known: &KnownNames) -> Result<(), SpecError>
                 Some(properties),
                 "properties",
                 &known.user_properties,
+                event_types.as_ref(),
+            ),
+            Clause::GroupProperty {
+                properties,
+                event_types,
+                ..
+            } => (
+                Some(properties),
+                "properties",
+                &known.group_properties,
                 event_types.as_ref(),
             ),
         };

@@ -37,8 +37,10 @@ pub struct Event {
     pub nums: Vec<(u8, f64)>,
     /// `groups` object as JSON text.
     pub groups: Option<String>,
-    /// `group_properties` object as JSON text.
-    pub group_properties: Option<String>,
+    /// The properties of the event's groups at that moment, split by key (see
+    /// [`crate::groups`]): `(key, {type: {value: v}})`.
+    #[serde(default)]
+    pub group_properties: Props,
     /// Event properties sent with the event.
     pub event_properties: Props,
     /// The user's full user properties as of this event (shared between events of one user
@@ -53,6 +55,10 @@ pub struct Event {
     /// properties, so a WAL replay must not either.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub skip_user_properties_sync: bool,
+    /// An identification (Identify API, Group Identify API, `$groupidentify`): it changed
+    /// profiles or groups and is never stored or shown as an event.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub profile_only: bool,
 }
 
 impl Event {
@@ -91,7 +97,7 @@ impl Event {
             "event_properties": obj(&self.event_properties),
             "user_properties": obj(&self.user_properties),
             "groups": raw(&self.groups),
-            "group_properties": raw(&self.group_properties),
+            "group_properties": crate::groups::merge(&self.group_properties),
             "data": {},
             "paying": null,
             "sample_rate": null,

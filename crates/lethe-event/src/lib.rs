@@ -6,6 +6,7 @@
 
 mod event;
 mod fields;
+pub mod groups;
 pub mod limits;
 mod profile;
 mod wire;
@@ -16,7 +17,7 @@ pub use profile::{apply_user_property_ops, Profile};
 pub use wire::{
     parse_batch, parse_event, parse_export_line, parse_identification, Batch, EventError,
     EventIssue, ParsedEvent, RequestError, Shape, WireOptions, DEFAULT_MIN_ID_LENGTH,
-    IDENTIFY_EVENT,
+    GROUP_IDENTIFY_EVENT, IDENTIFY_EVENT,
 };
 
 /// Formats epoch milliseconds as Amplitude's export timestamp text (`2020-02-15 01:00:00.123000`).

@@ -26,6 +26,11 @@ pub const MAX_UPLOAD_SKEW_MS: i64 = 5 * 60 * 1000;
 pub const MAX_EVENT_KEYS_PER_DAY: usize = 4000;
 /// Distinct user-property keys the events of one project may carry on one day.
 pub const MAX_USER_KEYS_PER_DAY: usize = 2000;
+/// Distinct group-property keys the events of one project may carry on one day.
+pub const MAX_GROUP_KEYS_PER_DAY: usize = 2000;
+/// Group types one event may name, and group values across them (Amplitude's limits).
+pub const MAX_GROUP_TYPES: usize = 5;
+pub const MAX_GROUP_VALUES: usize = 10;
 /// Integer fields (`session_id`, `event_id`) given as a float must be exact doubles.
 const MAX_EXACT_FLOAT_INT: f64 = 9_007_199_254_740_992.0;
 
@@ -49,6 +54,8 @@ pub enum Limit {
     /// A time not in `[0, MAX_TIME_MS)`, or an imported upload time not in
     /// `[MIN_UPLOAD_TIME_MS, now + MAX_UPLOAD_SKEW_MS]`.
     TimeRange,
+    /// More than [`MAX_GROUP_TYPES`] group types or [`MAX_GROUP_VALUES`] group values.
+    Groups,
 }
 
 impl Limit {
@@ -78,8 +85,9 @@ impl Limit {
             Limit::KeysPerDay => (
                 "max_keys_per_day",
                 format!(
-                    "at most {MAX_EVENT_KEYS_PER_DAY} distinct event-property keys and \
-                     {MAX_USER_KEYS_PER_DAY} distinct user-property keys per project per day"
+                    "at most {MAX_EVENT_KEYS_PER_DAY} distinct event-property keys, \
+                     {MAX_USER_KEYS_PER_DAY} distinct user-property keys and \
+                     {MAX_GROUP_KEYS_PER_DAY} distinct group-property keys per project per day"
                 ),
             ),
             Limit::TimeRange => (
@@ -89,6 +97,12 @@ impl Limit {
                      upload times from {MIN_UPLOAD_TIME_MS} (2000-01-01) to {} s after the \
                      server's clock",
                     MAX_UPLOAD_SKEW_MS / 1000
+                ),
+            ),
+            Limit::Groups => (
+                "max_groups",
+                format!(
+                    "at most {MAX_GROUP_TYPES} group types and {MAX_GROUP_VALUES} group values                      per event, each a non-empty string"
                 ),
             ),
         }

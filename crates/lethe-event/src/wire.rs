@@ -34,6 +34,8 @@ const INVALID_IDS: &[&str] = &[
 
 /// The event type an identification is recorded under (the SDKs send identify as this event).
 pub const IDENTIFY_EVENT: &str = "$identify";
+/// The event type of a group identification (the SDKs send `groupIdentify` as this event).
+pub const GROUP_IDENTIFY_EVENT: &str = "$groupidentify";
 
 /// Amplitude caps every string value at 1024 characters and truncates longer ones.
 const MAX_STRING_CHARS: usize = 1024;
@@ -83,6 +85,9 @@ pub enum Shape {
     Export,
     /// An `identification` of the Identify API: no event type, no visible event.
     Identification,
+    /// An `identification` of the Group Identify API: `group_type`, `group_value` and
+    /// `group_properties` operations; no ids, no visible event.
+    GroupIdentification,
 }
 
 /// Request options Amplitude clients may send.
@@ -105,7 +110,11 @@ pub struct ParsedEvent {
     pub strs: Vec<(u8, String)>,
     pub nums: Vec<(u8, f64)>,
     pub groups: Option<String>,
-    pub group_properties: Option<String>,
+    /// `group_properties` operations (or plain keys), applied to the event's groups.
+    pub group_property_ops: Vec<(String, Value)>,
+    /// An export line's `group_properties`: its groups' properties at that time, split by
+    /// key, stored exactly as given.
+    pub group_snapshot: Option<Props>,
     pub event_properties: Props,
     /// The raw `user_properties` object: operations or plain keys, applied to the profile.
     pub user_property_ops: Vec<(String, Value)>,
@@ -120,6 +129,8 @@ pub struct ParsedEvent {
     pub extra: Option<String>,
     /// An export line's amplitude_id: kept for a new user when no user of this server has it.
     pub amplitude_id: Option<i64>,
+    /// An identification: it changes profiles or groups and is never an event.
+    pub profile_only: bool,
     /// Kept from an import line; assigned by the server otherwise.
     pub uuid: Option<u128>,
     /// Kept from an import line; assigned by the server otherwise.
@@ -194,11 +205,13 @@ pub fn parse_export_line(line: &str, now: i64) -> Result<ParsedEvent, Vec<EventE
     }
 }
 
-/// Parses the Identify API's `identification` parameter: one JSON object or an array of
-/// them. Each becomes a `$identify` that changes the user's profile and ids, never an event.
+/// Parses the `identification` parameter of the Identify or Group Identify API (`shape`):
+/// one JSON object or an array of them. Each changes a user's profile and ids, or a group's
+/// properties, and is never an event.
 pub fn parse_identification(
     json: &str,
     min_id_length: usize,
+    shape: Shape,
 ) -> Result<Vec<Result<ParsedEvent, Vec<EventError>>>, RequestError> {
     let value: &RawValue = serde_json::from_str(json).map_err(|_| RequestError::InvalidJson)?;
     let objects: Vec<&RawValue> = match value.get().trim_start().starts_with('[') {
@@ -210,7 +223,7 @@ pub fn parse_identification(
     }
     Ok(objects
         .iter()
-        .map(|raw| parse_event(raw.get(), min_id_length, Shape::Identification))
+        .map(|raw| parse_event(raw.get(), min_id_length, shape))
         .collect())
 }
 
@@ -299,6 +312,9 @@ pub fn parse_event(
     };
     let mut ev = ParsedEvent::default();
 
+    if shape == Shape::GroupIdentification {
+        return parse_group_identification(&fields);
+    }
     match text(&fields, &["event_type"]) {
         _ if shape == Shape::Identification => ev.event_type = IDENTIFY_EVENT.to_string(),
         Ok(Some(t)) if !t.is_empty() => ev.event_type = truncate(t),
@@ -366,13 +382,33 @@ pub fn parse_event(
     ev.strs.sort_unstable_by_key(|(i, _)| *i);
     ev.nums.sort_unstable_by_key(|(i, _)| *i);
     match object_text(&fields, "groups") {
-        Ok(v) => ev.groups = v,
+        Ok(v) => match v.as_deref().map(crate::groups::parse_groups) {
+            Some(Err(limit)) => invalid("groups", Some(limit)),
+            _ => ev.groups = v,
+        },
         Err(e) => invalid("groups", e),
     }
-    match object_text(&fields, "group_properties") {
-        Ok(v) => ev.group_properties = v,
-        Err(e) => invalid("group_properties", e),
+    match lookup(&fields, &["group_properties"]) {
+        None => {}
+        Some(raw) if import => {
+            let snapshot = limits::checked_value(raw.get())
+                .map_err(Some)
+                .and_then(|v| crate::groups::split_exported(&v).ok_or(None));
+            match snapshot {
+                Ok(split) => ev.group_snapshot = Some(split),
+                Err(e) => invalid("group_properties", e),
+            }
+        }
+        Some(raw) => match ops_of(raw) {
+            Ok(ops) => ev.group_property_ops = ops,
+            Err(e) => invalid("group_properties", e),
+        },
     }
+    ev.profile_only = match shape {
+        Shape::Identification => true,
+        Shape::Event => ev.event_type == GROUP_IDENTIFY_EVENT,
+        Shape::Export | Shape::GroupIdentification => false,
+    };
     match props(&fields, "event_properties") {
         Ok(v) => ev.event_properties = v,
         Err(e) => invalid("event_properties", e),
@@ -413,6 +449,53 @@ pub fn parse_event(
         errors.sort();
         errors.dedup();
         Err(errors)
+    }
+}
+
+/// A Group Identify API identification: `group_type`, `group_value`, `group_properties`.
+fn parse_group_identification(fields: &Fields) -> Result<ParsedEvent, Vec<EventError>> {
+    let mut errors = Vec::new();
+    let mut named = |field: &'static str| match text(fields, &[field]) {
+        Ok(Some(v)) if !v.is_empty() => Some(truncate(v)),
+        Ok(_) => {
+            errors.push(EventError {
+                issue: EventIssue::Missing,
+                field,
+                limit: None,
+            });
+            None
+        }
+        Err(()) => {
+            errors.push(EventError {
+                issue: EventIssue::Invalid,
+                field,
+                limit: None,
+            });
+            None
+        }
+    };
+    let (group_type, group_value) = (named("group_type"), named("group_value"));
+    let ops = match lookup(fields, &["group_properties"]).map(ops_of) {
+        None => Vec::new(),
+        Some(Ok(ops)) => ops,
+        Some(Err(limit)) => {
+            errors.push(EventError {
+                issue: EventIssue::Invalid,
+                field: "group_properties",
+                limit,
+            });
+            Vec::new()
+        }
+    };
+    match (group_type, group_value) {
+        (Some(t), Some(v)) if errors.is_empty() => Ok(ParsedEvent {
+            event_type: GROUP_IDENTIFY_EVENT.to_string(),
+            groups: Some(serde_json::json!({ t: v }).to_string()),
+            group_property_ops: ops,
+            profile_only: true,
+            ..Default::default()
+        }),
+        _ => Err(errors),
     }
 }
 
@@ -483,7 +566,7 @@ fn extra_fields(
         let keep = match shape {
             Shape::Event => KEPT_FIELDS.contains(&name.as_ref()),
             Shape::Export => !is_modelled(name) && !derived_as_rendered(fields, name, raw),
-            Shape::Identification => false,
+            Shape::Identification | Shape::GroupIdentification => false,
         };
         if !keep {
             continue;
@@ -668,9 +751,15 @@ fn props(fields: &Fields, key: &str) -> Result<Props, FieldError> {
 /// The `user_properties` object: operations (`$set`: {…}) or plain keys, every value within
 /// the limits, and at most [`limits::MAX_PROPERTIES`] keys across all operations.
 fn user_ops(fields: &Fields) -> Result<Vec<(String, Value)>, FieldError> {
-    let Some(raw) = lookup(fields, &["user_properties"]) else {
-        return Ok(Vec::new());
-    };
+    match lookup(fields, &["user_properties"]) {
+        None => Ok(Vec::new()),
+        Some(raw) => ops_of(raw),
+    }
+}
+
+/// A property-operations object (`$set`: {…}, or plain keys), every value within the
+/// limits, and at most [`limits::MAX_PROPERTIES`] keys across all operations.
+fn ops_of(raw: &RawValue) -> Result<Vec<(String, Value)>, FieldError> {
     let mut keys = 0;
     let mut ops = Vec::new();
     for (op, value) in members(raw)? {

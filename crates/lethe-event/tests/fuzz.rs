@@ -86,11 +86,12 @@ fn stored(p: &ParsedEvent) -> Event {
         strs: p.strs.clone(),
         nums: p.nums.clone(),
         groups: p.groups.clone(),
-        group_properties: p.group_properties.clone(),
+        group_properties: Vec::new(),
         event_properties: p.event_properties.clone(),
         user_properties: Arc::new(Vec::new()),
         extra: p.extra.clone(),
         skip_user_properties_sync: p.skip_user_properties_sync,
+        profile_only: p.profile_only,
     }
 }
 

@@ -16,6 +16,7 @@ pub enum CatalogKind {
     Event,
     EventProperty,
     UserProperty,
+    GroupProperty,
 }
 
 impl CatalogKind {
@@ -25,6 +26,7 @@ impl CatalogKind {
             CatalogKind::Event => "event",
             CatalogKind::EventProperty => "event_property",
             CatalogKind::UserProperty => "user_property",
+            CatalogKind::GroupProperty => "group_property",
         }
     }
 }

@@ -15,6 +15,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0005_access.sql"),
     include_str!("../migrations/0006_profile_time.sql"),
     include_str!("../migrations/0007_project_time_zone.sql"),
+    include_str!("../migrations/0008_groups.sql"),
 ];
 
 pub(crate) fn open(path: &Path) -> Result<Connection> {

@@ -1,4 +1,5 @@
-//! Identities (user_id / device_id → amplitude_id) and current user profiles.
+//! Identities (user_id / device_id → amplitude_id), current user profiles, and current group
+//! properties.
 //!
 //! The ingestion path keeps both in memory and writes the changed ones here in the same
 //! transaction that commits the events that changed them.
@@ -45,7 +46,38 @@ pub struct ProfileRecord {
     pub as_of: i64,
 }
 
+/// One group's current properties (`properties` is a JSON object text).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupRecord {
+    pub project_id: i64,
+    pub group_type: String,
+    pub group_value: String,
+    pub properties: String,
+    /// Event time (ms) of the latest change.
+    pub as_of: i64,
+}
+
 impl MetaStore {
+    /// Every group's current properties, for loading into memory at start.
+    pub fn load_groups(&self) -> Result<Vec<GroupRecord>> {
+        self.with(|c| {
+            all_rows(
+                c,
+                "SELECT project_id, group_type, group_value, properties, as_of FROM group_profiles",
+                [],
+                |r| {
+                    Ok(GroupRecord {
+                        project_id: r.get(0)?,
+                        group_type: r.get(1)?,
+                        group_value: r.get(2)?,
+                        properties: r.get(3)?,
+                        as_of: r.get(4)?,
+                    })
+                },
+            )
+        })
+    }
+
     /// Every identity mapping, for loading into memory at start.
     pub fn load_identities(&self) -> Result<Vec<IdentityRecord>> {
         self.with(|c| {
@@ -115,6 +147,23 @@ pub(crate) fn upsert_identity(tx: &rusqlite::Transaction, id: &IdentityRecord) -
          ON CONFLICT (project_id, kind, external_id) DO UPDATE SET amplitude_id = excluded.amplitude_id",
     )?
     .execute(params![id.project_id, id.kind.as_str(), id.external_id, id.amplitude_id])?;
+    Ok(())
+}
+
+pub(crate) fn upsert_group(tx: &rusqlite::Transaction, g: &GroupRecord) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO group_profiles (project_id, group_type, group_value, properties, as_of)
+         VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (project_id, group_type, group_value)
+         DO UPDATE SET properties = excluded.properties, as_of = excluded.as_of",
+    )?
+    .execute(params![
+        g.project_id,
+        g.group_type,
+        g.group_value,
+        g.properties,
+        g.as_of
+    ])?;
     Ok(())
 }
 

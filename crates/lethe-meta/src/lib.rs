@@ -18,7 +18,7 @@ use std::sync::Mutex;
 
 pub use access::{CreatedProject, NewProject, Project, ProjectRole, Role, User, TOKEN_TTL_MS};
 pub use catalog::{CatalogDelta, CatalogEntry, CatalogKind, CountDelta};
-pub use identity::{IdKind, IdentityRecord, ProfileRecord};
+pub use identity::{GroupRecord, IdKind, IdentityRecord, ProfileRecord};
 pub use manifest::{Commit, SegmentRecord};
 pub use privacy::{user_id_digest, ErasureJob, ErasureRequest, Suppression, Unscheduled};
 pub use tasks::{AuditRecord, TaskRow};

@@ -6,7 +6,9 @@ use rusqlite::{params, OptionalExtension};
 
 use crate::catalog::{apply_delta, CatalogDelta};
 use crate::db::all_rows;
-use crate::identity::{upsert_identity, upsert_profile, IdentityRecord, ProfileRecord};
+use crate::identity::{
+    upsert_group, upsert_identity, upsert_profile, GroupRecord, IdentityRecord, ProfileRecord,
+};
 use crate::{MetaError, MetaStore, Result};
 
 /// What the manifest knows of one segment: enough for planning without opening the file.
@@ -26,6 +28,8 @@ pub struct SegmentRecord {
     pub event_types: Vec<i64>,
     pub event_properties: Vec<i64>,
     pub user_properties: Vec<i64>,
+    /// Catalog ids of the group-property keys present.
+    pub group_properties: Vec<i64>,
     /// CRC-32 of the file's bytes (`None` for files written before checksums existed).
     pub crc32: Option<u32>,
 }
@@ -39,6 +43,7 @@ pub struct Commit {
     pub catalog: Vec<(i64, CatalogDelta)>,
     pub identities: Vec<IdentityRecord>,
     pub profiles: Vec<ProfileRecord>,
+    pub groups: Vec<GroupRecord>,
     pub amplitude_id_high: i64,
     /// New WAL checkpoint: every record up to this sequence is in committed segments.
     pub wal_checkpoint: Option<u64>,
@@ -76,8 +81,8 @@ impl MetaStore {
             for s in &commit.add {
                 tx.execute(
                     "INSERT INTO segments (id, project_id, day, rows, bytes, min_time, max_time,
-                        event_types, event_properties, user_properties, crc32)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                        event_types, event_properties, user_properties, crc32, group_properties)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                     params![
                         s.id,
                         s.project_id,
@@ -89,7 +94,8 @@ impl MetaStore {
                         ids_text(&s.event_types),
                         ids_text(&s.event_properties),
                         ids_text(&s.user_properties),
-                        s.crc32
+                        s.crc32,
+                        ids_text(&s.group_properties)
                     ],
                 )?;
                 projects.push(s.project_id);
@@ -111,6 +117,9 @@ impl MetaStore {
             }
             for p in &commit.profiles {
                 upsert_profile(&tx, p)?;
+            }
+            for g in &commit.groups {
+                upsert_group(&tx, g)?;
             }
             tx.execute(
                 "UPDATE counters SET value = MAX(value, ?1) WHERE name='amplitude_id'",
@@ -139,7 +148,7 @@ impl MetaStore {
             all_rows(
                 c,
                 "SELECT id, project_id, day, rows, bytes, min_time, max_time,
-                    event_types, event_properties, user_properties, crc32
+                    event_types, event_properties, user_properties, crc32, group_properties
                  FROM segments ORDER BY project_id, day, id",
                 [],
                 |r| {
@@ -155,6 +164,7 @@ impl MetaStore {
                         event_properties: ids_parse(&r.get::<_, String>(8)?)?,
                         user_properties: ids_parse(&r.get::<_, String>(9)?)?,
                         crc32: r.get(10)?,
+                        group_properties: ids_parse(&r.get::<_, String>(11)?)?,
                     })
                 },
             )
@@ -188,6 +198,7 @@ mod tests {
             event_types: vec![1, 2],
             event_properties: vec![],
             user_properties: vec![5],
+            group_properties: vec![],
             crc32: Some(7),
         }
     }

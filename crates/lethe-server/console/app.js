@@ -205,6 +205,7 @@ function summary(spec) {
       case 'event': return `events ${c.event_types.join(', ')}`;
       case 'event_property': return `event properties ${c.properties.join(', ')}${types(c.event_types)}`;
       case 'user_property': return `user properties ${c.properties.join(', ')}${types(c.event_types)}${c.from_profiles ? ' (and profiles)' : ''}`;
+      case 'group_property': return `group properties ${c.properties.join(', ')}${types(c.event_types)}${c.from_profiles ? ' (and groups)' : ''}`;
       case 'users': return `all data of ${c.amplitude_ids.length} end user(s) (privacy request)`;
       default: return c.kind;
     }
@@ -239,7 +240,12 @@ function counts(t) {
   if (!r) return h('td', { class: 'muted' }, t.status === 'completed' ? '—' : `preview: ${num(t.preview?.totals?.events_deleted)} events`);
   return h('td', {},
     `${num(r.events_deleted)} events deleted`,
-    h('br'), `${num(r.event_property_values_removed + r.user_property_values_removed)} property values removed`);
+    h('br'), `${num(propertyValues(r))} property values removed`);
+}
+
+/** Property values of every kind a task removes. */
+function propertyValues(c) {
+  return c.event_property_values_removed + c.user_property_values_removed + (c.group_property_values_removed || 0);
 }
 
 const TASK_COLUMNS = ['Name', 'Project', 'Time range (upload time, UTC)', 'What', 'Status', 'Submitted by', 'Submitted', 'Finished', 'Result'];
@@ -354,12 +360,15 @@ function clauseEditor(wizard, clause, index) {
   const box = h('fieldset', { 'data-clause': index });
   const draw = () => {
     const property = clause.kind !== 'event';
-    const entries = clause.kind === 'event' ? catalog.event_types
-      : clause.kind === 'event_property' ? catalog.event_properties : catalog.user_properties;
+    const entries = {
+      event: catalog.event_types, event_property: catalog.event_properties,
+      user_property: catalog.user_properties, group_property: catalog.group_properties || [],
+    }[clause.kind];
     const kind = h('select', { id: kindId },
       h('option', { value: 'event', selected: clause.kind === 'event' }, 'Event'),
       h('option', { value: 'event_property', selected: clause.kind === 'event_property' }, 'Event property'),
-      h('option', { value: 'user_property', selected: clause.kind === 'user_property' }, 'User property'));
+      h('option', { value: 'user_property', selected: clause.kind === 'user_property' }, 'User property'),
+      h('option', { value: 'group_property', selected: clause.kind === 'group_property' }, 'Group property'));
     kind.addEventListener('change', () => {
       clause.kind = kind.value;
       clause.names = new Set();
@@ -371,8 +380,10 @@ function clauseEditor(wizard, clause, index) {
       h('legend', {}, `Clause ${index + 1}`),
       h('div', { class: 'row' }, h('div', {}, h('label', { for: kindId }, 'Type of data'), kind)),
       picker({
-        label: clause.kind === 'event' ? 'Events to delete (with all their properties)'
-          : clause.kind === 'event_property' ? 'Event properties to remove' : 'User properties to remove',
+        label: {
+          event: 'Events to delete (with all their properties)', event_property: 'Event properties to remove',
+          user_property: 'User properties to remove', group_property: 'Group properties to remove',
+        }[clause.kind],
         entries, selected: clause.names, field: `clauses[${index}].${property ? 'properties' : 'event_types'}`, errorId: err,
       }),
     ];
@@ -389,12 +400,14 @@ function clauseEditor(wizard, clause, index) {
         parts.push(picker({ label: 'Only on these events', entries: catalog.event_types, selected: clause.types, field: `clauses[${index}].event_types`, errorId: typesErr }));
       }
     }
-    if (clause.kind === 'user_property') {
+    if (clause.kind === 'user_property' || clause.kind === 'group_property') {
       const id = nextId('profiles');
       const c = h('input', { type: 'checkbox', id, checked: clause.fromProfiles });
       c.addEventListener('change', () => { clause.fromProfiles = c.checked; });
-      parts.push(h('div', { class: 'check' }, h('label', { for: id }, c, 'Also remove from current user profiles'),
-        h('p', { class: 'hint' }, 'Without this, events keep losing the property but each user’s current profile keeps its value, and new events would carry it again.')));
+      const [where, keeper] = clause.kind === 'user_property'
+        ? ['current user profiles', 'each user’s current profile'] : ['current groups', 'each group'];
+      parts.push(h('div', { class: 'check' }, h('label', { for: id }, c, `Also remove from ${where}`),
+        h('p', { class: 'hint' }, `Without this, events lose the property but ${keeper} keeps its value, and new events would carry it again.`)));
     }
     parts.push(h('div', { class: 'actions' }, h('button', {
       type: 'button', onclick: () => { wizard.clauses.splice(index, 1); wizard.drawClauses(); },
@@ -416,7 +429,7 @@ function taskBody(w) {
       const types = c.scope === 'specific' ? [...c.types] : null;
       if (c.kind === 'event') return { kind: 'event', event_types: names };
       if (c.kind === 'event_property') return { kind: 'event_property', properties: names, event_types: types };
-      return { kind: 'user_property', properties: names, event_types: types, from_profiles: c.fromProfiles };
+      return { kind: c.kind, properties: names, event_types: types, from_profiles: c.fromProfiles };
     }),
   };
 }
@@ -436,7 +449,7 @@ async function newTask() {
   const w = { clauses: [], catalog: null, form: null, project: projectId };
   const loadCatalog = async () => {
     const r = await api('GET', `/api/v1/projects/${w.project}/catalog`);
-    w.catalog = r.status === 200 ? r.data : { event_types: [], event_properties: [], user_properties: [] };
+    w.catalog = r.status === 200 ? r.data : { event_types: [], event_properties: [], user_properties: [], group_properties: [] };
   };
   await loadCatalog();
   const project = h('select', { id: 'task-project', 'data-field': 'project', 'data-error-id': 'task-project-error' },
@@ -505,7 +518,8 @@ async function newTask() {
 function verify(w, body, preview) {
   const row = (label, c, cls) => h('tr', { class: cls || false },
     h('th', { scope: 'row' }, label), h('td', { class: 'num' }, num(c.events_deleted)),
-    h('td', { class: 'num' }, num(c.event_property_values_removed)), h('td', { class: 'num' }, num(c.user_property_values_removed)));
+    h('td', { class: 'num' }, num(c.event_property_values_removed)), h('td', { class: 'num' }, num(c.user_property_values_removed)),
+    h('td', { class: 'num' }, num(c.group_property_values_removed)));
   const clauseText = (c) => summary({ clauses: [c] });
   const section = h('div', {},
     steps(1),
@@ -514,7 +528,8 @@ function verify(w, body, preview) {
       h('p', {}, `Project ${projectName(w.project)}, ${utc(body.start)} – ${utc(body.end)}. These are exact counts of what the task would remove now.`),
       h('div', { class: 'table-wrap' }, h('table', { id: 'verify-counts', 'aria-label': 'What the task removes' },
         h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Clause'), h('th', { scope: 'col', class: 'num' }, 'Events deleted'),
-          h('th', { scope: 'col', class: 'num' }, 'Event property values'), h('th', { scope: 'col', class: 'num' }, 'User property values'))),
+          h('th', { scope: 'col', class: 'num' }, 'Event property values'), h('th', { scope: 'col', class: 'num' }, 'User property values'),
+          h('th', { scope: 'col', class: 'num' }, 'Group property values'))),
         h('tbody', {}, body.clauses.map((c, i) => row(`${i + 1}. ${clauseText(c)}`, preview.clauses[i])),
           row('Total', preview.totals, 'total')))),
       h('p', { class: 'hint' }, `Rewrites ${num(preview.rewrite.segments)} segment file(s) in ${num(preview.rewrite.partitions)} day(s). A value on an event that the task deletes counts once, as the event.`)),
@@ -541,7 +556,7 @@ function confirmTask(w, body, preview, verifySection) {
       h('div', { class: 'warning', role: 'note' },
         h('p', {}, h('strong', {}, 'This cannot be undone or cancelled. '),
           `Submitting queues the task; it will delete ${num(preview.totals.events_deleted)} events and remove `,
-          `${num(preview.totals.event_property_values_removed + preview.totals.user_property_values_removed)} property values from ${projectName(w.project)}, permanently.`)),
+          `${num(propertyValues(preview.totals))} property values from ${projectName(w.project)}, permanently.`)),
       h('label', { for: 'confirm-name' }, 'Type the task name to confirm'),
       h('p', { class: 'hint', id: 'confirm-hint' }, `Type: ${body.name}`),
       input, fieldError('confirm-name')),
@@ -795,7 +810,8 @@ async function data() {
     catalogBox.replaceChildren(
       catalogTable('Event types', c.data.event_types),
       catalogTable('Event properties', c.data.event_properties),
-      catalogTable('User properties', c.data.user_properties));
+      catalogTable('User properties', c.data.user_properties),
+      catalogTable('Group properties', c.data.group_properties));
   };
   const form = h('form', { class: 'card' },
     h('div', { class: 'row' },

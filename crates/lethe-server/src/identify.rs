@@ -1,5 +1,6 @@
-//! `POST /identify`: Amplitude's Identify API. Each identification changes a user's
-//! properties and id mappings, durable in the WAL before the 200, and creates no event.
+//! `POST /identify` and `POST /groupidentify`: Amplitude's Identify and Group Identify APIs.
+//! Each identification changes a user's properties and id mappings, or a group's
+//! properties, durable in the WAL before the 200, and creates no event.
 //!
 //! The parameters come as Amplitude documents them (a form body, or a GET query) or as one
 //! JSON object; `identification` is one JSON object or an array of them.
@@ -10,7 +11,7 @@ use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use lethe_event::{parse_identification, RequestError, DEFAULT_MIN_ID_LENGTH};
+use lethe_event::{parse_identification, RequestError, Shape, DEFAULT_MIN_ID_LENGTH};
 use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
@@ -20,13 +21,45 @@ use crate::ingest::{admit_rates, missing_field, project_for_api_key, store_failu
 use crate::rates::Endpoint;
 use crate::App;
 
-/// Largest body (after decompression) and most identifications per request, as for events.
+/// Largest body (after decompression), as Amplitude documents it for both APIs.
 const MAX_BYTES: usize = 1 << 20;
-const MAX_IDENTIFICATIONS: usize = 2000;
 
 /// Routes merged under the ingestion endpoints' CORS policy.
 pub fn routes() -> Router<App> {
-    Router::new().route("/identify", get(identify).post(identify))
+    Router::new()
+        .route("/identify", get(identify).post(identify))
+        .route("/groupidentify", get(group_identify).post(group_identify))
+}
+
+/// Which API a call came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Api {
+    Identify,
+    GroupIdentify,
+}
+
+impl Api {
+    fn shape(self) -> Shape {
+        match self {
+            Api::Identify => Shape::Identification,
+            Api::GroupIdentify => Shape::GroupIdentification,
+        }
+    }
+
+    /// Most identifications per request (Amplitude documents 1024 for groups).
+    fn max_identifications(self) -> usize {
+        match self {
+            Api::Identify => 2000,
+            Api::GroupIdentify => 1024,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Api::Identify => "identify",
+            Api::GroupIdentify => "groupidentify",
+        }
+    }
 }
 
 /// The two parameters of an Identify call, however they were sent.
@@ -115,12 +148,49 @@ async fn identify(
     RawQuery(query): RawQuery,
     body: Bytes,
 ) -> Response {
-    let reply = handle(&app, &method, &headers, query.as_deref(), &body).await;
+    answer(
+        &app,
+        Api::Identify,
+        &method,
+        &headers,
+        query.as_deref(),
+        &body,
+    )
+    .await
+}
+
+async fn group_identify(
+    State(app): State<App>,
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Response {
+    answer(
+        &app,
+        Api::GroupIdentify,
+        &method,
+        &headers,
+        query.as_deref(),
+        &body,
+    )
+    .await
+}
+
+async fn answer(
+    app: &App,
+    api: Api,
+    method: &Method,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    body: &[u8],
+) -> Response {
+    let reply = handle(app, api, method, headers, query, body).await;
     let outcome = match &reply {
         Ok(_) => "accepted",
         Err(_) => "rejected",
     };
-    metrics::counter!("lethe_ingest_requests_total", "endpoint" => "identify", "outcome" => outcome)
+    metrics::counter!("lethe_ingest_requests_total", "endpoint" => api.name(), "outcome" => outcome)
         .increment(1);
     match reply {
         Ok(()) => success(),
@@ -130,6 +200,7 @@ async fn identify(
 
 async fn handle(
     app: &App,
+    api: Api,
     method: &Method,
     headers: &HeaderMap,
     query: Option<&str>,
@@ -141,13 +212,13 @@ async fn handle(
         .filter(|k| !k.is_empty())
         .ok_or_else(|| missing_field("api_key"))?;
     let text = call.identification.ok_or_else(missing_event)?;
-    let parsed = match parse_identification(&text, DEFAULT_MIN_ID_LENGTH) {
+    let parsed = match parse_identification(&text, DEFAULT_MIN_ID_LENGTH, api.shape()) {
         Ok(p) => p,
         Err(RequestError::InvalidJson | RequestError::MissingField(_)) => {
             return Err(missing_event())
         }
     };
-    if parsed.len() > MAX_IDENTIFICATIONS {
+    if parsed.len() > api.max_identifications() {
         return Err(AmplitudeReply::too_large());
     }
     let project = project_for_api_key(app, &api_key).await?;
@@ -164,7 +235,7 @@ async fn handle(
     }
     admit_rates(app, project.id, Endpoint::HttpApi, &calls)?;
     let store = app.store.clone();
-    match crate::blocking(move || Ok(store.identify(project.id, calls))).await {
+    match crate::blocking(move || Ok(store.ingest(project.id, calls))).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(store_failure(e)),
         Err(_) => Err(AmplitudeReply::error(

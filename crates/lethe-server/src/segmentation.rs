@@ -576,7 +576,13 @@ impl Segmentation {
             true => None,
             false => {
                 let (event_ids, user_ids) = columns.id_maps();
-                Some(events_to_batch(&snapshot.memtable, &event_ids, &user_ids)?)
+                let no_groups = HashMap::new();
+                Some(events_to_batch(
+                    &snapshot.memtable,
+                    &event_ids,
+                    &user_ids,
+                    &no_groups,
+                )?)
             }
         };
         let first_seen = match self.users {

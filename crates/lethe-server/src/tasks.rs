@@ -52,6 +52,7 @@ fn validated_spec(app: &App, project_id: i64, body: &Value) -> Result<TaskSpec, 
         event_types: names(CatalogKind::Event),
         event_properties: names(CatalogKind::EventProperty),
         user_properties: names(CatalogKind::UserProperty),
+        group_properties: names(CatalogKind::GroupProperty),
     };
     check_names(&spec, &known).map_err(spec_error)?;
     Ok(spec)

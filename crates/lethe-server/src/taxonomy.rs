@@ -65,6 +65,7 @@ pub fn live_catalog(app: &App, project_id: i64) -> Result<LiveCatalog, ApiError>
         CatalogKind::Event,
         CatalogKind::EventProperty,
         CatalogKind::UserProperty,
+        CatalogKind::GroupProperty,
     ] {
         let map = live.kinds.entry(kind).or_default();
         for e in app.meta.list_catalog(project_id, kind)? {
@@ -97,6 +98,9 @@ pub fn live_catalog(app: &App, project_id: i64) -> Result<LiveCatalog, ApiError>
         }
         for (k, _) in e.user_properties.iter() {
             bump(CatalogKind::UserProperty, k);
+        }
+        for (k, _) in &e.group_properties {
+            bump(CatalogKind::GroupProperty, k);
         }
         for (k, _) in &e.event_properties {
             *live
@@ -242,6 +246,7 @@ async fn catalog(
             "event_types": entries(CatalogKind::Event),
             "event_properties": entries(CatalogKind::EventProperty),
             "user_properties": entries(CatalogKind::UserProperty),
+            "group_properties": entries(CatalogKind::GroupProperty),
             "event_type_properties": by_type,
         })))
     })

@@ -134,10 +134,11 @@ pub(crate) fn test_event(
         strs: vec![],
         nums: vec![],
         groups: None,
-        group_properties: None,
+        group_properties: vec![],
         event_properties,
         user_properties: std::sync::Arc::new(user_properties),
         extra: None,
         skip_user_properties_sync: false,
+        profile_only: false,
     }
 }

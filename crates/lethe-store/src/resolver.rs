@@ -21,9 +21,10 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use lethe_event::limits::{MAX_EVENT_KEYS_PER_DAY, MAX_USER_KEYS_PER_DAY};
+use lethe_event::groups::{self, GroupKey};
+use lethe_event::limits::{MAX_EVENT_KEYS_PER_DAY, MAX_GROUP_KEYS_PER_DAY, MAX_USER_KEYS_PER_DAY};
 use lethe_event::{apply_user_property_ops, Event, ParsedEvent, Profile, Props, DAY_MS};
-use lethe_meta::{IdKind, IdentityRecord, ProfileRecord};
+use lethe_meta::{Commit, GroupRecord, IdKind, IdentityRecord, ProfileRecord};
 
 /// Amplitude deduplicates an insert_id within 7 days.
 const DEDUP_DAYS: i64 = 7;
@@ -86,11 +87,20 @@ impl User {
     }
 }
 
+/// One group's current properties.
+#[derive(Debug, Default, Clone, PartialEq)]
+struct Group {
+    profile: Profile,
+    /// Event time of the latest change: an imported snapshot older than it is not applied.
+    as_of: i64,
+}
+
 #[derive(Default)]
 struct ProjectIdentity {
     by_user: FxHashMap<String, i64>,
     by_device: FxHashMap<String, i64>,
     users: FxHashMap<i64, User>,
+    groups: FxHashMap<GroupKey, Group>,
     /// Upload day → SipHash of (device or user, insert_id) seen that day. SipHash, not Fx:
     /// a collision here would drop a real event.
     dedup: BTreeMap<i64, FxHashSet<u64>>,
@@ -103,6 +113,7 @@ struct ProjectIdentity {
 struct DayKeys {
     event: FxHashSet<String>,
     user: FxHashSet<String>,
+    group: FxHashSet<String>,
     /// The last user-property snapshot whose keys were all admitted: events of one user
     /// share their snapshot, so most events need no lookup of their user properties.
     last_snapshot: Option<Arc<Props>>,
@@ -113,6 +124,7 @@ struct DayKeys {
 pub(crate) enum KeyKind {
     Event,
     User,
+    Group,
 }
 
 impl KeyKind {
@@ -121,6 +133,7 @@ impl KeyKind {
         match self {
             KeyKind::Event => "event_properties",
             KeyKind::User => "user_properties",
+            KeyKind::Group => "group_properties",
         }
     }
 }
@@ -130,6 +143,7 @@ impl DayKeys {
         match kind {
             KeyKind::Event => &mut self.event,
             KeyKind::User => &mut self.user,
+            KeyKind::Group => &mut self.group,
         }
     }
 }
@@ -140,6 +154,7 @@ impl DayKeys {
 struct Dirty {
     identities: HashSet<(i64, IdKind, String)>,
     profiles: HashSet<(i64, i64)>,
+    groups: HashSet<(i64, GroupKey)>,
 }
 
 /// One change made by resolving an event, with what it replaced.
@@ -161,6 +176,12 @@ enum Change {
         day: i64,
         kind: KeyKind,
         key: String,
+    },
+    /// A group before the change; `None` when the group was new.
+    Group {
+        project_id: i64,
+        key: GroupKey,
+        before: Option<Group>,
     },
     /// A user's user_id and profile before the change; `None` when the user was new.
     User {
@@ -268,7 +289,12 @@ fn snapshot(profile: &Profile) -> Arc<Props> {
 
 impl Resolver {
     /// Loads committed identities and profiles.
-    pub fn load(identities: Vec<IdentityRecord>, profiles: Vec<ProfileRecord>, high: i64) -> Self {
+    pub fn load(
+        identities: Vec<IdentityRecord>,
+        profiles: Vec<ProfileRecord>,
+        groups: Vec<GroupRecord>,
+        high: i64,
+    ) -> Self {
         let mut r = Resolver {
             high,
             ..Default::default()
@@ -279,9 +305,7 @@ impl Resolver {
             p.map_mut(id.kind).insert(id.external_id, id.amplitude_id);
         }
         for rec in profiles {
-            let profile: Profile = serde_json::from_str::<serde_json::Map<_, _>>(&rec.properties)
-                .map(|m| m.into_iter().map(|(k, v)| (k, v.to_string())).collect())
-                .unwrap_or_default();
+            let profile = profile_from_json(&rec.properties);
             r.allocated.insert(rec.amplitude_id);
             let user = User {
                 user_id: rec.user_id,
@@ -294,6 +318,17 @@ impl Resolver {
                 .or_default()
                 .users
                 .insert(rec.amplitude_id, user);
+        }
+        for rec in groups {
+            let group = Group {
+                profile: profile_from_json(&rec.properties),
+                as_of: rec.as_of,
+            };
+            r.projects
+                .entry(rec.project_id)
+                .or_default()
+                .groups
+                .insert((rec.group_type, rec.group_value), group);
         }
         r
     }
@@ -354,8 +389,17 @@ impl Resolver {
         if keys.user.len() + new_user.len() > MAX_USER_KEYS_PER_DAY {
             return Err(KeyKind::User);
         }
+        let new_group = new(&keys.group, &event.group_properties);
+        if keys.group.len() + new_group.len() > MAX_GROUP_KEYS_PER_DAY {
+            return Err(KeyKind::Group);
+        }
         keys.last_snapshot = Some(event.user_properties.clone());
-        for (kind, new) in [(KeyKind::Event, new_event), (KeyKind::User, new_user)] {
+        let all_new = [
+            (KeyKind::Event, new_event),
+            (KeyKind::User, new_user),
+            (KeyKind::Group, new_group),
+        ];
+        for (kind, new) in all_new {
             for key in new {
                 keys.set(kind).insert(key.clone());
                 self.journal.open.push(Change::Key {
@@ -441,6 +485,13 @@ impl Resolver {
         if changed {
             self.dirty.profiles.insert((project_id, amplitude_id));
         }
+        let group_properties = self.resolve_groups(
+            project_id,
+            ev.groups.as_deref(),
+            &ev.group_property_ops,
+            ev.group_snapshot,
+            time,
+        );
         if let Some(before) = before.filter(|b| changed || b.is_none()) {
             self.journal.open.push(Change::User {
                 project_id,
@@ -462,12 +513,64 @@ impl Resolver {
             strs: ev.strs,
             nums: ev.nums,
             groups: ev.groups,
-            group_properties: ev.group_properties,
+            group_properties,
             event_properties: ev.event_properties,
             user_properties,
             extra: ev.extra,
             skip_user_properties_sync: ev.skip_user_properties_sync,
+            profile_only: ev.profile_only,
         })
+    }
+
+    /// Applies an event's group-property operations (or an imported snapshot) to the groups
+    /// it names; returns the group properties the event stores: an imported snapshot as
+    /// given, else its groups' properties after the operations.
+    fn resolve_groups(
+        &mut self,
+        project_id: i64,
+        names: Option<&str>,
+        ops: &[(String, serde_json::Value)],
+        imported: Option<Props>,
+        time: i64,
+    ) -> Props {
+        let keys = names
+            .and_then(|text| groups::parse_groups(text).ok())
+            .unwrap_or_default();
+        let project = self.projects.entry(project_id).or_default();
+        for key in &keys {
+            let before = project.groups.get(key).cloned();
+            let mut group = before.clone().unwrap_or_default();
+            match &imported {
+                Some(snapshot) if time >= group.as_of => {
+                    group.profile = groups::profile_of(snapshot, key);
+                    group.as_of = time;
+                }
+                Some(_) => continue,
+                None => {
+                    if !apply_user_property_ops(&mut group.profile, ops) {
+                        continue;
+                    }
+                    group.as_of = group.as_of.max(time);
+                }
+            }
+            if before.as_ref() == Some(&group) {
+                continue;
+            }
+            project.groups.insert(key.clone(), group);
+            self.dirty.groups.insert((project_id, key.clone()));
+            self.journal.open.push(Change::Group {
+                project_id,
+                key: key.clone(),
+                before,
+            });
+        }
+        match imported {
+            Some(snapshot) => snapshot,
+            None => groups::split(
+                keys.iter()
+                    .filter_map(|k| project.groups.get(k).map(|g| (k, &g.profile))),
+            ),
+        }
     }
 
     /// A new amplitude_id: the imported `hint` when no user of this server has it.
@@ -660,6 +763,17 @@ impl Resolver {
                         None => map.remove(&external_id),
                     };
                 }
+                Change::Group {
+                    project_id,
+                    key,
+                    before,
+                } => {
+                    let groups = &mut self.projects.entry(project_id).or_default().groups;
+                    match before {
+                        Some(group) => groups.insert(key, group),
+                        None => groups.remove(&key),
+                    };
+                }
                 Change::User {
                     project_id,
                     amplitude_id,
@@ -696,6 +810,7 @@ impl Resolver {
         for (kind, props) in [
             (KeyKind::Event, &e.event_properties),
             (KeyKind::User, &*e.user_properties),
+            (KeyKind::Group, &e.group_properties),
         ] {
             self.admit_stored_keys(project_id, day, kind, props.iter().map(|(k, _)| k.as_str()));
         }
@@ -721,6 +836,20 @@ impl Resolver {
             user.as_of = user.as_of.max(e.time);
         }
         self.dirty.profiles.insert((project_id, e.amplitude_id));
+        // The event holds every group it names as it was after the event.
+        let named = e
+            .groups
+            .as_deref()
+            .and_then(|t| groups::parse_groups(t).ok());
+        for key in named.into_iter().flatten() {
+            let profile = groups::profile_of(&e.group_properties, &key);
+            let group = p.groups.entry(key.clone()).or_default();
+            if group.profile != profile {
+                group.profile = profile;
+                group.as_of = group.as_of.max(e.time);
+                self.dirty.groups.insert((project_id, key));
+            }
+        }
     }
 
     /// Remembers a stored event's insert_id so that a retry of it is recognized.
@@ -750,8 +879,9 @@ impl Resolver {
         }
     }
 
-    /// Takes the changes to persist with the next commit.
-    pub fn take_dirty(&mut self) -> (Vec<IdentityRecord>, Vec<ProfileRecord>, i64) {
+    /// Takes the changes to persist with the next commit: identities, profiles, groups and
+    /// the amplitude_id high-water mark, as a commit to complete.
+    pub fn take_dirty(&mut self) -> Commit {
         let dirty = std::mem::take(&mut self.dirty);
         let identities = dirty
             .identities
@@ -775,7 +905,62 @@ impl Resolver {
             .into_iter()
             .filter_map(|(project_id, amplitude_id)| self.profile_record(project_id, amplitude_id))
             .collect();
-        (identities, profiles, self.high)
+        let groups = dirty
+            .groups
+            .into_iter()
+            .filter_map(|(project_id, key)| self.group_record(project_id, &key))
+            .collect();
+        Commit {
+            identities,
+            profiles,
+            groups,
+            amplitude_id_high: self.high,
+            ..Default::default()
+        }
+    }
+
+    fn group_record(&self, project_id: i64, key: &GroupKey) -> Option<GroupRecord> {
+        let group = self.projects.get(&project_id)?.groups.get(key)?;
+        Some(GroupRecord {
+            project_id,
+            group_type: key.0.clone(),
+            group_value: key.1.clone(),
+            properties: profile_json(&group.profile),
+            as_of: group.as_of,
+        })
+    }
+
+    /// Unsets `keys` in every group of the project; returns the changed groups.
+    pub fn remove_group_keys(&mut self, project_id: i64, keys: &[String]) -> Vec<GroupRecord> {
+        let Some(project) = self.projects.get_mut(&project_id) else {
+            return Vec::new();
+        };
+        let mut changed = Vec::new();
+        for (key, group) in project.groups.iter_mut() {
+            let before = group.profile.len();
+            group.profile.retain(|k, _| !keys.contains(k));
+            if group.profile.len() != before {
+                changed.push(key.clone());
+            }
+        }
+        // A rollback must not bring the keys back either.
+        self.journal.retain_changes(|change| {
+            if let Change::Group {
+                project_id: p,
+                before: Some(group),
+                ..
+            } = change
+            {
+                if *p == project_id {
+                    group.profile.retain(|k, _| !keys.contains(k));
+                }
+            }
+            true
+        });
+        changed
+            .iter()
+            .filter_map(|key| self.group_record(project_id, key))
+            .collect()
     }
 
     fn is_suppressed(&self, project_id: i64, user_id: Option<&str>) -> bool {
@@ -873,7 +1058,7 @@ impl Resolver {
                 }
                 true
             }
-            Change::Dedup { .. } | Change::Key { .. } => true,
+            Change::Dedup { .. } | Change::Key { .. } | Change::Group { .. } => true,
         });
     }
 
@@ -914,31 +1099,50 @@ impl Resolver {
 
     fn profile_record(&self, project_id: i64, amplitude_id: i64) -> Option<ProfileRecord> {
         let user = self.projects.get(&project_id)?.users.get(&amplitude_id)?;
-        let map: serde_json::Map<String, serde_json::Value> = user
-            .profile
-            .iter()
-            .map(|(k, v)| (k.clone(), serde_json::from_str(v).unwrap_or_default()))
-            .collect();
         Some(ProfileRecord {
             project_id,
             amplitude_id,
             user_id: user.user_id.clone(),
-            properties: serde_json::Value::Object(map).to_string(),
+            properties: profile_json(&user.profile),
             as_of: user.as_of,
         })
     }
 
     /// Puts back changes whose commit failed, so the next commit carries them.
-    pub fn restore_dirty(&mut self, identities: Vec<IdentityRecord>, profiles: &[ProfileRecord]) {
+    pub fn restore_dirty(&mut self, commit: &Commit) {
         self.dirty.identities.extend(
-            identities
-                .into_iter()
-                .map(|r| (r.project_id, r.kind, r.external_id)),
+            commit
+                .identities
+                .iter()
+                .map(|r| (r.project_id, r.kind, r.external_id.clone())),
         );
-        self.dirty
-            .profiles
-            .extend(profiles.iter().map(|p| (p.project_id, p.amplitude_id)));
+        self.dirty.profiles.extend(
+            commit
+                .profiles
+                .iter()
+                .map(|p| (p.project_id, p.amplitude_id)),
+        );
+        self.dirty.groups.extend(commit.groups.iter().map(|g| {
+            let key = (g.group_type.clone(), g.group_value.clone());
+            (g.project_id, key)
+        }));
     }
+}
+
+/// A stored profile (a JSON object's text) as key → JSON text.
+fn profile_from_json(text: &str) -> Profile {
+    serde_json::from_str::<serde_json::Map<_, _>>(text)
+        .map(|m| m.into_iter().map(|(k, v)| (k, v.to_string())).collect())
+        .unwrap_or_default()
+}
+
+/// A profile as the JSON object text the metadata store keeps.
+fn profile_json(profile: &Profile) -> String {
+    let map: serde_json::Map<String, serde_json::Value> = profile
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::from_str(v).unwrap_or_default()))
+        .collect();
+    serde_json::Value::Object(map).to_string()
 }
 
 #[cfg(test)]
@@ -1020,7 +1224,11 @@ mod tests {
             retried.user_properties.as_slice(),
             &[("n".to_string(), "11".to_string())]
         );
-        let (identities, profiles, _) = r.take_dirty();
+        let Commit {
+            identities,
+            profiles,
+            ..
+        } = r.take_dirty();
         assert!(
             !identities
                 .iter()

@@ -34,6 +34,7 @@ const ROW_GROUP_ROWS: usize = 16 * 1024;
 pub struct ColumnNames {
     pub event_properties: HashMap<i64, String>,
     pub user_properties: HashMap<i64, String>,
+    pub group_properties: HashMap<i64, String>,
 }
 
 /// What writing a segment learned about it, for the manifest.
@@ -138,6 +139,7 @@ pub fn events_to_batch(
     events: &[Arc<Event>],
     event_ids: &HashMap<String, i64>,
     user_ids: &HashMap<String, i64>,
+    group_ids: &HashMap<String, i64>,
 ) -> Result<RecordBatch> {
     let mut c = Columns {
         fields: Vec::new(),
@@ -196,13 +198,10 @@ pub fn events_to_batch(
         }
     }
     c.push_optional_text("groups", events.iter().map(|e| e.groups.as_deref()));
-    c.push_optional_text(
-        "group_properties",
-        events.iter().map(|e| e.group_properties.as_deref()),
-    );
     c.push_optional_text("extra", events.iter().map(|e| e.extra.as_deref()));
     push_properties(&mut c, "e_", event_ids, events, |e| &e.event_properties);
     push_properties(&mut c, "u_", user_ids, events, |e| &e.user_properties);
+    push_properties(&mut c, "g_", group_ids, events, |e| &e.group_properties);
 
     let schema = Arc::new(Schema::new(c.fields));
     Ok(RecordBatch::try_new(schema, c.arrays)?)
@@ -426,9 +425,8 @@ fn decode_batch(
         column::<Int64Array>(batch, "session_id"),
         column::<Int64Array>(batch, "event_id"),
     );
-    let (groups, group_properties, extra) = (
+    let (groups, extra) = (
         column::<StringArray>(batch, "groups"),
-        column::<StringArray>(batch, "group_properties"),
         column::<StringArray>(batch, "extra"),
     );
     let strs: Vec<(u8, &StringArray)> = StrField::ALL
@@ -455,6 +453,7 @@ fn decode_batch(
     };
     let event_props = props("e_", &names.event_properties);
     let user_props = props("u_", &names.user_properties);
+    let group_props = props("g_", &names.group_properties);
     let present = |cols: &[(String, StringArray)], row: usize| -> Vec<(String, String)> {
         let mut v: Vec<(String, String)> = cols
             .iter()
@@ -493,11 +492,12 @@ fn decode_batch(
                 .map(|(i, a)| (*i, a.value(row)))
                 .collect(),
             groups: text(groups, row),
-            group_properties: text(group_properties, row),
+            group_properties: present(&group_props, row),
             event_properties: present(&event_props, row),
             user_properties: Arc::new(present(&user_props, row)),
             extra: text(extra, row),
             skip_user_properties_sync: false,
+            profile_only: false,
         });
     }
     Ok(())
@@ -871,7 +871,7 @@ mod tests {
             .collect();
         let ids = HashMap::from([("p".to_string(), 1)]);
         let uids = HashMap::from([("u".to_string(), 2)]);
-        let batch = events_to_batch(&events, &ids, &uids).unwrap();
+        let batch = events_to_batch(&events, &ids, &uids, &HashMap::new()).unwrap();
         let path = dir.join("src.parquet");
         write_batch(&path, &batch).unwrap();
         (path, batch)
@@ -958,7 +958,7 @@ mod tests {
             })
             .collect();
         let ids = HashMap::from([("rare".to_string(), 7)]);
-        let batch = events_to_batch(&events, &ids, &HashMap::new()).unwrap();
+        let batch = events_to_batch(&events, &ids, &HashMap::new(), &HashMap::new()).unwrap();
         let path = dir.path().join("s.parquet");
         write_batch(&path, &batch).unwrap();
         let groups: Vec<RecordBatch> = read_row_groups(&path, |_| true)

@@ -23,7 +23,7 @@ use crate::segment::{
     events_to_batch, file_checksum, read_batches, read_segment, rewrite_columns,
     rewrite_row_groups, sort_for_segment, write_batch, ColumnNames, SegmentStats,
 };
-use crate::wal::{self, Damage, RecordKind, WalFile, WalRecord};
+use crate::wal::{self, Damage, WalFile, WalRecord};
 use crate::{Result, StoreError, Unavailable};
 
 /// Tuning of flush and compaction.
@@ -211,7 +211,6 @@ struct Written {
 struct Pending {
     ticket: Ticket,
     project_id: i64,
-    kind: RecordKind,
     events: Vec<Arc<Event>>,
     ack: SyncSender<Result<()>>,
 }
@@ -229,7 +228,6 @@ enum WalCommand {
     Append {
         ticket: Ticket,
         project_id: i64,
-        kind: RecordKind,
         events: Vec<Arc<Event>>,
         ack: SyncSender<Result<()>>,
     },
@@ -278,7 +276,6 @@ impl WalWriter<'_> {
             WalCommand::Append {
                 ticket,
                 project_id,
-                kind,
                 events,
                 ack,
             } => {
@@ -286,16 +283,11 @@ impl WalWriter<'_> {
                     let _ = ack.send(Err(e));
                     return;
                 }
-                let record = WalRecord {
-                    project_id,
-                    events,
-                    kind,
-                };
+                let record = WalRecord { project_id, events };
                 match self.file.append(&record) {
                     Ok(()) => self.appended.push(Pending {
                         ticket,
                         project_id,
-                        kind,
                         events: record.events,
                         ack,
                     }),
@@ -351,10 +343,7 @@ impl WalWriter<'_> {
         for p in self.appended.drain(..) {
             // Identifications are not events: only the profile changes they made wait for
             // the next flush to reach the metadata store.
-            let visible = match p.kind {
-                RecordKind::Events => p.events,
-                RecordKind::Identifications => Vec::new(),
-            };
+            let visible = p.events.into_iter().filter(|e| !e.profile_only).collect();
             self.inner.push_active(p.project_id, visible);
             let _ = p.ack.send(Ok(()));
         }
@@ -441,6 +430,7 @@ impl Store {
         let mut resolver = Resolver::load(
             meta.load_identities()?,
             meta.load_profiles()?,
+            meta.load_groups()?,
             meta.amplitude_id_high()?,
         );
         resolver.set_suppressed(meta.suppressions(None)?);
@@ -493,23 +483,11 @@ impl Store {
 
     /// Resolves and stores events; returns once they are fsynced in the WAL (group commit
     /// with concurrent callers) and visible to readers.
+    ///
+    /// Identifications (`profile_only`: the Identify APIs, `$groupidentify`) change
+    /// profiles and groups the same way and are never visible as events; their changes
+    /// reach the metadata store with the next flush, and replay restores them after a crash.
     pub fn ingest(&self, project_id: i64, events: Vec<ParsedEvent>) -> Result<IngestOutcome> {
-        self.append(project_id, events, RecordKind::Events)
-    }
-
-    /// Applies Identify API calls (user properties and id mappings, no event); returns once
-    /// they are fsynced in the WAL. Their changes reach the metadata store with the next
-    /// flush, and replay restores them after a crash.
-    pub fn identify(&self, project_id: i64, calls: Vec<ParsedEvent>) -> Result<IngestOutcome> {
-        self.append(project_id, calls, RecordKind::Identifications)
-    }
-
-    fn append(
-        &self,
-        project_id: i64,
-        events: Vec<ParsedEvent>,
-        kind: RecordKind,
-    ) -> Result<IngestOutcome> {
         let total = events.len();
         let now = now_ms();
         let pending = {
@@ -539,7 +517,6 @@ impl Store {
                     .send(WalCommand::Append {
                         ticket: resolver.seal(),
                         project_id,
-                        kind,
                         events: resolved,
                         ack,
                     })
@@ -755,6 +732,18 @@ impl Store {
         Ok(profiles.len())
     }
 
+    /// Unsets `keys` in every group of the project, durably. Returns how many groups changed.
+    pub fn remove_group_keys(&self, project_id: i64, keys: &[String]) -> Result<usize> {
+        let _writer = lock(&self.inner.writer);
+        let groups = lock(&self.inner.resolver).remove_group_keys(project_id, keys);
+        let changed = groups.len();
+        self.inner.meta.commit(&Commit {
+            groups,
+            ..Default::default()
+        })?;
+        Ok(changed)
+    }
+
     /// Which of these ids the project knows (identity mappings and profiles).
     pub fn known_users(
         &self,
@@ -880,11 +869,11 @@ fn replay_wal(
             }
         }
         for record in replay.records {
-            replayed_identifications |= record.kind == RecordKind::Identifications;
             for event in record.events {
                 resolver.observe(record.project_id, &event);
-                if record.kind == RecordKind::Events {
-                    state.active.push((record.project_id, event));
+                match event.profile_only {
+                    true => replayed_identifications = true,
+                    false => state.active.push((record.project_id, event)),
                 }
             }
         }
@@ -925,6 +914,7 @@ fn remember_recent_keys(resolver: &mut Resolver, state: &State, meta: &MetaStore
         let names = [
             (KeyKind::Event, CatalogKind::EventProperty),
             (KeyKind::User, CatalogKind::UserProperty),
+            (KeyKind::Group, CatalogKind::GroupProperty),
         ];
         for (kind, catalog) in names {
             let names = meta.catalog_names(*project_id, catalog)?;
@@ -932,6 +922,7 @@ fn remember_recent_keys(resolver: &mut Resolver, state: &State, meta: &MetaStore
                 let ids = match kind {
                     KeyKind::Event => &segment.record.event_properties,
                     KeyKind::User => &segment.record.user_properties,
+                    KeyKind::Group => &segment.record.group_properties,
                 };
                 let day = day_number(&segment.record.day)?;
                 let keys = ids
@@ -1024,6 +1015,9 @@ impl Inner {
             user_properties: self
                 .meta
                 .catalog_names(project_id, CatalogKind::UserProperty)?,
+            group_properties: self
+                .meta
+                .catalog_names(project_id, CatalogKind::GroupProperty)?,
         })
     }
 
@@ -1110,7 +1104,7 @@ impl Inner {
         let commit = {
             let mut r = lock(&self.resolver);
             r.expire_dedup(now_ms());
-            let (identities, profiles, high) = r.take_dirty();
+            let commit = r.take_dirty();
             lock(&self.wal)
                 .send(WalCommand::Barrier {
                     epoch: r.epoch(),
@@ -1118,17 +1112,12 @@ impl Inner {
                     ack,
                 })
                 .map_err(|_| StoreError::Closed)?;
-            Commit {
-                identities,
-                profiles,
-                amplitude_id_high: high,
-                ..Default::default()
-            }
+            commit
         };
         match done.recv().map_err(|_| StoreError::Closed)? {
             Ok(sealed) => Ok((commit, sealed)),
             Err(e) => {
-                lock(&self.resolver).restore_dirty(commit.identities, &commit.profiles);
+                lock(&self.resolver).restore_dirty(&commit);
                 Err(e)
             }
         }
@@ -1147,7 +1136,7 @@ impl Inner {
         let written = match self.write_groups(frozen.iter().flat_map(|f| f.iter().cloned())) {
             Ok(w) => w,
             Err(e) => {
-                lock(&self.resolver).restore_dirty(commit.identities, &commit.profiles);
+                lock(&self.resolver).restore_dirty(&commit);
                 return Err(e);
             }
         };
@@ -1213,7 +1202,7 @@ impl Inner {
         commit.add = written.records;
         commit.catalog = written.catalog;
         if let Err(e) = self.meta.commit(&commit) {
-            lock(&self.resolver).restore_dirty(commit.identities, &commit.profiles);
+            lock(&self.resolver).restore_dirty(&commit);
             self.discard(&commit.add);
             return Err(e.into());
         }
@@ -1318,6 +1307,7 @@ impl Inner {
             event_types: sorted_ids(&type_ids),
             event_properties: column_ids("e_"),
             user_properties: column_ids("u_"),
+            group_properties: column_ids("g_"),
             crc32: Some(stats.crc32),
         };
         self.install(&tmp, &record)?;
@@ -1366,6 +1356,7 @@ impl Inner {
             bytes: stats.bytes as i64,
             event_properties: kept("e_", &old.event_properties),
             user_properties: kept("u_", &old.user_properties),
+            group_properties: kept("g_", &old.group_properties),
             crc32: Some(stats.crc32),
             ..old.clone()
         };
@@ -1397,12 +1388,19 @@ impl Inner {
             CatalogKind::UserProperty,
             &keys(&|e| e.user_properties.as_slice()),
         )?;
-        let batch = events_to_batch(events, &eprop_ids, &uprop_ids)?;
+        let gprop_ids = self.meta.ensure_catalog_ids(
+            project_id,
+            CatalogKind::GroupProperty,
+            &keys(&|e| &e.group_properties),
+        )?;
+        let batch = events_to_batch(events, &eprop_ids, &uprop_ids, &gprop_ids)?;
         let (record, type_ids) = self.write_new_segment(project_id, day, &batch)?;
-        Ok((
-            record,
-            catalog_delta(events, &type_ids, &eprop_ids, &uprop_ids),
-        ))
+        let ids = PropertyIds {
+            event: &eprop_ids,
+            user: &uprop_ids,
+            group: &gprop_ids,
+        };
+        Ok((record, catalog_delta(events, &type_ids, ids)))
     }
 
     fn compact(&self) -> Result<()> {
@@ -1505,13 +1503,21 @@ fn sorted_ids(ids: &HashMap<String, i64>) -> Vec<i64> {
     v
 }
 
+/// Catalog ids of the property keys of the events written into one segment.
+#[derive(Clone, Copy)]
+struct PropertyIds<'a> {
+    event: &'a HashMap<String, i64>,
+    user: &'a HashMap<String, i64>,
+    group: &'a HashMap<String, i64>,
+}
+
 /// Catalog counts contributed by `events`.
 fn catalog_delta(
     events: &[Arc<Event>],
     type_ids: &HashMap<String, i64>,
-    eprop_ids: &HashMap<String, i64>,
-    uprop_ids: &HashMap<String, i64>,
+    ids: PropertyIds,
 ) -> CatalogDelta {
+    let (eprop_ids, uprop_ids) = (ids.event, ids.user);
     let mut counts: BTreeMap<(CatalogKind, i64), (i64, i64, i64)> = BTreeMap::new();
     let mut pairs: BTreeMap<(i64, i64), i64> = BTreeMap::new();
     let mut bump = |kind, id: i64, t: i64| {
@@ -1530,6 +1536,9 @@ fn catalog_delta(
         }
         for (k, _) in e.user_properties.iter() {
             bump(CatalogKind::UserProperty, uprop_ids[k], t);
+        }
+        for (k, _) in &e.group_properties {
+            bump(CatalogKind::GroupProperty, ids.group[k], t);
         }
     }
     CatalogDelta {

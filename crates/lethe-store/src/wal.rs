@@ -26,26 +26,6 @@ use crate::Result;
 pub(crate) struct WalRecord {
     pub project_id: i64,
     pub events: Vec<Arc<Event>>,
-    /// Absent in records of events (and in files written before identifications existed).
-    #[serde(default, skip_serializing_if = "RecordKind::is_events")]
-    pub kind: RecordKind,
-}
-
-/// What a record's resolved objects are.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub(crate) enum RecordKind {
-    /// Events: visible, and replayed into the memtable.
-    #[default]
-    Events,
-    /// Identify API calls: they change profiles and id mappings and are never events.
-    Identifications,
-}
-
-impl RecordKind {
-    fn is_events(&self) -> bool {
-        *self == RecordKind::Events
-    }
 }
 
 const HEADER: usize = 8;
@@ -248,24 +228,7 @@ mod tests {
                 vec![("k".into(), "1".into())],
                 vec![],
             ))],
-            kind: RecordKind::Events,
         }
-    }
-
-    #[test]
-    fn records_of_events_read_as_before_and_identifications_say_so() {
-        let events = serde_json::to_string(&record(1)).unwrap();
-        assert!(
-            !events.contains("kind"),
-            "event records keep their old form"
-        );
-        let mut identify = record(2);
-        identify.kind = RecordKind::Identifications;
-        let text = serde_json::to_string(&identify).unwrap();
-        let back: WalRecord = serde_json::from_str(&text).unwrap();
-        assert_eq!(back.kind, RecordKind::Identifications);
-        let old: WalRecord = serde_json::from_str(&events).unwrap();
-        assert_eq!(old.kind, RecordKind::Events);
     }
 
     fn file_with(n: u128) -> (tempfile::TempDir, DataDir, Vec<u8>) {

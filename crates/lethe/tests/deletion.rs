@@ -136,12 +136,12 @@ fn a_task_removes_exactly_what_its_preview_shows_and_leaves_nothing_on_disk() {
     assert_eq!(s, 200, "{preview}");
     assert_eq!(
         preview["totals"],
-        json!({"events_deleted": 30, "event_property_values_removed": 10, "user_property_values_removed": 20})
+        json!({"events_deleted": 30, "event_property_values_removed": 10, "user_property_values_removed": 20, "group_property_values_removed": 0})
     );
     assert_eq!(preview["clauses"], json!([
-        {"events_deleted": 30, "event_property_values_removed": 0, "user_property_values_removed": 0},
-        {"events_deleted": 0, "event_property_values_removed": 10, "user_property_values_removed": 0},
-        {"events_deleted": 0, "event_property_values_removed": 0, "user_property_values_removed": 20},
+        {"events_deleted": 30, "event_property_values_removed": 0, "user_property_values_removed": 0, "group_property_values_removed": 0},
+        {"events_deleted": 0, "event_property_values_removed": 10, "user_property_values_removed": 0, "group_property_values_removed": 0},
+        {"events_deleted": 0, "event_property_values_removed": 0, "user_property_values_removed": 20, "group_property_values_removed": 0},
     ]), "phone is on the 10 Signups and the 10 Purchases after them; the flood's users had none yet");
     assert_eq!(preview["rewrite"]["partitions"], 1);
     let samples = preview["samples"].as_array().unwrap();
