@@ -14,6 +14,7 @@ use proptest::prelude::*;
 const TYPES: &[&str] = &["open", "click", "buy", "close"];
 const EVENT_KEYS: &[&str] = &["p1", "p2", "p3", "p4"];
 const USER_KEYS: &[&str] = &["u1", "u2", "u3"];
+const GROUP_KEYS: &[&str] = &["g1", "g2", "g3"];
 const BASE: i64 = 1_700_000_000_000 - 1_700_000_000_000 % DAY_MS;
 
 #[derive(Debug, Clone)]
@@ -23,6 +24,8 @@ struct Input {
     offset: i64,
     event_keys: Vec<(usize, u8)>,
     user_keys: Vec<(usize, u8)>,
+    /// The group (of two) the event names, with group-property changes it makes.
+    group: Option<(usize, Vec<(usize, u8)>)>,
 }
 
 fn input() -> impl Strategy<Value = Input> {
@@ -32,14 +35,21 @@ fn input() -> impl Strategy<Value = Input> {
         0..3 * DAY_MS,
         prop::collection::vec((0..EVENT_KEYS.len(), any::<u8>()), 0..4),
         prop::collection::vec((0..USER_KEYS.len(), any::<u8>()), 0..3),
+        prop::option::of((
+            0..2usize,
+            prop::collection::vec((0..GROUP_KEYS.len(), any::<u8>()), 0..3),
+        )),
     )
-        .prop_map(|(event_type, user, offset, event_keys, user_keys)| Input {
-            event_type,
-            user,
-            offset,
-            event_keys,
-            user_keys,
-        })
+        .prop_map(
+            |(event_type, user, offset, event_keys, user_keys, group)| Input {
+                event_type,
+                user,
+                offset,
+                event_keys,
+                user_keys,
+                group,
+            },
+        )
 }
 
 fn names(all: &[&str], picks: &[usize]) -> Vec<String> {
@@ -69,13 +79,26 @@ fn clause() -> impl Strategy<Value = Clause> {
                     event_types: t.map(|t| names(TYPES, &t)),
                 }
             }),
-        (prop::collection::vec(0..USER_KEYS.len(), 1..3), maybe_types).prop_map(|(p, t)| {
-            Clause::UserProperty {
+        (
+            prop::collection::vec(0..USER_KEYS.len(), 1..3),
+            maybe_types.clone()
+        )
+            .prop_map(|(p, t)| Clause::UserProperty {
                 properties: names(USER_KEYS, &p),
                 event_types: t.map(|t| names(TYPES, &t)),
                 from_profiles: false,
-            }
-        }),
+            }),
+        (
+            prop::collection::vec(0..GROUP_KEYS.len(), 1..3),
+            maybe_types
+        )
+            .prop_map(|(p, t)| {
+                Clause::GroupProperty {
+                    properties: names(GROUP_KEYS, &p),
+                    event_types: t.map(|t| names(TYPES, &t)),
+                    from_profiles: false,
+                }
+            }),
     ]
 }
 
@@ -99,6 +122,18 @@ fn parsed(i: &Input) -> ParsedEvent {
         server_upload_time: Some(BASE + i.offset),
         event_properties: props(&i.event_keys, EVENT_KEYS),
         user_property_ops: props(&i.user_keys, USER_KEYS)
+            .into_iter()
+            .map(|(k, v)| (k, serde_json::from_str(&v).unwrap()))
+            .collect(),
+        groups: i
+            .group
+            .as_ref()
+            .map(|(g, _)| serde_json::json!({ "org": format!("org-{g}") }).to_string()),
+        group_property_ops: i
+            .group
+            .as_ref()
+            .map(|(_, keys)| props(keys, GROUP_KEYS))
+            .unwrap_or_default()
             .into_iter()
             .map(|(k, v)| (k, serde_json::from_str(&v).unwrap()))
             .collect(),
@@ -134,6 +169,9 @@ fn model(events: &[Event], spec: &TaskSpec) -> Vec<Event> {
                         Clause::UserProperty { properties, event_types, .. } if matches(event_types, &e) => {
                             let kept: Vec<_> = e.user_properties.iter().filter(|(k, _)| !properties.contains(k)).cloned().collect();
                             e.user_properties = Arc::new(kept);
+                        }
+                        Clause::GroupProperty { properties, event_types, .. } if matches(event_types, &e) => {
+                            e.group_properties.retain(|(k, _)| !properties.contains(k));
                         }
                         _ => {}
                     }
@@ -207,6 +245,8 @@ proptest! {
             model_counts(&expected, |e| e.event_properties.iter().map(|(k, _)| k.clone()).collect()));
         prop_assert_eq!(catalog_counts(&meta, CatalogKind::UserProperty),
             model_counts(&expected, |e| e.user_properties.iter().map(|(k, _)| k.clone()).collect()));
+        prop_assert_eq!(catalog_counts(&meta, CatalogKind::GroupProperty),
+            model_counts(&expected, |e| e.group_properties.iter().map(|(k, _)| k.clone()).collect()));
         // Running it again (as after a crash) changes nothing.
         let again = execute(&store, &meta, &meta.task(row.id).unwrap().unwrap()).unwrap();
         prop_assert_eq!(again.totals, result.totals);
