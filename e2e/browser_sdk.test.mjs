@@ -1,6 +1,7 @@
 // The official browser SDK (@amplitude/analytics-browser, its bundled script from npm), on a
 // page served from another origin, sends its events to lethe with every transport it has:
-// `fetch` (the default) and `xhr` preflight their JSON POSTs, `beacon` does not.
+// `fetch` (the default) and `xhr` preflight their JSON POSTs, `beacon` does not; identify,
+// groupIdentify and revenue arrive too.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -42,7 +43,7 @@ after(async () => {
   stopServer(server);
 });
 
-test('the browser SDK stores its events from another origin with fetch, xhr and beacon', async () => {
+test('the browser SDK stores its events from another origin with fetch, xhr and beacon, and its identify, groupIdentify and revenue', async () => {
   const context = await browser.newContext();
   // Nothing leaves the machine: whatever the SDK would fetch elsewhere (remote configuration)
   // is refused here.
@@ -66,15 +67,37 @@ test('the browser SDK stores its events from another origin with fetch, xhr and 
     }, { apiKey: server.apiKey, serverUrl: `${server.url}/2/httpapi`, transport });
     assert.equal(code, 200, `${transport}: ${refused.join('; ')}`);
   }
+  // identify, groupIdentify and revenue go the same way (fetch), and so does a grouped event.
+  const codes = await page.evaluate(async ({ apiKey, serverUrl }) => {
+    const a = window.amplitude;
+    const client = a.createInstance();
+    await client.init(apiKey, 'browser-user-calls', {
+      serverUrl, flushQueueSize: 1, flushIntervalMillis: 50, autocapture: false, fetchRemoteConfig: false,
+    }).promise;
+    return [
+      (await client.identify(new a.Identify().set('plan', 'pro')).promise).code,
+      (await client.groupIdentify('org', 'acme', new a.Identify().set('seats', 5)).promise).code,
+      (await client.revenue(new a.Revenue().setProductId('sku-1').setPrice(3.5).setQuantity(2)).promise).code,
+      (await client.track({ event_type: 'Web grouped', groups: { org: 'acme' } }).promise).code,
+    ];
+  }, { apiKey: server.apiKey, serverUrl: `${server.url}/2/httpapi` });
+  assert.deepEqual(codes, [200, 200, 200, 200], refused.join('; '));
   assert.deepEqual(refused, [], 'no CORS refusal in the console');
   const deadline = Date.now() + 10_000;
   let events = [];
   while (Date.now() < deadline) {
     events = await exportEvents(server);
-    if (events.length >= 3) break;
+    if (events.length >= 6) break;
     await new Promise((r) => setTimeout(r, 100));
   }
-  assert.deepEqual(events.map((e) => e.event_type).sort(), ['Web beacon', 'Web fetch', 'Web xhr']);
+  assert.deepEqual(events.map((e) => e.event_type).sort(),
+    ['$identify', 'Web beacon', 'Web fetch', 'Web grouped', 'Web xhr', 'revenue_amount']);
+  const grouped = events.find((e) => e.event_type === 'Web grouped');
+  assert.deepEqual(grouped.user_properties.plan, 'pro');
+  assert.deepEqual(grouped.group_properties, { org: { acme: { seats: 5 } } });
+  const revenue = events.find((e) => e.event_type === 'revenue_amount').event_properties;
+  assert.equal(revenue.$price, 3.5);
+  assert.equal(revenue.$quantity, 2);
   const agent = await page.evaluate(() => navigator.userAgent);
   for (const e of events) {
     assert.equal(e.ip_address, '127.0.0.1', 'the client address, filled in by the server');

@@ -41,6 +41,8 @@ fn the_official_python_sdk_round_trips_through_the_export() {
     };
     assert_eq!(code_of("Song Played"), Some(json!(200)), "{callbacks:?}");
     assert_eq!(code_of("$identify"), Some(json!(200)), "{callbacks:?}");
+    assert_eq!(code_of("$groupidentify"), Some(json!(200)), "{callbacks:?}");
+    assert_eq!(code_of("revenue_amount"), Some(json!(200)), "{callbacks:?}");
     assert_eq!(
         code_of("Short Id"),
         Some(json!(400)),
@@ -55,8 +57,8 @@ fn the_official_python_sdk_round_trips_through_the_export() {
     types.sort();
     assert_eq!(
         types,
-        ["$identify", "After Identify", "Song Played"],
-        "exactly the valid events, once"
+        ["$identify", "After Identify", "Grouped", "Song Played", "revenue_amount"],
+        "exactly the valid events, once ($groupidentify changes the group, it is no event)"
     );
     let by_type = |t: &str| events.iter().find(|e| e["event_type"] == t).unwrap();
     assert_eq!(
@@ -78,6 +80,13 @@ fn the_official_python_sdk_round_trips_through_the_export() {
         by_type("After Identify")["amplitude_id"],
         by_type("Song Played")["amplitude_id"]
     );
+    assert_eq!(
+        by_type("Grouped")["group_properties"],
+        json!({"org": {"acme": {"seats": 12}}})
+    );
+    let revenue = &by_type("revenue_amount")["event_properties"];
+    assert_eq!((&revenue["$price"], &revenue["$quantity"]), (&json!(4.5), &json!(2)));
+    assert_eq!(revenue["$productId"], "sku-py");
 }
 
 #[test]
