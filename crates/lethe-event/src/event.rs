@@ -39,7 +39,7 @@ pub struct Event {
     pub groups: Option<String>,
     /// The properties of the event's groups at that moment, split by key (see
     /// [`crate::groups`]): `(key, {type: {value: v}})`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "group_properties_of_any_version")]
     pub group_properties: Props,
     /// Event properties sent with the event.
     pub event_properties: Props,
@@ -59,6 +59,28 @@ pub struct Event {
     /// profiles or groups and is never stored or shown as an event.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub profile_only: bool,
+}
+
+/// WAL records written before group properties were split by key held the exported object
+/// (or null): such a record replays with its groups' properties split as today.
+fn group_properties_of_any_version<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Props, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum AnyVersion {
+        Split(Props),
+        Exported(String),
+        Absent(()),
+    }
+    Ok(match AnyVersion::deserialize(d)? {
+        AnyVersion::Split(props) => props,
+        AnyVersion::Exported(text) => serde_json::from_str(&text)
+            .ok()
+            .and_then(|v| crate::groups::split_exported(&v))
+            .unwrap_or_default(),
+        AnyVersion::Absent(()) => Props::new(),
+    })
 }
 
 impl Event {
@@ -127,5 +149,31 @@ impl Event {
             map.extend(extra);
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wal_records_of_the_previous_version_still_read() {
+        let mut e: serde_json::Value = serde_json::json!({
+            "uuid": 1, "event_type": "e", "server_upload_time": 1, "time": 1, "amplitude_id": 1,
+            "user_id": null, "device_id": "device-1", "insert_id": null, "session_id": null,
+            "event_id": null, "strs": [], "nums": [], "groups": "{\"org\":\"acme\"}",
+            "group_properties": "{\"org\":{\"acme\":{\"plan\":\"pro\"}}}",
+            "event_properties": [], "user_properties": []
+        });
+        let old: Event = serde_json::from_value(e.clone()).unwrap();
+        assert_eq!(
+            old.group_properties,
+            vec![("plan".to_string(), r#"{"org":{"acme":"pro"}}"#.to_string())]
+        );
+        e["group_properties"] = serde_json::Value::Null;
+        let none: Event = serde_json::from_value(e).unwrap();
+        assert!(none.group_properties.is_empty());
+        let again: Event = serde_json::from_str(&serde_json::to_string(&old).unwrap()).unwrap();
+        assert_eq!(again, old);
     }
 }

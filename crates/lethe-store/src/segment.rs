@@ -429,6 +429,9 @@ fn decode_batch(
         column::<StringArray>(batch, "groups"),
         column::<StringArray>(batch, "extra"),
     );
+    // Segments written before group properties had their own columns kept the object as
+    // sent in one column: it is exported as it was, through `extra`.
+    let legacy_groups = column::<StringArray>(batch, LEGACY_GROUP_PROPERTIES);
     let strs: Vec<(u8, &StringArray)> = StrField::ALL
         .iter()
         .enumerate()
@@ -495,12 +498,29 @@ fn decode_batch(
             group_properties: present(&group_props, row),
             event_properties: present(&event_props, row),
             user_properties: Arc::new(present(&user_props, row)),
-            extra: text(extra, row),
+            extra: with_legacy_groups(text(extra, row), text(legacy_groups, row)),
             skip_user_properties_sync: false,
             profile_only: false,
         });
     }
     Ok(())
+}
+
+/// The one-column group properties of segments written before `g_<id>` columns existed.
+const LEGACY_GROUP_PROPERTIES: &str = "group_properties";
+
+/// An event's `extra` with a legacy `group_properties` value added, so the export renders it
+/// as before.
+fn with_legacy_groups(extra: Option<String>, legacy: Option<String>) -> Option<String> {
+    let Some(legacy) = legacy.and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+    else {
+        return extra;
+    };
+    let mut map = extra
+        .and_then(|t| serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&t).ok())
+        .unwrap_or_default();
+    map.insert(LEGACY_GROUP_PROPERTIES.to_string(), legacy);
+    Some(serde_json::Value::Object(map).to_string())
 }
 
 /// How one column of one output row group is produced.
@@ -941,6 +961,37 @@ mod tests {
         assert!(
             memchr_free(&bytes, b"MARK-16384"),
             "not in statistics or dictionaries either"
+        );
+    }
+
+    #[test]
+    fn a_legacy_group_properties_column_is_exported_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let events = vec![Arc::new(crate::test_event(1, vec![], vec![]))];
+        let batch =
+            events_to_batch(&events, &HashMap::new(), &HashMap::new(), &HashMap::new()).unwrap();
+        let legacy: ArrayRef = Arc::new(StringArray::from(vec![Some(r#"{"company":{"size":3}}"#)]));
+        let mut fields: Vec<Field> = batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| (**f).clone())
+            .collect();
+        fields.push(Field::new(
+            LEGACY_GROUP_PROPERTIES,
+            arrow_schema::DataType::Utf8,
+            true,
+        ));
+        let mut columns = batch.columns().to_vec();
+        columns.push(legacy);
+        let old = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap();
+        let path = dir.path().join("old.parquet");
+        write_batch(&path, &old).unwrap();
+        let read = read_segment(&path, &ColumnNames::default(), None).unwrap();
+        let exported = read[0].to_export_json(1);
+        assert_eq!(
+            exported["group_properties"],
+            serde_json::json!({"company": {"size": 3}})
         );
     }
 

@@ -57,7 +57,13 @@ fn the_official_python_sdk_round_trips_through_the_export() {
     types.sort();
     assert_eq!(
         types,
-        ["$identify", "After Identify", "Grouped", "Song Played", "revenue_amount"],
+        [
+            "$identify",
+            "After Identify",
+            "Grouped",
+            "Song Played",
+            "revenue_amount"
+        ],
         "exactly the valid events, once ($groupidentify changes the group, it is no event)"
     );
     let by_type = |t: &str| events.iter().find(|e| e["event_type"] == t).unwrap();
@@ -85,7 +91,10 @@ fn the_official_python_sdk_round_trips_through_the_export() {
         json!({"org": {"acme": {"seats": 12}}})
     );
     let revenue = &by_type("revenue_amount")["event_properties"];
-    assert_eq!((&revenue["$price"], &revenue["$quantity"]), (&json!(4.5), &json!(2)));
+    assert_eq!(
+        (&revenue["$price"], &revenue["$quantity"]),
+        (&json!(4.5), &json!(2))
+    );
     assert_eq!(revenue["$productId"], "sku-py");
 }
 

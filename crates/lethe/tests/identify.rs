@@ -330,3 +330,24 @@ fn skip_user_properties_sync_shows_properties_on_the_event_only() {
         json!([0])
     );
 }
+
+/// Amplitude's Identify API also takes a user's device and location fields (`platform`,
+/// `country`, `paying`, …). lethe keeps such fields per event, where every event carries
+/// them: on an identification they are accepted, as Amplitude's clients expect, and neither
+/// become user properties nor create an event. This test states it.
+#[test]
+fn identify_device_fields_are_accepted_and_not_kept() {
+    let (server, keys) = Server::start();
+    let (s, _) = identify_form(
+        &server,
+        &keys.api_key,
+        &json!({"user_id": "user-fields", "platform": "iOS", "country": "Germany", "paying": "true",
+                "start_version": "1.0", "user_properties": {"$set": {"tier": "gold"}}}),
+    );
+    assert_eq!(s, 200);
+    assert_eq!(
+        amp_props(&server, &keys, "user-fields"),
+        json!({"tier": "gold"})
+    );
+    assert!(server.export_today(&keys).is_empty());
+}

@@ -309,7 +309,7 @@ fn health_and_metrics_are_served() {
 fn browsers_may_send_events_from_other_origins_and_only_events() {
     let (server, keys) = Server::start();
     let origin = "http://shop.example";
-    for path in ["/2/httpapi", "/batch"] {
+    for path in ["/2/httpapi", "/batch", "/identify", "/groupidentify"] {
         let r = server
             .client
             .request(reqwest::Method::OPTIONS, server.url(path))
