@@ -9,7 +9,7 @@ use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, MethodRouter};
 use axum::Router;
 use lethe_event::{parse_identification, RequestError, Shape, DEFAULT_MIN_ID_LENGTH};
 use serde::Deserialize;
@@ -27,8 +27,20 @@ const MAX_BYTES: usize = 1 << 20;
 /// Routes merged under the ingestion endpoints' CORS policy.
 pub fn routes() -> Router<App> {
     Router::new()
-        .route("/identify", get(identify).post(identify))
-        .route("/groupidentify", get(group_identify).post(group_identify))
+        .route("/identify", endpoint(Api::Identify))
+        .route("/groupidentify", endpoint(Api::GroupIdentify))
+}
+
+/// The GET and POST handlers of one API.
+fn endpoint(api: Api) -> MethodRouter<App> {
+    let handler = move |State(app): State<App>,
+                        method: Method,
+                        headers: HeaderMap,
+                        RawQuery(query): RawQuery,
+                        body: Bytes| async move {
+        answer(&app, api, &method, &headers, query.as_deref(), &body).await
+    };
+    get(handler).post(handler)
 }
 
 /// Which API a call came to.
@@ -139,42 +151,6 @@ pub(crate) fn missing_event() -> AmplitudeReply {
 /// The Identify API's 200: the plain `success` Amplitude has always answered.
 pub(crate) fn success() -> Response {
     (StatusCode::OK, "success").into_response()
-}
-
-async fn identify(
-    State(app): State<App>,
-    method: Method,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
-    body: Bytes,
-) -> Response {
-    answer(
-        &app,
-        Api::Identify,
-        &method,
-        &headers,
-        query.as_deref(),
-        &body,
-    )
-    .await
-}
-
-async fn group_identify(
-    State(app): State<App>,
-    method: Method,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
-    body: Bytes,
-) -> Response {
-    answer(
-        &app,
-        Api::GroupIdentify,
-        &method,
-        &headers,
-        query.as_deref(),
-        &body,
-    )
-    .await
 }
 
 async fn answer(
