@@ -413,19 +413,11 @@ pub fn parse_event(
         Ok(v) => ev.event_properties = v,
         Err(e) => invalid("event_properties", e),
     }
-    match user_ops(&fields) {
-        Ok(ops)
-            if import
-                && lookup(&fields, &["user_properties"]).is_some()
-                && !ops.iter().any(|(op, _)| is_operation(op)) =>
-        {
-            match props(&fields, "user_properties") {
-                Ok(snapshot) => ev.user_snapshot = Some(snapshot),
-                Err(e) => invalid("user_properties", e),
-            }
-        }
-        Ok(ops) => ev.user_property_ops = ops,
-        Err(e) => invalid("user_properties", e),
+    match lookup(&fields, &["user_properties"]).map(|raw| user_properties(raw, import)) {
+        None => {}
+        Some(Ok(UserProperties::Snapshot(snapshot))) => ev.user_snapshot = Some(snapshot),
+        Some(Ok(UserProperties::Ops(ops))) => ev.user_property_ops = ops,
+        Some(Err(e)) => invalid("user_properties", e),
     }
     match lookup(&fields, &["$skip_user_properties_sync"]).map(|raw| raw.get()) {
         None | Some("false") => {}
@@ -737,10 +729,15 @@ fn members<'a>(raw: &'a RawValue) -> Result<BTreeMap<Cow<'a, str>, &'a RawValue>
 
 /// Event properties as (key, canonical JSON text).
 fn props(fields: &Fields, key: &str) -> Result<Props, FieldError> {
-    let Some(raw) = lookup(fields, &[key]) else {
-        return Ok(Vec::new());
-    };
-    members(raw)?
+    match lookup(fields, &[key]) {
+        None => Ok(Vec::new()),
+        Some(raw) => canonical_props(members(raw)?),
+    }
+}
+
+/// Members as (key, canonical JSON text), null values left out.
+fn canonical_props(members: BTreeMap<Cow<str>, &RawValue>) -> Result<Props, FieldError> {
+    members
         .into_iter()
         .filter(|(_, v)| v.get() != "null")
         .map(|(k, v)| Ok((k.into_owned(), limits::canonical_value(v.get())?)))
@@ -748,21 +745,35 @@ fn props(fields: &Fields, key: &str) -> Result<Props, FieldError> {
         .map_err(Some)
 }
 
-/// The `user_properties` object: operations (`$set`: {…}) or plain keys, every value within
-/// the limits, and at most [`limits::MAX_PROPERTIES`] keys across all operations.
-fn user_ops(fields: &Fields) -> Result<Vec<(String, Value)>, FieldError> {
-    match lookup(fields, &["user_properties"]) {
-        None => Ok(Vec::new()),
-        Some(raw) => ops_of(raw),
+/// What a `user_properties` object is.
+enum UserProperties {
+    /// Operations (or plain keys, meaning `$set`) to apply to the profile.
+    Ops(Vec<(String, Value)>),
+    /// An export line's object without operations: the user's properties at that time.
+    Snapshot(Props),
+}
+
+/// Reads `user_properties`: on an export line without operations a snapshot, else operations.
+fn user_properties(raw: &RawValue, import: bool) -> Result<UserProperties, FieldError> {
+    let members = members(raw)?;
+    if import && !members.keys().any(|k| is_operation(k)) {
+        return canonical_props(members).map(UserProperties::Snapshot);
     }
+    ops_of_members(members).map(UserProperties::Ops)
 }
 
 /// A property-operations object (`$set`: {…}, or plain keys), every value within the
 /// limits, and at most [`limits::MAX_PROPERTIES`] keys across all operations.
 fn ops_of(raw: &RawValue) -> Result<Vec<(String, Value)>, FieldError> {
+    ops_of_members(members(raw)?)
+}
+
+fn ops_of_members(
+    members: BTreeMap<Cow<str>, &RawValue>,
+) -> Result<Vec<(String, Value)>, FieldError> {
     let mut keys = 0;
     let mut ops = Vec::new();
-    for (op, value) in members(raw)? {
+    for (op, value) in members {
         let value = limits::checked_value(value.get())?;
         if op.starts_with('$') {
             if let Value::Object(map) = &value {

@@ -61,15 +61,23 @@ impl User {
         time: i64,
     ) -> (bool, Arc<Props>) {
         if let Some(imported) = imported {
-            let imported = Arc::new(imported);
-            let newer = time >= self.as_of;
-            let changed = newer && (time != self.as_of || imported != self.snapshot);
-            if changed {
-                self.profile = imported.iter().cloned().collect();
-                self.snapshot = imported.clone();
-                self.as_of = time;
+            // Most rows of a user carry the properties the profile has: they share its
+            // snapshot, and only move its time.
+            let same = *self.snapshot == imported;
+            let shown = match same {
+                true => self.snapshot.clone(),
+                false => Arc::new(imported),
+            };
+            if time < self.as_of {
+                return (false, shown);
             }
-            return (changed, imported);
+            let changed = time != self.as_of || !same;
+            if !same {
+                self.profile = shown.iter().cloned().collect();
+                self.snapshot = shown.clone();
+            }
+            self.as_of = time;
+            return (changed, shown);
         }
         if skip_sync {
             let mut shown = self.profile.clone();
