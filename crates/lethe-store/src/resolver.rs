@@ -47,8 +47,8 @@ impl User {
         (self.user_id.clone(), self.snapshot.clone(), self.as_of)
     }
 
-    /// Applies one event at `time` to the profile; returns whether the profile changed and
-    /// the user properties the event carries.
+    /// Applies one event at `time` to the profile; returns what changed and the user
+    /// properties the event carries.
     /// - An imported snapshot is the event's user properties exactly; it becomes the profile
     ///   when no later event set it (imports arrive in any order).
     /// - Operations change the profile in arrival order, as Amplitude applies them; with
@@ -59,7 +59,7 @@ impl User {
         ops: &[(String, serde_json::Value)],
         skip_sync: bool,
         time: i64,
-    ) -> (bool, Arc<Props>) {
+    ) -> (Moved, Arc<Props>) {
         if let Some(imported) = imported {
             // Most rows of a user carry the properties the profile has: they share its
             // snapshot, and only move its time.
@@ -68,31 +68,43 @@ impl User {
                 true => self.snapshot.clone(),
                 false => Arc::new(imported),
             };
-            if time < self.as_of {
-                return (false, shown);
-            }
-            let changed = time != self.as_of || !same;
-            if !same {
-                self.profile = shown.iter().cloned().collect();
-                self.snapshot = shown.clone();
-            }
-            self.as_of = time;
-            return (changed, shown);
+            let moved = match (time.cmp(&self.as_of), same) {
+                (std::cmp::Ordering::Less, _) | (std::cmp::Ordering::Equal, true) => Moved::Nothing,
+                (_, true) => Moved::Time,
+                (_, false) => {
+                    self.profile = shown.iter().cloned().collect();
+                    self.snapshot = shown.clone();
+                    Moved::Properties
+                }
+            };
+            self.as_of = self.as_of.max(time);
+            return (moved, shown);
         }
         if skip_sync {
             let mut shown = self.profile.clone();
             return match apply_user_property_ops(&mut shown, ops) {
-                true => (false, snapshot(&shown)),
-                false => (false, self.snapshot.clone()),
+                true => (Moved::Nothing, snapshot(&shown)),
+                false => (Moved::Nothing, self.snapshot.clone()),
             };
         }
-        let changed = apply_user_property_ops(&mut self.profile, ops);
-        if changed {
-            self.snapshot = snapshot(&self.profile);
-            self.as_of = self.as_of.max(time);
+        if !apply_user_property_ops(&mut self.profile, ops) {
+            return (Moved::Nothing, self.snapshot.clone());
         }
-        (changed, self.snapshot.clone())
+        self.snapshot = snapshot(&self.profile);
+        self.as_of = self.as_of.max(time);
+        (Moved::Properties, self.snapshot.clone())
     }
+}
+
+/// What an event changed in a profile or group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Moved {
+    Nothing,
+    /// Only the time it is current as of: an imported row repeating the properties. Kept in
+    /// memory at once and persisted by the next flush, not by every import commit (which
+    /// would rewrite every user an import touches).
+    Time,
+    Properties,
 }
 
 /// One group's current properties.
@@ -163,6 +175,9 @@ struct Dirty {
     identities: HashSet<(i64, IdKind, String)>,
     profiles: HashSet<(i64, i64)>,
     groups: HashSet<(i64, GroupKey)>,
+    /// Profiles and groups whose `as_of` alone moved: persisted by flushes only.
+    profile_times: HashSet<(i64, i64)>,
+    group_times: HashSet<(i64, GroupKey)>,
 }
 
 /// One change made by resolving an event, with what it replaced.
@@ -484,15 +499,18 @@ impl Resolver {
             (None, _) => Some(None),
         };
         let user = project.users.entry(amplitude_id).or_default();
-        let (changed, user_properties) = user.take(
+        let (moved, user_properties) = user.take(
             ev.user_snapshot,
             &ev.user_property_ops,
             ev.skip_user_properties_sync,
             time,
         );
-        if changed {
-            self.dirty.profiles.insert((project_id, amplitude_id));
-        }
+        let changed = moved == Moved::Properties;
+        match moved {
+            Moved::Properties => self.dirty.profiles.insert((project_id, amplitude_id)),
+            Moved::Time => self.dirty.profile_times.insert((project_id, amplitude_id)),
+            Moved::Nothing => false,
+        };
         let group_properties = self.resolve_groups(
             project_id,
             ev.groups.as_deref(),
@@ -561,8 +579,15 @@ impl Resolver {
                     group.as_of = group.as_of.max(time);
                 }
             }
-            if before.as_ref() == Some(&group) {
-                continue;
+            match &before {
+                Some(b) if *b == group => continue,
+                Some(b) if b.profile == group.profile => {
+                    // Only its time moved (an imported row repeating it): see `Moved::Time`.
+                    project.groups.insert(key.clone(), group);
+                    self.dirty.group_times.insert((project_id, key.clone()));
+                    continue;
+                }
+                _ => {}
             }
             project.groups.insert(key.clone(), group);
             self.dirty.groups.insert((project_id, key.clone()));
@@ -888,9 +913,17 @@ impl Resolver {
     }
 
     /// Takes the changes to persist with the next commit: identities, profiles, groups and
-    /// the amplitude_id high-water mark, as a commit to complete.
-    pub fn take_dirty(&mut self) -> Commit {
-        let dirty = std::mem::take(&mut self.dirty);
+    /// the amplitude_id high-water mark, as a commit to complete. `with_times` (flushes) also
+    /// takes the profiles and groups whose time alone moved.
+    pub fn take_dirty(&mut self, with_times: bool) -> Commit {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        if with_times {
+            dirty.profiles.extend(dirty.profile_times.drain());
+            dirty.groups.extend(dirty.group_times.drain());
+        } else {
+            self.dirty.profile_times = std::mem::take(&mut dirty.profile_times);
+            self.dirty.group_times = std::mem::take(&mut dirty.group_times);
+        }
         let identities = dirty
             .identities
             .into_iter()
@@ -936,6 +969,11 @@ impl Resolver {
             properties: profile_json(&group.profile),
             as_of: group.as_of,
         })
+    }
+
+    /// Whether profiles or groups wait for a flush to persist their time.
+    pub fn has_pending_times(&self) -> bool {
+        !self.dirty.profile_times.is_empty() || !self.dirty.group_times.is_empty()
     }
 
     /// Unsets `keys` in every group of the project; returns the changed groups.
@@ -1236,7 +1274,7 @@ mod tests {
             identities,
             profiles,
             ..
-        } = r.take_dirty();
+        } = r.take_dirty(true);
         assert!(
             !identities
                 .iter()

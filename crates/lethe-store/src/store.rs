@@ -1104,7 +1104,7 @@ impl Inner {
         let commit = {
             let mut r = lock(&self.resolver);
             r.expire_dedup(now_ms());
-            let commit = r.take_dirty();
+            let commit = r.take_dirty(rotate);
             lock(&self.wal)
                 .send(WalCommand::Barrier {
                     epoch: r.epoch(),
@@ -1251,8 +1251,13 @@ impl Inner {
                 return Err(e);
             }
         };
+        // Profile times the commit left out are persisted by the next flush.
+        let pending_times = lock(&self.resolver).has_pending_times();
         let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
         state.add_live(&self.dir, written, true);
+        if pending_times {
+            state.active_since.get_or_insert_with(Instant::now);
+        }
         drop(state);
         self.publish_gauges();
         Ok(IngestOutcome {

@@ -401,3 +401,44 @@ fn an_export_imported_in_any_order_exports_the_same_rows_and_profiles() {
         }
     }
 }
+
+/// The profile follows the latest event by event time across imports and restarts: a row
+/// repeating the profile at a later time moves the profile's time, and that time is kept.
+#[test]
+fn an_older_row_imported_after_a_restart_does_not_replace_a_newer_profile() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let server = Server::start_on(&dir, &["--flush-interval-secs", "0.1"]);
+    let keys = server.first_start_keys();
+    let token = server.admin_token();
+    let row = |time: &str, plan: &str| {
+        json!({"event_type": "e", "user_id": "user-asof", "event_time": time,
+               "server_upload_time": "2026-11-30 10:00:00.000000", "user_properties": {"plan": plan}})
+        .to_string()
+    };
+    for time in ["2026-11-30 05:00:00.000000", "2026-11-30 09:00:00.000000"] {
+        let (s, b) = server.import(&token, keys.project_id, row(time, "B"));
+        assert_eq!((s, &b["ingested"]), (200, &json!(1)), "{b}");
+    }
+    // The next flush persists the time the second row moved the profile to.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let dir = server.kill9();
+    let server = Server::start_on(&dir, &[]);
+    let token = server.admin_token();
+    let (s, b) = server.import(
+        &token,
+        keys.project_id,
+        row("2026-11-30 07:00:00.000000", "A"),
+    );
+    assert_eq!((s, &b["ingested"]), (200, &json!(1)), "{b}");
+    let (s, body) = common::status_json(
+        server
+            .client
+            .get(server.url("/v1/userprofile?user_id=user-asof&get_amp_props=true"))
+            .header("Authorization", format!("Api-Key {}", keys.secret_key))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(s, 200);
+    assert_eq!(body["userData"]["amp_props"], json!({"plan": "B"}));
+}
