@@ -44,6 +44,10 @@ pub struct Commit {
     pub identities: Vec<IdentityRecord>,
     pub profiles: Vec<ProfileRecord>,
     pub groups: Vec<GroupRecord>,
+    /// Profiles whose time alone moved: (project, amplitude_id, as_of).
+    pub profile_times: Vec<(i64, i64, i64)>,
+    /// Groups whose time alone moved: (project, type, value, as_of).
+    pub group_times: Vec<(i64, String, String, i64)>,
     pub amplitude_id_high: i64,
     /// New WAL checkpoint: every record up to this sequence is in committed segments.
     pub wal_checkpoint: Option<u64>,
@@ -121,6 +125,21 @@ impl MetaStore {
             for g in &commit.groups {
                 upsert_group(&tx, g)?;
             }
+            let mut profile_time = tx.prepare_cached(
+                "UPDATE profiles SET as_of = MAX(as_of, ?3) WHERE project_id = ?1 AND amplitude_id = ?2",
+            )?;
+            for (project, amplitude_id, as_of) in &commit.profile_times {
+                profile_time.execute(params![project, amplitude_id, as_of])?;
+            }
+            drop(profile_time);
+            let mut group_time = tx.prepare_cached(
+                "UPDATE group_profiles SET as_of = MAX(as_of, ?4)
+                 WHERE project_id = ?1 AND group_type = ?2 AND group_value = ?3",
+            )?;
+            for (project, group_type, group_value, as_of) in &commit.group_times {
+                group_time.execute(params![project, group_type, group_value, as_of])?;
+            }
+            drop(group_time);
             tx.execute(
                 "UPDATE counters SET value = MAX(value, ?1) WHERE name='amplitude_id'",
                 [commit.amplitude_id_high],

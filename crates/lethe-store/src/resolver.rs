@@ -917,13 +917,29 @@ impl Resolver {
     /// takes the profiles and groups whose time alone moved.
     pub fn take_dirty(&mut self, with_times: bool) -> Commit {
         let mut dirty = std::mem::take(&mut self.dirty);
-        if with_times {
-            dirty.profiles.extend(dirty.profile_times.drain());
-            dirty.groups.extend(dirty.group_times.drain());
-        } else {
+        if !with_times {
             self.dirty.profile_times = std::mem::take(&mut dirty.profile_times);
             self.dirty.group_times = std::mem::take(&mut dirty.group_times);
         }
+        // A record written whole carries its time already.
+        let profile_times = dirty
+            .profile_times
+            .iter()
+            .filter(|key| !dirty.profiles.contains(key))
+            .filter_map(|&(project_id, amplitude_id)| {
+                let user = self.projects.get(&project_id)?.users.get(&amplitude_id)?;
+                Some((project_id, amplitude_id, user.as_of))
+            })
+            .collect();
+        let group_times = dirty
+            .group_times
+            .iter()
+            .filter(|key| !dirty.groups.contains(key))
+            .filter_map(|(project_id, key)| {
+                let group = self.projects.get(project_id)?.groups.get(key)?;
+                Some((*project_id, key.0.clone(), key.1.clone(), group.as_of))
+            })
+            .collect();
         let identities = dirty
             .identities
             .into_iter()
@@ -955,6 +971,8 @@ impl Resolver {
             identities,
             profiles,
             groups,
+            profile_times,
+            group_times,
             amplitude_id_high: self.high,
             ..Default::default()
         }
@@ -1172,6 +1190,15 @@ impl Resolver {
             let key = (g.group_type.clone(), g.group_value.clone());
             (g.project_id, key)
         }));
+        self.dirty
+            .profile_times
+            .extend(commit.profile_times.iter().map(|(p, a, _)| (*p, *a)));
+        self.dirty.group_times.extend(
+            commit
+                .group_times
+                .iter()
+                .map(|(p, t, v, _)| (*p, (t.clone(), v.clone()))),
+        );
     }
 }
 
