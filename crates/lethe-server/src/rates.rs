@@ -132,7 +132,15 @@ impl Throttled {
 pub struct EventRates {
     limits: RateLimits,
     hasher: RandomState,
-    counters: Mutex<HashMap<u64, Counter>>,
+    counters: Mutex<Counters>,
+}
+
+/// The counters, and the window they were last swept in (once per window: a sweep visits
+/// every counter).
+#[derive(Default)]
+struct Counters {
+    by_key: HashMap<u64, Counter>,
+    swept: i64,
 }
 
 /// Whether an id is a device or a user.
@@ -147,7 +155,7 @@ impl EventRates {
         EventRates {
             limits,
             hasher: RandomState::new(),
-            counters: Mutex::new(HashMap::new()),
+            counters: Mutex::new(Counters::default()),
         }
     }
 
@@ -167,12 +175,19 @@ impl EventRates {
         if eps_limit == 0 && self.limits.daily_quota == 0 {
             return Ok(());
         }
-        // Events per device and per user in this request, with the indices they carry.
-        let mut sent: HashMap<(Who, &str), Vec<usize>> = HashMap::new();
+        // Events per device and per user in this request, with the indices they carry and
+        // the key of their counter (hashed once, outside the lock).
+        let mut sent: HashMap<(Who, &str), (u64, Vec<usize>)> = HashMap::new();
         for (i, e) in events.iter().enumerate() {
             for (who, id) in [(Who::Device, &e.device_id), (Who::User, &e.user_id)] {
                 if let Some(id) = id {
-                    sent.entry((who, id.as_str())).or_default().push(i);
+                    let entry = sent.entry((who, id.as_str())).or_insert_with(|| {
+                        (
+                            self.hasher.hash_one((project_id, who, id.as_str())),
+                            Vec::new(),
+                        )
+                    });
+                    entry.1.push(i);
                 }
             }
         }
@@ -184,9 +199,8 @@ impl EventRates {
             ..Default::default()
         };
         let mut throttled_events = Vec::new();
-        for ((who, id), indices) in &sent {
-            let key = self.hasher.hash_one((project_id, *who, *id));
-            let counter = counters.get(&key).unwrap_or(&Counter::IDLE);
+        for ((who, id), (key, indices)) in &sent {
+            let counter = counters.by_key.get(key).unwrap_or(&Counter::IDLE);
             let day_before = counter.day_total(hour);
             let n = indices.len() as u32;
             let eps = counter.eps_with(n, now_ms);
@@ -220,9 +234,8 @@ impl EventRates {
             refused.throttled_events = throttled_events;
             return Err(Box::new(refused));
         }
-        for ((who, id), indices) in sent {
-            let key = self.hasher.hash_one((project_id, who, id));
-            let counter = counters.entry(key).or_insert_with(|| Counter {
+        for (key, indices) in sent.into_values() {
+            let counter = counters.by_key.entry(key).or_insert_with(|| Counter {
                 window,
                 ..Default::default()
             });
@@ -238,8 +251,9 @@ impl EventRates {
             }
         }
         // Forget keys idle for two windows, unless they are tracked for the day.
-        if counters.len() > 10_000 || window % 4 == 0 {
-            counters.retain(|_, c| {
+        if counters.swept != window {
+            counters.swept = window;
+            counters.by_key.retain(|_, c| {
                 c.window >= window - 1
                     || c.hours
                         .as_ref()
