@@ -177,7 +177,8 @@ impl EventRates {
         }
         // Events per device and per user in this request, with the indices they carry and
         // the key of their counter (hashed once, outside the lock).
-        let mut sent: HashMap<(Who, &str), (u64, Vec<usize>)> = HashMap::new();
+        let mut sent: HashMap<(Who, &str), (u64, Vec<usize>)> =
+            HashMap::with_capacity(events.len() * 2);
         for (i, e) in events.iter().enumerate() {
             for (who, id) in [(Who::Device, &e.device_id), (Who::User, &e.user_id)] {
                 if let Some(id) = id {

@@ -111,13 +111,16 @@ impl Columns {
         self.arrays.push(array);
     }
 
-    fn push_optional_text<'a>(
+    /// A text column of the events' `get`, present only if some event has a value: the
+    /// array is built only then (most standard fields are absent from most segments).
+    fn push_optional_text(
         &mut self,
         name: &str,
-        values: impl Iterator<Item = Option<&'a str>>,
+        events: &[Arc<Event>],
+        get: impl Fn(&Event) -> Option<&str>,
     ) {
-        let array = StringArray::from_iter(values);
-        if array.null_count() < array.len() {
+        if events.iter().any(|e| get(e).is_some()) {
+            let array = StringArray::from_iter(events.iter().map(|e| get(e)));
             self.push(name, Arc::new(array), true);
         }
     }
@@ -162,9 +165,9 @@ pub fn events_to_batch(
     }
     let ids = Int64Array::from_iter_values(events.iter().map(|e| e.amplitude_id));
     c.push("amplitude_id", Arc::new(ids), false);
-    c.push_optional_text("user_id", events.iter().map(|e| e.user_id.as_deref()));
-    c.push_optional_text("device_id", events.iter().map(|e| e.device_id.as_deref()));
-    c.push_optional_text("insert_id", events.iter().map(|e| e.insert_id.as_deref()));
+    c.push_optional_text("user_id", events, |e| e.user_id.as_deref());
+    c.push_optional_text("device_id", events, |e| e.device_id.as_deref());
+    c.push_optional_text("insert_id", events, |e| e.insert_id.as_deref());
     for (name, get) in [
         (
             "session_id",
@@ -177,28 +180,38 @@ pub fn events_to_batch(
             c.push(name, Arc::new(array), true);
         }
     }
+    // Which standard fields the events carry, found in one pass: only those get a column.
+    const _: () = assert!(StrField::ALL.len() <= 64 && NumField::ALL.len() <= 64);
+    let (mut texts, mut numbers) = (0u64, 0u64);
+    for e in events {
+        texts |= e.strs.iter().fold(0, |m, (i, _)| m | 1 << i);
+        numbers |= e.nums.iter().fold(0, |m, (i, _)| m | 1 << i);
+    }
     for (i, field) in StrField::ALL.iter().enumerate() {
+        if texts & (1 << i) == 0 {
+            continue;
+        }
         let i = i as u8;
-        let values = events.iter().map(|e| {
+        let array = StringArray::from_iter(events.iter().map(|e| {
             e.strs
                 .iter()
                 .find(|(f, _)| *f == i)
                 .map(|(_, v)| v.as_str())
-        });
-        c.push_optional_text(field.wire, values);
+        }));
+        c.push(field.wire, Arc::new(array), true);
     }
     for (i, field) in NumField::ALL.iter().enumerate() {
+        if numbers & (1 << i) == 0 {
+            continue;
+        }
         let i = i as u8;
         let values = events
             .iter()
             .map(|e| e.nums.iter().find(|(f, _)| *f == i).map(|(_, v)| *v));
-        let array = Float64Array::from_iter(values);
-        if array.null_count() < array.len() {
-            c.push(field.name, Arc::new(array), true);
-        }
+        c.push(field.name, Arc::new(Float64Array::from_iter(values)), true);
     }
-    c.push_optional_text("groups", events.iter().map(|e| e.groups.as_deref()));
-    c.push_optional_text("extra", events.iter().map(|e| e.extra.as_deref()));
+    c.push_optional_text("groups", events, |e| e.groups.as_deref());
+    c.push_optional_text("extra", events, |e| e.extra.as_deref());
     push_properties(&mut c, "e_", event_ids, events, |e| &e.event_properties);
     push_properties(&mut c, "u_", user_ids, events, |e| &e.user_properties);
     push_properties(&mut c, "g_", group_ids, events, |e| &e.group_properties);
