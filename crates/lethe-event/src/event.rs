@@ -39,7 +39,11 @@ pub struct Event {
     pub groups: Option<String>,
     /// The properties of the event's groups at that moment, split by key (see
     /// [`crate::groups`]): `(key, {type: {value: v}})`.
-    #[serde(default, deserialize_with = "group_properties_of_any_version")]
+    #[serde(
+        default,
+        deserialize_with = "group_properties_of_any_version",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub group_properties: Props,
     /// Event properties sent with the event.
     pub event_properties: Props,

@@ -559,6 +559,9 @@ impl Resolver {
         imported: Option<Props>,
         time: i64,
     ) -> Props {
+        if names.is_none() {
+            return imported.unwrap_or_default();
+        }
         let keys = names
             .and_then(|text| groups::parse_groups(text).ok())
             .unwrap_or_default();
