@@ -110,11 +110,11 @@ test('an admin builds, verifies and submits a two-clause task; it completes and 
     { authorization: `Bearer ${await token()}` });
   assert.equal(api.status, 200);
   const cells = async (row) => (await table.locator('tbody tr').nth(row).locator('td').allTextContents()).map((t) => Number(t.replaceAll(',', '')));
-  const expect = (c) => [c.events_deleted, c.event_property_values_removed, c.user_property_values_removed];
+  const expect = (c) => [c.events_deleted, c.event_property_values_removed, c.user_property_values_removed, c.group_property_values_removed];
   assert.deepEqual(await cells(0), expect(api.data.clauses[0]));
   assert.deepEqual(await cells(1), expect(api.data.clauses[1]));
   assert.deepEqual(await cells(2), expect(api.data.totals));
-  assert.deepEqual(expect(api.data.totals), [30, 20, 0]);
+  assert.deepEqual(expect(api.data.totals), [30, 20, 0, 0]);
 
   await page.getByRole('button', { name: 'Next' }).click();
   await page.getByText('This cannot be undone or cancelled.').waitFor();
@@ -158,6 +158,11 @@ test('a task holds at most five clauses: the add button disables at five', async
   await page.getByText('A task holds at most 5 clauses.').waitFor();
   await add.click({ force: true });
   assert.equal(await page.locator('fieldset[data-clause]').count(), 5);
+  // A clause can name group properties, and also remove them from the current groups.
+  const first = page.locator('fieldset[data-clause="0"]');
+  await first.getByLabel('Type of data').selectOption('group_property');
+  await first.getByText('Group properties to remove').waitFor();
+  await first.getByLabel('Also remove from current groups').waitFor();
 });
 
 test('admins manage users; a member finds no way to create a task and the URL is refused', async () => {
