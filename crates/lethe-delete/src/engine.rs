@@ -8,12 +8,12 @@ use arrow_array::RecordBatch;
 use lethe_event::Event;
 use lethe_meta::{CatalogDelta, CatalogKind, CountDelta, MetaStore, TaskRow};
 use lethe_store::{
-    events_to_batch, failpoint, parallel_map, read_batches, read_row_groups, Output, Rewrite,
-    Segment, Store,
+    events_to_batch, failpoint, parallel_map, read_batches, read_row_groups, Output, PropertyKind,
+    Rewrite, Segment, Store,
 };
 use serde::{Deserialize, Serialize};
 
-use crate::matcher::{Applied, Counts, Matcher, PropertyIds, PropertyKind, Sample};
+use crate::matcher::{Applied, Counts, Matcher, PropertyIds, Sample};
 use crate::spec::{Clause, TaskSpec};
 use crate::DeleteError;
 
@@ -168,12 +168,7 @@ impl Ids {
 
 fn column_id(column: &str) -> Option<(CatalogKind, i64)> {
     let (kind, id) = PropertyKind::of_column(column)?;
-    let kind = match kind {
-        PropertyKind::Event => CatalogKind::EventProperty,
-        PropertyKind::User => CatalogKind::UserProperty,
-        PropertyKind::Group => CatalogKind::GroupProperty,
-    };
-    Some((kind, id))
+    Some((kind.catalog(), id))
 }
 
 fn day_of(ms: i64) -> String {

@@ -12,6 +12,8 @@ use arrow_array::{
 use arrow_schema::ArrowError;
 use serde::{Deserialize, Serialize};
 
+use lethe_store::PropertyKind;
+
 use crate::spec::{Clause, TaskSpec};
 
 /// What a task (or one clause) removes.
@@ -40,44 +42,6 @@ impl Counts {
             PropertyKind::Event => self.event_property_values_removed += n,
             PropertyKind::User => self.user_property_values_removed += n,
             PropertyKind::Group => self.group_property_values_removed += n,
-        }
-    }
-}
-
-/// The three kinds of property a segment holds one column per key of.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PropertyKind {
-    Event,
-    User,
-    Group,
-}
-
-impl PropertyKind {
-    const ALL: [PropertyKind; 3] = [PropertyKind::Event, PropertyKind::User, PropertyKind::Group];
-
-    /// The prefix of the kind's column names (`e_<catalog id>`).
-    pub fn prefix(self) -> &'static str {
-        match self {
-            PropertyKind::Event => "e_",
-            PropertyKind::User => "u_",
-            PropertyKind::Group => "g_",
-        }
-    }
-
-    /// The kind and catalog id of a property column, if `name` is one.
-    pub fn of_column(name: &str) -> Option<(PropertyKind, i64)> {
-        PropertyKind::ALL.into_iter().find_map(|kind| {
-            let id = name.strip_prefix(kind.prefix())?.parse().ok()?;
-            Some((kind, id))
-        })
-    }
-
-    /// The ids of the kind's keys a segment holds.
-    fn ids(self, record: &lethe_meta::SegmentRecord) -> &[i64] {
-        match self {
-            PropertyKind::Event => &record.event_properties,
-            PropertyKind::User => &record.user_properties,
-            PropertyKind::Group => &record.group_properties,
         }
     }
 }
@@ -166,11 +130,7 @@ impl Matcher {
         let cols = |names: &Vec<String>, kind: PropertyKind| {
             names
                 .iter()
-                .filter_map(|n| {
-                    ids.of(kind)
-                        .get(n)
-                        .map(|id| format!("{}{id}", kind.prefix()))
-                })
+                .filter_map(|n| ids.of(kind).get(n).map(|id| kind.column(*id)))
                 .collect()
         };
         let rules = spec

@@ -18,7 +18,7 @@ use chrono::{Datelike, Duration, NaiveDate, NaiveDateTime, TimeZone, Timelike};
 use chrono_tz::Tz;
 use lethe_event::StrField;
 use lethe_meta::CatalogKind;
-use lethe_store::{events_to_batch, parallel_map, read_batches_between};
+use lethe_store::{events_to_batch, parallel_map, read_batches_between, PropertyKind};
 use serde_json::{json, Value};
 
 use crate::auth::{ProjectKey, Session};
@@ -683,8 +683,8 @@ impl Columns {
     fn column(&self, property: &Property) -> Option<String> {
         let id = self.ids.get(property)?;
         Some(match property {
-            Property::Event(_) => format!("e_{id}"),
-            Property::User(_) => format!("u_{id}"),
+            Property::Event(_) => PropertyKind::Event.column(*id),
+            Property::User(_) => PropertyKind::User.column(*id),
             Property::Builtin(column) => column.to_string(),
         })
     }

@@ -13,6 +13,7 @@ mod health;
 mod layout;
 mod parallel;
 mod resolver;
+mod schema;
 mod segment;
 mod store;
 mod verify;
@@ -23,6 +24,7 @@ pub use health::DamagedSegment;
 pub use layout::{DataDir, SegmentLocation};
 pub use parallel::parallel_map;
 pub use resolver::{KnownUsers, UserProfile};
+pub use schema::PropertyKind;
 pub use segment::{
     events_to_batch, file_checksum, may_hold_users, read_batches, read_batches_between,
     read_row_groups, read_segment, write_batch, ColumnNames, SegmentStats,

@@ -24,6 +24,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
+use crate::schema::PropertyKind;
 use crate::Result;
 
 /// Rows per row group: small enough that an event-type deletion rewrites few of them.
@@ -35,6 +36,17 @@ pub struct ColumnNames {
     pub event_properties: HashMap<i64, String>,
     pub user_properties: HashMap<i64, String>,
     pub group_properties: HashMap<i64, String>,
+}
+
+impl ColumnNames {
+    /// The id → name map of one kind.
+    pub fn of(&self, kind: PropertyKind) -> &HashMap<i64, String> {
+        match kind {
+            PropertyKind::Event => &self.event_properties,
+            PropertyKind::User => &self.user_properties,
+            PropertyKind::Group => &self.group_properties,
+        }
+    }
 }
 
 /// What writing a segment learned about it, for the manifest.
@@ -212,9 +224,13 @@ pub fn events_to_batch(
     }
     c.push_optional_text("groups", events, |e| e.groups.as_deref());
     c.push_optional_text("extra", events, |e| e.extra.as_deref());
-    push_properties(&mut c, "e_", event_ids, events, |e| &e.event_properties);
-    push_properties(&mut c, "u_", user_ids, events, |e| &e.user_properties);
-    push_properties(&mut c, "g_", group_ids, events, |e| &e.group_properties);
+    for (kind, ids) in [
+        (PropertyKind::Event, event_ids),
+        (PropertyKind::User, user_ids),
+        (PropertyKind::Group, group_ids),
+    ] {
+        push_properties(&mut c, kind, ids, events);
+    }
 
     let schema = Arc::new(Schema::new(c.fields));
     Ok(RecordBatch::try_new(schema, c.arrays)?)
@@ -355,14 +371,13 @@ fn batch_reader(
 /// One column per property key, built sparsely: only present values are touched.
 fn push_properties(
     c: &mut Columns,
-    prefix: &str,
+    kind: PropertyKind,
     ids: &HashMap<String, i64>,
     events: &[Arc<Event>],
-    props: impl Fn(&Event) -> &[(String, String)],
 ) {
     let mut by_id: BTreeMap<i64, Vec<(usize, &str)>> = BTreeMap::new();
     for (row, e) in events.iter().enumerate() {
-        for (key, value) in props(e) {
+        for (key, value) in kind.of_event(e) {
             if let Some(id) = ids.get(key) {
                 by_id.entry(*id).or_default().push((row, value));
             }
@@ -377,7 +392,7 @@ fn push_properties(
             next = row + 1;
         }
         builder.append_nulls(events.len() - next);
-        c.push(&format!("{prefix}{id}"), Arc::new(builder.finish()), true);
+        c.push(&kind.column(id), Arc::new(builder.finish()), true);
     }
 }
 
@@ -455,21 +470,22 @@ fn decode_batch(
         .enumerate()
         .filter_map(|(i, f)| Some((i as u8, column::<Float64Array>(batch, f.name)?)))
         .collect();
-    let props = |prefix: &str, map: &'_ HashMap<i64, String>| -> Vec<(String, StringArray)> {
+    let props = |wanted: PropertyKind| -> Vec<(String, StringArray)> {
         batch
             .schema()
             .fields()
             .iter()
             .filter_map(|f| {
-                let id: i64 = f.name().strip_prefix(prefix)?.parse().ok()?;
+                let (kind, id) = PropertyKind::of_column(f.name())?;
+                let name = names.of(kind).get(&id).filter(|_| kind == wanted)?;
                 let array = column::<StringArray>(batch, f.name())?.clone();
-                Some((map.get(&id)?.clone(), array))
+                Some((name.clone(), array))
             })
             .collect()
     };
-    let event_props = props("e_", &names.event_properties);
-    let user_props = props("u_", &names.user_properties);
-    let group_props = props("g_", &names.group_properties);
+    let event_props = props(PropertyKind::Event);
+    let user_props = props(PropertyKind::User);
+    let group_props = props(PropertyKind::Group);
     let present = |cols: &[(String, StringArray)], row: usize| -> Vec<(String, String)> {
         let mut v: Vec<(String, String)> = cols
             .iter()

@@ -19,6 +19,7 @@ use crate::health::{DamagedSegment, Quarantine};
 use crate::layout::{sync_dir, DataDir, SegmentLocation};
 use crate::parallel::parallel_map;
 use crate::resolver::{KeyKind, KnownUsers, Resolver, Ticket, UserProfile};
+use crate::schema::PropertyKind;
 use crate::segment::{
     events_to_batch, file_checksum, read_batches, read_segment, rewrite_columns,
     rewrite_row_groups, sort_for_segment, write_batch, ColumnNames, SegmentStats,
@@ -1288,12 +1289,14 @@ impl Inner {
         let type_ids = self
             .meta
             .ensure_catalog_ids(project_id, CatalogKind::Event, &types)?;
-        let column_ids = |prefix: &str| -> Vec<i64> {
+        let column_ids = |wanted: PropertyKind| -> Vec<i64> {
             let mut ids: Vec<i64> = batch
                 .schema()
                 .fields()
                 .iter()
-                .filter_map(|f| f.name().strip_prefix(prefix)?.parse().ok())
+                .filter_map(|f| PropertyKind::of_column(f.name()))
+                .filter(|(kind, _)| *kind == wanted)
+                .map(|(_, id)| id)
                 .collect();
             ids.sort_unstable();
             ids
@@ -1310,9 +1313,9 @@ impl Inner {
             min_time: stats.min_time,
             max_time: stats.max_time,
             event_types: sorted_ids(&type_ids),
-            event_properties: column_ids("e_"),
-            user_properties: column_ids("u_"),
-            group_properties: column_ids("g_"),
+            event_properties: column_ids(PropertyKind::Event),
+            user_properties: column_ids(PropertyKind::User),
+            group_properties: column_ids(PropertyKind::Group),
             crc32: Some(stats.crc32),
         };
         self.install(&tmp, &record)?;
@@ -1348,20 +1351,21 @@ impl Inner {
             std::fs::remove_file(&tmp)?;
             return Ok(None);
         }
-        let kept = |prefix: &str, ids: &[i64]| -> Vec<i64> {
-            ids.iter()
+        let old = &source.record;
+        let kept = |kind: PropertyKind| -> Vec<i64> {
+            kind.ids(old)
+                .iter()
                 .copied()
-                .filter(|id| !drop.contains(&format!("{prefix}{id}")))
+                .filter(|id| !drop.contains(&kind.column(*id)))
                 .collect()
         };
-        let old = &source.record;
         let record = SegmentRecord {
             id,
             rows: stats.rows as i64,
             bytes: stats.bytes as i64,
-            event_properties: kept("e_", &old.event_properties),
-            user_properties: kept("u_", &old.user_properties),
-            group_properties: kept("g_", &old.group_properties),
+            event_properties: kept(PropertyKind::Event),
+            user_properties: kept(PropertyKind::User),
+            group_properties: kept(PropertyKind::Group),
             crc32: Some(stats.crc32),
             ..old.clone()
         };
