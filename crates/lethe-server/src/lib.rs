@@ -94,7 +94,7 @@ impl App {
             .filter(|v| v.parse::<std::net::IpAddr>().is_ok());
         forwarded.unwrap_or_else(|| {
             extensions
-                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .get::<axum::extract::ConnectInfo<SocketAddr>>()
                 .map_or_else(|| "unknown".to_string(), |c| c.0.ip().to_string())
         })
     }

@@ -281,7 +281,7 @@ fn render_job(job: &ErasureJob, mapped: Option<&dyn Fn(i64) -> Option<String>>) 
 /// Who asks for an erasure: a project's keys reach that project only; erasing across the
 /// organization (`delete_from_org`) takes an administrator's bearer token.
 enum Requester {
-    Project(lethe_meta::Project),
+    Project(Project),
     OrgAdmin(lethe_meta::User),
 }
 

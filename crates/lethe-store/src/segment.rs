@@ -571,7 +571,7 @@ struct GroupPlan {
 struct Source {
     file: File,
     metadata: parquet::file::metadata::ParquetMetaData,
-    schema: arrow_schema::SchemaRef,
+    schema: SchemaRef,
 }
 
 impl Source {
