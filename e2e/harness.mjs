@@ -19,7 +19,7 @@ export const ADMIN = { email: 'admin@example.com', password: 'e2e admin password
 /** Starts lethe on a fresh data dir; resolves with its URL and the first project's keys. */
 export function startServer() {
   const dir = mkdtempSync(join(tmpdir(), 'lethe-e2e-'));
-  const child = spawn(BIN, ['serve', '--listen', '127.0.0.1:0', '--data-dir', join(dir, 'data'), '--flush-interval-secs', '0.2'], {
+  const child = spawn(BIN, ['serve', '--listen', '127.0.0.1:0', '--data-dir', join(dir, 'data'), '--flush-interval', '200ms'], {
     env: { ...process.env, LETHE_ADMIN_EMAIL: ADMIN.email, LETHE_ADMIN_PASSWORD: ADMIN.password, RUST_LOG: 'warn' },
     stdio: ['ignore', 'pipe', 'inherit'],
   });

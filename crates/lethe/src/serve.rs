@@ -22,14 +22,14 @@ pub struct ServeArgs {
     /// Password of the administrator created on first start (generated and printed once if unset).
     #[arg(long, env = "LETHE_ADMIN_PASSWORD", hide_env_values = true)]
     admin_password: Option<String>,
-    /// Flush unflushed events into segments after this many seconds.
-    #[arg(long, default_value_t = 10.0)]
-    flush_interval_secs: f64,
+    /// Flush unflushed events into segments after this long (`10s`, `200ms`).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    flush_interval: Duration,
     /// Flush when this many events are waiting.
     #[arg(long, default_value_t = 100_000)]
     flush_events: usize,
     /// How long a User Privacy API job waits before it runs, so that requests can still be
-    /// withdrawn: seconds, or with a unit (`24h`, `90m`, `30s`).
+    /// withdrawn (`24h`, `90m`, `30s`).
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
     privacy_grace: Duration,
     /// Start even though a WAL file is damaged before its end: replay the records before the
@@ -57,27 +57,15 @@ pub struct ServeArgs {
     device_daily_quota: u64,
 }
 
-/// `30`, `30s`, `90m`, `24h`, `2d`.
+/// A duration with its unit, as every duration flag takes it (`50ms`, `30s`, `90m`, `24h`,
+/// `2d`; humantime's forms), at most about a year.
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, unit) = match text.find(|c: char| c.is_ascii_alphabetic()) {
-        Some(i) => text.split_at(i),
-        None => (text, "s"),
-    };
-    let seconds = match unit {
-        "s" => 1.0,
-        "m" => 60.0,
-        "h" => 3600.0,
-        "d" => 86_400.0,
-        _ => return Err(format!("unknown unit {unit:?}: use s, m, h or d")),
-    };
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{number:?} is not a number"))?;
-    if !(0.0..=3.0e7).contains(&value) {
-        return Err("must be between 0 and about a year".into());
+    let duration = humantime::parse_duration(text.trim())
+        .map_err(|e| format!("{e}: give a number with a unit, e.g. 50ms, 30s, 90m, 24h, 2d"))?;
+    if duration > Duration::from_secs(366 * 86_400) {
+        return Err("must be at most about a year".into());
     }
-    Ok(Duration::from_secs_f64(value * seconds))
+    Ok(duration)
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -87,7 +75,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         admin_email: args.admin_email,
         admin_password: args.admin_password,
         store: StoreConfig {
-            flush_interval: Duration::from_secs_f64(args.flush_interval_secs),
+            flush_interval: args.flush_interval,
             flush_events: args.flush_events,
             salvage_wal: args.salvage_wal,
             ..StoreConfig::default()

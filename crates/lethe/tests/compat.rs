@@ -102,7 +102,7 @@ fn the_official_python_sdk_round_trips_through_the_export() {
 fn duckdb_reads_the_segments_and_counts_what_the_export_counts() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
-    let server = Server::start_on(&dir, &["--flush-interval-secs", "0.2"]);
+    let server = Server::start_on(&dir, &["--flush-interval", "200ms"]);
     let keys = server.first_start_keys();
     for batch in 0..3 {
         let events: Vec<Value> = (0..50)

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use common::{Keys, Server};
 use serde_json::{json, Value};
 
-const FLUSH_FAST: &[&str] = &["--flush-interval-secs", "0.1"];
+const FLUSH_FAST: &[&str] = &["--flush-interval", "100ms"];
 
 /// Submits a task and checks it was accepted.
 fn submit(server: &Server, token: &str, keys: &Keys, body: &Value) -> Value {
@@ -463,7 +463,7 @@ fn ingestion_and_reads_go_on_during_a_task_and_lose_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let server = Server::start_on(
         &tmp.path().join("data"),
-        &["--flush-interval-secs", "0.05", "--flush-events", "500"],
+        &["--flush-interval", "50ms", "--flush-events", "500"],
     );
     let keys = server.first_start_keys();
     let token = server.admin_token();

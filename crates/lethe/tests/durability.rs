@@ -50,8 +50,8 @@ fn kill_9_loses_nothing_acknowledged_and_retries_duplicate_nothing() {
     // Each client is one device sending as fast as it can: a load test, not an SDK, so the
     // per-device rate limit is off.
     let flags = [
-        "--flush-interval-secs",
-        "0.05",
+        "--flush-interval",
+        "50ms",
         "--flush-events",
         "300",
         "--device-eps-limit",

@@ -38,7 +38,7 @@ fn exported(server: &Server, keys: &Keys, event_type: &str) -> Value {
 fn events_store_their_groups_properties_of_the_moment() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
-    let server = Server::start_on(&dir, &["--flush-interval-secs", "3600"]);
+    let server = Server::start_on(&dir, &["--flush-interval", "1h"]);
     let keys = server.first_start_keys();
     let (s, body) = group_identify(
         &server,
@@ -142,7 +142,7 @@ fn group_identify_errors_name_the_field() {
 fn a_task_removes_a_group_property_exactly_from_events_and_groups() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
-    let server = Server::start_on(&dir, &["--flush-interval-secs", "0.1"]);
+    let server = Server::start_on(&dir, &["--flush-interval", "100ms"]);
     let keys = server.first_start_keys();
     let token = server.admin_token();
     let (s, _) = group_identify(

@@ -139,7 +139,7 @@ fn identify_is_durable_before_it_answers() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
     // A long flush interval: only the WAL holds the change when the process dies.
-    let server = Server::start_on(&dir, &["--flush-interval-secs", "3600"]);
+    let server = Server::start_on(&dir, &["--flush-interval", "1h"]);
     let keys = server.first_start_keys();
     let (s, _) = identify_form(
         &server,
@@ -150,7 +150,7 @@ fn identify_is_durable_before_it_answers() {
     assert_eq!(s, 200);
     let dir = server.kill9();
     // Replayed once ($add is not applied again); identify-only traffic is flushed too.
-    let server = Server::start_on(&dir, &["--flush-interval-secs", "0.05"]);
+    let server = Server::start_on(&dir, &["--flush-interval", "50ms"]);
     assert_eq!(
         amp_props(&server, &keys, "user-durable"),
         json!({"plan": "team", "logins": 1})
@@ -291,7 +291,7 @@ fn the_user_profile_needs_the_projects_secret_and_knows_only_its_users() {
 fn skip_user_properties_sync_shows_properties_on_the_event_only() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
-    let server = Server::start_on(&dir, &["--flush-interval-secs", "3600"]);
+    let server = Server::start_on(&dir, &["--flush-interval", "1h"]);
     let keys = server.first_start_keys();
     let (s, body) = server.send(
         &keys,

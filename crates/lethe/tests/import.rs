@@ -408,7 +408,7 @@ fn an_export_imported_in_any_order_exports_the_same_rows_and_profiles() {
 fn an_older_row_imported_after_a_restart_does_not_replace_a_newer_profile() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
-    let server = Server::start_on(&dir, &["--flush-interval-secs", "0.1"]);
+    let server = Server::start_on(&dir, &["--flush-interval", "100ms"]);
     let keys = server.first_start_keys();
     let token = server.admin_token();
     let row = |time: &str, plan: &str| {

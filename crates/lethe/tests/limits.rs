@@ -207,7 +207,7 @@ fn imports_refuse_upload_times_no_task_could_reach() {
 fn a_key_explosion_is_refused_and_the_server_stays_up_within_a_memory_cap() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
-    let flags = ["--flush-interval-secs", "0.5"];
+    let flags = ["--flush-interval", "500ms"];
     let server = Server::start_with_memory_limit(&dir, &flags, 4096);
     let keys = server.first_start_keys();
     let (mut accepted, mut refused) = (0, 0);

@@ -82,7 +82,7 @@ fn insert_ids(client: usize, b: usize) -> impl Iterator<Item = String> {
 /// Sends `batches` batches for each of two clients through a fault, kills the server, and
 /// checks the invariants after a restart; then retries the refused batches.
 fn survive(dir: &Path, env: &[(&str, &str)], during: impl Fn(&Server, usize)) {
-    let server = Server::start_with_env(dir, &["--flush-interval-secs", "3600"], env);
+    let server = Server::start_with_env(dir, &["--flush-interval", "1h"], env);
     let keys = server.first_start_keys();
     let batches = 40;
     let mut acked: Vec<(usize, usize)> = Vec::new();
@@ -232,7 +232,7 @@ fn wal_file(dir: &Path) -> std::path::PathBuf {
 fn replay_cuts_a_torn_tail_and_refuses_damage_in_the_middle_unless_salvaging() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
-    let server = Server::start_on(&dir, &["--flush-interval-secs", "3600"]);
+    let server = Server::start_on(&dir, &["--flush-interval", "1h"]);
     let keys = server.first_start_keys();
     for b in 0..6 {
         assert!(send(&server, &keys, 0, b));
@@ -245,7 +245,7 @@ fn replay_cuts_a_torn_tail_and_refuses_damage_in_the_middle_unless_salvaging() {
     let mut torn = whole.clone();
     torn.extend_from_slice(&whole[..whole.len() / 12]);
     std::fs::write(&wal, &torn).unwrap();
-    let server = Server::start_on(&dir, &["--flush-interval-secs", "3600"]);
+    let server = Server::start_on(&dir, &["--flush-interval", "1h"]);
     let (counts, _) = stored(&server, &keys);
     assert_eq!(
         counts.len(),
