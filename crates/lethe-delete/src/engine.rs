@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arrow_array::RecordBatch;
-use lethe_event::Event;
+use lethe_event::{Day, Event};
 use lethe_meta::{CatalogDelta, CatalogKind, CountDelta, MetaStore, TaskRow};
 use lethe_store::{
     events_to_batch, failpoint, parallel_map, read_batches, read_row_groups, Output, PropertyKind,
@@ -171,13 +171,6 @@ fn column_id(column: &str) -> Option<(CatalogKind, i64)> {
     Some((kind.catalog(), id))
 }
 
-fn day_of(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .format("%Y-%m-%d")
-        .to_string()
-}
-
 /// Exact counts of what `spec` would remove now, reading only the columns it needs. No side
 /// effects.
 pub fn preview(
@@ -233,7 +226,7 @@ pub fn preview(
     let mut by_day: BTreeMap<String, Vec<Arc<Event>>> = BTreeMap::new();
     for e in snapshot.memtable {
         by_day
-            .entry(day_of(e.server_upload_time))
+            .entry(Day::of_ms(e.server_upload_time).to_string())
             .or_default()
             .push(e);
     }

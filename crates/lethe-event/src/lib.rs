@@ -4,6 +4,7 @@
 //! valid, how user-property operations combine, how an event is exported) live in one place
 //! and can be tested on their own.
 
+mod day;
 mod event;
 mod fields;
 pub mod groups;
@@ -11,6 +12,7 @@ pub mod limits;
 mod profile;
 mod wire;
 
+pub use day::Day;
 pub use event::{Event, Props};
 pub use fields::{NumField, StrField};
 pub use profile::{apply_user_property_ops, Profile};

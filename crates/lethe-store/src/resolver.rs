@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use lethe_event::groups::{self, GroupKey};
 use lethe_event::limits::{MAX_EVENT_KEYS_PER_DAY, MAX_GROUP_KEYS_PER_DAY, MAX_USER_KEYS_PER_DAY};
-use lethe_event::{apply_user_property_ops, Event, ParsedEvent, Profile, Props, DAY_MS};
+use lethe_event::{apply_user_property_ops, Day, Event, ParsedEvent, Profile, Props};
 use lethe_meta::{Commit, GroupRecord, IdKind, IdentityRecord, ProfileRecord};
 
 /// Amplitude deduplicates an insert_id within 7 days.
@@ -123,9 +123,9 @@ struct ProjectIdentity {
     groups: FxHashMap<GroupKey, Group>,
     /// Upload day → SipHash of (device or user, insert_id) seen that day. SipHash, not Fx:
     /// a collision here would drop a real event.
-    dedup: BTreeMap<i64, FxHashSet<u64>>,
+    dedup: BTreeMap<Day, FxHashSet<u64>>,
     /// Upload day → the property keys the project's events of that day carry.
-    keys: BTreeMap<i64, DayKeys>,
+    keys: BTreeMap<Day, DayKeys>,
 }
 
 /// The distinct property keys of one project and day, held under the documented limits.
@@ -184,7 +184,7 @@ struct Dirty {
 enum Change {
     Dedup {
         project_id: i64,
-        day: i64,
+        day: Day,
         key: u64,
     },
     Mapping {
@@ -196,7 +196,7 @@ enum Change {
     /// A property key first seen on its day.
     Key {
         project_id: i64,
-        day: i64,
+        day: Day,
         kind: KeyKind,
         key: String,
     },
@@ -382,7 +382,7 @@ impl Resolver {
 
     /// Adds the event's property keys to its day's sets, unless that would pass a limit.
     fn admit_keys(&mut self, project_id: i64, event: &Event) -> Result<(), KeyKind> {
-        let day = event.server_upload_time.div_euclid(DAY_MS);
+        let day = Day::of_ms(event.server_upload_time);
         let keys = self
             .projects
             .entry(project_id)
@@ -440,7 +440,7 @@ impl Resolver {
     pub fn admit_stored_keys<'a>(
         &mut self,
         project_id: i64,
-        day: i64,
+        day: Day,
         kind: KeyKind,
         keys: impl Iterator<Item = &'a str>,
     ) {
@@ -464,10 +464,10 @@ impl Resolver {
         let project = self.projects.entry(project_id).or_default();
         if let Some(insert_id) = &ev.insert_id {
             let key = dedup_key(ev.device_id.as_deref(), ev.user_id.as_deref(), insert_id);
-            let day = upload.div_euclid(DAY_MS);
+            let day = Day::of_ms(upload);
             if project
                 .dedup
-                .range(day - DEDUP_DAYS..=day)
+                .range(day.plus(-DEDUP_DAYS)..=day)
                 .any(|(_, seen)| seen.contains(&key))
             {
                 return None;
@@ -842,7 +842,7 @@ impl Resolver {
     pub fn observe(&mut self, project_id: i64, e: &Event) {
         self.high = self.high.max(e.amplitude_id);
         self.allocated.insert(e.amplitude_id);
-        let day = e.server_upload_time.div_euclid(DAY_MS);
+        let day = Day::of_ms(e.server_upload_time);
         for (kind, props) in [
             (KeyKind::Event, &e.event_properties),
             (KeyKind::User, &*e.user_properties),
@@ -901,14 +901,14 @@ impl Resolver {
             .entry(project_id)
             .or_default()
             .dedup
-            .entry(upload_time.div_euclid(DAY_MS))
+            .entry(Day::of_ms(upload_time))
             .or_default()
             .insert(dedup_key(device_id, user_id, insert_id));
     }
 
     /// Forgets dedup keys and day key sets older than the window, relative to `now`.
     pub fn expire_dedup(&mut self, now: i64) {
-        let oldest = now.div_euclid(DAY_MS) - DEDUP_DAYS - 1;
+        let oldest = Day::of_ms(now).plus(-DEDUP_DAYS - 1);
         for p in self.projects.values_mut() {
             p.dedup = p.dedup.split_off(&oldest);
             p.keys = p.keys.split_off(&oldest);
@@ -1224,6 +1224,7 @@ fn profile_json(profile: &Profile) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lethe_event::DAY_MS;
 
     fn parsed(user: Option<&str>, device: Option<&str>, insert: Option<&str>) -> ParsedEvent {
         ParsedEvent {
@@ -1331,7 +1332,7 @@ mod tests {
         ok(&mut r, 1, parsed(Some("user-1"), None, None), day).unwrap();
         r.seal();
         r.rollback();
-        let day_keys = |r: &Resolver| r.projects[&1].keys[&3].user.contains("plan");
+        let day_keys = |r: &Resolver| r.projects[&1].keys[&Day::of_ms(day)].user.contains("plan");
         assert!(!day_keys(&r), "rolled back");
         ok(&mut r, 1, parsed(Some("user-1"), None, None), day).unwrap();
         assert!(

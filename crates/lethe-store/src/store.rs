@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use arrow_array::{Array, ArrayRef, RecordBatch, StringArray, TimestampMillisecondArray};
-use lethe_event::{Event, ParsedEvent, DAY_MS};
+use lethe_event::{Day, Event, ParsedEvent};
 use lethe_meta::{
     now_ms, CatalogDelta, CatalogKind, Commit, CountDelta, MetaStore, ProfileRecord, SegmentRecord,
 };
@@ -411,13 +411,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn day_of(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms.div_euclid(DAY_MS) * DAY_MS)
-        .unwrap_or_default()
-        .format("%Y-%m-%d")
-        .to_string()
-}
-
 impl Store {
     /// Opens the store: removes crash leftovers, loads the manifest, replays the WAL.
     pub fn open(dir: DataDir, meta: Arc<MetaStore>, config: StoreConfig) -> Result<Store> {
@@ -603,7 +596,7 @@ impl Store {
             days.entry(day).or_default().segments.push(segment);
         }
         for event in snapshot.memtable {
-            let day = day_of(event.server_upload_time);
+            let day = Day::of_ms(event.server_upload_time).to_string();
             days.entry(day).or_default().memtable.push(event);
         }
         for Snapshot { segments, memtable } in days.into_values() {
@@ -905,7 +898,7 @@ fn remove_unreferenced_segments(dir: &DataDir, state: &State) -> Result<()> {
 /// The daily key limits count what recent days already stored: the manifest records name
 /// each segment's property keys by catalog id, so no file is read.
 fn remember_recent_keys(resolver: &mut Resolver, state: &State, meta: &MetaStore) -> Result<()> {
-    let since = day_of(now_ms() - 8 * DAY_MS);
+    let since = Day::of_ms(now_ms()).plus(-8).to_string();
     for (project_id, segments) in &state.segments {
         let recent: Vec<&Arc<Segment>> =
             segments.iter().filter(|s| s.record.day >= since).collect();
@@ -925,7 +918,7 @@ fn remember_recent_keys(resolver: &mut Resolver, state: &State, meta: &MetaStore
                     KeyKind::User => &segment.record.user_properties,
                     KeyKind::Group => &segment.record.group_properties,
                 };
-                let day = day_number(&segment.record.day)?;
+                let day = partition_day(&segment.record.day)?;
                 let keys = ids
                     .iter()
                     .filter_map(|id| names.get(id).map(String::as_str));
@@ -936,25 +929,19 @@ fn remember_recent_keys(resolver: &mut Resolver, state: &State, meta: &MetaStore
     Ok(())
 }
 
-/// Days since the epoch of a partition name (`YYYY-MM-DD`).
-fn day_number(day: &str) -> Result<i64> {
-    let date = chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").map_err(|_| {
+/// The day a partition name in the manifest names.
+fn partition_day(name: &str) -> Result<Day> {
+    Day::parse(name).ok_or_else(|| {
         StoreError::Io(std::io::Error::other(format!(
-            "the manifest names a partition {day:?} that is not a date"
+            "the manifest names a partition {name:?} that is not a date"
         )))
-    })?;
-    Ok(date
-        .and_hms_opt(0, 0, 0)
-        .expect("midnight")
-        .and_utc()
-        .timestamp_millis()
-        / DAY_MS)
+    })
 }
 
 /// Insert ids of the last days must keep deduplicating after a restart: only the four
 /// columns that make a dedup key are read.
 fn remember_recent_insert_ids(resolver: &mut Resolver, state: &State) -> Result<()> {
-    let since = day_of(now_ms() - 8 * DAY_MS);
+    let since = Day::of_ms(now_ms()).plus(-8).to_string();
     let columns: Vec<String> = ["insert_id", "device_id", "user_id", "server_upload_time"]
         .map(String::from)
         .to_vec();
@@ -1163,10 +1150,10 @@ impl Inner {
     /// Writes one segment per project and day of `events`, days in parallel (one per core).
     /// Nothing is visible until [`Inner::commit_written`].
     fn write_groups(&self, events: impl Iterator<Item = Tagged>) -> Result<Written> {
-        let mut groups: BTreeMap<(i64, i64), Vec<Arc<Event>>> = BTreeMap::new();
+        let mut groups: BTreeMap<(i64, Day), Vec<Arc<Event>>> = BTreeMap::new();
         for (project, event) in events {
             groups
-                .entry((project, event.server_upload_time.div_euclid(DAY_MS)))
+                .entry((project, Day::of_ms(event.server_upload_time)))
                 .or_default()
                 .push(event);
         }
@@ -1174,7 +1161,7 @@ impl Inner {
             groups.into_iter().collect(),
             |((project_id, day), mut events)| {
                 sort_for_segment(&mut events);
-                self.write_events_segment(project_id, &day_of(day * DAY_MS), &events)
+                self.write_events_segment(project_id, &day.to_string(), &events)
             },
         );
         let mut written = Written::default();
