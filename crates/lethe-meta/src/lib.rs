@@ -20,8 +20,10 @@ pub use access::{CreatedProject, NewProject, Project, ProjectRole, Role, User, T
 pub use catalog::{CatalogDelta, CatalogEntry, CatalogKind, CountDelta};
 pub use identity::{GroupRecord, IdKind, IdentityRecord, ProfileRecord};
 pub use manifest::{Commit, SegmentRecord};
-pub use privacy::{user_id_digest, ErasureJob, ErasureRequest, Suppression, Unscheduled};
-pub use tasks::{AuditRecord, TaskRow};
+pub use privacy::{
+    user_id_digest, ErasureJob, ErasureRequest, JobStatus, Suppression, Unscheduled,
+};
+pub use tasks::{AuditRecord, TaskRow, TaskStatus};
 
 /// Errors at the metadata boundary.
 #[derive(Debug, thiserror::Error)]

@@ -27,8 +27,7 @@ pub struct ErasureJob {
     pub day: String,
     /// Earliest time (ms) the job runs: every request gets the whole grace period.
     pub run_at: i64,
-    /// `staging`, `submitted` or `done`.
-    pub status: String,
+    pub status: JobStatus,
     pub task_id: Option<i64>,
     pub done_at: Option<i64>,
     pub requests: Vec<ErasureRequest>,
@@ -42,13 +41,60 @@ impl ErasureJob {
 }
 
 /// The outcome of removing an id from a job.
+/// Where a User Privacy API job is (Amplitude's statuses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    /// Collecting requests; each can still be withdrawn.
+    Staging,
+    /// Locked and queued as a deletion task.
+    Submitted,
+    /// Its task completed.
+    Done,
+}
+
+impl JobStatus {
+    /// The stored (and Amplitude's) spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Staging => "staging",
+            JobStatus::Submitted => "submitted",
+            JobStatus::Done => "done",
+        }
+    }
+
+    fn parse(text: &str) -> Option<JobStatus> {
+        [JobStatus::Staging, JobStatus::Submitted, JobStatus::Done]
+            .into_iter()
+            .find(|s| s.as_str() == text)
+    }
+}
+
+impl std::fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A job status column read back: an unknown spelling is an error, never a default.
+fn job_status(r: &rusqlite::Row<'_>, column: usize) -> rusqlite::Result<JobStatus> {
+    let text: String = r.get(column)?;
+    JobStatus::parse(&text).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            column,
+            rusqlite::types::Type::Text,
+            format!("unknown privacy job status {text:?}").into(),
+        )
+    })
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Unscheduled {
     Removed(ErasureRequest),
     /// No job of that day holds the id.
     NotFound,
     /// The job holding the id is past `staging` (its status).
-    Locked(String),
+    Locked(JobStatus),
 }
 
 /// A suppressed end user: only a hash of the user_id is kept.
@@ -79,7 +125,7 @@ fn load_job(tx: &rusqlite::Connection, id: i64) -> Result<ErasureJob> {
                 project_id: r.get(1)?,
                 day: r.get(2)?,
                 run_at: r.get(3)?,
-                status: r.get(4)?,
+                status: job_status(r, 4)?,
                 task_id: r.get(5)?,
                 done_at: r.get(6)?,
                 requests: Vec::new(),
@@ -218,20 +264,20 @@ impl MetaStore {
     ) -> Result<Unscheduled> {
         self.with(|c| {
             let tx = c.transaction()?;
-            let found: Option<(i64, String)> = tx
+            let found: Option<(i64, JobStatus)> = tx
                 .query_row(
                     "SELECT j.id, j.status FROM privacy_jobs j
                      JOIN privacy_requests r ON r.job_id = j.id
                      WHERE j.project_id=?1 AND j.day=?2 AND r.amplitude_id=?3
                      ORDER BY j.status = 'staging' DESC, j.id DESC LIMIT 1",
                     params![project_id, day, amplitude_id],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
+                    |r| Ok((r.get(0)?, job_status(r, 1)?)),
                 )
                 .optional()?;
             let Some((job, status)) = found else {
                 return Ok(Unscheduled::NotFound);
             };
-            if status != "staging" {
+            if status != JobStatus::Staging {
                 return Ok(Unscheduled::Locked(status));
             }
             let request = tx.query_row(

@@ -15,7 +15,7 @@ pub struct TaskRow {
     pub project_id: i64,
     pub name: String,
     pub spec: String,
-    pub status: String,
+    pub status: TaskStatus,
     pub preview: String,
     pub progress: Option<String>,
     pub result: Option<String>,
@@ -42,13 +42,62 @@ const TASK_COLS: &str =
     "id, project_id, name, spec, status, preview, progress, result, created_by, \
                          created_at, started_at, finished_at, error, attempts";
 
+/// Where a deletion task is in the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskStatus {
+    /// Submitted, waiting for the worker.
+    Queued,
+    /// Being executed (or interrupted by a crash: resumed at start).
+    Running,
+    /// Done; its result holds the final counts.
+    Completed,
+    /// Gave up after its retries; an administrator may retry it.
+    Failed,
+}
+
+impl TaskStatus {
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Queued => "queued",
+            TaskStatus::Running => "running",
+            TaskStatus::Completed => "completed",
+            TaskStatus::Failed => "failed",
+        }
+    }
+
+    fn parse(text: &str) -> Option<TaskStatus> {
+        [
+            TaskStatus::Queued,
+            TaskStatus::Running,
+            TaskStatus::Completed,
+            TaskStatus::Failed,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+    }
+
+    /// Whether the task still has work ahead (queued, or running).
+    pub fn is_pending(self) -> bool {
+        matches!(self, TaskStatus::Queued | TaskStatus::Running)
+    }
+}
+
 fn task_from_row(r: &Row) -> rusqlite::Result<TaskRow> {
+    let status: String = r.get(4)?;
     Ok(TaskRow {
         id: r.get(0)?,
         project_id: r.get(1)?,
         name: r.get(2)?,
         spec: r.get(3)?,
-        status: r.get(4)?,
+        status: TaskStatus::parse(&status).ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(
+                4,
+                rusqlite::types::Type::Text,
+                format!("unknown task status {status:?}").into(),
+            )
+        })?,
         preview: r.get(5)?,
         progress: r.get(6)?,
         result: r.get(7)?,
@@ -163,17 +212,23 @@ impl MetaStore {
 
     /// Marks a task running (again, after a restart or a retry).
     pub fn start_task(&self, id: i64) -> Result<()> {
-        self.set_status(id, "running", "task.started", None, None)
+        self.set_status(id, TaskStatus::Running, "task.started", None, None)
     }
 
     /// Marks a task completed with its final counts.
     pub fn complete_task(&self, id: i64, result: &str) -> Result<()> {
-        self.set_status(id, "completed", "task.completed", Some(result), None)
+        self.set_status(
+            id,
+            TaskStatus::Completed,
+            "task.completed",
+            Some(result),
+            None,
+        )
     }
 
     /// Marks a task failed with a reason (no values in it).
     pub fn fail_task(&self, id: i64, error: &str) -> Result<()> {
-        self.set_status(id, "failed", "task.failed", None, Some(error))
+        self.set_status(id, TaskStatus::Failed, "task.failed", None, Some(error))
     }
 
     /// Puts a failed task back in the queue; `false` if it was not failed.
@@ -196,13 +251,13 @@ impl MetaStore {
     fn set_status(
         &self,
         id: i64,
-        status: &str,
+        status: TaskStatus,
         action: &str,
         result: Option<&str>,
         error: Option<&str>,
     ) -> Result<()> {
         let now = now_ms();
-        let finished = matches!(status, "completed" | "failed").then_some(now);
+        let finished = (!status.is_pending()).then_some(now);
         self.with(|c| {
             let tx = c.transaction()?;
             tx.execute(
@@ -211,7 +266,7 @@ impl MetaStore {
                     attempts = attempts + (?2 = 'running'),
                     finished_at=?4, result=COALESCE(?5, result), error=?6
                  WHERE id=?1",
-                params![id, status, now, finished, result, error],
+                params![id, status.as_str(), now, finished, result, error],
             )?;
             let mut detail = serde_json::json!({ "status": status });
             if let Some(r) = result {
@@ -221,7 +276,7 @@ impl MetaStore {
                 detail["error"] = serde_json::json!(e);
             }
             audit_in(&tx, "system", action, Some(id), &detail)?;
-            if status == "completed" {
+            if status == TaskStatus::Completed {
                 crate::privacy::finish_job(&tx, id, now)?;
             }
             tx.commit()?;

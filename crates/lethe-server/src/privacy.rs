@@ -409,7 +409,7 @@ async fn request(
             return Ok(Json(Value::Array(jobs)));
         }
         let mut out = jobs.pop().unwrap_or_else(|| {
-            json!({ "day": day_text(run_at), "status": "staging", "amplitude_ids": [] })
+            json!({ "day": day_text(run_at), "status": lethe_meta::JobStatus::Staging, "amplitude_ids": [] })
         });
         if erasure.ignore_invalid {
             out["invalid_ids"] = Value::Array(invalid_ids);

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use lethe_delete::{check_names, parse_spec, KnownNames, Preview, Progress, SpecError, TaskSpec};
-use lethe_meta::{CatalogKind, TaskRow};
+use lethe_meta::{CatalogKind, TaskRow, TaskStatus};
 use serde_json::{json, Value};
 
 use crate::auth::Session;
@@ -221,7 +221,7 @@ fn parse<T: serde::de::DeserializeOwned + Default>(text: Option<&str>) -> T {
 fn rewrite_rate(tasks: &[TaskRow]) -> f64 {
     let (bytes, secs) = tasks
         .iter()
-        .filter(|t| t.status == "completed")
+        .filter(|t| t.status == TaskStatus::Completed)
         .filter_map(|t| {
             let progress: Progress = parse(t.progress.as_deref());
             let secs = (t.finished_at? - t.started_at?) as f64 / 1000.0;
@@ -247,13 +247,13 @@ fn render(all: &[TaskRow], t: &TaskRow) -> Value {
     let now = lethe_meta::now_ms();
     let (mut queue_position, mut estimated_start, mut progress_json) =
         (Value::Null, Value::Null, Value::Null);
-    if t.status == "queued" || t.status == "running" {
+    if t.status.is_pending() {
         let rate = rewrite_rate(all);
         let ahead: Vec<&TaskRow> = all
             .iter()
-            .filter(|o| o.id < t.id && (o.status == "queued" || o.status == "running"))
+            .filter(|o| o.id < t.id && o.status.is_pending())
             .collect();
-        if t.status == "queued" {
+        if t.status == TaskStatus::Queued {
             let bytes: u64 = ahead
                 .iter()
                 .map(|o| parse::<Preview>(Some(&o.preview)).rewrite.bytes)
@@ -264,8 +264,8 @@ fn render(all: &[TaskRow], t: &TaskRow) -> Value {
     }
     if let Some(p) = &progress {
         let done = p.partitions_done.len() as u64;
-        let finish = match (t.status.as_str(), t.started_at) {
-            ("running", Some(started)) if done > 0 && p.partitions_total > 0 => {
+        let finish = match (t.status, t.started_at) {
+            (TaskStatus::Running, Some(started)) if done > 0 && p.partitions_total > 0 => {
                 Some(started + (now - started) * p.partitions_total as i64 / done as i64)
             }
             _ => None,
