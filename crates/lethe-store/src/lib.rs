@@ -56,6 +56,10 @@ pub enum StoreError {
         path: std::path::PathBuf,
         what: String,
     },
+    /// A metadata row the store loads is not what it wrote (a profile that is not a JSON
+    /// object): the start stops rather than replace it with an empty one.
+    #[error("metadata {what} is damaged: {why}")]
+    CorruptMetadata { what: String, why: String },
     /// Writes are refused until the WAL is whole again; nothing of the batch was stored.
     #[error("the WAL cannot take writes: {0}")]
     Unavailable(Unavailable),

@@ -26,6 +26,8 @@ use lethe_event::limits::{MAX_EVENT_KEYS_PER_DAY, MAX_GROUP_KEYS_PER_DAY, MAX_US
 use lethe_event::{apply_user_property_ops, Day, Event, ParsedEvent, Profile, Props};
 use lethe_meta::{Commit, GroupRecord, IdKind, IdentityRecord, ProfileRecord};
 
+use crate::StoreError;
+
 /// Amplitude deduplicates an insert_id within 7 days.
 const DEDUP_DAYS: i64 = 7;
 
@@ -317,7 +319,7 @@ impl Resolver {
         profiles: Vec<ProfileRecord>,
         groups: Vec<GroupRecord>,
         high: i64,
-    ) -> Self {
+    ) -> Result<Self, StoreError> {
         let mut r = Resolver {
             high,
             ..Default::default()
@@ -328,7 +330,13 @@ impl Resolver {
             p.map_mut(id.kind).insert(id.external_id, id.amplitude_id);
         }
         for rec in profiles {
-            let profile = profile_from_json(&rec.properties);
+            let what = || {
+                format!(
+                    "profile of amplitude_id {} in project {}",
+                    rec.amplitude_id, rec.project_id
+                )
+            };
+            let profile = profile_from_json(&rec.properties, what)?;
             r.allocated.insert(rec.amplitude_id);
             let user = User {
                 user_id: rec.user_id,
@@ -343,8 +351,9 @@ impl Resolver {
                 .insert(rec.amplitude_id, user);
         }
         for rec in groups {
+            let what = || format!("properties of a group in project {}", rec.project_id);
             let group = Group {
-                profile: profile_from_json(&rec.properties),
+                profile: profile_from_json(&rec.properties, what)?,
                 as_of: rec.as_of,
             };
             r.projects
@@ -353,7 +362,7 @@ impl Resolver {
                 .groups
                 .insert((rec.group_type, rec.group_value), group);
         }
-        r
+        Ok(r)
     }
 
     /// Resolves one event; `None` when its insert_id was already seen (a client retry) or its
@@ -1205,11 +1214,14 @@ impl Resolver {
     }
 }
 
-/// A stored profile (a JSON object's text) as key → JSON text.
-fn profile_from_json(text: &str) -> Profile {
+/// A stored profile (a JSON object's text) as key → JSON text; an error names `what`.
+fn profile_from_json(text: &str, what: impl Fn() -> String) -> Result<Profile, StoreError> {
     serde_json::from_str::<serde_json::Map<_, _>>(text)
         .map(|m| m.into_iter().map(|(k, v)| (k, v.to_string())).collect())
-        .unwrap_or_default()
+        .map_err(|e| StoreError::CorruptMetadata {
+            what: what(),
+            why: format!("not a JSON object ({e})"),
+        })
 }
 
 /// A profile as the JSON object text the metadata store keeps.
@@ -1225,6 +1237,22 @@ fn profile_json(profile: &Profile) -> String {
 mod tests {
     use super::*;
     use lethe_event::DAY_MS;
+
+    #[test]
+    fn a_damaged_profile_row_stops_the_load_instead_of_emptying_the_profile() {
+        let profile = |properties: &str| ProfileRecord {
+            project_id: 1,
+            amplitude_id: 7,
+            user_id: None,
+            properties: properties.to_string(),
+            as_of: 0,
+        };
+        assert!(Resolver::load(vec![], vec![profile(r#"{"plan":"pro"}"#)], vec![], 7).is_ok());
+        let err = Resolver::load(vec![], vec![profile("{not json")], vec![], 7)
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains("amplitude_id 7"), "{err}");
+    }
 
     fn parsed(user: Option<&str>, device: Option<&str>, insert: Option<&str>) -> ParsedEvent {
         ParsedEvent {

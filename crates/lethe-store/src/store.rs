@@ -426,7 +426,7 @@ impl Store {
             meta.load_profiles()?,
             meta.load_groups()?,
             meta.amplitude_id_high()?,
-        );
+        )?;
         resolver.set_suppressed(meta.suppressions(None)?);
         remember_recent_insert_ids(&mut resolver, &state)?;
         remember_recent_keys(&mut resolver, &state, &meta)?;
