@@ -61,17 +61,19 @@ pub struct CatalogDelta {
 }
 
 impl MetaStore {
-    /// Returns the ids of `names`, registering the ones not seen before (with no events yet).
+    /// Returns the ids of `names` of each kind, registering the ones not seen before (with no
+    /// events yet), in one transaction: a segment's writer asks once for all its names.
     pub fn ensure_catalog_ids(
         &self,
         project_id: i64,
-        kind: CatalogKind,
-        names: &[&str],
-    ) -> Result<HashMap<String, i64>> {
+        wanted: &[(CatalogKind, Vec<&str>)],
+    ) -> Result<Vec<HashMap<String, i64>>> {
         self.with(|c| {
             let tx = c.transaction()?;
-            let mut ids = HashMap::with_capacity(names.len());
-            {
+            let mut all = Vec::with_capacity(wanted.len());
+            for (kind, names) in wanted {
+                let kind = *kind;
+                let mut ids = HashMap::with_capacity(names.len());
                 let mut find =
                     tx.prepare_cached("SELECT id FROM catalog WHERE project_id=?1 AND kind=?2 AND name=?3")?;
                 let mut insert = tx.prepare_cached(
@@ -91,9 +93,10 @@ impl MetaStore {
                     };
                     ids.insert(name.to_string(), id);
                 }
+                all.push(ids);
             }
             tx.commit()?;
-            Ok(ids)
+            Ok(all)
         })
     }
 

@@ -1260,22 +1260,14 @@ impl Inner {
     }
 
     /// Writes `batch` as a new segment file (tmp, fsync, rename, fsync dir) and returns its
-    /// manifest record and the catalog ids of its event types.
+    /// manifest record; `type_ids` are the catalog ids of its event types.
     fn write_new_segment(
         &self,
         project_id: i64,
         day: &str,
         batch: &RecordBatch,
-    ) -> Result<(SegmentRecord, HashMap<String, i64>)> {
-        let types: BTreeSet<&str> = batch
-            .column_by_name("event_type")
-            .and_then(|a| a.as_any().downcast_ref::<StringArray>())
-            .map(|a| a.iter().flatten().collect())
-            .unwrap_or_default();
-        let types: Vec<&str> = types.into_iter().collect();
-        let type_ids = self
-            .meta
-            .ensure_catalog_ids(project_id, CatalogKind::Event, &types)?;
+        type_ids: &HashMap<String, i64>,
+    ) -> Result<SegmentRecord> {
         let column_ids = |wanted: PropertyKind| -> Vec<i64> {
             let mut ids: Vec<i64> = batch
                 .schema()
@@ -1299,14 +1291,14 @@ impl Inner {
             bytes: stats.bytes as i64,
             min_time: stats.min_time,
             max_time: stats.max_time,
-            event_types: sorted_ids(&type_ids),
+            event_types: sorted_ids(type_ids),
             event_properties: column_ids(PropertyKind::Event),
             user_properties: column_ids(PropertyKind::User),
             group_properties: column_ids(PropertyKind::Group),
             crc32: Some(stats.crc32),
         };
         self.install(&tmp, &record)?;
-        Ok((record, type_ids))
+        Ok(record)
     }
 
     /// Moves a fsynced file from `tmp/` to its segment path, durably.
@@ -1367,30 +1359,24 @@ impl Inner {
         day: &str,
         events: &[Arc<Event>],
     ) -> Result<(SegmentRecord, CatalogDelta)> {
-        let keys = |f: &dyn Fn(&Event) -> &[(String, String)]| -> Vec<&str> {
-            let set: BTreeSet<&str> = events
+        // Every name the segment needs an id for, asked of the catalog at once.
+        let types: BTreeSet<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+        let mut wanted = vec![(CatalogKind::Event, types.into_iter().collect())];
+        for kind in PropertyKind::ALL {
+            let keys: BTreeSet<&str> = events
                 .iter()
-                .flat_map(|e| f(e).iter().map(|(k, _)| k.as_str()))
+                .flat_map(|e| kind.of_event(e).iter().map(|(k, _)| k.as_str()))
                 .collect();
-            set.into_iter().collect()
-        };
-        let eprop_ids = self.meta.ensure_catalog_ids(
-            project_id,
-            CatalogKind::EventProperty,
-            &keys(&|e| &e.event_properties),
-        )?;
-        let uprop_ids = self.meta.ensure_catalog_ids(
-            project_id,
-            CatalogKind::UserProperty,
-            &keys(&|e| e.user_properties.as_slice()),
-        )?;
-        let gprop_ids = self.meta.ensure_catalog_ids(
-            project_id,
-            CatalogKind::GroupProperty,
-            &keys(&|e| &e.group_properties),
-        )?;
+            wanted.push((kind.catalog(), keys.into_iter().collect()));
+        }
+        let mut ids = self
+            .meta
+            .ensure_catalog_ids(project_id, &wanted)?
+            .into_iter();
+        let mut next = || ids.next().expect("one map per kind asked");
+        let (type_ids, eprop_ids, uprop_ids, gprop_ids) = (next(), next(), next(), next());
         let batch = events_to_batch(events, &eprop_ids, &uprop_ids, &gprop_ids)?;
-        let (record, type_ids) = self.write_new_segment(project_id, day, &batch)?;
+        let record = self.write_new_segment(project_id, day, &batch, &type_ids)?;
         let ids = PropertyIds {
             event: &eprop_ids,
             user: &uprop_ids,
