@@ -47,13 +47,13 @@ pub struct ServeArgs {
     trusted_proxy: bool,
     /// Events per second one device_id or user_id may send to `/2/httpapi` and `/identify`
     /// (averaged over 30 s) before its events get Amplitude's 429; 0 turns the limit off.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, env = "LETHE_DEVICE_EPS_LIMIT", default_value_t = 30)]
     device_eps_limit: u32,
     /// The same limit for `/batch`.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, env = "LETHE_BATCH_DEVICE_EPS_LIMIT", default_value_t = 1000)]
     batch_device_eps_limit: u32,
     /// Events one device_id or user_id may send in a rolling 24 h; 0 turns the quota off.
-    #[arg(long, default_value_t = 500_000)]
+    #[arg(long, env = "LETHE_DEVICE_DAILY_QUOTA", default_value_t = 500_000)]
     device_daily_quota: u64,
 }
 
