@@ -38,7 +38,17 @@ fn endpoint(api: Api) -> MethodRouter<App> {
                         headers: HeaderMap,
                         RawQuery(query): RawQuery,
                         body: Bytes| async move {
-        answer(&app, api, &method, &headers, query.as_deref(), &body).await
+        let reply = handle(&app, api, &method, &headers, query.as_deref(), &body).await;
+        let outcome = match &reply {
+            Ok(_) => "accepted",
+            Err(_) => "rejected",
+        };
+        metrics::counter!("lethe_ingest_requests_total", "endpoint" => api.name(), "outcome" => outcome)
+            .increment(1);
+        match reply {
+            Ok(()) => success(),
+            Err(reply) => reply.into_response(),
+        }
     };
     get(handler).post(handler)
 }
@@ -151,27 +161,6 @@ pub(crate) fn missing_event() -> AmplitudeReply {
 /// The Identify API's 200: the plain `success` Amplitude has always answered.
 pub(crate) fn success() -> Response {
     (StatusCode::OK, "success").into_response()
-}
-
-async fn answer(
-    app: &App,
-    api: Api,
-    method: &Method,
-    headers: &HeaderMap,
-    query: Option<&str>,
-    body: &[u8],
-) -> Response {
-    let reply = handle(app, api, method, headers, query, body).await;
-    let outcome = match &reply {
-        Ok(_) => "accepted",
-        Err(_) => "rejected",
-    };
-    metrics::counter!("lethe_ingest_requests_total", "endpoint" => api.name(), "outcome" => outcome)
-        .increment(1);
-    match reply {
-        Ok(()) => success(),
-        Err(reply) => reply.into_response(),
-    }
 }
 
 async fn handle(

@@ -30,21 +30,8 @@ fn identify_form(server: &Server, api_key: &str, identification: &Value) -> (u16
     )
 }
 
-/// `GET /v1/userprofile` with `Authorization: Api-Key <secret>`.
-fn profile(server: &Server, secret: &str, query: &str) -> (u16, Value) {
-    status_json(
-        server
-            .client
-            .get(server.url(&format!("/v1/userprofile?{query}")))
-            .header("Authorization", format!("Api-Key {secret}"))
-            .send()
-            .unwrap(),
-    )
-}
-
 fn amp_props(server: &Server, keys: &Keys, user_id: &str) -> Value {
-    let (s, body) = profile(
-        server,
+    let (s, body) = server.user_profile(
         &keys.secret_key,
         &format!("user_id={user_id}&get_amp_props=true"),
     );
@@ -129,7 +116,9 @@ fn identify_changes_the_profile_and_ids_without_an_event() {
         "applies to later events only"
     );
     assert_eq!(
-        profile(&server, &keys.secret_key, "device_id=device-ident").1["userData"]["user_id"],
+        server
+            .user_profile(&keys.secret_key, "device_id=device-ident")
+            .1["userData"]["user_id"],
         "user-ident"
     );
 }
@@ -175,7 +164,7 @@ fn identify_is_durable_before_it_answers() {
         amp_props(&server, &keys, "user-durable"),
         json!({"plan": "team", "logins": 1})
     );
-    let (_, body) = profile(&server, &keys.secret_key, "device_id=device-durable");
+    let (_, body) = server.user_profile(&keys.secret_key, "device_id=device-durable");
     assert_eq!(body["userData"]["user_id"], "user-durable");
 }
 
@@ -214,7 +203,7 @@ fn identify_errors_follow_amplitude() {
     assert_eq!(body["code"], 400);
     assert_eq!(body["events_with_missing_fields"]["user_id"], json!([1]));
     assert_eq!(body["events_with_invalid_fields"]["user_id"], json!([2]));
-    let (s, _) = profile(&server, &keys.secret_key, "user_id=user-good");
+    let (s, _) = server.user_profile(&keys.secret_key, "user_id=user-good");
     assert_eq!(s, 404);
     // Property limits apply as to events.
     let many: serde_json::Map<String, Value> =
@@ -236,7 +225,7 @@ fn the_user_profile_needs_the_projects_secret_and_knows_only_its_users() {
         json!([{"event_type": "a", "user_id": "user-prof", "device_id": "device-prof",
                 "user_properties": {"email_domain": "example.com"}}]),
     );
-    let (s, body) = profile(&server, &keys.secret_key, "user_id=user-prof");
+    let (s, body) = server.user_profile(&keys.secret_key, "user_id=user-prof");
     assert_eq!(s, 200, "{body}");
     let data = &body["userData"];
     assert_eq!(data["user_id"], "user-prof");
@@ -260,13 +249,13 @@ fn the_user_profile_needs_the_projects_secret_and_knows_only_its_users() {
         json!({"email_domain": "example.com"})
     );
 
-    let (s, body) = profile(&server, &keys.secret_key, "user_id=user-nobody");
+    let (s, body) = server.user_profile(&keys.secret_key, "user_id=user-nobody");
     assert_eq!(s, 404);
     assert_eq!(body["error"], "User id and device id not seen before");
-    let (s, body) = profile(&server, &keys.secret_key, "");
+    let (s, body) = server.user_profile(&keys.secret_key, "");
     assert_eq!((s, &body["field"]), (400, &json!("user_id")));
 
-    let (s, body) = profile(&server, "wrong-secret", "user_id=user-prof");
+    let (s, body) = server.user_profile("wrong-secret", "user_id=user-prof");
     assert_eq!(s, 401, "{body}");
     let (s, body) = status_json(
         server
@@ -283,7 +272,7 @@ fn the_user_profile_needs_the_projects_secret_and_knows_only_its_users() {
     let (s, other) = server.post_as(&token, "/api/v1/projects", &json!({"name": "Other"}));
     assert_eq!(s, 201, "{other}");
     let other = Keys::of_project(&other);
-    let (s, _) = profile(&server, &other.secret_key, "user_id=user-prof");
+    let (s, _) = server.user_profile(&other.secret_key, "user_id=user-prof");
     assert_eq!(s, 404);
 }
 
@@ -350,4 +339,34 @@ fn identify_device_fields_are_accepted_and_not_kept() {
         json!({"tier": "gold"})
     );
     assert!(server.export_today(&keys).is_empty());
+}
+
+/// An identification whose WAL write fails is refused with a 503 and leaves nothing behind:
+/// the retry applies it once (an `$add` counts once).
+#[test]
+fn a_failed_wal_fsync_refuses_an_identification_and_its_retry_applies_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start_with_env(
+        &tmp.path().join("data"),
+        &[],
+        &[("LETHE_FAULTS", "wal_fsync@1-1")],
+    );
+    let keys = server.first_start_keys();
+    let call = json!({"user_id": "user-fault", "user_properties": {"$add": {"logins": 1}}});
+    let (s, body) = identify_form(&server, &keys.api_key, &call);
+    assert_eq!(s, 503, "{body}");
+    assert_eq!(body["reason"], "storage_error");
+    assert_eq!(
+        server
+            .user_profile(&keys.secret_key, "user_id=user-fault")
+            .0,
+        404,
+        "rolled back"
+    );
+    let (s, _) = identify_form(&server, &keys.api_key, &call);
+    assert_eq!(s, 200);
+    assert_eq!(
+        amp_props(&server, &keys, "user-fault"),
+        json!({"logins": 1})
+    );
 }

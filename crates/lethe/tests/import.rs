@@ -307,15 +307,9 @@ fn an_export_imported_in_any_order_exports_the_same_rows_and_profiles() {
         }
     }
     for (user, row) in &latest {
-        let (s, body) = common::status_json(
-            target
-                .client
-                .get(target.url(&format!(
-                    "/v1/userprofile?user_id={user}&get_amp_props=true"
-                )))
-                .header("Authorization", format!("Api-Key {}", keys.secret_key))
-                .send()
-                .unwrap(),
+        let (s, body) = target.user_profile(
+            &keys.secret_key,
+            &format!("user_id={user}&get_amp_props=true"),
         );
         assert_eq!(s, 200);
         assert_eq!(
@@ -431,14 +425,7 @@ fn an_older_row_imported_after_a_restart_does_not_replace_a_newer_profile() {
         row("2026-11-30 07:00:00.000000", "A"),
     );
     assert_eq!((s, &b["ingested"]), (200, &json!(1)), "{b}");
-    let (s, body) = common::status_json(
-        server
-            .client
-            .get(server.url("/v1/userprofile?user_id=user-asof&get_amp_props=true"))
-            .header("Authorization", format!("Api-Key {}", keys.secret_key))
-            .send()
-            .unwrap(),
-    );
+    let (s, body) = server.user_profile(&keys.secret_key, "user_id=user-asof&get_amp_props=true");
     assert_eq!(s, 200);
     assert_eq!(body["userData"]["amp_props"], json!({"plan": "B"}));
 }

@@ -449,15 +449,9 @@ fn an_erased_user_has_no_profile_and_identify_data_is_erased_too() {
     ));
     assert_eq!(s, 200);
     let profile = |user: &str| {
-        status_json(
-            server
-                .client
-                .get(server.url(&format!(
-                    "/v1/userprofile?user_id={user}&get_amp_props=true"
-                )))
-                .header("Authorization", format!("Api-Key {}", keys.secret_key))
-                .send()
-                .unwrap(),
+        server.user_profile(
+            &keys.secret_key,
+            &format!("user_id={user}&get_amp_props=true"),
         )
     };
     let (s, before) = profile("privacy-bob");

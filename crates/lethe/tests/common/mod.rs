@@ -269,6 +269,17 @@ impl Server {
         events
     }
 
+    /// `GET /v1/userprofile?{query}` with `Authorization: Api-Key <secret>`.
+    pub fn user_profile(&self, secret: &str, query: &str) -> (u16, Value) {
+        status_json(
+            self.client
+                .get(self.url(&format!("/v1/userprofile?{query}")))
+                .header("Authorization", format!("Api-Key {secret}"))
+                .send()
+                .unwrap(),
+        )
+    }
+
     pub fn basic_get(&self, keys: &Keys, path: &str) -> (u16, Value) {
         status_json(
             self.client
