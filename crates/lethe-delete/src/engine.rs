@@ -8,8 +8,7 @@ use arrow_array::RecordBatch;
 use lethe_event::{Day, Event};
 use lethe_meta::{CatalogDelta, CatalogKind, CountDelta, MetaStore, TaskRow};
 use lethe_store::{
-    events_to_batch, failpoint, parallel_map, read_batches, read_row_groups, Output, PropertyKind,
-    Rewrite, Segment, Store,
+    events_to_batch, failpoint, parallel_map, Output, PropertyKind, Segment, Store, StoreError,
 };
 use serde::{Deserialize, Serialize};
 
@@ -196,10 +195,7 @@ pub fn preview(
         if !may_hold_targets(segment, &matcher)? {
             return Ok((segment, Vec::new()));
         }
-        let batches = read_batches(
-            segment.file()?,
-            Some(&matcher.preview_columns(&segment.record)),
-        )?;
+        let batches = segment.read_batches(Some(&matcher.preview_columns(&segment.record)))?;
         let applied = batches
             .iter()
             .map(|b| matcher.apply(b))
@@ -249,7 +245,7 @@ fn add_samples(
     segment: &Segment,
     matcher: &Matcher,
 ) -> Result<(), DeleteError> {
-    for batch in read_batches(segment.file()?, Some(&matcher.columns()))? {
+    for batch in segment.read_batches(Some(&matcher.columns()))? {
         let applied = matcher.apply(&batch)?;
         let room = 5usize.saturating_sub(preview.samples.len());
         preview
@@ -331,34 +327,19 @@ pub fn execute(store: &Store, meta: &MetaStore, task: &TaskRow) -> Result<TaskRe
         .collect();
     progress.partitions_total = (progress.partitions_done.len() + remaining.len()) as u64;
     for day in remaining {
+        // Read and plan under the manifest writer, stage the new segments, then commit them
+        // with the progress they make, in one transaction.
+        let mut rewrite = store.begin_rewrite(task.project_id, &day);
         let mut after = progress.clone();
-        let partition_started = Instant::now();
-        let mut planned_ms = 0;
-        let retired = store.rewrite_partition(task.project_id, &day, |live| {
-            let planning = Instant::now();
-            let rewrite = rewrite_partition(live, &ids, &matcher, &mut after, &mut timings)?;
-            planned_ms = ms(planning);
-            after.partitions_done.insert(day.clone());
-            let committed = after.clone();
-            Ok(Some(Rewrite {
-                task_progress: Some((
-                    task.id,
-                    Box::new(move |written| {
-                        let mut p = committed;
-                        p.bytes_written += written;
-                        serde_json::to_string(&p).unwrap_or_default()
-                    }),
-                )),
-                ..rewrite
-            }))
-        })?;
-        progress = meta
-            .task(task.id)?
-            .and_then(|t| t.progress)
-            .map(|p| serde_json::from_str(&p))
-            .transpose()?
-            .unwrap_or(after);
-        timings.write_commit_ms += ms(partition_started).saturating_sub(planned_ms);
+        let (outputs, catalog) =
+            plan_partition(rewrite.live(), &ids, &matcher, &mut after, &mut timings)?;
+        let writing = Instant::now();
+        rewrite.stage(outputs)?;
+        after.partitions_done.insert(day.clone());
+        after.bytes_written += rewrite.staged_bytes();
+        let retired = rewrite.commit(catalog, Some((task.id, serde_json::to_string(&after)?)))?;
+        progress = after;
+        timings.write_commit_ms += ms(writing);
         let unlinking = Instant::now();
         store.await_unlinked(retired)?;
         timings.unlink_ms += ms(unlinking);
@@ -399,12 +380,14 @@ struct Rebuilt<'a> {
 
 /// Matches one segment and plans its new contents: untouched (no match), column-level (no
 /// row removed), or row-group-level (only the row groups that lose rows are re-encoded).
+/// Matching reads only the columns it needs; a segment that changes is then opened whole,
+/// checked against its checksum, to be rewritten.
 fn rebuild<'a>(
     segment: &'a Arc<Segment>,
     matcher: &Matcher,
     columns: &[String],
-) -> Result<Rebuilt<'a>, lethe_store::StoreError> {
-    let arrow = lethe_store::StoreError::Arrow;
+) -> Result<Rebuilt<'a>, StoreError> {
+    let arrow = StoreError::Arrow;
     let mut out = Rebuilt {
         segment,
         parts: Vec::new(),
@@ -417,8 +400,7 @@ fn rebuild<'a>(
         out.read_ms += ms(reading);
         return Ok(out);
     }
-    let Some(projected) = whole(read_batches(segment.file()?, Some(columns))?).map_err(arrow)?
-    else {
+    let Some(projected) = whole(segment.read_batches(Some(columns))?).map_err(arrow)? else {
         return Ok(out);
     };
     out.read_ms += ms(reading);
@@ -428,19 +410,23 @@ fn rebuild<'a>(
         out.filter_ms += ms(filtering);
         return Ok(out);
     }
+    let reading = Instant::now();
+    let source = segment.open()?;
+    let opened_ms = ms(reading);
+    out.read_ms += opened_ms;
     if applied.totals.events_deleted == 0 {
         let (drop, replace) = applied.column_changes(&projected).map_err(arrow)?;
         out.output = Some(Output::Columns {
-            source: segment.clone(),
+            source,
             drop,
             replace,
         });
         out.parts.push(applied);
-        out.filter_ms += ms(filtering);
+        out.filter_ms += ms(filtering).saturating_sub(opened_ms);
         return Ok(out);
     }
     let reading = Instant::now();
-    let groups = read_row_groups(segment.file()?, |rows| applied.touches(rows))?;
+    let groups = source.read_row_groups(|rows| applied.touches(rows))?;
     let group_read_ms = ms(reading);
     let mut replaced = BTreeMap::new();
     for (index, batch) in groups {
@@ -448,37 +434,31 @@ fn rebuild<'a>(
         replaced.insert(index, part.rewrite(&batch).map_err(arrow)?);
         out.parts.push(part);
     }
-    out.output = Some(Output::RowGroups {
-        source: segment.clone(),
-        replaced,
-    });
-    out.filter_ms += ms(filtering).saturating_sub(group_read_ms);
+    out.output = Some(Output::RowGroups { source, replaced });
+    out.filter_ms += ms(filtering).saturating_sub(group_read_ms + opened_ms);
     out.read_ms += group_read_ms;
     Ok(out)
 }
 
 /// Whether a segment can hold the task's end users (always, for a task that names none).
-fn may_hold_targets(segment: &Segment, matcher: &Matcher) -> Result<bool, lethe_store::StoreError> {
+fn may_hold_targets(segment: &Segment, matcher: &Matcher) -> Result<bool, StoreError> {
     match matcher.amplitude_ids() {
-        Some(ids) => lethe_store::may_hold_users(segment.file()?, &ids),
+        Some(ids) => segment.may_hold_users(&ids),
         None => Ok(true),
     }
 }
 
-/// The rewrite of one partition's segments that hold a target; others stay untouched.
-fn rewrite_partition(
+/// The new contents of one partition's segments that hold a target (others stay
+/// untouched) and the catalog counts they remove; `progress` counts what they remove.
+fn plan_partition(
     live: &[Arc<Segment>],
     ids: &Ids,
     matcher: &Matcher,
     progress: &mut Progress,
     timings: &mut Timings,
-) -> Result<Rewrite, lethe_store::StoreError> {
-    let mut rewrite = Rewrite {
-        inputs: Vec::new(),
-        outputs: Vec::new(),
-        catalog: CatalogDelta::default(),
-        task_progress: None,
-    };
+) -> Result<(Vec<Output>, CatalogDelta), StoreError> {
+    let mut outputs = Vec::new();
+    let mut catalog = CatalogDelta::default();
     let candidates: Vec<&Arc<Segment>> = live
         .iter()
         .filter(|s| matcher.may_match(&s.record, &ids.types))
@@ -492,12 +472,11 @@ fn rewrite_partition(
         let Some(output) = rebuilt.output else {
             continue;
         };
-        rewrite.outputs.push(output);
-        rewrite.inputs.push(rebuilt.segment.clone());
+        outputs.push(output);
         for applied in &rebuilt.parts {
             let delta = ids.delta(applied);
-            rewrite.catalog.counts.extend(delta.counts);
-            rewrite.catalog.pairs.extend(delta.pairs);
+            catalog.counts.extend(delta.counts);
+            catalog.pairs.extend(delta.pairs);
             progress.totals += applied.totals;
             for (mine, theirs) in progress.clauses.iter_mut().zip(&applied.clauses) {
                 *mine += *theirs;
@@ -506,7 +485,7 @@ fn rewrite_partition(
         progress.segments_rewritten += 1;
         progress.bytes_rewritten += rebuilt.segment.record.bytes as u64;
     }
-    Ok(rewrite)
+    Ok((outputs, catalog))
 }
 
 /// A segment's batches as one (a segment's batches share its schema).

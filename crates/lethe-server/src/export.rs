@@ -86,7 +86,7 @@ async fn export(
     // Once the body streams its status is sent: a damaged segment must be found before.
     blocking(move || {
         for segment in &snapshot.segments {
-            segment.file()?;
+            segment.ensure_readable()?;
         }
         Ok(())
     })

@@ -25,7 +25,7 @@ async fn health(State(app): State<App>) -> Json<serde_json::Value> {
         .into_iter()
         .map(|d| {
             json!({"id": d.id, "project_id": d.project_id, "day": d.day,
-                   "path": d.path.display().to_string(), "reason": d.reason})
+                   "path": d.path, "reason": d.reason})
         })
         .collect();
     let wal = app.store.wal_refusal();

@@ -18,7 +18,7 @@ use chrono::{Datelike, Duration, NaiveDate, NaiveDateTime, TimeZone, Timelike};
 use chrono_tz::Tz;
 use lethe_event::StrField;
 use lethe_meta::CatalogKind;
-use lethe_store::{events_to_batch, parallel_map, read_batches_between, PropertyKind};
+use lethe_store::{events_to_batch, parallel_map, PropertyKind};
 use serde_json::{json, Value};
 
 use crate::auth::{ProjectKey, Session};
@@ -593,7 +593,7 @@ impl Segmentation {
         let window = (self.from, self.to);
         let mut tally = Tally::new(self);
         for batches in parallel_map(snapshot.segments.iter().collect(), |s| {
-            read_batches_between(s.file()?, &read, self.basis.column(), window)
+            s.read_between(&read, self.basis.column(), window)
         }) {
             for batch in batches? {
                 tally.add(self, &columns, &batch, first_seen.as_ref());
@@ -625,7 +625,7 @@ impl Segmentation {
             }
         };
         for batches in parallel_map(segments.iter().collect(), |s| {
-            read_batches_between(s.file()?, &read, self.basis.column(), (i64::MIN, i64::MAX))
+            s.read_between(&read, self.basis.column(), (i64::MIN, i64::MAX))
         }) {
             for batch in batches? {
                 note(&batch);

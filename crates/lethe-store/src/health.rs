@@ -4,7 +4,6 @@
 //! list is what `/healthz` reports and a metric counts, until an operator restores the file.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Mutex;
 
 /// One quarantined segment.
@@ -13,7 +12,8 @@ pub struct DamagedSegment {
     pub id: String,
     pub project_id: i64,
     pub day: String,
-    pub path: PathBuf,
+    /// Where the object is: a file path, or a URL on object storage.
+    pub path: String,
     /// What the check found (a checksum mismatch or an I/O error), never file contents.
     pub reason: String,
 }
@@ -26,7 +26,7 @@ pub(crate) struct Quarantine {
 
 impl Quarantine {
     pub fn add(&self, segment: DamagedSegment) {
-        tracing::error!(path = %segment.path.display(), reason = %segment.reason,
+        tracing::error!(path = %segment.path, reason = %segment.reason,
             "segment damaged: quarantined (reads and deletions that need it fail until it is restored)");
         let mut damaged = self.damaged.lock().unwrap_or_else(|p| p.into_inner());
         damaged.insert(segment.id.clone(), segment);

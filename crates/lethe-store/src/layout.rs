@@ -9,26 +9,15 @@ pub struct DataDir {
     root: PathBuf,
 }
 
-/// The place of one segment file: `segments/<project>/<day>/<id>.parquet`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SegmentLocation {
-    pub project_id: i64,
-    pub day: String,
-    pub id: String,
-}
-
 impl DataDir {
     /// Wraps `root` (created by [`DataDir::create`]).
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Self { root: root.into() }
     }
 
-    /// Creates the directory tree.
+    /// Creates the directory tree (the segment storage creates its own).
     pub fn create(&self) -> std::io::Result<()> {
-        for dir in [self.wal_dir(), self.segments_dir(), self.tmp_dir()] {
-            std::fs::create_dir_all(dir)?;
-        }
-        Ok(())
+        std::fs::create_dir_all(self.wal_dir())
     }
 
     pub fn root(&self) -> &Path {
@@ -49,24 +38,19 @@ impl DataDir {
         self.root.join("wal")
     }
 
+    /// The root of the local segment storage (see [`crate::Storage`]).
     pub fn segments_dir(&self) -> PathBuf {
         self.root.join("segments")
     }
 
-    /// Files being written; anything here at start-up is a leftover of a crash.
-    pub fn tmp_dir(&self) -> PathBuf {
+    /// Where versions before the storage seam staged segment files: removed at start-up,
+    /// since a crash could leave event values there.
+    pub fn legacy_tmp_dir(&self) -> PathBuf {
         self.root.join("tmp")
     }
 
     pub fn wal_file(&self, seq: u64) -> PathBuf {
         self.wal_dir().join(format!("{seq:016}.wal"))
-    }
-
-    pub fn segment_file(&self, loc: &SegmentLocation) -> PathBuf {
-        self.segments_dir()
-            .join(loc.project_id.to_string())
-            .join(&loc.day)
-            .join(format!("{}.parquet", loc.id))
     }
 }
 

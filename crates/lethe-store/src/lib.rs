@@ -9,28 +9,29 @@
 //! segments of a day the same way.
 
 mod faults;
+mod fetched;
 mod health;
 mod layout;
 mod parallel;
 mod resolver;
 mod schema;
 mod segment;
+mod storage;
 mod store;
 mod verify;
 mod wal;
 
 pub use faults::failpoint;
+pub use fetched::SegmentBytes;
 pub use health::DamagedSegment;
-pub use layout::{DataDir, SegmentLocation};
+pub use layout::DataDir;
 pub use parallel::parallel_map;
 pub use resolver::{KnownUsers, UserProfile};
 pub use schema::PropertyKind;
-pub use segment::{
-    events_to_batch, file_checksum, may_hold_users, read_batches, read_batches_between,
-    read_row_groups, read_segment, write_batch, ColumnNames, SegmentStats,
-};
+pub use segment::{events_to_batch, read_batches, ColumnNames, SegmentStats};
+pub use storage::{SegmentLocation, Storage};
 pub use store::{
-    IngestOutcome, Output, ProgressFn, Rewrite, Segment, Snapshot, Store, StoreConfig,
+    IngestOutcome, OpenSegment, Output, PartitionRewrite, Segment, Snapshot, Store, StoreConfig,
 };
 pub use verify::{verify, Report};
 
@@ -49,13 +50,10 @@ pub enum StoreError {
     Encoding(#[from] serde_json::Error),
     #[error("the store is shutting down or its WAL writer failed")]
     Closed,
-    /// A segment file's bytes do not match its checksum (or cannot be read): it is
-    /// quarantined, and nothing is read from it.
-    #[error("segment {} is damaged and quarantined: {what}", path.display())]
-    Corrupt {
-        path: std::path::PathBuf,
-        what: String,
-    },
+    /// A segment's bytes do not match its checksum (or cannot be read): it is quarantined,
+    /// and nothing is read from it. `path` says where the object is.
+    #[error("segment {path} is damaged and quarantined: {what}")]
+    Corrupt { path: String, what: String },
     /// A metadata row the store loads is not what it wrote (a profile that is not a JSON
     /// object): the start stops rather than replace it with an empty one.
     #[error("metadata {what} is damaged: {why}")]

@@ -7,8 +7,7 @@
 //! event type sits in few row groups.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
-use std::path::Path;
+use std::ops::Range;
 use std::sync::Arc;
 
 use arrow_array::builder::StringBuilder;
@@ -21,9 +20,13 @@ use lethe_event::{Event, NumField, StrField};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::ParquetMetaData;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
+use bytes::Bytes;
+
+use crate::fetched::SegmentBytes;
 use crate::schema::PropertyKind;
 use crate::Result;
 
@@ -60,57 +63,33 @@ pub struct SegmentStats {
     pub crc32: u32,
 }
 
-/// A segment file being written, with the CRC-32 of every byte that went into it.
+/// A segment being encoded in memory, with the CRC-32 of every byte that went into it.
+#[derive(Default)]
 struct Checksummed {
-    file: File,
+    bytes: Vec<u8>,
     crc: crc32fast::Hasher,
-    bytes: u64,
 }
 
 impl Checksummed {
-    fn create(path: &Path) -> std::io::Result<Self> {
-        crate::faults::inject(crate::faults::IoPoint::SegmentWrite)?;
-        Ok(Self {
-            file: File::create(path)?,
-            crc: crc32fast::Hasher::new(),
-            bytes: 0,
-        })
-    }
-
-    /// Fsyncs the file; returns its length and checksum.
-    fn finish(self) -> std::io::Result<(u64, u32)> {
-        self.file.sync_all()?;
-        Ok((self.bytes, self.crc.finalize()))
+    /// The encoded object and its checksum.
+    fn finish(self) -> (Bytes, u32) {
+        (Bytes::from(self.bytes), self.crc.finalize())
     }
 }
 
 impl std::io::Write for Checksummed {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.file.write(buf)?;
-        self.crc.update(&buf[..n]);
-        self.bytes += n as u64;
-        Ok(n)
+        self.bytes.extend_from_slice(buf);
+        self.crc.update(buf);
+        Ok(buf.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        self.file.flush()
+        Ok(())
     }
 }
 
-/// The CRC-32 of a file's bytes, read in 1 MiB blocks.
-pub fn file_checksum(path: &Path) -> std::io::Result<u32> {
-    use std::io::Read;
-    let mut file = File::open(path)?;
-    let mut crc = crc32fast::Hasher::new();
-    let mut block = vec![0u8; 1 << 20];
-    loop {
-        match file.read(&mut block)? {
-            0 => return Ok(crc.finalize()),
-            n => crc.update(&block[..n]),
-        }
-    }
-}
-
+/// The columns of a batch being built, in order.
 struct Columns {
     fields: Vec<Field>,
     arrays: Vec<ArrayRef>,
@@ -236,24 +215,28 @@ pub fn events_to_batch(
     Ok(RecordBatch::try_new(schema, c.arrays)?)
 }
 
-/// Writes one batch as a segment file at `path` and fsyncs it. Statistics, dictionaries and
-/// page indexes are built from this batch alone, so nothing of removed rows survives in them.
-pub fn write_batch(path: &Path, batch: &RecordBatch) -> Result<SegmentStats> {
-    let file = Checksummed::create(path)?;
-    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(writer_properties()?))?;
+/// Encodes one batch as a segment object. Statistics, dictionaries and page indexes are
+/// built from this batch alone, so nothing of removed rows survives in them.
+pub fn write_batch(batch: &RecordBatch) -> Result<(Bytes, SegmentStats)> {
+    let mut writer = ArrowWriter::try_new(
+        Checksummed::default(),
+        batch.schema(),
+        Some(writer_properties()?),
+    )?;
     writer.write(batch)?;
-    let (bytes, crc32) = writer.into_inner()?.finish()?;
+    let (bytes, crc32) = writer.into_inner()?.finish();
     let times = batch
         .column_by_name("server_upload_time")
         .and_then(|a| a.as_any().downcast_ref::<TimestampMillisecondArray>())
         .ok_or_else(|| corrupt("server_upload_time"))?;
-    Ok(SegmentStats {
+    let stats = SegmentStats {
         rows: batch.num_rows(),
-        bytes,
+        bytes: bytes.len() as u64,
         min_time: times.values().iter().copied().min().unwrap_or(0),
         max_time: times.values().iter().copied().max().unwrap_or(0),
         crc32,
-    })
+    };
+    Ok((bytes, stats))
 }
 
 /// How every segment is encoded.
@@ -283,11 +266,10 @@ const USER_INDEX_FPP: f64 = 0.01;
 
 /// Whether the segment may hold any of `amplitude_ids`, from its bloom filters alone (a row
 /// group without a filter may hold anything).
-pub fn may_hold_users(path: &Path, amplitude_ids: &[i64]) -> Result<bool> {
+pub fn may_hold_users(file: &SegmentBytes, amplitude_ids: &[i64]) -> Result<bool> {
     use parquet::bloom_filter::Sbbf;
     use parquet::file::metadata::ParquetMetaDataReader;
-    let file = File::open(path)?;
-    let metadata = ParquetMetaDataReader::new().parse_and_finish(&file)?;
+    let metadata = ParquetMetaDataReader::new().parse_and_finish(file)?;
     let schema = metadata.file_metadata().schema_descr();
     let Some(column) =
         (0..schema.num_columns()).find(|i| schema.column(*i).name() == USER_INDEX_COLUMN)
@@ -295,7 +277,7 @@ pub fn may_hold_users(path: &Path, amplitude_ids: &[i64]) -> Result<bool> {
         return Ok(true);
     };
     for group in metadata.row_groups() {
-        match Sbbf::read_from_column_chunk(group.column(column), &file)? {
+        match Sbbf::read_from_column_chunk(group.column(column), file)? {
             None => return Ok(true),
             Some(filter) if amplitude_ids.iter().any(|id| filter.check(id)) => return Ok(true),
             Some(_) => {}
@@ -306,66 +288,134 @@ pub fn may_hold_users(path: &Path, amplitude_ids: &[i64]) -> Result<bool> {
 
 /// Reads a segment's batches; `columns` restricts the read to those columns (the others
 /// are not decoded at all).
-pub fn read_batches(path: &Path, columns: Option<&[String]>) -> Result<Vec<RecordBatch>> {
-    Ok(batch_reader(path, columns, None)?.collect::<Result<Vec<_>, _>>()?)
+pub fn read_batches(file: &SegmentBytes, columns: Option<&[String]>) -> Result<Vec<RecordBatch>> {
+    Ok(batch_reader(file, columns, None)?.collect::<Result<Vec<_>, _>>()?)
 }
 
 /// Reads the row groups of a segment whose statistics say their timestamp column `time`
 /// may hold a value in `[from, to)`: queries by event time skip the rest undecoded.
 pub fn read_batches_between(
-    path: &Path,
+    file: &SegmentBytes,
     columns: &[String],
     time: &str,
     (from, to): (i64, i64),
 ) -> Result<Vec<RecordBatch>> {
-    let reader = batch_reader(path, Some(columns), Some((time, from, to)))?;
+    let reader = batch_reader(file, Some(columns), Some((time, from, to)))?;
     Ok(reader.collect::<Result<Vec<_>, _>>()?)
 }
 
 /// The batches of a segment one at a time (16 Ki rows, a row group, each), optionally only
 /// of the row groups whose statistics of a timestamp column overlap a range.
 fn batch_reader(
-    path: &Path,
+    file: &SegmentBytes,
     columns: Option<&[String]>,
     within: Option<(&str, i64, i64)>,
 ) -> Result<parquet::arrow::arrow_reader::ParquetRecordBatchReader> {
-    let mut builder = ParquetRecordBatchReaderBuilder::try_new(File::open(path)?)?;
+    let mut builder = ParquetRecordBatchReaderBuilder::try_new(file.clone())?;
     if let Some((time, from, to)) = within {
-        let schema = builder.parquet_schema();
-        let column = (0..schema.num_columns()).find(|i| schema.column(*i).name() == time);
-        let groups: Vec<usize> = builder
-            .metadata()
-            .row_groups()
-            .iter()
-            .enumerate()
-            .filter(|(_, group)| {
-                let stats = column.and_then(|c| group.column(c).statistics());
-                match stats {
-                    Some(parquet::file::statistics::Statistics::Int64(s)) => {
-                        match (s.min_opt(), s.max_opt()) {
-                            (Some(min), Some(max)) => *max >= from && *min < to,
-                            _ => true,
-                        }
-                    }
-                    _ => true,
-                }
-            })
-            .map(|(i, _)| i)
-            .collect();
+        let groups = groups_between(builder.metadata(), time, (from, to));
         builder = builder.with_row_groups(groups);
     }
     let builder = match columns {
         None => builder,
         Some(names) => {
-            let schema = builder.parquet_schema();
-            let leaves: Vec<usize> = (0..schema.num_columns())
-                .filter(|i| names.iter().any(|n| n == schema.column(*i).name()))
-                .collect();
-            let mask = parquet::arrow::ProjectionMask::leaves(schema, leaves);
+            let leaves = leaves_named(builder.metadata(), names);
+            let mask = parquet::arrow::ProjectionMask::leaves(builder.parquet_schema(), leaves);
             builder.with_projection(mask)
         }
     };
     Ok(builder.with_batch_size(ROW_GROUP_ROWS).build()?)
+}
+
+/// The row groups whose statistics say their timestamp column `time` may hold a value in
+/// `[from, to)`.
+fn groups_between(metadata: &ParquetMetaData, time: &str, (from, to): (i64, i64)) -> Vec<usize> {
+    let schema = metadata.file_metadata().schema_descr();
+    let column = (0..schema.num_columns()).find(|i| schema.column(*i).name() == time);
+    metadata
+        .row_groups()
+        .iter()
+        .enumerate()
+        .filter(|(_, group)| {
+            let stats = column.and_then(|c| group.column(c).statistics());
+            match stats {
+                Some(parquet::file::statistics::Statistics::Int64(s)) => {
+                    match (s.min_opt(), s.max_opt()) {
+                        (Some(min), Some(max)) => *max >= from && *min < to,
+                        _ => true,
+                    }
+                }
+                _ => true,
+            }
+        })
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// The leaf indexes of the columns named `names`.
+fn leaves_named(metadata: &ParquetMetaData, names: &[String]) -> Vec<usize> {
+    let schema = metadata.file_metadata().schema_descr();
+    (0..schema.num_columns())
+        .filter(|i| names.iter().any(|n| n == schema.column(*i).name()))
+        .collect()
+}
+
+/// The length of a segment's footer (its metadata and 8-byte trailer), from the last bytes
+/// of the object.
+pub(crate) fn footer_len(tail: &[u8]) -> Result<u64> {
+    let trailer: &[u8; 8] = tail
+        .len()
+        .checked_sub(8)
+        .and_then(|start| tail[start..].try_into().ok())
+        .ok_or_else(|| corrupt("a Parquet trailer"))?;
+    let footer = parquet::file::metadata::FooterTail::try_new(trailer)?;
+    Ok(footer.metadata_length() as u64 + 8)
+}
+
+/// What a read of a segment decodes, so that only its bytes are fetched.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Need<'a> {
+    /// These columns (all when `None`) of every row group.
+    Columns(Option<&'a [String]>),
+    /// These columns of the row groups whose timestamp column may hold a time in a window.
+    Between(&'a [String], &'a str, (i64, i64)),
+    /// The user index's bloom filters.
+    UserIndex,
+}
+
+/// The byte ranges of a segment that a read needs, from its footer.
+pub(crate) fn ranges_needed(metadata: &ParquetMetaData, need: Need) -> Vec<Range<u64>> {
+    let chunk = |group: usize, leaf: usize| {
+        let (start, len) = metadata.row_group(group).column(leaf).byte_range();
+        start..start + len
+    };
+    let all_groups = || 0..metadata.num_row_groups();
+    let all_leaves = metadata.file_metadata().schema_descr().num_columns();
+    let (groups, leaves): (Vec<usize>, Vec<usize>) = match need {
+        Need::Columns(None) => (all_groups().collect(), (0..all_leaves).collect()),
+        Need::Columns(Some(names)) => (all_groups().collect(), leaves_named(metadata, names)),
+        Need::Between(names, time, window) => (
+            groups_between(metadata, time, window),
+            leaves_named(metadata, names),
+        ),
+        Need::UserIndex => {
+            let index = leaves_named(metadata, &[USER_INDEX_COLUMN.to_string()]);
+            return all_groups()
+                .flat_map(|g| index.iter().map(move |leaf| (g, *leaf)))
+                .filter_map(|(g, leaf)| {
+                    let column = metadata.row_group(g).column(leaf);
+                    let start = column.bloom_filter_offset()? as u64;
+                    // Without a recorded length the filter's header says it: fetch a bound.
+                    let len = column.bloom_filter_length().map_or(64 << 10, |l| l as u64);
+                    Some(start..start + len)
+                })
+                .collect();
+        }
+    };
+    groups
+        .iter()
+        .flat_map(|g| leaves.iter().map(|leaf| chunk(*g, *leaf)))
+        .collect()
 }
 
 /// One column per property key, built sparsely: only present values are touched.
@@ -398,12 +448,12 @@ fn push_properties(
 
 /// Reads the events of a segment whose server upload time is in `[from, to)`.
 pub fn read_segment(
-    path: &Path,
+    file: &SegmentBytes,
     names: &ColumnNames,
     range: Option<(i64, i64)>,
 ) -> Result<Vec<Event>> {
     let mut events = Vec::new();
-    for batch in batch_reader(path, None, None)? {
+    for batch in batch_reader(file, None, None)? {
         decode_batch(&batch?, names, range, &mut events)?;
     }
     Ok(events)
@@ -567,17 +617,17 @@ struct GroupPlan {
     columns: Vec<Chunk>,
 }
 
-/// An open source segment: its file, footer (with page index) and Arrow schema.
+/// An open source segment: its bytes, footer (with page index) and Arrow schema.
 struct Source {
-    file: File,
-    metadata: parquet::file::metadata::ParquetMetaData,
+    file: SegmentBytes,
+    metadata: ParquetMetaData,
     schema: SchemaRef,
 }
 
 impl Source {
-    fn open(path: &Path) -> Result<Self> {
+    fn open(file: &SegmentBytes) -> Result<Self> {
         use parquet::file::metadata::{PageIndexPolicy, ParquetMetaDataReader};
-        let file = File::open(path)?;
+        let file = file.clone();
         let metadata = ParquetMetaDataReader::new()
             .with_page_index_policy(PageIndexPolicy::Optional)
             .parse_and_finish(&file)?;
@@ -602,14 +652,13 @@ impl Source {
     }
 }
 
-/// Writes `dst` from `source` following `groups`: copied chunks keep their encoding,
+/// Encodes a segment from `source` following `groups`: copied chunks keep their encoding,
 /// statistics and page index; encoded ones get them from their new values only.
 fn assemble(
     source: &Source,
-    dst: &Path,
     schema: SchemaRef,
     groups: Vec<GroupPlan>,
-) -> Result<SegmentStats> {
+) -> Result<(Bytes, SegmentStats)> {
     use parquet::arrow::arrow_writer::compute_leaves;
     use parquet::arrow::{add_encoded_arrow_schema_to_metadata, ArrowSchemaConverter};
     use parquet::bloom_filter::Sbbf;
@@ -622,7 +671,7 @@ fn assemble(
     let null_props = Arc::new(null_chunk_properties());
     let parquet_schema = ArrowSchemaConverter::new().convert(&schema)?;
     let mut writer = SerializedFileWriter::new(
-        Checksummed::create(dst)?,
+        Checksummed::default(),
         parquet_schema.root_schema_ptr(),
         props.clone(),
     )?;
@@ -673,14 +722,15 @@ fn assemble(
         row_group.close()?;
         rows += group.rows;
     }
-    let (bytes, crc32) = writer.into_inner()?.finish()?;
-    Ok(SegmentStats {
+    let (bytes, crc32) = writer.into_inner()?.finish();
+    let stats = SegmentStats {
         rows,
-        bytes,
+        bytes: bytes.len() as u64,
         min_time: 0,
         max_time: 0,
         crc32,
-    })
+    };
+    Ok((bytes, stats))
 }
 
 /// How a re-encoded chunk that holds only nulls is written: uncompressed (it is a few bytes
@@ -759,16 +809,15 @@ fn write_text_column(
     Ok(())
 }
 
-/// Writes a copy of the segment at `src` to `dst` without decoding the columns it keeps as
+/// Encodes a copy of the segment `src` without decoding the columns it keeps as
 /// they are: columns in `drop` are left out, columns in `replace` are re-encoded from the
 /// given arrays (one value per row of `src`), every other column chunk is copied as encoded
 /// bytes. Valid only when no row is removed.
 pub fn rewrite_columns(
-    src: &Path,
-    dst: &Path,
+    src: &SegmentBytes,
     drop: &[String],
     replace: &HashMap<String, ArrayRef>,
-) -> Result<SegmentStats> {
+) -> Result<(Bytes, SegmentStats)> {
     let source = Source::open(src)?;
     let kept: Vec<(usize, &Field)> = source
         .schema
@@ -798,7 +847,7 @@ pub fn rewrite_columns(
         });
         first_row += rows;
     }
-    assemble(&source, dst, schema.clone(), groups)
+    assemble(&source, schema.clone(), groups)
 }
 
 /// Decodes the whole row groups of a segment whose row range `wanted` accepts, every column,
@@ -806,12 +855,11 @@ pub fn rewrite_columns(
 /// chunks whose statistics say they hold only nulls (most property columns of a row group)
 /// are not read at all: they become null arrays.
 pub fn read_row_groups(
-    path: &Path,
-    wanted: impl Fn(std::ops::Range<usize>) -> bool,
+    file: &SegmentBytes,
+    wanted: impl Fn(Range<usize>) -> bool,
 ) -> Result<Vec<(usize, RecordBatch)>> {
     use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
-    let file = File::open(path)?;
-    let metadata = ArrowReaderMetadata::load(&file, ArrowReaderOptions::default())?;
+    let metadata = ArrowReaderMetadata::load(file, ArrowReaderOptions::default())?;
     let schema = metadata.schema().clone();
     let leaves = metadata.metadata().file_metadata().schema_descr_ptr();
     let mut first = 0;
@@ -830,15 +878,13 @@ pub fn read_row_groups(
             let with_values: Vec<usize> = (0..group.num_columns())
                 .filter(|c| !only_nulls(group.column(*c)))
                 .collect();
-            let batches = ParquetRecordBatchReaderBuilder::new_with_metadata(
-                file.try_clone()?,
-                metadata.clone(),
-            )
-            .with_row_groups(vec![index])
-            .with_projection(parquet::arrow::ProjectionMask::leaves(&leaves, with_values))
-            .with_batch_size(ROW_GROUP_ROWS)
-            .build()?
-            .collect::<Result<Vec<_>, _>>()?;
+            let batches =
+                ParquetRecordBatchReaderBuilder::new_with_metadata(file.clone(), metadata.clone())
+                    .with_row_groups(vec![index])
+                    .with_projection(parquet::arrow::ProjectionMask::leaves(&leaves, with_values))
+                    .with_batch_size(ROW_GROUP_ROWS)
+                    .build()?
+                    .collect::<Result<Vec<_>, _>>()?;
             let read = match batches.first() {
                 Some(first) => Some(arrow_select::concat::concat_batches(
                     &first.schema(),
@@ -869,14 +915,13 @@ fn only_nulls(chunk: &parquet::file::metadata::ColumnChunkMetaData) -> bool {
         .is_some_and(|nulls| nulls as i64 == chunk.num_values())
 }
 
-/// Writes a copy of the segment at `src` to `dst` in which the row groups in `replaced` are
+/// Encodes a copy of the segment `src` in which the row groups in `replaced` are
 /// encoded from the given batches (same schema as `src`; an empty batch removes the row
 /// group) and every other row group is copied as encoded bytes.
 pub fn rewrite_row_groups(
-    src: &Path,
-    dst: &Path,
+    src: &SegmentBytes,
     replaced: &BTreeMap<usize, RecordBatch>,
-) -> Result<SegmentStats> {
+) -> Result<(Bytes, SegmentStats)> {
     let source = Source::open(src)?;
     let width = source.schema.fields().len();
     let mut groups = Vec::new();
@@ -896,7 +941,7 @@ pub fn rewrite_row_groups(
         };
         groups.push(plan);
     }
-    assemble(&source, dst, source.schema.clone(), groups)
+    assemble(&source, source.schema.clone(), groups)
 }
 
 #[cfg(test)]
@@ -904,7 +949,7 @@ mod tests {
     use super::*;
 
     /// Three row groups: 16 Ki + 16 Ki + 8 Ki rows, property `e_1` holding `v<row>`.
-    fn segment(dir: &Path) -> (std::path::PathBuf, RecordBatch) {
+    fn segment() -> (SegmentBytes, RecordBatch) {
         let rows = 2 * ROW_GROUP_ROWS + ROW_GROUP_ROWS / 2;
         let events: Vec<Arc<Event>> = (0..rows)
             .map(|i| {
@@ -921,35 +966,68 @@ mod tests {
         let ids = HashMap::from([("p".to_string(), 1)]);
         let uids = HashMap::from([("u".to_string(), 2)]);
         let batch = events_to_batch(&events, &ids, &uids, &HashMap::new()).unwrap();
-        let path = dir.join("src.parquet");
-        write_batch(&path, &batch).unwrap();
-        (path, batch)
+        (encoded(&batch), batch)
     }
 
-    fn decoded(path: &Path) -> RecordBatch {
-        let batches = read_batches(path, None).unwrap();
+    fn encoded(batch: &RecordBatch) -> SegmentBytes {
+        SegmentBytes::whole(write_batch(batch).unwrap().0)
+    }
+
+    fn decoded(file: &SegmentBytes) -> RecordBatch {
+        let batches = read_batches(file, None).unwrap();
         arrow_select::concat::concat_batches(&batches[0].schema(), &batches).unwrap()
     }
 
     #[test]
-    fn the_checksum_written_is_the_checksum_of_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let (src, batch) = segment(dir.path());
-        let written = write_batch(&dir.path().join("again.parquet"), &batch).unwrap();
+    fn the_checksum_written_is_the_checksum_of_the_bytes() {
+        let (src, batch) = segment();
+        let (bytes, written) = write_batch(&batch).unwrap();
+        assert_eq!(written.crc32, crc32fast::hash(&bytes));
+        let (copy, stats) = rewrite_row_groups(&src, &BTreeMap::new()).unwrap();
+        assert_eq!(stats.crc32, crc32fast::hash(&copy));
+        assert_eq!(stats.bytes, copy.len() as u64);
+    }
+
+    #[test]
+    fn a_planned_read_fetches_only_the_footer_and_the_chunks_it_decodes() {
+        use parquet::file::metadata::ParquetMetaDataReader;
+        let (src, _) = segment();
+        let whole = src.as_whole().unwrap().clone();
+        let metadata = ParquetMetaDataReader::new().parse_and_finish(&src).unwrap();
+        let tail = whole.len() as u64 - footer_len(&whole).unwrap();
+        let sparse = |need: Need| {
+            let ranges = crate::fetched::coalesce(ranges_needed(&metadata, need));
+            let fetched: u64 = ranges.iter().map(|r| r.end - r.start).sum();
+            let parts = ranges
+                .into_iter()
+                .map(|r| (r.start, whole.slice(r.start as usize..r.end as usize)))
+                .chain([(tail, whole.slice(tail as usize..))]);
+            (SegmentBytes::sparse(whole.len() as u64, parts), fetched)
+        };
+        let columns = ["e_1".to_string()];
+        let (bytes, fetched) = sparse(Need::Columns(Some(&columns)));
+        assert!(fetched * 4 < whole.len() as u64, "one column of several");
         assert_eq!(
-            written.crc32,
-            file_checksum(&dir.path().join("again.parquet")).unwrap()
+            read_batches(&bytes, Some(&columns)).unwrap(),
+            read_batches(&src, Some(&columns)).unwrap()
         );
-        let copy = dir.path().join("copy.parquet");
-        let stats = rewrite_row_groups(&src, &copy, &BTreeMap::new()).unwrap();
-        assert_eq!(stats.crc32, file_checksum(&copy).unwrap());
-        assert_eq!(stats.bytes, std::fs::metadata(&copy).unwrap().len());
+        assert!(
+            read_batches(&bytes, None).is_err(),
+            "unfetched columns are an error"
+        );
+        let (window, time) = ((100, 200), "server_upload_time");
+        let needed = ["e_1".to_string(), time.to_string()];
+        let (bytes, _) = sparse(Need::Between(&needed, time, window));
+        let batches = read_batches_between(&bytes, &needed, time, window).unwrap();
+        assert_eq!(batches.len(), 1, "one row group of three");
+        let (bytes, _) = sparse(Need::UserIndex);
+        assert!(may_hold_users(&bytes, &[1_005]).unwrap());
+        assert!(!may_hold_users(&bytes, &[9_999_999]).unwrap());
     }
 
     #[test]
     fn row_groups_are_replaced_or_copied_and_removed_values_leave_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let (src, batch) = segment(dir.path());
+        let (src, batch) = segment();
         let sizes: Vec<usize> = read_row_groups(&src, |_| true)
             .unwrap()
             .iter()
@@ -965,8 +1043,8 @@ mod tests {
             (0..group.num_rows()).map(|r| r >= 8192).collect::<Vec<_>>(),
         );
         let kept = arrow_select::filter::filter_record_batch(&group, &keep).unwrap();
-        let dst = dir.path().join("dst.parquet");
-        let stats = rewrite_row_groups(&src, &dst, &BTreeMap::from([(1, kept)])).unwrap();
+        let (dst, stats) = rewrite_row_groups(&src, &BTreeMap::from([(1, kept)])).unwrap();
+        let dst = SegmentBytes::whole(dst);
         assert_eq!(stats.rows, batch.num_rows() - 8192);
         let expected_keep = arrow_array::BooleanArray::from(
             (0..batch.num_rows())
@@ -975,7 +1053,7 @@ mod tests {
         );
         let expected = arrow_select::filter::filter_record_batch(&batch, &expected_keep).unwrap();
         assert_eq!(decoded(&dst), expected);
-        let bytes = std::fs::read(&dst).unwrap();
+        let bytes = dst.as_whole().unwrap();
         let values = decoded(&dst);
         let marks = values
             .column_by_name("u_2")
@@ -988,14 +1066,13 @@ mod tests {
             "removed row gone"
         );
         assert!(
-            memchr_free(&bytes, b"MARK-16384"),
+            memchr_free(bytes, b"MARK-16384"),
             "not in statistics or dictionaries either"
         );
     }
 
     #[test]
     fn a_legacy_group_properties_column_is_exported_as_it_was() {
-        let dir = tempfile::tempdir().unwrap();
         let events = vec![Arc::new(crate::test_event(1, vec![], vec![]))];
         let batch =
             events_to_batch(&events, &HashMap::new(), &HashMap::new(), &HashMap::new()).unwrap();
@@ -1014,9 +1091,7 @@ mod tests {
         let mut columns = batch.columns().to_vec();
         columns.push(legacy);
         let old = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap();
-        let path = dir.path().join("old.parquet");
-        write_batch(&path, &old).unwrap();
-        let read = read_segment(&path, &ColumnNames::default(), None).unwrap();
+        let read = read_segment(&encoded(&old), &ColumnNames::default(), None).unwrap();
         let exported = read[0].to_export_json(1);
         assert_eq!(
             exported["group_properties"],
@@ -1026,7 +1101,6 @@ mod tests {
 
     #[test]
     fn row_groups_read_alone_equal_the_whole_read_even_with_null_only_chunks() {
-        let dir = tempfile::tempdir().unwrap();
         // `rare` has values in the first row group only.
         let events: Vec<Arc<Event>> = (0..ROW_GROUP_ROWS + 100)
             .map(|i| {
@@ -1039,22 +1113,20 @@ mod tests {
             .collect();
         let ids = HashMap::from([("rare".to_string(), 7)]);
         let batch = events_to_batch(&events, &ids, &HashMap::new(), &HashMap::new()).unwrap();
-        let path = dir.path().join("s.parquet");
-        write_batch(&path, &batch).unwrap();
-        let groups: Vec<RecordBatch> = read_row_groups(&path, |_| true)
+        let file = encoded(&batch);
+        let groups: Vec<RecordBatch> = read_row_groups(&file, |_| true)
             .unwrap()
             .into_iter()
             .map(|(_, b)| b)
             .collect();
         assert_eq!(groups[1].column_by_name("e_7").unwrap().null_count(), 100);
         let whole = arrow_select::concat::concat_batches(&groups[0].schema(), &groups).unwrap();
-        assert_eq!(whole, decoded(&path));
+        assert_eq!(whole, decoded(&file));
     }
 
     #[test]
     fn user_bloom_filters_follow_the_rows_through_a_rewrite() {
-        let dir = tempfile::tempdir().unwrap();
-        let (src, _) = segment(dir.path());
+        let (src, _) = segment();
         let (kept, removed, absent) = (1_005, 1_000 + 16_384 + 10, 9_999_999);
         assert!(may_hold_users(&src, &[removed]).unwrap());
         assert!(!may_hold_users(&src, &[absent]).unwrap());
@@ -1067,8 +1139,8 @@ mod tests {
             (0..group.num_rows()).map(|r| r >= 8192).collect::<Vec<_>>(),
         );
         let rest = arrow_select::filter::filter_record_batch(&group, &keep).unwrap();
-        let dst = dir.path().join("dst.parquet");
-        rewrite_row_groups(&src, &dst, &BTreeMap::from([(1, rest)])).unwrap();
+        let (dst, _) = rewrite_row_groups(&src, &BTreeMap::from([(1, rest)])).unwrap();
+        let dst = SegmentBytes::whole(dst);
         assert!(may_hold_users(&dst, &[kept]).unwrap());
         assert!(
             !may_hold_users(&dst, &[absent]).unwrap(),
@@ -1083,8 +1155,7 @@ mod tests {
 
     #[test]
     fn columns_are_dropped_or_reencoded_and_the_rest_copied() {
-        let dir = tempfile::tempdir().unwrap();
-        let (src, batch) = segment(dir.path());
+        let (src, batch) = segment();
         let cleared = arrow_array::BooleanArray::from(
             (0..batch.num_rows())
                 .map(|r| r % 2 == 0)
@@ -1092,9 +1163,9 @@ mod tests {
         );
         let replacement =
             arrow_select::nullif::nullif(batch.column_by_name("e_1").unwrap(), &cleared).unwrap();
-        let dst = dir.path().join("dst.parquet");
         let replace = HashMap::from([("e_1".to_string(), replacement.clone())]);
-        rewrite_columns(&src, &dst, &["u_2".to_string()], &replace).unwrap();
+        let (dst, _) = rewrite_columns(&src, &["u_2".to_string()], &replace).unwrap();
+        let dst = SegmentBytes::whole(dst);
         let out = decoded(&dst);
         assert!(out.column_by_name("u_2").is_none());
         assert_eq!(out.column_by_name("e_1").unwrap(), &replacement);
@@ -1102,9 +1173,9 @@ mod tests {
             out.column_by_name("uuid").unwrap(),
             batch.column_by_name("uuid").unwrap()
         );
-        let bytes = std::fs::read(&dst).unwrap();
+        let bytes = dst.as_whole().unwrap();
         assert!(
-            memchr_free(&bytes, b"MARK-"),
+            memchr_free(bytes, b"MARK-"),
             "the dropped column left nothing"
         );
     }

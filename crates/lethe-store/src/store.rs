@@ -1,7 +1,7 @@
 //! The store: memtable, WAL writer (group commit), flush, compaction and snapshots.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
@@ -9,21 +9,28 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use arrow_array::{Array, ArrayRef, RecordBatch, StringArray, TimestampMillisecondArray};
+use bytes::Bytes;
 use lethe_event::{Day, Event, ParsedEvent};
 use lethe_meta::{
     now_ms, CatalogDelta, CatalogKind, Commit, CountDelta, MetaStore, ProfileRecord, SegmentRecord,
 };
 
+use object_store::path::Path as Key;
+use parquet::file::metadata::ParquetMetaDataReader;
+
 use crate::faults::failpoint;
+use crate::fetched::{coalesce, SegmentBytes};
 use crate::health::{DamagedSegment, Quarantine};
-use crate::layout::{sync_dir, DataDir, SegmentLocation};
+use crate::layout::DataDir;
 use crate::parallel::parallel_map;
 use crate::resolver::{KeyKind, KnownUsers, Resolver, Ticket, UserProfile};
 use crate::schema::PropertyKind;
 use crate::segment::{
-    events_to_batch, file_checksum, read_batches, read_segment, rewrite_columns,
-    rewrite_row_groups, sort_for_segment, write_batch, ColumnNames, SegmentStats,
+    events_to_batch, footer_len, may_hold_users, ranges_needed, read_batches, read_batches_between,
+    read_row_groups, read_segment, rewrite_columns, rewrite_row_groups, sort_for_segment,
+    write_batch, ColumnNames, Need,
 };
+use crate::storage::{SegmentLocation, Storage};
 use crate::wal::{self, Damage, WalFile, WalRecord};
 use crate::{Result, StoreError, Unavailable};
 
@@ -58,18 +65,20 @@ impl Default for StoreConfig {
     }
 }
 
-/// A live segment file. When the manifest retires it, the file is unlinked as soon as the
-/// last reader holding it lets go.
+/// A live segment. When the manifest retires it, its object is deleted as soon as the last
+/// reader holding it lets go. Every read of its bytes goes through here, so a damaged
+/// object is never decoded: it is quarantined and named in the error.
 #[derive(Debug)]
 pub struct Segment {
     pub record: SegmentRecord,
-    path: PathBuf,
+    key: Key,
+    storage: Arc<Storage>,
     retired: AtomicBool,
     check: Mutex<Check>,
     quarantine: Arc<Quarantine>,
 }
 
-/// What is known of a segment file's bytes.
+/// What is known of a segment's bytes.
 #[derive(Debug, Clone)]
 enum Check {
     Unchecked,
@@ -79,69 +88,167 @@ enum Check {
     Damaged(String),
 }
 
+/// A segment's whole bytes, checked against its checksum when fetched: what a rewrite or
+/// a compaction reads, and copies column chunks from, so that it never starts from bytes
+/// that went bad since they were last read.
+pub struct OpenSegment {
+    pub segment: Arc<Segment>,
+    bytes: SegmentBytes,
+}
+
+/// How much of a segment's end one request fetches to find its footer.
+const FOOTER_GUESS: u64 = 64 << 10;
+
 impl Segment {
-    /// The file, once its bytes are known to match the manifest's checksum (checked on first
-    /// use; files this process wrote are known good). Every read of a segment goes through
-    /// here, so a damaged file is never decoded: it is quarantined and named in the error.
-    pub fn file(&self) -> Result<&Path> {
-        let mut check = lock(&self.check);
-        if let Check::Unchecked = *check {
-            *check = self.checked();
-        }
-        self.answer(&check)
+    /// Reads the segment's batches; `columns` restricts the read (and what is fetched) to
+    /// those columns.
+    pub fn read_batches(&self, columns: Option<&[String]>) -> Result<Vec<RecordBatch>> {
+        read_batches(&self.fetch(Need::Columns(columns))?, columns)
     }
 
-    /// The file, checked again now: a rewrite copies column chunks as they are, so it must
-    /// never start from bytes that went bad since they were last read.
-    pub fn file_checked_now(&self) -> Result<&Path> {
-        let mut check = lock(&self.check);
-        if !matches!(*check, Check::Damaged(_)) {
-            *check = self.checked();
-        }
-        self.answer(&check)
+    /// Reads `columns` of the row groups whose timestamp column `time` may hold a value in
+    /// `[from, to)`: queries by event time leave the rest unfetched.
+    pub fn read_between(
+        &self,
+        columns: &[String],
+        time: &str,
+        window: (i64, i64),
+    ) -> Result<Vec<RecordBatch>> {
+        let bytes = self.fetch(Need::Between(columns, time, window))?;
+        read_batches_between(&bytes, columns, time, window)
     }
 
-    fn answer(&self, check: &Check) -> Result<&Path> {
-        match check {
-            Check::Damaged(reason) => Err(StoreError::Corrupt {
-                path: self.path.clone(),
-                what: reason.clone(),
-            }),
-            _ => Ok(&self.path),
-        }
+    /// Whether the segment may hold any of `amplitude_ids`, from its bloom filters alone.
+    pub fn may_hold_users(&self, amplitude_ids: &[i64]) -> Result<bool> {
+        may_hold_users(&self.fetch(Need::UserIndex)?, amplitude_ids)
     }
 
-    /// Whether the file was found damaged.
+    /// Fails if the segment is known damaged or its bytes are found damaged now (the first
+    /// time it is used).
+    pub fn ensure_readable(&self) -> Result<()> {
+        self.fetch(Need::Columns(Some(&[]))).map(drop)
+    }
+
+    /// The whole segment, checked against its checksum now.
+    pub fn open(self: &Arc<Self>) -> Result<OpenSegment> {
+        Ok(OpenSegment {
+            segment: self.clone(),
+            bytes: self.fetch_whole()?,
+        })
+    }
+
+    /// Whether the segment was found damaged.
     pub fn is_damaged(&self) -> bool {
         matches!(*lock(&self.check), Check::Damaged(_))
     }
 
-    fn checked(&self) -> Check {
-        let Some(expected) = self.record.crc32 else {
-            return Check::Good; // written before checksums existed
-        };
-        let reason = match file_checksum(&self.path) {
-            Ok(actual) if actual == expected => return Check::Good,
-            Ok(actual) => {
-                format!("its CRC-32 is {actual:08x}, the manifest recorded {expected:08x}")
-            }
+    /// What `need` decodes: the whole object (checked) the first time the segment is used,
+    /// only the needed ranges once its bytes are known good.
+    fn fetch(&self, need: Need) -> Result<SegmentBytes> {
+        let check = lock(&self.check).clone();
+        match check {
+            Check::Unchecked => self.fetch_whole(),
+            Check::Good => self.fetch_ranges(need),
+            Check::Damaged(reason) => Err(self.corrupt(reason)),
+        }
+    }
+
+    fn fetch_ranges(&self, need: Need) -> Result<SegmentBytes> {
+        let storage = &self.storage;
+        let mut tail = storage.tail(&self.key, FOOTER_GUESS)?;
+        let footer = footer_len(&tail.bytes)?;
+        if footer > tail.bytes.len() as u64 {
+            tail = storage.tail(&self.key, footer)?;
+        }
+        let tail_start = tail.size - tail.bytes.len() as u64;
+        let footer_only = SegmentBytes::sparse(tail.size, [(tail_start, tail.bytes.clone())]);
+        let metadata = ParquetMetaDataReader::new().parse_and_finish(&footer_only)?;
+        // Ranges inside the tail are served from it; one that starts before it is fetched
+        // whole, since a read must find each column chunk in one piece.
+        let ranges: Vec<Range<u64>> = coalesce(ranges_needed(&metadata, need))
+            .into_iter()
+            .filter(|r| r.start < tail_start)
+            .collect();
+        let fetched = storage.get_ranges(&self.key, &ranges)?;
+        let parts = ranges.iter().map(|r| r.start).zip(fetched);
+        Ok(SegmentBytes::sparse(
+            tail.size,
+            parts.chain([(tail_start, tail.bytes)]),
+        ))
+    }
+
+    fn fetch_whole(&self) -> Result<SegmentBytes> {
+        let mut check = lock(&self.check);
+        if let Check::Damaged(reason) = &*check {
+            return Err(self.corrupt(reason.clone()));
+        }
+        let reason = match self.storage.get(&self.key) {
+            Ok(bytes) => match self.record.crc32 {
+                // Written before checksums existed, or matching.
+                None => return Ok(self.good(&mut check, bytes)),
+                Some(expected) => match crc32fast::hash(&bytes) {
+                    actual if actual == expected => return Ok(self.good(&mut check, bytes)),
+                    actual => {
+                        format!("its CRC-32 is {actual:08x}, the manifest recorded {expected:08x}")
+                    }
+                },
+            },
             Err(e) => format!("it cannot be read: {e}"),
         };
         self.quarantine.add(DamagedSegment {
             id: self.record.id.clone(),
             project_id: self.record.project_id,
             day: self.record.day.clone(),
-            path: self.path.clone(),
+            path: self.storage.describe(&self.key),
             reason: reason.clone(),
         });
-        Check::Damaged(reason)
+        *check = Check::Damaged(reason.clone());
+        Err(self.corrupt(reason))
+    }
+
+    /// The events with server upload time in `[from, to)` (all when `None`).
+    pub(crate) fn read_events(
+        &self,
+        names: &ColumnNames,
+        range: Option<(i64, i64)>,
+    ) -> Result<Vec<Event>> {
+        read_segment(&self.fetch(Need::Columns(None))?, names, range)
+    }
+
+    fn good(&self, check: &mut Check, bytes: Bytes) -> SegmentBytes {
+        *check = Check::Good;
+        SegmentBytes::whole(bytes)
+    }
+
+    fn corrupt(&self, what: String) -> StoreError {
+        StoreError::Corrupt {
+            path: self.storage.describe(&self.key),
+            what,
+        }
+    }
+}
+
+impl OpenSegment {
+    /// The segment's batches, `columns` only when given.
+    pub fn read_batches(&self, columns: Option<&[String]>) -> Result<Vec<RecordBatch>> {
+        read_batches(&self.bytes, columns)
+    }
+
+    /// The whole row groups whose row range `wanted` accepts, with their indexes.
+    pub fn read_row_groups(
+        &self,
+        wanted: impl Fn(Range<usize>) -> bool,
+    ) -> Result<Vec<(usize, RecordBatch)>> {
+        read_row_groups(&self.bytes, wanted)
     }
 }
 
 impl Drop for Segment {
     fn drop(&mut self) {
         if self.retired.load(Ordering::Acquire) {
-            let _ = std::fs::remove_file(&self.path);
+            if let Err(e) = self.storage.delete(&self.key) {
+                tracing::error!(error = %e, "cannot delete a retired segment; it is removed at the next start");
+            }
         }
     }
 }
@@ -154,38 +261,114 @@ pub struct Snapshot {
     pub memtable: Vec<Arc<Event>>,
 }
 
-/// A partition rewrite: segments out, new contents in, committed as one manifest swap.
-pub struct Rewrite {
-    /// Live segments to retire.
-    pub inputs: Vec<Arc<Segment>>,
-    /// New segments.
-    pub outputs: Vec<Output>,
-    /// Catalog counts the rewrite removes.
-    pub catalog: CatalogDelta,
-    /// Task progress advanced by the same commit: task id, and the progress JSON given the
-    /// bytes of the new segments.
-    pub task_progress: Option<(i64, ProgressFn)>,
-}
-
-/// The contents of one new segment of a rewrite.
+/// The new contents of one segment of a partition rewrite.
 pub enum Output {
     /// The rows of `source` unchanged in number: `drop` columns left out, `replace` columns
     /// re-encoded, every other column chunk copied without decoding.
     Columns {
-        source: Arc<Segment>,
+        source: OpenSegment,
         drop: Vec<String>,
         replace: HashMap<String, ArrayRef>,
     },
     /// The row groups of `source` with those in `replaced` re-encoded from new rows (same
     /// schema; empty removes the row group) and the others copied without decoding.
     RowGroups {
-        source: Arc<Segment>,
+        source: OpenSegment,
         replaced: BTreeMap<usize, RecordBatch>,
     },
 }
 
-/// Renders a task's progress once the bytes written by a rewrite are known.
-pub type ProgressFn = Box<dyn FnOnce(u64) -> String + Send>;
+impl Output {
+    fn source(&self) -> &OpenSegment {
+        match self {
+            Output::Columns { source, .. } | Output::RowGroups { source, .. } => source,
+        }
+    }
+}
+
+/// A rewrite of one partition, in two phases: the caller reads the live segments, stages
+/// their new contents (written, invisible), then commits them with its own progress in one
+/// metadata transaction. It holds the manifest writer from [`Store::begin_rewrite`] to the
+/// commit, so no flush or compaction interleaves; dropped uncommitted, it deletes what it
+/// staged and changes nothing.
+pub struct PartitionRewrite<'a> {
+    inner: &'a Inner,
+    _writer: MutexGuard<'a, ()>,
+    project_id: i64,
+    live: Vec<Arc<Segment>>,
+    /// Sources of staged outputs: retired by the commit.
+    retiring: Vec<Arc<Segment>>,
+    staged: Vec<SegmentRecord>,
+}
+
+impl PartitionRewrite<'_> {
+    /// The partition's live segments.
+    pub fn live(&self) -> &[Arc<Segment>] {
+        &self.live
+    }
+
+    /// Writes the new contents of segments of the partition (in parallel, one per core);
+    /// each source is retired by the commit. An output with no row left writes nothing.
+    pub fn stage(&mut self, outputs: Vec<Output>) -> Result<()> {
+        let inner = self.inner;
+        let mut failure = None;
+        for (output, written) in outputs
+            .iter()
+            .zip(parallel_map(outputs.iter().collect(), |o| {
+                inner.write_output(o)
+            }))
+        {
+            match written {
+                Ok(record) => {
+                    self.staged.extend(record);
+                    self.retiring.push(output.source().segment.clone());
+                }
+                Err(e) => failure = Some(e),
+            }
+        }
+        failure.map_or(Ok(()), Err)
+    }
+
+    /// Bytes of the segments staged so far.
+    pub fn staged_bytes(&self) -> u64 {
+        self.staged.iter().map(|r| r.bytes as u64).sum()
+    }
+
+    /// Swaps the staged segments for their sources in one metadata transaction that also
+    /// removes `catalog` counts and records `task_progress` (task id, progress JSON).
+    /// Returns the retired segments: their objects are deleted once the caller and every
+    /// reader have dropped them.
+    pub fn commit(
+        mut self,
+        catalog: CatalogDelta,
+        task_progress: Option<(i64, String)>,
+    ) -> Result<Vec<Arc<Segment>>> {
+        let inner = self.inner;
+        let added = std::mem::take(&mut self.staged);
+        let retiring = std::mem::take(&mut self.retiring);
+        let commit = Commit {
+            add: added.clone(),
+            remove: retiring.iter().map(|s| s.record.id.clone()).collect(),
+            catalog: vec![(self.project_id, catalog)],
+            task_progress,
+            ..Default::default()
+        };
+        failpoint("rewrite:after_write");
+        if let Err(e) = inner.meta.commit(&commit) {
+            inner.discard(&added);
+            return Err(e.into());
+        }
+        failpoint("rewrite:after_commit");
+        inner.swap_live(self.project_id, &retiring, added);
+        Ok(retiring)
+    }
+}
+
+impl Drop for PartitionRewrite<'_> {
+    fn drop(&mut self) {
+        self.inner.discard(&self.staged);
+    }
+}
 
 /// What an ingestion call did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -244,6 +427,7 @@ enum WalCommand {
 
 struct Inner {
     dir: DataDir,
+    storage: Arc<Storage>,
     meta: Arc<MetaStore>,
     config: StoreConfig,
     state: RwLock<State>,
@@ -415,12 +599,14 @@ impl Store {
     /// Opens the store: removes crash leftovers, loads the manifest, replays the WAL.
     pub fn open(dir: DataDir, meta: Arc<MetaStore>, config: StoreConfig) -> Result<Store> {
         dir.create()?;
-        for entry in std::fs::read_dir(dir.tmp_dir())? {
-            std::fs::remove_file(entry?.path())?;
+        if dir.legacy_tmp_dir().exists() {
+            std::fs::remove_dir_all(dir.legacy_tmp_dir())?;
         }
+        let storage = Arc::new(Storage::local(&dir.segments_dir())?);
+        storage.remove_staged_uploads()?;
         let mut state = State::default();
-        state.add_live(&dir, meta.live_segments()?, false);
-        remove_unreferenced_segments(&dir, &state)?;
+        state.add_live(&storage, meta.live_segments()?, false);
+        remove_unreferenced_segments(&storage, &state)?;
         let mut resolver = Resolver::load(
             meta.load_identities()?,
             meta.load_profiles()?,
@@ -438,6 +624,7 @@ impl Store {
         let (tx, rx) = mpsc::channel();
         let inner = Arc::new(Inner {
             dir,
+            storage,
             meta,
             config,
             state: RwLock::new(state),
@@ -603,7 +790,7 @@ impl Store {
             let mut events: Vec<Event> = memtable.iter().map(|e| (**e).clone()).collect();
             drop(memtable);
             for segment in &segments {
-                events.extend(read_segment(segment.file()?, &names, range)?);
+                events.extend(segment.read_events(&names, range)?);
             }
             events.sort_by_key(|e| (e.server_upload_time, e.uuid));
             each(events)?;
@@ -621,19 +808,11 @@ impl Store {
         self.inner.compact()
     }
 
-    /// Replaces segments of one partition, with the manifest writer lock held from planning to
-    /// commit so that no flush or compaction interleaves. `plan` sees the partition's live
-    /// segments and returns what to replace (or `None`). Returns the retired segments: their
-    /// files are unlinked once the caller and every reader have dropped them.
-    pub fn rewrite_partition(
-        &self,
-        project_id: i64,
-        day: &str,
-        plan: impl FnOnce(&[Arc<Segment>]) -> Result<Option<Rewrite>>,
-    ) -> Result<Vec<Arc<Segment>>> {
-        let inner = &self.inner;
-        let _writer = lock(&inner.writer);
-        let live: Vec<Arc<Segment>> = {
+    /// Begins a rewrite of one partition (project and day): see [`PartitionRewrite`].
+    pub fn begin_rewrite(&self, project_id: i64, day: &str) -> PartitionRewrite<'_> {
+        let inner = &*self.inner;
+        let writer = lock(&inner.writer);
+        let live = {
             let state = inner.state.read().unwrap_or_else(|p| p.into_inner());
             state
                 .segments
@@ -644,71 +823,31 @@ impl Store {
                 .cloned()
                 .collect()
         };
-        let Some(rewrite) = plan(&live)? else {
-            return Ok(Vec::new());
-        };
-        let outputs: Vec<&Output> = rewrite.outputs.iter().collect();
-        let mut added = Vec::new();
-        let mut written = Ok(());
-        for result in parallel_map(outputs, |output| match output {
-            Output::Columns {
-                source,
-                drop,
-                replace,
-            } => inner.write_derived(source, drop, |tmp| {
-                rewrite_columns(source.file_checked_now()?, tmp, drop, replace)
-            }),
-            Output::RowGroups { source, replaced } => inner.write_derived(source, &[], |tmp| {
-                rewrite_row_groups(source.file_checked_now()?, tmp, replaced)
-            }),
-        }) {
-            match result {
-                Ok(record) => added.extend(record),
-                Err(e) => written = Err(e),
-            }
+        PartitionRewrite {
+            inner,
+            _writer: writer,
+            project_id,
+            live,
+            retiring: Vec::new(),
+            staged: Vec::new(),
         }
-        let written_bytes: u64 = added.iter().map(|r| r.bytes as u64).sum();
-        let commit = Commit {
-            add: added.clone(),
-            remove: rewrite.inputs.iter().map(|s| s.record.id.clone()).collect(),
-            catalog: vec![(project_id, rewrite.catalog)],
-            task_progress: rewrite.task_progress.map(|(id, f)| (id, f(written_bytes))),
-            ..Default::default()
-        };
-        failpoint("rewrite:after_write");
-        if let Err(e) = written.and_then(|()| Ok(inner.meta.commit(&commit)?)) {
-            for record in &added {
-                let _ = std::fs::remove_file(inner.segment_path(record));
-            }
-            return Err(e);
-        }
-        failpoint("rewrite:after_commit");
-        let mut state = inner.state.write().unwrap_or_else(|p| p.into_inner());
-        if let Some(list) = state.segments.get_mut(&project_id) {
-            list.retain(|s| !rewrite.inputs.iter().any(|i| Arc::ptr_eq(s, i)));
-        }
-        for s in &rewrite.inputs {
-            s.retired.store(true, Ordering::Release);
-        }
-        state.add_live(&inner.dir, added, true);
-        drop(state);
-        inner.publish_gauges();
-        Ok(rewrite.inputs)
     }
 
-    /// Drops `segments` and waits until their files are unlinked (readers still holding one
-    /// delay it; a reader never holds one for long).
+    /// Drops `segments` and waits until their objects are deleted (readers still holding
+    /// one delay it; a reader never holds one for long).
     pub fn await_unlinked(&self, segments: Vec<Arc<Segment>>) -> Result<()> {
-        let paths: Vec<PathBuf> = segments.iter().map(|s| s.path.clone()).collect();
+        let keys: Vec<Key> = segments.iter().map(|s| s.key.clone()).collect();
         drop(segments);
         let deadline = Instant::now() + Duration::from_secs(300);
-        while paths.iter().any(|p| p.exists()) {
-            if Instant::now() > deadline {
-                return Err(StoreError::Io(std::io::Error::other(
-                    "retired segments are still held by a reader",
-                )));
+        for key in keys {
+            while self.inner.storage.size(&key)?.is_some() {
+                if Instant::now() > deadline {
+                    return Err(StoreError::Io(std::io::Error::other(
+                        "retired segments are still held by a reader",
+                    )));
+                }
+                std::thread::sleep(Duration::from_millis(10));
             }
-            std::thread::sleep(Duration::from_millis(10));
         }
         Ok(())
     }
@@ -793,20 +932,12 @@ impl Store {
     }
 }
 
-fn segment_path(dir: &DataDir, record: &SegmentRecord) -> PathBuf {
-    dir.segment_file(&SegmentLocation {
-        project_id: record.project_id,
-        day: record.day.clone(),
-        id: record.id.clone(),
-    })
-}
-
 impl State {
     /// Makes committed segments visible to readers. `written` files were just written by
     /// this process, with the checksum their records carry: known good.
-    fn add_live(&mut self, dir: &DataDir, records: Vec<SegmentRecord>, written: bool) {
+    fn add_live(&mut self, storage: &Arc<Storage>, records: Vec<SegmentRecord>, written: bool) {
         for record in records {
-            let path = segment_path(dir, &record);
+            let key = Storage::key(&SegmentLocation::of(&record));
             let check = Mutex::new(if written {
                 Check::Good
             } else {
@@ -817,7 +948,8 @@ impl State {
                 .or_default()
                 .push(Arc::new(Segment {
                     record,
-                    path,
+                    key,
+                    storage: storage.clone(),
                     retired: AtomicBool::new(false),
                     check,
                     quarantine: self.quarantine.clone(),
@@ -879,17 +1011,18 @@ fn replay_wal(
     Ok(seqs.last().copied())
 }
 
-fn remove_unreferenced_segments(dir: &DataDir, state: &State) -> Result<()> {
-    let live: BTreeSet<&PathBuf> = state.segments.values().flatten().map(|s| &s.path).collect();
-    for project in std::fs::read_dir(dir.segments_dir())? {
-        for day in std::fs::read_dir(project?.path())? {
-            for file in std::fs::read_dir(day?.path())? {
-                let path = file?.path();
-                if !live.contains(&path) {
-                    tracing::info!(path = %path.display(), "removing unreferenced segment");
-                    std::fs::remove_file(&path)?;
-                }
-            }
+/// Deletes every segment object the manifest does not name: written by a commit that never
+/// happened, or retired by one whose deletion a crash interrupted.
+fn remove_unreferenced_segments(storage: &Storage, state: &State) -> Result<()> {
+    let live: BTreeSet<&Key> = state.segments.values().flatten().map(|s| &s.key).collect();
+    for found in storage.list()? {
+        let key = match found {
+            Ok(location) => Storage::key(&location),
+            Err(stray) => stray,
+        };
+        if !live.contains(&key) {
+            tracing::info!(object = %storage.describe(&key), "removing an unreferenced segment");
+            storage.delete(&key)?;
         }
     }
     Ok(())
@@ -950,10 +1083,11 @@ fn remember_recent_insert_ids(resolver: &mut Resolver, state: &State) -> Result<
             continue;
         }
         // A damaged segment is quarantined and skipped: the server starts and serves the rest.
-        let Ok(file) = segment.file() else {
-            continue;
+        let batches = match segment.read_batches(Some(&columns)) {
+            Err(StoreError::Corrupt { .. }) => continue,
+            other => other?,
         };
-        for batch in read_batches(file, Some(&columns))? {
+        for batch in batches {
             let text = |name| {
                 batch
                     .column_by_name(name)
@@ -1135,7 +1269,7 @@ impl Inner {
             state
                 .frozen
                 .retain(|f| !frozen.iter().any(|done| Arc::ptr_eq(f, done)));
-            state.add_live(&self.dir, written, true);
+            state.add_live(&self.storage, written, true);
         }
         wal::remove_through(&self.dir, sealed)?;
         self.publish_gauges();
@@ -1197,10 +1331,30 @@ impl Inner {
         Ok(commit.add)
     }
 
+    /// Deletes objects written for a commit that did not happen (a failure to delete them
+    /// leaves them to the next start, which removes every object the manifest does not name).
     fn discard(&self, records: &[SegmentRecord]) {
         for record in records {
-            let _ = std::fs::remove_file(self.segment_path(record));
+            let key = Storage::key(&SegmentLocation::of(record));
+            if let Err(e) = self.storage.delete(&key) {
+                tracing::warn!(error = %e, "cannot delete an uncommitted segment; the next start removes it");
+            }
         }
+    }
+
+    /// Makes committed `added` segments live in place of `retired` ones, whose objects are
+    /// deleted once no reader holds them.
+    fn swap_live(&self, project_id: i64, retired: &[Arc<Segment>], added: Vec<SegmentRecord>) {
+        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(list) = state.segments.get_mut(&project_id) {
+            list.retain(|s| !retired.iter().any(|r| Arc::ptr_eq(s, r)));
+        }
+        for s in retired {
+            s.retired.store(true, Ordering::Release);
+        }
+        state.add_live(&self.storage, added, true);
+        drop(state);
+        self.publish_gauges();
     }
 
     /// Bulk import: resolves `events`, writes their segments without the WAL or the
@@ -1242,7 +1396,7 @@ impl Inner {
         // Profile times the commit left out are persisted by the next flush.
         let pending_times = lock(&self.resolver).has_pending_times();
         let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
-        state.add_live(&self.dir, written, true);
+        state.add_live(&self.storage, written, true);
         if pending_times {
             state.active_since.get_or_insert_with(Instant::now);
         }
@@ -1255,12 +1409,8 @@ impl Inner {
         })
     }
 
-    fn segment_path(&self, record: &SegmentRecord) -> PathBuf {
-        segment_path(&self.dir, record)
-    }
-
-    /// Writes `batch` as a new segment file (tmp, fsync, rename, fsync dir) and returns its
-    /// manifest record; `type_ids` are the catalog ids of its event types.
+    /// Writes `batch` as a new segment object and returns its manifest record; `type_ids`
+    /// are the catalog ids of its event types.
     fn write_new_segment(
         &self,
         project_id: i64,
@@ -1280,11 +1430,9 @@ impl Inner {
             ids.sort_unstable();
             ids
         };
-        let id = uuid::Uuid::now_v7().simple().to_string();
-        let tmp = self.dir.tmp_dir().join(format!("{id}.parquet"));
-        let stats = write_batch(&tmp, batch)?;
+        let (bytes, stats) = write_batch(batch)?;
         let record = SegmentRecord {
-            id,
+            id: new_segment_id(),
             project_id,
             day: day.to_string(),
             rows: stats.rows as i64,
@@ -1297,40 +1445,35 @@ impl Inner {
             group_properties: column_ids(PropertyKind::Group),
             crc32: Some(stats.crc32),
         };
-        self.install(&tmp, &record)?;
+        self.storage
+            .put(&Storage::key(&SegmentLocation::of(&record)), bytes)?;
         Ok(record)
     }
 
-    /// Moves a fsynced file from `tmp/` to its segment path, durably.
-    fn install(&self, tmp: &Path, record: &SegmentRecord) -> Result<()> {
-        let path = self.segment_path(record);
-        let parent = path.parent().expect("segment path has a parent");
-        if !parent.exists() {
-            std::fs::create_dir_all(parent)?;
-            sync_dir(parent.parent().expect("project dir"))?;
-        }
-        std::fs::rename(tmp, &path)?;
-        sync_dir(parent)?;
-        Ok(())
-    }
-
-    /// Writes a segment derived from `source` by `write` (into a temp path), minus the
-    /// `dropped` columns; its record keeps the source's partition, bounds and event types,
-    /// which stay valid (conservative) bounds. `None` when no row is left.
-    fn write_derived(
-        &self,
-        source: &Segment,
-        drop: &[String],
-        write: impl FnOnce(&Path) -> Result<SegmentStats>,
-    ) -> Result<Option<SegmentRecord>> {
-        let id = uuid::Uuid::now_v7().simple().to_string();
-        let tmp = self.dir.tmp_dir().join(format!("{id}.parquet"));
-        let stats = write(&tmp)?;
+    /// Writes the new contents of a rewritten segment; its record keeps the source's
+    /// partition, bounds and event types, which stay valid (conservative) bounds, minus the
+    /// dropped columns. `None` when no row is left.
+    fn write_output(&self, output: &Output) -> Result<Option<SegmentRecord>> {
+        let (source, drop, (bytes, stats)) = match output {
+            Output::Columns {
+                source,
+                drop,
+                replace,
+            } => (
+                source,
+                &drop[..],
+                rewrite_columns(&source.bytes, drop, replace)?,
+            ),
+            Output::RowGroups { source, replaced } => (
+                source,
+                &[][..],
+                rewrite_row_groups(&source.bytes, replaced)?,
+            ),
+        };
         if stats.rows == 0 {
-            std::fs::remove_file(&tmp)?;
             return Ok(None);
         }
-        let old = &source.record;
+        let old = &source.segment.record;
         let kept = |kind: PropertyKind| -> Vec<i64> {
             kind.ids(old)
                 .iter()
@@ -1339,7 +1482,7 @@ impl Inner {
                 .collect()
         };
         let record = SegmentRecord {
-            id,
+            id: new_segment_id(),
             rows: stats.rows as i64,
             bytes: stats.bytes as i64,
             event_properties: kept(PropertyKind::Event),
@@ -1348,7 +1491,8 @@ impl Inner {
             crc32: Some(stats.crc32),
             ..old.clone()
         };
-        self.install(&tmp, &record)?;
+        self.storage
+            .put(&Storage::key(&SegmentLocation::of(&record)), bytes)?;
         Ok(Some(record))
     }
 
@@ -1429,8 +1573,9 @@ impl Inner {
         let names = self.column_names(project_id)?;
         let mut events = Vec::new();
         for s in &inputs {
+            let open = s.open()?;
             events.extend(
-                read_segment(s.file_checked_now()?, &names, None)?
+                read_segment(&open.bytes, &names, None)?
                     .into_iter()
                     .map(Arc::new),
             );
@@ -1443,19 +1588,10 @@ impl Inner {
             ..Default::default()
         };
         if let Err(e) = self.meta.commit(&commit) {
-            let _ = std::fs::remove_file(self.segment_path(&record));
+            self.discard(&commit.add);
             return Err(e.into());
         }
-        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
-        if let Some(list) = state.segments.get_mut(&project_id) {
-            list.retain(|s| !inputs.iter().any(|i| Arc::ptr_eq(s, i)));
-        }
-        for s in &inputs {
-            s.retired.store(true, Ordering::Release);
-        }
-        state.add_live(&self.dir, vec![record], true);
-        drop(state);
-        self.publish_gauges();
+        self.swap_live(project_id, &inputs, commit.add);
         metrics::histogram!("lethe_compaction_seconds").record(started.elapsed().as_secs_f64());
         tracing::debug!(
             inputs = inputs.len(),
@@ -1477,6 +1613,11 @@ impl Inner {
         metrics::gauge!("lethe_segments").set(segments as f64);
         metrics::gauge!("lethe_segment_bytes").set(bytes as f64);
     }
+}
+
+/// A new segment's id: time-ordered, never reused (so never an object key reused).
+fn new_segment_id() -> String {
+    uuid::Uuid::now_v7().simple().to_string()
 }
 
 fn sorted_ids(ids: &HashMap<String, i64>) -> Vec<i64> {

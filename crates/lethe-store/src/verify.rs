@@ -4,12 +4,13 @@
 //! tail of the last one is expected after a crash); the metadata database must pass
 //! SQLite's integrity check. Problems name files and offsets, never contents.
 
-use std::path::PathBuf;
-
 use lethe_meta::MetaStore;
+use object_store::path::Path as Key;
 
-use crate::layout::{DataDir, SegmentLocation};
-use crate::segment::{file_checksum, read_batches};
+use crate::fetched::SegmentBytes;
+use crate::layout::DataDir;
+use crate::segment::read_batches;
+use crate::storage::{SegmentLocation, Storage};
 use crate::wal::{self, Damage};
 use crate::Result;
 
@@ -33,18 +34,14 @@ pub fn verify(dir: &DataDir, meta: &MetaStore) -> Result<Report> {
             .problems
             .push(format!("{}: {line}", dir.meta_db().display()));
     }
+    let storage = Storage::local(&dir.segments_dir())?;
     for record in meta.live_segments()? {
-        let path = dir.segment_file(&SegmentLocation {
-            project_id: record.project_id,
-            day: record.day.clone(),
-            id: record.id.clone(),
-        });
+        let key = Storage::key(&SegmentLocation::of(&record));
         report.segments += 1;
         report.segment_bytes += record.bytes as u64;
-        if let Some(problem) = check_segment(&path, record.bytes as u64, record.crc32) {
-            report
-                .problems
-                .push(format!("{}: {problem}", path.display()));
+        if let Some(problem) = check_segment(&storage, &key, record.bytes as u64, record.crc32) {
+            let path = storage.describe(&key);
+            report.problems.push(format!("{path}: {problem}"));
         }
     }
     let checkpoint = meta.wal_checkpoint()?;
@@ -75,25 +72,27 @@ pub fn verify(dir: &DataDir, meta: &MetaStore) -> Result<Report> {
     Ok(report)
 }
 
-/// What is wrong with one segment file, if anything.
-fn check_segment(path: &PathBuf, bytes: u64, crc32: Option<u32>) -> Option<String> {
-    let size = match std::fs::metadata(path) {
-        Ok(m) => m.len(),
-        Err(e) => return Some(format!("missing or unreadable: {e}")),
+/// What is wrong with one segment object, if anything.
+fn check_segment(storage: &Storage, key: &Key, bytes: u64, crc32: Option<u32>) -> Option<String> {
+    let size = match storage.size(key) {
+        Ok(Some(size)) => size,
+        Ok(None) => return Some("missing".into()),
+        Err(e) => return Some(format!("unreadable: {e}")),
     };
     if size != bytes {
         return Some(format!("{size} bytes, the manifest recorded {bytes}"));
     }
-    match (crc32, file_checksum(path)) {
-        (_, Err(e)) => return Some(format!("unreadable: {e}")),
-        (Some(expected), Ok(actual)) if expected != actual => {
-            return Some(format!(
-                "CRC-32 {actual:08x}, the manifest recorded {expected:08x}"
-            ))
-        }
-        _ => {}
+    let content = match storage.get(key) {
+        Ok(content) => content,
+        Err(e) => return Some(format!("unreadable: {e}")),
+    };
+    let actual = crc32fast::hash(&content);
+    if let Some(expected) = crc32.filter(|expected| *expected != actual) {
+        return Some(format!(
+            "CRC-32 {actual:08x}, the manifest recorded {expected:08x}"
+        ));
     }
-    read_batches(path, None)
+    read_batches(&SegmentBytes::whole(content), None)
         .err()
         .map(|e| format!("does not decode: {e}"))
 }

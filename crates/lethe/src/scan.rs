@@ -55,14 +55,20 @@ pub fn scan(dir: &Path, needles: &[String]) -> anyhow::Result<Vec<Hit>> {
             }
         }
         if file.extension().is_some_and(|e| e == "parquet") {
-            decoded_hits(&file, needles, &mut hits)?;
+            decoded_hits(&file, bytes, needles, &mut hits)?;
         }
     }
     Ok(hits)
 }
 
-fn decoded_hits(file: &Path, needles: &[String], hits: &mut Vec<Hit>) -> anyhow::Result<()> {
-    for batch in lethe_store::read_batches(file, None)? {
+fn decoded_hits(
+    file: &Path,
+    bytes: Vec<u8>,
+    needles: &[String],
+    hits: &mut Vec<Hit>,
+) -> anyhow::Result<()> {
+    let segment = lethe_store::SegmentBytes::whole(bytes.into());
+    for batch in lethe_store::read_batches(&segment, None)? {
         let schema = batch.schema();
         for (i, field) in schema.fields().iter().enumerate() {
             let values = batch.column(i).as_any().downcast_ref::<StringArray>();

@@ -5,6 +5,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::Server;
@@ -103,9 +104,9 @@ fn resumes_after_crash_at(failpoint: &str) {
         ["KEEP-MARKER"]
     );
     assert_eq!(
-        std::fs::read_dir(dir.join("tmp")).unwrap().count(),
-        0,
-        "no temp file left"
+        common::staged_uploads(&dir),
+        Vec::<PathBuf>::new(),
+        "no interrupted upload left"
     );
     server.stop();
     std::fs::remove_dir_all(dir).unwrap();

@@ -365,6 +365,23 @@ pub fn scan(dir: &Path, needles: &[&str]) -> Vec<String> {
     found
 }
 
+/// Files under `dir` that an interrupted segment upload left (`<key>#<n>`).
+pub fn staged_uploads(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.to_string_lossy().contains('#') {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
 /// Events per event type in the segments under `dir`, as DuckDB reads them.
 pub fn duckdb_counts(dir: &Path) -> Value {
     let out = Command::new("python3")

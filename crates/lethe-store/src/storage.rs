@@ -1,0 +1,297 @@
+//! The storage seam: every byte of every segment is written, read and deleted here, through
+//! the `object_store` crate. On the default deployment the backend is its `LocalFileSystem`
+//! under `<data dir>/segments` (with fsync, which that backend leaves off by default); an
+//! object-store deployment only adds a backend.
+//!
+//! Objects are written once with one PUT under a key that is never reused, and are never
+//! modified: a rewrite writes new objects and deletes the old ones after the manifest
+//! commit. Reads fetch exact byte ranges, so a query that needs three columns of a segment
+//! moves three columns' bytes, locally or over the network.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as Key;
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutOptions};
+
+use lethe_meta::SegmentRecord;
+
+use crate::faults::{inject, IoPoint};
+use crate::{Result, StoreError};
+
+/// The place of one segment: key `<project>/<day>/<id>.parquet` under the storage root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentLocation {
+    pub project_id: i64,
+    pub day: String,
+    pub id: String,
+}
+
+impl SegmentLocation {
+    /// Where the segment a manifest record names lives.
+    pub fn of(record: &SegmentRecord) -> Self {
+        Self {
+            project_id: record.project_id,
+            day: record.day.clone(),
+            id: record.id.clone(),
+        }
+    }
+}
+
+/// Where segments live, and the only way to their bytes.
+#[derive(Debug)]
+pub struct Storage {
+    objects: Arc<dyn ObjectStore>,
+    /// The directory behind a local backend: where a crash can leave staged uploads.
+    local_root: Option<PathBuf>,
+}
+
+/// The end of an object: its last bytes and its whole size.
+pub(crate) struct Tail {
+    pub size: u64,
+    pub bytes: Bytes,
+}
+
+impl Storage {
+    /// Segments as files under `root` (created if missing), written durably.
+    pub fn local(root: &Path) -> Result<Storage> {
+        std::fs::create_dir_all(root)?;
+        let objects = LocalFileSystem::new_with_prefix(root)
+            .map_err(|e| storage_error("open the segment directory", e))?
+            .with_fsync(true)
+            .with_automatic_cleanup(true);
+        Ok(Storage {
+            objects: Arc::new(objects),
+            local_root: Some(root.to_path_buf()),
+        })
+    }
+
+    /// Where an object is, for people: its file path, or its URL on object storage.
+    pub fn describe(&self, key: &Key) -> String {
+        match &self.local_root {
+            Some(root) => root.join(key.as_ref()).display().to_string(),
+            None => format!("{}/{key}", self.objects),
+        }
+    }
+
+    /// The key of a segment: `<project>/<day>/<id>.parquet`.
+    pub(crate) fn key(location: &SegmentLocation) -> Key {
+        Key::from(format!(
+            "{}/{}/{}.parquet",
+            location.project_id, location.day, location.id
+        ))
+    }
+
+    /// Writes a new object in one PUT; fails if the key exists (keys are never reused).
+    pub(crate) fn put(&self, key: &Key, bytes: Bytes) -> Result<()> {
+        inject(IoPoint::SegmentWrite)?;
+        let options = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        block_on(self.objects.put_opts(key, bytes.into(), options))
+            .map_err(|e| storage_error("write a segment", e))?;
+        Ok(())
+    }
+
+    /// The whole object.
+    pub(crate) fn get(&self, key: &Key) -> Result<Bytes> {
+        block_on(async { self.objects.get(key).await?.bytes().await })
+            .map_err(|e| storage_error("read a segment", e))
+    }
+
+    /// The last `len` bytes of the object (all of it if shorter) and its size.
+    pub(crate) fn tail(&self, key: &Key, len: u64) -> Result<Tail> {
+        let options = GetOptions {
+            range: Some(GetRange::Suffix(len)),
+            ..Default::default()
+        };
+        block_on(async {
+            let got = self.objects.get_opts(key, options).await?;
+            let size = got.meta.size;
+            Ok::<_, object_store::Error>(Tail {
+                size,
+                bytes: got.bytes().await?,
+            })
+        })
+        .map_err(|e| storage_error("read a segment's footer", e))
+    }
+
+    /// The given byte ranges of the object, in one request where the backend can.
+    pub(crate) fn get_ranges(&self, key: &Key, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
+        if ranges.is_empty() {
+            return Ok(Vec::new());
+        }
+        block_on(self.objects.get_ranges(key, ranges))
+            .map_err(|e| storage_error("read a segment", e))
+    }
+
+    /// The object's size, or `None` if it does not exist.
+    pub(crate) fn size(&self, key: &Key) -> Result<Option<u64>> {
+        match block_on(self.objects.head(key)) {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(storage_error("look up a segment", e)),
+        }
+    }
+
+    /// Deletes the object; deleting one that is gone is not an error.
+    pub(crate) fn delete(&self, key: &Key) -> Result<()> {
+        match block_on(self.objects.delete(key)) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(storage_error("delete a segment", e)),
+        }
+    }
+
+    /// Every segment object there is, by location (objects whose key is not a segment's are
+    /// listed as `Err` with their key, for the caller to remove).
+    pub(crate) fn list(&self) -> Result<Vec<std::result::Result<SegmentLocation, Key>>> {
+        let metas: Vec<_> = block_on(self.objects.list(None).collect::<Vec<_>>());
+        let mut found = Vec::with_capacity(metas.len());
+        for meta in metas {
+            let key = meta
+                .map_err(|e| storage_error("list segments", e))?
+                .location;
+            found.push(location_of(&key).ok_or(key));
+        }
+        Ok(found)
+    }
+
+    /// Removes what an interrupted PUT left behind: the local backend stages an upload as
+    /// `<key>#<n>` beside its target, invisible to listings, and a crash can leave it there
+    /// holding event values.
+    pub(crate) fn remove_staged_uploads(&self) -> Result<usize> {
+        let Some(root) = &self.local_root else {
+            return Ok(0);
+        };
+        let mut removed = 0;
+        let mut dirs = vec![root.clone()];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir)? {
+                let path = entry?.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if is_staged_upload(&path) {
+                    tracing::info!(path = %path.display(), "removing an interrupted segment upload");
+                    std::fs::remove_file(&path)?;
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// Whether a local file is an upload the backend staged (`<name>#<digits>`).
+fn is_staged_upload(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.rsplit_once('#'))
+        .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The segment a key names, if it names one.
+fn location_of(key: &Key) -> Option<SegmentLocation> {
+    let parts: Vec<_> = key.parts().collect();
+    let [project, day, file] = parts.as_slice() else {
+        return None;
+    };
+    Some(SegmentLocation {
+        project_id: project.as_ref().parse().ok()?,
+        day: day.as_ref().to_string(),
+        id: file.as_ref().strip_suffix(".parquet")?.to_string(),
+    })
+}
+
+/// Runs one storage call to completion on the calling thread. The local backend does its
+/// file I/O inline (or on the runtime's blocking pool when called from one).
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    futures_executor::block_on(future)
+}
+
+/// A storage failure, keeping the I/O error kind (a full disk stays a full disk) and naming
+/// what was being done, never the bytes.
+fn storage_error(doing: &str, error: object_store::Error) -> StoreError {
+    let kind = io_kind(&error);
+    StoreError::Io(std::io::Error::new(
+        kind,
+        format!("cannot {doing}: {error}"),
+    ))
+}
+
+/// The kind of the first I/O error in the chain of `error`.
+fn io_kind(error: &object_store::Error) -> std::io::ErrorKind {
+    if let object_store::Error::NotFound { .. } = error {
+        return std::io::ErrorKind::NotFound;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return io.kind();
+        }
+        source = e.source();
+    }
+    std::io::ErrorKind::Other
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn location(id: &str) -> SegmentLocation {
+        SegmentLocation {
+            project_id: 7,
+            day: "2026-12-01".into(),
+            id: id.into(),
+        }
+    }
+
+    #[test]
+    fn objects_are_written_once_read_by_range_listed_and_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::local(dir.path()).unwrap();
+        let key = Storage::key(&location("a"));
+        storage
+            .put(&key, Bytes::from_static(b"0123456789"))
+            .unwrap();
+        assert!(
+            storage.put(&key, Bytes::from_static(b"x")).is_err(),
+            "a key is never overwritten"
+        );
+        assert_eq!(
+            storage.get(&key).unwrap(),
+            Bytes::from_static(b"0123456789")
+        );
+        let ranges = storage.get_ranges(&key, &[1..3, 7..10]).unwrap();
+        assert_eq!(
+            ranges,
+            [Bytes::from_static(b"12"), Bytes::from_static(b"789")]
+        );
+        let tail = storage.tail(&key, 4).unwrap();
+        assert_eq!((tail.size, tail.bytes), (10, Bytes::from_static(b"6789")));
+        assert_eq!(storage.size(&key).unwrap(), Some(10));
+        assert_eq!(storage.list().unwrap(), vec![Ok(location("a"))]);
+        storage.delete(&key).unwrap();
+        storage.delete(&key).unwrap();
+        assert_eq!(storage.size(&key).unwrap(), None);
+        assert!(storage.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn interrupted_uploads_are_found_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::local(dir.path()).unwrap();
+        let day = dir.path().join("7/2026-12-01");
+        std::fs::create_dir_all(&day).unwrap();
+        std::fs::write(day.join("b.parquet#3"), b"values").unwrap();
+        std::fs::write(day.join("c.parquet"), b"kept").unwrap();
+        assert_eq!(storage.remove_staged_uploads().unwrap(), 1);
+        assert!(!day.join("b.parquet#3").exists());
+        assert!(day.join("c.parquet").exists());
+        assert_eq!(storage.list().unwrap(), vec![Ok(location("c"))]);
+    }
+}
