@@ -12,7 +12,7 @@ use crate::identity::{
 use crate::{MetaError, MetaStore, Result};
 
 /// What the manifest knows of one segment: enough for planning without opening the file.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SegmentRecord {
     /// Unique, never reused; also the file name stem.
     pub id: String,

@@ -8,31 +8,39 @@
 //! transaction, after which the WAL files it covered are deleted. Compaction merges small
 //! segments of a day the same way.
 
+mod compaction;
 mod faults;
 mod fetched;
 mod health;
 mod layout;
+mod live;
+mod memtable;
 mod parallel;
+mod recovery;
 mod resolver;
+mod rewrite;
 mod schema;
 mod segment;
 mod storage;
 mod store;
 mod verify;
 mod wal;
+mod wal_writer;
+mod writer;
 
+pub use compaction::CompactionPolicy;
 pub use faults::failpoint;
 pub use fetched::SegmentBytes;
 pub use health::DamagedSegment;
 pub use layout::DataDir;
+pub use live::{OpenSegment, Segment};
 pub use parallel::parallel_map;
 pub use resolver::{KnownUsers, UserProfile};
+pub use rewrite::{Output, PartitionRewrite};
 pub use schema::PropertyKind;
 pub use segment::{events_to_batch, read_batches, ColumnNames, SegmentStats};
 pub use storage::{SegmentLocation, Storage};
-pub use store::{
-    IngestOutcome, OpenSegment, Output, PartitionRewrite, Segment, Snapshot, Store, StoreConfig,
-};
+pub use store::{IngestOutcome, Snapshot, Store, StoreConfig};
 pub use verify::{verify, Report};
 
 /// Errors at the event store boundary.
@@ -112,6 +120,11 @@ impl StoreError {
             _ => None,
         }
     }
+}
+
+/// Locks a mutex, taking over a poisoned one: a panic elsewhere must not stop the store.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Result type of this crate.

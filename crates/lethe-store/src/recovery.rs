@@ -1,0 +1,200 @@
+//! Recovery at start-up: segment objects the manifest does not name are deleted, the WAL
+//! after the checkpoint is replayed into the memtable and the resolver, and the resolver
+//! relearns what recent days stored (insert ids for deduplication, keys for the daily limits).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use arrow_array::{Array, StringArray, TimestampMillisecondArray};
+use lethe_event::Day;
+use lethe_meta::{now_ms, CatalogKind, MetaStore};
+use object_store::path::Path as Key;
+
+use crate::layout::DataDir;
+use crate::live::{LiveSet, Segment};
+use crate::memtable::Memtable;
+use crate::resolver::{KeyKind, Resolver};
+use crate::storage::Storage;
+use crate::wal::{self, Damage};
+use crate::{Result, StoreError};
+
+/// Replays the WAL files left after the checkpoint into the memtable and the resolver;
+/// returns the last file's sequence number. A torn tail of the last file (a crash cut its
+/// last write short: never acknowledged) is cut off with a warning; damage anywhere else
+/// stops the start, naming the file and offset, unless `salvage`.
+pub(crate) fn replay_wal(
+    dir: &DataDir,
+    salvage: bool,
+    resolver: &mut Resolver,
+    memtable: &mut Memtable,
+) -> Result<Option<u64>> {
+    let seqs = wal::list(dir)?;
+    let (mut events, mut identifications) = (0, 0);
+    for (i, &seq) in seqs.iter().enumerate() {
+        let replay = wal::read(dir, seq)?;
+        let file = dir.wal_file(seq);
+        let kept = replay.records.len();
+        match replay.damage {
+            None => {}
+            Some(Damage::TornTail { offset, bytes }) if i + 1 == seqs.len() => {
+                tracing::warn!(file = %file.display(), offset, bytes, records_kept = kept,
+                    "WAL ends in a torn record (a write cut short by a crash, never acknowledged): cutting it off");
+                wal::truncate(dir, seq, replay.valid_len)?;
+            }
+            Some(Damage::TornTail { offset, bytes } | Damage::Corrupt { offset, bytes }) => {
+                if !salvage {
+                    return Err(StoreError::WalDamaged {
+                        path: file,
+                        offset,
+                        records_before: kept,
+                    });
+                }
+                tracing::error!(file = %file.display(), offset, bytes_dropped = bytes, records_kept = kept,
+                    "salvaging a damaged WAL file: keeping the records before the damage, dropping the rest");
+                wal::truncate(dir, seq, replay.valid_len)?;
+            }
+        }
+        for record in replay.records {
+            for event in record.events {
+                resolver.observe(record.project_id, &event);
+                match event.profile_only {
+                    true => identifications += 1,
+                    false => {
+                        events += 1;
+                        memtable.push(record.project_id, [event]);
+                    }
+                }
+            }
+        }
+    }
+    if identifications > 0 {
+        memtable.await_flush();
+    }
+    if events + identifications > 0 {
+        tracing::info!(events, identifications, "replayed WAL");
+    }
+    Ok(seqs.last().copied())
+}
+
+/// Deletes every segment object the manifest does not name: written by a commit that never
+/// happened, or retired by one whose deletion a crash interrupted.
+pub(crate) fn remove_unreferenced_segments(storage: &Storage, live: &LiveSet) -> Result<()> {
+    let live: BTreeSet<&Key> = live.all().map(|s| &s.key).collect();
+    for found in storage.list()? {
+        let key = match found {
+            Ok(location) => Storage::key(&location),
+            Err(stray) => stray,
+        };
+        if !live.contains(&key) {
+            tracing::info!(object = %storage.describe(&key), "removing an unreferenced segment");
+            storage.delete(&key)?;
+        }
+    }
+    Ok(())
+}
+
+/// The daily key limits count what recent days already stored: the manifest records name
+/// each segment's property keys by catalog id, so no file is read.
+pub(crate) fn remember_recent_keys(
+    resolver: &mut Resolver,
+    live: &LiveSet,
+    meta: &MetaStore,
+) -> Result<()> {
+    let since = Day::of_ms(now_ms()).plus(-8).to_string();
+    for project_id in live.projects() {
+        let recent: Vec<&Arc<Segment>> = live
+            .of_project(project_id)
+            .iter()
+            .filter(|s| s.record.day >= since)
+            .collect();
+        if recent.is_empty() {
+            continue;
+        }
+        let names = [
+            (KeyKind::Event, CatalogKind::EventProperty),
+            (KeyKind::User, CatalogKind::UserProperty),
+            (KeyKind::Group, CatalogKind::GroupProperty),
+        ];
+        for (kind, catalog) in names {
+            let names = meta.catalog_names(project_id, catalog)?;
+            for segment in &recent {
+                let ids = match kind {
+                    KeyKind::Event => &segment.record.event_properties,
+                    KeyKind::User => &segment.record.user_properties,
+                    KeyKind::Group => &segment.record.group_properties,
+                };
+                let day = partition_day(&segment.record.day)?;
+                let keys = ids
+                    .iter()
+                    .filter_map(|id| names.get(id).map(String::as_str));
+                resolver.admit_stored_keys(project_id, day, kind, keys);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The day a partition name in the manifest names.
+fn partition_day(name: &str) -> Result<Day> {
+    Day::parse(name).ok_or_else(|| {
+        StoreError::Io(std::io::Error::other(format!(
+            "the manifest names a partition {name:?} that is not a date"
+        )))
+    })
+}
+
+/// Insert ids of the last days must keep deduplicating after a restart: only the four
+/// columns that make a dedup key are read.
+pub(crate) fn remember_recent_insert_ids(resolver: &mut Resolver, live: &LiveSet) -> Result<()> {
+    let since = Day::of_ms(now_ms()).plus(-8).to_string();
+    let columns: Vec<String> = ["insert_id", "device_id", "user_id", "server_upload_time"]
+        .map(String::from)
+        .to_vec();
+    for segment in live.all() {
+        if segment.record.day < since {
+            continue;
+        }
+        // A damaged segment is quarantined and skipped: the server starts and serves the rest.
+        let batches = match segment.read_batches(Some(&columns)) {
+            Err(StoreError::Corrupt { .. }) => continue,
+            other => other?,
+        };
+        for batch in batches {
+            let text = |name| {
+                batch
+                    .column_by_name(name)
+                    .and_then(|a| a.as_any().downcast_ref::<StringArray>().cloned())
+            };
+            let (Some(insert_ids), devices, users) =
+                (text("insert_id"), text("device_id"), text("user_id"))
+            else {
+                continue;
+            };
+            let times = batch
+                .column_by_name("server_upload_time")
+                .and_then(|a| {
+                    a.as_any()
+                        .downcast_ref::<TimestampMillisecondArray>()
+                        .cloned()
+                })
+                .ok_or_else(|| {
+                    StoreError::Io(std::io::Error::other("segment lacks server_upload_time"))
+                })?;
+            let value = |a: &Option<StringArray>, r: usize| {
+                a.as_ref()
+                    .filter(|a| a.is_valid(r))
+                    .map(|a| a.value(r).to_string())
+            };
+            for r in (0..batch.num_rows()).filter(|r| insert_ids.is_valid(*r)) {
+                resolver.remember_insert_id(
+                    segment.record.project_id,
+                    value(&devices, r).as_deref(),
+                    value(&users, r).as_deref(),
+                    insert_ids.value(r),
+                    times.value(r),
+                );
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,267 @@
+//! The segment writer: the one way a segment is made, used by flush, bulk import,
+//! compaction and rewrites. It asks the catalog for every id a segment needs in one round
+//! trip, encodes the segment and writes its object through the storage seam; the caller
+//! commits the record it returns (or discards it).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use arrow_array::RecordBatch;
+use lethe_event::{Day, Event};
+use lethe_meta::{CatalogDelta, CatalogKind, CountDelta, MetaStore, SegmentRecord};
+
+use crate::memtable::Tagged;
+use crate::parallel::parallel_map;
+use crate::rewrite::Output;
+use crate::schema::PropertyKind;
+use crate::segment::{
+    events_to_batch, rewrite_columns, rewrite_row_groups, sort_for_segment, write_batch,
+};
+use crate::storage::{SegmentLocation, Storage};
+use crate::Result;
+
+/// Writes segments into the storage, with ids from the catalog.
+pub(crate) struct SegmentWriter {
+    pub storage: Arc<Storage>,
+    pub meta: Arc<MetaStore>,
+}
+
+impl SegmentWriter {
+    /// Writes one segment per project and day of `events`, days in parallel (one per core).
+    /// Nothing is visible until the caller commits them.
+    pub fn write_groups(&self, events: impl Iterator<Item = Tagged>) -> Result<Written> {
+        let mut groups: BTreeMap<(i64, Day), Vec<Arc<Event>>> = BTreeMap::new();
+        for (project, event) in events {
+            groups
+                .entry((project, Day::of_ms(event.server_upload_time)))
+                .or_default()
+                .push(event);
+        }
+        let results = parallel_map(
+            groups.into_iter().collect(),
+            |((project_id, day), mut events)| {
+                sort_for_segment(&mut events);
+                self.write_events(project_id, &day.to_string(), &events)
+            },
+        );
+        let mut written = Written::default();
+        let mut failure = None;
+        for result in results {
+            match result {
+                Ok((record, delta)) => {
+                    written.catalog.push((record.project_id, delta));
+                    written.records.push(record);
+                }
+                Err(e) => failure = Some(e),
+            }
+        }
+        match failure {
+            None => Ok(written),
+            Some(e) => {
+                self.discard(&written.records);
+                Err(e)
+            }
+        }
+    }
+
+    /// Deletes objects written for a commit that did not happen (a failure to delete them
+    /// leaves them to the next start, which removes every object the manifest does not name).
+    pub fn discard(&self, records: &[SegmentRecord]) {
+        for record in records {
+            let key = Storage::key(&SegmentLocation::of(record));
+            if let Err(e) = self.storage.delete(&key) {
+                tracing::warn!(error = %e, "cannot delete an uncommitted segment; the next start removes it");
+            }
+        }
+    }
+
+    /// Writes `batch` as a new segment object and returns its manifest record; `type_ids`
+    /// are the catalog ids of its event types.
+    fn write_new_segment(
+        &self,
+        project_id: i64,
+        day: &str,
+        batch: &RecordBatch,
+        type_ids: &HashMap<String, i64>,
+    ) -> Result<SegmentRecord> {
+        let column_ids = |wanted: PropertyKind| -> Vec<i64> {
+            let mut ids: Vec<i64> = batch
+                .schema()
+                .fields()
+                .iter()
+                .filter_map(|f| PropertyKind::of_column(f.name()))
+                .filter(|(kind, _)| *kind == wanted)
+                .map(|(_, id)| id)
+                .collect();
+            ids.sort_unstable();
+            ids
+        };
+        let (bytes, stats) = write_batch(batch)?;
+        let record = SegmentRecord {
+            id: new_segment_id(),
+            project_id,
+            day: day.to_string(),
+            rows: stats.rows as i64,
+            bytes: stats.bytes as i64,
+            min_time: stats.min_time,
+            max_time: stats.max_time,
+            event_types: sorted_ids(type_ids),
+            event_properties: column_ids(PropertyKind::Event),
+            user_properties: column_ids(PropertyKind::User),
+            group_properties: column_ids(PropertyKind::Group),
+            crc32: Some(stats.crc32),
+        };
+        self.storage
+            .put(&Storage::key(&SegmentLocation::of(&record)), bytes)?;
+        Ok(record)
+    }
+
+    /// Writes the new contents of a rewritten segment; its record keeps the source's
+    /// partition, bounds and event types, which stay valid (conservative) bounds, minus the
+    /// dropped columns. `None` when no row is left.
+    pub fn write_output(&self, output: &Output) -> Result<Option<SegmentRecord>> {
+        let (source, drop, (bytes, stats)) = match output {
+            Output::Columns {
+                source,
+                drop,
+                replace,
+            } => (
+                source,
+                &drop[..],
+                rewrite_columns(&source.bytes, drop, replace)?,
+            ),
+            Output::RowGroups { source, replaced } => (
+                source,
+                &[][..],
+                rewrite_row_groups(&source.bytes, replaced)?,
+            ),
+        };
+        if stats.rows == 0 {
+            return Ok(None);
+        }
+        let old = &source.segment.record;
+        let kept = |kind: PropertyKind| -> Vec<i64> {
+            kind.ids(old)
+                .iter()
+                .copied()
+                .filter(|id| !drop.contains(&kind.column(*id)))
+                .collect()
+        };
+        let record = SegmentRecord {
+            id: new_segment_id(),
+            rows: stats.rows as i64,
+            bytes: stats.bytes as i64,
+            event_properties: kept(PropertyKind::Event),
+            user_properties: kept(PropertyKind::User),
+            group_properties: kept(PropertyKind::Group),
+            crc32: Some(stats.crc32),
+            ..old.clone()
+        };
+        self.storage
+            .put(&Storage::key(&SegmentLocation::of(&record)), bytes)?;
+        Ok(Some(record))
+    }
+
+    /// Writes sorted `events` as a new segment and returns its record and catalog counts.
+    pub fn write_events(
+        &self,
+        project_id: i64,
+        day: &str,
+        events: &[Arc<Event>],
+    ) -> Result<(SegmentRecord, CatalogDelta)> {
+        // Every name the segment needs an id for, asked of the catalog at once.
+        let types: BTreeSet<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+        let mut wanted = vec![(CatalogKind::Event, types.into_iter().collect())];
+        for kind in PropertyKind::ALL {
+            let keys: BTreeSet<&str> = events
+                .iter()
+                .flat_map(|e| kind.of_event(e).iter().map(|(k, _)| k.as_str()))
+                .collect();
+            wanted.push((kind.catalog(), keys.into_iter().collect()));
+        }
+        let mut ids = self
+            .meta
+            .ensure_catalog_ids(project_id, &wanted)?
+            .into_iter();
+        let mut next = || ids.next().expect("one map per kind asked");
+        let (type_ids, eprop_ids, uprop_ids, gprop_ids) = (next(), next(), next(), next());
+        let batch = events_to_batch(events, &eprop_ids, &uprop_ids, &gprop_ids)?;
+        let record = self.write_new_segment(project_id, day, &batch, &type_ids)?;
+        let ids = PropertyIds {
+            event: &eprop_ids,
+            user: &uprop_ids,
+            group: &gprop_ids,
+        };
+        Ok((record, catalog_delta(events, &type_ids, ids)))
+    }
+}
+
+/// Segments written but not yet committed, with the catalog counts they add.
+#[derive(Default)]
+pub(crate) struct Written {
+    pub records: Vec<SegmentRecord>,
+    pub catalog: Vec<(i64, CatalogDelta)>,
+}
+
+/// A new segment's id: time-ordered, never reused (so never an object key reused).
+fn new_segment_id() -> String {
+    uuid::Uuid::now_v7().simple().to_string()
+}
+
+fn sorted_ids(ids: &HashMap<String, i64>) -> Vec<i64> {
+    let mut v: Vec<i64> = ids.values().copied().collect();
+    v.sort_unstable();
+    v
+}
+
+/// Catalog ids of the property keys of the events written into one segment.
+#[derive(Clone, Copy)]
+struct PropertyIds<'a> {
+    event: &'a HashMap<String, i64>,
+    user: &'a HashMap<String, i64>,
+    group: &'a HashMap<String, i64>,
+}
+
+/// Catalog counts contributed by `events`.
+fn catalog_delta(
+    events: &[Arc<Event>],
+    type_ids: &HashMap<String, i64>,
+    ids: PropertyIds,
+) -> CatalogDelta {
+    let (eprop_ids, uprop_ids) = (ids.event, ids.user);
+    let mut counts: BTreeMap<(CatalogKind, i64), (i64, i64, i64)> = BTreeMap::new();
+    let mut pairs: BTreeMap<(i64, i64), i64> = BTreeMap::new();
+    let mut bump = |kind, id: i64, t: i64| {
+        let c = counts.entry((kind, id)).or_insert((0, t, t));
+        c.0 += 1;
+        c.1 = c.1.min(t);
+        c.2 = c.2.max(t);
+    };
+    for e in events {
+        let t = e.server_upload_time;
+        let type_id = type_ids[&e.event_type];
+        bump(CatalogKind::Event, type_id, t);
+        for (k, _) in &e.event_properties {
+            bump(CatalogKind::EventProperty, eprop_ids[k], t);
+            *pairs.entry((type_id, eprop_ids[k])).or_default() += 1;
+        }
+        for (k, _) in e.user_properties.iter() {
+            bump(CatalogKind::UserProperty, uprop_ids[k], t);
+        }
+        for (k, _) in &e.group_properties {
+            bump(CatalogKind::GroupProperty, ids.group[k], t);
+        }
+    }
+    CatalogDelta {
+        counts: counts
+            .into_iter()
+            .map(|((kind, id), (count, first, last))| CountDelta {
+                kind,
+                id,
+                count,
+                seen: Some((first, last)),
+            })
+            .collect(),
+        pairs: pairs.into_iter().map(|((t, p), c)| (t, p, c)).collect(),
+    }
+}
