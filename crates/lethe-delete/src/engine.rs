@@ -6,13 +6,14 @@ use std::time::Instant;
 
 use arrow_array::RecordBatch;
 use lethe_event::{Day, Event};
-use lethe_meta::{CatalogDelta, CatalogKind, CountDelta, MetaStore, TaskRow};
+use lethe_meta::{CatalogDelta, CatalogKind, CountDelta, MetaStore};
 use lethe_store::{
     events_to_batch, failpoint, parallel_map, Output, PropertyKind, Segment, Store, StoreError,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::matcher::{Applied, Counts, Matcher, PropertyIds, Sample};
+use crate::queue::QueuedTask;
 use crate::spec::{Clause, TaskSpec};
 use crate::DeleteError;
 
@@ -292,19 +293,19 @@ fn memtable_batch(
 }
 
 /// Carries out a task to the end, resuming from its committed progress.
-pub fn execute(store: &Store, meta: &MetaStore, task: &TaskRow) -> Result<TaskResult, DeleteError> {
-    let spec: TaskSpec = serde_json::from_str(&task.spec)?;
-    let submitted: Preview = serde_json::from_str(&task.preview)?;
-    let mut progress: Progress = match &task.progress {
-        Some(p) => serde_json::from_str(p)?,
-        None => Progress {
-            clauses: vec![Counts::default(); spec.clauses.len()],
-            ..Default::default()
-        },
-    };
+pub fn execute(
+    store: &Store,
+    meta: &MetaStore,
+    queued: &QueuedTask,
+) -> Result<TaskResult, DeleteError> {
+    let (task, spec, submitted) = (&queued.row, &queued.spec, &queued.preview);
+    let mut progress = queued.progress.clone().unwrap_or_else(|| Progress {
+        clauses: vec![Counts::default(); spec.clauses.len()],
+        ..Default::default()
+    });
     let mut timings = Timings::default();
     let started = Instant::now();
-    let erased_users = erased_users(&spec);
+    let erased_users = erased_users(spec);
     if !erased_users.is_empty() {
         // First, so that their later events get new ids; then the flush moves every event
         // resolved before into segments, where the rewrite finds it.
@@ -313,7 +314,7 @@ pub fn execute(store: &Store, meta: &MetaStore, task: &TaskRow) -> Result<TaskRe
     store.flush()?;
     timings.flush_ms = ms(started);
     let ids = Ids::load(meta, task.project_id)?;
-    let matcher = ids.matcher(&spec);
+    let matcher = ids.matcher(spec);
     let days: BTreeSet<String> = store
         .snapshot(task.project_id, Some((spec.start_ms(), spec.end_ms())))
         .segments
@@ -346,7 +347,7 @@ pub fn execute(store: &Store, meta: &MetaStore, task: &TaskRow) -> Result<TaskRe
         failpoint("delete:after_partition");
     }
     let finishing = Instant::now();
-    let profiles_changed = unset_profile_keys(store, task.project_id, &spec)?;
+    let profiles_changed = unset_profile_keys(store, task.project_id, spec)?;
     meta.checkpoint_truncate()?;
     timings.finish_ms = ms(finishing);
     failpoint("delete:before_complete");

@@ -2,7 +2,7 @@
 //! how it is previewed and carried out ([`engine`]), and how User Privacy API jobs become
 //! tasks ([`privacy`]).
 //!
-//! Execution, per task: flush (so the WAL holds nothing of the range), plan the partitions
+//! The [`worker`] takes tasks from the durable queue one at a time. Execution, per task: flush (so the WAL holds nothing of the range), plan the partitions
 //! whose segments can hold a target (manifest records only), then per partition rewrite the
 //! segments that do hold one and swap them in one manifest commit that also advances the
 //! task's progress; wait until the old files are unlinked; unset profile keys if asked;
@@ -11,12 +11,16 @@
 pub mod engine;
 pub mod matcher;
 pub mod privacy;
+pub mod queue;
 pub mod spec;
+pub mod worker;
 
 pub use engine::{execute, preview, Preview, Progress, RewriteStats, TaskResult, Timings};
 pub use matcher::{Counts, Sample};
 pub use privacy::queue_due_erasures;
+pub use queue::{submit, tasks, QueuedTask};
 pub use spec::{check_names, parse_spec, Clause, KnownNames, SpecError, TaskSpec, MAX_CLAUSES};
+pub use worker::{QueueSignal, Worker};
 
 /// Errors of the deletion engine.
 #[derive(Debug, thiserror::Error)]
@@ -27,8 +31,15 @@ pub enum DeleteError {
     Meta(#[from] lethe_meta::MetaError),
     #[error("arrow: {0}")]
     Arrow(#[from] arrow_schema::ArrowError),
-    #[error("stored task is unreadable: {0}")]
-    Task(#[from] serde_json::Error),
+    #[error("task encoding: {0}")]
+    Encoding(#[from] serde_json::Error),
+    /// A stored task's field does not decode: the task is named, its contents never.
+    #[error("stored task {task} is damaged: its {field} does not decode ({why})")]
+    CorruptTask {
+        task: i64,
+        field: &'static str,
+        why: String,
+    },
 }
 
 impl DeleteError {
@@ -38,6 +49,7 @@ impl DeleteError {
         matches!(
             self,
             DeleteError::Store(lethe_store::StoreError::Corrupt { .. })
+                | DeleteError::CorruptTask { .. }
         )
     }
 }

@@ -38,8 +38,8 @@ pub fn queue_due_erasures(store: &Store, meta: &MetaStore, now: i64) -> Result<u
         meta.queue_erasure(
             job.id,
             &spec.name,
-            &serde_json::to_string(&spec)?,
-            &serde_json::to_string(&preview.without_samples())?,
+            &serde_json::to_value(&spec)?,
+            &serde_json::to_value(preview.without_samples())?,
         )?;
     }
     Ok(jobs.len())

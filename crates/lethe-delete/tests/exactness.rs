@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use lethe_delete::{execute, preview, Clause, TaskSpec};
+use lethe_delete::{execute, submit, Clause, QueuedTask, TaskSpec};
 use lethe_event::{Event, ParsedEvent, DAY_MS};
 use lethe_meta::{CatalogKind, MetaStore};
 use lethe_store::{DataDir, Store, StoreConfig};
@@ -230,12 +230,9 @@ proptest! {
         };
         let before = all_events(&store, 1);
         let expected = model(&before, &spec);
-        let shown = preview(&store, &meta, 1, &spec).unwrap();
+        let (task, shown) = submit(&store, &meta, 1, &spec, "test").unwrap();
         prop_assert_eq!(shown.totals.events_deleted as usize, before.len() - expected.len());
-
-        let row = meta.submit_task(1, &spec.name, &serde_json::to_string(&spec).unwrap(),
-            &serde_json::to_string(&shown).unwrap(), "test").unwrap();
-        let result = execute(&store, &meta, &row).unwrap();
+        let result = execute(&store, &meta, &task).unwrap();
         prop_assert!(result.matches_preview, "result {:?} preview {:?}", result, shown);
 
         let after = all_events(&store, 1);
@@ -248,7 +245,8 @@ proptest! {
         prop_assert_eq!(catalog_counts(&meta, CatalogKind::GroupProperty),
             model_counts(&expected, |e| e.group_properties.iter().map(|(k, _)| k.clone()).collect()));
         // Running it again (as after a crash) changes nothing.
-        let again = execute(&store, &meta, &meta.task(row.id).unwrap().unwrap()).unwrap();
+        let stored = QueuedTask::decode(meta.task(task.row.id).unwrap().unwrap()).unwrap();
+        let again = execute(&store, &meta, &stored).unwrap();
         prop_assert_eq!(again.totals, result.totals);
         prop_assert_eq!(all_events(&store, 1), expected);
         store.shutdown().unwrap();

@@ -268,7 +268,7 @@ impl MetaStore {
                 user_from_row,
             )?;
             let detail = serde_json::json!({ "user_id": id, "email": user.email, "role": user.role });
-            crate::tasks::audit_in(&c, actor, "user.created", None, &detail)?;
+            crate::audit::audit_in(&c, actor, "user.created", None, &detail)?;
             c.commit()?;
             Ok(user)
         })
@@ -330,7 +330,7 @@ impl MetaStore {
                 (actor.to_string(), "auth.sign_in_failed", detail)
             }
         };
-        self.with(|c| crate::tasks::audit_in(c, &actor, action, None, &detail))
+        self.with(|c| crate::audit::audit_in(c, &actor, action, None, &detail))
     }
 
     /// Issues a bearer token for a signed-in user; only its SHA-256 is stored.
@@ -411,7 +411,7 @@ impl MetaStore {
             let detail = serde_json::json!({
                 "user_id": id, "email": user.email, "role": user.role, "active": user.active,
             });
-            crate::tasks::audit_in(&tx, actor, "user.updated", None, &detail)?;
+            crate::audit::audit_in(&tx, actor, "user.updated", None, &detail)?;
             tx.commit()?;
             Ok(Some(user))
         })
@@ -457,7 +457,7 @@ impl MetaStore {
                 return Ok(None);
             }
             let detail = serde_json::json!({ "project_id": project_id });
-            crate::tasks::audit_in(&tx, actor, "project.secret_rotated", None, &detail)?;
+            crate::audit::audit_in(&tx, actor, "project.secret_rotated", None, &detail)?;
             tx.commit()?;
             Ok(Some(secret))
         })
@@ -487,7 +487,7 @@ impl MetaStore {
             let detail = serde_json::json!({
                 "project_id": project_id, "user_id": user_id, "role": role,
             });
-            crate::tasks::audit_in(&tx, actor, "project.member_changed", None, &detail)?;
+            crate::audit::audit_in(&tx, actor, "project.member_changed", None, &detail)?;
             tx.commit()?;
             Ok(())
         })
@@ -562,7 +562,7 @@ impl MetaStore {
             if changed == 1 {
                 let detail =
                     serde_json::json!({ "project_id": project_id, "time_zone": time_zone.name() });
-                crate::tasks::audit_in(&tx, actor, "project.time_zone_set", None, &detail)?;
+                crate::audit::audit_in(&tx, actor, "project.time_zone_set", None, &detail)?;
             }
             tx.commit()?;
             Ok(changed == 1)
@@ -607,7 +607,7 @@ fn insert_project(c: &rusqlite::Transaction, name: &str, actor: &str) -> Result<
         time_zone: chrono_tz::Tz::UTC,
     };
     let detail = serde_json::json!({ "project_id": project.id, "name": project.name });
-    crate::tasks::audit_in(c, actor, "project.created", None, &detail)?;
+    crate::audit::audit_in(c, actor, "project.created", None, &detail)?;
     Ok(CreatedProject {
         project,
         secret_key,

@@ -6,6 +6,7 @@
 //! methods of [`MetaStore`], never SQL.
 
 mod access;
+mod audit;
 mod catalog;
 mod db;
 mod identity;
@@ -17,13 +18,14 @@ use std::path::Path;
 use std::sync::Mutex;
 
 pub use access::{CreatedProject, NewProject, Project, ProjectRole, Role, User, TOKEN_TTL_MS};
+pub use audit::AuditRecord;
 pub use catalog::{CatalogDelta, CatalogEntry, CatalogKind, CountDelta};
 pub use identity::{GroupRecord, IdKind, IdentityRecord, ProfileRecord};
 pub use manifest::{Commit, SegmentRecord};
 pub use privacy::{
     user_id_digest, ErasureJob, ErasureRequest, JobStatus, Suppression, Unscheduled,
 };
-pub use tasks::{AuditRecord, TaskRow, TaskStatus};
+pub use tasks::{TaskRow, TaskStatus};
 
 /// Errors at the metadata boundary.
 #[derive(Debug, thiserror::Error)]

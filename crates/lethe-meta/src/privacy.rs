@@ -6,8 +6,9 @@ use rusqlite::{params, OptionalExtension, Transaction};
 use serde::Serialize;
 use serde_json::json;
 
+use crate::audit::audit_in;
 use crate::db::all_rows;
-use crate::tasks::{audit_in, insert_task};
+use crate::tasks::{insert_task, set_status_in, TaskStatus};
 use crate::{now_ms, MetaStore, Result, TaskRow};
 
 /// One erasure request inside a job.
@@ -153,8 +154,30 @@ fn job_ids(c: &rusqlite::Connection, sql: &str, args: impl rusqlite::Params) -> 
     all_rows(c, sql, args, |r| r.get(0))
 }
 
+impl MetaStore {
+    /// Marks a task completed with its final counts and, in the same transaction, the
+    /// privacy job it carried out (if any) done. (Here, not among the tasks, because jobs
+    /// depend on tasks and not the reverse.)
+    pub fn complete_task(&self, id: i64, result: &serde_json::Value) -> Result<()> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            set_status_in(
+                &tx,
+                id,
+                TaskStatus::Completed,
+                "task.completed",
+                Some(result),
+                None,
+            )?;
+            finish_job(&tx, id, now_ms())?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+}
+
 /// Marks the job of a completed task done.
-pub(crate) fn finish_job(tx: &Transaction, task_id: i64, now: i64) -> Result<()> {
+fn finish_job(tx: &Transaction, task_id: i64, now: i64) -> Result<()> {
     let job: Option<i64> = tx
         .query_row(
             "UPDATE privacy_jobs SET status='done', done_at=?2
@@ -343,8 +366,8 @@ impl MetaStore {
         &self,
         job_id: i64,
         name: &str,
-        spec: &str,
-        preview: &str,
+        spec: &serde_json::Value,
+        preview: &serde_json::Value,
     ) -> Result<TaskRow> {
         self.with(|c| {
             let tx = c.transaction()?;

@@ -3,7 +3,9 @@
 
 use rusqlite::{params, OptionalExtension, Row};
 use serde::Serialize;
+use serde_json::Value;
 
+use crate::audit::audit_in;
 use crate::db::all_rows;
 use crate::{now_ms, MetaStore, Result};
 
@@ -25,17 +27,6 @@ pub struct TaskRow {
     pub finished_at: Option<i64>,
     pub error: Option<String>,
     pub attempts: i64,
-}
-
-/// One line of the audit trail.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct AuditRecord {
-    pub id: i64,
-    pub at: i64,
-    pub actor: String,
-    pub action: String,
-    pub task_id: Option<i64>,
-    pub detail: serde_json::Value,
 }
 
 const TASK_COLS: &str =
@@ -110,40 +101,26 @@ fn task_from_row(r: &Row) -> rusqlite::Result<TaskRow> {
     })
 }
 
-pub(crate) fn audit_in(
-    c: &rusqlite::Connection,
-    actor: &str,
-    action: &str,
-    task_id: Option<i64>,
-    detail: &serde_json::Value,
-) -> Result<()> {
-    c.execute(
-        "INSERT INTO audit (at, actor, action, task_id, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![now_ms(), actor, action, task_id, detail.to_string()],
-    )?;
-    Ok(())
-}
-
 /// Inserts a queued task and its audit line inside `tx`.
 pub(crate) fn insert_task(
     tx: &rusqlite::Transaction,
     project_id: i64,
     name: &str,
-    spec: &str,
-    preview: &str,
+    spec: &Value,
+    preview: &Value,
     created_by: &str,
 ) -> Result<TaskRow> {
     tx.execute(
         "INSERT INTO deletion_tasks (project_id, name, spec, status, preview, created_by, created_at)
          VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6)",
-        params![project_id, name, spec, preview, created_by, now_ms()],
+        params![project_id, name, spec.to_string(), preview.to_string(), created_by, now_ms()],
     )?;
     let id = tx.last_insert_rowid();
     let detail = serde_json::json!({
         "project_id": project_id,
         "name": name,
-        "spec": serde_json::from_str::<serde_json::Value>(spec).unwrap_or_default(),
-        "preview": serde_json::from_str::<serde_json::Value>(preview).unwrap_or_default(),
+        "spec": spec,
+        "preview": preview,
     });
     audit_in(tx, created_by, "task.submitted", Some(id), &detail)?;
     Ok(tx.query_row(
@@ -153,14 +130,50 @@ pub(crate) fn insert_task(
     )?)
 }
 
+/// Moves a task to `status` inside `tx`, audited as `action` with its result or error.
+pub(crate) fn set_status_in(
+    tx: &rusqlite::Transaction,
+    id: i64,
+    status: TaskStatus,
+    action: &str,
+    result: Option<&Value>,
+    error: Option<&str>,
+) -> Result<()> {
+    let now = now_ms();
+    let finished = (!status.is_pending()).then_some(now);
+    tx.execute(
+        "UPDATE deletion_tasks SET status=?2,
+            started_at = CASE WHEN ?2 = 'running' THEN COALESCE(started_at, ?3) ELSE started_at END,
+            attempts = attempts + (?2 = 'running'),
+            finished_at=?4, result=COALESCE(?5, result), error=?6
+         WHERE id=?1",
+        params![
+            id,
+            status.as_str(),
+            now,
+            finished,
+            result.map(Value::to_string),
+            error
+        ],
+    )?;
+    let mut detail = serde_json::json!({ "status": status });
+    if let Some(r) = result {
+        detail["result"] = r.clone();
+    }
+    if let Some(e) = error {
+        detail["error"] = serde_json::json!(e);
+    }
+    audit_in(tx, "system", action, Some(id), &detail)
+}
+
 impl MetaStore {
     /// Queues a task and audits its submission, atomically.
     pub fn submit_task(
         &self,
         project_id: i64,
         name: &str,
-        spec: &str,
-        preview: &str,
+        spec: &Value,
+        preview: &Value,
         created_by: &str,
     ) -> Result<TaskRow> {
         self.with(|c| {
@@ -212,23 +225,12 @@ impl MetaStore {
 
     /// Marks a task running (again, after a restart or a retry).
     pub fn start_task(&self, id: i64) -> Result<()> {
-        self.set_status(id, TaskStatus::Running, "task.started", None, None)
-    }
-
-    /// Marks a task completed with its final counts.
-    pub fn complete_task(&self, id: i64, result: &str) -> Result<()> {
-        self.set_status(
-            id,
-            TaskStatus::Completed,
-            "task.completed",
-            Some(result),
-            None,
-        )
+        self.set_status(id, TaskStatus::Running, "task.started", None)
     }
 
     /// Marks a task failed with a reason (no values in it).
     pub fn fail_task(&self, id: i64, error: &str) -> Result<()> {
-        self.set_status(id, TaskStatus::Failed, "task.failed", None, Some(error))
+        self.set_status(id, TaskStatus::Failed, "task.failed", Some(error))
     }
 
     /// Puts a failed task back in the queue; `false` if it was not failed.
@@ -253,60 +255,13 @@ impl MetaStore {
         id: i64,
         status: TaskStatus,
         action: &str,
-        result: Option<&str>,
         error: Option<&str>,
     ) -> Result<()> {
-        let now = now_ms();
-        let finished = (!status.is_pending()).then_some(now);
         self.with(|c| {
             let tx = c.transaction()?;
-            tx.execute(
-                "UPDATE deletion_tasks SET status=?2,
-                    started_at = CASE WHEN ?2 = 'running' THEN COALESCE(started_at, ?3) ELSE started_at END,
-                    attempts = attempts + (?2 = 'running'),
-                    finished_at=?4, result=COALESCE(?5, result), error=?6
-                 WHERE id=?1",
-                params![id, status.as_str(), now, finished, result, error],
-            )?;
-            let mut detail = serde_json::json!({ "status": status });
-            if let Some(r) = result {
-                detail["result"] = serde_json::from_str(r).unwrap_or_default();
-            }
-            if let Some(e) = error {
-                detail["error"] = serde_json::json!(e);
-            }
-            audit_in(&tx, "system", action, Some(id), &detail)?;
-            if status == TaskStatus::Completed {
-                crate::privacy::finish_job(&tx, id, now)?;
-            }
+            set_status_in(&tx, id, status, action, None, error)?;
             tx.commit()?;
             Ok(())
-        })
-    }
-
-    /// Appends one entry to the audit trail (ids, names and counts; never event values).
-    pub fn audit(&self, actor: &str, action: &str, detail: &serde_json::Value) -> Result<()> {
-        self.with(|c| audit_in(c, actor, action, None, detail))
-    }
-
-    /// The audit trail, oldest first.
-    pub fn audit_log(&self) -> Result<Vec<AuditRecord>> {
-        self.with(|c| {
-            all_rows(
-                c,
-                "SELECT id, at, actor, action, task_id, detail FROM audit ORDER BY id",
-                [],
-                |r| {
-                    Ok(AuditRecord {
-                        id: r.get(0)?,
-                        at: r.get(1)?,
-                        actor: r.get(2)?,
-                        action: r.get(3)?,
-                        task_id: r.get(4)?,
-                        detail: serde_json::from_str(&r.get::<_, String>(5)?).unwrap_or_default(),
-                    })
-                },
-            )
         })
     }
 }

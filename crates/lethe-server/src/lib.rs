@@ -19,7 +19,6 @@ mod startup;
 mod tasks;
 mod taxonomy;
 mod throttle;
-mod worker;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -68,7 +67,7 @@ pub enum CorsOrigins {
 pub struct App {
     pub meta: Arc<MetaStore>,
     pub store: Store,
-    queue: worker::QueueSignal,
+    queue: lethe_delete::QueueSignal,
     privacy_grace: std::time::Duration,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
     throttle: Arc<throttle::Throttle>,

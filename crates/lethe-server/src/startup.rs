@@ -13,8 +13,8 @@ use lethe_store::{DataDir, Store};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::rates::EventRates;
-use crate::worker::{QueueSignal, Worker};
 use crate::{router, App, ServerConfig};
+use lethe_delete::{QueueSignal, Worker};
 
 /// Why a server could not start.
 #[derive(Debug, thiserror::Error)]

@@ -7,7 +7,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use lethe_delete::{check_names, parse_spec, KnownNames, Preview, Progress, SpecError, TaskSpec};
+use lethe_delete::{
+    check_names, parse_spec, DeleteError, KnownNames, Preview, QueuedTask, SpecError, TaskSpec,
+};
 use lethe_meta::{CatalogKind, TaskRow, TaskStatus};
 use serde_json::{json, Value};
 
@@ -59,14 +61,31 @@ fn validated_spec(app: &App, project_id: i64, body: &Value) -> Result<TaskSpec, 
 }
 
 fn run_preview(app: &App, project_id: i64, spec: &TaskSpec) -> Result<Preview, ApiError> {
-    lethe_delete::preview(&app.store, &app.meta, project_id, spec).map_err(|e| {
-        tracing::error!(error = %e, project_id, "preview failed");
-        match e.is_permanent() {
-            // A quarantined segment: the answer names it.
-            true => ApiError::internal(&e.to_string()),
-            false => ApiError::internal("the preview could not read the store"),
-        }
-    })
+    lethe_delete::preview(&app.store, &app.meta, project_id, spec)
+        .map_err(|e| engine_error(e, "the preview could not read the store"))
+}
+
+/// A failure of the deletion engine as an answer: a quarantined segment or a damaged stored
+/// task is named (never its contents); anything else is logged and summarised as `doing`.
+fn engine_error(e: DeleteError, doing: &str) -> ApiError {
+    tracing::error!(error = %e, "{doing}");
+    match e.is_permanent() {
+        true => ApiError::internal(&e.to_string()),
+        false => ApiError::internal(doing),
+    }
+}
+
+/// Every stored task, decoded, newest first.
+fn all_tasks(app: &App) -> Result<Vec<QueuedTask>, ApiError> {
+    lethe_delete::tasks(&app.meta).map_err(|e| engine_error(e, "the task list could not be read"))
+}
+
+/// The API object of task `id` among `all`.
+fn render_one(all: &[QueuedTask], id: i64) -> Result<Value, ApiError> {
+    all.iter()
+        .find(|t| t.row.id == id)
+        .map(|t| render(all, t))
+        .ok_or_else(|| ApiError::not_found("deletion task"))
 }
 
 async fn preview(
@@ -99,34 +118,27 @@ async fn submit(
     }
     blocking(move || {
         let spec = validated_spec(&app, project_id, &Value::Object(body))?;
-        let shown = run_preview(&app, project_id, &spec)?;
-        let row = app.meta.submit_task(
-            project_id,
-            &spec.name,
-            &to_text(&spec),
-            &to_text(&shown.without_samples()),
-            &user.email,
-        )?;
-        tracing::info!(task_id = row.id, project_id, "deletion task submitted");
+        let (task, _) = lethe_delete::submit(&app.store, &app.meta, project_id, &spec, &user.email)
+            .map_err(|e| engine_error(e, "the task could not be submitted"))?;
+        tracing::info!(task_id = task.row.id, project_id, "deletion task submitted");
         app.queue.notify();
-        Ok((StatusCode::ACCEPTED, Json(render(&app.meta.tasks()?, &row))))
+        Ok((
+            StatusCode::ACCEPTED,
+            Json(render_one(&all_tasks(&app)?, task.row.id)?),
+        ))
     })
     .await
-}
-
-fn to_text<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_string(value).unwrap_or_default()
 }
 
 /// Every task of the projects the caller may see, newest first.
 async fn list(State(app): State<App>, session: Session) -> Result<Json<Value>, ApiError> {
     let visible = session.visible_projects(&app).await?;
     blocking(move || {
-        let rows = app.meta.tasks()?;
-        let tasks: Vec<Value> = rows
+        let all = all_tasks(&app)?;
+        let tasks: Vec<Value> = all
             .iter()
-            .filter(|t| sees(&visible, t.project_id))
-            .map(|t| render(&rows, t))
+            .filter(|t| sees(&visible, t.row.project_id))
+            .map(|t| render(&all, t))
             .collect();
         Ok(Json(json!(tasks)))
     })
@@ -160,7 +172,7 @@ async fn one(
     Path(id): Path<i64>,
 ) -> Result<Json<Value>, ApiError> {
     let task = find_visible(&app, &session, id).await?;
-    blocking(move || Ok(Json(render(&app.meta.tasks()?, &task)))).await
+    blocking(move || Ok(Json(render_one(&all_tasks(&app)?, task.id)?))).await
 }
 
 async fn cancel(
@@ -195,7 +207,7 @@ async fn retry(
         app.queue.notify();
         Ok((
             StatusCode::ACCEPTED,
-            Json(render(&app.meta.tasks()?, &find(&app, id)?)),
+            Json(render_one(&all_tasks(&app)?, id)?),
         ))
     })
     .await
@@ -212,19 +224,14 @@ fn rfc3339(ms: Option<i64>) -> Value {
         .unwrap_or(Value::Null)
 }
 
-fn parse<T: serde::de::DeserializeOwned + Default>(text: Option<&str>) -> T {
-    text.and_then(|t| serde_json::from_str(t).ok())
-        .unwrap_or_default()
-}
-
 /// Measured rewrite speed of finished tasks (bytes per second).
-fn rewrite_rate(tasks: &[TaskRow]) -> f64 {
+fn rewrite_rate(tasks: &[QueuedTask]) -> f64 {
     let (bytes, secs) = tasks
         .iter()
-        .filter(|t| t.status == TaskStatus::Completed)
+        .filter(|t| t.row.status == TaskStatus::Completed)
         .filter_map(|t| {
-            let progress: Progress = parse(t.progress.as_deref());
-            let secs = (t.finished_at? - t.started_at?) as f64 / 1000.0;
+            let progress = t.progress.as_ref()?;
+            let secs = (t.row.finished_at? - t.row.started_at?) as f64 / 1000.0;
             Some((progress.bytes_rewritten as f64, secs))
         })
         .fold((0.0, 0.0), |(b, s), (bb, ss)| (b + bb, s + ss));
@@ -237,32 +244,24 @@ fn rewrite_rate(tasks: &[TaskRow]) -> f64 {
 
 /// The task object of the API: stored fields plus queue position and estimates, which
 /// `all` (every task) provides.
-fn render(all: &[TaskRow], t: &TaskRow) -> Value {
-    let spec: Value = parse(Some(&t.spec));
-    let shown: Preview = parse(Some(&t.preview));
-    let progress: Option<Progress> = t
-        .progress
-        .as_deref()
-        .and_then(|p| serde_json::from_str(p).ok());
+fn render(all: &[QueuedTask], task: &QueuedTask) -> Value {
+    let t = &task.row;
     let now = lethe_meta::now_ms();
     let (mut queue_position, mut estimated_start, mut progress_json) =
         (Value::Null, Value::Null, Value::Null);
     if t.status.is_pending() {
         let rate = rewrite_rate(all);
-        let ahead: Vec<&TaskRow> = all
+        let ahead: Vec<&QueuedTask> = all
             .iter()
-            .filter(|o| o.id < t.id && o.status.is_pending())
+            .filter(|o| o.row.id < t.id && o.row.status.is_pending())
             .collect();
         if t.status == TaskStatus::Queued {
-            let bytes: u64 = ahead
-                .iter()
-                .map(|o| parse::<Preview>(Some(&o.preview)).rewrite.bytes)
-                .sum();
+            let bytes: u64 = ahead.iter().map(|o| o.preview.rewrite.bytes).sum();
             queue_position = json!(ahead.len());
             estimated_start = rfc3339(Some(now + (bytes as f64 / rate * 1000.0) as i64));
         }
     }
-    if let Some(p) = &progress {
+    if let Some(p) = &task.progress {
         let done = p.partitions_done.len() as u64;
         let finish = match (t.status, t.started_at) {
             (TaskStatus::Running, Some(started)) if done > 0 && p.partitions_total > 0 => {
@@ -281,13 +280,13 @@ fn render(all: &[TaskRow], t: &TaskRow) -> Value {
         "id": t.id,
         "name": t.name,
         "project_id": t.project_id,
-        "spec": spec,
+        "spec": task.spec,
         "status": t.status,
         "queue_position": queue_position,
         "estimated_start": estimated_start,
         "progress": progress_json,
-        "preview": shown,
-        "result": parse::<Option<Value>>(t.result.as_deref()),
+        "preview": task.preview,
+        "result": task.result,
         "created_by": t.created_by,
         "created_at": rfc3339(Some(t.created_at)),
         "started_at": rfc3339(t.started_at),

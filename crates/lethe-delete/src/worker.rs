@@ -1,4 +1,4 @@
-//! The deletion worker inside `lethe serve`: queues the User Privacy API jobs that are due,
+//! The deletion worker (one thread of `lethe serve`): queues the User Privacy API jobs that are due,
 //! takes tasks from the durable queue one at a time, in order (an interrupted task first),
 //! retries transient failures with backoff, and records every status change.
 
@@ -9,6 +9,11 @@ use std::time::Duration;
 
 use lethe_meta::{MetaStore, TaskRow};
 use lethe_store::Store;
+
+use crate::engine::execute;
+use crate::privacy::queue_due_erasures;
+use crate::queue::QueuedTask;
+use crate::DeleteError;
 
 /// Attempts before a task is marked failed (an admin can retry it).
 const ATTEMPTS: u32 = 3;
@@ -44,6 +49,7 @@ pub struct Worker {
 }
 
 impl Worker {
+    /// Starts the worker thread.
     pub fn start(
         meta: Arc<MetaStore>,
         store: Store,
@@ -73,7 +79,7 @@ impl Worker {
 
 fn run(meta: &MetaStore, store: &Store, stop: &AtomicBool, signal: &QueueSignal) {
     while !stop.load(Ordering::Acquire) {
-        if let Err(e) = lethe_delete::queue_due_erasures(store, meta, lethe_meta::now_ms()) {
+        if let Err(e) = queue_due_erasures(store, meta, lethe_meta::now_ms()) {
             tracing::error!(error = %e, "cannot queue due privacy jobs");
         }
         match meta.next_task() {
@@ -98,14 +104,27 @@ fn work_on(meta: &MetaStore, store: &Store, task: TaskRow, stop: &AtomicBool) {
             tracing::error!(error = %e, task_id = id, "cannot mark the task running");
             return;
         }
-        let current = match meta.task(id) {
+        let current = match meta
+            .task(id)
+            .map_err(DeleteError::from)
+            .and_then(|t| t.map(QueuedTask::decode).transpose())
+        {
             Ok(Some(t)) => t,
-            _ => return,
+            Ok(None) => return,
+            Err(e) => {
+                // A damaged stored task cannot be carried out: fail it, naming the cause.
+                tracing::error!(error = %e, task_id = id, "deletion task cannot be read");
+                let _ = meta.fail_task(id, &e.to_string());
+                return;
+            }
         };
         tracing::info!(task_id = id, attempt, "deletion task running");
-        match lethe_delete::execute(store, meta, &current) {
-            Ok(result) => {
-                let text = serde_json::to_string(&result).unwrap_or_default();
+        let outcome = execute(store, meta, &current).and_then(|result| {
+            let text = serde_json::to_value(&result)?;
+            Ok((result, text))
+        });
+        match outcome {
+            Ok((result, text)) => {
                 if let Err(e) = meta.complete_task(id, &text) {
                     tracing::error!(error = %e, task_id = id, "cannot record completion");
                 }
