@@ -3,15 +3,14 @@
 //! every event, the profile and the id mappings of each user. Also the suppression list (a
 //! lethe extension) under the management API.
 
-use std::collections::BTreeSet;
-
 use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use chrono::NaiveDate;
-use lethe_meta::{user_id_digest, ErasureJob, Project, Unscheduled};
+use lethe_delete::privacy::{schedule_erasure, Erasure, ScheduleError};
+use lethe_meta::{ErasureJob, Project, Unscheduled};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -146,18 +145,13 @@ impl Fields {
     }
 }
 
-/// What one request asks.
-struct Erasure {
-    amplitude_ids: Vec<i64>,
-    user_ids: Vec<String>,
-    requester: String,
-    ignore_invalid: bool,
+/// A request's body: the erasure, and whether it spans the organization.
+struct ErasureBody {
+    erasure: Erasure,
     delete_from_org: bool,
-    include_mapped: bool,
-    suppress: bool,
 }
 
-impl Erasure {
+impl ErasureBody {
     fn parse(f: &Fields) -> Result<Self, ApiError> {
         let (amplitude_ids, user_ids) = (f.amplitude_ids()?, f.user_ids()?);
         match amplitude_ids.len() + user_ids.len() {
@@ -177,63 +171,17 @@ impl Erasure {
         }
         let delete_from_org = f.flag(&["delete_from_org"])?;
         Ok(Self {
-            amplitude_ids,
-            user_ids,
-            requester: f.requester()?,
-            ignore_invalid: f.flag(&["ignore_invalid_id", "ignore_invalid_ids"])?
-                || delete_from_org,
+            erasure: Erasure {
+                amplitude_ids,
+                user_ids,
+                requester: f.requester()?,
+                ignore_invalid: f.flag(&["ignore_invalid_id", "ignore_invalid_ids"])?
+                    || delete_from_org,
+                include_mapped: f.flag(&["include_mapped_user_ids"])?,
+                suppress: f.flag(&["suppress"])?,
+            },
             delete_from_org,
-            include_mapped: f.flag(&["include_mapped_user_ids"])?,
-            suppress: f.flag(&["suppress"])?,
         })
-    }
-}
-
-/// One project's share of a request: the users it knows, and the ids it does not.
-struct Share {
-    project: Project,
-    amplitude_ids: Vec<i64>,
-    user_ids: Vec<String>,
-    invalid: BTreeSet<String>,
-}
-
-fn share(app: &App, project: Project, e: &Erasure) -> Share {
-    let known = app
-        .store
-        .known_users(project.id, &e.amplitude_ids, &e.user_ids);
-    let mut ids: Vec<i64> = e
-        .amplitude_ids
-        .iter()
-        .filter(|a| known.by_amplitude_id.contains_key(a))
-        .copied()
-        .collect();
-    ids.extend(e.user_ids.iter().filter_map(|u| known.by_user_id.get(u)));
-    ids.sort_unstable();
-    ids.dedup();
-    let mut user_ids: Vec<String> = ids
-        .iter()
-        .filter_map(|a| known.by_amplitude_id.get(a).cloned().flatten())
-        .chain(e.user_ids.iter().cloned())
-        .collect();
-    user_ids.sort();
-    user_ids.dedup();
-    let invalid = e
-        .amplitude_ids
-        .iter()
-        .filter(|a| !known.by_amplitude_id.contains_key(a))
-        .map(|a| a.to_string())
-        .chain(
-            e.user_ids
-                .iter()
-                .filter(|u| !known.by_user_id.contains_key(*u))
-                .cloned(),
-        )
-        .collect();
-    Share {
-        project,
-        amplitude_ids: ids,
-        user_ids,
-        invalid,
     }
 }
 
@@ -323,9 +271,12 @@ async fn request(
     requester: Requester,
     fields: Fields,
 ) -> Result<Json<Value>, ApiError> {
-    let erasure = Erasure::parse(&fields)?;
+    let ErasureBody {
+        erasure,
+        delete_from_org,
+    } = ErasureBody::parse(&fields)?;
     let actor = requester.actor();
-    let project = match (requester, erasure.delete_from_org) {
+    let project = match (requester, delete_from_org) {
         (Requester::Project(p), false) => Some(p),
         (Requester::OrgAdmin(_), true) => None,
         (Requester::Project(_), true) => {
@@ -350,69 +301,42 @@ async fn request(
             None => app.meta.list_projects()?,
             Some(project) => vec![project],
         };
-        let shares: Vec<Share> = projects
-            .into_iter()
-            .map(|p| share(&app, p, &erasure))
-            .collect();
-        // An id is invalid when no project in scope knows it.
-        let invalid: BTreeSet<String> = shares
-            .iter()
-            .map(|s| s.invalid.clone())
-            .reduce(|a, b| a.intersection(&b).cloned().collect())
-            .unwrap_or_default();
-        if !invalid.is_empty() && !erasure.ignore_invalid {
-            let mut err = bad(
-                "amplitude_ids",
-                format!(
-                    "{} of the ids are not known in this project; nothing was scheduled (set ignore_invalid_id to skip them)",
-                    invalid.len()
-                ),
-            );
-            err.extra = Some(json!({ "invalid_ids": invalid }));
-            return Err(err);
-        }
-        let now = lethe_meta::now_ms();
-        let run_at = now + app.privacy_grace.as_millis() as i64;
-        let mut jobs = Vec::new();
-        for s in shares.iter().filter(|s| !s.amplitude_ids.is_empty()) {
-            let job = app.meta.request_erasure(
-                s.project.id,
-                &day_text(run_at),
-                run_at,
-                &s.amplitude_ids,
-                &erasure.requester,
-                &actor,
-            )?;
-            if erasure.suppress {
-                let digests: Vec<String> = s.user_ids.iter().map(|u| user_id_digest(u)).collect();
-                app.meta.suppress(s.project.id, &digests, &actor)?;
+        let grace = app.privacy_grace.as_millis() as i64;
+        let schedule = match schedule_erasure(&app.store, &app.meta, projects, &erasure, grace, &actor) {
+            Ok(schedule) => schedule,
+            Err(ScheduleError::UnknownIds(invalid)) => {
+                let message = ScheduleError::UnknownIds(invalid.clone()).to_string();
+                let mut err = bad("amplitude_ids", message);
+                err.extra = Some(json!({ "invalid_ids": invalid }));
+                return Err(err);
             }
-            // The user_ids of the job's ids, looked up (a scan of the identity map) only if asked.
-            let known = match erasure.include_mapped {
-                true => app.store.known_users(s.project.id, &job.amplitude_ids(), &[]),
-                false => Default::default(),
-            };
-            let lookup = |a: i64| known.by_amplitude_id.get(&a).cloned().flatten();
-            let mut out = render_job(&job, erasure.include_mapped.then_some(&lookup as _));
-            if erasure.delete_from_org {
-                out["app"] = json!(s.project.id.to_string());
+            Err(ScheduleError::Delete(e)) => {
+                tracing::error!(error = %e, "cannot schedule an erasure");
+                return Err(ApiError::internal("the erasure could not be scheduled"));
             }
-            jobs.push(out);
-        }
-        if erasure.suppress {
-            app.store.reload_suppressions()?;
-        }
+        };
         // With no grace period the job is due now: the worker need not wait for its next look.
         app.queue.notify();
-        let invalid_ids: Vec<Value> = invalid.into_iter().map(Value::String).collect();
-        if erasure.delete_from_org {
+        let mut jobs: Vec<Value> = schedule
+            .jobs
+            .iter()
+            .map(|s| {
+                let lookup = |a: i64| s.user_ids.get(&a).cloned();
+                let mut out = render_job(&s.job, erasure.include_mapped.then_some(&lookup as _));
+                if delete_from_org {
+                    out["app"] = json!(s.project_id.to_string());
+                }
+                out
+            })
+            .collect();
+        if delete_from_org {
             return Ok(Json(Value::Array(jobs)));
         }
         let mut out = jobs.pop().unwrap_or_else(|| {
-            json!({ "day": day_text(run_at), "status": lethe_meta::JobStatus::Staging, "amplitude_ids": [] })
+            json!({ "day": day_text(schedule.run_at), "status": lethe_meta::JobStatus::Staging, "amplitude_ids": [] })
         });
         if erasure.ignore_invalid {
-            out["invalid_ids"] = Value::Array(invalid_ids);
+            out["invalid_ids"] = json!(schedule.invalid);
         }
         Ok(Json(out))
     })

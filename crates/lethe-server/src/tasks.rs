@@ -15,7 +15,6 @@ use serde_json::{json, Value};
 
 use crate::auth::Session;
 use crate::manage::Body;
-use crate::taxonomy::live_catalog;
 use crate::{blocking, ApiError, App};
 
 /// Assumed rewrite speed for estimates until a task has been measured.
@@ -48,7 +47,7 @@ fn validated_spec(app: &App, project_id: i64, body: &Value) -> Result<TaskSpec, 
         .project(project_id)?
         .ok_or_else(|| ApiError::not_found("project"))?;
     let spec = parse_spec(body, lethe_meta::now_ms()).map_err(spec_error)?;
-    let live = live_catalog(app, project_id)?;
+    let live = app.store.live_catalog(project_id)?;
     let names = |kind| -> BTreeSet<String> { live.entries(kind).map(|(n, _)| n.clone()).collect() };
     let known = KnownNames {
         event_types: names(CatalogKind::Event),

@@ -8,6 +8,7 @@ use axum::extract::{Path, Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use lethe_meta::CatalogKind;
+use lethe_store::Seen;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -20,96 +21,6 @@ pub fn routes() -> Router<App> {
         .route("/api/2/taxonomy/event-property", get(event_properties))
         .route("/api/2/taxonomy/user-property", get(user_properties))
         .route("/api/v1/projects/{id}/catalog", get(catalog))
-}
-
-/// Count and seen-range of one name.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Seen {
-    pub count: i64,
-    pub first: Option<i64>,
-    pub last: Option<i64>,
-}
-
-impl Seen {
-    fn add(&mut self, count: i64, first: Option<i64>, last: Option<i64>) {
-        self.count += count;
-        self.first = [self.first, first].into_iter().flatten().min();
-        self.last = [self.last, last].into_iter().flatten().max();
-    }
-}
-
-/// The catalog as it is now: committed counts plus the events not yet flushed.
-#[derive(Debug, Default)]
-pub struct LiveCatalog {
-    pub kinds: BTreeMap<CatalogKind, BTreeMap<String, Seen>>,
-    /// (event type, event property) → events of that type carrying it.
-    pub pairs: BTreeMap<(String, String), i64>,
-}
-
-impl LiveCatalog {
-    /// Names of one kind that have data, with their counts.
-    pub fn entries(&self, kind: CatalogKind) -> impl Iterator<Item = (&String, &Seen)> {
-        self.kinds
-            .get(&kind)
-            .into_iter()
-            .flatten()
-            .filter(|(_, seen)| seen.count > 0)
-    }
-}
-
-/// Reads the live catalog of a project.
-pub fn live_catalog(app: &App, project_id: i64) -> Result<LiveCatalog, ApiError> {
-    let mut live = LiveCatalog::default();
-    let mut names = BTreeMap::new();
-    for kind in [
-        CatalogKind::Event,
-        CatalogKind::EventProperty,
-        CatalogKind::UserProperty,
-        CatalogKind::GroupProperty,
-    ] {
-        let map = live.kinds.entry(kind).or_default();
-        for e in app.meta.list_catalog(project_id, kind)? {
-            map.entry(e.name.clone())
-                .or_default()
-                .add(e.event_count, e.first_seen, e.last_seen);
-            names.insert((kind, e.id), e.name);
-        }
-    }
-    for (type_id, prop_id, count) in app.meta.event_property_pairs(project_id)? {
-        let t = names.get(&(CatalogKind::Event, type_id));
-        let p = names.get(&(CatalogKind::EventProperty, prop_id));
-        if let (Some(t), Some(p)) = (t, p) {
-            *live.pairs.entry((t.clone(), p.clone())).or_default() += count;
-        }
-    }
-    for e in app.store.snapshot(project_id, None).memtable {
-        let t = Some(e.server_upload_time);
-        let mut bump = |kind, name: &str| {
-            live.kinds
-                .entry(kind)
-                .or_default()
-                .entry(name.to_string())
-                .or_default()
-                .add(1, t, t)
-        };
-        bump(CatalogKind::Event, &e.event_type);
-        for (k, _) in &e.event_properties {
-            bump(CatalogKind::EventProperty, k);
-        }
-        for (k, _) in e.user_properties.iter() {
-            bump(CatalogKind::UserProperty, k);
-        }
-        for (k, _) in &e.group_properties {
-            bump(CatalogKind::GroupProperty, k);
-        }
-        for (k, _) in &e.event_properties {
-            *live
-                .pairs
-                .entry((e.event_type.clone(), k.clone()))
-                .or_default() += 1;
-        }
-    }
-    Ok(live)
 }
 
 fn seen_json(seen: &Seen) -> Value {
@@ -136,7 +47,7 @@ async fn list(
     kind: CatalogKind,
     shape: fn(&str) -> Value,
 ) -> Result<Json<Value>, ApiError> {
-    let live = blocking(move || live_catalog(&app, project_id)).await?;
+    let live = blocking(move || Ok(app.store.live_catalog(project_id)?)).await?;
     Ok(success(
         live.entries(kind)
             .map(|(name, seen)| merge(shape(name), seen_json(seen)))
@@ -177,7 +88,7 @@ async fn event_properties(
             .ok()
             .and_then(|form| form.event_type)
     });
-    let live = blocking(move || live_catalog(&app, p.id)).await?;
+    let live = blocking(move || Ok(app.store.live_catalog(p.id)?)).await?;
     let property = |name: &str, event_type: Option<&str>, seen: Value| {
         merge(
             json!({
@@ -229,7 +140,7 @@ async fn catalog(
         app.meta
             .project(project_id)?
             .ok_or_else(|| ApiError::not_found("project"))?;
-        let live = live_catalog(&app, project_id)?;
+        let live = app.store.live_catalog(project_id)?;
         let entries = |kind| -> Vec<Value> {
             live.entries(kind)
                 .map(|(name, seen)| merge(json!({ "name": name }), seen_json(seen)))

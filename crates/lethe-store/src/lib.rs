@@ -8,6 +8,7 @@
 //! transaction, after which the WAL files it covered are deleted. Compaction merges small
 //! segments of a day the same way.
 
+mod catalog;
 mod compaction;
 mod faults;
 mod fetched;
@@ -28,6 +29,7 @@ mod wal;
 mod wal_writer;
 mod writer;
 
+pub use catalog::{LiveCatalog, Seen};
 pub use compaction::CompactionPolicy;
 pub use faults::failpoint;
 pub use fetched::SegmentBytes;
