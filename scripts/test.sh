@@ -15,7 +15,9 @@ fi
 # Hygiene is checked, not hoped for.
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
-cargo test --workspace --all-targets
+cargo clippy --workspace --all-targets --all-features -- -D warnings
+# The crash and fault tests need the failpoints feature (fault injection in the binary).
+cargo test --workspace --all-targets --all-features
 # The console in headless Chromium, against the binary the tests just built.
 LETHE_BIN="${CARGO_TARGET_DIR:-target}/debug/lethe" node --test --test-concurrency=1 e2e/
 echo "console screenshots: e2e/artifacts/"

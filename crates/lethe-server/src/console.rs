@@ -16,7 +16,20 @@ use crate::auth::session_cookie;
 use crate::App;
 
 const INDEX: &str = include_str!("../console/index.html");
-const APP_JS: &str = include_str!("../console/app.js");
+/// The app's ES modules, served under `/assets/`: `app.js` imports the rest.
+const SCRIPTS: &[(&str, &str)] = &[
+    ("/assets/app.js", include_str!("../console/app.js")),
+    ("/assets/core.js", include_str!("../console/core.js")),
+    ("/assets/format.js", include_str!("../console/format.js")),
+    ("/assets/tasks.js", include_str!("../console/tasks.js")),
+    ("/assets/wizard.js", include_str!("../console/wizard.js")),
+    (
+        "/assets/projects.js",
+        include_str!("../console/projects.js"),
+    ),
+    ("/assets/data.js", include_str!("../console/data.js")),
+    ("/assets/users.js", include_str!("../console/users.js")),
+];
 const APP_CSS: &str = include_str!("../console/app.css");
 const FORBIDDEN: &str = include_str!("../console/forbidden.html");
 
@@ -39,13 +52,12 @@ pub fn routes() -> Router<App> {
     let mut router = Router::new()
         .route("/signin", get(|| async { page(StatusCode::OK, INDEX) }))
         .route(
-            "/assets/app.js",
-            get(|| async { asset("text/javascript", APP_JS) }),
-        )
-        .route(
             "/assets/app.css",
             get(|| async { asset("text/css", APP_CSS) }),
         );
+    for (path, script) in SCRIPTS {
+        router = router.route(path, get(|| async { asset("text/javascript", script) }));
+    }
     for path in PAGES {
         router = router.route(path, get(signed_in));
     }

@@ -4,12 +4,16 @@
 //! - `LETHE_FAULTS=<point>@<from>-<to>,…` makes the `from`-th to `to`-th calls (1-based) of
 //!   an I/O point fail: `wal_write` and `segment_write` with ENOSPC, `wal_fsync` with EIO.
 //!
-//! Both are inert unless set; the checks cost one atomic load on the paths they guard.
+//! Both exist only in builds with the `failpoints` feature (the tests'; `scripts/test.sh`
+//! builds with it): a release build has neither the environment lookups nor the branches.
 
+#[cfg(feature = "failpoints")]
 use std::sync::atomic::{AtomicU64, Ordering};
+#[cfg(feature = "failpoints")]
 use std::sync::OnceLock;
 
 /// Aborts the process if `LETHE_FAILPOINT` names this point.
+#[cfg(feature = "failpoints")]
 pub fn failpoint(name: &str) {
     static POINT: OnceLock<Option<String>> = OnceLock::new();
     if POINT
@@ -22,6 +26,11 @@ pub fn failpoint(name: &str) {
     }
 }
 
+/// Without the `failpoints` feature, a failpoint is nothing.
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub fn failpoint(_name: &str) {}
+
 /// An I/O call that a test can make fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum IoPoint {
@@ -33,6 +42,7 @@ pub(crate) enum IoPoint {
     SegmentWrite,
 }
 
+#[cfg(feature = "failpoints")]
 impl IoPoint {
     const ALL: [IoPoint; 3] = [IoPoint::WalWrite, IoPoint::WalFsync, IoPoint::SegmentWrite];
 
@@ -52,12 +62,14 @@ impl IoPoint {
     }
 }
 
+#[cfg(feature = "failpoints")]
 struct Plan {
     /// Per point: inclusive call-number ranges that fail.
     ranges: Vec<(IoPoint, u64, u64)>,
     calls: [AtomicU64; 3],
 }
 
+#[cfg(feature = "failpoints")]
 fn plan() -> &'static Option<Plan> {
     static PLAN: OnceLock<Option<Plan>> = OnceLock::new();
     PLAN.get_or_init(|| {
@@ -78,7 +90,15 @@ fn plan() -> &'static Option<Plan> {
     })
 }
 
+/// Without the `failpoints` feature, no I/O call is made to fail.
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub(crate) fn inject(_point: IoPoint) -> std::io::Result<()> {
+    Ok(())
+}
+
 /// Counts one call of `point` and fails it if the plan says so.
+#[cfg(feature = "failpoints")]
 pub(crate) fn inject(point: IoPoint) -> std::io::Result<()> {
     let Some(plan) = plan() else {
         return Ok(());

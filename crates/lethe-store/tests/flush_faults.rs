@@ -9,6 +9,10 @@ use lethe_meta::MetaStore;
 use lethe_store::{DataDir, Store, StoreConfig};
 
 #[test]
+#[cfg_attr(
+    not(feature = "failpoints"),
+    ignore = "needs the failpoints feature (scripts/test.sh)"
+)]
 fn failed_flushes_leave_no_wal_files_behind_and_lose_nothing() {
     // The first three segment files cannot be created.
     std::env::set_var("LETHE_FAULTS", "segment_write@1-3");

@@ -111,6 +111,24 @@ fn console_pages_are_embedded_and_admin_pages_refused_to_others() {
         .to_str()
         .unwrap()
         .contains("default-src 'self'"));
+    // Every module the app imports, and every module those import, is served.
+    let mut pending = vec!["app.js".to_string()];
+    let mut served = std::collections::BTreeSet::new();
+    while let Some(module) = pending.pop() {
+        if !served.insert(module.clone()) {
+            continue;
+        }
+        let r = anonymous
+            .get(server.url(&format!("/assets/{module}")))
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{module}");
+        let text = r.text().unwrap();
+        for import in text.split("from './").skip(1) {
+            pending.push(import.split('\'').next().unwrap().to_string());
+        }
+    }
+    assert!(served.len() > 2, "{served:?}");
 
     let token = server.admin_token();
     let (s, _) = server.bearer(

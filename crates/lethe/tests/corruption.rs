@@ -206,6 +206,10 @@ fn damaged_segments_are_quarantined_and_named_and_the_rest_is_served() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "failpoints"),
+    ignore = "needs the failpoints feature (scripts/test.sh)"
+)]
 fn a_task_that_must_rewrite_a_damaged_segment_fails_naming_it() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");

@@ -113,21 +113,37 @@ fn resumes_after_crash_at(failpoint: &str) {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "failpoints"),
+    ignore = "needs the failpoints feature (scripts/test.sh)"
+)]
 fn crash_after_writing_new_segments_before_the_commit() {
     resumes_after_crash_at("rewrite:after_write");
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "failpoints"),
+    ignore = "needs the failpoints feature (scripts/test.sh)"
+)]
 fn crash_after_the_commit_before_cleanup() {
     resumes_after_crash_at("rewrite:after_commit");
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "failpoints"),
+    ignore = "needs the failpoints feature (scripts/test.sh)"
+)]
 fn crash_between_partitions() {
     resumes_after_crash_at("delete:after_partition");
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "failpoints"),
+    ignore = "needs the failpoints feature (scripts/test.sh)"
+)]
 fn crash_after_profiles_and_catalog_before_completion() {
     resumes_after_crash_at("delete:before_complete");
 }

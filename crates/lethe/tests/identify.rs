@@ -344,6 +344,10 @@ fn identify_device_fields_are_accepted_and_not_kept() {
 /// An identification whose WAL write fails is refused with a 503 and leaves nothing behind:
 /// the retry applies it once (an `$add` counts once).
 #[test]
+#[cfg_attr(
+    not(feature = "failpoints"),
+    ignore = "needs the failpoints feature (scripts/test.sh)"
+)]
 fn a_failed_wal_fsync_refuses_an_identification_and_its_retry_applies_once() {
     let tmp = tempfile::tempdir().unwrap();
     let server = Server::start_with_env(

@@ -364,6 +364,10 @@ fn delete_from_org_erases_the_user_in_every_project() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "failpoints"),
+    ignore = "needs the failpoints feature (scripts/test.sh)"
+)]
 fn a_submitted_job_interrupted_by_a_crash_resumes_after_restart() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");

@@ -140,6 +140,10 @@ fn survive(dir: &Path, env: &[(&str, &str)], during: impl Fn(&Server, usize)) {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "failpoints"),
+    ignore = "needs the failpoints feature (scripts/test.sh)"
+)]
 fn injected_write_errors_refuse_batches_and_lose_nothing_acknowledged() {
     let tmp = tempfile::tempdir().unwrap();
     survive(
@@ -150,6 +154,10 @@ fn injected_write_errors_refuse_batches_and_lose_nothing_acknowledged() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "failpoints"),
+    ignore = "needs the failpoints feature (scripts/test.sh)"
+)]
 fn injected_fsync_errors_refuse_batches_and_lose_nothing_acknowledged() {
     let tmp = tempfile::tempdir().unwrap();
     // The 3rd failure is the repair's own fsync: the file stays broken until a later batch.

@@ -1,0 +1,130 @@
+// Projects: keys, time zones, access, and suppressed end users.
+
+import { api, fieldError, h, rerender, setMain, showError, state } from './core.js';
+import { utc } from './format.js';
+
+export async function projectsPage() {
+  const admin = state.user.role === 'admin';
+  const table = h('div', { class: 'table-wrap' }, h('table', { 'aria-label': 'Projects' },
+    h('thead', {}, h('tr', {}, ['Name', 'Id', 'API key', 'Chart time zone', admin && 'Secret key', 'Created'].filter(Boolean).map((c) => h('th', { scope: 'col' }, c)))),
+    h('tbody', {}, state.projects.map((p) => {
+      const secret = h('td', {});
+      if (admin) secret.append(rotateButton(p, secret));
+      return h('tr', {}, h('td', {}, p.name), h('td', {}, String(p.id)), h('td', {}, h('code', {}, p.api_key)),
+        h('td', {}, admin ? timeZoneForm(p) : p.time_zone), admin && secret, h('td', {}, utc(p.created_at)));
+    }))));
+  const parts = [h('h1', {}, 'Projects'), table];
+  if (admin) parts.push(await projectAccess());
+  if (admin) parts.push(await suppressions());
+  if (admin) {
+    const err = h('p', { class: 'error', role: 'alert' });
+    const created = h('div', { 'aria-live': 'polite' });
+    const form = h('form', { class: 'card', novalidate: true },
+      h('h2', {}, 'Create a project'),
+      h('div', { class: 'row' }, h('div', {}, h('label', { for: 'project-name' }, 'Project name'),
+        h('input', { id: 'project-name', type: 'text', maxlength: 200, 'data-field': 'name', 'data-error-id': 'project-name-error' }),
+        fieldError('project-name'))),
+      err, h('div', { class: 'actions' }, h('button', { type: 'submit', class: 'primary' }, 'Create project')), created);
+    form.addEventListener('submit', async (e) => {
+      e.preventDefault();
+      const r = await api('POST', '/api/v1/projects', { name: form.querySelector('#project-name').value });
+      if (r.status !== 201) return showError(form, r.data, err);
+      await rerender();
+      document.getElementById('main').append(h('div', { class: 'notice', role: 'status' },
+        `Created ${r.data.name}. API key `, h('code', {}, r.data.api_key), ', secret key ', h('code', {}, r.data.secret_key)));
+    });
+    parts.push(form);
+  }
+  const zones = typeof Intl.supportedValuesOf === 'function' ? Intl.supportedValuesOf('timeZone') : [];
+  parts.push(h('datalist', { id: 'time-zones' }, ['UTC', ...zones].map((z) => h('option', { value: z }))));
+  setMain('Projects', ...parts);
+}
+
+/** The time zone a project's segmentation counts days in (event time, as in Amplitude).
+ *  Deletion tasks and the volume chart keep using server upload time in UTC. */
+function timeZoneForm(p) {
+  const id = `tz-${p.id}`;
+  const input = h('input', { id, type: 'text', value: p.time_zone, list: 'time-zones', size: 18, 'aria-label': `Chart time zone of ${p.name}` });
+  const status = h('span', { class: 'hint', role: 'status' });
+  const form = h('form', { class: 'inline' }, input, h('button', { type: 'submit' }, 'Save'), status);
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const r = await api('PATCH', `/api/v1/projects/${p.id}`, { time_zone: input.value.trim() });
+    status.textContent = r.status === 200 ? ` saved: ${r.data.time_zone}` : ` ${r.data?.error || 'failed'}`;
+    if (r.status === 200) p.time_zone = r.data.time_zone;
+  });
+  return form;
+}
+
+/** Secret keys are stored as digests and shown once: an administrator can only replace one,
+ *  in two steps, since the old key stops working at once. */
+function rotateButton(p, cell) {
+  const start = h('button', { type: 'button', 'aria-label': `New secret key for ${p.name}` }, 'New secret key');
+  start.addEventListener('click', () => {
+    const confirmButton = h('button', { type: 'button', class: 'danger', 'aria-label': `Replace the secret key of ${p.name}` }, 'Replace: the old key stops working');
+    confirmButton.addEventListener('click', async () => {
+      const r = await api('POST', `/api/v1/projects/${p.id}/secret-key`, {});
+      if (r.status !== 200) return cell.replaceChildren(h('span', { class: 'error', role: 'alert' }, r.data?.error || 'failed'));
+      cell.replaceChildren(h('code', { 'aria-label': `New secret key of ${p.name}` }, r.data.secret_key),
+        h('span', { class: 'hint' }, ' shown once: copy it now'));
+    });
+    cell.replaceChildren(confirmButton);
+  });
+  return start;
+}
+
+/** Which members and viewers reach which project (administrators reach every project). */
+async function projectAccess() {
+  const section = h('section', { class: 'card' }, h('h2', {}, 'Project access'),
+    h('p', { class: 'hint' }, 'Members and viewers reach only the projects granted here. Members also import data; administrators reach every project.'));
+  const u = await api('GET', '/api/v1/users');
+  const people = (u.status === 200 ? u.data : []).filter((x) => x.role !== 'admin' && x.active);
+  if (!people.length) { section.append(h('p', {}, 'No members or viewers yet: add them on the Users page.')); return section; }
+  const grants = {};
+  for (const p of state.projects) {
+    const m = await api('GET', `/api/v1/projects/${p.id}/members`);
+    for (const g of (m.status === 200 ? m.data : [])) grants[`${p.id}:${g.user.id}`] = g.role;
+  }
+  const status = h('p', { 'aria-live': 'polite', class: 'hint' });
+  const cell = (p, person) => {
+    const select = h('select', { 'aria-label': `${person.email} in ${p.name}` },
+      ['none', 'viewer', 'member'].map((r) => h('option', { value: r }, r)));
+    select.value = grants[`${p.id}:${person.id}`] || 'none';
+    select.addEventListener('change', async () => {
+      const path = `/api/v1/projects/${p.id}/members/${person.id}`;
+      const r = select.value === 'none' ? await api('DELETE', path) : await api('PUT', path, { role: select.value });
+      status.textContent = r.status === 204 ? `${person.email}: ${select.value} in ${p.name}` : (r.data?.error || 'failed');
+    });
+    return h('td', {}, select);
+  };
+  section.append(h('div', { class: 'table-wrap' }, h('table', { 'aria-label': 'Project access' },
+    h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'User'), state.projects.map((p) => h('th', { scope: 'col' }, p.name)))),
+    h('tbody', {}, people.map((person) => h('tr', {}, h('td', {}, person.email), state.projects.map((p) => cell(p, person))))))), status);
+  return section;
+}
+
+/** End users suppressed by privacy requests (`"suppress": true`), per project: only a hash
+ *  of each user_id is kept; lifting one lets the user's events in again. */
+async function suppressions() {
+  const section = h('section', { class: 'card' }, h('h2', {}, 'Suppressed end users'),
+    h('p', { class: 'hint' }, 'Users erased with "suppress": true through the User Privacy API. Their new events are dropped. Only a SHA-256 of each user_id is kept.'));
+  const rows = [];
+  for (const p of state.projects) {
+    const r = await api('GET', `/api/v1/projects/${p.id}/suppressions`);
+    for (const x of r.status === 200 ? r.data.suppressions : []) {
+      const lift = h('button', { type: 'button', 'aria-label': `Lift suppression ${x.id}` }, 'Lift');
+      lift.addEventListener('click', async () => {
+        const a = await api('DELETE', `/api/v1/projects/${p.id}/suppressions/${x.id}`);
+        if (a.status === 204) rerender();
+      });
+      rows.push(h('tr', {}, h('td', {}, p.name), h('td', { class: 'mono' }, x.user_id_sha256.slice(0, 16) + '…'),
+        h('td', {}, utc(x.created_at)), h('td', {}, x.created_by), h('td', {}, lift)));
+    }
+  }
+  section.append(rows.length
+    ? h('div', { class: 'table-wrap' }, h('table', { 'aria-label': 'Suppressed end users' },
+      h('thead', {}, h('tr', {}, ['Project', 'user_id SHA-256', 'Since', 'Requested by', ''].map((c) => h('th', { scope: 'col' }, c)))),
+      h('tbody', {}, rows)))
+    : h('p', { class: 'muted' }, 'None.'));
+  return section;
+}
