@@ -7,6 +7,7 @@ use std::time::Instant;
 use arrow_array::RecordBatch;
 use lethe_event::{Day, Event};
 use lethe_meta::{CatalogDelta, CatalogKind, CountDelta, MetaStore};
+use lethe_store::tail::Layout;
 use lethe_store::{
     events_to_batch, failpoint, parallel_map, Output, PropertyKind, Segment, Store, StoreError,
 };
@@ -283,7 +284,7 @@ fn memtable_batch(
             .iter()
             .flat_map(|e| e.group_properties.iter().map(|(k, _)| k)),
     );
-    let batch = events_to_batch(events, &event_ids, &user_ids, &group_ids)?;
+    let batch = events_to_batch(events, &event_ids, &user_ids, &group_ids, Layout::default())?;
     let ids = PropertyIds {
         event: &event_ids,
         user: &user_ids,

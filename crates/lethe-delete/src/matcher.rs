@@ -4,6 +4,7 @@
 //! before submission are the counts of what the rewrite does.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use arrow_array::{
     Array, ArrayRef, BooleanArray, FixedSizeBinaryArray, Int64Array, RecordBatch, StringArray,
@@ -12,7 +13,7 @@ use arrow_array::{
 use arrow_schema::ArrowError;
 use serde::{Deserialize, Serialize};
 
-use lethe_store::PropertyKind;
+use lethe_store::{tail, PropertyKind};
 
 use crate::spec::{Clause, TaskSpec};
 
@@ -76,8 +77,8 @@ enum Rule {
     Events(HashSet<String>),
     Users(HashSet<i64>),
     Properties {
-        /// Segment column names (`e_<id>`, `u_<id>`, `g_<id>`).
-        columns: Vec<String>,
+        /// Catalog ids of the keys (in their own columns or the kind's tail column).
+        keys: Vec<i64>,
         kind: PropertyKind,
         types: Option<HashSet<String>>,
     },
@@ -97,7 +98,8 @@ pub struct Applied {
     pub totals: Counts,
     /// Rows to delete.
     deleted: Vec<bool>,
-    /// Column → rows whose value is cleared (rows not deleted).
+    /// Key column (`e_<id>`, whether the segment gives the key its own column or keeps it
+    /// in the tail column) → rows whose value is cleared (rows not deleted).
     cleared: BTreeMap<String, Vec<bool>>,
     /// Catalog counts removed: per event type, per property column, per (type, column).
     pub types_removed: HashMap<String, i64>,
@@ -127,10 +129,10 @@ impl Matcher {
     /// occur in it and are skipped.
     pub fn new(spec: &TaskSpec, ids: PropertyIds) -> Self {
         let set = |v: &Vec<String>| v.iter().cloned().collect::<HashSet<_>>();
-        let cols = |names: &Vec<String>, kind: PropertyKind| {
+        let keys = |names: &Vec<String>, kind: PropertyKind| {
             names
                 .iter()
-                .filter_map(|n| ids.of(kind).get(n).map(|id| kind.column(*id)))
+                .filter_map(|n| ids.of(kind).get(n).copied())
                 .collect()
         };
         let rules = spec
@@ -145,7 +147,7 @@ impl Matcher {
                     properties,
                     event_types,
                 } => Rule::Properties {
-                    columns: cols(properties, PropertyKind::Event),
+                    keys: keys(properties, PropertyKind::Event),
                     kind: PropertyKind::Event,
                     types: event_types.as_ref().map(set),
                 },
@@ -154,7 +156,7 @@ impl Matcher {
                     event_types,
                     ..
                 } => Rule::Properties {
-                    columns: cols(properties, PropertyKind::User),
+                    keys: keys(properties, PropertyKind::User),
                     kind: PropertyKind::User,
                     types: event_types.as_ref().map(set),
                 },
@@ -163,7 +165,7 @@ impl Matcher {
                     event_types,
                     ..
                 } => Rule::Properties {
-                    columns: cols(properties, PropertyKind::Group),
+                    keys: keys(properties, PropertyKind::Group),
                     kind: PropertyKind::Group,
                     types: event_types.as_ref().map(set),
                 },
@@ -193,7 +195,15 @@ impl Matcher {
             .to_vec();
         for r in &self.rules {
             match r {
-                Rule::Properties { columns, .. } => cols.extend(columns.iter().cloned()),
+                Rule::Properties { keys, kind, .. } => {
+                    for id in keys {
+                        for c in kind.columns_of(*id) {
+                            if !cols.contains(&c) {
+                                cols.push(c);
+                            }
+                        }
+                    }
+                }
                 Rule::Users(_) => cols.push("amplitude_id".to_string()),
                 Rule::Events(_) => {}
             }
@@ -232,14 +242,12 @@ impl Matcher {
                     .is_some_and(|id| record.event_types.contains(id))
             })
         };
-        let has_column = |c: &String| {
-            PropertyKind::of_column(c).is_some_and(|(kind, id)| kind.ids(record).contains(&id))
-        };
         self.rules.iter().any(|r| match r {
             Rule::Events(types) => has_type(types),
             Rule::Users(ids) => !ids.is_empty(),
-            Rule::Properties { columns, types, .. } => {
-                columns.iter().any(has_column) && types.as_ref().is_none_or(has_type)
+            Rule::Properties { keys, kind, types } => {
+                keys.iter().any(|id| kind.ids(record).contains(id))
+                    && types.as_ref().is_none_or(has_type)
             }
         })
     }
@@ -275,20 +283,20 @@ impl Matcher {
         }
         for (rule, counts) in self.rules.iter().zip(a.clauses.iter_mut()) {
             let Rule::Properties {
-                columns,
+                keys,
                 kind,
                 types: only,
             } = rule
             else {
                 continue;
             };
-            for name in columns {
-                let Some(values) = batch.column_by_name(name) else {
+            for id in keys {
+                let Some(values) = kind.values(batch, *id)? else {
                     continue;
                 };
                 let cleared = a
                     .cleared
-                    .entry(name.clone())
+                    .entry(kind.column(*id))
                     .or_insert_with(|| vec![false; rows]);
                 for r in 0..rows {
                     let hit = in_range[r]
@@ -326,33 +334,46 @@ impl Applied {
                 .entry(types.value(*r).to_string())
                 .or_default() += 1;
         }
+        // Catalog counts of every value removed: all values of deleted rows (in key columns
+        // and in tail columns), and the cleared ones of other rows.
+        let (columns_removed, pairs_removed) = (&mut self.columns_removed, &mut self.pairs_removed);
+        let mut note = |name: String, r: usize| {
+            if let Some((PropertyKind::Event, _)) = PropertyKind::of_column(&name) {
+                *pairs_removed
+                    .entry((types.value(r).to_string(), name.clone()))
+                    .or_default() += 1;
+            }
+            *columns_removed.entry(name).or_default() += 1;
+        };
         let schema = batch.schema();
         for (i, field) in schema.fields().iter().enumerate() {
-            let name = field.name();
+            if PropertyKind::of_column(field.name()).is_none() {
+                continue;
+            }
+            let values = batch.column(i);
+            for r in deleted_rows.iter().filter(|r| values.is_valid(**r)) {
+                note(field.name().clone(), *r);
+            }
+        }
+        for kind in PropertyKind::ALL {
+            let Ok(tail) = column::<StringArray>(batch, kind.tail_column()) else {
+                continue;
+            };
+            for r in deleted_rows.iter().filter(|r| tail.is_valid(**r)) {
+                let entries = tail::entries(tail.value(*r)).map_err(ArrowError::ParseError)?;
+                for (id, _) in entries {
+                    note(kind.column(id), *r);
+                }
+            }
+        }
+        for (name, cleared) in &self.cleared {
             let Some((kind, _)) = PropertyKind::of_column(name) else {
                 continue;
             };
-            let values = batch.column(i);
-            let cleared = self.cleared.get(name);
-            let mut removed = 0i64;
-            let removed_rows = deleted_rows.iter().copied().chain(
-                cleared
-                    .into_iter()
-                    .flat_map(|c| (0..c.len()).filter(move |r| c[*r])),
-            );
-            for r in removed_rows.filter(|r| values.is_valid(*r)) {
-                removed += 1;
-                if kind == PropertyKind::Event {
-                    *self
-                        .pairs_removed
-                        .entry((types.value(r).to_string(), name.clone()))
-                        .or_default() += 1;
-                }
-            }
-            let cleared_count = cleared.map_or(0, |c| c.iter().filter(|x| **x).count()) as u64;
-            self.totals.add_values(kind, cleared_count);
-            if removed > 0 {
-                *self.columns_removed.entry(name.clone()).or_default() += removed;
+            let rows: Vec<usize> = (0..cleared.len()).filter(|r| cleared[*r]).collect();
+            self.totals.add_values(kind, rows.len() as u64);
+            for r in rows {
+                note(name.clone(), r);
             }
         }
         Ok(())
@@ -379,26 +400,73 @@ impl Applied {
         }
     }
 
-    /// For a batch that loses no row: the property columns left with no value (to drop) and
-    /// the ones with some values cleared (to re-encode).
+    /// For a batch that loses no row: the columns left with no value (to drop), and the
+    /// ones with some values cleared (to re-encode). A key that leaves the batch is named in
+    /// the drop list by its key column even when the batch keeps it in the tail column, so
+    /// that the new segment's record no longer lists it.
     pub fn column_changes(
         &self,
         batch: &RecordBatch,
     ) -> Result<(Vec<String>, HashMap<String, ArrayRef>), ArrowError> {
         let mut drop = Vec::new();
-        let mut replace = HashMap::new();
-        for (name, cleared) in &self.cleared {
-            let (Some(values), true) = (batch.column_by_name(name), cleared.contains(&true)) else {
+        let mut replace: HashMap<String, ArrayRef> = HashMap::new();
+        for (name, cleared) in self.cleared.iter().filter(|(_, c)| c.contains(&true)) {
+            if let Some(values) = batch.column_by_name(name) {
+                let mask = BooleanArray::from(cleared.clone());
+                let kept = arrow_select::nullif::nullif(values, &mask)?;
+                if kept.null_count() == kept.len() {
+                    drop.push(name.clone());
+                } else {
+                    replace.insert(name.clone(), kept);
+                }
+            } else if let Some((kind, id)) = PropertyKind::of_column(name) {
+                let values = kind.values(batch, id)?;
+                let left =
+                    values.is_some_and(|v| (0..v.len()).any(|r| v.is_valid(r) && !cleared[r]));
+                if !left {
+                    drop.push(name.clone());
+                }
+            }
+        }
+        for kind in PropertyKind::ALL {
+            let Some(tail) = self.tail_without_cleared(batch, kind)? else {
                 continue;
             };
-            let kept = arrow_select::nullif::nullif(values, &BooleanArray::from(cleared.clone()))?;
-            if kept.null_count() == kept.len() {
-                drop.push(name.clone());
-            } else {
-                replace.insert(name.clone(), kept);
+            match tail.null_count() == tail.len() {
+                true => drop.push(kind.tail_column().to_string()),
+                false => {
+                    replace.insert(kind.tail_column().to_string(), Arc::new(tail));
+                }
             }
         }
         Ok((drop, replace))
+    }
+
+    /// The kind's tail column of `batch` without the cleared values of keys it holds;
+    /// `None` when the batch has no tail column or nothing of it is cleared.
+    fn tail_without_cleared(
+        &self,
+        batch: &RecordBatch,
+        kind: PropertyKind,
+    ) -> Result<Option<StringArray>, ArrowError> {
+        let Ok(tail) = column::<StringArray>(batch, kind.tail_column()) else {
+            return Ok(None);
+        };
+        let removed: Vec<(i64, &[bool])> = self
+            .cleared
+            .iter()
+            .filter(|(name, _)| batch.column_by_name(name).is_none())
+            .filter_map(|(name, rows)| match PropertyKind::of_column(name) {
+                Some((k, id)) if k == kind => Some((id, rows.as_slice())),
+                _ => None,
+            })
+            .collect();
+        if removed.is_empty() {
+            return Ok(None);
+        }
+        tail::without(tail, &removed)
+            .map(Some)
+            .map_err(ArrowError::ParseError)
     }
 
     /// Whether any of `rows` is deleted or has a value cleared.
@@ -426,6 +494,14 @@ impl Applied {
             if let Some(cleared) = self.cleared.get(field.name()) {
                 let mask = BooleanArray::from(cleared.clone());
                 array = arrow_select::nullif::nullif(&array, &mask)?;
+            }
+            let tail_of = PropertyKind::ALL
+                .into_iter()
+                .find(|k| k.tail_column() == field.name());
+            if let Some(kind) = tail_of {
+                if let Some(tail) = self.tail_without_cleared(batch, kind)? {
+                    array = Arc::new(tail);
+                }
             }
             arrays.push(arrow_select::filter::filter(&array, &keep)?);
         }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use lethe_delete::{execute, submit, Clause, QueuedTask, TaskSpec};
 use lethe_event::{Event, ParsedEvent, DAY_MS};
 use lethe_meta::{CatalogKind, MetaStore};
+use lethe_store::tail::Layout;
 use lethe_store::{DataDir, Store, StoreConfig};
 use proptest::prelude::*;
 
@@ -210,13 +211,20 @@ proptest! {
         split in 0usize..120,
         clauses in prop::collection::vec(clause(), 1..=5),
         range in (0..3 * DAY_MS, 1..3 * DAY_MS),
+        dense in 0usize..4,
     ) {
         let tmp = tempfile::tempdir().unwrap();
         let dir = DataDir::new(tmp.path());
         dir.create().unwrap();
         let meta = Arc::new(MetaStore::open(&dir.meta_db()).unwrap());
         meta.bootstrap("admin@localhost", Some("pw")).unwrap();
-        let store = Store::open(dir, meta.clone(), StoreConfig::default()).unwrap();
+        // Keys in their own columns, in the tail column, or a mix (the most frequent `dense`
+        // keys of each kind get columns): every task must be exact whatever the layout.
+        let config = StoreConfig {
+            layout: Layout { dense_one_in: 1, max_dense_keys: dense },
+            ..StoreConfig::default()
+        };
+        let store = Store::open(dir, meta.clone(), config).unwrap();
         // Part in segments, part still in the WAL and memtable: the task must cover both.
         let split = split.min(inputs.len());
         store.import(1, inputs[..split].iter().map(parsed).collect()).unwrap();

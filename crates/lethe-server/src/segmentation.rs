@@ -18,6 +18,7 @@ use chrono::{Datelike, Duration, NaiveDate, NaiveDateTime, TimeZone, Timelike};
 use chrono_tz::Tz;
 use lethe_event::StrField;
 use lethe_meta::CatalogKind;
+use lethe_store::tail::Layout;
 use lethe_store::{events_to_batch, parallel_map, PropertyKind};
 use serde_json::{json, Value};
 
@@ -582,6 +583,7 @@ impl Segmentation {
                     &event_ids,
                     &user_ids,
                     &no_groups,
+                    Layout::default(),
                 )?)
             }
         };
@@ -645,6 +647,9 @@ fn int_column<'a>(batch: &'a RecordBatch, name: &str) -> Option<&'a Int64Array> 
         .downcast_ref::<Int64Array>()
 }
 
+/// One query event's values in a batch: each filter's property, and the group-by's.
+type EventValues = (Vec<Option<StringArray>>, Option<Option<StringArray>>);
+
 fn time_column(batch: &RecordBatch, basis: TimeBasis) -> Option<&TimestampMillisecondArray> {
     batch
         .column_by_name(basis.column())?
@@ -680,20 +685,44 @@ impl Columns {
         Ok(Self { ids })
     }
 
-    fn column(&self, property: &Property) -> Option<String> {
-        let id = self.ids.get(property)?;
-        Some(match property {
-            Property::Event(_) => PropertyKind::Event.column(*id),
-            Property::User(_) => PropertyKind::User.column(*id),
-            Property::Builtin(column) => column.to_string(),
-        })
+    /// The columns that can hold a property: a built-in's column, or a key's own column and
+    /// its kind's tail column.
+    fn columns(&self, property: &Property) -> Vec<String> {
+        let Some(id) = self.ids.get(property) else {
+            return Vec::new();
+        };
+        match property {
+            Property::Event(_) => PropertyKind::Event.columns_of(*id).to_vec(),
+            Property::User(_) => PropertyKind::User.columns_of(*id).to_vec(),
+            Property::Builtin(column) => vec![column.to_string()],
+        }
+    }
+
+    /// A property's values in `batch`, one per row.
+    fn values(&self, batch: &RecordBatch, property: &Property) -> Option<StringArray> {
+        let id = *self.ids.get(property)?;
+        let key = |kind: PropertyKind| kind.values(batch, id).ok().flatten();
+        match property {
+            Property::Event(_) => key(PropertyKind::Event),
+            Property::User(_) => key(PropertyKind::User),
+            Property::Builtin(column) => batch
+                .column_by_name(column)
+                .and_then(|a| a.as_any().downcast_ref::<StringArray>())
+                .cloned(),
+        }
     }
 
     fn read_list(&self, basis: TimeBasis) -> Vec<String> {
         let mut list: Vec<String> = ["event_type", "amplitude_id", basis.column()]
             .map(String::from)
             .to_vec();
-        list.extend(self.ids.keys().filter_map(|p| self.column(p)));
+        for p in self.ids.keys() {
+            for c in self.columns(p) {
+                if !list.contains(&c) {
+                    list.push(c);
+                }
+            }
+        }
         list
     }
 
@@ -797,16 +826,31 @@ impl Tally {
         ) else {
             return;
         };
-        let per_event: Vec<_> = q
+        let values: Vec<EventValues> = q
             .events
             .iter()
             .map(|e| {
+                let filters = e
+                    .filters
+                    .iter()
+                    .map(|f| columns.values(batch, &f.property))
+                    .collect();
+                let group = e.group_by.as_ref().map(|g| columns.values(batch, g));
+                (filters, group)
+            })
+            .collect();
+        let per_event: Vec<_> = q
+            .events
+            .iter()
+            .zip(&values)
+            .map(|(e, (filter_values, group_values))| {
                 let filters: Vec<(&Filter, Option<&StringArray>)> = e
                     .filters
                     .iter()
-                    .map(|f| (f, text(columns.column(&f.property))))
+                    .zip(filter_values)
+                    .map(|(f, v)| (f, v.as_ref()))
                     .collect();
-                let group = e.group_by.as_ref().map(|g| text(columns.column(g)));
+                let group = group_values.as_ref().map(Option::as_ref);
                 (e, filters, group)
             })
             .collect();

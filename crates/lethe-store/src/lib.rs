@@ -24,6 +24,7 @@ mod schema;
 mod segment;
 mod storage;
 mod store;
+pub mod tail;
 mod verify;
 mod wal;
 mod wal_writer;

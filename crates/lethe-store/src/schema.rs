@@ -2,8 +2,12 @@
 //! prefix and its catalog id (`e_12`, `u_3`, `g_7`). Every crate that names such a column
 //! asks here, so the spelling lives in one place.
 
+use arrow_array::{Array, RecordBatch, StringArray};
+use arrow_schema::ArrowError;
 use lethe_event::{Event, Props};
 use lethe_meta::{CatalogKind, SegmentRecord};
+
+use crate::tail;
 
 /// The three kinds of property a segment holds one column per key of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -32,6 +36,39 @@ impl PropertyKind {
     /// The column of the key with catalog id `id`.
     pub fn column(self, id: i64) -> String {
         format!("{}{id}", self.prefix())
+    }
+
+    /// The column the kind's long-tail keys share (see [`crate::tail`]).
+    pub fn tail_column(self) -> &'static str {
+        match self {
+            PropertyKind::Event => "e_tail",
+            PropertyKind::User => "u_tail",
+            PropertyKind::Group => "g_tail",
+        }
+    }
+
+    /// The columns that can hold key `id` in a segment: its own, and the kind's tail.
+    pub fn columns_of(self, id: i64) -> [String; 2] {
+        [self.column(id), self.tail_column().to_string()]
+    }
+
+    /// The values of key `id` in `batch`, one JSON text per row (null where absent), from
+    /// its own column or the kind's tail column; `None` when the batch has neither.
+    pub fn values(self, batch: &RecordBatch, id: i64) -> Result<Option<StringArray>, ArrowError> {
+        let text = |name: &str| {
+            batch
+                .column_by_name(name)
+                .and_then(|a| a.as_any().downcast_ref::<StringArray>())
+        };
+        if let Some(own) = text(&self.column(id)) {
+            return Ok(Some(own.clone()));
+        }
+        match text(self.tail_column()) {
+            Some(tail) => Ok(Some(
+                tail::values(tail, id).map_err(ArrowError::ParseError)?,
+            )),
+            None => Ok(None),
+        }
     }
 
     /// The kind and catalog id of a property column, if `name` is one.

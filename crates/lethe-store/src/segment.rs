@@ -28,6 +28,7 @@ use bytes::Bytes;
 
 use crate::fetched::SegmentBytes;
 use crate::schema::PropertyKind;
+use crate::tail::{self, Layout};
 use crate::Result;
 
 /// Rows per row group: small enough that an event-type deletion rewrites few of them.
@@ -134,6 +135,7 @@ pub fn events_to_batch(
     event_ids: &HashMap<String, i64>,
     user_ids: &HashMap<String, i64>,
     group_ids: &HashMap<String, i64>,
+    layout: Layout,
 ) -> Result<RecordBatch> {
     let mut c = Columns {
         fields: Vec::new(),
@@ -208,7 +210,7 @@ pub fn events_to_batch(
         (PropertyKind::User, user_ids),
         (PropertyKind::Group, group_ids),
     ] {
-        push_properties(&mut c, kind, ids, events);
+        push_properties(&mut c, kind, ids, events, layout);
     }
 
     let schema = Arc::new(Schema::new(c.fields));
@@ -418,12 +420,14 @@ pub(crate) fn ranges_needed(metadata: &ParquetMetaData, need: Need) -> Vec<Range
         .collect()
 }
 
-/// One column per property key, built sparsely: only present values are touched.
+/// The kind's property columns: one per frequent key, built sparsely (only present values
+/// are touched), and the tail column for the rest (see [`crate::tail`]).
 fn push_properties(
     c: &mut Columns,
     kind: PropertyKind,
     ids: &HashMap<String, i64>,
     events: &[Arc<Event>],
+    layout: Layout,
 ) {
     let mut by_id: BTreeMap<i64, Vec<(usize, &str)>> = BTreeMap::new();
     for (row, e) in events.iter().enumerate() {
@@ -432,6 +436,21 @@ fn push_properties(
                 by_id.entry(*id).or_default().push((row, value));
             }
         }
+    }
+    let counts: HashMap<i64, usize> = by_id.iter().map(|(id, v)| (*id, v.len())).collect();
+    let (_, rare) = layout.split(&counts, events.len());
+    if !rare.is_empty() {
+        let mut rows: Vec<Vec<(i64, &str)>> = vec![Vec::new(); events.len()];
+        for id in &rare {
+            for (row, value) in by_id.remove(id).into_iter().flatten() {
+                rows[row].push((*id, value));
+            }
+        }
+        let mut builder = StringBuilder::with_capacity(events.len(), 0);
+        for mut entries in rows {
+            builder.append_option(tail::encode(&mut entries));
+        }
+        c.push(kind.tail_column(), Arc::new(builder.finish()), true);
     }
     for (id, values) in by_id {
         let mut builder = StringBuilder::with_capacity(events.len(), values.len() * 8);
@@ -533,17 +552,26 @@ fn decode_batch(
             })
             .collect()
     };
-    let event_props = props(PropertyKind::Event);
-    let user_props = props(PropertyKind::User);
-    let group_props = props(PropertyKind::Group);
-    let present = |cols: &[(String, StringArray)], row: usize| -> Vec<(String, String)> {
+    let kinds = PropertyKind::ALL.map(|kind| {
+        let tail = column::<StringArray>(batch, kind.tail_column());
+        (props(kind), tail, names.of(kind))
+    });
+    let present = |kind: PropertyKind, row: usize| -> Result<Vec<(String, String)>> {
+        let (cols, tail, names) = &kinds[kind as usize];
         let mut v: Vec<(String, String)> = cols
             .iter()
             .filter(|(_, a)| a.is_valid(row))
             .map(|(k, a)| (k.clone(), a.value(row).to_string()))
             .collect();
+        if let Some(tail) = tail.filter(|t| t.is_valid(row)) {
+            for (id, value) in tail::entries(tail.value(row)).map_err(|e| corrupt(&e))? {
+                if let Some(name) = names.get(&id) {
+                    v.push((name.clone(), value.to_string()));
+                }
+            }
+        }
         v.sort();
-        v
+        Ok(v)
     };
     for row in 0..batch.num_rows() {
         let upload_time = upload.value(row);
@@ -574,9 +602,9 @@ fn decode_batch(
                 .map(|(i, a)| (*i, a.value(row)))
                 .collect(),
             groups: text(groups, row),
-            group_properties: present(&group_props, row),
-            event_properties: present(&event_props, row),
-            user_properties: Arc::new(present(&user_props, row)),
+            group_properties: present(PropertyKind::Group, row)?,
+            event_properties: present(PropertyKind::Event, row)?,
+            user_properties: Arc::new(present(PropertyKind::User, row)?),
             extra: with_legacy_groups(text(extra, row), text(legacy_groups, row)),
             skip_user_properties_sync: false,
             profile_only: false,
@@ -965,7 +993,8 @@ mod tests {
             .collect();
         let ids = HashMap::from([("p".to_string(), 1)]);
         let uids = HashMap::from([("u".to_string(), 2)]);
-        let batch = events_to_batch(&events, &ids, &uids, &HashMap::new()).unwrap();
+        let batch =
+            events_to_batch(&events, &ids, &uids, &HashMap::new(), Layout::default()).unwrap();
         (encoded(&batch), batch)
     }
 
@@ -1074,8 +1103,14 @@ mod tests {
     #[test]
     fn a_legacy_group_properties_column_is_exported_as_it_was() {
         let events = vec![Arc::new(crate::test_event(1, vec![], vec![]))];
-        let batch =
-            events_to_batch(&events, &HashMap::new(), &HashMap::new(), &HashMap::new()).unwrap();
+        let batch = events_to_batch(
+            &events,
+            &HashMap::new(),
+            &HashMap::new(),
+            &HashMap::new(),
+            Layout::default(),
+        )
+        .unwrap();
         let legacy: ArrayRef = Arc::new(StringArray::from(vec![Some(r#"{"company":{"size":3}}"#)]));
         let mut fields: Vec<Field> = batch
             .schema()
@@ -1104,7 +1139,7 @@ mod tests {
         // `rare` has values in the first row group only.
         let events: Vec<Arc<Event>> = (0..ROW_GROUP_ROWS + 100)
             .map(|i| {
-                let props = match i < 10 {
+                let props = match i < 200 {
                     true => vec![("rare".into(), format!("\"r{i}\""))],
                     false => vec![],
                 };
@@ -1112,7 +1147,14 @@ mod tests {
             })
             .collect();
         let ids = HashMap::from([("rare".to_string(), 7)]);
-        let batch = events_to_batch(&events, &ids, &HashMap::new(), &HashMap::new()).unwrap();
+        let batch = events_to_batch(
+            &events,
+            &ids,
+            &HashMap::new(),
+            &HashMap::new(),
+            Layout::default(),
+        )
+        .unwrap();
         let file = encoded(&batch);
         let groups: Vec<RecordBatch> = read_row_groups(&file, |_| true)
             .unwrap()

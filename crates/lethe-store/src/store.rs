@@ -27,6 +27,7 @@ use crate::resolver::{KnownUsers, Resolver, UserProfile};
 use crate::rewrite::PartitionRewrite;
 use crate::segment::ColumnNames;
 use crate::storage::Storage;
+use crate::tail::Layout;
 use crate::wal::{self, WalFile};
 use crate::wal_writer::WalCommand;
 use crate::writer::{SegmentWriter, Written};
@@ -41,6 +42,8 @@ pub struct StoreConfig {
     pub flush_interval: Duration,
     /// Which small segments compaction merges.
     pub compaction: CompactionPolicy,
+    /// Which property keys of a segment get their own column.
+    pub layout: Layout,
     /// Start even if a WAL file is damaged before its end, keeping the records before the
     /// damage (the operator accepts losing the rest).
     pub salvage_wal: bool,
@@ -52,6 +55,7 @@ impl Default for StoreConfig {
             flush_events: 100_000,
             flush_interval: Duration::from_secs(10),
             compaction: CompactionPolicy::default(),
+            layout: Layout::default(),
             salvage_wal: false,
         }
     }
@@ -147,6 +151,7 @@ impl Store {
             segment_writer: SegmentWriter {
                 storage: storage.clone(),
                 meta: meta.clone(),
+                layout: config.layout,
             },
             storage,
             meta,

@@ -18,12 +18,15 @@ use crate::segment::{
     events_to_batch, rewrite_columns, rewrite_row_groups, sort_for_segment, write_batch,
 };
 use crate::storage::{SegmentLocation, Storage};
+use crate::tail::Layout;
 use crate::Result;
 
 /// Writes segments into the storage, with ids from the catalog.
 pub(crate) struct SegmentWriter {
     pub storage: Arc<Storage>,
     pub meta: Arc<MetaStore>,
+    /// Which keys get their own column.
+    pub layout: Layout,
 }
 
 impl SegmentWriter {
@@ -83,19 +86,8 @@ impl SegmentWriter {
         day: &str,
         batch: &RecordBatch,
         type_ids: &HashMap<String, i64>,
+        keys: PropertyIds,
     ) -> Result<SegmentRecord> {
-        let column_ids = |wanted: PropertyKind| -> Vec<i64> {
-            let mut ids: Vec<i64> = batch
-                .schema()
-                .fields()
-                .iter()
-                .filter_map(|f| PropertyKind::of_column(f.name()))
-                .filter(|(kind, _)| *kind == wanted)
-                .map(|(_, id)| id)
-                .collect();
-            ids.sort_unstable();
-            ids
-        };
         let (bytes, stats) = write_batch(batch)?;
         let record = SegmentRecord {
             id: new_segment_id(),
@@ -106,9 +98,9 @@ impl SegmentWriter {
             min_time: stats.min_time,
             max_time: stats.max_time,
             event_types: sorted_ids(type_ids),
-            event_properties: column_ids(PropertyKind::Event),
-            user_properties: column_ids(PropertyKind::User),
-            group_properties: column_ids(PropertyKind::Group),
+            event_properties: sorted_ids(keys.event),
+            user_properties: sorted_ids(keys.user),
+            group_properties: sorted_ids(keys.group),
             crc32: Some(stats.crc32),
         };
         self.storage
@@ -185,13 +177,13 @@ impl SegmentWriter {
             .into_iter();
         let mut next = || ids.next().expect("one map per kind asked");
         let (type_ids, eprop_ids, uprop_ids, gprop_ids) = (next(), next(), next(), next());
-        let batch = events_to_batch(events, &eprop_ids, &uprop_ids, &gprop_ids)?;
-        let record = self.write_new_segment(project_id, day, &batch, &type_ids)?;
+        let batch = events_to_batch(events, &eprop_ids, &uprop_ids, &gprop_ids, self.layout)?;
         let ids = PropertyIds {
             event: &eprop_ids,
             user: &uprop_ids,
             group: &gprop_ids,
         };
+        let record = self.write_new_segment(project_id, day, &batch, &type_ids, ids)?;
         Ok((record, catalog_delta(events, &type_ids, ids)))
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! The data set is generated from a fixed seed: ~40 event types with Zipf-like frequency,
 //! 3–12 event properties per type from a pool of 150 keys, 2–8 user properties per user from
-//! a pool of 40 keys, 100 k users, upload times spread over 30 days.
+//! a pool of 40 keys, 100 k users, upload times spread over 30 days. With `--wide`, each
+//! event also carries 2 of 2 000 more event-property keys and each user 2 of 1 000 more
+//! user-property keys, both Zipf-distributed, so most keys are rare.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -40,6 +42,10 @@ enum Which {
 
 #[derive(Args)]
 struct PrivacyArgs {
+    /// Also 2 000 event-property and 1 000 user-property keys, Zipf-distributed (most
+    /// rare): the schema of a project that grew toward Amplitude's limits.
+    #[arg(long)]
+    wide: bool,
     /// Events in the data set.
     #[arg(long, default_value_t = 5_000_000)]
     events: usize,
@@ -53,6 +59,10 @@ struct PrivacyArgs {
 
 #[derive(Args)]
 struct DeleteArgs {
+    /// Also 2 000 event-property and 1 000 user-property keys, Zipf-distributed (most
+    /// rare): the schema of a project that grew toward Amplitude's limits.
+    #[arg(long)]
+    wide: bool,
     /// Events in the data set.
     #[arg(long, default_value_t = 5_000_000)]
     events: usize,
@@ -66,6 +76,10 @@ struct DeleteArgs {
 
 #[derive(Args)]
 struct IngestArgs {
+    /// Also 2 000 event-property and 1 000 user-property keys, Zipf-distributed (most
+    /// rare): the schema of a project that grew toward Amplitude's limits.
+    #[arg(long)]
+    wide: bool,
     /// Events in the import data set.
     #[arg(long, default_value_t = 5_000_000)]
     events: usize,
@@ -100,6 +114,29 @@ pub struct Mix {
     type_weights: Vec<f64>,
     type_props: Vec<Vec<usize>>,
     users: usize,
+    /// With the wide key space: cumulative Zipf weights of the extra event and user keys.
+    wide: Option<(Vec<f64>, Vec<f64>)>,
+}
+
+/// Extra keys of the wide key space.
+const WIDE_EVENT_KEYS: usize = 2_000;
+const WIDE_USER_KEYS: usize = 1_000;
+
+/// Cumulative Zipf (s = 1.1) weights of `n` ranks.
+fn zipf_cdf(n: usize) -> Vec<f64> {
+    let mut total = 0.0;
+    (0..n)
+        .map(|i| {
+            total += 1.0 / ((i + 1) as f64).powf(1.1);
+            total
+        })
+        .collect()
+}
+
+/// A rank drawn from cumulative weights.
+fn draw(rng: &mut StdRng, cdf: &[f64]) -> usize {
+    let x = rng.gen_range(0.0..cdf[cdf.len() - 1]);
+    cdf.partition_point(|c| *c <= x).min(cdf.len() - 1)
 }
 
 const EVENT_TYPES: usize = 40;
@@ -130,7 +167,14 @@ impl Mix {
             type_weights,
             type_props,
             users,
+            wide: None,
         }
+    }
+
+    /// The same mix with the wide key space (`--wide`) when `wide`.
+    pub fn wide(mut self, wide: bool) -> Self {
+        self.wide = wide.then(|| (zipf_cdf(WIDE_EVENT_KEYS), zipf_cdf(WIDE_USER_KEYS)));
+        self
     }
 
     fn event_type(&mut self) -> usize {
@@ -157,8 +201,9 @@ impl Mix {
         .expect("writing to a String");
     }
 
-    /// The fixed user properties of a user (2–8 keys), as a JSON object.
-    fn user_properties(user: usize, out: &mut String) {
+    /// The fixed user properties of a user (2–8 keys, and 2 rare ones in the wide key
+    /// space), as a JSON object.
+    fn user_properties(&self, user: usize, out: &mut String) {
         let mut rng = StdRng::seed_from_u64(user as u64 ^ 0x5eed);
         let n = rng.gen_range(2..=8);
         out.push('{');
@@ -171,6 +216,14 @@ impl Mix {
             }
             write!(out, "\"user_prop_{k}\":").expect("String");
             Self::value(&mut rng, *k, out);
+        }
+        if let Some((_, user_cdf)) = &self.wide {
+            let mut rare = [draw(&mut rng, user_cdf), draw(&mut rng, user_cdf)];
+            rare.sort_unstable();
+            for k in rare.iter().copied().collect::<BTreeSet<_>>() {
+                write!(out, ",\"wide_user_{k}\":").expect("String");
+                Self::value(&mut rng, k, out);
+            }
         }
         out.push('}');
     }
@@ -202,8 +255,18 @@ impl Mix {
             write!(out, "\"prop_{k}\":").expect("String");
             Self::value(&mut self.rng, k, out);
         }
+        if let Some((event_cdf, _)) = &self.wide {
+            let rare = [
+                draw(&mut self.rng, event_cdf),
+                draw(&mut self.rng, event_cdf),
+            ];
+            for k in rare.into_iter().collect::<BTreeSet<_>>() {
+                write!(out, ",\"wide_{k}\":").expect("String");
+                Self::value(&mut self.rng, k, out);
+            }
+        }
         out.push_str("},\"user_properties\":");
-        Self::user_properties(user, out);
+        self.user_properties(user, out);
         out.push('}');
     }
 }
@@ -294,6 +357,7 @@ impl ServerProcess {
 /// Generates the data set under a work dir and starts a server on a fresh data dir there.
 fn prepare(
     events: usize,
+    wide: bool,
     work_dir: Option<&Path>,
     serve_args: &[&str],
     planted: &[(i64, String)],
@@ -301,7 +365,7 @@ fn prepare(
     let tmp = tempfile_dir(work_dir)?;
     let data_set = tmp.join("events.ndjson");
     let started = Instant::now();
-    let bytes = generate(&data_set, events, planted)?;
+    let bytes = generate(&data_set, events, wide, planted)?;
     println!(
         "generated {events} events ({:.0} MB) in {:.1} s",
         bytes as f64 / 1e6,
@@ -312,7 +376,8 @@ fn prepare(
 }
 
 fn ingest(args: IngestArgs) -> anyhow::Result<()> {
-    let (tmp, data_set, server) = prepare(args.events, args.work_dir.as_deref(), &[], &[])?;
+    let (tmp, data_set, server) =
+        prepare(args.events, args.wide, args.work_dir.as_deref(), &[], &[])?;
     let data_dir = tmp.join("data");
     let import_s = import(&server, &data_set, args.import_streams)?;
     let import_rss = server.peak_rss_mib();
@@ -360,8 +425,13 @@ fn tempfile_dir(base: Option<&Path>) -> anyhow::Result<PathBuf> {
 /// Writes the import data set, upload times ascending over 30 days ending now.
 /// Writes the data set; `planted` lines (upload time, JSON, in time order) are placed among
 /// the generated events of their time, so they land in the same segments.
-fn generate(path: &Path, events: usize, planted: &[(i64, String)]) -> anyhow::Result<u64> {
-    let mut mix = Mix::new(42, 100_000);
+fn generate(
+    path: &Path,
+    events: usize,
+    wide: bool,
+    planted: &[(i64, String)],
+) -> anyhow::Result<u64> {
+    let mut mix = Mix::new(42, 100_000).wide(wide);
     let mut out = BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
     let end = lethe_meta::now_ms() - 3_600_000;
     let start = end - 30 * lethe_event::DAY_MS;
@@ -447,7 +517,7 @@ fn http_ingest(server: &ServerProcess, args: &IngestArgs) -> anyhow::Result<f64>
     let per_client = args.http_events / args.clients / args.batch;
     let bodies: Vec<Vec<String>> = (0..args.clients)
         .map(|c| {
-            let mut mix = Mix::new(1000 + c as u64, 100_000);
+            let mut mix = Mix::new(1000 + c as u64, 100_000).wide(args.wide);
             (0..per_client)
                 .map(|_| {
                     let mut body = format!("{{\"api_key\":\"{}\",\"events\":[", server.api_key);
@@ -540,7 +610,8 @@ fn common_event_keys(mix: &Mix, n: usize) -> Vec<String> {
 }
 
 fn delete(args: DeleteArgs) -> anyhow::Result<()> {
-    let (tmp, data_set, server) = prepare(args.events, args.work_dir.as_deref(), &[], &[])?;
+    let (tmp, data_set, server) =
+        prepare(args.events, args.wide, args.work_dir.as_deref(), &[], &[])?;
     let data_dir = tmp.join("data");
     import(&server, &data_set, 2)?;
     let now = lethe_meta::now_ms();
@@ -771,7 +842,13 @@ fn privacy(args: PrivacyArgs) -> anyhow::Result<()> {
     let grace = ["--privacy-grace", "0s"];
     let users = args.users.min(100);
     let (planted, cohort) = cohort(users);
-    let (tmp, data_set, server) = prepare(args.events, args.work_dir.as_deref(), &grace, &planted)?;
+    let (tmp, data_set, server) = prepare(
+        args.events,
+        args.wide,
+        args.work_dir.as_deref(),
+        &grace,
+        &planted,
+    )?;
     let data_dir = tmp.join("data");
     import(&server, &data_set, 2)?;
     let live = dir_size(&data_dir.join("segments"))?.0;

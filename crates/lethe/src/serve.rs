@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::Args;
 use lethe_server::{CorsOrigins, RateLimits, ServerConfig};
+use lethe_store::tail::Layout;
 use lethe_store::StoreConfig;
 
 #[derive(Args)]
@@ -32,6 +33,10 @@ pub struct ServeArgs {
     /// withdrawn (`24h`, `90m`, `30s`).
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
     privacy_grace: Duration,
+    /// Most property keys of each kind a segment gives a column of their own (the most
+    /// frequent, if at least 1 % of its events carry them); the others share one column.
+    #[arg(long, env = "LETHE_DENSE_KEYS", default_value_t = Layout::default().max_dense_keys)]
+    dense_keys: usize,
     /// Start even though a WAL file is damaged before its end: replay the records before the
     /// damage and drop the rest. Without it such a start is refused, naming the file and offset.
     #[arg(long)]
@@ -78,6 +83,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             flush_interval: args.flush_interval,
             flush_events: args.flush_events,
             salvage_wal: args.salvage_wal,
+            layout: Layout {
+                max_dense_keys: args.dense_keys,
+                ..Layout::default()
+            },
             ..StoreConfig::default()
         },
         privacy_grace: args.privacy_grace,
