@@ -572,3 +572,81 @@ fn a_property_only_task_rewrites_columns_leaves_no_residue_and_stays_readable() 
         "DuckDB reads the rewritten segments"
     );
 }
+
+/// Keys carried by few events share a segment's tail column (`e_tail`); a task that removes
+/// one of them rewrites that column only, counts exactly, and leaves the other tail keys.
+#[test]
+fn a_rare_key_in_the_tail_column_is_removed_exactly_and_nothing_else() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let server = Server::start_on(&dir, FLUSH_FAST);
+    let keys = server.first_start_keys();
+    let token = server.admin_token();
+    let at = lethe_time(chrono::Utc::now() - chrono::Duration::minutes(30));
+    let mut lines: Vec<Value> = (0..300)
+        .map(|i| json!({"event_type": "Page Viewed", "user_id": format!("user-{i}"), "server_upload_time": at, "event_properties": {"page": i}}))
+        .collect();
+    lines[7]["event_properties"]["rare_a"] = json!("DEL-RARE-A");
+    lines[7]["event_properties"]["rare_b"] = json!("KEEP-RARE-B");
+    lines[8]["event_properties"]["rare_c"] = json!("KEEP-RARE-C");
+    import_lines(&server, &token, keys.project_id, &lines);
+    let in_tail = |dir: &std::path::Path| -> String {
+        let query = format!(
+            "import duckdb; print(duckdb.sql(\"SELECT count(*) FROM read_parquet('{}/segments/*/*/*.parquet', union_by_name=true) WHERE e_tail IS NOT NULL\").fetchall()[0][0])",
+            dir.display()
+        );
+        let out = std::process::Command::new("python3")
+            .args(["-c", &query])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    assert_eq!(
+        in_tail(&dir),
+        "2",
+        "the rare keys of two events share the tail column"
+    );
+
+    let now = now_after_acks();
+    let body = json!({
+        "name": "Remove rare_a",
+        "start": rfc3339(now - chrono::Duration::hours(1)),
+        "end": rfc3339(now),
+        "clauses": [{"kind": "event_property", "properties": ["rare_a"]}],
+    });
+    let path = format!(
+        "/api/v1/projects/{}/deletion-tasks/preview",
+        keys.project_id
+    );
+    let (s, preview) = server.post_as(&token, &path, &body);
+    assert_eq!(s, 200, "{preview}");
+    assert_eq!(
+        preview["totals"]["event_property_values_removed"], 1,
+        "{preview}"
+    );
+    let mut confirmed = body.clone();
+    confirmed["confirm"] = json!("DELETE");
+    let task = submit(&server, &token, &keys, &confirmed);
+    let done = wait_for_status(&server, &token, task["id"].as_i64().unwrap(), "completed");
+    assert_eq!(done["result"]["event_property_values_removed"], 1, "{done}");
+    assert_eq!(done["result"]["matches_preview"], true, "{done}");
+    let events = server.export_today(&keys);
+    assert_eq!(events.len(), 300);
+    let seventh = events.iter().find(|e| e["user_id"] == "user-7").unwrap();
+    assert_eq!(
+        seventh["event_properties"],
+        json!({"page": 7, "rare_b": "KEEP-RARE-B"}),
+        "the other tail key of the row stays"
+    );
+    server.stop();
+    assert_eq!(
+        common::scan(&dir, &["DEL-RARE-A", "KEEP-RARE-B", "KEEP-RARE-C"]),
+        ["KEEP-RARE-B", "KEEP-RARE-C"]
+    );
+    assert_eq!(in_tail(&dir), "2", "both rows keep a tail key");
+}
