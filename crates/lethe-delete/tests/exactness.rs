@@ -211,17 +211,19 @@ proptest! {
         split in 0usize..120,
         clauses in prop::collection::vec(clause(), 1..=5),
         range in (0..3 * DAY_MS, 1..3 * DAY_MS),
-        dense in 0usize..4,
+        dense in 0usize..5,
     ) {
         let tmp = tempfile::tempdir().unwrap();
         let dir = DataDir::new(tmp.path());
         dir.create().unwrap();
         let meta = Arc::new(MetaStore::open(&dir.meta_db()).unwrap());
         meta.bootstrap("admin@localhost", Some("pw")).unwrap();
-        // Keys in their own columns, in the tail column, or a mix (the most frequent `dense`
-        // keys of each kind get columns): every task must be exact whatever the layout.
+        // Keys all in the tail column (0), all in their own columns (4), or a mix (the most
+        // frequent `dense` keys of each kind get columns): every task must be exact whatever
+        // the layout.
+        let max_dense_keys = if dense == 4 { usize::MAX } else { dense };
         let config = StoreConfig {
-            layout: Layout { dense_one_in: 1, max_dense_keys: dense },
+            layout: Layout { dense_one_in: 0, max_dense_keys },
             ..StoreConfig::default()
         };
         let store = Store::open(dir, meta.clone(), config).unwrap();

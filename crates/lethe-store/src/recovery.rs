@@ -198,3 +198,35 @@ pub(crate) fn remember_recent_insert_ids(resolver: &mut Resolver, live: &LiveSet
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::SegmentLocation;
+    use bytes::Bytes;
+    use lethe_meta::SegmentRecord;
+
+    #[test]
+    fn objects_the_manifest_does_not_name_are_deleted_and_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Arc::new(Storage::local(dir.path()).unwrap());
+        let record = |id: &str| SegmentRecord {
+            id: id.into(),
+            project_id: 1,
+            day: "2026-12-01".into(),
+            ..Default::default()
+        };
+        for id in ["live", "stray"] {
+            let key = Storage::key(&SegmentLocation::of(&record(id)));
+            storage.put(&key, Bytes::from_static(b"bytes")).unwrap();
+        }
+        storage
+            .put(&Key::from("not/a/segment/key"), Bytes::from_static(b"x"))
+            .unwrap();
+        let mut live = LiveSet::default();
+        live.add(&storage, vec![record("live")], true);
+        remove_unreferenced_segments(&storage, &live).unwrap();
+        let left: Vec<_> = storage.list().unwrap();
+        assert_eq!(left, vec![Ok(SegmentLocation::of(&record("live")))]);
+    }
+}

@@ -13,8 +13,8 @@ use arrow_array::{Array, StringArray};
 use serde_json::value::RawValue;
 
 /// Which keys of a segment get a column of their own: a key is dense when at least 1 in
-/// `dense_one_in` of the segment's events carry it and it is among the `max_dense_keys`
-/// most frequent keys of its kind there; the others share the tail column.
+/// `dense_one_in` of the segment's events carry it (0: no minimum) and it is among the
+/// `max_dense_keys` most frequent keys of its kind there; the others share the tail column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Layout {
     pub dense_one_in: usize,
@@ -40,7 +40,8 @@ impl Layout {
         by_count.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         let (mut dense, mut tail) = (Vec::new(), Vec::new());
         for (rank, (id, n)) in by_count.into_iter().enumerate() {
-            match rank < self.max_dense_keys && n * self.dense_one_in >= rows {
+            let frequent = self.dense_one_in == 0 || n * self.dense_one_in >= rows;
+            match rank < self.max_dense_keys && frequent {
                 true => dense.push(id),
                 false => tail.push(id),
             }
@@ -148,6 +149,11 @@ mod tests {
         let (dense, tail) = layout.split(&many, 1000);
         assert_eq!(dense.len(), layout.max_dense_keys);
         assert_eq!(tail, (256..300).collect::<Vec<_>>(), "the least frequent");
+        let every_key = Layout {
+            dense_one_in: 0,
+            max_dense_keys: usize::MAX,
+        };
+        assert_eq!(every_key.split(&counts, 1000), (vec![1, 2, 3, 4], vec![]));
     }
 
     #[test]

@@ -175,3 +175,98 @@ fn large_segments_read_the_same_by_ranges_and_whole() {
         "whole reads equal range reads"
     );
 }
+
+/// A partition rewrite is invisible until its commit: dropped before it, it deletes what it
+/// staged and changes nothing; committed, it swaps the segments and the old object goes.
+#[test]
+fn a_rewrite_changes_nothing_until_its_commit_and_an_abandoned_one_leaves_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, store) = open(tmp.path());
+    let batch = vec![
+        event(
+            r#"{"event_type":"a","user_id":"user-1","event_properties":{"email":"x@y","plan":"pro"}}"#,
+        ),
+        event(r#"{"event_type":"b","user_id":"user-2","event_properties":{"plan":"free"}}"#),
+    ];
+    store.ingest(1, batch).unwrap();
+    store.flush().unwrap();
+    let before = all_events(&store, 1);
+    let objects = || segment_files(&tmp.path().join("segments"));
+    let live = objects();
+    assert_eq!(live.len(), 1);
+    let day = store.snapshot(1, None).segments[0].record.day.clone();
+    // Catalog ids are given in name order: `email` has the segment's first key id.
+    let email_column = |segment: &lethe_store::Segment| {
+        lethe_store::PropertyKind::Event.column(segment.record.event_properties[0])
+    };
+    {
+        let mut rewrite = store.begin_rewrite(1, &day);
+        let source = rewrite.live()[0].open().unwrap();
+        let drop = vec![email_column(&source.segment)];
+        rewrite
+            .stage(vec![lethe_store::Output::Columns {
+                source,
+                drop,
+                replace: Default::default(),
+            }])
+            .unwrap();
+        assert_eq!(objects().len(), 2, "staged: written, not live");
+        assert_eq!(all_events(&store, 1), before, "invisible before the commit");
+    }
+    assert_eq!(
+        objects(),
+        live,
+        "an abandoned rewrite deletes what it staged"
+    );
+    assert_eq!(all_events(&store, 1), before);
+
+    let mut rewrite = store.begin_rewrite(1, &day);
+    let source = rewrite.live()[0].open().unwrap();
+    let drop = vec![email_column(&source.segment)];
+    rewrite
+        .stage(vec![lethe_store::Output::Columns {
+            source,
+            drop,
+            replace: Default::default(),
+        }])
+        .unwrap();
+    let retired = rewrite.commit(Default::default(), None).unwrap();
+    store.await_unlinked(retired).unwrap();
+    let after = objects();
+    assert_eq!(after.len(), 1);
+    assert_ne!(after, live, "a new object replaced the old one");
+    let changed: Vec<_> = all_events(&store, 1)
+        .into_iter()
+        .map(|e| (e.event_type, e.event_properties))
+        .collect();
+    assert_eq!(
+        changed,
+        vec![
+            (
+                "a".to_string(),
+                vec![("plan".to_string(), "\"pro\"".to_string())]
+            ),
+            (
+                "b".to_string(),
+                vec![("plan".to_string(), "\"free\"".to_string())]
+            ),
+        ]
+    );
+}
+
+/// Every file under `dir`, recursively.
+fn segment_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            match path.is_dir() {
+                true => dirs.push(path),
+                false => found.push(path),
+            }
+        }
+    }
+    found.sort();
+    found
+}

@@ -37,6 +37,10 @@ pub struct ServeArgs {
     /// frequent, if at least 1 % of its events carry them); the others share one column.
     #[arg(long, env = "LETHE_DENSE_KEYS", default_value_t = Layout::default().max_dense_keys)]
     dense_keys: usize,
+    /// A key gets its own column in a segment only if at least 1 in this many of the
+    /// segment's events carry it (0: no minimum).
+    #[arg(long, env = "LETHE_DENSE_ONE_IN", default_value_t = Layout::default().dense_one_in)]
+    dense_one_in: usize,
     /// Start even though a WAL file is damaged before its end: replay the records before the
     /// damage and drop the rest. Without it such a start is refused, naming the file and offset.
     #[arg(long)]
@@ -85,7 +89,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             salvage_wal: args.salvage_wal,
             layout: Layout {
                 max_dense_keys: args.dense_keys,
-                ..Layout::default()
+                dense_one_in: args.dense_one_in,
             },
             ..StoreConfig::default()
         },

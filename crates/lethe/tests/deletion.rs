@@ -595,16 +595,7 @@ fn a_rare_key_in_the_tail_column_is_removed_exactly_and_nothing_else() {
             "import duckdb; print(duckdb.sql(\"SELECT count(*) FROM read_parquet('{}/segments/*/*/*.parquet', union_by_name=true) WHERE e_tail IS NOT NULL\").fetchall()[0][0])",
             dir.display()
         );
-        let out = std::process::Command::new("python3")
-            .args(["-c", &query])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
+        common::python(&["-c", &query]).trim().to_string()
     };
     assert_eq!(
         in_tail(&dir),

@@ -384,18 +384,20 @@ pub fn staged_uploads(dir: &Path) -> Vec<PathBuf> {
 
 /// Events per event type in the segments under `dir`, as DuckDB reads them.
 pub fn duckdb_counts(dir: &Path) -> Value {
-    let out = Command::new("python3")
-        .arg(format!(
-            "{}/tests/compat/duckdb_count.py",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .arg(dir)
-        .output()
-        .unwrap();
+    let script = format!(
+        "{}/tests/compat/duckdb_count.py",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    serde_json::from_str(&python(&[&script, &dir.display().to_string()])).unwrap()
+}
+
+/// What `python3 ARGS…` prints, once it succeeded.
+pub fn python(args: &[&str]) -> String {
+    let out = Command::new("python3").args(args).output().unwrap();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).unwrap()
+    String::from_utf8(out.stdout).unwrap()
 }
