@@ -11,6 +11,7 @@ use lethe_delete::{
     check_names, parse_spec, DeleteError, KnownNames, Preview, QueuedTask, SpecError, TaskSpec,
 };
 use lethe_meta::{CatalogKind, TaskRow, TaskStatus};
+use lethe_store::CatalogDetail;
 use serde_json::{json, Value};
 
 use crate::auth::Session;
@@ -47,7 +48,7 @@ fn validated_spec(app: &App, project_id: i64, body: &Value) -> Result<TaskSpec, 
         .project(project_id)?
         .ok_or_else(|| ApiError::not_found("project"))?;
     let spec = parse_spec(body, lethe_meta::now_ms()).map_err(spec_error)?;
-    let live = app.store.live_catalog(project_id)?;
+    let live = app.store.live_catalog(project_id, CatalogDetail::Names)?;
     let names = |kind| -> BTreeSet<String> { live.entries(kind).map(|(n, _)| n.clone()).collect() };
     let known = KnownNames {
         event_types: names(CatalogKind::Event),

@@ -8,7 +8,7 @@ use axum::extract::{Path, Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use lethe_meta::CatalogKind;
-use lethe_store::Seen;
+use lethe_store::{CatalogDetail, Seen};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -47,7 +47,8 @@ async fn list(
     kind: CatalogKind,
     shape: fn(&str) -> Value,
 ) -> Result<Json<Value>, ApiError> {
-    let live = blocking(move || Ok(app.store.live_catalog(project_id)?)).await?;
+    let live =
+        blocking(move || Ok(app.store.live_catalog(project_id, CatalogDetail::Names)?)).await?;
     Ok(success(
         live.entries(kind)
             .map(|(name, seen)| merge(shape(name), seen_json(seen)))
@@ -88,7 +89,8 @@ async fn event_properties(
             .ok()
             .and_then(|form| form.event_type)
     });
-    let live = blocking(move || Ok(app.store.live_catalog(p.id)?)).await?;
+    let live =
+        blocking(move || Ok(app.store.live_catalog(p.id, CatalogDetail::WithPairs)?)).await?;
     let property = |name: &str, event_type: Option<&str>, seen: Value| {
         merge(
             json!({
@@ -140,7 +142,9 @@ async fn catalog(
         app.meta
             .project(project_id)?
             .ok_or_else(|| ApiError::not_found("project"))?;
-        let live = app.store.live_catalog(project_id)?;
+        let live = app
+            .store
+            .live_catalog(project_id, CatalogDetail::WithPairs)?;
         let entries = |kind| -> Vec<Value> {
             live.entries(kind)
                 .map(|(name, seen)| merge(json!({ "name": name }), seen_json(seen)))

@@ -26,6 +26,16 @@ impl Seen {
     }
 }
 
+/// How much of the live catalog to gather.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CatalogDetail {
+    /// Names with counts and seen ranges: what validating a task needs.
+    Names,
+    /// Also the (event type, event property) pairs: a project with thousands of keys has
+    /// hundreds of thousands of them.
+    WithPairs,
+}
+
 /// The catalog as it is now: committed counts plus the events not yet flushed.
 #[derive(Debug, Default)]
 pub struct LiveCatalog {
@@ -50,7 +60,9 @@ pub(crate) fn live_catalog(
     meta: &MetaStore,
     memtable: &[Arc<Event>],
     project_id: i64,
+    detail: CatalogDetail,
 ) -> Result<LiveCatalog> {
+    let with_pairs = detail == CatalogDetail::WithPairs;
     let mut live = LiveCatalog::default();
     let mut names = BTreeMap::new();
     for kind in [
@@ -67,7 +79,11 @@ pub(crate) fn live_catalog(
             names.insert((kind, e.id), e.name);
         }
     }
-    for (type_id, prop_id, count) in meta.event_property_pairs(project_id)? {
+    let pairs = match with_pairs {
+        true => meta.event_property_pairs(project_id)?,
+        false => Vec::new(),
+    };
+    for (type_id, prop_id, count) in pairs {
         let t = names.get(&(CatalogKind::Event, type_id));
         let p = names.get(&(CatalogKind::EventProperty, prop_id));
         if let (Some(t), Some(p)) = (t, p) {
@@ -94,7 +110,7 @@ pub(crate) fn live_catalog(
         for (k, _) in &e.group_properties {
             bump(CatalogKind::GroupProperty, k);
         }
-        for (k, _) in &e.event_properties {
+        for (k, _) in e.event_properties.iter().filter(|_| with_pairs) {
             *live
                 .pairs
                 .entry((e.event_type.clone(), k.clone()))

@@ -30,7 +30,7 @@ mod wal;
 mod wal_writer;
 mod writer;
 
-pub use catalog::{LiveCatalog, Seen};
+pub use catalog::{CatalogDetail, LiveCatalog, Seen};
 pub use compaction::CompactionPolicy;
 pub use faults::failpoint;
 pub use fetched::SegmentBytes;

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use lethe_event::{Day, Event, ParsedEvent};
 use lethe_meta::{now_ms, CatalogKind, Commit, MetaStore, ProfileRecord, SegmentRecord};
 
-use crate::catalog::{live_catalog, LiveCatalog};
+use crate::catalog::{live_catalog, CatalogDetail, LiveCatalog};
 use crate::compaction::CompactionPolicy;
 use crate::health::DamagedSegment;
 use crate::layout::DataDir;
@@ -278,9 +278,9 @@ impl Store {
 
     /// The names the project has data for now: committed catalog counts plus the events
     /// not yet flushed.
-    pub fn live_catalog(&self, project_id: i64) -> Result<LiveCatalog> {
+    pub fn live_catalog(&self, project_id: i64, detail: CatalogDetail) -> Result<LiveCatalog> {
         let memtable = self.snapshot(project_id, None).memtable;
-        live_catalog(&self.inner.meta, &memtable, project_id)
+        live_catalog(&self.inner.meta, &memtable, project_id, detail)
     }
 
     /// Every event of one project with upload time in `[from, to)` (all when `None`), from
