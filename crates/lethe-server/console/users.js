@@ -22,7 +22,7 @@ export async function usersPage() {
     toggle.addEventListener('click', async () => {
       const a = await api('PATCH', `/api/v1/users/${u.id}`, { active: !u.active });
       if (a.status !== 200) { err.textContent = a.data?.error; return; }
-      users();
+      usersPage();
     });
     return h('tr', {}, h('td', {}, u.email), h('td', {}, role), h('td', {}, u.active ? 'active' : 'deactivated'),
       h('td', { class: 'hide-narrow' }, utc(u.created_at)), h('td', {}, toggle));
@@ -48,7 +48,7 @@ export async function usersPage() {
       email: form.querySelector('#new-email').value, password: form.querySelector('#new-password').value, role: form.querySelector('#new-role').value,
     });
     if (a.status !== 201) return showError(form, a.data, formErr);
-    users();
+    usersPage();
   });
   setMain('Users', h('h1', {}, 'Users'), err,
     h('div', { class: 'table-wrap' }, h('table', { 'aria-label': 'Users' },
