@@ -13,7 +13,7 @@ use arrow_array::{
 use arrow_schema::ArrowError;
 use serde::{Deserialize, Serialize};
 
-use lethe_store::{tail, PropertyKind};
+use lethe_store::{base_column, tail, PropertyKind};
 
 use crate::spec::{Clause, TaskSpec};
 
@@ -184,15 +184,19 @@ impl Matcher {
         let inside = record.min_time >= self.from && record.max_time < self.to;
         self.columns()
             .into_iter()
-            .filter(|c| c != "uuid" && !(inside && c == "server_upload_time"))
+            .filter(|c| c != base_column::UUID && !(inside && c == base_column::SERVER_UPLOAD_TIME))
             .collect()
     }
 
     /// The columns matching needs, with `uuid` for samples.
     pub fn columns(&self) -> Vec<String> {
-        let mut cols: Vec<String> = ["uuid", "event_type", "server_upload_time"]
-            .map(String::from)
-            .to_vec();
+        let mut cols: Vec<String> = [
+            base_column::UUID,
+            base_column::EVENT_TYPE,
+            base_column::SERVER_UPLOAD_TIME,
+        ]
+        .map(String::from)
+        .to_vec();
         for r in &self.rules {
             match r {
                 Rule::Properties { keys, kind, .. } => {
@@ -204,7 +208,7 @@ impl Matcher {
                         }
                     }
                 }
-                Rule::Users(_) => cols.push("amplitude_id".to_string()),
+                Rule::Users(_) => cols.push(base_column::AMPLITUDE_ID.to_string()),
                 Rule::Events(_) => {}
             }
         }
@@ -256,8 +260,9 @@ impl Matcher {
     /// Without a `server_upload_time` column every row counts as in range (see
     /// [`Matcher::preview_columns`]); without `uuid` no samples are taken.
     pub fn apply(&self, batch: &RecordBatch) -> Result<Applied, ArrowError> {
-        let types = column::<StringArray>(batch, "event_type")?;
-        let times = column::<TimestampMillisecondArray>(batch, "server_upload_time").ok();
+        let types = column::<StringArray>(batch, base_column::EVENT_TYPE)?;
+        let times =
+            column::<TimestampMillisecondArray>(batch, base_column::SERVER_UPLOAD_TIME).ok();
         let rows = batch.num_rows();
         let in_range: Vec<bool> = (0..rows)
             .map(|r| times.is_none_or(|t| (self.from..self.to).contains(&t.value(r))))
@@ -271,7 +276,7 @@ impl Matcher {
             let hit: Box<dyn Fn(usize) -> bool> = match rule {
                 Rule::Events(set) => Box::new(|r| set.contains(types.value(r))),
                 Rule::Users(ids) => {
-                    let users = column::<Int64Array>(batch, "amplitude_id")?;
+                    let users = column::<Int64Array>(batch, base_column::AMPLITUDE_ID)?;
                     Box::new(|r| ids.contains(&users.value(r)))
                 }
                 Rule::Properties { .. } => continue,
@@ -311,7 +316,10 @@ impl Matcher {
             }
         }
         a.count_removed(batch, types)?;
-        if let (Some(times), Ok(uuids)) = (times, column::<FixedSizeBinaryArray>(batch, "uuid")) {
+        if let (Some(times), Ok(uuids)) = (
+            times,
+            column::<FixedSizeBinaryArray>(batch, base_column::UUID),
+        ) {
             a.collect_samples(types, times, uuids);
         }
         Ok(a)

@@ -19,7 +19,7 @@ use chrono_tz::Tz;
 use lethe_event::StrField;
 use lethe_meta::CatalogKind;
 use lethe_store::tail::Layout;
-use lethe_store::{events_to_batch, parallel_map, PropertyKind};
+use lethe_store::{base_column, events_to_batch, parallel_map, PropertyKind};
 use serde_json::{json, Value};
 
 use crate::auth::{ProjectKey, Session};
@@ -108,8 +108,8 @@ fn builtin(name: &str) -> Option<&'static str> {
         "os" => Some("os_name"),
         "DMA" => Some("dma"),
         "device" => Some("device_model"),
-        "user_id" => Some("user_id"),
-        "device_id" => Some("device_id"),
+        "user_id" => Some(base_column::USER_ID),
+        "device_id" => Some(base_column::DEVICE_ID),
         _ => None,
     };
     alias.or_else(|| {
@@ -255,8 +255,8 @@ enum TimeBasis {
 impl TimeBasis {
     fn column(self) -> &'static str {
         match self {
-            TimeBasis::Event => "event_time",
-            TimeBasis::Upload => "server_upload_time",
+            TimeBasis::Event => base_column::EVENT_TIME,
+            TimeBasis::Upload => base_column::SERVER_UPLOAD_TIME,
         }
     }
 }
@@ -613,11 +613,14 @@ impl Segmentation {
         segments: &[std::sync::Arc<lethe_store::Segment>],
         memtable: Option<&RecordBatch>,
     ) -> Result<HashMap<i64, i64>, ApiError> {
-        let read = vec!["amplitude_id".to_string(), self.basis.column().to_string()];
+        let read = vec![
+            base_column::AMPLITUDE_ID.to_string(),
+            self.basis.column().to_string(),
+        ];
         let mut first: HashMap<i64, i64> = HashMap::new();
         let mut note = |batch: &RecordBatch| {
             if let (Some(ids), Some(times)) = (
-                int_column(batch, "amplitude_id"),
+                int_column(batch, base_column::AMPLITUDE_ID),
                 time_column(batch, self.basis),
             ) {
                 for row in 0..batch.num_rows() {
@@ -713,9 +716,13 @@ impl Columns {
     }
 
     fn read_list(&self, basis: TimeBasis) -> Vec<String> {
-        let mut list: Vec<String> = ["event_type", "amplitude_id", basis.column()]
-            .map(String::from)
-            .to_vec();
+        let mut list: Vec<String> = [
+            base_column::EVENT_TYPE,
+            base_column::AMPLITUDE_ID,
+            basis.column(),
+        ]
+        .map(String::from)
+        .to_vec();
         for p in self.ids.keys() {
             for c in self.columns(p) {
                 if !list.contains(&c) {
@@ -820,9 +827,9 @@ impl Tally {
                 .and_then(|a| a.as_any().downcast_ref::<StringArray>())
         };
         let (Some(types), Some(times), Some(users)) = (
-            text(Some("event_type".to_string())),
+            text(Some(base_column::EVENT_TYPE.to_string())),
             time_column(batch, q.basis),
-            int_column(batch, "amplitude_id"),
+            int_column(batch, base_column::AMPLITUDE_ID),
         ) else {
             return;
         };

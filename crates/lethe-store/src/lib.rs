@@ -40,7 +40,7 @@ pub use live::{OpenSegment, Segment};
 pub use parallel::parallel_map;
 pub use resolver::{KnownUsers, UserProfile};
 pub use rewrite::{Output, PartitionRewrite};
-pub use schema::PropertyKind;
+pub use schema::{base_column, PropertyKind};
 pub use segment::{events_to_batch, read_batches, ColumnNames, SegmentStats};
 pub use storage::{SegmentLocation, Storage};
 pub use store::{IngestOutcome, Snapshot, Store, StoreConfig};

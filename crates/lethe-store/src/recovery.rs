@@ -14,6 +14,7 @@ use crate::layout::DataDir;
 use crate::live::{LiveSet, Segment};
 use crate::memtable::Memtable;
 use crate::resolver::{KeyKind, Resolver};
+use crate::schema::base_column;
 use crate::storage::Storage;
 use crate::wal::{self, Damage};
 use crate::{Result, StoreError};
@@ -147,9 +148,14 @@ fn partition_day(name: &str) -> Result<Day> {
 /// columns that make a dedup key are read.
 pub(crate) fn remember_recent_insert_ids(resolver: &mut Resolver, live: &LiveSet) -> Result<()> {
     let since = Day::of_ms(now_ms()).plus(-8).to_string();
-    let columns: Vec<String> = ["insert_id", "device_id", "user_id", "server_upload_time"]
-        .map(String::from)
-        .to_vec();
+    let columns: Vec<String> = [
+        base_column::INSERT_ID,
+        base_column::DEVICE_ID,
+        base_column::USER_ID,
+        base_column::SERVER_UPLOAD_TIME,
+    ]
+    .map(String::from)
+    .to_vec();
     for segment in live.all() {
         if segment.record.day < since {
             continue;
@@ -165,13 +171,15 @@ pub(crate) fn remember_recent_insert_ids(resolver: &mut Resolver, live: &LiveSet
                     .column_by_name(name)
                     .and_then(|a| a.as_any().downcast_ref::<StringArray>().cloned())
             };
-            let (Some(insert_ids), devices, users) =
-                (text("insert_id"), text("device_id"), text("user_id"))
-            else {
+            let (Some(insert_ids), devices, users) = (
+                text(base_column::INSERT_ID),
+                text(base_column::DEVICE_ID),
+                text(base_column::USER_ID),
+            ) else {
                 continue;
             };
             let times = batch
-                .column_by_name("server_upload_time")
+                .column_by_name(base_column::SERVER_UPLOAD_TIME)
                 .and_then(|a| {
                     a.as_any()
                         .downcast_ref::<TimestampMillisecondArray>()

@@ -9,6 +9,23 @@ use lethe_meta::{CatalogKind, SegmentRecord};
 
 use crate::tail;
 
+/// The base columns of every segment, spelled here only (the property columns are
+/// [`PropertyKind`]'s).
+pub mod base_column {
+    pub const UUID: &str = "uuid";
+    pub const EVENT_TYPE: &str = "event_type";
+    pub const SERVER_UPLOAD_TIME: &str = "server_upload_time";
+    pub const EVENT_TIME: &str = "event_time";
+    pub const AMPLITUDE_ID: &str = "amplitude_id";
+    pub const USER_ID: &str = "user_id";
+    pub const DEVICE_ID: &str = "device_id";
+    pub const INSERT_ID: &str = "insert_id";
+    pub const SESSION_ID: &str = "session_id";
+    pub const EVENT_ID: &str = "event_id";
+    pub const GROUPS: &str = "groups";
+    pub const EXTRA: &str = "extra";
+}
+
 /// The three kinds of property a segment holds one column per key of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum PropertyKind {

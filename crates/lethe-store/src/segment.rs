@@ -27,7 +27,7 @@ use parquet::schema::types::ColumnPath;
 use bytes::Bytes;
 
 use crate::fetched::SegmentBytes;
-use crate::schema::PropertyKind;
+use crate::schema::{base_column, PropertyKind};
 use crate::tail::{self, Layout};
 use crate::Result;
 
@@ -142,31 +142,31 @@ pub fn events_to_batch(
         arrays: Vec::new(),
     };
     let uuids = FixedSizeBinaryArray::try_from_iter(events.iter().map(|e| e.uuid.to_be_bytes()))?;
-    c.push("uuid", Arc::new(uuids), false);
+    c.push(base_column::UUID, Arc::new(uuids), false);
     let types = StringArray::from_iter_values(events.iter().map(|e| e.event_type.as_str()));
-    c.push("event_type", Arc::new(types), false);
+    c.push(base_column::EVENT_TYPE, Arc::new(types), false);
     for (name, get) in [
         (
-            "server_upload_time",
+            base_column::SERVER_UPLOAD_TIME,
             (|e: &Event| e.server_upload_time) as fn(&Event) -> i64,
         ),
-        ("event_time", |e: &Event| e.time),
+        (base_column::EVENT_TIME, |e: &Event| e.time),
     ] {
         let times = TimestampMillisecondArray::from_iter_values(events.iter().map(|e| get(e)))
             .with_timezone("UTC");
         c.push(name, Arc::new(times), false);
     }
     let ids = Int64Array::from_iter_values(events.iter().map(|e| e.amplitude_id));
-    c.push("amplitude_id", Arc::new(ids), false);
-    c.push_optional_text("user_id", events, |e| e.user_id.as_deref());
-    c.push_optional_text("device_id", events, |e| e.device_id.as_deref());
-    c.push_optional_text("insert_id", events, |e| e.insert_id.as_deref());
+    c.push(base_column::AMPLITUDE_ID, Arc::new(ids), false);
+    c.push_optional_text(base_column::USER_ID, events, |e| e.user_id.as_deref());
+    c.push_optional_text(base_column::DEVICE_ID, events, |e| e.device_id.as_deref());
+    c.push_optional_text(base_column::INSERT_ID, events, |e| e.insert_id.as_deref());
     for (name, get) in [
         (
-            "session_id",
+            base_column::SESSION_ID,
             (|e: &Event| e.session_id) as fn(&Event) -> Option<i64>,
         ),
-        ("event_id", |e: &Event| e.event_id),
+        (base_column::EVENT_ID, |e: &Event| e.event_id),
     ] {
         let array = Int64Array::from_iter(events.iter().map(|e| get(e)));
         if array.null_count() < array.len() {
@@ -203,8 +203,8 @@ pub fn events_to_batch(
             .map(|e| e.nums.iter().find(|(f, _)| *f == i).map(|(_, v)| *v));
         c.push(field.name, Arc::new(Float64Array::from_iter(values)), true);
     }
-    c.push_optional_text("groups", events, |e| e.groups.as_deref());
-    c.push_optional_text("extra", events, |e| e.extra.as_deref());
+    c.push_optional_text(base_column::GROUPS, events, |e| e.groups.as_deref());
+    c.push_optional_text(base_column::EXTRA, events, |e| e.extra.as_deref());
     for (kind, ids) in [
         (PropertyKind::Event, event_ids),
         (PropertyKind::User, user_ids),
@@ -228,9 +228,9 @@ pub fn write_batch(batch: &RecordBatch) -> Result<(Bytes, SegmentStats)> {
     writer.write(batch)?;
     let (bytes, crc32) = writer.into_inner()?.finish();
     let times = batch
-        .column_by_name("server_upload_time")
+        .column_by_name(base_column::SERVER_UPLOAD_TIME)
         .and_then(|a| a.as_any().downcast_ref::<TimestampMillisecondArray>())
-        .ok_or_else(|| corrupt("server_upload_time"))?;
+        .ok_or_else(|| corrupt(base_column::SERVER_UPLOAD_TIME))?;
     let stats = SegmentStats {
         rows: batch.num_rows(),
         bytes: bytes.len() as u64,
@@ -247,12 +247,12 @@ fn writer_properties() -> Result<WriterProperties> {
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_statistics_enabled(EnabledStatistics::Chunk)
-        .set_column_dictionary_enabled(ColumnPath::from("uuid"), false)
-        .set_column_dictionary_enabled(ColumnPath::from("event_time"), false)
-        .set_column_dictionary_enabled(ColumnPath::from("insert_id"), false)
-        .set_column_dictionary_enabled(ColumnPath::from("amplitude_id"), false)
-        .set_column_dictionary_enabled(ColumnPath::from("user_id"), false)
-        .set_column_dictionary_enabled(ColumnPath::from("device_id"), false)
+        .set_column_dictionary_enabled(ColumnPath::from(base_column::UUID), false)
+        .set_column_dictionary_enabled(ColumnPath::from(base_column::EVENT_TIME), false)
+        .set_column_dictionary_enabled(ColumnPath::from(base_column::INSERT_ID), false)
+        .set_column_dictionary_enabled(ColumnPath::from(base_column::AMPLITUDE_ID), false)
+        .set_column_dictionary_enabled(ColumnPath::from(base_column::USER_ID), false)
+        .set_column_dictionary_enabled(ColumnPath::from(base_column::DEVICE_ID), false)
         .set_column_bloom_filter_enabled(ColumnPath::from(USER_INDEX_COLUMN), true)
         .set_column_bloom_filter_max_ndv(ColumnPath::from(USER_INDEX_COLUMN), ROW_GROUP_ROWS as u64)
         .set_column_bloom_filter_fpp(ColumnPath::from(USER_INDEX_COLUMN), USER_INDEX_FPP)
@@ -262,7 +262,7 @@ fn writer_properties() -> Result<WriterProperties> {
 /// The column with a Parquet bloom filter per row group, so that erasing a few users opens
 /// only the segments (and reads only the row groups) that may hold them. Any Parquet reader
 /// (DuckDB, Spark) can use the same filters.
-const USER_INDEX_COLUMN: &str = "amplitude_id";
+const USER_INDEX_COLUMN: &str = base_column::AMPLITUDE_ID;
 /// ~19 KiB per 16 Ki-row group; a false positive costs one column read, never a rewrite.
 const USER_INDEX_FPP: f64 = 0.01;
 
@@ -504,27 +504,28 @@ fn decode_batch(
     range: Option<(i64, i64)>,
     out: &mut Vec<Event>,
 ) -> Result<()> {
-    let uuid = column::<FixedSizeBinaryArray>(batch, "uuid").ok_or_else(|| corrupt("uuid"))?;
-    let event_type =
-        column::<StringArray>(batch, "event_type").ok_or_else(|| corrupt("event_type"))?;
-    let upload = column::<TimestampMillisecondArray>(batch, "server_upload_time")
-        .ok_or_else(|| corrupt("server_upload_time"))?;
-    let time = column::<TimestampMillisecondArray>(batch, "event_time")
-        .ok_or_else(|| corrupt("event_time"))?;
-    let amplitude_id =
-        column::<Int64Array>(batch, "amplitude_id").ok_or_else(|| corrupt("amplitude_id"))?;
+    let uuid = column::<FixedSizeBinaryArray>(batch, base_column::UUID)
+        .ok_or_else(|| corrupt(base_column::UUID))?;
+    let event_type = column::<StringArray>(batch, base_column::EVENT_TYPE)
+        .ok_or_else(|| corrupt(base_column::EVENT_TYPE))?;
+    let upload = column::<TimestampMillisecondArray>(batch, base_column::SERVER_UPLOAD_TIME)
+        .ok_or_else(|| corrupt(base_column::SERVER_UPLOAD_TIME))?;
+    let time = column::<TimestampMillisecondArray>(batch, base_column::EVENT_TIME)
+        .ok_or_else(|| corrupt(base_column::EVENT_TIME))?;
+    let amplitude_id = column::<Int64Array>(batch, base_column::AMPLITUDE_ID)
+        .ok_or_else(|| corrupt(base_column::AMPLITUDE_ID))?;
     let (user_id, device_id, insert_id) = (
-        column::<StringArray>(batch, "user_id"),
-        column::<StringArray>(batch, "device_id"),
-        column::<StringArray>(batch, "insert_id"),
+        column::<StringArray>(batch, base_column::USER_ID),
+        column::<StringArray>(batch, base_column::DEVICE_ID),
+        column::<StringArray>(batch, base_column::INSERT_ID),
     );
     let (session_id, event_id) = (
-        column::<Int64Array>(batch, "session_id"),
-        column::<Int64Array>(batch, "event_id"),
+        column::<Int64Array>(batch, base_column::SESSION_ID),
+        column::<Int64Array>(batch, base_column::EVENT_ID),
     );
     let (groups, extra) = (
-        column::<StringArray>(batch, "groups"),
-        column::<StringArray>(batch, "extra"),
+        column::<StringArray>(batch, base_column::GROUPS),
+        column::<StringArray>(batch, base_column::EXTRA),
     );
     // Segments written before group properties had their own columns kept the object as
     // sent in one column: it is exported as it was, through `extra`.
@@ -581,7 +582,11 @@ fn decode_batch(
             }
         }
         out.push(Event {
-            uuid: u128::from_be_bytes(uuid.value(row).try_into().map_err(|_| corrupt("uuid"))?),
+            uuid: u128::from_be_bytes(
+                uuid.value(row)
+                    .try_into()
+                    .map_err(|_| corrupt(base_column::UUID))?,
+            ),
             event_type: event_type.value(row).to_string(),
             server_upload_time: upload_time,
             time: time.value(row),
@@ -1044,7 +1049,7 @@ mod tests {
             read_batches(&bytes, None).is_err(),
             "unfetched columns are an error"
         );
-        let (window, time) = ((100, 200), "server_upload_time");
+        let (window, time) = ((100, 200), base_column::SERVER_UPLOAD_TIME);
         let needed = ["e_1".to_string(), time.to_string()];
         let (bytes, _) = sparse(Need::Between(&needed, time, window));
         let batches = read_batches_between(&bytes, &needed, time, window).unwrap();
@@ -1212,8 +1217,8 @@ mod tests {
         assert!(out.column_by_name("u_2").is_none());
         assert_eq!(out.column_by_name("e_1").unwrap(), &replacement);
         assert_eq!(
-            out.column_by_name("uuid").unwrap(),
-            batch.column_by_name("uuid").unwrap()
+            out.column_by_name(base_column::UUID).unwrap(),
+            batch.column_by_name(base_column::UUID).unwrap()
         );
         let bytes = dst.as_whole().unwrap();
         assert!(
