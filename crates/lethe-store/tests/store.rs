@@ -195,21 +195,24 @@ fn a_rewrite_changes_nothing_until_its_commit_and_an_abandoned_one_leaves_nothin
     let live = objects();
     assert_eq!(live.len(), 1);
     let day = store.snapshot(1, None).segments[0].record.day.clone();
-    // Catalog ids are given in name order: `email` has the segment's first key id.
-    let email_column = |segment: &lethe_store::Segment| {
-        lethe_store::PropertyKind::Event.column(segment.record.event_properties[0])
-    };
-    {
+    // A rewrite that drops the `email` column (catalog ids are given in name order: `email`
+    // has the segment's first key id), staged and not yet committed.
+    let staged_without_email = || {
         let mut rewrite = store.begin_rewrite(1, &day);
         let source = rewrite.live()[0].open().unwrap();
-        let drop = vec![email_column(&source.segment)];
+        let email =
+            lethe_store::PropertyKind::Event.column(source.segment.record.event_properties[0]);
         rewrite
             .stage(vec![lethe_store::Output::Columns {
                 source,
-                drop,
+                drop: vec![email],
                 replace: Default::default(),
             }])
             .unwrap();
+        rewrite
+    };
+    {
+        let _rewrite = staged_without_email();
         assert_eq!(objects().len(), 2, "staged: written, not live");
         assert_eq!(all_events(&store, 1), before, "invisible before the commit");
     }
@@ -220,16 +223,7 @@ fn a_rewrite_changes_nothing_until_its_commit_and_an_abandoned_one_leaves_nothin
     );
     assert_eq!(all_events(&store, 1), before);
 
-    let mut rewrite = store.begin_rewrite(1, &day);
-    let source = rewrite.live()[0].open().unwrap();
-    let drop = vec![email_column(&source.segment)];
-    rewrite
-        .stage(vec![lethe_store::Output::Columns {
-            source,
-            drop,
-            replace: Default::default(),
-        }])
-        .unwrap();
+    let rewrite = staged_without_email();
     let retired = rewrite.commit(Default::default(), None).unwrap();
     store.await_unlinked(retired).unwrap();
     let after = objects();
