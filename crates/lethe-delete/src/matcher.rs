@@ -345,13 +345,18 @@ impl Applied {
         // Catalog counts of every value removed: all values of deleted rows (in key columns
         // and in tail columns), and the cleared ones of other rows.
         let (columns_removed, pairs_removed) = (&mut self.columns_removed, &mut self.pairs_removed);
-        let mut note = |name: String, r: usize| {
-            if let Some((PropertyKind::Event, _)) = PropertyKind::of_column(&name) {
+        let mut note = |name: &str, r: usize| {
+            if let Some((PropertyKind::Event, _)) = PropertyKind::of_column(name) {
                 *pairs_removed
-                    .entry((types.value(r).to_string(), name.clone()))
+                    .entry((types.value(r).to_string(), name.to_string()))
                     .or_default() += 1;
             }
-            *columns_removed.entry(name).or_default() += 1;
+            match columns_removed.get_mut(name) {
+                Some(n) => *n += 1,
+                None => {
+                    columns_removed.insert(name.to_string(), 1);
+                }
+            }
         };
         let schema = batch.schema();
         for (i, field) in schema.fields().iter().enumerate() {
@@ -360,7 +365,7 @@ impl Applied {
             }
             let values = batch.column(i);
             for r in deleted_rows.iter().filter(|r| values.is_valid(**r)) {
-                note(field.name().clone(), *r);
+                note(field.name(), *r);
             }
         }
         for kind in PropertyKind::ALL {
@@ -370,7 +375,7 @@ impl Applied {
             for r in deleted_rows.iter().filter(|r| tail.is_valid(**r)) {
                 let entries = tail::entries(tail.value(*r)).map_err(ArrowError::ParseError)?;
                 for (id, _) in entries {
-                    note(kind.column(id), *r);
+                    note(&kind.column(id), *r);
                 }
             }
         }
@@ -381,7 +386,7 @@ impl Applied {
             let rows: Vec<usize> = (0..cleared.len()).filter(|r| cleared[*r]).collect();
             self.totals.add_values(kind, rows.len() as u64);
             for r in rows {
-                note(name.clone(), r);
+                note(name, r);
             }
         }
         Ok(())

@@ -13,7 +13,6 @@ use lethe_store::Store;
 use crate::engine::execute;
 use crate::privacy::queue_due_erasures;
 use crate::queue::QueuedTask;
-use crate::DeleteError;
 
 /// Attempts before a task is marked failed (an admin can retry it).
 const ATTEMPTS: u32 = 3;
@@ -104,13 +103,17 @@ fn work_on(meta: &MetaStore, store: &Store, task: TaskRow, stop: &AtomicBool) {
             tracing::error!(error = %e, task_id = id, "cannot mark the task running");
             return;
         }
-        let current = match meta
-            .task(id)
-            .map_err(DeleteError::from)
-            .and_then(|t| t.map(QueuedTask::decode).transpose())
-        {
-            Ok(Some(t)) => t,
+        let row = match meta.task(id) {
+            Ok(Some(row)) => row,
             Ok(None) => return,
+            Err(e) => {
+                // The queue cannot be read now: the next look takes the task up again.
+                tracing::error!(error = %e, task_id = id, "cannot read the deletion task");
+                return;
+            }
+        };
+        let current = match QueuedTask::decode(row) {
+            Ok(task) => task,
             Err(e) => {
                 // A damaged stored task cannot be carried out: fail it, naming the cause.
                 tracing::error!(error = %e, task_id = id, "deletion task cannot be read");

@@ -304,10 +304,11 @@ async fn request(
         let grace = app.privacy_grace.as_millis() as i64;
         let schedule = match schedule_erasure(&app.store, &app.meta, projects, &erasure, grace, &actor) {
             Ok(schedule) => schedule,
-            Err(ScheduleError::UnknownIds(invalid)) => {
-                let message = ScheduleError::UnknownIds(invalid.clone()).to_string();
-                let mut err = bad("amplitude_ids", message);
-                err.extra = Some(json!({ "invalid_ids": invalid }));
+            Err(e @ ScheduleError::UnknownIds(_)) => {
+                let mut err = bad("amplitude_ids", e.to_string());
+                if let ScheduleError::UnknownIds(invalid) = e {
+                    err.extra = Some(json!({ "invalid_ids": invalid }));
+                }
                 return Err(err);
             }
             Err(ScheduleError::Delete(e)) => {

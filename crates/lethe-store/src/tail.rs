@@ -157,6 +157,20 @@ mod tests {
     }
 
     #[test]
+    fn a_damaged_tail_object_is_an_error_never_a_silent_gap() {
+        let damaged = StringArray::from(vec![Some(r#"{"17":"a""#), Some(r#"{"x":1}"#)]);
+        assert!(values(&damaged, 17).is_err(), "unterminated object");
+        assert!(
+            entries(r#"{"x":1}"#).is_err(),
+            "a key that is not a catalog id"
+        );
+        assert!(without(&damaged, &[(17, &[true, false])]).is_err());
+        // Errors name what is wrong, never the values.
+        let message = entries(r#"{"17":"SECRET"#).unwrap_err();
+        assert!(!message.contains("SECRET"), "{message}");
+    }
+
+    #[test]
     fn values_round_trip_exactly_and_removal_leaves_the_rest() {
         let row = encode(&mut [
             (230, "3.10"),

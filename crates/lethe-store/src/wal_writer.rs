@@ -124,17 +124,17 @@ impl WalWriter<'_> {
         }
         self.durable.fetch_max(last_batch, Ordering::AcqRel);
         metrics::gauge!("lethe_wal_bytes").set(self.file.bytes as f64);
-        let durable = std::mem::take(&mut self.appended);
+        let synced = std::mem::take(&mut self.appended);
         {
             let mut state = self.inner.state.write().unwrap_or_else(|p| p.into_inner());
-            for p in &durable {
+            for p in &synced {
                 // Identifications are not events: only the profile changes they made wait
                 // for the next flush to reach the metadata store.
                 let visible = p.events.iter().filter(|e| !e.profile_only).cloned();
                 state.memtable.push(p.project_id, visible);
             }
         }
-        for p in durable {
+        for p in synced {
             let _ = p.ack.send(Ok(()));
         }
     }
