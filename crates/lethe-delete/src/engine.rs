@@ -1,12 +1,12 @@
 //! Preview and execution of a deletion task.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Instant;
 
 use arrow_array::RecordBatch;
 use lethe_event::{Day, Event};
-use lethe_meta::{CatalogDelta, CatalogKind, CountDelta, MetaStore};
+use lethe_meta::{CatalogDelta, CatalogIds, CatalogKind, CountDelta, MetaStore};
 use lethe_store::tail::Layout;
 use lethe_store::{
     events_to_batch, failpoint, parallel_map, Output, PropertyKind, Segment, Store, StoreError,
@@ -110,10 +110,10 @@ fn ms(since: Instant) -> u64 {
 
 /// Catalog name → id maps of one project.
 struct Ids {
-    types: HashMap<String, i64>,
-    event_props: HashMap<String, i64>,
-    user_props: HashMap<String, i64>,
-    group_props: HashMap<String, i64>,
+    types: CatalogIds,
+    event_props: CatalogIds,
+    user_props: CatalogIds,
+    group_props: CatalogIds,
 }
 
 impl Ids {
@@ -262,7 +262,7 @@ fn memtable_batch(
     events: &[Arc<Event>],
     spec: &TaskSpec,
 ) -> Result<(RecordBatch, Matcher), DeleteError> {
-    let local = |keys: &mut dyn Iterator<Item = &String>| -> HashMap<String, i64> {
+    let local = |keys: &mut dyn Iterator<Item = &String>| -> CatalogIds {
         let set: BTreeSet<&String> = keys.collect();
         set.into_iter()
             .enumerate()

@@ -13,6 +13,7 @@ use arrow_array::{
 use arrow_schema::ArrowError;
 use serde::{Deserialize, Serialize};
 
+use lethe_meta::CatalogIds;
 use lethe_store::{base_column, tail, PropertyKind};
 
 use crate::spec::{Clause, TaskSpec};
@@ -50,13 +51,13 @@ impl Counts {
 /// Catalog ids of property keys, per kind, in one id space.
 #[derive(Debug, Clone, Copy)]
 pub struct PropertyIds<'a> {
-    pub event: &'a HashMap<String, i64>,
-    pub user: &'a HashMap<String, i64>,
-    pub group: &'a HashMap<String, i64>,
+    pub event: &'a CatalogIds,
+    pub user: &'a CatalogIds,
+    pub group: &'a CatalogIds,
 }
 
 impl PropertyIds<'_> {
-    fn of(&self, kind: PropertyKind) -> &HashMap<String, i64> {
+    fn of(&self, kind: PropertyKind) -> &CatalogIds {
         match kind {
             PropertyKind::Event => self.event,
             PropertyKind::User => self.user,
@@ -231,11 +232,7 @@ impl Matcher {
     }
 
     /// Whether a segment can hold a target, from its manifest record alone.
-    pub fn may_match(
-        &self,
-        record: &lethe_meta::SegmentRecord,
-        type_ids: &HashMap<String, i64>,
-    ) -> bool {
+    pub fn may_match(&self, record: &lethe_meta::SegmentRecord, type_ids: &CatalogIds) -> bool {
         if record.max_time < self.from || record.min_time >= self.to {
             return false;
         }

@@ -3,7 +3,8 @@
 
 use std::collections::HashMap;
 
-use rusqlite::{params, Transaction};
+use rusqlite::{params, OptionalExtension, Transaction};
+use rustc_hash::FxHashMap;
 use serde::Serialize;
 
 use crate::db::all_rows;
@@ -60,6 +61,10 @@ pub struct CatalogDelta {
     pub pairs: Vec<(i64, i64, i64)>,
 }
 
+/// Catalog name → id of one kind. Fx hashing: segment writers look a name up for every value
+/// they encode, and the names a project can have are bounded by the per-day key limits.
+pub type CatalogIds = FxHashMap<String, i64>;
+
 impl MetaStore {
     /// Returns the ids of `names` of each kind, registering the ones not seen before (with no
     /// events yet), in one transaction: a segment's writer asks once for all its names.
@@ -67,13 +72,14 @@ impl MetaStore {
         &self,
         project_id: i64,
         wanted: &[(CatalogKind, Vec<&str>)],
-    ) -> Result<Vec<HashMap<String, i64>>> {
+    ) -> Result<Vec<CatalogIds>> {
         self.with(|c| {
             let tx = c.transaction()?;
             let mut all = Vec::with_capacity(wanted.len());
             for (kind, names) in wanted {
                 let kind = *kind;
-                let mut ids = HashMap::with_capacity(names.len());
+                let mut ids = CatalogIds::default();
+                ids.reserve(names.len());
                 let mut find =
                     tx.prepare_cached("SELECT id FROM catalog WHERE project_id=?1 AND kind=?2 AND name=?3")?;
                 let mut insert = tx.prepare_cached(
@@ -83,7 +89,7 @@ impl MetaStore {
                 for name in names {
                     let id: Option<i64> = find
                         .query_row(params![project_id, kind.as_str(), name], |r| r.get(0))
-                        .ok();
+                        .optional()?;
                     let id = match id {
                         Some(id) => id,
                         None => {
@@ -114,7 +120,7 @@ impl MetaStore {
     }
 
     /// Name → id for one kind.
-    pub fn catalog_ids(&self, project_id: i64, kind: CatalogKind) -> Result<HashMap<String, i64>> {
+    pub fn catalog_ids(&self, project_id: i64, kind: CatalogKind) -> Result<CatalogIds> {
         Ok(self
             .list_catalog(project_id, kind)?
             .into_iter()

@@ -19,7 +19,7 @@ use std::sync::Mutex;
 
 pub use access::{CreatedProject, NewProject, Project, ProjectRole, Role, User, TOKEN_TTL_MS};
 pub use audit::AuditRecord;
-pub use catalog::{CatalogDelta, CatalogEntry, CatalogKind, CountDelta};
+pub use catalog::{CatalogDelta, CatalogEntry, CatalogIds, CatalogKind, CountDelta};
 pub use identity::{GroupRecord, IdKind, IdentityRecord, ProfileRecord};
 pub use manifest::{Commit, SegmentRecord};
 pub use privacy::{

@@ -17,7 +17,7 @@ use axum::{Json, Router};
 use chrono::{Datelike, Duration, NaiveDate, NaiveDateTime, TimeZone, Timelike};
 use chrono_tz::Tz;
 use lethe_event::StrField;
-use lethe_meta::CatalogKind;
+use lethe_meta::{CatalogIds, CatalogKind};
 use lethe_store::tail::Layout;
 use lethe_store::{base_column, events_to_batch, parallel_map, PropertyKind};
 use serde_json::{json, Value};
@@ -577,7 +577,7 @@ impl Segmentation {
             true => None,
             false => {
                 let (event_ids, user_ids) = columns.id_maps();
-                let no_groups = HashMap::new();
+                let no_groups = CatalogIds::default();
                 Some(events_to_batch(
                     &snapshot.memtable,
                     &event_ids,
@@ -734,8 +734,8 @@ impl Columns {
     }
 
     /// Key → id maps that make unflushed events use the same column names.
-    fn id_maps(&self) -> (HashMap<String, i64>, HashMap<String, i64>) {
-        let (mut events, mut users) = (HashMap::new(), HashMap::new());
+    fn id_maps(&self) -> (CatalogIds, CatalogIds) {
+        let (mut events, mut users) = (CatalogIds::default(), CatalogIds::default());
         for (property, id) in &self.ids {
             match property {
                 Property::Event(k) => events.insert(k.clone(), *id),

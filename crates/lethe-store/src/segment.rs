@@ -17,6 +17,7 @@ use arrow_array::{
 };
 use arrow_schema::{Field, Schema, SchemaRef};
 use lethe_event::{Event, NumField, StrField};
+use lethe_meta::CatalogIds;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
@@ -132,9 +133,9 @@ pub fn sort_for_segment(events: &mut [Arc<Event>]) {
 /// The columns of a segment holding `events`.
 pub fn events_to_batch(
     events: &[Arc<Event>],
-    event_ids: &HashMap<String, i64>,
-    user_ids: &HashMap<String, i64>,
-    group_ids: &HashMap<String, i64>,
+    event_ids: &CatalogIds,
+    user_ids: &CatalogIds,
+    group_ids: &CatalogIds,
     layout: Layout,
 ) -> Result<RecordBatch> {
     let mut c = Columns {
@@ -425,7 +426,7 @@ pub(crate) fn ranges_needed(metadata: &ParquetMetaData, need: Need) -> Vec<Range
 fn push_properties(
     c: &mut Columns,
     kind: PropertyKind,
-    ids: &HashMap<String, i64>,
+    ids: &CatalogIds,
     events: &[Arc<Event>],
     layout: Layout,
 ) {
@@ -996,10 +997,16 @@ mod tests {
                 Arc::new(e)
             })
             .collect();
-        let ids = HashMap::from([("p".to_string(), 1)]);
-        let uids = HashMap::from([("u".to_string(), 2)]);
-        let batch =
-            events_to_batch(&events, &ids, &uids, &HashMap::new(), Layout::default()).unwrap();
+        let ids = CatalogIds::from_iter([("p".to_string(), 1)]);
+        let uids = CatalogIds::from_iter([("u".to_string(), 2)]);
+        let batch = events_to_batch(
+            &events,
+            &ids,
+            &uids,
+            &CatalogIds::default(),
+            Layout::default(),
+        )
+        .unwrap();
         (encoded(&batch), batch)
     }
 
@@ -1110,9 +1117,9 @@ mod tests {
         let events = vec![Arc::new(crate::test_event(1, vec![], vec![]))];
         let batch = events_to_batch(
             &events,
-            &HashMap::new(),
-            &HashMap::new(),
-            &HashMap::new(),
+            &CatalogIds::default(),
+            &CatalogIds::default(),
+            &CatalogIds::default(),
             Layout::default(),
         )
         .unwrap();
@@ -1151,12 +1158,12 @@ mod tests {
                 Arc::new(crate::test_event(i as u128, props, vec![]))
             })
             .collect();
-        let ids = HashMap::from([("rare".to_string(), 7)]);
+        let ids = CatalogIds::from_iter([("rare".to_string(), 7)]);
         let batch = events_to_batch(
             &events,
             &ids,
-            &HashMap::new(),
-            &HashMap::new(),
+            &CatalogIds::default(),
+            &CatalogIds::default(),
             Layout::default(),
         )
         .unwrap();

@@ -3,12 +3,13 @@
 //! trip, encodes the segment and writes its object through the storage seam; the caller
 //! commits the record it returns (or discards it).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 use lethe_event::{Day, Event};
-use lethe_meta::{CatalogDelta, CatalogKind, CountDelta, MetaStore, SegmentRecord};
+use lethe_meta::{CatalogDelta, CatalogIds, CatalogKind, CountDelta, MetaStore, SegmentRecord};
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::memtable::Tagged;
 use crate::parallel::parallel_map;
@@ -85,7 +86,7 @@ impl SegmentWriter {
         project_id: i64,
         day: &str,
         batch: &RecordBatch,
-        type_ids: &HashMap<String, i64>,
+        type_ids: &CatalogIds,
         keys: PropertyIds,
     ) -> Result<SegmentRecord> {
         let (bytes, stats) = write_batch(batch)?;
@@ -162,14 +163,15 @@ impl SegmentWriter {
         events: &[Arc<Event>],
     ) -> Result<(SegmentRecord, CatalogDelta)> {
         // Every name the segment needs an id for, asked of the catalog at once.
-        let types: BTreeSet<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
-        let mut wanted = vec![(CatalogKind::Event, types.into_iter().collect())];
+        let types = distinct(events.iter().map(|e| e.event_type.as_str()));
+        let mut wanted = vec![(CatalogKind::Event, types)];
         for kind in PropertyKind::ALL {
-            let keys: BTreeSet<&str> = events
-                .iter()
-                .flat_map(|e| kind.of_event(e).iter().map(|(k, _)| k.as_str()))
-                .collect();
-            wanted.push((kind.catalog(), keys.into_iter().collect()));
+            let keys = distinct(
+                events
+                    .iter()
+                    .flat_map(|e| kind.of_event(e).iter().map(|(k, _)| k.as_str())),
+            );
+            wanted.push((kind.catalog(), keys));
         }
         let mut ids = self
             .meta
@@ -200,7 +202,15 @@ fn new_segment_id() -> String {
     uuid::Uuid::now_v7().simple().to_string()
 }
 
-fn sorted_ids(ids: &HashMap<String, i64>) -> Vec<i64> {
+/// The distinct names among `names`, sorted (a hash set first: names repeat on every event).
+fn distinct<'a>(names: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let set: FxHashSet<&str> = names.collect();
+    let mut v: Vec<&str> = set.into_iter().collect();
+    v.sort_unstable();
+    v
+}
+
+fn sorted_ids(ids: &CatalogIds) -> Vec<i64> {
     let mut v: Vec<i64> = ids.values().copied().collect();
     v.sort_unstable();
     v
@@ -209,20 +219,16 @@ fn sorted_ids(ids: &HashMap<String, i64>) -> Vec<i64> {
 /// Catalog ids of the property keys of the events written into one segment.
 #[derive(Clone, Copy)]
 struct PropertyIds<'a> {
-    event: &'a HashMap<String, i64>,
-    user: &'a HashMap<String, i64>,
-    group: &'a HashMap<String, i64>,
+    event: &'a CatalogIds,
+    user: &'a CatalogIds,
+    group: &'a CatalogIds,
 }
 
 /// Catalog counts contributed by `events`.
-fn catalog_delta(
-    events: &[Arc<Event>],
-    type_ids: &HashMap<String, i64>,
-    ids: PropertyIds,
-) -> CatalogDelta {
+fn catalog_delta(events: &[Arc<Event>], type_ids: &CatalogIds, ids: PropertyIds) -> CatalogDelta {
     let (eprop_ids, uprop_ids) = (ids.event, ids.user);
-    let mut counts: BTreeMap<(CatalogKind, i64), (i64, i64, i64)> = BTreeMap::new();
-    let mut pairs: BTreeMap<(i64, i64), i64> = BTreeMap::new();
+    let mut counts: FxHashMap<(CatalogKind, i64), (i64, i64, i64)> = FxHashMap::default();
+    let mut pairs: FxHashMap<(i64, i64), i64> = FxHashMap::default();
     let mut bump = |kind, id: i64, t: i64| {
         let c = counts.entry((kind, id)).or_insert((0, t, t));
         c.0 += 1;
@@ -244,6 +250,11 @@ fn catalog_delta(
             bump(CatalogKind::GroupProperty, ids.group[k], t);
         }
     }
+    // Sorted, so every writer updates catalog rows in the same order.
+    let mut counts: Vec<_> = counts.into_iter().collect();
+    counts.sort_unstable_by_key(|&(key, _)| key);
+    let mut pairs: Vec<_> = pairs.into_iter().map(|((t, p), c)| (t, p, c)).collect();
+    pairs.sort_unstable();
     CatalogDelta {
         counts: counts
             .into_iter()
@@ -254,6 +265,6 @@ fn catalog_delta(
                 seen: Some((first, last)),
             })
             .collect(),
-        pairs: pairs.into_iter().map(|((t, p), c)| (t, p, c)).collect(),
+        pairs,
     }
 }
