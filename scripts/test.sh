@@ -12,8 +12,10 @@ if ! command -v chromium >/dev/null; then
   sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
 (cd e2e && npm ci --no-audit --no-fund --silent)
-# Hygiene is checked, not hoped for.
+# Hygiene is checked, not hoped for: formatting, lints, and no dependency left unused.
 cargo fmt --all -- --check
+command -v cargo-machete >/dev/null || cargo install --quiet --locked cargo-machete --version 0.9.2
+cargo machete
 cargo clippy --workspace --all-targets -- -D warnings
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 # The crash and fault tests need the failpoints feature (fault injection in the binary).

@@ -19,6 +19,9 @@ use crate::{blocking, ApiError, App};
 
 /// Largest import request (after decompression); the CLI sends files in parts below it.
 pub const IMPORT_MAX_BYTES: usize = 512 << 20;
+/// Bytes per import request that clients should send: large enough for healthy segments,
+/// small enough that two requests in flight keep the server's memory well under 1 GiB.
+pub const IMPORT_PART_BYTES: usize = 32 << 20;
 /// Errors listed in one answer; the count covers them all.
 const LISTED_ERRORS: usize = 100;
 

@@ -29,6 +29,7 @@ use lethe_meta::MetaStore;
 use lethe_store::{Store, StoreConfig};
 
 pub use error::ApiError;
+pub use import::IMPORT_PART_BYTES;
 pub use rates::RateLimits;
 pub use startup::{start, Running, StartError};
 

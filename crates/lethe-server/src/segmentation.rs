@@ -17,9 +17,7 @@ use axum::{Json, Router};
 use chrono::{Datelike, Duration, NaiveDate, NaiveDateTime, TimeZone, Timelike};
 use chrono_tz::Tz;
 use lethe_event::StrField;
-use lethe_meta::{CatalogIds, CatalogKind};
-use lethe_store::tail::Layout;
-use lethe_store::{base_column, events_to_batch, parallel_map, PropertyKind};
+use lethe_store::{base_column, PropertyKind, ScanRequest, Scanned};
 use serde_json::{json, Value};
 
 use crate::auth::{ProjectKey, Session};
@@ -565,60 +563,48 @@ impl Segmentation {
     }
 
     fn answer(&self, app: &App, project_id: i64) -> Result<Value, ApiError> {
-        let columns = Columns::resolve(app, project_id, self)?;
-        // Upload time partitions the store; event time may lie anywhere, so every segment
-        // is considered and row groups outside the range are skipped by their statistics.
-        let range = match self.basis {
-            TimeBasis::Upload => Some((self.from, self.to)),
-            TimeBasis::Event => None,
-        };
-        let snapshot = app.store.snapshot(project_id, range);
-        let memtable = match snapshot.memtable.is_empty() {
-            true => None,
-            false => {
-                let (event_ids, user_ids) = columns.id_maps();
-                let no_groups = CatalogIds::default();
-                Some(events_to_batch(
-                    &snapshot.memtable,
-                    &event_ids,
-                    &user_ids,
-                    &no_groups,
-                    Layout::default(),
-                )?)
-            }
-        };
-        let first_seen = match self.users {
-            Users::New => Some(self.first_seen(&snapshot.segments, memtable.as_ref())?),
-            _ => None,
-        };
-        let read = columns.read_list(self.basis);
-        let window = (self.from, self.to);
-        let mut tally = Tally::new(self);
-        for batches in parallel_map(snapshot.segments.iter().collect(), |s| {
-            s.read_between(&read, self.basis.column(), window)
-        }) {
-            for batch in batches? {
-                tally.add(self, &columns, &batch, first_seen.as_ref());
+        let mut columns = vec![base_column::EVENT_TYPE, base_column::AMPLITUDE_ID];
+        let mut properties = Vec::new();
+        for property in self.properties() {
+            match property {
+                Property::Event(key) => properties.push((PropertyKind::Event, key.as_str())),
+                Property::User(key) => properties.push((PropertyKind::User, key.as_str())),
+                Property::Builtin(column) => columns.push(column),
             }
         }
-        if let Some(batch) = &memtable {
-            tally.add(self, &columns, batch, first_seen.as_ref());
+        let scanned = app.store.scan(
+            project_id,
+            &ScanRequest {
+                columns: &columns,
+                properties: &properties,
+                time: self.basis.column(),
+                window: (self.from, self.to),
+            },
+        )?;
+        let first_seen = match self.users {
+            Users::New => Some(self.first_seen(app, project_id)?),
+            _ => None,
+        };
+        let mut tally = Tally::new(self);
+        for batch in &scanned.batches {
+            tally.add(self, &scanned, batch, first_seen.as_ref());
         }
         Ok(tally.render(self))
     }
 
     /// Each user's first bucket ever (for `n=new`): the earliest event of all stored data.
-    fn first_seen(
-        &self,
-        segments: &[std::sync::Arc<lethe_store::Segment>],
-        memtable: Option<&RecordBatch>,
-    ) -> Result<HashMap<i64, i64>, ApiError> {
-        let read = vec![
-            base_column::AMPLITUDE_ID.to_string(),
-            self.basis.column().to_string(),
-        ];
+    fn first_seen(&self, app: &App, project_id: i64) -> Result<HashMap<i64, i64>, ApiError> {
+        let scanned = app.store.scan(
+            project_id,
+            &ScanRequest {
+                columns: &[base_column::AMPLITUDE_ID],
+                properties: &[],
+                time: self.basis.column(),
+                window: (i64::MIN, i64::MAX),
+            },
+        )?;
         let mut first: HashMap<i64, i64> = HashMap::new();
-        let mut note = |batch: &RecordBatch| {
+        for batch in &scanned.batches {
             if let (Some(ids), Some(times)) = (
                 int_column(batch, base_column::AMPLITUDE_ID),
                 time_column(batch, self.basis),
@@ -628,16 +614,6 @@ impl Segmentation {
                     *t = (*t).min(times.value(row));
                 }
             }
-        };
-        for batches in parallel_map(segments.iter().collect(), |s| {
-            s.read_between(&read, self.basis.column(), (i64::MIN, i64::MAX))
-        }) {
-            for batch in batches? {
-                note(&batch);
-            }
-        }
-        if let Some(batch) = memtable {
-            note(batch);
         }
         Ok(first)
     }
@@ -663,87 +639,15 @@ fn time_column(batch: &RecordBatch, basis: TimeBasis) -> Option<&TimestampMillis
 /// Where each property the query reads lives in segments: `e_<id>` / `u_<id>` by catalog id,
 /// or a standard column. A key the catalog lacks yet (only in unflushed events) gets a
 /// negative id that no segment has.
-struct Columns {
-    ids: HashMap<Property, i64>,
-}
-
-impl Columns {
-    fn resolve(app: &App, project_id: i64, q: &Segmentation) -> Result<Self, ApiError> {
-        let event_ids = app
-            .meta
-            .catalog_ids(project_id, CatalogKind::EventProperty)?;
-        let user_ids = app
-            .meta
-            .catalog_ids(project_id, CatalogKind::UserProperty)?;
-        let mut ids = HashMap::new();
-        for property in q.properties() {
-            let id = match property {
-                Property::Event(key) => event_ids.get(key),
-                Property::User(key) => user_ids.get(key),
-                Property::Builtin(_) => Some(&0),
-            };
-            let id = id.copied().unwrap_or(-(ids.len() as i64) - 1);
-            ids.insert(property.clone(), id);
-        }
-        Ok(Self { ids })
-    }
-
-    /// The columns that can hold a property: a built-in's column, or a key's own column and
-    /// its kind's tail column.
-    fn columns(&self, property: &Property) -> Vec<String> {
-        let Some(id) = self.ids.get(property) else {
-            return Vec::new();
-        };
-        match property {
-            Property::Event(_) => PropertyKind::Event.columns_of(*id).to_vec(),
-            Property::User(_) => PropertyKind::User.columns_of(*id).to_vec(),
-            Property::Builtin(column) => vec![column.to_string()],
-        }
-    }
-
-    /// A property's values in `batch`, one per row.
-    fn values(&self, batch: &RecordBatch, property: &Property) -> Option<StringArray> {
-        let id = *self.ids.get(property)?;
-        let key = |kind: PropertyKind| kind.values(batch, id).ok().flatten();
-        match property {
-            Property::Event(_) => key(PropertyKind::Event),
-            Property::User(_) => key(PropertyKind::User),
-            Property::Builtin(column) => batch
-                .column_by_name(column)
-                .and_then(|a| a.as_any().downcast_ref::<StringArray>())
-                .cloned(),
-        }
-    }
-
-    fn read_list(&self, basis: TimeBasis) -> Vec<String> {
-        let mut list: Vec<String> = [
-            base_column::EVENT_TYPE,
-            base_column::AMPLITUDE_ID,
-            basis.column(),
-        ]
-        .map(String::from)
-        .to_vec();
-        for p in self.ids.keys() {
-            for c in self.columns(p) {
-                if !list.contains(&c) {
-                    list.push(c);
-                }
-            }
-        }
-        list
-    }
-
-    /// Key → id maps that make unflushed events use the same column names.
-    fn id_maps(&self) -> (CatalogIds, CatalogIds) {
-        let (mut events, mut users) = (CatalogIds::default(), CatalogIds::default());
-        for (property, id) in &self.ids {
-            match property {
-                Property::Event(k) => events.insert(k.clone(), *id),
-                Property::User(k) => users.insert(k.clone(), *id),
-                Property::Builtin(_) => None,
-            };
-        }
-        (events, users)
+/// A query property's values in a scanned batch, one per row.
+fn values(scanned: &Scanned, batch: &RecordBatch, property: &Property) -> Option<StringArray> {
+    match property {
+        Property::Event(key) => scanned.values(batch, PropertyKind::Event, key),
+        Property::User(key) => scanned.values(batch, PropertyKind::User, key),
+        Property::Builtin(column) => batch
+            .column_by_name(column)
+            .and_then(|a| a.as_any().downcast_ref::<StringArray>())
+            .cloned(),
     }
 }
 
@@ -818,7 +722,7 @@ impl Tally {
     fn add(
         &mut self,
         q: &Segmentation,
-        columns: &Columns,
+        scanned: &Scanned,
         batch: &RecordBatch,
         first_seen: Option<&HashMap<i64, i64>>,
     ) {
@@ -840,9 +744,9 @@ impl Tally {
                 let filters = e
                     .filters
                     .iter()
-                    .map(|f| columns.values(batch, &f.property))
+                    .map(|f| values(scanned, batch, &f.property))
                     .collect();
-                let group = e.group_by.as_ref().map(|g| columns.values(batch, g));
+                let group = e.group_by.as_ref().map(|g| values(scanned, batch, g));
                 (filters, group)
             })
             .collect();

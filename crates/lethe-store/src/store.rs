@@ -25,6 +25,7 @@ use crate::recovery::{
 };
 use crate::resolver::{KnownUsers, Resolver, UserProfile};
 use crate::rewrite::PartitionRewrite;
+use crate::scan::{self, ScanRequest, Scanned};
 use crate::segment::ColumnNames;
 use crate::storage::Storage;
 use crate::tail::Layout;
@@ -274,6 +275,13 @@ impl Store {
             .collect();
         let memtable = state.memtable.events_of(project_id, in_range);
         Snapshot { segments, memtable }
+    }
+
+    /// Reads `request` over one project's live segments and unflushed events, from one
+    /// snapshot.
+    pub fn scan(&self, project_id: i64, request: &ScanRequest) -> Result<Scanned> {
+        let snapshot = self.snapshot(project_id, scan::partitions(request));
+        scan::scan(&self.inner.meta, project_id, snapshot, request)
     }
 
     /// The names the project has data for now: committed catalog counts plus the events

@@ -2,9 +2,10 @@
 
 use std::sync::Arc;
 
+use arrow_array::{Array, StringArray};
 use lethe_event::{parse_event, ParsedEvent, Shape};
 use lethe_meta::MetaStore;
-use lethe_store::{DataDir, Store, StoreConfig};
+use lethe_store::{base_column, DataDir, PropertyKind, ScanRequest, Store, StoreConfig};
 
 fn open(dir: &std::path::Path) -> (Arc<MetaStore>, Store) {
     let data = DataDir::new(dir);
@@ -263,4 +264,87 @@ fn segment_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     found.sort();
     found
+}
+
+/// The values of `key` over every scanned batch, sorted, with the event type of each row.
+fn scanned_values(
+    store: &Store,
+    kind: PropertyKind,
+    key: &str,
+    time: &'static str,
+    window: (i64, i64),
+) -> Vec<(String, String)> {
+    let scanned = store
+        .scan(
+            1,
+            &ScanRequest {
+                columns: &[base_column::EVENT_TYPE],
+                properties: &[(kind, key)],
+                time,
+                window,
+            },
+        )
+        .unwrap();
+    let mut found = Vec::new();
+    for batch in &scanned.batches {
+        let types = batch
+            .column_by_name(base_column::EVENT_TYPE)
+            .unwrap()
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap()
+            .clone();
+        if let Some(values) = scanned.values(batch, kind, key) {
+            for row in 0..batch.num_rows() {
+                if values.is_valid(row) {
+                    found.push((types.value(row).to_string(), values.value(row).to_string()));
+                }
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+#[test]
+fn a_scan_reads_segments_and_unflushed_events_through_one_schema() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, store) = open(tmp.path());
+    let flushed = vec![
+        event(r#"{"event_type":"a","user_id":"user-1","event_properties":{"plan":"pro"}}"#),
+        event(r#"{"event_type":"b","user_id":"user-2","event_properties":{"other":1}}"#),
+    ];
+    store.ingest(1, flushed).unwrap();
+    store.flush().unwrap();
+    // Unflushed: a key the catalog has, and one it does not know yet.
+    let unflushed = vec![event(
+        r#"{"event_type":"c","user_id":"user-3","event_properties":{"plan":"free","fresh":"x"},"user_properties":{"tier":"gold"}}"#,
+    )];
+    store.ingest(1, unflushed).unwrap();
+    let all = (i64::MIN, i64::MAX);
+    let upload = base_column::SERVER_UPLOAD_TIME;
+    assert_eq!(
+        scanned_values(&store, PropertyKind::Event, "plan", upload, all),
+        [
+            ("a".into(), "\"pro\"".into()),
+            ("c".into(), "\"free\"".into())
+        ]
+    );
+    assert_eq!(
+        scanned_values(&store, PropertyKind::Event, "fresh", upload, all),
+        [("c".to_string(), "\"x\"".to_string())]
+    );
+    assert_eq!(
+        scanned_values(
+            &store,
+            PropertyKind::User,
+            "tier",
+            base_column::EVENT_TIME,
+            all
+        ),
+        [("c".to_string(), "\"gold\"".to_string())]
+    );
+    assert!(scanned_values(&store, PropertyKind::Event, "never", upload, all).is_empty());
+    // A window on upload time before every event reads no partition and no unflushed event.
+    assert!(scanned_values(&store, PropertyKind::Event, "plan", upload, (0, 1)).is_empty());
 }

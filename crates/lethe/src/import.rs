@@ -7,11 +7,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+use lethe_server::IMPORT_PART_BYTES;
 use serde_json::Value;
-
-/// Bytes per import request: large enough for healthy segments, small enough that two
-/// requests in flight keep the server's memory well under 1 GiB.
-pub const IMPORT_PART_BYTES: usize = 32 << 20;
 
 #[derive(Args)]
 pub struct ImportArgs {

@@ -1,6 +1,5 @@
 //! `lethe`: the server and its command-line tools in one binary.
 
-mod bench;
 mod import;
 mod scan;
 mod serve;
@@ -27,8 +26,9 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Bulk-load NDJSON files (Amplitude export format, plain or gzip) into a project.
     Import(import::ImportArgs),
-    /// Run a benchmark against a real server process.
-    Bench(bench::BenchArgs),
+    /// Run a benchmark against a real server process (built with `--features bench`).
+    #[cfg(feature = "bench")]
+    Bench(lethe_bench::BenchArgs),
     /// Search every file of a data dir (raw and decoded) for strings that must be gone.
     Scan(scan::ScanArgs),
     /// Check every segment, WAL file and the metadata database of a data dir for damage.
@@ -46,7 +46,8 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Import(args) => import::run(args),
-        Command::Bench(args) => bench::run(args),
+        #[cfg(feature = "bench")]
+        Command::Bench(args) => lethe_bench::run(args),
         Command::Scan(args) => scan::run(args),
         Command::Verify(args) => verify::run(args),
     }

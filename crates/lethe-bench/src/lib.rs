@@ -5,6 +5,10 @@
 //! a pool of 40 keys, 100 k users, upload times spread over 30 days. With `--wide`, each
 //! event also carries 2 of 2 000 more event-property keys and each user 2 of 1 000 more
 //! user-property keys, both Zipf-distributed, so most keys are rare.
+//!
+//! Its own crate, so the release binary carries no benchmark code: `lethe bench` exists only
+//! in a build with the `bench` feature (`cargo build --profile quick-release --features
+//! bench`). It drives that same binary as a server and as `lethe scan`, as an operator would.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -20,7 +24,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
-use crate::import::IMPORT_PART_BYTES;
+use lethe_server::IMPORT_PART_BYTES;
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -741,8 +745,7 @@ fn delete(args: DeleteArgs) -> anyhow::Result<()> {
     ]
     .map(String::from)
     .to_vec();
-    let hits = crate::scan::scan(&data_dir, &needles)?;
-    let found: BTreeSet<&str> = hits.iter().map(|h| h.needle.as_str()).collect();
+    let found = scan(&data_dir, &needles)?;
     println!();
     println!("peak RSS of the server: {peak_rss:.0} MiB");
     println!("residue: markers still on disk after the three tasks: {:?} (the BENCH-KEEP-* markers must be, the BENCH-DEL-* must not)", found);
@@ -751,6 +754,25 @@ fn delete(args: DeleteArgs) -> anyhow::Result<()> {
         std::fs::remove_dir_all(&tmp)?;
     }
     Ok(())
+}
+
+/// The needles `lethe scan` (this binary, as an operator would run it) finds under `data_dir`.
+fn scan(data_dir: &Path, needles: &[String]) -> anyhow::Result<BTreeSet<String>> {
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.args(["scan", "--data-dir"]).arg(data_dir);
+    for n in needles {
+        cmd.arg("--needle").arg(n);
+    }
+    let out = cmd.stderr(Stdio::inherit()).output()?;
+    if !out.status.success() {
+        bail!("lethe scan failed: {}", out.status);
+    }
+    let text = String::from_utf8(out.stdout)?;
+    Ok(needles
+        .iter()
+        .filter(|n| text.lines().any(|l| l.starts_with(&format!("found {n:?}"))))
+        .cloned()
+        .collect())
 }
 
 /// The device id the mix gives a user: fixed width, so it is a unique needle for `scan`.
@@ -863,8 +885,7 @@ fn privacy(args: PrivacyArgs) -> anyhow::Result<()> {
     erase(&server, "active on 3 days only", &cohort, live)?;
     let mut needles: Vec<String> = erased.iter().chain(&kept).map(|u| device_of(*u)).collect();
     needles.push("cohort-device-0007".into());
-    let hits = crate::scan::scan(&data_dir, &needles)?;
-    let found: BTreeSet<&str> = hits.iter().map(|h| h.needle.as_str()).collect();
+    let found = scan(&data_dir, &needles)?;
     let residue = erased
         .iter()
         .filter(|u| found.contains(device_of(**u).as_str()))
