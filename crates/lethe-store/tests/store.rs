@@ -201,8 +201,7 @@ fn a_rewrite_changes_nothing_until_its_commit_and_an_abandoned_one_leaves_nothin
     let staged_without_email = || {
         let mut rewrite = store.begin_rewrite(1, &day);
         let source = rewrite.live()[0].open().unwrap();
-        let email =
-            lethe_store::PropertyKind::Event.column(source.segment.record.event_properties[0]);
+        let email = PropertyKind::Event.column(source.segment.record.event_properties[0]);
         rewrite
             .stage(vec![lethe_store::Output::Columns {
                 source,
