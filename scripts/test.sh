@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Runs every test of lethe. Installs what the tests need first: the official Amplitude Python
-# SDK and DuckDB (PyPI) for the compatibility tests, Debian's Chromium and playwright-core
+# SDK and DuckDB (PyPI) for the compatibility tests, moto's S3 server (PyPI) for segments on
+# object storage, Debian's Chromium and playwright-core
 # (npm) for the console's end-to-end tests. The disk-full test mounts a small tmpfs (root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python3 -c 'import amplitude, duckdb' 2>/dev/null \
-  || python3 -m pip install --quiet --disable-pip-version-check amplitude-analytics duckdb
+python3 -c 'import amplitude, duckdb, moto.server' 2>/dev/null \
+  || python3 -m pip install --quiet --disable-pip-version-check amplitude-analytics duckdb 'moto[server]==5.2.5'
 if ! command -v chromium >/dev/null; then
   sudo_if_needed() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
   sudo_if_needed apt-get update -qq

@@ -182,7 +182,7 @@ pub fn preview(
 ) -> Result<Preview, DeleteError> {
     let ids = Ids::load(meta, project_id)?;
     let matcher = ids.matcher(spec);
-    let snapshot = store.snapshot(project_id, Some((spec.start_ms(), spec.end_ms())));
+    let snapshot = store.snapshot(project_id, Some((spec.start, spec.end)));
     let mut preview = Preview {
         clauses: vec![Counts::default(); spec.clauses.len()],
         ..Default::default()
@@ -317,7 +317,7 @@ pub fn execute(
     let ids = Ids::load(meta, task.project_id)?;
     let matcher = ids.matcher(spec);
     let days: BTreeSet<String> = store
-        .snapshot(task.project_id, Some((spec.start_ms(), spec.end_ms())))
+        .snapshot(task.project_id, Some((spec.start, spec.end)))
         .segments
         .iter()
         .filter(|s| matcher.may_match(&s.record, &ids.types))

@@ -173,8 +173,8 @@ impl Matcher {
             })
             .collect();
         Self {
-            from: spec.start_ms(),
-            to: spec.end_ms(),
+            from: spec.start,
+            to: spec.end,
             rules,
         }
     }

@@ -11,8 +11,8 @@ use crate::engine::preview;
 use crate::spec::{Clause, TaskSpec};
 use crate::DeleteError;
 
-/// The range of an erasure: all time.
-const ALL_TIME: (&str, &str) = ("1970-01-01T00:00:00.000Z", "9999-12-31T23:59:59.999Z");
+/// The range of an erasure: all time (1970-01-01T00:00:00.000Z to 9999-12-31T23:59:59.999Z).
+const ALL_TIME: (i64, i64) = (0, 253_402_300_799_999);
 
 /// The task that carries out a job.
 pub fn erasure_spec(job: &ErasureJob) -> TaskSpec {
@@ -23,8 +23,8 @@ pub fn erasure_spec(job: &ErasureJob) -> TaskSpec {
             if users == 1 { "" } else { "s" },
             job.day
         ),
-        start: ALL_TIME.0.to_string(),
-        end: ALL_TIME.1.to_string(),
+        start: ALL_TIME.0,
+        end: ALL_TIME.1,
         clauses: vec![Clause::Users {
             amplitude_ids: job.amplitude_ids(),
         }],

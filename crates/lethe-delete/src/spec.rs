@@ -39,25 +39,32 @@ pub enum Clause {
     Users { amplitude_ids: Vec<i64> },
 }
 
-/// A validated task: name, half-open upload-time range `[start, end)` in UTC ms, clauses.
+/// A validated task: name, half-open upload-time range `[start, end)`, clauses.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskSpec {
     pub name: String,
-    /// RFC 3339, UTC.
-    pub start: String,
-    pub end: String,
+    /// Start of the range, UTC ms (RFC 3339 in JSON: the API and the stored queue).
+    #[serde(with = "rfc3339")]
+    pub start: i64,
+    /// End of the range (exclusive), UTC ms (RFC 3339 in JSON).
+    #[serde(with = "rfc3339")]
+    pub end: i64,
     pub clauses: Vec<Clause>,
 }
 
-impl TaskSpec {
-    /// Start of the range, ms.
-    pub fn start_ms(&self) -> i64 {
-        parse_time(&self.start).unwrap_or(0)
+/// A task's times as RFC 3339 text in JSON. A stored time that does not parse fails the
+/// decoding of its task: it never becomes a default range.
+mod rfc3339 {
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(ms: &i64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::format_time(*ms))
     }
 
-    /// End of the range (exclusive), ms.
-    pub fn end_ms(&self) -> i64 {
-        parse_time(&self.end).unwrap_or(0)
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+        let text = String::deserialize(d)?;
+        super::parse_time(&text).ok_or_else(|| D::Error::custom("not an RFC 3339 time"))
     }
 }
 
@@ -140,8 +147,8 @@ pub fn parse_spec(body: &Value, now: i64) -> Result<TaskSpec, SpecError> {
     };
     Ok(TaskSpec {
         name,
-        start: format_time(start),
-        end: format_time(end),
+        start,
+        end,
         clauses,
     })
 }
@@ -291,6 +298,22 @@ mod tests {
         json!({"name": "t", "start": "2026-01-01T00:00:00Z", "end": "2026-01-02T00:00:00Z", "clauses": clauses})
     }
 
+    #[test]
+    fn a_stored_spec_keeps_its_times_as_text_and_a_bad_one_never_becomes_a_default() {
+        let spec =
+            parse_spec(&body(json!([{"kind": "event", "event_types": ["a"]}])), NOW).unwrap();
+        let stored = serde_json::to_value(&spec).unwrap();
+        assert_eq!(stored["start"], "2026-01-01T00:00:00.000Z");
+        assert_eq!(stored["end"], "2026-01-02T00:00:00.000Z");
+        assert_eq!(
+            serde_json::from_value::<TaskSpec>(stored.clone()).unwrap(),
+            spec
+        );
+        let mut damaged = stored;
+        damaged["start"] = json!("2026-01-01");
+        assert!(serde_json::from_value::<TaskSpec>(damaged).is_err());
+    }
+
     /// Arbitrary JSON shaped like a task body: a few keys, values of any kind.
     fn task_like() -> impl proptest::strategy::Strategy<Value = Value> {
         use proptest::prelude::*;
@@ -348,7 +371,7 @@ mod tests {
             match parse_spec(&body, NOW) {
                 Err(e) => proptest::prop_assert!(!e.field.is_empty()),
                 Ok(spec) => {
-                    proptest::prop_assert!(spec.start_ms() < spec.end_ms() && spec.end_ms() <= NOW);
+                    proptest::prop_assert!(spec.start < spec.end && spec.end <= NOW);
                     proptest::prop_assert!((1..=MAX_CLAUSES).contains(&spec.clauses.len()));
                 }
             }

@@ -103,12 +103,6 @@ fn clause() -> impl Strategy<Value = Clause> {
     ]
 }
 
-fn time(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .unwrap()
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
 fn parsed(i: &Input) -> ParsedEvent {
     let props = |keys: &[(usize, u8)], all: &[&str]| -> Vec<(String, String)> {
         let map: BTreeMap<String, String> = keys
@@ -149,7 +143,7 @@ fn all_events(store: &Store, project: i64) -> Vec<Event> {
 /// The model: the same deletion applied to plain events.
 fn model(events: &[Event], spec: &TaskSpec) -> Vec<Event> {
     let in_range =
-        |e: &Event| e.server_upload_time >= spec.start_ms() && e.server_upload_time < spec.end_ms();
+        |e: &Event| e.server_upload_time >= spec.start && e.server_upload_time < spec.end;
     let matches = |types: &Option<Vec<String>>, e: &Event| {
         types.as_ref().is_none_or(|t| t.contains(&e.event_type))
     };
@@ -234,8 +228,8 @@ proptest! {
 
         let spec = TaskSpec {
             name: "prop".into(),
-            start: time(BASE + range.0),
-            end: time(BASE + range.0 + range.1),
+            start: BASE + range.0,
+            end: BASE + range.0 + range.1,
             clauses,
         };
         let before = all_events(&store, 1);

@@ -44,7 +44,7 @@ pub use rewrite::{Output, PartitionRewrite};
 pub use scan::{ScanRequest, Scanned};
 pub use schema::{base_column, PropertyKind};
 pub use segment::{events_to_batch, read_batches, ColumnNames, SegmentStats};
-pub use storage::{SegmentLocation, Storage};
+pub use storage::{SegmentLocation, SegmentPlace, Storage};
 pub use store::{IngestOutcome, Snapshot, Store, StoreConfig};
 pub use verify::{verify, Report};
 
@@ -63,6 +63,14 @@ pub enum StoreError {
     Encoding(#[from] serde_json::Error),
     #[error("the store is shutting down or its WAL writer failed")]
     Closed,
+    /// The segment bucket keeps versions (a probe PUT got a version id): a DELETE there
+    /// leaves the bytes as a noncurrent version, so no deletion could complete.
+    #[error(
+        "the segment bucket keeps object versions (versioning enabled or suspended): lethe \
+         refuses it, because a deleted segment would stay in the bucket; use a bucket that never \
+         had versioning, Object Lock, replication or backups"
+    )]
+    VersionedBucket,
     /// A segment's bytes do not match its checksum (or cannot be read): it is quarantined,
     /// and nothing is read from it. `path` says where the object is.
     #[error("segment {path} is damaged and quarantined: {what}")]

@@ -1,7 +1,9 @@
 //! The storage seam: every byte of every segment is written, read and deleted here, through
 //! the `object_store` crate. On the default deployment the backend is its `LocalFileSystem`
-//! under `<data dir>/segments` (with fsync, which that backend leaves off by default); an
-//! object-store deployment only adds a backend.
+//! under `<data dir>/segments` (with fsync, which that backend leaves off by default); with
+//! `--segments s3://bucket/prefix` it is `AmazonS3` under that prefix, which lethe owns
+//! alone, in a bucket that must not keep versions (checked at start: a DELETE there would
+//! keep the bytes).
 //!
 //! Objects are written once with one PUT under a key that is never reused, and are never
 //! modified: a rewrite writes new objects and deletes the old ones after the manifest
@@ -14,8 +16,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
+use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as Key;
+use object_store::prefix::PrefixStore;
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutOptions};
 
 use lethe_meta::SegmentRecord;
@@ -42,12 +46,65 @@ impl SegmentLocation {
     }
 }
 
+/// Where a deployment keeps its segments.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum SegmentPlace {
+    /// Files under `<data dir>/segments`: the default, no service to run.
+    #[default]
+    DataDir,
+    /// An S3-compatible bucket, under a prefix that belongs to lethe alone: start-up deletes
+    /// every object there that the manifest does not name. Endpoint, region and credentials
+    /// come from the usual `AWS_*` variables.
+    S3 { bucket: String, prefix: String },
+}
+
+impl std::str::FromStr for SegmentPlace {
+    type Err = String;
+
+    /// `local`, or `s3://bucket/prefix` (the prefix is required).
+    fn from_str(text: &str) -> std::result::Result<Self, String> {
+        if text == "local" {
+            return Ok(SegmentPlace::DataDir);
+        }
+        let rest = text
+            .strip_prefix("s3://")
+            .ok_or("segments go to `local` or to `s3://bucket/prefix`")?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let prefix = prefix.trim_matches('/');
+        if bucket.is_empty() {
+            return Err("s3://bucket/prefix: the bucket is missing".into());
+        }
+        if prefix.is_empty() {
+            return Err(
+                "s3://bucket/prefix: give a prefix that holds nothing but lethe's \
+                        segments (lethe deletes every other object under it)"
+                    .into(),
+            );
+        }
+        Ok(SegmentPlace::S3 {
+            bucket: bucket.to_string(),
+            prefix: prefix.to_string(),
+        })
+    }
+}
+
 /// Where segments live, and the only way to their bytes.
 #[derive(Debug)]
 pub struct Storage {
     objects: Arc<dyn ObjectStore>,
     /// The directory behind a local backend: where a crash can leave staged uploads.
     local_root: Option<PathBuf>,
+    /// The runtime a network backend's client runs on (the local backend needs none).
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for Storage {
+    fn drop(&mut self) {
+        // Without waiting: a store may be dropped on an async thread, where blocking panics.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 /// The end of an object: its last bytes and its whole size.
@@ -67,7 +124,61 @@ impl Storage {
         Ok(Storage {
             objects: Arc::new(objects),
             local_root: Some(root.to_path_buf()),
+            runtime: None,
         })
+    }
+
+    /// Segments in an S3-compatible bucket under `prefix`, configured from the `AWS_*`
+    /// variables (`AWS_ENDPOINT`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+    /// `AWS_ALLOW_HTTP`, …). Refuses a bucket that keeps versions.
+    pub fn s3(bucket: &str, prefix: &str) -> Result<Storage> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("lethe-s3")
+            .enable_all()
+            .build()?;
+        let s3 = AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .build()
+            .map_err(|e| storage_error("configure the S3 bucket", e))?;
+        let storage = Storage {
+            objects: Arc::new(PrefixStore::new(s3, prefix)),
+            local_root: None,
+            runtime: Some(runtime),
+        };
+        storage.refuse_versioned_bucket()?;
+        Ok(storage)
+    }
+
+    /// A probe PUT: a bucket that answers with a version id keeps every object's bytes
+    /// after a DELETE (versioning enabled or suspended), so lethe refuses to use it.
+    fn refuse_versioned_bucket(&self) -> Result<()> {
+        let probe = Key::from(format!("_probe/{}", uuid::Uuid::now_v7().simple()));
+        let options = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        let put = self
+            .run(
+                self.objects
+                    .put_opts(&probe, Bytes::from_static(b"probe").into(), options),
+            )
+            .map_err(|e| storage_error("write a probe object to the bucket", e))?;
+        self.delete(&probe)?;
+        match put.version {
+            None => Ok(()),
+            Some(_) => Err(StoreError::VersionedBucket),
+        }
+    }
+
+    /// Runs one storage call to completion on the calling thread (never an async one): on
+    /// the network backend's runtime, or inline for the local backend, which does its file
+    /// I/O on the calling thread.
+    fn run<F: std::future::Future>(&self, future: F) -> F::Output {
+        match &self.runtime {
+            Some(runtime) => runtime.block_on(future),
+            None => futures_executor::block_on(future),
+        }
     }
 
     /// Where an object is, for people: its file path, or its URL on object storage.
@@ -93,14 +204,14 @@ impl Storage {
             mode: PutMode::Create,
             ..Default::default()
         };
-        block_on(self.objects.put_opts(key, bytes.into(), options))
+        self.run(self.objects.put_opts(key, bytes.into(), options))
             .map_err(|e| storage_error("write a segment", e))?;
         Ok(())
     }
 
     /// The whole object.
     pub(crate) fn get(&self, key: &Key) -> Result<Bytes> {
-        block_on(async { self.objects.get(key).await?.bytes().await })
+        self.run(async { self.objects.get(key).await?.bytes().await })
             .map_err(|e| storage_error("read a segment", e))
     }
 
@@ -110,7 +221,7 @@ impl Storage {
             range: Some(GetRange::Suffix(len)),
             ..Default::default()
         };
-        block_on(async {
+        self.run(async {
             let got = self.objects.get_opts(key, options).await?;
             let size = got.meta.size;
             Ok::<_, object_store::Error>(Tail {
@@ -126,13 +237,13 @@ impl Storage {
         if ranges.is_empty() {
             return Ok(Vec::new());
         }
-        block_on(self.objects.get_ranges(key, ranges))
+        self.run(self.objects.get_ranges(key, ranges))
             .map_err(|e| storage_error("read a segment", e))
     }
 
     /// The object's size, or `None` if it does not exist.
     pub(crate) fn size(&self, key: &Key) -> Result<Option<u64>> {
-        match block_on(self.objects.head(key)) {
+        match self.run(self.objects.head(key)) {
             Ok(meta) => Ok(Some(meta.size)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(storage_error("look up a segment", e)),
@@ -141,7 +252,7 @@ impl Storage {
 
     /// Deletes the object; deleting one that is gone is not an error.
     pub(crate) fn delete(&self, key: &Key) -> Result<()> {
-        match block_on(self.objects.delete(key)) {
+        match self.run(self.objects.delete(key)) {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(storage_error("delete a segment", e)),
         }
@@ -150,7 +261,7 @@ impl Storage {
     /// Every segment object there is, by location (objects whose key is not a segment's are
     /// listed as `Err` with their key, for the caller to remove).
     pub(crate) fn list(&self) -> Result<Vec<std::result::Result<SegmentLocation, Key>>> {
-        let metas: Vec<_> = block_on(self.objects.list(None).collect::<Vec<_>>());
+        let metas: Vec<_> = self.run(self.objects.list(None).collect::<Vec<_>>());
         let mut found = Vec::with_capacity(metas.len());
         for meta in metas {
             let key = meta
@@ -205,12 +316,6 @@ fn location_of(key: &Key) -> Option<SegmentLocation> {
         day: day.as_ref().to_string(),
         id: file.as_ref().strip_suffix(".parquet")?.to_string(),
     })
-}
-
-/// Runs one storage call to completion on the calling thread. The local backend does its
-/// file I/O inline (or on the runtime's blocking pool when called from one).
-fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    futures_executor::block_on(future)
 }
 
 /// A storage failure, keeping the I/O error kind (a full disk stays a full disk) and naming

@@ -27,7 +27,7 @@ use crate::resolver::{KnownUsers, Resolver, UserProfile};
 use crate::rewrite::PartitionRewrite;
 use crate::scan::{self, ScanRequest, Scanned};
 use crate::segment::ColumnNames;
-use crate::storage::Storage;
+use crate::storage::{SegmentPlace, Storage};
 use crate::tail::Layout;
 use crate::wal::{self, WalFile};
 use crate::wal_writer::WalCommand;
@@ -48,6 +48,8 @@ pub struct StoreConfig {
     /// Start even if a WAL file is damaged before its end, keeping the records before the
     /// damage (the operator accepts losing the rest).
     pub salvage_wal: bool,
+    /// Where segments are kept.
+    pub segments: SegmentPlace,
 }
 
 impl Default for StoreConfig {
@@ -58,6 +60,7 @@ impl Default for StoreConfig {
             compaction: CompactionPolicy::default(),
             layout: Layout::default(),
             salvage_wal: false,
+            segments: SegmentPlace::DataDir,
         }
     }
 }
@@ -126,7 +129,10 @@ impl Store {
         if dir.legacy_tmp_dir().exists() {
             std::fs::remove_dir_all(dir.legacy_tmp_dir())?;
         }
-        let storage = Arc::new(Storage::local(&dir.segments_dir())?);
+        let storage = Arc::new(match &config.segments {
+            SegmentPlace::DataDir => Storage::local(&dir.segments_dir())?,
+            SegmentPlace::S3 { bucket, prefix } => Storage::s3(bucket, prefix)?,
+        });
         storage.remove_staged_uploads()?;
         let mut live = LiveSet::default();
         live.add(&storage, meta.live_segments()?, false);

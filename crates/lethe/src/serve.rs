@@ -7,13 +7,19 @@ use std::time::Duration;
 use clap::Args;
 use lethe_server::{CorsOrigins, RateLimits, ServerConfig};
 use lethe_store::tail::Layout;
-use lethe_store::StoreConfig;
+use lethe_store::{SegmentPlace, StoreConfig};
 
 #[derive(Args)]
 pub struct ServeArgs {
     /// Directory holding all of lethe's state (metadata, WAL, segments).
     #[arg(long, env = "LETHE_DATA_DIR", default_value = "./lethe-data")]
     data_dir: PathBuf,
+    /// Where segments go: `local` (under the data dir) or `s3://bucket/prefix` on
+    /// S3-compatible storage (endpoint, region and credentials from the usual `AWS_*`
+    /// variables). The prefix must hold nothing but lethe's segments, and the bucket must
+    /// not keep versions (lethe checks).
+    #[arg(long, env = "LETHE_SEGMENTS", default_value = "local")]
+    segments: SegmentPlace,
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, env = "LETHE_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
@@ -87,6 +93,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             flush_interval: args.flush_interval,
             flush_events: args.flush_events,
             salvage_wal: args.salvage_wal,
+            segments: args.segments,
             layout: Layout {
                 max_dense_keys: args.dense_keys,
                 dense_one_in: args.dense_one_in,

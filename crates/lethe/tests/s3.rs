@@ -1,0 +1,258 @@
+//! Segments on S3-compatible object storage (`--segments s3://bucket/prefix`), against moto's
+//! S3 server on loopback: events are stored as objects under the prefix and read back, a
+//! deletion task leaves none of the removed values in any object of the bucket, and a bucket
+//! that keeps versions is refused at start.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Keys, Server};
+use serde_json::{json, Value};
+
+/// moto's S3 server on an ephemeral loopback port, stopped when dropped.
+struct Moto {
+    child: Child,
+    endpoint: String,
+}
+
+impl Moto {
+    fn start() -> Moto {
+        let script = "from moto.server import ThreadedMotoServer\n\
+                      import sys\n\
+                      s = ThreadedMotoServer(ip_address='127.0.0.1', port=0, verbose=False)\n\
+                      s.start()\n\
+                      print('%s:%d' % s.get_host_and_port(), flush=True)\n\
+                      sys.stdin.read()\n\
+                      s.stop()\n";
+        let mut child = Command::new("python3")
+            .args(["-c", script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 runs (scripts/test.sh installs moto[server])");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(!line.trim().is_empty(), "moto's S3 server did not start");
+        Moto {
+            child,
+            endpoint: format!("http://{}", line.trim()),
+        }
+    }
+
+    /// Creates a bucket; with `versioned`, turns versioning on.
+    fn bucket(&self, name: &str, versioned: bool) {
+        let mut code = String::from("s3.create_bucket(Bucket=b)");
+        if versioned {
+            code += "\ns3.put_bucket_versioning(Bucket=b, VersioningConfiguration={'Status': 'Enabled'})";
+        }
+        self.boto3(name, &code, None);
+    }
+
+    /// Every key in the bucket (boto3, signed as any S3 client would).
+    fn keys(&self, bucket: &str) -> Vec<String> {
+        self.boto3(
+            bucket,
+            "for o in s3.list_objects_v2(Bucket=b).get('Contents', []): print(o['Key'])",
+            None,
+        )
+        .lines()
+        .map(String::from)
+        .collect()
+    }
+
+    /// Copies every object of the bucket into `dir`, one file each, for `lethe scan`.
+    fn download(&self, bucket: &str, dir: &Path) {
+        self.boto3(
+            bucket,
+            "import os\n\
+             for o in s3.list_objects_v2(Bucket=b).get('Contents', []):\n\
+             \x20   path = os.path.join(d, o['Key'])\n\
+             \x20   os.makedirs(os.path.dirname(path), exist_ok=True)\n\
+             \x20   s3.download_file(b, o['Key'], path)",
+            Some(dir),
+        );
+    }
+
+    /// Runs `code` with `s3` (a boto3 client of this server), `b` (the bucket) and `d` (`dir`).
+    fn boto3(&self, bucket: &str, code: &str, dir: Option<&Path>) -> String {
+        let script = format!(
+            "import boto3, sys\n\
+             s3 = boto3.client('s3', endpoint_url=sys.argv[1], region_name='us-east-1',\n\
+             \x20   aws_access_key_id='lethe-test', aws_secret_access_key='lethe-test')\n\
+             b, d = sys.argv[2], sys.argv[3]\n{code}\n"
+        );
+        let dir = dir.map_or(String::new(), |d| d.display().to_string());
+        common::python(&["-c", &script, &self.endpoint, bucket, &dir])
+    }
+
+    /// The environment that points lethe at this server.
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT", self.endpoint.clone()),
+            ("AWS_ALLOW_HTTP", "true".into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_ACCESS_KEY_ID", "lethe-test".into()),
+            ("AWS_SECRET_ACCESS_KEY", "lethe-test".into()),
+        ]
+    }
+
+    /// A lethe server on `dir` whose segments go to `s3://bucket/prefix`.
+    fn lethe(&self, dir: &Path, bucket: &str) -> Server {
+        let env = self.env();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let segments = format!("s3://{bucket}/events");
+        Server::start_with_env(
+            dir,
+            &["--segments", &segments, "--flush-interval", "100ms"],
+            &env,
+        )
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.stdin.take().map(|mut s| s.write_all(b""));
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn events_live_in_the_bucket_and_a_deletion_leaves_no_object_holding_them() {
+    let moto = Moto::start();
+    moto.bucket("lethe-segments", false);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let server = moto.lethe(&dir, "lethe-segments");
+    let keys: Keys = server.first_start_keys();
+    let events: Vec<Value> = (0..20)
+        .map(|i| {
+            let (kind, marker) = match i % 2 {
+                0 => ("Test Flood", "S3-DEL-FLOOD"),
+                _ => ("Signup", "S3-KEEP-SIGNUP"),
+            };
+            json!({"event_type": kind, "user_id": format!("user-{i}"), "insert_id": format!("s3-{i}"),
+                   "event_properties": {"note": marker}})
+        })
+        .collect();
+    assert_eq!(server.send(&keys, json!(events)).0, 200);
+    wait_until("the events are flushed into the bucket", || {
+        moto.keys("lethe-segments")
+            .iter()
+            .any(|k| k.starts_with("events/") && k.ends_with(".parquet"))
+    });
+    assert!(
+        !dir.join("segments").exists()
+            || std::fs::read_dir(dir.join("segments"))
+                .unwrap()
+                .next()
+                .is_none(),
+        "no segment is written to the data dir"
+    );
+
+    // Read back across a restart: the segments come from the bucket.
+    server.stop();
+    let server = moto.lethe(&dir, "lethe-segments");
+    assert_eq!(server.export_today(&keys).len(), 20);
+
+    let token = server.admin_token();
+    let now = chrono::Utc::now() + chrono::Duration::seconds(1);
+    std::thread::sleep(Duration::from_millis(1100));
+    let body = json!({
+        "name": "remove the flood",
+        "start": (now - chrono::Duration::days(1)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "end": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "clauses": [{"kind": "event", "event_types": ["Test Flood"]}],
+        "confirm": "DELETE",
+    });
+    let path = format!("/api/v1/projects/{}/deletion-tasks", keys.project_id);
+    let (status, task) = server.post_as(&token, &path, &body);
+    assert_eq!(status, 202, "{task}");
+    let id = task["id"].as_i64().unwrap();
+    wait_until("the task completes", || {
+        let (_, t) = server.get_as(&token, &format!("/api/v1/deletion-tasks/{id}"));
+        assert_ne!(t["status"], "failed", "{t}");
+        t["status"] == "completed"
+    });
+    let kept = server.export_today(&keys);
+    assert_eq!(kept.len(), 10);
+    assert!(kept.iter().all(|e| e["event_type"] == "Signup"));
+
+    // Every object left in the bucket, raw and decoded: the removed values are in none.
+    let copy = tmp.path().join("bucket");
+    moto.download("lethe-segments", &copy);
+    assert_eq!(
+        common::scan(&copy, &["S3-DEL-FLOOD", "S3-KEEP-SIGNUP"]),
+        ["S3-KEEP-SIGNUP"]
+    );
+    assert!(
+        moto.keys("lethe-segments")
+            .iter()
+            .all(|k| k.starts_with("events/")),
+        "lethe writes only under its prefix (and leaves no probe behind)"
+    );
+    server.stop();
+}
+
+#[test]
+fn a_bucket_that_keeps_versions_is_refused_at_start() {
+    let moto = Moto::start();
+    moto.bucket("versioned", true);
+    let tmp = tempfile::tempdir().unwrap();
+    let env = moto.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let out = Command::new(env!("CARGO_BIN_EXE_lethe"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--segments",
+            "s3://versioned/events",
+            "--data-dir",
+        ])
+        .arg(tmp.path().join("data"))
+        .envs(env)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("keeps object versions"), "{stderr}");
+}
+
+#[test]
+fn a_segments_url_without_a_prefix_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_lethe"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--segments",
+            "s3://bucket",
+            "--data-dir",
+        ])
+        .arg(tmp.path().join("data"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--segments") && stderr.contains("prefix"),
+        "{stderr}"
+    );
+}
