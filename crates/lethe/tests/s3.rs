@@ -209,48 +209,38 @@ fn events_live_in_the_bucket_and_a_deletion_leaves_no_object_holding_them() {
     server.stop();
 }
 
-#[test]
-fn a_bucket_that_keeps_versions_is_refused_at_start() {
-    let moto = Moto::start();
-    moto.bucket("versioned", true);
+/// Starts `lethe serve` with `--segments <segments>` and `env`, expects it to refuse, and
+/// returns what it said.
+fn refused_start(segments: &str, env: &[(&'static str, String)]) -> String {
     let tmp = tempfile::tempdir().unwrap();
-    let env = moto.env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let out = Command::new(env!("CARGO_BIN_EXE_lethe"))
         .args([
             "serve",
             "--listen",
             "127.0.0.1:0",
             "--segments",
-            "s3://versioned/events",
+            segments,
             "--data-dir",
         ])
         .arg(tmp.path().join("data"))
-        .envs(env)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the start was not refused");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_bucket_that_keeps_versions_is_refused_at_start() {
+    let moto = Moto::start();
+    moto.bucket("versioned", true);
+    let stderr = refused_start("s3://versioned/events", &moto.env());
     assert!(stderr.contains("keeps object versions"), "{stderr}");
 }
 
 #[test]
 fn a_segments_url_without_a_prefix_is_refused() {
-    let tmp = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_lethe"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--segments",
-            "s3://bucket",
-            "--data-dir",
-        ])
-        .arg(tmp.path().join("data"))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = refused_start("s3://bucket", &[]);
     assert!(
         stderr.contains("--segments") && stderr.contains("prefix"),
         "{stderr}"
