@@ -132,6 +132,14 @@ impl Storage {
     /// variables (`AWS_ENDPOINT`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
     /// `AWS_ALLOW_HTTP`, …). Refuses a bucket that keeps versions.
     pub fn s3(bucket: &str, prefix: &str) -> Result<Storage> {
+        let storage = Storage::s3_for_reading(bucket, prefix)?;
+        storage.refuse_versioned_bucket()?;
+        Ok(storage)
+    }
+
+    /// The same bucket without the probe PUT: for tools that only read (`lethe scan`), which
+    /// must also work on a bucket lethe would refuse to write to.
+    pub fn s3_for_reading(bucket: &str, prefix: &str) -> Result<Storage> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("lethe-s3")
@@ -141,13 +149,11 @@ impl Storage {
             .with_bucket_name(bucket)
             .build()
             .map_err(|e| storage_error("configure the S3 bucket", e))?;
-        let storage = Storage {
+        Ok(Storage {
             objects: Arc::new(PrefixStore::new(s3, prefix)),
             local_root: None,
             runtime: Some(runtime),
-        };
-        storage.refuse_versioned_bucket()?;
-        Ok(storage)
+        })
     }
 
     /// A probe PUT: a bucket that answers with a version id keeps every object's bytes
@@ -270,6 +276,17 @@ impl Storage {
             found.push(location_of(&key).ok_or(key));
         }
         Ok(found)
+    }
+
+    /// Visits every object under the root, whatever its key, with where it is (for people)
+    /// and its bytes: how `lethe scan` proves what a bucket holds.
+    pub fn for_each_object(&self, mut visit: impl FnMut(&str, Bytes) -> Result<()>) -> Result<()> {
+        let metas: Vec<_> = self.run(self.objects.list(None).collect::<Vec<_>>());
+        for meta in metas {
+            let key = meta.map_err(|e| storage_error("list objects", e))?.location;
+            visit(&self.describe(&key), self.get(&key)?)?;
+        }
+        Ok(())
     }
 
     /// Removes what an interrupted PUT left behind: the local backend stages an upload as

@@ -1,12 +1,14 @@
-//! `lethe scan`: proves what is (not) on disk. Searches every file under a data dir for each
-//! needle: the raw bytes of every file (SQLite files and their WAL included), and the decoded
-//! values and column names of every Parquet segment (compression hides values from a raw
-//! search).
+//! `lethe scan`: proves what is (not) stored. Searches every file under a data dir, and on an
+//! S3 deployment every object under its prefix, for each needle: the raw bytes (SQLite files
+//! and their WAL included), and the decoded values and column names of every Parquet segment
+//! (compression hides values from a raw search).
 
 use std::path::{Path, PathBuf};
 
+use anyhow::Context;
 use arrow_array::{Array, StringArray};
 use clap::Args;
+use lethe_store::{SegmentPlace, Storage};
 use memchr::memmem;
 
 #[derive(Args)]
@@ -14,6 +16,10 @@ pub struct ScanArgs {
     /// The data dir to search.
     #[arg(long, env = "LETHE_DATA_DIR", default_value = "./lethe-data")]
     data_dir: PathBuf,
+    /// Where the deployment keeps its segments, as given to `lethe serve`: with
+    /// `s3://bucket/prefix`, every object under the prefix is searched too (read only).
+    #[arg(long, env = "LETHE_SEGMENTS", default_value = "local")]
+    segments: SegmentPlace,
     /// A string to look for (repeat for several).
     #[arg(long = "needle", required = true)]
     needles: Vec<String>,
@@ -22,53 +28,85 @@ pub struct ScanArgs {
 /// One place a needle was found.
 pub struct Hit {
     pub needle: String,
-    pub file: PathBuf,
+    /// A file's path, or an object's URL.
+    pub object: String,
     pub place: String,
 }
 
 pub fn run(args: ScanArgs) -> anyhow::Result<()> {
-    let hits = scan(&args.data_dir, &args.needles)?;
+    let mut hits = scan(&args.data_dir, &args.needles)?;
+    if let SegmentPlace::S3 { bucket, prefix } = &args.segments {
+        let mut failed = None;
+        Storage::s3_for_reading(bucket, prefix)?.for_each_object(|object, bytes| {
+            if let Err(e) = search(object, bytes, &args.needles, &mut hits) {
+                failed.get_or_insert(e);
+            }
+            Ok(())
+        })?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+    }
     for needle in &args.needles {
         let found: Vec<&Hit> = hits.iter().filter(|h| &h.needle == needle).collect();
         if found.is_empty() {
             println!("not found {needle:?}");
         }
         for h in found {
-            println!("found {:?} in {} ({})", h.needle, h.file.display(), h.place);
+            println!("found {:?} in {} ({})", h.needle, h.object, h.place);
         }
     }
     Ok(())
 }
 
 /// Every place under `dir` that holds one of `needles`.
-pub fn scan(dir: &Path, needles: &[String]) -> anyhow::Result<Vec<Hit>> {
+fn scan(dir: &Path, needles: &[String]) -> anyhow::Result<Vec<Hit>> {
     let mut hits = Vec::new();
     for file in files(dir)? {
         let bytes = std::fs::read(&file)?;
-        for needle in needles {
-            if memmem::find(&bytes, needle.as_bytes()).is_some() {
-                hits.push(Hit {
-                    needle: needle.clone(),
-                    file: file.clone(),
-                    place: "raw bytes".into(),
-                });
-            }
-        }
-        if file.extension().is_some_and(|e| e == "parquet") {
-            decoded_hits(&file, bytes, needles, &mut hits)?;
-        }
+        search(
+            &file.display().to_string(),
+            bytes.into(),
+            needles,
+            &mut hits,
+        )?;
     }
     Ok(hits)
 }
 
-fn decoded_hits(
-    file: &Path,
-    bytes: Vec<u8>,
+/// Searches one file or object: its raw bytes, and if it decodes as Parquet (a segment),
+/// its column names and decoded values. A segment that does not decode is an error: what it
+/// holds cannot be proven absent.
+fn search(
+    object: &str,
+    bytes: bytes::Bytes,
     needles: &[String],
     hits: &mut Vec<Hit>,
 ) -> anyhow::Result<()> {
-    let segment = lethe_store::SegmentBytes::whole(bytes.into());
-    for batch in lethe_store::read_batches(&segment, None)? {
+    let mut found = |needle: &String, place: String| {
+        let seen = hits
+            .iter()
+            .any(|h| &h.needle == needle && h.object == object && h.place == place);
+        if !seen {
+            hits.push(Hit {
+                needle: needle.clone(),
+                object: object.to_string(),
+                place,
+            });
+        }
+    };
+    for needle in needles {
+        if memmem::find(&bytes, needle.as_bytes()).is_some() {
+            found(needle, "raw bytes".into());
+        }
+    }
+    if !bytes.starts_with(b"PAR1") {
+        return Ok(());
+    }
+    let segment = lethe_store::SegmentBytes::whole(bytes);
+    let batches = lethe_store::read_batches(&segment, None)
+        .with_context(|| format!("{object} is a Parquet segment that does not decode"))?;
+    for batch in batches {
         let schema = batch.schema();
         for (i, field) in schema.fields().iter().enumerate() {
             let values = batch.column(i).as_any().downcast_ref::<StringArray>();
@@ -76,17 +114,8 @@ fn decoded_hits(
                 let in_name = field.name().contains(needle.as_str());
                 let in_values =
                     values.is_some_and(|a| a.iter().flatten().any(|v| v.contains(needle.as_str())));
-                let seen = hits.iter().any(|h| {
-                    &h.needle == needle
-                        && h.file == file
-                        && h.place.ends_with(field.name().as_str())
-                });
-                if (in_name || in_values) && !seen {
-                    hits.push(Hit {
-                        needle: needle.clone(),
-                        file: file.to_path_buf(),
-                        place: format!("decoded column {}", field.name()),
-                    });
+                if in_name || in_values {
+                    found(needle, format!("decoded column {}", field.name()));
                 }
             }
         }

@@ -1,7 +1,7 @@
 //! Segments on S3-compatible object storage (`--segments s3://bucket/prefix`), against moto's
 //! S3 server on loopback: events are stored as objects under the prefix and read back, a
-//! deletion task leaves none of the removed values in any object of the bucket, and a bucket
-//! that keeps versions is refused at start.
+//! deletion task leaves none of the removed values in any object of the bucket (`lethe scan`
+//! on the deployment), and a bucket that keeps versions is refused at start.
 
 mod common;
 
@@ -52,7 +52,7 @@ impl Moto {
         if versioned {
             code += "\ns3.put_bucket_versioning(Bucket=b, VersioningConfiguration={'Status': 'Enabled'})";
         }
-        self.boto3(name, &code, None);
+        self.boto3(name, &code);
     }
 
     /// Every key in the bucket (boto3, signed as any S3 client would).
@@ -60,36 +60,21 @@ impl Moto {
         self.boto3(
             bucket,
             "for o in s3.list_objects_v2(Bucket=b).get('Contents', []): print(o['Key'])",
-            None,
         )
         .lines()
         .map(String::from)
         .collect()
     }
 
-    /// Copies every object of the bucket into `dir`, one file each, for `lethe scan`.
-    fn download(&self, bucket: &str, dir: &Path) {
-        self.boto3(
-            bucket,
-            "import os\n\
-             for o in s3.list_objects_v2(Bucket=b).get('Contents', []):\n\
-             \x20   path = os.path.join(d, o['Key'])\n\
-             \x20   os.makedirs(os.path.dirname(path), exist_ok=True)\n\
-             \x20   s3.download_file(b, o['Key'], path)",
-            Some(dir),
-        );
-    }
-
-    /// Runs `code` with `s3` (a boto3 client of this server), `b` (the bucket) and `d` (`dir`).
-    fn boto3(&self, bucket: &str, code: &str, dir: Option<&Path>) -> String {
+    /// Runs `code` with `s3` (a boto3 client of this server) and `b` (the bucket).
+    fn boto3(&self, bucket: &str, code: &str) -> String {
         let script = format!(
             "import boto3, sys\n\
              s3 = boto3.client('s3', endpoint_url=sys.argv[1], region_name='us-east-1',\n\
              \x20   aws_access_key_id='lethe-test', aws_secret_access_key='lethe-test')\n\
-             b, d = sys.argv[2], sys.argv[3]\n{code}\n"
+             b = sys.argv[2]\n{code}\n"
         );
-        let dir = dir.map_or(String::new(), |d| d.display().to_string());
-        common::python(&["-c", &script, &self.endpoint, bucket, &dir])
+        common::python(&["-c", &script, &self.endpoint, bucket])
     }
 
     /// The environment that points lethe at this server.
@@ -193,13 +178,14 @@ fn events_live_in_the_bucket_and_a_deletion_leaves_no_object_holding_them() {
     assert_eq!(kept.len(), 10);
     assert!(kept.iter().all(|e| e["event_type"] == "Signup"));
 
-    // Every object left in the bucket, raw and decoded: the removed values are in none.
-    let copy = tmp.path().join("bucket");
-    moto.download("lethe-segments", &copy);
-    assert_eq!(
-        common::scan(&copy, &["S3-DEL-FLOOD", "S3-KEEP-SIGNUP"]),
-        ["S3-KEEP-SIGNUP"]
-    );
+    // Every object left in the bucket, raw and decoded (`lethe scan` on the deployment): the
+    // removed values are in none. The data dir alone holds neither marker.
+    let mut env = moto.env();
+    env.push(("LETHE_SEGMENTS", "s3://lethe-segments/events".into()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let needles = ["S3-DEL-FLOOD", "S3-KEEP-SIGNUP"];
+    assert_eq!(common::scan_with(&dir, &env, &needles), ["S3-KEEP-SIGNUP"]);
+    assert!(common::scan(&dir, &needles).is_empty());
     assert!(
         moto.keys("lethe-segments")
             .iter()

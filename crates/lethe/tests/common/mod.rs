@@ -344,8 +344,16 @@ pub fn basic(key: &str, secret: &str) -> String {
 
 /// Runs `lethe scan` and returns the needles it found somewhere.
 pub fn scan(dir: &Path, needles: &[&str]) -> Vec<String> {
+    scan_with(dir, &[], needles)
+}
+
+/// Runs `lethe scan` with environment `env` (e.g. `LETHE_SEGMENTS` and `AWS_*`) and returns
+/// the needles it found somewhere.
+pub fn scan_with(dir: &Path, env: &[(&str, &str)], needles: &[&str]) -> Vec<String> {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_lethe"));
-    cmd.args(["scan", "--data-dir"]).arg(dir);
+    cmd.args(["scan", "--data-dir"])
+        .arg(dir)
+        .envs(env.iter().copied());
     for n in needles {
         cmd.args(["--needle", n]);
     }
