@@ -94,6 +94,8 @@ pub struct Storage {
     objects: Arc<dyn ObjectStore>,
     /// The directory behind a local backend: where a crash can leave staged uploads.
     local_root: Option<PathBuf>,
+    /// Where the root is, for people: a directory, or `s3://bucket/prefix`.
+    root_name: String,
     /// The runtime a network backend's client runs on (the local backend needs none).
     runtime: Option<tokio::runtime::Runtime>,
 }
@@ -124,6 +126,7 @@ impl Storage {
         Ok(Storage {
             objects: Arc::new(objects),
             local_root: Some(root.to_path_buf()),
+            root_name: root.display().to_string(),
             runtime: None,
         })
     }
@@ -135,6 +138,15 @@ impl Storage {
         let storage = Storage::s3_for_reading(bucket, prefix)?;
         storage.refuse_versioned_bucket()?;
         Ok(storage)
+    }
+
+    /// A deployment's segments for a tool that only reads them (`lethe verify`): no probe
+    /// write, so it also opens a bucket lethe would refuse to write to.
+    pub fn for_reading(place: &SegmentPlace, segments_dir: &Path) -> Result<Storage> {
+        match place {
+            SegmentPlace::DataDir => Storage::local(segments_dir),
+            SegmentPlace::S3 { bucket, prefix } => Storage::s3_for_reading(bucket, prefix),
+        }
     }
 
     /// The same bucket without the probe PUT: for tools that only read (`lethe scan`), which
@@ -152,6 +164,7 @@ impl Storage {
         Ok(Storage {
             objects: Arc::new(PrefixStore::new(s3, prefix)),
             local_root: None,
+            root_name: format!("s3://{bucket}/{prefix}"),
             runtime: Some(runtime),
         })
     }
@@ -189,10 +202,7 @@ impl Storage {
 
     /// Where an object is, for people: its file path, or its URL on object storage.
     pub fn describe(&self, key: &Key) -> String {
-        match &self.local_root {
-            Some(root) => root.join(key.as_ref()).display().to_string(),
-            None => format!("{}/{key}", self.objects),
-        }
+        format!("{}/{key}", self.root_name)
     }
 
     /// The key of a segment: `<project>/<day>/<id>.parquet`.

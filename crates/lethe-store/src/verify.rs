@@ -10,7 +10,7 @@ use object_store::path::Path as Key;
 use crate::fetched::SegmentBytes;
 use crate::layout::DataDir;
 use crate::segment::read_batches;
-use crate::storage::{SegmentLocation, Storage};
+use crate::storage::{SegmentLocation, SegmentPlace, Storage};
 use crate::wal::{self, Damage};
 use crate::Result;
 
@@ -26,15 +26,15 @@ pub struct Report {
     pub notes: Vec<String>,
 }
 
-/// Verifies the data dir whose metadata is `meta`.
-pub fn verify(dir: &DataDir, meta: &MetaStore) -> Result<Report> {
+/// Verifies the data dir whose metadata is `meta`, with its segments at `segments`.
+pub fn verify(dir: &DataDir, meta: &MetaStore, segments: &SegmentPlace) -> Result<Report> {
     let mut report = Report::default();
     for line in meta.integrity_problems()? {
         report
             .problems
             .push(format!("{}: {line}", dir.meta_db().display()));
     }
-    let storage = Storage::local(&dir.segments_dir())?;
+    let storage = Storage::for_reading(segments, &dir.segments_dir())?;
     for record in meta.live_segments()? {
         let key = Storage::key(&SegmentLocation::of(&record));
         report.segments += 1;

@@ -147,12 +147,15 @@ impl WalWriter<'_> {
         metrics::counter!("lethe_wal_failures_total").increment(1);
         self.set_refusal(Some(reason));
         self.failure = Some(reason);
-        for p in self.appended.drain(..) {
-            let _ = p.ack.send(Err(StoreError::Unavailable(reason)));
-        }
+        let refused = std::mem::take(&mut self.appended);
         self.epoch = lock(&self.inner.resolver).rollback();
         if self.file.repair().is_ok() {
             self.set_refusal(None);
+        }
+        // Only now are the refused batches told: a client that hears 503 and reads at once
+        // must find nothing of its batch (the rollback is done).
+        for p in refused {
+            let _ = p.ack.send(Err(StoreError::Unavailable(reason)));
         }
         StoreError::Unavailable(reason)
     }

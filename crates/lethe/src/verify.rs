@@ -1,17 +1,21 @@
-//! `lethe verify`: checks every segment (size, checksum, full decode), the WAL and the
-//! metadata database of a data dir; exits non-zero when anything is damaged.
+//! `lethe verify`: checks every segment (size, checksum, full decode; on a bucket too), the
+//! WAL and the metadata database of a data dir; exits non-zero when anything is damaged.
 
 use std::path::PathBuf;
 
 use clap::Args;
 use lethe_meta::MetaStore;
-use lethe_store::DataDir;
+use lethe_store::{DataDir, SegmentPlace};
 
 #[derive(Args)]
 pub struct VerifyArgs {
     /// The data dir to verify (read only; a server may be running on it).
     #[arg(long, env = "LETHE_DATA_DIR", default_value = "./lethe-data")]
     data_dir: PathBuf,
+    /// Where the deployment keeps its segments, as given to `lethe serve` (`local` or
+    /// `s3://bucket/prefix` with the deployment's `AWS_*` variables).
+    #[arg(long, env = "LETHE_SEGMENTS", default_value = "local")]
+    segments: SegmentPlace,
 }
 
 pub fn run(args: VerifyArgs) -> anyhow::Result<()> {
@@ -20,7 +24,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<()> {
         anyhow::bail!("{} holds no lethe data dir", args.data_dir.display());
     }
     let meta = MetaStore::open(&dir.meta_db())?;
-    let report = lethe_store::verify(&dir, &meta)?;
+    let report = lethe_store::verify(&dir, &meta, &args.segments)?;
     for note in &report.notes {
         println!("note: {note}");
     }

@@ -193,6 +193,31 @@ fn events_live_in_the_bucket_and_a_deletion_leaves_no_object_holding_them() {
         "lethe writes only under its prefix (and leaves no probe behind)"
     );
     server.stop();
+
+    // `lethe verify` checks the segments in the bucket, and names one whose bytes changed.
+    let verify = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_lethe"))
+            .args(["verify", "--data-dir"])
+            .arg(&dir)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        (out.status.success(), stdout)
+    };
+    let (ok, report) = verify();
+    assert!(ok && !report.contains("verified 0 segments"), "{report}");
+    let segment = moto.keys("lethe-segments").remove(0);
+    moto.boto3(
+        "lethe-segments",
+        &format!("s3.put_object(Bucket=b, Key='{segment}', Body=b'PAR1 not a segment')"),
+    );
+    let (ok, report) = verify();
+    assert!(!ok, "{report}");
+    assert!(
+        report.contains(&format!("damaged: s3://lethe-segments/{segment}")),
+        "{report}"
+    );
 }
 
 /// Starts `lethe serve` with `--segments <segments>` and `env`, expects it to refuse, and
