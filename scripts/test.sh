@@ -25,10 +25,11 @@ cargo test --workspace --all-targets --all-features
 # on S3 (moto on loopback; common::s3_deployment). Skipped there: the three checks that read
 # segment files from the data dir with DuckDB.
 moto_out=$(mktemp)
-python3 scripts/moto.py >"$moto_out" &
+python3 scripts/s3_server.py >"$moto_out" 2>"$moto_out.log" &
 moto_pid=$!
 trap 'kill "$moto_pid" 2>/dev/null || true' EXIT
 for _ in $(seq 1 300); do [ -s "$moto_out" ] && break; sleep 0.1; done
+[ -s "$moto_out" ] || { echo "moto's S3 server did not start" >&2; exit 1; }
 LETHE_TEST_S3_ENDPOINT="http://$(head -n1 "$moto_out")" cargo test -p lethe --all-features \
   --test access --test console_api --test crash --test deletion --test durability \
   --test groups --test identify --test import --test ingestion --test limits \
