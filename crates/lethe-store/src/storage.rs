@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use object_store::aws::AmazonS3Builder;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as Key;
 use object_store::prefix::PrefixStore;
@@ -157,8 +157,11 @@ impl Storage {
             .thread_name("lethe-s3")
             .enable_all()
             .build()?;
-        let s3 = AmazonS3Builder::from_env()
-            .with_bucket_name(bucket)
+        let builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+        if let Some(endpoint) = builder.get_config_value(&AmazonS3ConfigKey::Endpoint) {
+            check_endpoint(&endpoint)?;
+        }
+        let s3 = builder
             .build()
             .map_err(|e| storage_error("configure the S3 bucket", e))?;
         Ok(Storage {
@@ -321,6 +324,23 @@ impl Storage {
             }
         }
         Ok(removed)
+    }
+}
+
+/// An S3 endpoint must be an `http://` or `https://` URL with a host: the client would
+/// otherwise fail on its first request with nothing to tell the operator.
+fn check_endpoint(endpoint: &str) -> Result<()> {
+    let host = endpoint
+        .strip_prefix("https://")
+        .or_else(|| endpoint.strip_prefix("http://"))
+        .and_then(|rest| rest.split('/').next())
+        .filter(|host| !host.is_empty());
+    match host {
+        Some(_) => Ok(()),
+        None => Err(StoreError::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "the S3 endpoint (AWS_ENDPOINT) must be an http:// or https:// URL with a host",
+        ))),
     }
 }
 

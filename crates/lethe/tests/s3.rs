@@ -257,3 +257,11 @@ fn a_segments_url_without_a_prefix_is_refused() {
         "{stderr}"
     );
 }
+
+#[test]
+fn an_endpoint_that_is_not_a_url_is_refused_naming_it() {
+    let env = [("AWS_ENDPOINT", "http://".to_string())];
+    let stderr = refused_start("s3://bucket/events", &env);
+    assert!(stderr.contains("AWS_ENDPOINT"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
