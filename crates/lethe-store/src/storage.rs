@@ -131,12 +131,12 @@ impl Storage {
         })
     }
 
-    /// Segments in an S3-compatible bucket under `prefix`, configured from the `AWS_*`
-    /// variables (`AWS_ENDPOINT`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
-    /// `AWS_ALLOW_HTTP`, …). Refuses a bucket that keeps versions.
-    pub fn s3(bucket: &str, prefix: &str) -> Result<Storage> {
-        let storage = Storage::s3_for_reading(bucket, prefix)?;
-        storage.refuse_versioned_bucket()?;
+    /// A deployment's segments for the server: a bucket that keeps versions is refused.
+    pub fn open(place: &SegmentPlace, segments_dir: &Path) -> Result<Storage> {
+        let storage = Storage::for_reading(place, segments_dir)?;
+        if matches!(place, SegmentPlace::S3 { .. }) {
+            storage.refuse_versioned_bucket()?;
+        }
         Ok(storage)
     }
 
@@ -145,13 +145,14 @@ impl Storage {
     pub fn for_reading(place: &SegmentPlace, segments_dir: &Path) -> Result<Storage> {
         match place {
             SegmentPlace::DataDir => Storage::local(segments_dir),
-            SegmentPlace::S3 { bucket, prefix } => Storage::s3_for_reading(bucket, prefix),
+            SegmentPlace::S3 { bucket, prefix } => Storage::s3(bucket, prefix),
         }
     }
 
-    /// The same bucket without the probe PUT: for tools that only read (`lethe scan`), which
-    /// must also work on a bucket lethe would refuse to write to.
-    pub fn s3_for_reading(bucket: &str, prefix: &str) -> Result<Storage> {
+    /// Segments in an S3-compatible bucket under `prefix`, configured from the `AWS_*`
+    /// variables (`AWS_ENDPOINT`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+    /// `AWS_ALLOW_HTTP`, …), without the probe write (`open` adds it).
+    pub fn s3(bucket: &str, prefix: &str) -> Result<Storage> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("lethe-s3")
@@ -293,7 +294,10 @@ impl Storage {
 
     /// Visits every object under the root, whatever its key, with where it is (for people)
     /// and its bytes: how `lethe scan` proves what a bucket holds.
-    pub fn for_each_object(&self, mut visit: impl FnMut(&str, Bytes) -> Result<()>) -> Result<()> {
+    pub fn for_each_object<E: From<StoreError>>(
+        &self,
+        mut visit: impl FnMut(&str, Bytes) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E> {
         let metas: Vec<_> = self.run(self.objects.list(None).collect::<Vec<_>>());
         for meta in metas {
             let key = meta.map_err(|e| storage_error("list objects", e))?.location;

@@ -129,10 +129,7 @@ impl Store {
         if dir.legacy_tmp_dir().exists() {
             std::fs::remove_dir_all(dir.legacy_tmp_dir())?;
         }
-        let storage = Arc::new(match &config.segments {
-            SegmentPlace::DataDir => Storage::local(&dir.segments_dir())?,
-            SegmentPlace::S3 { bucket, prefix } => Storage::s3(bucket, prefix)?,
-        });
+        let storage = Arc::new(Storage::open(&config.segments, &dir.segments_dir())?);
         storage.remove_staged_uploads()?;
         let mut live = LiveSet::default();
         live.add(&storage, meta.live_segments()?, false);

@@ -36,16 +36,8 @@ pub struct Hit {
 pub fn run(args: ScanArgs) -> anyhow::Result<()> {
     let mut hits = scan(&args.data_dir, &args.needles)?;
     if let SegmentPlace::S3 { bucket, prefix } = &args.segments {
-        let mut failed = None;
-        Storage::s3_for_reading(bucket, prefix)?.for_each_object(|object, bytes| {
-            if let Err(e) = search(object, bytes, &args.needles, &mut hits) {
-                failed.get_or_insert(e);
-            }
-            Ok(())
-        })?;
-        if let Some(e) = failed {
-            return Err(e);
-        }
+        Storage::s3(bucket, prefix)?
+            .for_each_object(|object, bytes| search(object, bytes, &args.needles, &mut hits))?;
     }
     for needle in &args.needles {
         let found: Vec<&Hit> = hits.iter().filter(|h| &h.needle == needle).collect();
