@@ -349,7 +349,7 @@ pub fn execute(
     }
     let finishing = Instant::now();
     let profiles_changed = unset_profile_keys(store, task.project_id, spec)?;
-    meta.checkpoint_truncate()?;
+    meta.purge_deleted_rows()?;
     timings.finish_ms = ms(finishing);
     failpoint("delete:before_complete");
     Ok(TaskResult {

@@ -4,11 +4,10 @@
 use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, SaltString};
 use argon2::{Argon2, PasswordVerifier};
 use rand::RngCore;
-use rusqlite::{params, OptionalExtension, Row};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::db::all_rows;
+use crate::sql::{params, Conn, Row, Value};
 use crate::{now_ms, MetaError, MetaStore, Result};
 
 /// How long a login token (and a console session) stays valid.
@@ -118,12 +117,11 @@ fn secret_digest(secret: &str) -> String {
 }
 
 /// Digests (and blanks) project secrets stored in plain text by an older version.
-pub(crate) fn digest_plain_secrets(c: &rusqlite::Connection) -> Result<()> {
-    let plain = all_rows(
-        c,
+pub(crate) fn digest_plain_secrets(c: &mut dyn Conn) -> Result<()> {
+    let plain = c.query_map(
         "SELECT id, secret_key FROM projects WHERE secret_sha256 IS NULL",
-        [],
-        |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
+        &[],
+        |r| Ok((r.get::<i64>(0)?, r.get::<String>(1)?)),
     )?;
     for (id, secret) in plain {
         c.execute(
@@ -159,7 +157,7 @@ fn token_digest(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
-fn user_from_row(r: &Row) -> rusqlite::Result<User> {
+fn user_from_row(r: &Row) -> Result<User> {
     let role: String = r.get(2)?;
     Ok(User {
         id: r.get(0)?,
@@ -170,7 +168,7 @@ fn user_from_row(r: &Row) -> rusqlite::Result<User> {
     })
 }
 
-fn project_from_row(r: &Row) -> rusqlite::Result<Project> {
+fn project_from_row(r: &Row) -> Result<Project> {
     Ok(Project {
         id: r.get(0)?,
         name: r.get(1)?,
@@ -178,24 +176,14 @@ fn project_from_row(r: &Row) -> rusqlite::Result<Project> {
         created_at: r.get(3)?,
         time_zone: {
             let name: String = r.get(4)?;
-            name.parse().map_err(|_| {
-                rusqlite::Error::FromSqlConversionFailure(
-                    4,
-                    rusqlite::types::Type::Text,
-                    format!("unknown time zone {name:?}").into(),
-                )
-            })?
+            name.parse()
+                .map_err(|_| MetaError::Corrupt(format!("unknown time zone {name:?}")))?
         },
     })
 }
 
 const USER_COLS: &str = "id, email, role, active, created_at";
 const PROJECT_COLS: &str = "id, name, api_key, created_at, time_zone";
-
-fn is_unique_violation(e: &rusqlite::Error) -> bool {
-    matches!(e, rusqlite::Error::SqliteFailure(f, _)
-        if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE)
-}
 
 impl MetaStore {
     /// Creates the organization, its first administrator and the `Default` project when the
@@ -206,11 +194,9 @@ impl MetaStore {
         admin_password: Option<&str>,
     ) -> Result<Option<NewProject>> {
         let exists: bool = self.with(|c| {
-            Ok(
-                c.query_row("SELECT EXISTS(SELECT 1 FROM organization)", [], |r| {
-                    r.get(0)
-                })?,
-            )
+            c.query_row("SELECT EXISTS(SELECT 1 FROM organization)", &[], |r| {
+                r.get(0)
+            })
         })?;
         if exists {
             return Ok(None);
@@ -218,18 +204,16 @@ impl MetaStore {
         let generated = admin_password.is_none().then(|| random_hex(12));
         let password = admin_password.map(str::to_string).or(generated.clone());
         let hash = hash_password(password.as_deref().unwrap_or_default())?;
-        let project = self.with(|c| {
-            let tx = c.transaction()?;
+        let project = self.tx(|tx| {
             tx.execute(
                 "INSERT INTO organization (id, name, created_at) VALUES (1, 'lethe', ?1)",
-                [now_ms()],
+                params![now_ms()],
             )?;
             tx.execute(
                 "INSERT INTO users (email, password_hash, role, created_at) VALUES (?1, ?2, 'admin', ?3)",
                 params![admin_email, hash, now_ms()],
             )?;
-            let project = insert_project(&tx, "Default", "system")?;
-            tx.commit()?;
+            let project = insert_project(tx, "Default", "system")?;
             Ok(project)
         })?;
         Ok(Some(NewProject {
@@ -248,28 +232,29 @@ impl MetaStore {
         actor: &str,
     ) -> Result<User> {
         let hash = hash_password(password)?;
-        self.with(|c| {
-            let c = c.transaction()?;
-            c.execute(
-                "INSERT INTO users (email, password_hash, role, created_at) VALUES (?1, ?2, ?3, ?4)",
-                params![email, hash, role.as_str(), now_ms()],
-            )
-            .map_err(|e| {
-                if is_unique_violation(&e) {
-                    MetaError::Conflict("a user with this email")
-                } else {
-                    e.into()
-                }
-            })?;
-            let id = c.last_insert_rowid();
+        self.tx(|c| {
+            let id: i64 = c
+                .query_row(
+                    "INSERT INTO users (email, password_hash, role, created_at)
+                     VALUES (?1, ?2, ?3, ?4) RETURNING id",
+                    params![email, hash, role.as_str(), now_ms()],
+                    |r| r.get(0),
+                )
+                .map_err(|e| {
+                    if e.is_unique_violation() {
+                        MetaError::Conflict("a user with this email")
+                    } else {
+                        e
+                    }
+                })?;
             let user = c.query_row(
                 &format!("SELECT {USER_COLS} FROM users WHERE id = ?1"),
-                [id],
+                params![id],
                 user_from_row,
             )?;
-            let detail = serde_json::json!({ "user_id": id, "email": user.email, "role": user.role });
-            crate::audit::audit_in(&c, actor, "user.created", None, &detail)?;
-            c.commit()?;
+            let detail =
+                serde_json::json!({ "user_id": id, "email": user.email, "role": user.role });
+            crate::audit::audit_in(c, actor, "user.created", None, &detail)?;
             Ok(user)
         })
     }
@@ -277,10 +262,9 @@ impl MetaStore {
     /// Every user, oldest first.
     pub fn list_users(&self) -> Result<Vec<User>> {
         self.with(|c| {
-            all_rows(
-                c,
+            c.query_map(
                 &format!("SELECT {USER_COLS} FROM users ORDER BY id"),
-                [],
+                &[],
                 user_from_row,
             )
         })
@@ -289,14 +273,13 @@ impl MetaStore {
     /// Checks a password; returns the active user it belongs to.
     pub fn verify_password(&self, email: &str, password: &str) -> Result<Option<User>> {
         let found = self.with(|c| {
-            Ok(c.query_row(
+            c.query_opt(
                 &format!(
                     "SELECT {USER_COLS}, password_hash FROM users WHERE email = ?1 AND active = 1"
                 ),
-                [email],
-                |r| Ok((user_from_row(r)?, r.get::<_, String>(5)?)),
+                params![email],
+                |r| Ok((user_from_row(r)?, r.get::<String>(5)?)),
             )
-            .optional()?)
         })?;
         let hash = found.as_ref().map_or(decoy_hash(), |(_, h)| h.as_str());
         let verified = PasswordHash::new(hash).is_ok_and(|parsed| {
@@ -318,11 +301,10 @@ impl MetaStore {
             ),
             None => {
                 let known: Option<i64> = self.with(|c| {
-                    Ok(
-                        c.query_row("SELECT id FROM users WHERE email = ?1", [email], |r| {
-                            r.get(0)
-                        })
-                        .optional()?,
+                    c.query_opt(
+                        "SELECT id FROM users WHERE email = ?1",
+                        params![email],
+                        |r| r.get(0),
                     )
                 })?;
                 let detail = serde_json::json!({ "user_id": known, "known_user": known.is_some() });
@@ -350,14 +332,13 @@ impl MetaStore {
     /// The active user a bearer token belongs to, if the token is valid and unexpired.
     pub fn user_for_token(&self, token: &str) -> Result<Option<User>> {
         self.with(|c| {
-            Ok(c.query_row(
+            c.query_opt(
                 "SELECT u.id, u.email, u.role, u.active, u.created_at FROM api_tokens t
                  JOIN users u ON u.id = t.user_id
                  WHERE t.token_sha256 = ?1 AND t.expires_at > ?2 AND u.active = 1",
                 params![token_digest(token), now_ms()],
                 user_from_row,
             )
-            .optional()?)
         })
     }
 
@@ -366,7 +347,7 @@ impl MetaStore {
         self.with(|c| {
             c.execute(
                 "DELETE FROM api_tokens WHERE token_sha256 = ?1",
-                [token_digest(token)],
+                params![token_digest(token)],
             )?;
             Ok(())
         })
@@ -382,8 +363,7 @@ impl MetaStore {
         active: Option<bool>,
         actor: &str,
     ) -> Result<Option<User>> {
-        self.with(|c| {
-            let tx = c.transaction()?;
+        self.tx(|tx| {
             let changed = tx.execute(
                 "UPDATE users SET role = COALESCE(?2, role), active = COALESCE(?3, active)
                  WHERE id = ?1",
@@ -394,35 +374,32 @@ impl MetaStore {
             }
             let admins: i64 = tx.query_row(
                 "SELECT COUNT(*) FROM users WHERE role = 'admin' AND active = 1",
-                [],
+                &[],
                 |r| r.get(0),
             )?;
             if admins == 0 {
                 return Err(MetaError::LastAdmin);
             }
             if active == Some(false) {
-                tx.execute("DELETE FROM api_tokens WHERE user_id = ?1", [id])?;
+                tx.execute("DELETE FROM api_tokens WHERE user_id = ?1", params![id])?;
             }
             let user = tx.query_row(
                 &format!("SELECT {USER_COLS} FROM users WHERE id = ?1"),
-                [id],
+                params![id],
                 user_from_row,
             )?;
             let detail = serde_json::json!({
                 "user_id": id, "email": user.email, "role": user.role, "active": user.active,
             });
-            crate::audit::audit_in(&tx, actor, "user.updated", None, &detail)?;
-            tx.commit()?;
+            crate::audit::audit_in(tx, actor, "user.updated", None, &detail)?;
             Ok(Some(user))
         })
     }
 
     /// Creates a project with fresh keys. Audited.
     pub fn create_project(&self, name: &str, actor: &str) -> Result<CreatedProject> {
-        self.with(|c| {
-            let tx = c.transaction()?;
-            let created = insert_project(&tx, name, actor)?;
-            tx.commit()?;
+        self.tx(|tx| {
+            let created = insert_project(tx, name, actor)?;
             Ok(created)
         })
     }
@@ -430,12 +407,11 @@ impl MetaStore {
     /// The project that `api_key` selects, if `secret` is its secret key.
     pub fn project_for_keys(&self, api_key: &str, secret: &str) -> Result<Option<Project>> {
         let found = self.with(|c| {
-            Ok(c.query_row(
+            c.query_opt(
                 &format!("SELECT {PROJECT_COLS}, secret_sha256 FROM projects WHERE api_key = ?1"),
-                [api_key],
-                |r| Ok((project_from_row(r)?, r.get::<_, String>(5)?)),
+                params![api_key],
+                |r| Ok((project_from_row(r)?, r.get::<String>(5)?)),
             )
-            .optional()?)
         })?;
         let digest = secret_digest(secret);
         Ok(found
@@ -447,8 +423,7 @@ impl MetaStore {
     /// show once. `None` when there is no such project. Audited.
     pub fn rotate_secret(&self, project_id: i64, actor: &str) -> Result<Option<String>> {
         let secret = random_hex(16);
-        self.with(|c| {
-            let tx = c.transaction()?;
+        self.tx(|tx| {
             let changed = tx.execute(
                 "UPDATE projects SET secret_sha256 = ?2 WHERE id = ?1",
                 params![project_id, secret_digest(&secret)],
@@ -457,8 +432,7 @@ impl MetaStore {
                 return Ok(None);
             }
             let detail = serde_json::json!({ "project_id": project_id });
-            crate::audit::audit_in(&tx, actor, "project.secret_rotated", None, &detail)?;
-            tx.commit()?;
+            crate::audit::audit_in(tx, actor, "project.secret_rotated", None, &detail)?;
             Ok(Some(secret))
         })
     }
@@ -471,8 +445,7 @@ impl MetaStore {
         role: Option<ProjectRole>,
         actor: &str,
     ) -> Result<()> {
-        self.with(|c| {
-            let tx = c.transaction()?;
+        self.tx(|tx| {
             match role {
                 Some(role) => tx.execute(
                     "INSERT INTO project_members (project_id, user_id, role) VALUES (?1, ?2, ?3)
@@ -487,8 +460,7 @@ impl MetaStore {
             let detail = serde_json::json!({
                 "project_id": project_id, "user_id": user_id, "role": role,
             });
-            crate::audit::audit_in(&tx, actor, "project.member_changed", None, &detail)?;
-            tx.commit()?;
+            crate::audit::audit_in(tx, actor, "project.member_changed", None, &detail)?;
             Ok(())
         })
     }
@@ -496,12 +468,11 @@ impl MetaStore {
     /// The members and viewers of a project, with their roles there.
     pub fn project_members(&self, project_id: i64) -> Result<Vec<(User, ProjectRole)>> {
         self.with(|c| {
-            all_rows(
-                c,
+            c.query_map(
                 "SELECT u.id, u.email, u.role, u.active, u.created_at, m.role
                  FROM project_members m JOIN users u ON u.id = m.user_id
                  WHERE m.project_id = ?1 ORDER BY u.id",
-                [project_id],
+                params![project_id],
                 |r| {
                     let role: String = r.get(5)?;
                     Ok((
@@ -516,10 +487,9 @@ impl MetaStore {
     /// Every project a (non-administrator) user was granted, with the role there.
     pub fn granted_projects(&self, user_id: i64) -> Result<Vec<(i64, ProjectRole)>> {
         self.with(|c| {
-            all_rows(
-                c,
+            c.query_map(
                 "SELECT project_id, role FROM project_members WHERE user_id = ?1 ORDER BY project_id",
-                [user_id],
+                params![user_id],
                 |r| {
                     let role: String = r.get(1)?;
                     Ok((r.get(0)?, ProjectRole::parse(&role).unwrap_or(ProjectRole::Viewer)))
@@ -531,10 +501,9 @@ impl MetaStore {
     /// Every project, oldest first.
     pub fn list_projects(&self) -> Result<Vec<Project>> {
         self.with(|c| {
-            all_rows(
-                c,
+            c.query_map(
                 &format!("SELECT {PROJECT_COLS} FROM projects ORDER BY id"),
-                [],
+                &[],
                 project_from_row,
             )
         })
@@ -553,8 +522,7 @@ impl MetaStore {
         time_zone: chrono_tz::Tz,
         actor: &str,
     ) -> Result<bool> {
-        self.with(|c| {
-            let tx = c.transaction()?;
+        self.tx(|tx| {
             let changed = tx.execute(
                 "UPDATE projects SET time_zone = ?2 WHERE id = ?1",
                 params![project_id, time_zone.name()],
@@ -562,9 +530,8 @@ impl MetaStore {
             if changed == 1 {
                 let detail =
                     serde_json::json!({ "project_id": project_id, "time_zone": time_zone.name() });
-                crate::audit::audit_in(&tx, actor, "project.time_zone_set", None, &detail)?;
+                crate::audit::audit_in(tx, actor, "project.time_zone_set", None, &detail)?;
             }
-            tx.commit()?;
             Ok(changed == 1)
         })
     }
@@ -580,27 +547,27 @@ impl MetaStore {
         self.project_where("id = ?1", id)
     }
 
-    fn project_where(&self, cond: &str, arg: impl rusqlite::ToSql) -> Result<Option<Project>> {
+    fn project_where(&self, cond: &str, arg: impl Into<Value>) -> Result<Option<Project>> {
         self.with(|c| {
-            Ok(c.query_row(
+            c.query_opt(
                 &format!("SELECT {PROJECT_COLS} FROM projects WHERE {cond}"),
-                [arg],
+                params![arg],
                 project_from_row,
             )
-            .optional()?)
         })
     }
 }
 
-fn insert_project(c: &rusqlite::Transaction, name: &str, actor: &str) -> Result<CreatedProject> {
+fn insert_project(c: &mut dyn Conn, name: &str, actor: &str) -> Result<CreatedProject> {
     let (api_key, secret_key, now) = (random_hex(16), random_hex(16), now_ms());
-    c.execute(
+    let id = c.query_row(
         "INSERT INTO projects (name, api_key, secret_key, secret_sha256, created_at)
-         VALUES (?1, ?2, '', ?3, ?4)",
-        params![name, api_key, secret_digest(&secret_key), now],
+         VALUES (?1, ?2, '', ?3, ?4) RETURNING id",
+        params![name, &api_key, secret_digest(&secret_key), now],
+        |r| r.get(0),
     )?;
     let project = Project {
-        id: c.last_insert_rowid(),
+        id,
         name: name.to_string(),
         api_key,
         created_at: now,
@@ -633,7 +600,7 @@ mod tests {
         meta.with(|c| {
             c.execute(
                 "UPDATE projects SET secret_key = 'legacy-secret', secret_sha256 = NULL",
-                [],
+                &[],
             )?;
             Ok(())
         })
@@ -641,7 +608,7 @@ mod tests {
         drop(meta);
         let meta = MetaStore::open(&path).unwrap();
         let stored: String = meta
-            .with(|c| Ok(c.query_row("SELECT secret_key FROM projects", [], |r| r.get(0))?))
+            .with(|c| c.query_row("SELECT secret_key FROM projects", &[], |r| r.get(0)))
             .unwrap();
         assert_eq!(stored, "", "the plain secret is blanked");
         assert!(meta

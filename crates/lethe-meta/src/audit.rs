@@ -1,10 +1,9 @@
 //! The audit trail: who did what, when, to which task: ids, names and counts, never event
 //! values. Appended in the same transaction as the change it records.
 
-use rusqlite::params;
 use serde::Serialize;
 
-use crate::db::all_rows;
+use crate::sql::{params, Conn};
 use crate::{now_ms, MetaError, MetaStore, Result};
 
 /// One line of the audit trail.
@@ -19,7 +18,7 @@ pub struct AuditRecord {
 }
 
 pub(crate) fn audit_in(
-    c: &rusqlite::Connection,
+    c: &mut dyn Conn,
     actor: &str,
     action: &str,
     task_id: Option<i64>,
@@ -41,10 +40,9 @@ impl MetaStore {
     /// The audit trail, oldest first.
     pub fn audit_log(&self) -> Result<Vec<AuditRecord>> {
         let rows = self.with(|c| {
-            all_rows(
-                c,
+            c.query_map(
                 "SELECT id, at, actor, action, task_id, detail FROM audit ORDER BY id",
-                [],
+                &[],
                 |r| {
                     let record = AuditRecord {
                         id: r.get(0)?,
@@ -54,7 +52,7 @@ impl MetaStore {
                         task_id: r.get(4)?,
                         detail: serde_json::Value::Null,
                     };
-                    Ok((record, r.get::<_, String>(5)?))
+                    Ok((record, r.get::<String>(5)?))
                 },
             )
         })?;

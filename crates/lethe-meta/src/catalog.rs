@@ -3,11 +3,10 @@
 
 use std::collections::HashMap;
 
-use rusqlite::{params, OptionalExtension, Transaction};
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 
-use crate::db::all_rows;
+use crate::sql::{params, Conn};
 use crate::{MetaStore, Result};
 
 /// The three things a catalog lists.
@@ -73,35 +72,34 @@ impl MetaStore {
         project_id: i64,
         wanted: &[(CatalogKind, Vec<&str>)],
     ) -> Result<Vec<CatalogIds>> {
-        self.with(|c| {
-            let tx = c.transaction()?;
+        self.tx(|tx| {
             let mut all = Vec::with_capacity(wanted.len());
             for (kind, names) in wanted {
                 let kind = *kind;
                 let mut ids = CatalogIds::default();
                 ids.reserve(names.len());
-                let mut find =
-                    tx.prepare_cached("SELECT id FROM catalog WHERE project_id=?1 AND kind=?2 AND name=?3")?;
-                let mut insert = tx.prepare_cached(
-                    "INSERT INTO catalog (project_id, kind, id, name)
-                     VALUES (?1, ?2, (SELECT COALESCE(MAX(id), 0) + 1 FROM catalog WHERE project_id=?1 AND kind=?2), ?3)",
-                )?;
                 for name in names {
-                    let id: Option<i64> = find
-                        .query_row(params![project_id, kind.as_str(), name], |r| r.get(0))
-                        .optional()?;
-                    let id = match id {
+                    let key = params![project_id, kind.as_str(), *name];
+                    let found = tx.query_opt(
+                        "SELECT id FROM catalog WHERE project_id=?1 AND kind=?2 AND name=?3",
+                        key,
+                        |r| r.get(0),
+                    )?;
+                    let id = match found {
                         Some(id) => id,
-                        None => {
-                            insert.execute(params![project_id, kind.as_str(), name])?;
-                            find.query_row(params![project_id, kind.as_str(), name], |r| r.get(0))?
-                        }
+                        None => tx.query_row(
+                            "INSERT INTO catalog (project_id, kind, id, name)
+                             VALUES (?1, ?2, (SELECT COALESCE(MAX(id), 0) + 1 FROM catalog
+                                              WHERE project_id=?1 AND kind=?2), ?3)
+                             RETURNING id",
+                            key,
+                            |r| r.get(0),
+                        )?,
                     };
                     ids.insert(name.to_string(), id);
                 }
                 all.push(ids);
             }
-            tx.commit()?;
             Ok(all)
         })
     }
@@ -131,8 +129,7 @@ impl MetaStore {
     /// Every entry of one kind, by name.
     pub fn list_catalog(&self, project_id: i64, kind: CatalogKind) -> Result<Vec<CatalogEntry>> {
         self.with(|c| {
-            all_rows(
-                c,
+            c.query_map(
                 "SELECT id, name, first_seen, last_seen, event_count FROM catalog
                  WHERE project_id=?1 AND kind=?2 ORDER BY name",
                 params![project_id, kind.as_str()],
@@ -152,42 +149,44 @@ impl MetaStore {
     /// (event type id, property id) → count of events of that type carrying the property.
     pub fn event_property_pairs(&self, project_id: i64) -> Result<Vec<(i64, i64, i64)>> {
         self.with(|c| {
-            all_rows(
-                c,
+            c.query_map(
                 "SELECT event_type_id, property_id, event_count FROM catalog_event_property
                  WHERE project_id=?1",
-                [project_id],
+                params![project_id],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
         })
     }
 }
 
-pub(crate) fn apply_delta(tx: &Transaction, project_id: i64, delta: &CatalogDelta) -> Result<()> {
-    let mut counts = tx.prepare_cached(
-        "UPDATE catalog SET event_count = event_count + ?4,
-            first_seen = CASE WHEN ?5 IS NULL THEN first_seen ELSE MIN(COALESCE(first_seen, ?5), ?5) END,
-            last_seen = CASE WHEN ?6 IS NULL THEN last_seen ELSE MAX(COALESCE(last_seen, ?6), ?6) END
-         WHERE project_id=?1 AND kind=?2 AND id=?3",
-    )?;
+pub(crate) fn apply_delta(tx: &mut dyn Conn, project_id: i64, delta: &CatalogDelta) -> Result<()> {
     for d in &delta.counts {
-        counts.execute(params![
-            project_id,
-            d.kind.as_str(),
-            d.id,
-            d.count,
-            d.seen.map(|s| s.0),
-            d.seen.map(|s| s.1)
-        ])?;
+        tx.execute(
+            "UPDATE catalog SET event_count = event_count + ?4,
+                first_seen = CASE WHEN first_seen IS NULL OR first_seen > CAST(?5 AS BIGINT)
+                                  THEN COALESCE(CAST(?5 AS BIGINT), first_seen) ELSE first_seen END,
+                last_seen = CASE WHEN last_seen IS NULL OR last_seen < CAST(?6 AS BIGINT)
+                                 THEN COALESCE(CAST(?6 AS BIGINT), last_seen) ELSE last_seen END
+             WHERE project_id=?1 AND kind=?2 AND id=?3",
+            params![
+                project_id,
+                d.kind.as_str(),
+                d.id,
+                d.count,
+                d.seen.map(|s| s.0),
+                d.seen.map(|s| s.1)
+            ],
+        )?;
     }
-    let mut pairs = tx.prepare_cached(
-        "INSERT INTO catalog_event_property (project_id, event_type_id, property_id, event_count)
-         VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT (project_id, event_type_id, property_id)
-         DO UPDATE SET event_count = event_count + excluded.event_count",
-    )?;
     for (event_type, property, count) in &delta.pairs {
-        pairs.execute(params![project_id, event_type, property, count])?;
+        tx.execute(
+            "INSERT INTO catalog_event_property AS p
+                (project_id, event_type_id, property_id, event_count)
+             VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (project_id, event_type_id, property_id)
+             DO UPDATE SET event_count = p.event_count + excluded.event_count",
+            params![project_id, event_type, property, count],
+        )?;
     }
     Ok(())
 }

@@ -1,24 +1,67 @@
-//! Opening the database and applying versioned migrations.
+//! Opening either database and applying its versioned migrations: the same numbered
+//! migrations in both dialects, so a schema version means the same tables in each.
 
 use std::path::Path;
 
 use rusqlite::Connection;
 
+use crate::sql::{Conn, Postgres};
 use crate::Result;
 
-/// Migrations in order; the database records how many it has applied.
-const MIGRATIONS: &[&str] = &[
-    include_str!("../migrations/0001_initial.sql"),
-    include_str!("../migrations/0002_deletion.sql"),
-    include_str!("../migrations/0003_privacy.sql"),
-    include_str!("../migrations/0004_segment_checksums.sql"),
-    include_str!("../migrations/0005_access.sql"),
-    include_str!("../migrations/0006_profile_time.sql"),
-    include_str!("../migrations/0007_project_time_zone.sql"),
-    include_str!("../migrations/0008_groups.sql"),
+/// SQLite's migrations in order; the database records how many it has applied.
+const SQLITE_MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/sqlite/0001_initial.sql"),
+    include_str!("../migrations/sqlite/0002_deletion.sql"),
+    include_str!("../migrations/sqlite/0003_privacy.sql"),
+    include_str!("../migrations/sqlite/0004_segment_checksums.sql"),
+    include_str!("../migrations/sqlite/0005_access.sql"),
+    include_str!("../migrations/sqlite/0006_profile_time.sql"),
+    include_str!("../migrations/sqlite/0007_project_time_zone.sql"),
+    include_str!("../migrations/sqlite/0008_groups.sql"),
 ];
 
-pub(crate) fn open(path: &Path) -> Result<Connection> {
+/// PostgreSQL's twins of the SQLite migrations, number for number.
+const POSTGRES_MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/postgres/0001_initial.sql"),
+    include_str!("../migrations/postgres/0002_deletion.sql"),
+    include_str!("../migrations/postgres/0003_privacy.sql"),
+    include_str!("../migrations/postgres/0004_segment_checksums.sql"),
+    include_str!("../migrations/postgres/0005_access.sql"),
+    include_str!("../migrations/postgres/0006_profile_time.sql"),
+    include_str!("../migrations/postgres/0007_project_time_zone.sql"),
+    include_str!("../migrations/postgres/0008_groups.sql"),
+];
+
+/// The tables whose rows can hold event values (identifiers, profile and group properties):
+/// what is purged after a deletion task.
+pub(crate) const VALUE_TABLES: &[&str] = &["identities", "profiles", "group_profiles"];
+
+/// The database behind a metadata store.
+pub(crate) enum Db {
+    Sqlite(Connection),
+    Postgres(Box<Postgres>),
+}
+
+impl Db {
+    /// The connection, ready for a new call.
+    pub(crate) fn conn(&mut self) -> Result<&mut dyn Conn> {
+        match self {
+            Db::Sqlite(c) => {
+                if !c.is_autocommit() {
+                    // A panic in the middle of a transaction left it open.
+                    c.execute_batch("ROLLBACK")?;
+                }
+                Ok(c)
+            }
+            Db::Postgres(c) => {
+                c.recover()?;
+                Ok(c.as_mut())
+            }
+        }
+    }
+}
+
+pub(crate) fn open_sqlite(path: &Path) -> Result<Db> {
     let mut conn = Connection::open(path)?;
     // secure_delete zeroes freed pages so that deleted rows do not linger in the file;
     // synchronous=FULL because manifest commits must survive power loss. A 64 MiB page
@@ -32,30 +75,47 @@ pub(crate) fn open(path: &Path) -> Result<Connection> {
          PRAGMA foreign_keys=ON;
          PRAGMA busy_timeout=5000;",
     )?;
-    migrate(&mut conn)?;
-    crate::access::digest_plain_secrets(&conn)?;
-    Ok(conn)
-}
-
-/// Every row of a query, mapped; the statement is cached.
-pub(crate) fn all_rows<T>(
-    c: &Connection,
-    sql: &str,
-    params: impl rusqlite::Params,
-    map: impl FnMut(&rusqlite::Row) -> rusqlite::Result<T>,
-) -> Result<Vec<T>> {
-    let mut st = c.prepare_cached(sql)?;
-    let rows = st.query_map(params, map)?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
-}
-
-fn migrate(conn: &mut Connection) -> Result<()> {
     let applied: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
+    for (i, sql) in SQLITE_MIGRATIONS.iter().enumerate().skip(applied as usize) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
         tx.commit()?;
     }
-    Ok(())
+    let mut db = Db::Sqlite(conn);
+    crate::access::digest_plain_secrets(db.conn()?)?;
+    Ok(db)
+}
+
+/// The transaction-level advisory lock that makes nodes starting together migrate once.
+const MIGRATION_LOCK: i64 = 0x006c_6574_686d;
+
+pub(crate) fn open_postgres(url: &str) -> Result<Db> {
+    let mut db = Db::Postgres(Box::new(Postgres::connect(url)?));
+    let c = db.conn()?;
+    c.transaction(|c| {
+        c.batch(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))?;
+        c.batch("CREATE TABLE IF NOT EXISTS lethe_schema (version BIGINT NOT NULL)")?;
+        let applied: i64 = c
+            .query_opt("SELECT version FROM lethe_schema", &[], |r| r.get(0))?
+            .unwrap_or(0);
+        if applied > POSTGRES_MIGRATIONS.len() as i64 {
+            return Err(crate::MetaError::Corrupt(format!(
+                "the schema is at version {applied}, newer than this lethe knows"
+            )));
+        }
+        if applied == POSTGRES_MIGRATIONS.len() as i64 {
+            return Ok(());
+        }
+        for sql in POSTGRES_MIGRATIONS.iter().skip(applied as usize) {
+            c.batch(sql)?;
+        }
+        c.batch("DELETE FROM lethe_schema")?;
+        c.execute(
+            "INSERT INTO lethe_schema (version) VALUES (?1)",
+            crate::sql::params![POSTGRES_MIGRATIONS.len() as i64],
+        )?;
+        Ok(())
+    })?;
+    Ok(db)
 }

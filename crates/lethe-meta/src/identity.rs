@@ -4,10 +4,8 @@
 //! The ingestion path keeps both in memory and writes the changed ones here in the same
 //! transaction that commits the events that changed them.
 
-use rusqlite::params;
-
-use crate::db::all_rows;
-use crate::{MetaStore, Result};
+use crate::sql::{params, Conn};
+use crate::{MetaError, MetaStore, Result};
 
 /// Which external id an identity mapping is keyed by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -61,10 +59,9 @@ impl MetaStore {
     /// Every group's current properties, for loading into memory at start.
     pub fn load_groups(&self) -> Result<Vec<GroupRecord>> {
         self.with(|c| {
-            all_rows(
-                c,
+            c.query_map(
                 "SELECT project_id, group_type, group_value, properties, as_of FROM group_profiles",
-                [],
+                &[],
                 |r| {
                     Ok(GroupRecord {
                         project_id: r.get(0)?,
@@ -81,21 +78,18 @@ impl MetaStore {
     /// Every identity mapping, for loading into memory at start.
     pub fn load_identities(&self) -> Result<Vec<IdentityRecord>> {
         self.with(|c| {
-            all_rows(
-                c,
+            c.query_map(
                 "SELECT project_id, kind, external_id, amplitude_id FROM identities",
-                [],
+                &[],
                 |r| {
                     let kind: String = r.get(1)?;
                     let kind = match kind.as_str() {
                         "user" => IdKind::User,
                         "device" => IdKind::Device,
                         other => {
-                            return Err(rusqlite::Error::FromSqlConversionFailure(
-                                1,
-                                rusqlite::types::Type::Text,
-                                format!("unknown identity kind {other:?}").into(),
-                            ))
+                            return Err(MetaError::Corrupt(format!(
+                                "unknown identity kind {other:?}"
+                            )))
                         }
                     };
                     Ok(IdentityRecord {
@@ -112,10 +106,9 @@ impl MetaStore {
     /// Every profile, for loading into memory at start.
     pub fn load_profiles(&self) -> Result<Vec<ProfileRecord>> {
         self.with(|c| {
-            all_rows(
-                c,
+            c.query_map(
                 "SELECT project_id, amplitude_id, user_id, properties, as_of FROM profiles",
-                [],
+                &[],
                 |r| {
                     Ok(ProfileRecord {
                         project_id: r.get(0)?,
@@ -132,55 +125,55 @@ impl MetaStore {
     /// The highest amplitude_id ever handed out and committed.
     pub fn amplitude_id_high(&self) -> Result<i64> {
         self.with(|c| {
-            Ok(c.query_row(
+            c.query_row(
                 "SELECT value FROM counters WHERE name='amplitude_id'",
-                [],
+                &[],
                 |r| r.get(0),
-            )?)
+            )
         })
     }
 }
 
-pub(crate) fn upsert_identity(tx: &rusqlite::Transaction, id: &IdentityRecord) -> Result<()> {
-    tx.prepare_cached(
+pub(crate) fn upsert_identity(tx: &mut dyn Conn, id: &IdentityRecord) -> Result<()> {
+    tx.execute(
         "INSERT INTO identities (project_id, kind, external_id, amplitude_id) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (project_id, kind, external_id) DO UPDATE SET amplitude_id = excluded.amplitude_id",
-    )?
-    .execute(params![id.project_id, id.kind.as_str(), id.external_id, id.amplitude_id])?;
+        params![id.project_id, id.kind.as_str(), &id.external_id, id.amplitude_id],
+    )?;
     Ok(())
 }
 
-pub(crate) fn upsert_group(tx: &rusqlite::Transaction, g: &GroupRecord) -> Result<()> {
-    tx.prepare_cached(
+pub(crate) fn upsert_group(tx: &mut dyn Conn, g: &GroupRecord) -> Result<()> {
+    tx.execute(
         "INSERT INTO group_profiles (project_id, group_type, group_value, properties, as_of)
          VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT (project_id, group_type, group_value)
          DO UPDATE SET properties = excluded.properties, as_of = excluded.as_of",
-    )?
-    .execute(params![
-        g.project_id,
-        g.group_type,
-        g.group_value,
-        g.properties,
-        g.as_of
-    ])?;
+        params![
+            g.project_id,
+            &g.group_type,
+            &g.group_value,
+            &g.properties,
+            g.as_of
+        ],
+    )?;
     Ok(())
 }
 
-pub(crate) fn upsert_profile(tx: &rusqlite::Transaction, p: &ProfileRecord) -> Result<()> {
-    tx.prepare_cached(
+pub(crate) fn upsert_profile(tx: &mut dyn Conn, p: &ProfileRecord) -> Result<()> {
+    tx.execute(
         "INSERT INTO profiles (project_id, amplitude_id, user_id, properties, as_of)
          VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT (project_id, amplitude_id)
          DO UPDATE SET user_id = excluded.user_id, properties = excluded.properties,
                        as_of = excluded.as_of",
-    )?
-    .execute(params![
-        p.project_id,
-        p.amplitude_id,
-        p.user_id,
-        p.properties,
-        p.as_of
-    ])?;
+        params![
+            p.project_id,
+            p.amplitude_id,
+            p.user_id.as_ref(),
+            &p.properties,
+            p.as_of
+        ],
+    )?;
     Ok(())
 }

@@ -1,9 +1,9 @@
 //! The metadata store: everything lethe knows that is not event data.
 //!
-//! Organization, users, projects, API tokens, the catalog, identities and profiles, and the
-//! manifest of live segments live in one embedded SQLite database. This crate is the seam
-//! where a shared PostgreSQL store can later take SQLite's place: callers see only the
-//! methods of [`MetaStore`], never SQL.
+//! Organization, users, projects, API tokens, the catalog, identities and profiles, the
+//! deletion queue and the manifest of live segments live in one database: embedded SQLite
+//! in the data dir by default, or PostgreSQL for a deployment whose nodes share it. Callers
+//! see only the methods of [`MetaStore`], never SQL; `sql` is the seam between the dialects.
 
 mod access;
 mod audit;
@@ -12,9 +12,12 @@ mod db;
 mod identity;
 mod manifest;
 mod privacy;
+mod sql;
 mod tasks;
 
+use std::fmt;
 use std::path::Path;
+use std::str::FromStr;
 use std::sync::Mutex;
 
 pub use access::{CreatedProject, NewProject, Project, ProjectRole, Role, User, TOKEN_TTL_MS};
@@ -27,12 +30,27 @@ pub use privacy::{
 };
 pub use tasks::{TaskRow, TaskStatus};
 
+use db::Db;
+use sql::Conn;
+
 /// Errors at the metadata boundary.
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {
-    /// The database failed or refused a statement.
+    /// SQLite failed or refused a statement.
     #[error("metadata database: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// PostgreSQL failed or refused a statement, or could not be reached.
+    #[error("metadata database (PostgreSQL): {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    /// The database client could not run.
+    #[error("metadata database unavailable: {0}")]
+    Unavailable(String),
+    /// Another lethe node holds this PostgreSQL database.
+    #[error(
+        "another lethe node is using this PostgreSQL database; \
+         several nodes on one database are not supported yet"
+    )]
+    DeploymentInUse,
     /// A unique name (email, project) is taken.
     #[error("{0} already exists")]
     Conflict(&'static str),
@@ -47,44 +65,176 @@ pub enum MetaError {
     Corrupt(String),
 }
 
+impl MetaError {
+    /// Whether a unique constraint refused the statement (in either database).
+    fn is_unique_violation(&self) -> bool {
+        match self {
+            MetaError::Sqlite(rusqlite::Error::SqliteFailure(f, _)) => {
+                f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+            }
+            MetaError::Postgres(e) => {
+                e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
+            }
+            _ => false,
+        }
+    }
+}
+
 /// Result type of this crate.
 pub type Result<T, E = MetaError> = std::result::Result<T, E>;
 
-/// Handle to the metadata database. One writer connection behind a mutex: SQLite has one
-/// writer anyway, and every statement here is short.
+/// Where a deployment keeps its metadata.
+#[derive(Clone, PartialEq, Eq)]
+pub enum MetaPlace {
+    /// SQLite, in the data dir (`local`).
+    DataDir,
+    /// A PostgreSQL database (`postgres://user:password@host:port/database`).
+    Postgres(String),
+}
+
+impl FromStr for MetaPlace {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<MetaPlace, String> {
+        if s == "local" {
+            return Ok(MetaPlace::DataDir);
+        }
+        if !(s.starts_with("postgres://") || s.starts_with("postgresql://")) {
+            return Err("expected `local` or a postgres://user:password@host/database URL".into());
+        }
+        tokio_postgres::Config::from_str(s)
+            .map_err(|e| format!("not a PostgreSQL URL lethe can use: {e}"))?;
+        Ok(MetaPlace::Postgres(s.to_string()))
+    }
+}
+
+/// Shown without the password a URL may carry.
+impl fmt::Debug for MetaPlace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MetaPlace::DataDir => f.write_str("local"),
+            MetaPlace::Postgres(url) => {
+                let config = tokio_postgres::Config::from_str(url).map_err(|_| fmt::Error)?;
+                write!(
+                    f,
+                    "postgres database {:?} on {:?}",
+                    config.get_dbname().unwrap_or_default(),
+                    config.get_hosts()
+                )
+            }
+        }
+    }
+}
+
+/// Handle to the metadata database. One connection behind a mutex: SQLite has one writer
+/// anyway, every statement here is short, and a node's writes to PostgreSQL are ordered.
 pub struct MetaStore {
-    conn: Mutex<rusqlite::Connection>,
+    db: Mutex<Db>,
 }
 
 impl MetaStore {
-    /// Opens (creating and migrating when needed) the database at `path`.
+    /// Opens (creating and migrating when needed) the SQLite database at `path`.
     pub fn open(path: &Path) -> Result<Self> {
-        let conn = db::open(path)?;
         Ok(Self {
-            conn: Mutex::new(conn),
+            db: Mutex::new(db::open_sqlite(path)?),
         })
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut rusqlite::Connection) -> Result<T>) -> Result<T> {
-        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut conn)
+    /// Opens the metadata of `place`: SQLite at `sqlite_path`, or a PostgreSQL database
+    /// (migrated when needed).
+    pub fn open_at(place: &MetaPlace, sqlite_path: &Path) -> Result<Self> {
+        match place {
+            MetaPlace::DataDir => Self::open(sqlite_path),
+            MetaPlace::Postgres(url) => Ok(Self {
+                db: Mutex::new(db::open_postgres(url)?),
+            }),
+        }
     }
 
-    /// SQLite's own consistency check of the database file: empty when it is sound, else
-    /// what it found (page numbers and structures, never row contents).
+    /// Makes this process the only lethe node on its PostgreSQL database for as long as it
+    /// runs (a session lock, released when the process dies). SQLite needs nothing: the data
+    /// dir's lock already makes its process the only one.
+    pub fn claim_sole_node(&self) -> Result<()> {
+        let mut db = self.db.lock().unwrap_or_else(|p| p.into_inner());
+        match &mut *db {
+            Db::Sqlite(_) => Ok(()),
+            Db::Postgres(pg) => pg.claim_sole_node(),
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut dyn Conn) -> Result<T>) -> Result<T> {
+        let mut db = self.db.lock().unwrap_or_else(|p| p.into_inner());
+        f(db.conn()?)
+    }
+
+    /// Runs `f` in one transaction.
+    fn tx<T>(&self, f: impl FnOnce(&mut dyn Conn) -> Result<T>) -> Result<T> {
+        self.with(|c| c.transaction(f))
+    }
+
+    /// The database's own consistency check: empty when it is sound, else what it found
+    /// (page numbers and structures, never row contents). SQLite checks its file;
+    /// PostgreSQL keeps its own files consistent, with checksums where the operator enabled
+    /// them, so there is nothing for lethe to check there.
     pub fn integrity_problems(&self) -> Result<Vec<String>> {
-        self.with(|c| {
-            let found = db::all_rows(c, "PRAGMA integrity_check", [], |r| r.get::<_, String>(0))?;
-            Ok(found.into_iter().filter(|line| line != "ok").collect())
-        })
+        let mut db = self.db.lock().unwrap_or_else(|p| p.into_inner());
+        match &mut *db {
+            Db::Sqlite(_) => {
+                let found = db
+                    .conn()?
+                    .query_map("PRAGMA integrity_check", &[], |r| r.get::<String>(0))?;
+                Ok(found.into_iter().filter(|line| line != "ok").collect())
+            }
+            Db::Postgres(_) => Ok(Vec::new()),
+        }
     }
 
-    /// Truncates SQLite's own WAL so that rows deleted with `secure_delete` leave no copy there.
-    pub fn checkpoint_truncate(&self) -> Result<()> {
-        self.with(|c| {
-            c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-            Ok(())
-        })
+    /// Every `table.column` of text whose current rows hold `needle`: how `lethe scan` proves
+    /// a value absent from a PostgreSQL deployment's metadata, whose files it cannot read
+    /// (on SQLite it searches the file itself, freed pages included).
+    pub fn text_columns_holding(&self, needle: &str) -> Result<Vec<String>> {
+        let mut db = self.db.lock().unwrap_or_else(|p| p.into_inner());
+        let (columns, find) = match &*db {
+            Db::Sqlite(_) => (
+                "SELECT m.name, p.name FROM sqlite_master m JOIN pragma_table_info(m.name) p
+                 WHERE m.type = 'table' AND p.type = 'TEXT' ORDER BY 1, 2",
+                "instr",
+            ),
+            Db::Postgres(_) => (
+                "SELECT table_name::text, column_name::text FROM information_schema.columns
+                 WHERE table_schema = current_schema() AND data_type IN ('text', 'character varying')
+                 ORDER BY 1, 2",
+                "strpos",
+            ),
+        };
+        let c = db.conn()?;
+        let columns = c.query_map(columns, &[], |r| {
+            Ok((r.get::<String>(0)?, r.get::<String>(1)?))
+        })?;
+        let mut holding = Vec::new();
+        for (table, column) in columns {
+            let sql =
+                format!("SELECT COUNT(*) FROM \"{table}\" WHERE {find}(\"{column}\", ?1) > 0");
+            let rows: i64 = c.query_row(&sql, sql::params![needle], |r| r.get(0))?;
+            if rows > 0 {
+                holding.push(format!("{table}.{column}"));
+            }
+        }
+        Ok(holding)
+    }
+
+    /// Makes deleted rows unrecoverable from the database's files. SQLite zeroes freed pages
+    /// (`secure_delete`); this truncates its WAL, which still holds copies. PostgreSQL keeps
+    /// deleted and updated rows as dead tuples in place: the tables that can hold values are
+    /// rewritten (`VACUUM FULL`). PostgreSQL's own WAL, archives, replicas and backups remain
+    /// the operator's part (README).
+    pub fn purge_deleted_rows(&self) -> Result<()> {
+        let mut db = self.db.lock().unwrap_or_else(|p| p.into_inner());
+        let sql = match &*db {
+            Db::Sqlite(_) => "PRAGMA wal_checkpoint(TRUNCATE)".to_string(),
+            Db::Postgres(_) => format!("VACUUM FULL {}", db::VALUE_TABLES.join(", ")),
+        };
+        db.conn()?.batch(&sql)
     }
 }
 

@@ -2,14 +2,13 @@
 //! suppression list. A job's ids can change only while it is `staging`; the deletion engine
 //! erases them once the job is on the deletion queue.
 
-use rusqlite::{params, OptionalExtension, Transaction};
 use serde::Serialize;
 use serde_json::json;
 
 use crate::audit::audit_in;
-use crate::db::all_rows;
+use crate::sql::{params, Conn, Row, Value};
 use crate::tasks::{insert_task, set_status_in, TaskStatus};
-use crate::{now_ms, MetaStore, Result, TaskRow};
+use crate::{now_ms, MetaError, MetaStore, Result, TaskRow};
 
 /// One erasure request inside a job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -78,15 +77,10 @@ impl std::fmt::Display for JobStatus {
 }
 
 /// A job status column read back: an unknown spelling is an error, never a default.
-fn job_status(r: &rusqlite::Row<'_>, column: usize) -> rusqlite::Result<JobStatus> {
+fn job_status(r: &Row, column: usize) -> Result<JobStatus> {
     let text: String = r.get(column)?;
-    JobStatus::parse(&text).ok_or_else(|| {
-        rusqlite::Error::FromSqlConversionFailure(
-            column,
-            rusqlite::types::Type::Text,
-            format!("unknown privacy job status {text:?}").into(),
-        )
-    })
+    JobStatus::parse(&text)
+        .ok_or_else(|| MetaError::Corrupt(format!("unknown privacy job status {text:?}")))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,10 +110,10 @@ pub fn user_id_digest(user_id: &str) -> String {
 
 const JOB_COLS: &str = "id, project_id, day, run_at, status, task_id, done_at";
 
-fn load_job(tx: &rusqlite::Connection, id: i64) -> Result<ErasureJob> {
+fn load_job(tx: &mut dyn Conn, id: i64) -> Result<ErasureJob> {
     let mut job = tx.query_row(
         &format!("SELECT {JOB_COLS} FROM privacy_jobs WHERE id=?1"),
-        [id],
+        params![id],
         |r| {
             Ok(ErasureJob {
                 id: r.get(0)?,
@@ -133,11 +127,10 @@ fn load_job(tx: &rusqlite::Connection, id: i64) -> Result<ErasureJob> {
             })
         },
     )?;
-    job.requests = all_rows(
-        tx,
+    job.requests = tx.query_map(
         "SELECT amplitude_id, requester, requested_at FROM privacy_requests
          WHERE job_id=?1 ORDER BY requested_at, amplitude_id",
-        [id],
+        params![id],
         |r| {
             Ok(ErasureRequest {
                 amplitude_id: r.get(0)?,
@@ -150,8 +143,8 @@ fn load_job(tx: &rusqlite::Connection, id: i64) -> Result<ErasureJob> {
 }
 
 /// The ids a query on `privacy_jobs` selects.
-fn job_ids(c: &rusqlite::Connection, sql: &str, args: impl rusqlite::Params) -> Result<Vec<i64>> {
-    all_rows(c, sql, args, |r| r.get(0))
+fn job_ids(c: &mut dyn Conn, sql: &str, args: &[Value]) -> Result<Vec<i64>> {
+    c.query_map(sql, args, |r| r.get(0))
 }
 
 impl MetaStore {
@@ -159,33 +152,29 @@ impl MetaStore {
     /// privacy job it carried out (if any) done. (Here, not among the tasks, because jobs
     /// depend on tasks and not the reverse.)
     pub fn complete_task(&self, id: i64, result: &serde_json::Value) -> Result<()> {
-        self.with(|c| {
-            let tx = c.transaction()?;
+        self.tx(|tx| {
             set_status_in(
-                &tx,
+                tx,
                 id,
                 TaskStatus::Completed,
                 "task.completed",
                 Some(result),
                 None,
             )?;
-            finish_job(&tx, id, now_ms())?;
-            tx.commit()?;
+            finish_job(tx, id, now_ms())?;
             Ok(())
         })
     }
 }
 
 /// Marks the job of a completed task done.
-fn finish_job(tx: &Transaction, task_id: i64, now: i64) -> Result<()> {
-    let job: Option<i64> = tx
-        .query_row(
-            "UPDATE privacy_jobs SET status='done', done_at=?2
+fn finish_job(tx: &mut dyn Conn, task_id: i64, now: i64) -> Result<()> {
+    let job: Option<i64> = tx.query_opt(
+        "UPDATE privacy_jobs SET status='done', done_at=?2
              WHERE task_id=?1 AND status='submitted' RETURNING id",
-            params![task_id, now],
-            |r| r.get(0),
-        )
-        .optional()?;
+        params![task_id, now],
+        |r| r.get(0),
+    )?;
     if let Some(job) = job {
         audit_in(
             tx,
@@ -211,38 +200,37 @@ impl MetaStore {
         requester: &str,
         actor: &str,
     ) -> Result<ErasureJob> {
-        self.with(|c| {
-            let tx = c.transaction()?;
+        self.tx(|tx| {
             let now = now_ms();
             let existing: Option<i64> = tx
-                .query_row(
+                .query_opt(
                     "SELECT id FROM privacy_jobs
                      WHERE project_id=?1 AND day=?2 AND status='staging' ORDER BY id LIMIT 1",
                     params![project_id, day],
                     |r| r.get(0),
-                )
-                .optional()?;
+                )?;
             let job = match existing {
                 Some(id) => {
                     tx.execute(
-                        "UPDATE privacy_jobs SET run_at = MAX(run_at, ?2) WHERE id=?1",
+                        "UPDATE privacy_jobs SET run_at = CASE WHEN run_at < ?2 THEN ?2 ELSE run_at END
+                         WHERE id=?1",
                         params![id, run_at],
                     )?;
                     id
                 }
                 None => {
-                    tx.execute(
+                    tx.query_row(
                         "INSERT INTO privacy_jobs (project_id, day, run_at, status, created_at)
-                         VALUES (?1, ?2, ?3, 'staging', ?4)",
+                         VALUES (?1, ?2, ?3, 'staging', ?4) RETURNING id",
                         params![project_id, day, run_at, now],
-                    )?;
-                    tx.last_insert_rowid()
+                        |r| r.get(0),
+                    )?
                 }
             };
             for id in amplitude_ids {
                 tx.execute(
-                    "INSERT OR IGNORE INTO privacy_requests (job_id, amplitude_id, requester, requested_at)
-                     VALUES (?1, ?2, ?3, ?4)",
+                    "INSERT INTO privacy_requests (job_id, amplitude_id, requester, requested_at)
+                     VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
                     params![job, id, requester, now],
                 )?;
             }
@@ -250,9 +238,8 @@ impl MetaStore {
                 "project_id": project_id, "job_id": job, "day": day, "amplitude_ids": amplitude_ids,
                 "requester": requester,
             });
-            audit_in(&tx, actor, "privacy.requested", None, &detail)?;
-            let job = load_job(&tx, job)?;
-            tx.commit()?;
+            audit_in(tx, actor, "privacy.requested", None, &detail)?;
+            let job = load_job(tx, job)?;
             Ok(job)
         })
     }
@@ -285,18 +272,15 @@ impl MetaStore {
         day: &str,
         actor: &str,
     ) -> Result<Unscheduled> {
-        self.with(|c| {
-            let tx = c.transaction()?;
-            let found: Option<(i64, JobStatus)> = tx
-                .query_row(
-                    "SELECT j.id, j.status FROM privacy_jobs j
+        self.tx(|tx| {
+            let found: Option<(i64, JobStatus)> = tx.query_opt(
+                "SELECT j.id, j.status FROM privacy_jobs j
                      JOIN privacy_requests r ON r.job_id = j.id
                      WHERE j.project_id=?1 AND j.day=?2 AND r.amplitude_id=?3
                      ORDER BY j.status = 'staging' DESC, j.id DESC LIMIT 1",
-                    params![project_id, day, amplitude_id],
-                    |r| Ok((r.get(0)?, job_status(r, 1)?)),
-                )
-                .optional()?;
+                params![project_id, day, amplitude_id],
+                |r| Ok((r.get(0)?, job_status(r, 1)?)),
+            )?;
             let Some((job, status)) = found else {
                 return Ok(Unscheduled::NotFound);
             };
@@ -318,13 +302,12 @@ impl MetaStore {
             tx.execute(
                 "DELETE FROM privacy_jobs WHERE id=?1 AND status='staging'
                  AND NOT EXISTS (SELECT 1 FROM privacy_requests WHERE job_id=?1)",
-                [job],
+                params![job],
             )?;
             let detail = json!({
                 "project_id": project_id, "job_id": job, "day": day, "amplitude_id": amplitude_id,
             });
-            audit_in(&tx, actor, "privacy.unscheduled", None, &detail)?;
-            tx.commit()?;
+            audit_in(tx, actor, "privacy.unscheduled", None, &detail)?;
             Ok(Unscheduled::Removed(request))
         })
     }
@@ -332,16 +315,15 @@ impl MetaStore {
     /// Locks every staging job due at `now` (status `submitted`, audited) and returns the
     /// submitted jobs that have no task yet, oldest first.
     pub fn lock_due_erasures(&self, now: i64) -> Result<Vec<ErasureJob>> {
-        self.with(|c| {
-            let tx = c.transaction()?;
+        self.tx(|tx| {
             for job in job_ids(
-                &tx,
+                tx,
                 "UPDATE privacy_jobs SET status='submitted'
                  WHERE status='staging' AND run_at <= ?1 RETURNING id",
-                [now],
+                params![now],
             )? {
                 audit_in(
-                    &tx,
+                    tx,
                     "system",
                     "privacy.submitted",
                     None,
@@ -349,14 +331,13 @@ impl MetaStore {
                 )?;
             }
             let jobs = job_ids(
-                &tx,
+                tx,
                 "SELECT id FROM privacy_jobs WHERE status='submitted' AND task_id IS NULL ORDER BY id",
-                [],
+                &[],
             )?
             .into_iter()
-            .map(|id| load_job(&tx, id))
+            .map(|id| load_job(tx, id))
             .collect::<Result<Vec<_>>>()?;
-            tx.commit()?;
             Ok(jobs)
         })
     }
@@ -369,33 +350,29 @@ impl MetaStore {
         spec: &serde_json::Value,
         preview: &serde_json::Value,
     ) -> Result<TaskRow> {
-        self.with(|c| {
-            let tx = c.transaction()?;
-            let job = load_job(&tx, job_id)?;
-            let task = insert_task(&tx, job.project_id, name, spec, preview, "privacy-api")?;
+        self.tx(|tx| {
+            let job = load_job(tx, job_id)?;
+            let task = insert_task(tx, job.project_id, name, spec, preview, "privacy-api")?;
             tx.execute(
                 "UPDATE privacy_jobs SET task_id=?2 WHERE id=?1",
                 params![job_id, task.id],
             )?;
-            tx.commit()?;
             Ok(task)
         })
     }
 
     /// Adds user_id hashes to the project's suppression list; audited.
     pub fn suppress(&self, project_id: i64, hashes: &[String], actor: &str) -> Result<()> {
-        self.with(|c| {
-            let tx = c.transaction()?;
+        self.tx(|tx| {
             for h in hashes {
                 tx.execute(
-                    "INSERT OR IGNORE INTO suppressions (project_id, user_id_sha256, created_at, created_by)
-                     VALUES (?1, ?2, ?3, ?4)",
+                    "INSERT INTO suppressions (project_id, user_id_sha256, created_at, created_by)
+                     VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
                     params![project_id, h, now_ms(), actor],
                 )?;
             }
             let detail = json!({ "project_id": project_id, "users": hashes.len() });
-            audit_in(&tx, actor, "privacy.suppressed", None, &detail)?;
-            tx.commit()?;
+            audit_in(tx, actor, "privacy.suppressed", None, &detail)?;
             Ok(())
         })
     }
@@ -403,11 +380,10 @@ impl MetaStore {
     /// Every suppression (of one project, or of all).
     pub fn suppressions(&self, project_id: Option<i64>) -> Result<Vec<Suppression>> {
         self.with(|c| {
-            all_rows(
-                c,
+            c.query_map(
                 "SELECT id, project_id, user_id_sha256, created_at, created_by FROM suppressions
-                 WHERE ?1 IS NULL OR project_id = ?1 ORDER BY id",
-                [project_id],
+                 WHERE CAST(?1 AS BIGINT) IS NULL OR project_id = ?1 ORDER BY id",
+                params![project_id],
                 |r| {
                     Ok(Suppression {
                         id: r.get(0)?,
@@ -423,25 +399,22 @@ impl MetaStore {
 
     /// Lifts one suppression; `false` when the project has none with that id.
     pub fn lift_suppression(&self, project_id: i64, id: i64, actor: &str) -> Result<bool> {
-        self.with(|c| {
-            let tx = c.transaction()?;
+        self.tx(|tx| {
             let removed = tx.execute(
                 "DELETE FROM suppressions WHERE id=?1 AND project_id=?2",
                 params![id, project_id],
             )?;
             if removed == 1 {
                 let detail = json!({ "project_id": project_id, "suppression_id": id });
-                audit_in(&tx, actor, "privacy.suppression_lifted", None, &detail)?;
+                audit_in(tx, actor, "privacy.suppression_lifted", None, &detail)?;
             }
-            tx.commit()?;
             Ok(removed == 1)
         })
     }
 
     /// Deletes the identity mappings and profiles of erased users, in one transaction.
     pub fn forget_users(&self, project_id: i64, amplitude_ids: &[i64]) -> Result<()> {
-        self.with(|c| {
-            let tx = c.transaction()?;
+        self.tx(|tx| {
             for id in amplitude_ids {
                 tx.execute(
                     "DELETE FROM identities WHERE project_id=?1 AND amplitude_id=?2",
@@ -452,7 +425,6 @@ impl MetaStore {
                     params![project_id, id],
                 )?;
             }
-            tx.commit()?;
             Ok(())
         })
     }

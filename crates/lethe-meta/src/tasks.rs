@@ -1,13 +1,12 @@
 //! The deletion queue and the audit trail. Tasks run one at a time in submission order; a
 //! task found `running` at start-up was interrupted and resumes first.
 
-use rusqlite::{params, OptionalExtension, Row};
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::audit::audit_in;
-use crate::db::all_rows;
-use crate::{now_ms, MetaStore, Result};
+use crate::sql::{params, Conn, Row};
+use crate::{now_ms, MetaError, MetaStore, Result};
 
 /// A deletion task as stored. `spec`, `preview`, `progress` and `result` are JSON texts
 /// owned by the deletion engine; they hold names and counts, never values.
@@ -75,20 +74,15 @@ impl TaskStatus {
     }
 }
 
-fn task_from_row(r: &Row) -> rusqlite::Result<TaskRow> {
+fn task_from_row(r: &Row) -> Result<TaskRow> {
     let status: String = r.get(4)?;
     Ok(TaskRow {
         id: r.get(0)?,
         project_id: r.get(1)?,
         name: r.get(2)?,
         spec: r.get(3)?,
-        status: TaskStatus::parse(&status).ok_or_else(|| {
-            rusqlite::Error::FromSqlConversionFailure(
-                4,
-                rusqlite::types::Type::Text,
-                format!("unknown task status {status:?}").into(),
-            )
-        })?,
+        status: TaskStatus::parse(&status)
+            .ok_or_else(|| MetaError::Corrupt(format!("unknown task status {status:?}")))?,
         preview: r.get(5)?,
         progress: r.get(6)?,
         result: r.get(7)?,
@@ -103,19 +97,19 @@ fn task_from_row(r: &Row) -> rusqlite::Result<TaskRow> {
 
 /// Inserts a queued task and its audit line inside `tx`.
 pub(crate) fn insert_task(
-    tx: &rusqlite::Transaction,
+    tx: &mut dyn Conn,
     project_id: i64,
     name: &str,
     spec: &Value,
     preview: &Value,
     created_by: &str,
 ) -> Result<TaskRow> {
-    tx.execute(
+    let id: i64 = tx.query_row(
         "INSERT INTO deletion_tasks (project_id, name, spec, status, preview, created_by, created_at)
-         VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6)",
+         VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6) RETURNING id",
         params![project_id, name, spec.to_string(), preview.to_string(), created_by, now_ms()],
+        |r| r.get(0),
     )?;
-    let id = tx.last_insert_rowid();
     let detail = serde_json::json!({
         "project_id": project_id,
         "name": name,
@@ -123,16 +117,16 @@ pub(crate) fn insert_task(
         "preview": preview,
     });
     audit_in(tx, created_by, "task.submitted", Some(id), &detail)?;
-    Ok(tx.query_row(
+    tx.query_row(
         &format!("SELECT {TASK_COLS} FROM deletion_tasks WHERE id=?1"),
-        [id],
+        params![id],
         task_from_row,
-    )?)
+    )
 }
 
 /// Moves a task to `status` inside `tx`, audited as `action` with its result or error.
 pub(crate) fn set_status_in(
-    tx: &rusqlite::Transaction,
+    tx: &mut dyn Conn,
     id: i64,
     status: TaskStatus,
     action: &str,
@@ -144,7 +138,7 @@ pub(crate) fn set_status_in(
     tx.execute(
         "UPDATE deletion_tasks SET status=?2,
             started_at = CASE WHEN ?2 = 'running' THEN COALESCE(started_at, ?3) ELSE started_at END,
-            attempts = attempts + (?2 = 'running'),
+            attempts = attempts + CASE WHEN ?2 = 'running' THEN 1 ELSE 0 END,
             finished_at=?4, result=COALESCE(?5, result), error=?6
          WHERE id=?1",
         params![
@@ -176,10 +170,8 @@ impl MetaStore {
         preview: &Value,
         created_by: &str,
     ) -> Result<TaskRow> {
-        self.with(|c| {
-            let tx = c.transaction()?;
-            let row = insert_task(&tx, project_id, name, spec, preview, created_by)?;
-            tx.commit()?;
+        self.tx(|tx| {
+            let row = insert_task(tx, project_id, name, spec, preview, created_by)?;
             Ok(row)
         })
     }
@@ -187,10 +179,9 @@ impl MetaStore {
     /// Every task, newest first.
     pub fn tasks(&self) -> Result<Vec<TaskRow>> {
         self.with(|c| {
-            all_rows(
-                c,
+            c.query_map(
                 &format!("SELECT {TASK_COLS} FROM deletion_tasks ORDER BY id DESC"),
-                [],
+                &[],
                 task_from_row,
             )
         })
@@ -199,27 +190,25 @@ impl MetaStore {
     /// One task.
     pub fn task(&self, id: i64) -> Result<Option<TaskRow>> {
         self.with(|c| {
-            Ok(c.query_row(
+            c.query_opt(
                 &format!("SELECT {TASK_COLS} FROM deletion_tasks WHERE id=?1"),
-                [id],
+                params![id],
                 task_from_row,
             )
-            .optional()?)
         })
     }
 
     /// The task to work on: an interrupted one first, else the oldest queued.
     pub fn next_task(&self) -> Result<Option<TaskRow>> {
         self.with(|c| {
-            Ok(c.query_row(
+            c.query_opt(
                 &format!(
                     "SELECT {TASK_COLS} FROM deletion_tasks WHERE status IN ('running', 'queued')
                      ORDER BY status = 'running' DESC, id LIMIT 1"
                 ),
-                [],
+                &[],
                 task_from_row,
             )
-            .optional()?)
         })
     }
 
@@ -235,17 +224,15 @@ impl MetaStore {
 
     /// Puts a failed task back in the queue; `false` if it was not failed.
     pub fn retry_task(&self, id: i64, actor: &str) -> Result<bool> {
-        self.with(|c| {
-            let tx = c.transaction()?;
+        self.tx(|tx| {
             let changed = tx.execute(
                 "UPDATE deletion_tasks SET status='queued', error=NULL, finished_at=NULL
                  WHERE id=?1 AND status='failed'",
-                [id],
+                params![id],
             )?;
             if changed == 1 {
-                audit_in(&tx, actor, "task.retried", Some(id), &serde_json::json!({}))?;
+                audit_in(tx, actor, "task.retried", Some(id), &serde_json::json!({}))?;
             }
-            tx.commit()?;
             Ok(changed == 1)
         })
     }
@@ -257,10 +244,8 @@ impl MetaStore {
         action: &str,
         error: Option<&str>,
     ) -> Result<()> {
-        self.with(|c| {
-            let tx = c.transaction()?;
-            set_status_in(&tx, id, status, action, None, error)?;
-            tx.commit()?;
+        self.tx(|tx| {
+            set_status_in(tx, id, status, action, None, error)?;
             Ok(())
         })
     }

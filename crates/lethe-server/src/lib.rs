@@ -41,6 +41,8 @@ pub struct ServerConfig {
     pub admin_email: String,
     /// The first administrator's password; generated and printed once when absent.
     pub admin_password: Option<String>,
+    /// Where the metadata and the deletion queue live: SQLite in the data dir, or PostgreSQL.
+    pub meta: lethe_meta::MetaPlace,
     pub store: StoreConfig,
     /// How long a User Privacy API job stays `staging` before it runs.
     pub privacy_grace: std::time::Duration,

@@ -82,7 +82,8 @@ pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
     let lock = File::create(dir.lock_file()).map_err(io_err)?;
     lock.try_lock_exclusive()
         .map_err(|_| StartError::Locked(config.data_dir.clone()))?;
-    let meta = Arc::new(MetaStore::open(&dir.meta_db())?);
+    let meta = Arc::new(MetaStore::open_at(&config.meta, &dir.meta_db())?);
+    meta.claim_sole_node()?;
     let first_start = meta.bootstrap(&config.admin_email, config.admin_password.as_deref())?;
     let store_config = config.store.clone();
     let store = {

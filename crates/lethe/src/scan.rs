@@ -1,13 +1,14 @@
-//! `lethe scan`: proves what is (not) stored. Searches every file under a data dir, and on an
-//! S3 deployment every object under its prefix, for each needle: the raw bytes (SQLite files
-//! and their WAL included), and the decoded values and column names of every Parquet segment
-//! (compression hides values from a raw search).
+//! `lethe scan`: proves what is (not) stored. Searches every file under a data dir, on an
+//! S3 deployment every object under its prefix, and on PostgreSQL every text column, for each
+//! needle: the raw bytes (SQLite files and their WAL included), and the decoded values and
+//! column names of every Parquet segment (compression hides values from a raw search).
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use arrow_array::{Array, StringArray};
 use clap::Args;
+use lethe_meta::{MetaPlace, MetaStore};
 use lethe_store::{SegmentPlace, Storage};
 use memchr::memmem;
 
@@ -20,6 +21,15 @@ pub struct ScanArgs {
     /// `s3://bucket/prefix`, every object under the prefix is searched too (read only).
     #[arg(long, env = "LETHE_SEGMENTS", default_value = "local")]
     segments: SegmentPlace,
+    /// Where the deployment keeps its metadata, as given to `lethe serve`: with
+    /// `postgres://…`, every text column of every table is searched too (read only).
+    #[arg(
+        long,
+        env = "LETHE_META",
+        default_value = "local",
+        hide_env_values = true
+    )]
+    meta: MetaPlace,
     /// A string to look for (repeat for several).
     #[arg(long = "needle", required = true)]
     needles: Vec<String>,
@@ -38,6 +48,18 @@ pub fn run(args: ScanArgs) -> anyhow::Result<()> {
     if let SegmentPlace::S3 { bucket, prefix } = &args.segments {
         Storage::s3(bucket, prefix)?
             .for_each_object(|object, bytes| search(object, bytes, &args.needles, &mut hits))?;
+    }
+    if let MetaPlace::Postgres(_) = &args.meta {
+        let meta = MetaStore::open_at(&args.meta, Path::new(""))?;
+        for needle in &args.needles {
+            for column in meta.text_columns_holding(needle)? {
+                hits.push(Hit {
+                    needle: needle.clone(),
+                    object: format!("{:?}", args.meta),
+                    place: format!("column {column}"),
+                });
+            }
+        }
     }
     for needle in &args.needles {
         let found: Vec<&Hit> = hits.iter().filter(|h| &h.needle == needle).collect();

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use lethe_meta::MetaPlace;
 use lethe_server::{CorsOrigins, RateLimits, ServerConfig};
 use lethe_store::tail::Layout;
 use lethe_store::{SegmentPlace, StoreConfig};
@@ -20,6 +21,17 @@ pub struct ServeArgs {
     /// not keep versions (lethe checks).
     #[arg(long, env = "LETHE_SEGMENTS", default_value = "local")]
     segments: SegmentPlace,
+    /// Where the metadata and the deletion queue go: `local` (SQLite in the data dir) or a
+    /// PostgreSQL database, `postgres://user:password@host:port/database` (created by the
+    /// operator; lethe creates its tables). One node per database for now: a second refuses
+    /// to start.
+    #[arg(
+        long,
+        env = "LETHE_META",
+        default_value = "local",
+        hide_env_values = true
+    )]
+    meta: MetaPlace,
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, env = "LETHE_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
@@ -89,6 +101,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         listen: args.listen,
         admin_email: args.admin_email,
         admin_password: args.admin_password,
+        meta: args.meta,
         store: StoreConfig {
             flush_interval: args.flush_interval,
             flush_events: args.flush_events,

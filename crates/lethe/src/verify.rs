@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use lethe_meta::MetaStore;
+use lethe_meta::{MetaPlace, MetaStore};
 use lethe_store::{DataDir, SegmentPlace};
 
 #[derive(Args)]
@@ -16,14 +16,23 @@ pub struct VerifyArgs {
     /// `s3://bucket/prefix` with the deployment's `AWS_*` variables).
     #[arg(long, env = "LETHE_SEGMENTS", default_value = "local")]
     segments: SegmentPlace,
+    /// Where the deployment keeps its metadata, as given to `lethe serve` (`local` or
+    /// `postgres://…`).
+    #[arg(
+        long,
+        env = "LETHE_META",
+        default_value = "local",
+        hide_env_values = true
+    )]
+    meta: MetaPlace,
 }
 
 pub fn run(args: VerifyArgs) -> anyhow::Result<()> {
     let dir = DataDir::new(&args.data_dir);
-    if !dir.meta_db().exists() {
+    if args.meta == MetaPlace::DataDir && !dir.meta_db().exists() {
         anyhow::bail!("{} holds no lethe data dir", args.data_dir.display());
     }
-    let meta = MetaStore::open(&dir.meta_db())?;
+    let meta = MetaStore::open_at(&args.meta, &dir.meta_db())?;
     let report = lethe_store::verify(&dir, &meta, &args.segments)?;
     for note in &report.notes {
         println!("note: {note}");

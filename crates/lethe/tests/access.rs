@@ -10,6 +10,7 @@ use common::{status_json, Keys, Server, ADMIN_EMAIL, ADMIN_PASSWORD};
 use reqwest::blocking::RequestBuilder;
 use reqwest::Method;
 use serde_json::{json, Value};
+use sha2::Digest;
 
 /// The kinds of caller, in the order of each row's expected statuses.
 #[derive(Debug, Clone, Copy)]
@@ -110,18 +111,9 @@ fn user(
 /// Moves a token's expiry into the past, in the metadata database (tokens are stored as their
 /// SHA-256).
 fn expire(server: &Server, token: &str) {
-    let script = "import hashlib, sqlite3, sys\n\
-        c = sqlite3.connect(sys.argv[1])\n\
-        digest = hashlib.sha256(sys.argv[2].encode()).hexdigest()\n\
-        assert c.execute('UPDATE api_tokens SET expires_at = 1 WHERE token_sha256 = ?', (digest,)).rowcount == 1\n\
-        c.commit()\n";
-    let status = std::process::Command::new("python3")
-        .args(["-c", script])
-        .arg(server.data_dir.join("meta.sqlite"))
-        .arg(token)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let digest = hex::encode(sha2::Sha256::digest(token.as_bytes()));
+    let sql = format!("UPDATE api_tokens SET expires_at = 1 WHERE token_sha256 = '{digest}'");
+    assert_eq!(common::meta_sql(&server.data_dir, &sql), 1);
 }
 
 #[test]

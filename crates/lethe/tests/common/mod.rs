@@ -81,7 +81,7 @@ impl Server {
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
             .args(extra)
-            .envs(s3_deployment(dir))
+            .envs(deployment(dir))
             .envs(env.iter().copied())
             .env("LETHE_ADMIN_EMAIL", ADMIN_EMAIL)
             .env("LETHE_ADMIN_PASSWORD", ADMIN_PASSWORD)
@@ -343,28 +343,91 @@ pub fn basic(key: &str, secret: &str) -> String {
     )
 }
 
-/// With `LETHE_TEST_S3_ENDPOINT` set (scripts/test.sh runs the suites that do not read
-/// segment files themselves a second time so, against moto), a server on `dir` keeps its
-/// segments in the `lethe-tests` bucket there, under a prefix of its own, and `lethe scan`
-/// of `dir` searches that prefix too.
-pub fn s3_deployment(dir: &Path) -> Vec<(&'static str, String)> {
+/// The deployment a server on `dir` runs in, as environment variables: nothing by default
+/// (everything in `dir`). scripts/test.sh runs the server, deletion, privacy and crash suites
+/// again with segments on S3 (`LETHE_TEST_S3_ENDPOINT`: moto; each dir gets a prefix of its
+/// own in the `lethe-tests` bucket) and with the metadata on PostgreSQL too
+/// (`LETHE_TEST_POSTGRES`: an administrator URL; each dir gets a database of its own).
+/// `lethe scan` of `dir` then searches that prefix and that database as well.
+pub fn deployment(dir: &Path) -> Vec<(&'static str, String)> {
     use std::hash::{Hash, Hasher};
-    let Ok(endpoint) = std::env::var("LETHE_TEST_S3_ENDPOINT") else {
-        return Vec::new();
-    };
-    let mut prefix = std::collections::hash_map::DefaultHasher::new();
-    dir.hash(&mut prefix);
-    vec![
-        (
-            "LETHE_SEGMENTS",
-            format!("s3://lethe-tests/{:016x}", prefix.finish()),
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    dir.hash(&mut hasher);
+    let name = format!("{:016x}", hasher.finish());
+    let mut env = Vec::new();
+    if let Ok(endpoint) = std::env::var("LETHE_TEST_S3_ENDPOINT") {
+        env.extend([
+            ("LETHE_SEGMENTS", format!("s3://lethe-tests/{name}")),
+            ("AWS_ENDPOINT", endpoint),
+            ("AWS_ALLOW_HTTP", "true".into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_ACCESS_KEY_ID", "lethe-test".into()),
+            ("AWS_SECRET_ACCESS_KEY", "lethe-test".into()),
+        ]);
+    }
+    if let Ok(admin) = std::env::var("LETHE_TEST_POSTGRES") {
+        let database = format!("lethe_{name}");
+        let exists = psql(
+            &admin,
+            &format!("SELECT 1 FROM pg_database WHERE datname = '{database}'"),
+        );
+        if exists.trim().is_empty() {
+            psql(&admin, &format!("CREATE DATABASE {database}"));
+        }
+        let (server, _) = admin
+            .rsplit_once('/')
+            .expect("admin URL ends with /database");
+        env.push(("LETHE_META", format!("{server}/{database}")));
+    }
+    env
+}
+
+/// Runs SQL on PostgreSQL with psql; returns what it printed (unaligned, tuples only).
+pub fn psql(url: &str, sql: &str) -> String {
+    let out = Command::new("psql")
+        .args([url, "-XAtqc", sql])
+        .output()
+        .expect("psql runs");
+    assert!(
+        out.status.success(),
+        "psql failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs one SQL statement on the metadata database of the server on `dir`, wherever the
+/// deployment keeps it (SQLite in `dir`, or its PostgreSQL database); returns the changed
+/// row count.
+pub fn meta_sql(dir: &Path, sql: &str) -> u64 {
+    let on_postgres = deployment(dir)
+        .into_iter()
+        .find(|(k, _)| *k == "LETHE_META");
+    let out = match on_postgres {
+        Some((_, url)) => psql(
+            &url,
+            &format!("WITH changed AS ({sql} RETURNING 1) SELECT COUNT(*) FROM changed"),
         ),
-        ("AWS_ENDPOINT", endpoint),
-        ("AWS_ALLOW_HTTP", "true".into()),
-        ("AWS_REGION", "us-east-1".into()),
-        ("AWS_ACCESS_KEY_ID", "lethe-test".into()),
-        ("AWS_SECRET_ACCESS_KEY", "lethe-test".into()),
-    ]
+        None => {
+            let script = "import sqlite3, sys\n\
+                c = sqlite3.connect(sys.argv[1])\n\
+                print(c.execute(sys.argv[2]).rowcount)\n\
+                c.commit()\n";
+            let out = Command::new("python3")
+                .args(["-c", script])
+                .arg(dir.join("meta.sqlite"))
+                .arg(sql)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        }
+    };
+    out.trim().parse().expect("a row count")
 }
 
 /// Runs `lethe scan` and returns the needles it found somewhere.
@@ -378,7 +441,7 @@ pub fn scan_with(dir: &Path, env: &[(&str, &str)], needles: &[&str]) -> Vec<Stri
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_lethe"));
     cmd.args(["scan", "--data-dir"])
         .arg(dir)
-        .envs(s3_deployment(dir))
+        .envs(deployment(dir))
         .envs(env.iter().copied());
     for n in needles {
         cmd.args(["--needle", n]);

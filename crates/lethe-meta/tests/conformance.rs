@@ -1,0 +1,519 @@
+//! The metadata API behaves the same on both databases: every test here runs on SQLite and,
+//! when `LETHE_TEST_POSTGRES` names an administrator URL (as `scripts/test.sh` sets it), on a
+//! fresh PostgreSQL database too.
+
+use std::process::Command;
+
+use lethe_meta::{
+    CatalogDelta, CatalogKind, Commit, CountDelta, IdKind, IdentityRecord, JobStatus, MetaError,
+    MetaPlace, MetaStore, ProfileRecord, ProjectRole, Role, SegmentRecord, TaskStatus, Unscheduled,
+};
+use serde_json::json;
+
+/// One database to run a test on.
+struct Backend {
+    name: &'static str,
+    meta: MetaStore,
+    /// The PostgreSQL URL, for tests that open a second connection.
+    url: Option<String>,
+    _dir: tempfile::TempDir,
+}
+
+/// A new, empty PostgreSQL database on the test server; its URL.
+fn fresh_postgres_database(admin: &str) -> String {
+    let name = format!("lethe_meta_{}", uuid::Uuid::new_v4().simple());
+    psql(admin, &format!("CREATE DATABASE {name}"));
+    let (server, _) = admin
+        .rsplit_once('/')
+        .expect("admin URL ends with /database");
+    format!("{server}/{name}")
+}
+
+fn psql(url: &str, sql: &str) -> String {
+    let out = Command::new("psql")
+        .args([url, "-XAtqc", sql])
+        .output()
+        .expect("psql runs");
+    assert!(
+        out.status.success(),
+        "psql failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn backends() -> Vec<Backend> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut all = vec![Backend {
+        name: "sqlite",
+        meta: MetaStore::open(&dir.path().join("meta.sqlite")).unwrap(),
+        url: None,
+        _dir: dir,
+    }];
+    if let Ok(admin) = std::env::var("LETHE_TEST_POSTGRES") {
+        let url = fresh_postgres_database(&admin);
+        let dir = tempfile::tempdir().unwrap();
+        let place: MetaPlace = url.parse().unwrap();
+        all.push(Backend {
+            name: "postgres",
+            meta: MetaStore::open_at(&place, &dir.path().join("unused.sqlite")).unwrap(),
+            url: Some(url),
+            _dir: dir,
+        });
+    }
+    all
+}
+
+fn seg(id: &str) -> SegmentRecord {
+    SegmentRecord {
+        id: id.into(),
+        project_id: 1,
+        day: "2026-01-01".into(),
+        rows: 3,
+        bytes: 100,
+        min_time: 1,
+        max_time: 2,
+        event_types: vec![1, 2],
+        event_properties: vec![],
+        user_properties: vec![5],
+        group_properties: vec![3],
+        crc32: Some(u32::MAX),
+    }
+}
+
+#[test]
+fn people_projects_and_tokens() {
+    for b in backends() {
+        let meta = &b.meta;
+        let first = meta.bootstrap("admin@x.test", Some("pw-one")).unwrap();
+        let first = first.expect("a new database is bootstrapped");
+        assert!(
+            meta.bootstrap("admin@x.test", None).unwrap().is_none(),
+            "{}",
+            b.name
+        );
+
+        let admin = meta
+            .verify_password("admin@x.test", "pw-one")
+            .unwrap()
+            .unwrap();
+        assert_eq!(admin.role, Role::Admin);
+        assert!(meta
+            .verify_password("admin@x.test", "wrong")
+            .unwrap()
+            .is_none());
+        let viewer = meta
+            .create_user("v@x.test", "pw-two", Role::Viewer, "admin@x.test")
+            .unwrap();
+        assert!(
+            matches!(
+                meta.create_user("v@x.test", "other", Role::Member, "admin@x.test"),
+                Err(MetaError::Conflict(_))
+            ),
+            "{}: a taken email is a conflict",
+            b.name
+        );
+        assert!(matches!(
+            meta.update_user(admin.id, Some(Role::Viewer), None, "admin@x.test"),
+            Err(MetaError::LastAdmin)
+        ));
+        assert_eq!(
+            meta.list_users().unwrap()[0].role,
+            Role::Admin,
+            "{}: the refused change was rolled back",
+            b.name
+        );
+
+        let token = meta.issue_token(viewer.id).unwrap();
+        assert_eq!(meta.user_for_token(&token).unwrap().unwrap().id, viewer.id);
+        let updated = meta
+            .update_user(viewer.id, None, Some(false), "admin@x.test")
+            .unwrap();
+        assert!(!updated.unwrap().active);
+        assert!(
+            meta.user_for_token(&token).unwrap().is_none(),
+            "{}: deactivation ends sessions",
+            b.name
+        );
+
+        let default = first.project.project;
+        let created = meta.create_project("Second", "admin@x.test").unwrap();
+        assert_ne!(created.project.id, default.id);
+        let found = meta.project_for_keys(&created.project.api_key, &created.secret_key);
+        assert_eq!(found.unwrap().unwrap().name, "Second");
+        let rotated = meta
+            .rotate_secret(created.project.id, "admin@x.test")
+            .unwrap()
+            .unwrap();
+        assert!(meta
+            .project_for_keys(&created.project.api_key, &created.secret_key)
+            .unwrap()
+            .is_none());
+        assert!(meta.project_by_secret(&rotated).unwrap().is_some());
+        meta.set_project_role(
+            created.project.id,
+            viewer.id,
+            Some(ProjectRole::Member),
+            "a",
+        )
+        .unwrap();
+        assert_eq!(
+            meta.granted_projects(viewer.id).unwrap(),
+            vec![(created.project.id, ProjectRole::Member)]
+        );
+        assert!(meta
+            .set_project_time_zone(created.project.id, chrono_tz::Europe::Berlin, "a")
+            .unwrap());
+        assert_eq!(
+            meta.project(created.project.id).unwrap().unwrap().time_zone,
+            chrono_tz::Europe::Berlin
+        );
+        let actions: Vec<String> = meta
+            .audit_log()
+            .unwrap()
+            .into_iter()
+            .map(|a| a.action)
+            .collect();
+        for expected in [
+            "project.created",
+            "user.created",
+            "user.updated",
+            "project.secret_rotated",
+        ] {
+            assert!(
+                actions.iter().any(|a| a == expected),
+                "{}: {expected} audited",
+                b.name
+            );
+        }
+    }
+}
+
+#[test]
+fn catalog_ids_are_stable_and_counts_add_up() {
+    for b in backends() {
+        let meta = &b.meta;
+        let project = meta
+            .bootstrap("a@x.test", Some("pw"))
+            .unwrap()
+            .unwrap()
+            .project
+            .project
+            .id;
+        let wanted = [
+            (CatalogKind::Event, vec!["Played", "Paused"]),
+            (CatalogKind::EventProperty, vec!["song"]),
+        ];
+        let ids = meta.ensure_catalog_ids(project, &wanted).unwrap();
+        assert_eq!(
+            meta.ensure_catalog_ids(project, &wanted).unwrap(),
+            ids,
+            "{}",
+            b.name
+        );
+        let more = meta.ensure_catalog_ids(project, &[(CatalogKind::Event, vec!["Stopped"])]);
+        assert_eq!(
+            more.unwrap()[0]["Stopped"],
+            3,
+            "{}: ids are dense per kind",
+            b.name
+        );
+        let played = ids[0]["Played"];
+        let song = ids[1]["song"];
+        let delta = |count, seen| CatalogDelta {
+            counts: vec![CountDelta {
+                kind: CatalogKind::Event,
+                id: played,
+                count,
+                seen,
+            }],
+            pairs: vec![(played, song, count)],
+        };
+        for d in [
+            delta(5, Some((200, 300))),
+            delta(2, Some((100, 250))),
+            delta(-3, None),
+        ] {
+            meta.commit(&Commit {
+                catalog: vec![(project, d)],
+                ..Default::default()
+            })
+            .unwrap();
+        }
+        let entry = meta
+            .list_catalog(project, CatalogKind::Event)
+            .unwrap()
+            .into_iter()
+            .find(|e| e.name == "Played")
+            .unwrap();
+        assert_eq!(
+            (entry.event_count, entry.first_seen, entry.last_seen),
+            (4, Some(100), Some(300)),
+            "{}",
+            b.name
+        );
+        assert_eq!(
+            meta.event_property_pairs(project).unwrap(),
+            vec![(played, song, 4)]
+        );
+    }
+}
+
+#[test]
+fn commits_swap_segments_atomically_and_refuse_stale_inputs() {
+    for b in backends() {
+        let meta = &b.meta;
+        meta.bootstrap("a@b.c", Some("pw")).unwrap();
+        let identity = IdentityRecord {
+            project_id: 1,
+            kind: IdKind::User,
+            external_id: "u-1".into(),
+            amplitude_id: 7,
+        };
+        let profile = ProfileRecord {
+            project_id: 1,
+            amplitude_id: 7,
+            user_id: Some("u-1".into()),
+            properties: r#"{"plan":"pro"}"#.into(),
+            as_of: 10,
+        };
+        meta.commit(&Commit {
+            add: vec![seg("a"), seg("b")],
+            identities: vec![identity.clone()],
+            profiles: vec![profile.clone()],
+            amplitude_id_high: 7,
+            wal_checkpoint: Some(7),
+            ..Default::default()
+        })
+        .unwrap();
+        meta.commit(&Commit {
+            add: vec![seg("c")],
+            remove: vec!["a".into(), "b".into()],
+            profile_times: vec![(1, 7, 5), (1, 7, 20)],
+            amplitude_id_high: 3,
+            wal_checkpoint: Some(4),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(meta.live_segments().unwrap(), vec![seg("c")], "{}", b.name);
+        assert_eq!(
+            meta.wal_checkpoint().unwrap(),
+            7,
+            "{}: the checkpoint never moves back",
+            b.name
+        );
+        assert_eq!(meta.amplitude_id_high().unwrap(), 7);
+        assert_eq!(meta.load_identities().unwrap(), vec![identity]);
+        assert_eq!(meta.load_profiles().unwrap()[0].as_of, 20, "{}", b.name);
+
+        let stale = meta.commit(&Commit {
+            add: vec![seg("d")],
+            remove: vec!["a".into()],
+            ..Default::default()
+        });
+        assert!(
+            matches!(stale, Err(MetaError::StaleManifest(_))),
+            "{}",
+            b.name
+        );
+        assert_eq!(
+            meta.live_segments().unwrap(),
+            vec![seg("c")],
+            "failed commit changed nothing"
+        );
+    }
+}
+
+#[test]
+fn the_queue_runs_tasks_in_order_and_audits_every_step() {
+    for b in backends() {
+        let meta = &b.meta;
+        meta.bootstrap("a@b.c", Some("pw")).unwrap();
+        let spec = json!({"clauses": [{"event_type": "Test"}]});
+        let first = meta
+            .submit_task(1, "first", &spec, &json!({"rows": 3}), "a@b.c")
+            .unwrap();
+        let second = meta
+            .submit_task(1, "second", &spec, &json!({"rows": 1}), "a@b.c")
+            .unwrap();
+        assert_eq!(first.status, TaskStatus::Queued);
+        assert_eq!(
+            meta.next_task().unwrap().unwrap().id,
+            first.id,
+            "{}",
+            b.name
+        );
+        meta.start_task(second.id).unwrap();
+        assert_eq!(
+            meta.next_task().unwrap().unwrap().id,
+            second.id,
+            "{}: an interrupted task resumes first",
+            b.name
+        );
+        meta.fail_task(second.id, "disk full").unwrap();
+        let failed = meta.task(second.id).unwrap().unwrap();
+        assert_eq!((failed.status, failed.attempts), (TaskStatus::Failed, 1));
+        assert!(meta.retry_task(second.id, "a@b.c").unwrap());
+        assert!(
+            !meta.retry_task(second.id, "a@b.c").unwrap(),
+            "only a failed task is retried"
+        );
+        meta.start_task(first.id).unwrap();
+        meta.complete_task(first.id, &json!({"rows": 3})).unwrap();
+        let done = meta.task(first.id).unwrap().unwrap();
+        assert_eq!(done.status, TaskStatus::Completed);
+        assert_eq!(done.result.as_deref(), Some(r#"{"rows":3}"#));
+        assert!(done.finished_at.is_some() && done.started_at.is_some());
+        let tasks: Vec<i64> = meta.tasks().unwrap().iter().map(|t| t.id).collect();
+        assert_eq!(tasks, vec![second.id, first.id], "{}: newest first", b.name);
+        let audited: Vec<(String, Option<i64>)> = meta
+            .audit_log()
+            .unwrap()
+            .into_iter()
+            .filter(|a| a.task_id.is_some())
+            .map(|a| (a.action, a.task_id))
+            .collect();
+        assert_eq!(
+            audited,
+            [
+                ("task.submitted", first.id),
+                ("task.submitted", second.id),
+                ("task.started", second.id),
+                ("task.failed", second.id),
+                ("task.retried", second.id),
+                ("task.started", first.id),
+                ("task.completed", first.id),
+            ]
+            .map(|(a, t)| (a.to_string(), Some(t))),
+            "{}",
+            b.name
+        );
+    }
+}
+
+#[test]
+fn privacy_jobs_gather_lock_and_finish_with_their_task() {
+    for b in backends() {
+        let meta = &b.meta;
+        meta.bootstrap("a@b.c", Some("pw")).unwrap();
+        meta.request_erasure(1, "2026-02-01", 100, &[7, 8], "dpo", "a@b.c")
+            .unwrap();
+        let job = meta
+            .request_erasure(1, "2026-02-01", 50, &[8, 9], "dpo", "a@b.c")
+            .unwrap();
+        assert_eq!(job.amplitude_ids().len(), 3, "{}: one job per day", b.name);
+        assert_eq!(
+            job.run_at, 100,
+            "{}: every request keeps its grace period",
+            b.name
+        );
+        assert!(matches!(
+            meta.unschedule_erasure(1, 9, "2026-02-01", "a@b.c")
+                .unwrap(),
+            Unscheduled::Removed(_)
+        ));
+        assert_eq!(
+            meta.unschedule_erasure(1, 9, "2026-02-01", "a@b.c")
+                .unwrap(),
+            Unscheduled::NotFound
+        );
+        assert!(
+            meta.lock_due_erasures(99).unwrap().is_empty(),
+            "{}: not yet due",
+            b.name
+        );
+        let due = meta.lock_due_erasures(100).unwrap();
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].status, JobStatus::Submitted);
+        assert_eq!(
+            meta.unschedule_erasure(1, 7, "2026-02-01", "a@b.c")
+                .unwrap(),
+            Unscheduled::Locked(JobStatus::Submitted)
+        );
+        let task = meta
+            .queue_erasure(due[0].id, "erase", &json!({}), &json!({}))
+            .unwrap();
+        assert!(
+            meta.lock_due_erasures(200).unwrap().is_empty(),
+            "a queued job is not listed again"
+        );
+        meta.complete_task(task.id, &json!({})).unwrap();
+        let jobs = meta.erasure_jobs(1, "2026-01-01", "2026-12-31").unwrap();
+        assert_eq!(
+            (jobs[0].status, jobs[0].task_id),
+            (JobStatus::Done, Some(task.id))
+        );
+
+        meta.suppress(1, &["h1".into(), "h2".into(), "h1".into()], "a@b.c")
+            .unwrap();
+        let listed = meta.suppressions(Some(1)).unwrap();
+        assert_eq!(listed.len(), 2, "{}: a repeated hash is kept once", b.name);
+        assert_eq!(meta.suppressions(None).unwrap().len(), 2);
+        assert!(meta.lift_suppression(1, listed[0].id, "a@b.c").unwrap());
+        assert!(!meta.lift_suppression(1, listed[0].id, "a@b.c").unwrap());
+
+        meta.commit(&Commit {
+            identities: vec![IdentityRecord {
+                project_id: 1,
+                kind: IdKind::Device,
+                external_id: "d-7".into(),
+                amplitude_id: 7,
+            }],
+            profiles: vec![ProfileRecord {
+                project_id: 1,
+                amplitude_id: 7,
+                user_id: None,
+                properties: "{}".into(),
+                as_of: 1,
+            }],
+            ..Default::default()
+        })
+        .unwrap();
+        meta.forget_users(1, &[7]).unwrap();
+        meta.purge_deleted_rows().unwrap();
+        assert!(meta.load_identities().unwrap().is_empty(), "{}", b.name);
+        assert!(meta.load_profiles().unwrap().is_empty(), "{}", b.name);
+    }
+}
+
+#[test]
+fn one_node_holds_a_postgres_database_and_survives_a_lost_connection() {
+    for b in backends() {
+        let Some(url) = &b.url else { continue };
+        b.meta.bootstrap("a@b.c", Some("pw")).unwrap();
+        b.meta.claim_sole_node().unwrap();
+        let place: MetaPlace = url.parse().unwrap();
+        let second = MetaStore::open_at(&place, b._dir.path()).unwrap();
+        assert!(matches!(
+            second.claim_sole_node(),
+            Err(MetaError::DeploymentInUse)
+        ));
+
+        let database = url.rsplit_once('/').unwrap().1;
+        psql(
+            url,
+            &format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE datname = '{database}' AND pid <> pg_backend_pid()"
+            ),
+        );
+        // A call in flight when the connection drops may fail with it (whether it reached
+        // the server is unknown, so it is not retried); the next call reconnects.
+        if b.meta.list_users().is_err() {
+            assert_eq!(
+                b.meta.list_users().unwrap().len(),
+                1,
+                "the next call reconnects"
+            );
+        }
+        b.meta.claim_sole_node().unwrap();
+        let claimed = match second.claim_sole_node() {
+            Err(MetaError::Postgres(_)) => second.claim_sole_node(),
+            other => other,
+        };
+        assert!(
+            matches!(claimed, Err(MetaError::DeploymentInUse)),
+            "the reconnected node took its lock back: {claimed:?}"
+        );
+    }
+}

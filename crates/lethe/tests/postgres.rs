@@ -1,0 +1,174 @@
+//! Metadata on PostgreSQL (`--meta postgres://…`), against a throwaway cluster of Debian's
+//! PostgreSQL on loopback (scripts/pg_server.sh): an erased user's identifiers and profile
+//! leave no bytes in the database's files (only its WAL, the operator's part, keeps them), and
+//! a second node on the same database refuses to start. (The server, deletion, privacy and
+//! crash suites run on PostgreSQL too: scripts/test.sh.)
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{psql, scan_with, status_json, Server};
+use serde_json::{json, Value};
+
+/// A PostgreSQL cluster of its own, stopped and removed when dropped.
+struct Cluster {
+    admin: String,
+    dir: PathBuf,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let out = Command::new("bash")
+            .arg(script())
+            .output()
+            .expect("bash runs");
+        assert!(
+            out.status.success(),
+            "PostgreSQL did not start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let line = String::from_utf8(out.stdout).unwrap();
+        let (admin, dir) = line.trim().split_once(' ').expect("URL and directory");
+        Cluster {
+            admin: admin.to_string(),
+            dir: dir.into(),
+        }
+    }
+
+    /// A new database's URL.
+    fn database(&self, name: &str) -> String {
+        psql(&self.admin, &format!("CREATE DATABASE {name}"));
+        format!("{}/{name}", self.admin.rsplit_once('/').unwrap().0)
+    }
+
+    /// The files PostgreSQL keeps tables, indexes and statistics in (not its WAL), with every
+    /// change written there.
+    fn table_files(&self) -> PathBuf {
+        psql(&self.admin, "CHECKPOINT");
+        self.dir.join("data/base")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(script())
+            .arg("stop")
+            .arg(&self.dir)
+            .status();
+    }
+}
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/pg_server.sh")
+}
+
+fn identify(server: &Server, api_key: &str, user: &str, phone: &str) {
+    let identification = json!({"user_id": user, "user_properties": {"$set": {"phone": phone}}});
+    let (s, _) = status_json(server.post_json(
+        "/identify",
+        &json!({"api_key": api_key, "identification": identification}),
+    ));
+    assert_eq!(s, 200);
+}
+
+fn privacy_jobs(server: &Server, keys: &common::Keys) -> Vec<Value> {
+    let day = |d: chrono::DateTime<chrono::Utc>| d.format("%Y-%m-%d").to_string();
+    let now = chrono::Utc::now();
+    let query = format!(
+        "/api/2/deletions/users?start_day={}&end_day={}",
+        day(now - chrono::Duration::days(1)),
+        day(now + chrono::Duration::days(7))
+    );
+    let (s, body) = server.basic_get(keys, &query);
+    assert_eq!(s, 200, "{body}");
+    body.as_array().unwrap().clone()
+}
+
+#[test]
+fn an_erased_user_leaves_no_bytes_in_postgresql_and_a_second_node_is_refused() {
+    let cluster = Cluster::start();
+    let url = cluster.database("lethe_erasure");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let env = [("LETHE_META", url.as_str())];
+    let flags = ["--privacy-grace", "1s", "--flush-interval", "100ms"];
+    let server = Server::start_with_env(&dir, &flags, &env);
+    let keys = server.first_start_keys();
+    assert!(
+        !dir.join("meta.sqlite").exists(),
+        "the metadata is in PostgreSQL, not the data dir"
+    );
+    identify(&server, &keys.api_key, "pg-bob", "PG-BOB-PHONE");
+    identify(&server, &keys.api_key, "pg-alice", "PG-ALICE-PHONE");
+    // Profiles are committed with the flush that writes their events' segment.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while psql(&url, "SELECT COUNT(*) FROM profiles").trim() != "2" {
+        assert!(
+            Instant::now() < deadline,
+            "the profiles were never committed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let needles = ["PG-BOB-PHONE", "pg-bob", "PG-ALICE-PHONE", "pg-alice"];
+    assert_eq!(
+        scan_with(&dir, &env, &["PG-BOB-PHONE"]),
+        vec!["PG-BOB-PHONE"],
+        "lethe scan finds a profile value in PostgreSQL's columns"
+    );
+    // Planner statistics are a copy of column values: take them now, as autovacuum would.
+    psql(&url, "ANALYZE");
+    let mut before = scan_with(&cluster.table_files(), &[], &needles);
+    before.sort();
+    assert_eq!(
+        before,
+        ["PG-ALICE-PHONE", "PG-BOB-PHONE", "pg-alice", "pg-bob"],
+        "the raw search sees PostgreSQL's table files"
+    );
+
+    // A second node on the same database would share the manifest and the queue unchecked.
+    let second = Command::new(env!("CARGO_BIN_EXE_lethe"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(tmp.path().join("second"))
+        .env("LETHE_META", &url)
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("another lethe node"),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+
+    let (s, body) = status_json(
+        server
+            .client
+            .post(server.url("/api/2/deletions/users"))
+            .basic_auth(&keys.api_key, Some(&keys.secret_key))
+            .json(&json!({"user_ids": ["pg-bob"], "requester": "dpo@example.com"}))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(s, 200, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !privacy_jobs(&server, &keys)
+        .iter()
+        .all(|j| j["status"] == "done")
+    {
+        assert!(Instant::now() < deadline, "the erasure never finished");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        scan_with(&dir, &env, &needles),
+        vec!["PG-ALICE-PHONE", "pg-alice"],
+        "no column of PostgreSQL holds the erased user"
+    );
+    assert_eq!(
+        scan_with(&cluster.table_files(), &[], &needles),
+        vec!["PG-ALICE-PHONE", "pg-alice"],
+        "no table, index or statistics file of PostgreSQL holds the erased user"
+    );
+}
