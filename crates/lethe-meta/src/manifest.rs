@@ -187,6 +187,19 @@ impl MetaStore {
         })
     }
 
+    /// The project's manifest version: how many commits changed its live segments (0 before
+    /// the first).
+    pub fn manifest_version(&self, project_id: i64) -> Result<i64> {
+        self.with(|c| {
+            Ok(c.query_opt(
+                "SELECT version FROM manifest WHERE project_id=?1",
+                params![project_id],
+                |r| r.get(0),
+            )?
+            .unwrap_or(0))
+        })
+    }
+
     /// The WAL sequence up to which every record is in committed segments.
     pub fn wal_checkpoint(&self) -> Result<u64> {
         self.with(|c| {

@@ -17,6 +17,7 @@ mod layout;
 mod live;
 mod memtable;
 mod parallel;
+mod published;
 mod recovery;
 mod resolver;
 mod rewrite;

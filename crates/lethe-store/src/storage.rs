@@ -46,6 +46,9 @@ impl SegmentLocation {
     }
 }
 
+/// The folder beside the segments that published manifests live in (`published.rs`).
+const MANIFESTS: &str = "manifests";
+
 /// Where a deployment keeps its segments.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum SegmentPlace {
@@ -217,16 +220,47 @@ impl Storage {
         ))
     }
 
-    /// Writes a new object in one PUT; fails if the key exists (keys are never reused).
+    /// Writes a new segment object in one PUT; fails if the key exists (keys are never
+    /// reused).
     pub(crate) fn put(&self, key: &Key, bytes: Bytes) -> Result<()> {
         inject(IoPoint::SegmentWrite)?;
+        self.put_new(key, bytes, "write a segment")
+    }
+
+    fn put_new(&self, key: &Key, bytes: Bytes, doing: &str) -> Result<()> {
         let options = PutOptions {
             mode: PutMode::Create,
             ..Default::default()
         };
         self.run(self.objects.put_opts(key, bytes.into(), options))
-            .map_err(|e| storage_error("write a segment", e))?;
+            .map_err(|e| storage_error(doing, e))?;
         Ok(())
+    }
+
+    /// Writes a project's published manifest of `version` (`published.rs`), create-only.
+    pub(crate) fn put_manifest(&self, project_id: i64, version: i64, bytes: Bytes) -> Result<()> {
+        let key = Key::from(format!("{MANIFESTS}/{project_id}/{version:020}.json"));
+        self.put_new(&key, bytes, "publish a manifest")
+    }
+
+    /// The project's published manifests: (version, key), in no particular order.
+    pub(crate) fn manifests(&self, project_id: i64) -> Result<Vec<(i64, Key)>> {
+        let prefix = Key::from(format!("{MANIFESTS}/{project_id}"));
+        let metas: Vec<_> = self.run(self.objects.list(Some(&prefix)).collect::<Vec<_>>());
+        let mut found = Vec::new();
+        for meta in metas {
+            let key = meta
+                .map_err(|e| storage_error("list published manifests", e))?
+                .location;
+            let version = key
+                .filename()
+                .and_then(|name| name.strip_suffix(".json"))
+                .and_then(|v| v.parse().ok());
+            if let Some(version) = version {
+                found.push((version, key));
+            }
+        }
+        Ok(found)
     }
 
     /// The whole object.
@@ -279,7 +313,8 @@ impl Storage {
     }
 
     /// Every segment object there is, by location (objects whose key is not a segment's are
-    /// listed as `Err` with their key, for the caller to remove).
+    /// listed as `Err` with their key, for the caller to remove). Published manifests are
+    /// not segments and not listed.
     pub(crate) fn list(&self) -> Result<Vec<std::result::Result<SegmentLocation, Key>>> {
         let metas: Vec<_> = self.run(self.objects.list(None).collect::<Vec<_>>());
         let mut found = Vec::with_capacity(metas.len());
@@ -287,6 +322,13 @@ impl Storage {
             let key = meta
                 .map_err(|e| storage_error("list segments", e))?
                 .location;
+            if key
+                .parts()
+                .next()
+                .is_some_and(|first| first.as_ref() == MANIFESTS)
+            {
+                continue;
+            }
             found.push(location_of(&key).ok_or(key));
         }
         Ok(found)

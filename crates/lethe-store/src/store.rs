@@ -5,7 +5,7 @@
 //! compaction ([`crate::compaction`]) and rewrites ([`crate::rewrite`]) replace live segments
 //! the same way; recovery ([`crate::recovery`]) rebuilds this state at start-up.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
@@ -20,6 +20,7 @@ use crate::health::DamagedSegment;
 use crate::layout::DataDir;
 use crate::live::{LiveSet, Segment};
 use crate::memtable::{Memtable, Tagged};
+use crate::published;
 use crate::recovery::{
     remember_recent_insert_ids, remember_recent_keys, remove_unreferenced_segments, replay_wal,
 };
@@ -134,6 +135,10 @@ impl Store {
         let mut live = LiveSet::default();
         live.add(&storage, meta.live_segments()?, false);
         remove_unreferenced_segments(&storage, &live)?;
+        // A crash between a commit and its publication left an older manifest published.
+        for project_id in live.projects() {
+            published::publish(&storage, &meta, project_id, live.of_project(project_id))?;
+        }
         let mut resolver = Resolver::load(
             meta.load_identities()?,
             meta.load_profiles()?,
@@ -562,6 +567,7 @@ impl Inner {
         };
         commit.wal_checkpoint = Some(sealed);
         let written = self.commit_written(written, commit)?;
+        let projects: BTreeSet<i64> = written.iter().map(|r| r.project_id).collect();
         {
             let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
             state.memtable.release(&frozen);
@@ -569,6 +575,7 @@ impl Inner {
         }
         wal::remove_through(&self.dir, sealed)?;
         self.publish_gauges();
+        self.publish_manifests(projects);
         let rows: usize = frozen.iter().map(|f| f.len()).sum();
         metrics::histogram!("lethe_flush_seconds").record(started.elapsed().as_secs_f64());
         if rows > 0 {
@@ -602,6 +609,7 @@ impl Inner {
         state.live.swap(&self.storage, project_id, retired, added);
         drop(state);
         self.publish_gauges();
+        self.publish_manifests([project_id]);
     }
 
     /// Bulk import: resolves `events`, writes their segments without the WAL or the
@@ -642,6 +650,7 @@ impl Inner {
         };
         // Profile times the commit left out are persisted by the next flush.
         let pending_times = lock(&self.resolver).has_pending_times();
+        let projects: BTreeSet<i64> = written.iter().map(|r| r.project_id).collect();
         let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
         state.live.add(&self.storage, written, true);
         if pending_times {
@@ -649,11 +658,30 @@ impl Inner {
         }
         drop(state);
         self.publish_gauges();
+        self.publish_manifests(projects);
         Ok(IngestOutcome {
             stored,
             duplicates: total - stored - refused.len(),
             refused,
         })
+    }
+
+    /// Publishes the manifests of `projects` after a commit (under the writer lock). A failure
+    /// is logged, not returned: the commit stands, and the next one (or the next start)
+    /// publishes again.
+    fn publish_manifests(&self, projects: impl IntoIterator<Item = i64>) {
+        for project_id in projects {
+            let live = self
+                .state
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .live
+                .of_project(project_id)
+                .to_vec();
+            if let Err(e) = published::publish(&self.storage, &self.meta, project_id, &live) {
+                tracing::warn!(project_id, error = %e, "publishing the manifest failed");
+            }
+        }
     }
 
     fn publish_gauges(&self) {

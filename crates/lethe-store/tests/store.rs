@@ -119,21 +119,23 @@ fn compaction_merges_small_segments_of_a_day() {
     assert_eq!(snap.segments.len(), 1);
     drop(snap);
     assert_eq!(all_events(&store, 1), before);
-    let files = walk(&tmp.path().join("segments"));
+    let files = segment_files(&tmp.path().join("segments"));
     assert_eq!(files.len(), 1, "retired segments are unlinked: {files:?}");
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
+    let manifests = files_under(&tmp.path().join("segments/manifests"));
+    assert_eq!(manifests.len(), 1, "older published manifests are removed");
+    let published: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifests[0]).unwrap()).unwrap();
+    assert_eq!(published["version"], 6, "five flushes and a compaction");
+    let named: Vec<std::path::PathBuf> = published["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["path"].as_str().unwrap().into())
+        .collect();
+    assert_eq!(
+        named, files,
+        "the published manifest names exactly the live files"
+    );
 }
 
 /// A segment this process wrote is read by byte ranges (its footer, then the column chunks a
@@ -248,8 +250,15 @@ fn a_rewrite_changes_nothing_until_its_commit_and_an_abandoned_one_leaves_nothin
     );
 }
 
-/// Every file under `dir`, recursively.
+/// Every segment file under `dir`, recursively (not the published manifests).
 fn segment_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = files_under(dir);
+    found.retain(|p| p.extension().is_some_and(|e| e == "parquet"));
+    found
+}
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut found = Vec::new();
     let mut dirs = vec![dir.to_path_buf()];
     while let Some(d) = dirs.pop() {

@@ -479,13 +479,32 @@ pub fn staged_uploads(dir: &Path) -> Vec<PathBuf> {
     found
 }
 
-/// Events per event type in the segments under `dir`, as DuckDB reads them.
+/// Events per event type in the live segments of the deployment on `dir`, as DuckDB reads
+/// them through the published manifests.
 pub fn duckdb_counts(dir: &Path) -> Value {
+    duckdb_counts_where(dir, "true")
+}
+
+/// Events per event type in the live segments that meet an SQL `condition`, as DuckDB reads
+/// them through the published manifests.
+pub fn duckdb_counts_where(dir: &Path, condition: &str) -> Value {
     let script = format!(
         "{}/tests/compat/duckdb_count.py",
         env!("CARGO_MANIFEST_DIR")
     );
-    serde_json::from_str(&python(&[&script, &dir.display().to_string()])).unwrap()
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(dir)
+        .arg(condition)
+        .envs(deployment(dir))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// What `python3 ARGS…` prints, once it succeeded.
