@@ -41,7 +41,7 @@ pub enum MetaError {
     Sqlite(#[from] rusqlite::Error),
     /// PostgreSQL failed or refused a statement, or could not be reached.
     #[error("metadata database (PostgreSQL): {0}")]
-    Postgres(#[from] tokio_postgres::Error),
+    Postgres(#[from] PostgresError),
     /// The database client could not run.
     #[error("metadata database unavailable: {0}")]
     Unavailable(String),
@@ -73,12 +73,66 @@ impl MetaError {
                 f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
             }
             MetaError::Postgres(e) => {
-                e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
+                e.0.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
             }
             _ => false,
         }
     }
+
+    /// Whether the database could not be reached (a call may succeed later): PostgreSQL
+    /// down, restarting or unreachable, as opposed to a statement it refused.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            MetaError::Unavailable(_) => true,
+            MetaError::Postgres(e) => match e.0.as_db_error() {
+                None => true,
+                // Class 08 (connection exception), 57P01-57P03 (shutting down, starting up).
+                Some(db) => {
+                    let code = db.code().code();
+                    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
+                }
+            },
+            _ => false,
+        }
+    }
 }
+
+/// A PostgreSQL failure, shown without what the server may quote of a row: the DETAIL of a
+/// constraint violation and some messages carry column values, so only the SQLSTATE and the
+/// table and constraint are shown (connection failures are shown in full: they hold none).
+pub struct PostgresError(tokio_postgres::Error);
+
+impl From<tokio_postgres::Error> for MetaError {
+    fn from(e: tokio_postgres::Error) -> MetaError {
+        MetaError::Postgres(PostgresError(e))
+    }
+}
+
+impl fmt::Display for PostgresError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.as_db_error() {
+            Some(db) => {
+                write!(f, "SQLSTATE {}", db.code().code())?;
+                if let Some(table) = db.table() {
+                    write!(f, " on table {table}")?;
+                }
+                if let Some(constraint) = db.constraint() {
+                    write!(f, " (constraint {constraint})")?;
+                }
+                Ok(())
+            }
+            None => write!(f, "{}", self.0),
+        }
+    }
+}
+
+impl fmt::Debug for PostgresError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PostgresError({self})")
+    }
+}
+
+impl std::error::Error for PostgresError {}
 
 /// Result type of this crate.
 pub type Result<T, E = MetaError> = std::result::Result<T, E>;

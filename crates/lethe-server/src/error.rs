@@ -98,6 +98,18 @@ impl From<lethe_meta::MetaError> for ApiError {
                 StatusCode::CONFLICT,
                 lethe_meta::MetaError::LastAdmin.to_string(),
             ),
+            other if other.is_unavailable() => {
+                tracing::warn!(error = %other, "the metadata database is unavailable");
+                ApiError {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    message:
+                        "Service unavailable, retry later: the metadata database cannot be reached"
+                            .into(),
+                    field: None,
+                    extra: Some(serde_json::json!({ "reason": "metadata_unavailable" })),
+                    retry_after: Some(crate::amplitude::RETRY_AFTER_SECS),
+                }
+            }
             other => {
                 tracing::error!(error = %other, "metadata error");
                 ApiError::internal("internal error in the metadata store")

@@ -1,8 +1,9 @@
 //! Metadata on PostgreSQL (`--meta postgres://…`), against a throwaway cluster of Debian's
 //! PostgreSQL on loopback (scripts/pg_server.sh): an erased user's identifiers and profile
-//! leave no bytes in the database's files (only its WAL, the operator's part, keeps them), and
-//! a second node on the same database refuses to start. (The server, deletion, privacy and
-//! crash suites run on PostgreSQL too: scripts/test.sh.)
+//! leave no bytes in the database's files (only its WAL, the operator's part, keeps them), a
+//! second node on the same database refuses to start, and a PostgreSQL crash and restart under
+//! a running server loses no acknowledged event. (The server, deletion, privacy and crash
+//! suites run on PostgreSQL too: scripts/test.sh.)
 
 mod common;
 
@@ -42,6 +43,26 @@ impl Cluster {
     fn database(&self, name: &str) -> String {
         psql(&self.admin, &format!("CREATE DATABASE {name}"));
         format!("{}/{name}", self.admin.rsplit_once('/').unwrap().0)
+    }
+
+    /// Crashes PostgreSQL (immediate shutdown: no checkpoint, sessions cut).
+    fn down(&self) {
+        self.run("down");
+    }
+
+    /// Starts it again.
+    fn up(&self) {
+        self.run("up");
+    }
+
+    fn run(&self, command: &str) {
+        let status = Command::new("bash")
+            .arg(script())
+            .arg(command)
+            .arg(&self.dir)
+            .status()
+            .unwrap();
+        assert!(status.success(), "pg_server.sh {command} failed");
     }
 
     /// The files PostgreSQL keeps tables, indexes and statistics in (not its WAL), with every
@@ -171,4 +192,58 @@ fn an_erased_user_leaves_no_bytes_in_postgresql_and_a_second_node_is_refused() {
         vec!["PG-ALICE-PHONE", "pg-alice"],
         "no table, index or statistics file of PostgreSQL holds the erased user"
     );
+}
+
+#[test]
+fn a_postgresql_crash_under_a_running_server_loses_no_acknowledged_event() {
+    let cluster = Cluster::start();
+    let url = cluster.database("lethe_outage");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let env = [("LETHE_META", url.as_str())];
+    let server = Server::start_with_env(&dir, &["--flush-interval", "100ms"], &env);
+    let keys = server.first_start_keys();
+    let batch = |tag: &str| {
+        json!((0..3)
+            .map(|i| json!({"event_type": format!("{tag}-{i}"), "user_id": format!("{tag}-user")}))
+            .collect::<Vec<_>>())
+    };
+    assert_eq!(server.send(&keys, batch("before")).0, 200);
+
+    cluster.down();
+    let (status, body) = server.send(&keys, batch("during"));
+    assert_eq!(
+        status, 503,
+        "without its metadata the server stores nothing and says to retry: {body}"
+    );
+    cluster.up();
+    // The first call after the restart may still meet the cut connection; an SDK retries.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, _) = server.send(&keys, batch("during"));
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503, "only a retry-later answer while reconnecting");
+        assert!(Instant::now() < deadline, "the server never reconnected");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(server.send(&keys, batch("after")).0, 200);
+    // Every acknowledged event reaches a committed segment once the database is back.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while psql(&url, "SELECT COALESCE(SUM(rows), 0) FROM segments").trim() != "9" {
+        assert!(Instant::now() < deadline, "the flush never committed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut types: Vec<String> = server
+        .export_today(&keys)
+        .iter()
+        .map(|e| e["event_type"].as_str().unwrap().to_string())
+        .collect();
+    types.sort();
+    let expected: Vec<String> = ["after", "before", "during"]
+        .iter()
+        .flat_map(|tag| (0..3).map(move |i| format!("{tag}-{i}")))
+        .collect();
+    assert_eq!(types, expected, "each acknowledged event exactly once");
 }
