@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use arrow_array::RecordBatch;
 use lethe_event::{Day, Event};
-use lethe_meta::{CatalogDelta, CatalogIds, CatalogKind, CountDelta, MetaStore};
+use lethe_meta::{CatalogDelta, CatalogIds, CatalogKind, CountDelta, MetaStore, ValueTable};
 use lethe_store::tail::Layout;
 use lethe_store::{
     events_to_batch, failpoint, parallel_map, Output, PropertyKind, Segment, Store, StoreError,
@@ -348,8 +348,13 @@ pub fn execute(
         failpoint("delete:after_partition");
     }
     let finishing = Instant::now();
-    let profiles_changed = unset_profile_keys(store, task.project_id, spec)?;
-    meta.purge_deleted_rows()?;
+    let (profiles_changed, mut changed_tables) = unset_profile_keys(store, task.project_id, spec)?;
+    if !erased_users.is_empty() {
+        changed_tables.extend([ValueTable::Identities, ValueTable::Profiles]);
+    }
+    changed_tables.sort_unstable();
+    changed_tables.dedup();
+    meta.purge_deleted_rows(&changed_tables)?;
     timings.finish_ms = ms(finishing);
     failpoint("delete:before_complete");
     Ok(TaskResult {
@@ -512,7 +517,13 @@ fn erased_users(spec: &TaskSpec) -> Vec<i64> {
 
 /// Unsets the user and group properties of `from_profiles` clauses in current user profiles
 /// and groups; returns how many profiles and groups changed.
-fn unset_profile_keys(store: &Store, project_id: i64, spec: &TaskSpec) -> Result<u64, DeleteError> {
+/// Unsets the task's profile keys (clauses with `from_profiles`) in every user and group of
+/// the project; returns how many changed, and the metadata tables whose rows changed.
+fn unset_profile_keys(
+    store: &Store,
+    project_id: i64,
+    spec: &TaskSpec,
+) -> Result<(u64, Vec<ValueTable>), DeleteError> {
     let (mut user_keys, mut group_keys) = (Vec::new(), Vec::new());
     for clause in &spec.clauses {
         match clause {
@@ -530,16 +541,20 @@ fn unset_profile_keys(store: &Store, project_id: i64, spec: &TaskSpec) -> Result
         }
     }
     if user_keys.is_empty() && group_keys.is_empty() {
-        return Ok(0);
+        return Ok((0, Vec::new()));
     }
-    let mut changed = 0;
+    let (mut changed, mut tables) = (0, Vec::new());
     if !user_keys.is_empty() {
-        changed += store.remove_profile_keys(project_id, &user_keys)?;
+        let users = store.remove_profile_keys(project_id, &user_keys)?;
+        changed += users;
+        tables.extend((users > 0).then_some(ValueTable::Profiles));
     }
     if !group_keys.is_empty() {
-        changed += store.remove_group_keys(project_id, &group_keys)?;
+        let groups = store.remove_group_keys(project_id, &group_keys)?;
+        changed += groups;
+        tables.extend((groups > 0).then_some(ValueTable::GroupProfiles));
     }
     // Events already in the WAL carry the old profiles: flush them so no replay restores them.
     store.flush()?;
-    Ok(changed as u64)
+    Ok((changed as u64, tables))
 }

@@ -32,10 +32,6 @@ const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("../migrations/postgres/0008_groups.sql"),
 ];
 
-/// The tables whose rows can hold event values (identifiers, profile and group properties):
-/// what is purged after a deletion task.
-pub(crate) const VALUE_TABLES: &[&str] = &["identities", "profiles", "group_profiles"];
-
 /// The database behind a metadata store.
 pub(crate) enum Db {
     Sqlite(Connection),

@@ -84,14 +84,7 @@ impl MetaError {
     pub fn is_unavailable(&self) -> bool {
         match self {
             MetaError::Unavailable(_) => true,
-            MetaError::Postgres(e) => match e.0.as_db_error() {
-                None => true,
-                // Class 08 (connection exception), 57P01-57P03 (shutting down, starting up).
-                Some(db) => {
-                    let code = db.code().code();
-                    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
-                }
-            },
+            MetaError::Postgres(e) => sql::connection_lost(&e.0),
             _ => false,
         }
     }
@@ -277,18 +270,45 @@ impl MetaStore {
         Ok(holding)
     }
 
-    /// Makes deleted rows unrecoverable from the database's files. SQLite zeroes freed pages
-    /// (`secure_delete`); this truncates its WAL, which still holds copies. PostgreSQL keeps
-    /// deleted and updated rows as dead tuples in place: the tables that can hold values are
-    /// rewritten (`VACUUM FULL`). PostgreSQL's own WAL, archives, replicas and backups remain
-    /// the operator's part (README).
-    pub fn purge_deleted_rows(&self) -> Result<()> {
+    /// Makes rows deleted or changed in `tables` unrecoverable from the database's files.
+    /// SQLite zeroes freed pages (`secure_delete`); this truncates its WAL, which still holds
+    /// copies. PostgreSQL keeps deleted and updated rows as dead tuples in place: the tables
+    /// are rewritten (`VACUUM FULL`, which costs a pass over each). PostgreSQL's own WAL,
+    /// archives, replicas and backups remain the operator's part (README).
+    pub fn purge_deleted_rows(&self, tables: &[ValueTable]) -> Result<()> {
+        if tables.is_empty() {
+            return Ok(());
+        }
         let mut db = self.db.lock().unwrap_or_else(|p| p.into_inner());
         let sql = match &*db {
             Db::Sqlite(_) => "PRAGMA wal_checkpoint(TRUNCATE)".to_string(),
-            Db::Postgres(_) => format!("VACUUM FULL {}", db::VALUE_TABLES.join(", ")),
+            Db::Postgres(_) => {
+                let names: Vec<&str> = tables.iter().map(|t| t.name()).collect();
+                format!("VACUUM FULL {}", names.join(", "))
+            }
         };
         db.conn()?.batch(&sql)
+    }
+}
+
+/// The metadata tables whose rows can hold event values: what a deletion purges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ValueTable {
+    /// user_id and device_id → amplitude_id.
+    Identities,
+    /// Current user properties.
+    Profiles,
+    /// Current group properties.
+    GroupProfiles,
+}
+
+impl ValueTable {
+    fn name(self) -> &'static str {
+        match self {
+            ValueTable::Identities => "identities",
+            ValueTable::Profiles => "profiles",
+            ValueTable::GroupProfiles => "group_profiles",
+        }
     }
 }
 

@@ -336,7 +336,7 @@ impl Postgres {
     /// have ended yet when its call fails, so `recover` would not see the client closed.
     fn seen<T>(&mut self, outcome: std::result::Result<T, tokio_postgres::Error>) -> Result<T> {
         outcome.map_err(|e| {
-            self.lost |= e.is_closed();
+            self.lost |= connection_lost(&e);
             e.into()
         })
     }
@@ -378,6 +378,19 @@ fn open_client(
     let client = futures_executor::block_on(connecting)
         .map_err(|e| MetaError::Unavailable(format!("the PostgreSQL client stopped: {e}")))??;
     Ok(client)
+}
+
+/// Whether a failure means the session is gone (or going): the client closed, an I/O error,
+/// or the server's connection-exception and shutdown codes (class 08, 57P01-57P03; a
+/// terminated session answers 57P01 before the client notices it closed).
+pub(crate) fn connection_lost(e: &tokio_postgres::Error) -> bool {
+    match e.as_db_error() {
+        None => true,
+        Some(db) => {
+            let code = db.code().code();
+            code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
+        }
+    }
 }
 
 /// `?N` placeholders as PostgreSQL's `$N`.

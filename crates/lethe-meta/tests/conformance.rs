@@ -2,11 +2,10 @@
 //! when `LETHE_TEST_POSTGRES` names an administrator URL (as `scripts/test.sh` sets it), on a
 //! fresh PostgreSQL database too.
 
-use std::process::Command;
-
 use lethe_meta::{
     CatalogDelta, CatalogKind, Commit, CountDelta, IdKind, IdentityRecord, JobStatus, MetaError,
     MetaPlace, MetaStore, ProfileRecord, ProjectRole, Role, SegmentRecord, TaskStatus, Unscheduled,
+    ValueTable,
 };
 use serde_json::json;
 
@@ -29,17 +28,19 @@ fn fresh_postgres_database(admin: &str) -> String {
     format!("{server}/{name}")
 }
 
-fn psql(url: &str, sql: &str) -> String {
-    let out = Command::new("psql")
-        .args([url, "-XAtqc", sql])
-        .output()
-        .expect("psql runs");
-    assert!(
-        out.status.success(),
-        "psql failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+/// Runs SQL on PostgreSQL (an administrator's statements the metadata API does not offer).
+fn psql(url: &str, sql: &str) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .expect("the test server answers");
+        tokio::spawn(connection);
+        client.batch_execute(sql).await.expect("the statement runs");
+    });
 }
 
 fn backends() -> Vec<Backend> {
@@ -470,7 +471,8 @@ fn privacy_jobs_gather_lock_and_finish_with_their_task() {
         })
         .unwrap();
         meta.forget_users(1, &[7]).unwrap();
-        meta.purge_deleted_rows().unwrap();
+        meta.purge_deleted_rows(&[ValueTable::Identities, ValueTable::Profiles])
+            .unwrap();
         assert!(meta.load_identities().unwrap().is_empty(), "{}", b.name);
         assert!(meta.load_profiles().unwrap().is_empty(), "{}", b.name);
     }

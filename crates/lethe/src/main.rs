@@ -1,5 +1,6 @@
 //! `lethe`: the server and its command-line tools in one binary.
 
+mod deployment;
 mod import;
 mod scan;
 mod serve;

@@ -10,6 +10,8 @@ use arrow_array::{Array, StringArray};
 use clap::Args;
 use lethe_meta::{MetaPlace, MetaStore};
 use lethe_store::{SegmentPlace, Storage};
+
+use crate::deployment::DeploymentArgs;
 use memchr::memmem;
 
 #[derive(Args)]
@@ -17,19 +19,10 @@ pub struct ScanArgs {
     /// The data dir to search.
     #[arg(long, env = "LETHE_DATA_DIR", default_value = "./lethe-data")]
     data_dir: PathBuf,
-    /// Where the deployment keeps its segments, as given to `lethe serve`: with
-    /// `s3://bucket/prefix`, every object under the prefix is searched too (read only).
-    #[arg(long, env = "LETHE_SEGMENTS", default_value = "local")]
-    segments: SegmentPlace,
-    /// Where the deployment keeps its metadata, as given to `lethe serve`: with
-    /// `postgres://…`, every text column of every table is searched too (read only).
-    #[arg(
-        long,
-        env = "LETHE_META",
-        default_value = "local",
-        hide_env_values = true
-    )]
-    meta: MetaPlace,
+    // The deployment, as given to `lethe serve`: on S3 every object under the prefix is
+    // searched too, on PostgreSQL every text column of every table (read only).
+    #[command(flatten)]
+    deployment: DeploymentArgs,
     /// A string to look for (repeat for several).
     #[arg(long = "needle", required = true)]
     needles: Vec<String>,
@@ -45,17 +38,17 @@ pub struct Hit {
 
 pub fn run(args: ScanArgs) -> anyhow::Result<()> {
     let mut hits = scan(&args.data_dir, &args.needles)?;
-    if let SegmentPlace::S3 { bucket, prefix } = &args.segments {
+    if let SegmentPlace::S3 { bucket, prefix } = &args.deployment.segments {
         Storage::s3(bucket, prefix)?
             .for_each_object(|object, bytes| search(object, bytes, &args.needles, &mut hits))?;
     }
-    if let MetaPlace::Postgres(_) = &args.meta {
-        let meta = MetaStore::open_at(&args.meta, Path::new(""))?;
+    if let MetaPlace::Postgres(_) = &args.deployment.meta {
+        let meta = MetaStore::open_at(&args.deployment.meta, Path::new(""))?;
         for needle in &args.needles {
             for column in meta.text_columns_holding(needle)? {
                 hits.push(Hit {
                     needle: needle.clone(),
-                    object: format!("{:?}", args.meta),
+                    object: format!("{:?}", args.deployment.meta),
                     place: format!("column {column}"),
                 });
             }

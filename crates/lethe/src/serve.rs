@@ -5,33 +5,19 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use lethe_meta::MetaPlace;
 use lethe_server::{CorsOrigins, RateLimits, ServerConfig};
 use lethe_store::tail::Layout;
-use lethe_store::{SegmentPlace, StoreConfig};
+use lethe_store::StoreConfig;
+
+use crate::deployment::DeploymentArgs;
 
 #[derive(Args)]
 pub struct ServeArgs {
     /// Directory holding all of lethe's state (metadata, WAL, segments).
     #[arg(long, env = "LETHE_DATA_DIR", default_value = "./lethe-data")]
     data_dir: PathBuf,
-    /// Where segments go: `local` (under the data dir) or `s3://bucket/prefix` on
-    /// S3-compatible storage (endpoint, region and credentials from the usual `AWS_*`
-    /// variables). The prefix must hold nothing but lethe's segments, and the bucket must
-    /// not keep versions (lethe checks).
-    #[arg(long, env = "LETHE_SEGMENTS", default_value = "local")]
-    segments: SegmentPlace,
-    /// Where the metadata and the deletion queue go: `local` (SQLite in the data dir) or a
-    /// PostgreSQL database, `postgres://user:password@host:port/database` (created by the
-    /// operator; lethe creates its tables). One node per database for now: a second refuses
-    /// to start.
-    #[arg(
-        long,
-        env = "LETHE_META",
-        default_value = "local",
-        hide_env_values = true
-    )]
-    meta: MetaPlace,
+    #[command(flatten)]
+    deployment: DeploymentArgs,
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, env = "LETHE_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
@@ -101,12 +87,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         listen: args.listen,
         admin_email: args.admin_email,
         admin_password: args.admin_password,
-        meta: args.meta,
+        meta: args.deployment.meta,
         store: StoreConfig {
             flush_interval: args.flush_interval,
             flush_events: args.flush_events,
             salvage_wal: args.salvage_wal,
-            segments: args.segments,
+            segments: args.deployment.segments,
             layout: Layout {
                 max_dense_keys: args.dense_keys,
                 dense_one_in: args.dense_one_in,

@@ -5,35 +5,26 @@ use std::path::PathBuf;
 
 use clap::Args;
 use lethe_meta::{MetaPlace, MetaStore};
-use lethe_store::{DataDir, SegmentPlace};
+use lethe_store::DataDir;
+
+use crate::deployment::DeploymentArgs;
 
 #[derive(Args)]
 pub struct VerifyArgs {
     /// The data dir to verify (read only; a server may be running on it).
     #[arg(long, env = "LETHE_DATA_DIR", default_value = "./lethe-data")]
     data_dir: PathBuf,
-    /// Where the deployment keeps its segments, as given to `lethe serve` (`local` or
-    /// `s3://bucket/prefix` with the deployment's `AWS_*` variables).
-    #[arg(long, env = "LETHE_SEGMENTS", default_value = "local")]
-    segments: SegmentPlace,
-    /// Where the deployment keeps its metadata, as given to `lethe serve` (`local` or
-    /// `postgres://…`).
-    #[arg(
-        long,
-        env = "LETHE_META",
-        default_value = "local",
-        hide_env_values = true
-    )]
-    meta: MetaPlace,
+    #[command(flatten)]
+    deployment: DeploymentArgs,
 }
 
 pub fn run(args: VerifyArgs) -> anyhow::Result<()> {
     let dir = DataDir::new(&args.data_dir);
-    if args.meta == MetaPlace::DataDir && !dir.meta_db().exists() {
+    if args.deployment.meta == MetaPlace::DataDir && !dir.meta_db().exists() {
         anyhow::bail!("{} holds no lethe data dir", args.data_dir.display());
     }
-    let meta = MetaStore::open_at(&args.meta, &dir.meta_db())?;
-    let report = lethe_store::verify(&dir, &meta, &args.segments)?;
+    let meta = MetaStore::open_at(&args.deployment.meta, &dir.meta_db())?;
+    let report = lethe_store::verify(&dir, &meta, &args.deployment.segments)?;
     for note in &report.notes {
         println!("note: {note}");
     }

@@ -10,19 +10,11 @@ use std::process::Command;
 use common::Server;
 use serde_json::{json, Value};
 
+/// What a script of tests/compat prints (it needs `amplitude-analytics` and `duckdb`: see
+/// scripts/test.sh).
 fn python(script: &str, args: &[&str]) -> String {
     let path = format!("{}/tests/compat/{script}", env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new("python3")
-        .arg(&path)
-        .args(args)
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "{script} failed (are `amplitude-analytics` and `duckdb` installed? see .ci/run):\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    common::stdout_of(Command::new("python3").arg(&path).args(args))
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{psql, scan_with, status_json, Server};
+use common::{psql, scan_with, status_json, stdout_of, Server};
 use serde_json::{json, Value};
 
 /// A PostgreSQL cluster of its own, stopped and removed when dropped.
@@ -22,16 +22,7 @@ struct Cluster {
 
 impl Cluster {
     fn start() -> Cluster {
-        let out = Command::new("bash")
-            .arg(script())
-            .output()
-            .expect("bash runs");
-        assert!(
-            out.status.success(),
-            "PostgreSQL did not start: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let line = String::from_utf8(out.stdout).unwrap();
+        let line = stdout_of(Command::new("bash").arg(script()));
         let (admin, dir) = line.trim().split_once(' ').expect("URL and directory");
         Cluster {
             admin: admin.to_string(),
@@ -56,13 +47,12 @@ impl Cluster {
     }
 
     fn run(&self, command: &str) {
-        let status = Command::new("bash")
-            .arg(script())
-            .arg(command)
-            .arg(&self.dir)
-            .status()
-            .unwrap();
-        assert!(status.success(), "pg_server.sh {command} failed");
+        stdout_of(
+            Command::new("bash")
+                .arg(script())
+                .arg(command)
+                .arg(&self.dir),
+        );
     }
 
     /// The files PostgreSQL keeps tables, indexes and statistics in (not its WAL), with every

@@ -382,18 +382,20 @@ pub fn deployment(dir: &Path) -> Vec<(&'static str, String)> {
     env
 }
 
-/// Runs SQL on PostgreSQL with psql; returns what it printed (unaligned, tuples only).
-pub fn psql(url: &str, sql: &str) -> String {
-    let out = Command::new("psql")
-        .args([url, "-XAtqc", sql])
-        .output()
-        .expect("psql runs");
+/// What a command prints, once it succeeded (its errors otherwise fail the test).
+pub fn stdout_of(command: &mut Command) -> String {
+    let out = command.output().expect("the command runs");
     assert!(
         out.status.success(),
-        "psql failed: {}",
+        "{command:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs SQL on PostgreSQL with psql; returns what it printed (unaligned, tuples only).
+pub fn psql(url: &str, sql: &str) -> String {
+    stdout_of(Command::new("psql").args([url, "-XAtqc", sql]))
 }
 
 /// Runs one SQL statement on the metadata database of the server on `dir`, wherever the
@@ -413,18 +415,12 @@ pub fn meta_sql(dir: &Path, sql: &str) -> u64 {
                 c = sqlite3.connect(sys.argv[1])\n\
                 print(c.execute(sys.argv[2]).rowcount)\n\
                 c.commit()\n";
-            let out = Command::new("python3")
-                .args(["-c", script])
-                .arg(dir.join("meta.sqlite"))
-                .arg(sql)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8_lossy(&out.stdout).into_owned()
+            stdout_of(
+                Command::new("python3")
+                    .args(["-c", script])
+                    .arg(dir.join("meta.sqlite"))
+                    .arg(sql),
+            )
         }
     };
     out.trim().parse().expect("a row count")
@@ -446,13 +442,7 @@ pub fn scan_with(dir: &Path, env: &[(&str, &str)], needles: &[&str]) -> Vec<Stri
     for n in needles {
         cmd.args(["--needle", n]);
     }
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = stdout_of(&mut cmd);
     let mut found: Vec<String> = needles
         .iter()
         .filter(|n| text.lines().any(|l| l.starts_with(&format!("found {n:?}"))))
@@ -492,28 +482,17 @@ pub fn duckdb_counts_where(dir: &Path, condition: &str) -> Value {
         "{}/tests/compat/duckdb_count.py",
         env!("CARGO_MANIFEST_DIR")
     );
-    let out = Command::new("python3")
-        .arg(script)
-        .arg(dir)
-        .arg(condition)
-        .envs(deployment(dir))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = stdout_of(
+        Command::new("python3")
+            .arg(script)
+            .arg(dir)
+            .arg(condition)
+            .envs(deployment(dir)),
     );
-    serde_json::from_slice(&out.stdout).unwrap()
+    serde_json::from_str(&out).unwrap()
 }
 
 /// What `python3 ARGS…` prints, once it succeeded.
 pub fn python(args: &[&str]) -> String {
-    let out = Command::new("python3").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    stdout_of(Command::new("python3").args(args))
 }
