@@ -348,6 +348,22 @@ impl ServerProcess {
             .map_or(0.0, |kb| kb / 1024.0)
     }
 
+    /// Live segments and their bytes, as the server's gauges report them: the same whether
+    /// segments are files or objects in a bucket.
+    fn live_segments(&self) -> anyhow::Result<(usize, u64)> {
+        let text = reqwest::blocking::get(format!("{}/metrics", self.url))?.text()?;
+        let gauge = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .with_context(|| format!("{name} missing from /metrics"))
+        };
+        Ok((
+            gauge("lethe_segments")? as usize,
+            gauge("lethe_segment_bytes")? as u64,
+        ))
+    }
+
     /// Graceful stop (SIGTERM: flush, then exit).
     fn stop(mut self) -> anyhow::Result<()> {
         Command::new("kill")
@@ -387,8 +403,11 @@ fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     let import_rss = server.peak_rss_mib();
     let http_s = http_ingest(&server, &args)?;
     let peak_rss = server.peak_rss_mib();
+    // A graceful stop flushes every event; the restarted server reports what is stored.
     server.stop()?;
-    let (segments, segment_bytes) = dir_size(&data_dir.join("segments"))?;
+    let restarted = ServerProcess::start(&data_dir, &[])?;
+    let (segments, segment_bytes) = restarted.live_segments()?;
+    restarted.stop()?;
     let total = args.events + args.http_events;
     println!();
     println!("| measure | value |");
@@ -567,25 +586,6 @@ fn http_ingest(server: &ServerProcess, args: &IngestArgs) -> anyhow::Result<f64>
     Ok(started.elapsed().as_secs_f64())
 }
 
-fn dir_size(dir: &Path) -> anyhow::Result<(usize, u64)> {
-    let (mut files, mut bytes) = (0, 0);
-    if !dir.exists() {
-        return Ok((0, 0));
-    }
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.is_dir() {
-            let (f, b) = dir_size(&path)?;
-            files += f;
-            bytes += b;
-        } else {
-            files += 1;
-            bytes += path.metadata()?.len();
-        }
-    }
-    Ok((files, bytes))
-}
-
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -725,7 +725,7 @@ fn delete(args: DeleteArgs) -> anyhow::Result<()> {
             r["events_deleted"],
             r["event_property_values_removed"].as_u64().unwrap_or(0) + r["user_property_values_removed"].as_u64().unwrap_or(0),
             r["segments_rewritten"],
-            dir_size(&data_dir.join("segments"))?.0,
+            server.live_segments()?.0,
             bytes / 1e6,
             t["read_ms"], t["filter_ms"], t["write_commit_ms"], t["unlink_ms"],
             2.0 * bytes / 370e6,
@@ -873,7 +873,7 @@ fn privacy(args: PrivacyArgs) -> anyhow::Result<()> {
     )?;
     let data_dir = tmp.join("data");
     import(&server, &data_set, 2)?;
-    let live = dir_size(&data_dir.join("segments"))?.0;
+    let live = server.live_segments()?.0;
     // Generated users are spread over the id space, each with events on most of the 30 days.
     let erased: Vec<usize> = (0..users).map(|i| (i * 997 + 13) % 100_000).collect();
     let kept: Vec<usize> = (0..5).map(|i| (i * 991 + 500) % 100_000).collect();
