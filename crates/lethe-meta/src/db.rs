@@ -90,6 +90,8 @@ pub(crate) fn open_postgres(url: &str) -> Result<Db> {
     let mut db = Db::Postgres(Box::new(Postgres::connect(url)?));
     let c = db.conn()?;
     c.transaction(|c| {
+        // No NOTICE for the table that exists already at every start after the first.
+        c.batch("SET LOCAL client_min_messages = warning")?;
         c.batch(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))?;
         c.batch("CREATE TABLE IF NOT EXISTS lethe_schema (version BIGINT NOT NULL)")?;
         let applied: i64 = c

@@ -155,18 +155,27 @@ impl FromStr for MetaPlace {
     }
 }
 
-/// Shown without the password a URL may carry.
+/// Shown as `postgres://host:port/database`, without the user and password a URL may carry.
 impl fmt::Debug for MetaPlace {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             MetaPlace::DataDir => f.write_str("local"),
             MetaPlace::Postgres(url) => {
                 let config = tokio_postgres::Config::from_str(url).map_err(|_| fmt::Error)?;
+                let hosts: Vec<String> = config
+                    .get_hosts()
+                    .iter()
+                    .zip(config.get_ports().iter().chain(std::iter::repeat(&5432)))
+                    .map(|(host, port)| match host {
+                        tokio_postgres::config::Host::Tcp(name) => format!("{name}:{port}"),
+                        tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+                    })
+                    .collect();
                 write!(
                     f,
-                    "postgres database {:?} on {:?}",
-                    config.get_dbname().unwrap_or_default(),
-                    config.get_hosts()
+                    "postgres://{}/{}",
+                    hosts.join(","),
+                    config.get_dbname().unwrap_or_default()
                 )
             }
         }
@@ -315,4 +324,20 @@ impl ValueTable {
 /// Current time in epoch milliseconds.
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_metadata_place_parses_and_shows_no_credentials() {
+        assert_eq!("local".parse::<MetaPlace>(), Ok(MetaPlace::DataDir));
+        let place: MetaPlace = "postgres://lethe:s3cret@db.internal:5433/events"
+            .parse()
+            .unwrap();
+        assert_eq!(format!("{place:?}"), "postgres://db.internal:5433/events");
+        assert!("mysql://db/events".parse::<MetaPlace>().is_err());
+        assert!("postgres://db:notaport/x".parse::<MetaPlace>().is_err());
+    }
 }
