@@ -114,7 +114,16 @@ impl fmt::Display for PostgresError {
                 }
                 Ok(())
             }
-            None => write!(f, "{}", self.0),
+            None => {
+                // Connection, TLS and I/O failures: their causes name no row, and say why.
+                write!(f, "{}", self.0)?;
+                let mut cause = std::error::Error::source(&self.0);
+                while let Some(e) = cause {
+                    write!(f, ": {e}")?;
+                    cause = e.source();
+                }
+                Ok(())
+            }
         }
     }
 }

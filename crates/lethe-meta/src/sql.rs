@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 
@@ -262,6 +263,7 @@ impl Conn for rusqlite::Connection {
 /// stays a blocking API that any thread (async or not) may call, as with SQLite.
 pub(crate) struct Postgres {
     config: tokio_postgres::Config,
+    tls: Tls,
     client: tokio_postgres::Client,
     /// Prepared statements by their text in this crate's spelling.
     statements: HashMap<String, tokio_postgres::Statement>,
@@ -281,15 +283,24 @@ impl Postgres {
     /// Connects to `url` (`postgres://user:password@host:port/database?options`).
     pub(crate) fn connect(url: &str) -> Result<Postgres> {
         let config = tokio_postgres::Config::from_str(url)?;
+        let tls = Tls::for_config(&config)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("lethe-postgres")
             .enable_all()
             .build()
             .map_err(|e| MetaError::Unavailable(format!("start the PostgreSQL client: {e}")))?;
-        let client = open_client(&runtime, &config)?;
+        let client = match open_client(&runtime, &config, &tls) {
+            Ok(client) => client,
+            Err(e) => {
+                // Without waiting, as in `drop`: a server opens its store on an async thread.
+                runtime.shutdown_background();
+                return Err(e);
+            }
+        };
         Ok(Postgres {
             config,
+            tls,
             client,
             statements: HashMap::new(),
             lost: false,
@@ -304,7 +315,7 @@ impl Postgres {
     pub(crate) fn recover(&mut self) -> Result<()> {
         if self.lost || self.client.is_closed() {
             let runtime = self.runtime.as_ref().expect("runtime lives until drop");
-            self.client = open_client(runtime, &self.config)?;
+            self.client = open_client(runtime, &self.config, &self.tls)?;
             self.statements.clear();
             self.lost = false;
             self.in_transaction = false;
@@ -361,18 +372,66 @@ impl Drop for Postgres {
     }
 }
 
+/// How the connection is secured: `sslmode=require` in the URL asks for TLS, and lethe then
+/// verifies the server's certificate (as libpq's `verify-full`) against the system's roots
+/// and the CA file `PGSSLROOTCERT` names, if set; otherwise plain TCP.
+#[derive(Clone)]
+pub(crate) enum Tls {
+    Plain,
+    Verified(tokio_postgres_rustls::MakeRustlsConnect),
+}
+
+impl Tls {
+    pub(crate) fn for_config(config: &tokio_postgres::Config) -> Result<Tls> {
+        if config.get_ssl_mode() != tokio_postgres::config::SslMode::Require {
+            return Ok(Tls::Plain);
+        }
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::CertificateDer;
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+        if let Ok(path) = std::env::var("PGSSLROOTCERT") {
+            let unusable =
+                |e: &dyn std::fmt::Display| MetaError::Unavailable(format!("PGSSLROOTCERT: {e}"));
+            for cert in CertificateDer::pem_file_iter(&path).map_err(|e| unusable(&e))? {
+                roots
+                    .add(cert.map_err(|e| unusable(&e))?)
+                    .map_err(|e| unusable(&e))?;
+            }
+        }
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| MetaError::Unavailable(format!("TLS: {e}")))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Tls::Verified(
+            tokio_postgres_rustls::MakeRustlsConnect::new(tls),
+        ))
+    }
+}
+
 fn open_client(
     runtime: &tokio::runtime::Runtime,
     config: &tokio_postgres::Config,
+    tls: &Tls,
 ) -> Result<tokio_postgres::Client> {
-    let config = config.clone();
+    let (config, tls) = (config.clone(), tls.clone());
     let connecting = runtime.spawn(async move {
-        let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
-        tokio::spawn(async move {
-            // Ends when the server closes the session or the client is dropped; the next
-            // call sees a closed client and reconnects.
-            let _ = connection.await;
-        });
+        // The connection task ends when the server closes the session or the client is
+        // dropped; the next call sees a closed client and reconnects.
+        let client = match tls {
+            Tls::Plain => {
+                let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+                tokio::spawn(connection);
+                client
+            }
+            Tls::Verified(tls) => {
+                let (client, connection) = config.connect(tls).await?;
+                tokio::spawn(connection);
+                client
+            }
+        };
         Ok::<_, tokio_postgres::Error>(client)
     });
     let client = futures_executor::block_on(connecting)

@@ -1,8 +1,9 @@
 //! Metadata on PostgreSQL (`--meta postgres://…`), against a throwaway cluster of Debian's
 //! PostgreSQL on loopback (scripts/pg_server.sh): an erased user's identifiers and profile
 //! leave no bytes in the database's files (only its WAL, the operator's part, keeps them), a
-//! second node on the same database refuses to start, and a PostgreSQL crash and restart under
-//! a running server loses no acknowledged event. (The server, deletion, privacy and crash
+//! second node on the same database refuses to start, a PostgreSQL crash and restart under
+//! a running server loses no acknowledged event, and `sslmode=require` means TLS with the
+//! server's certificate verified. (The server, deletion, privacy and crash
 //! suites run on PostgreSQL too: scripts/test.sh.)
 
 mod common;
@@ -22,7 +23,20 @@ struct Cluster {
 
 impl Cluster {
     fn start() -> Cluster {
-        let line = stdout_of(Command::new("bash").arg(script()));
+        Cluster::start_with(&[])
+    }
+
+    /// A cluster TCP clients reach over TLS only, its certificate signed by `ca()`.
+    fn start_tls() -> Cluster {
+        Cluster::start_with(&["tls"])
+    }
+
+    fn ca(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    fn start_with(args: &[&str]) -> Cluster {
+        let line = stdout_of(Command::new("bash").arg(script()).args(args));
         let (admin, dir) = line.trim().split_once(' ').expect("URL and directory");
         Cluster {
             admin: admin.to_string(),
@@ -236,4 +250,57 @@ fn a_postgresql_crash_under_a_running_server_loses_no_acknowledged_event() {
         .flat_map(|tag| (0..3).map(move |i| format!("{tag}-{i}")))
         .collect();
     assert_eq!(types, expected, "each acknowledged event exactly once");
+}
+
+#[test]
+fn with_sslmode_require_the_connection_uses_tls_and_verifies_the_certificate() {
+    let cluster = Cluster::start_tls();
+    let url = format!("{}?sslmode=require", cluster.database("lethe_tls"));
+    let tmp = tempfile::tempdir().unwrap();
+    let start = |name: &str, url: &str, ca: Option<&Path>| {
+        let mut serve = Command::new(env!("CARGO_BIN_EXE_lethe"));
+        serve
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(tmp.path().join(name))
+            .env("LETHE_META", url)
+            .env_remove("PGSSLROOTCERT");
+        if let Some(ca) = ca {
+            serve.env("PGSSLROOTCERT", ca);
+        }
+        serve.output().unwrap()
+    };
+    // The server's certificate is signed by a CA no system trusts: refused unless named.
+    let unknown = start("unknown-ca", &url, None);
+    assert!(!unknown.status.success());
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
+    assert!(
+        stderr.contains("certificate") && !stderr.contains("panicked"),
+        "a clear refusal: {stderr}"
+    );
+    // Plain TCP is refused by this cluster, so a node that starts did connect over TLS.
+    let plain = start(
+        "plain",
+        url.trim_end_matches("?sslmode=require"),
+        Some(&cluster.ca()),
+    );
+    assert!(!plain.status.success());
+    assert!(!String::from_utf8_lossy(&plain.stderr).contains("panicked"));
+
+    let ca = cluster.ca();
+    let env = [
+        ("LETHE_META", url.as_str()),
+        ("PGSSLROOTCERT", ca.to_str().unwrap()),
+    ];
+    let server = Server::start_with_env(&tmp.path().join("tls"), &[], &env);
+    let keys = server.first_start_keys();
+    assert_eq!(
+        server
+            .send(
+                &keys,
+                json!([{"event_type": "over TLS", "user_id": "tls-user"}])
+            )
+            .0,
+        200
+    );
+    assert_eq!(server.export_today(&keys).len(), 1);
 }
