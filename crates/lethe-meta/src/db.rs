@@ -18,6 +18,7 @@ const SQLITE_MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0006_profile_time.sql"),
     include_str!("../migrations/sqlite/0007_project_time_zone.sql"),
     include_str!("../migrations/sqlite/0008_groups.sql"),
+    include_str!("../migrations/sqlite/0009_cluster.sql"),
 ];
 
 /// PostgreSQL's twins of the SQLite migrations, number for number.
@@ -30,6 +31,7 @@ const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("../migrations/postgres/0006_profile_time.sql"),
     include_str!("../migrations/postgres/0007_project_time_zone.sql"),
     include_str!("../migrations/postgres/0008_groups.sql"),
+    include_str!("../migrations/postgres/0009_cluster.sql"),
 ];
 
 /// The database behind a metadata store.

@@ -8,6 +8,7 @@
 mod access;
 mod audit;
 mod catalog;
+mod cluster;
 mod db;
 mod identity;
 mod manifest;
@@ -23,6 +24,7 @@ use std::sync::Mutex;
 pub use access::{CreatedProject, NewProject, Project, ProjectRole, Role, User, TOKEN_TTL_MS};
 pub use audit::AuditRecord;
 pub use catalog::{CatalogDelta, CatalogEntry, CatalogIds, CatalogKind, CountDelta};
+pub use cluster::Writer;
 pub use identity::{GroupRecord, IdKind, IdentityRecord, ProfileRecord};
 pub use manifest::{Commit, SegmentRecord};
 pub use privacy::{
@@ -45,12 +47,17 @@ pub enum MetaError {
     /// The database client could not run.
     #[error("metadata database unavailable: {0}")]
     Unavailable(String),
-    /// Another lethe node holds this PostgreSQL database.
-    #[error(
-        "another lethe node is using this PostgreSQL database; \
-         several nodes on one database are not supported yet"
-    )]
-    DeploymentInUse,
+    /// Another lethe node holds this PostgreSQL database, in a way this one cannot join.
+    #[error("{}", match .0 {
+        NodeRole::Sole => "another lethe node is using this PostgreSQL database; \
+            start every node with --cluster to run several on it",
+        NodeRole::ClusterMember => "a single lethe node (started without --cluster) is using \
+            this PostgreSQL database; stop it before starting cluster nodes",
+    })]
+    DeploymentInUse(NodeRole),
+    /// This node's writer lease passed to another node: it must write nothing more.
+    #[error("this node is no longer the cluster's writer (its lease of epoch {0} was taken over)")]
+    Fenced(i64),
     /// A unique name (email, project) is taken.
     #[error("{0} already exists")]
     Conflict(&'static str),
@@ -83,7 +90,7 @@ impl MetaError {
     /// down, restarting or unreachable, as opposed to a statement it refused.
     pub fn is_unavailable(&self) -> bool {
         match self {
-            MetaError::Unavailable(_) => true,
+            MetaError::Unavailable(_) | MetaError::Fenced(_) => true,
             MetaError::Postgres(e) => sql::connection_lost(&e.0),
             _ => false,
         }
@@ -191,10 +198,22 @@ impl fmt::Debug for MetaPlace {
     }
 }
 
+/// How a node shares its PostgreSQL database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeRole {
+    /// The only node: no other may start on the database.
+    Sole,
+    /// One of a cluster's nodes, which take turns as its writer (`cluster.rs`).
+    ClusterMember,
+}
+
 /// Handle to the metadata database. One connection behind a mutex: SQLite has one writer
 /// anyway, every statement here is short, and a node's writes to PostgreSQL are ordered.
 pub struct MetaStore {
     db: Mutex<Db>,
+    /// The writer epoch every transaction must still hold, once this node is a cluster's
+    /// writer: a node whose lease was taken over then commits nothing (`cluster.rs`).
+    fence: Mutex<Option<i64>>,
 }
 
 impl MetaStore {
@@ -202,6 +221,7 @@ impl MetaStore {
     pub fn open(path: &Path) -> Result<Self> {
         Ok(Self {
             db: Mutex::new(db::open_sqlite(path)?),
+            fence: Mutex::new(None),
         })
     }
 
@@ -212,18 +232,19 @@ impl MetaStore {
             MetaPlace::DataDir => Self::open(sqlite_path),
             MetaPlace::Postgres(url) => Ok(Self {
                 db: Mutex::new(db::open_postgres(url)?),
+                fence: Mutex::new(None),
             }),
         }
     }
 
-    /// Makes this process the only lethe node on its PostgreSQL database for as long as it
-    /// runs (a session lock, released when the process dies). SQLite needs nothing: the data
-    /// dir's lock already makes its process the only one.
-    pub fn claim_sole_node(&self) -> Result<()> {
+    /// Makes this process the only lethe node on its PostgreSQL database, or one of its
+    /// cluster's, for as long as it runs (a session lock, released when the process dies).
+    /// SQLite needs nothing: the data dir's lock already makes its process the only one.
+    pub fn claim_node(&self, role: NodeRole) -> Result<()> {
         let mut db = self.db.lock().unwrap_or_else(|p| p.into_inner());
         match &mut *db {
             Db::Sqlite(_) => Ok(()),
-            Db::Postgres(pg) => pg.claim_sole_node(),
+            Db::Postgres(pg) => pg.claim_node(role),
         }
     }
 
@@ -232,9 +253,17 @@ impl MetaStore {
         f(db.conn()?)
     }
 
-    /// Runs `f` in one transaction.
+    /// Runs `f` in one transaction; on a cluster's writer, only while it holds the lease.
     fn tx<T>(&self, f: impl FnOnce(&mut dyn Conn) -> Result<T>) -> Result<T> {
-        self.with(|c| c.transaction(f))
+        let fence = *self.fence.lock().unwrap_or_else(|p| p.into_inner());
+        self.with(|c| {
+            c.transaction(|c| {
+                if let Some(epoch) = fence {
+                    cluster::hold_fence(c, epoch)?;
+                }
+                f(c)
+            })
+        })
     }
 
     /// The database's own consistency check: empty when it is sound, else what it found

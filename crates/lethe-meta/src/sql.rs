@@ -6,6 +6,7 @@
 //! integers are 64-bit in both schemas and booleans are integers, so a row reads the same
 //! whichever database it came from.
 
+use crate::NodeRole;
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -272,11 +273,12 @@ pub(crate) struct Postgres {
     /// A transaction is open (a panic in the middle of one leaves it so: see `recover`).
     in_transaction: bool,
     /// Held for the deployment: the session-level advisory lock, taken again on reconnect.
-    sole_node: bool,
+    node_lock: Option<NodeRole>,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
-/// The advisory lock key a single-node deployment holds for as long as it runs ("lethe").
+/// The advisory lock key every node holds for as long as it runs ("lethe"): exclusively a
+/// single node, shared a cluster's members.
 const SOLE_NODE_LOCK: i64 = 0x006c_6574_6865;
 
 impl Postgres {
@@ -305,7 +307,7 @@ impl Postgres {
             statements: HashMap::new(),
             lost: false,
             in_transaction: false,
-            sole_node: false,
+            node_lock: None,
             runtime: Some(runtime),
         })
     }
@@ -319,8 +321,8 @@ impl Postgres {
             self.statements.clear();
             self.lost = false;
             self.in_transaction = false;
-            if self.sole_node {
-                self.claim_sole_node()?;
+            if let Some(role) = self.node_lock {
+                self.claim_node(role)?;
             }
         }
         if self.in_transaction {
@@ -329,17 +331,23 @@ impl Postgres {
         Ok(())
     }
 
-    /// Takes the deployment's session lock, so that a second node on the same database
-    /// refuses to start instead of sharing the manifest and queue without coordination.
-    pub(crate) fn claim_sole_node(&mut self) -> Result<()> {
+    /// Takes the deployment's session lock: exclusively for a single node, so that a second
+    /// node refuses to start instead of sharing the manifest and queue without coordination;
+    /// shared for a cluster's members, which coordinate through the writer lease (and then a
+    /// single node cannot start beside them, nor a member beside a single node).
+    pub(crate) fn claim_node(&mut self, role: NodeRole) -> Result<()> {
         self.recover()?;
-        let held = self.query("SELECT pg_try_advisory_lock(?1)", params![SOLE_NODE_LOCK])?;
+        let sql = match role {
+            NodeRole::Sole => "SELECT pg_try_advisory_lock(?1)",
+            NodeRole::ClusterMember => "SELECT pg_try_advisory_lock_shared(?1)",
+        };
+        let held = self.query(sql, params![SOLE_NODE_LOCK])?;
         match held.first().map(|r| r.get::<bool>(0)).transpose()? {
             Some(true) => {
-                self.sole_node = true;
+                self.node_lock = Some(role);
                 Ok(())
             }
-            _ => Err(MetaError::DeploymentInUse),
+            _ => Err(MetaError::DeploymentInUse(role)),
         }
     }
 

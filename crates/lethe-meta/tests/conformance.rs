@@ -4,8 +4,8 @@
 
 use lethe_meta::{
     CatalogDelta, CatalogKind, Commit, CountDelta, IdKind, IdentityRecord, JobStatus, MetaError,
-    MetaPlace, MetaStore, ProfileRecord, ProjectRole, Role, SegmentRecord, TaskStatus, Unscheduled,
-    ValueTable,
+    MetaPlace, MetaStore, NodeRole, ProfileRecord, ProjectRole, Role, SegmentRecord, TaskStatus,
+    Unscheduled, ValueTable,
 };
 use serde_json::json;
 
@@ -483,12 +483,12 @@ fn one_node_holds_a_postgres_database_and_survives_a_lost_connection() {
     for b in backends() {
         let Some(url) = &b.url else { continue };
         b.meta.bootstrap("a@b.c", Some("pw")).unwrap();
-        b.meta.claim_sole_node().unwrap();
+        b.meta.claim_node(NodeRole::Sole).unwrap();
         let place: MetaPlace = url.parse().unwrap();
         let second = MetaStore::open_at(&place, b._dir.path()).unwrap();
         assert!(matches!(
-            second.claim_sole_node(),
-            Err(MetaError::DeploymentInUse)
+            second.claim_node(NodeRole::Sole),
+            Err(MetaError::DeploymentInUse(NodeRole::Sole))
         ));
 
         let database = url.rsplit_once('/').unwrap().1;
@@ -508,14 +508,111 @@ fn one_node_holds_a_postgres_database_and_survives_a_lost_connection() {
                 "the next call reconnects"
             );
         }
-        b.meta.claim_sole_node().unwrap();
-        let claimed = match second.claim_sole_node() {
-            Err(MetaError::Postgres(_)) => second.claim_sole_node(),
+        b.meta.claim_node(NodeRole::Sole).unwrap();
+        let claimed = match second.claim_node(NodeRole::Sole) {
+            Err(MetaError::Postgres(_)) => second.claim_node(NodeRole::Sole),
             other => other,
         };
         assert!(
-            matches!(claimed, Err(MetaError::DeploymentInUse)),
+            matches!(claimed, Err(MetaError::DeploymentInUse(NodeRole::Sole))),
             "the reconnected node took its lock back: {claimed:?}"
+        );
+    }
+}
+
+#[test]
+fn cluster_members_share_a_database_that_a_single_node_cannot_join() {
+    for b in backends() {
+        let Some(url) = &b.url else { continue };
+        let place: MetaPlace = url.parse().unwrap();
+        let second = MetaStore::open_at(&place, b._dir.path()).unwrap();
+        let single = MetaStore::open_at(&place, b._dir.path()).unwrap();
+        b.meta.claim_node(NodeRole::ClusterMember).unwrap();
+        second.claim_node(NodeRole::ClusterMember).unwrap();
+        assert!(matches!(
+            single.claim_node(NodeRole::Sole),
+            Err(MetaError::DeploymentInUse(NodeRole::Sole))
+        ));
+    }
+}
+
+#[test]
+fn one_writer_at_a_time_and_a_taken_over_writer_commits_nothing() {
+    for b in backends() {
+        let meta = &b.meta;
+        assert_eq!(meta.writer().unwrap(), None, "{}", b.name);
+        let secret = meta.cluster_secret("first").unwrap();
+        assert_eq!(meta.cluster_secret("second").unwrap(), secret, "one secret");
+
+        // Node a takes the lease; b cannot while it holds.
+        assert_eq!(
+            meta.take_writer("a", "http://a", 1_000, 500).unwrap(),
+            Some(1)
+        );
+        let other: Box<dyn Fn() -> MetaStore> = match &b.url {
+            Some(url) => Box::new(move || {
+                MetaStore::open_at(&url.parse().unwrap(), std::path::Path::new("/nonexistent"))
+                    .unwrap()
+            }),
+            None => Box::new(|| MetaStore::open(&b._dir.path().join("meta.sqlite")).unwrap()),
+        };
+        let node_b = other();
+        assert_eq!(
+            node_b.take_writer("b", "http://b", 1_400, 500).unwrap(),
+            None
+        );
+        meta.renew_writer(1, 2_000).unwrap();
+        assert_eq!(
+            node_b.take_writer("b", "http://b", 1_600, 500).unwrap(),
+            None
+        );
+        let project = meta
+            .bootstrap("a@b.c", Some("pw"))
+            .unwrap()
+            .unwrap()
+            .project
+            .project;
+        assert!(meta.project(project.id).unwrap().is_some(), "a commits");
+
+        // a's lease lapses: b takes it with the next epoch, and a is fenced from then on.
+        assert_eq!(
+            node_b.take_writer("b", "http://b", 2_001, 500).unwrap(),
+            Some(2)
+        );
+        let writer = meta.writer().unwrap().unwrap();
+        assert_eq!(
+            (writer.node.as_str(), writer.address.as_str(), writer.epoch),
+            ("b", "http://b", 2)
+        );
+        assert!(matches!(
+            meta.renew_writer(1, 9_000),
+            Err(MetaError::Fenced(1))
+        ));
+        assert!(matches!(meta.resign_writer(1), Err(MetaError::Fenced(1))));
+        let refused = meta.submit_task(project.id, "t", &json!({}), &json!({}), "admin");
+        assert!(
+            matches!(refused, Err(MetaError::Fenced(1))),
+            "{}: {refused:?}",
+            b.name
+        );
+        assert!(
+            meta.tasks().unwrap().is_empty(),
+            "nothing of the fenced commit stored"
+        );
+        node_b
+            .submit_task(project.id, "t", &json!({}), &json!({}), "admin")
+            .unwrap();
+
+        // A node restarted on its data dir takes its own lease back at once; a resigned
+        // lease is free at once.
+        assert_eq!(
+            node_b.take_writer("b", "http://b2", 2_100, 500).unwrap(),
+            Some(3)
+        );
+        node_b.resign_writer(3).unwrap();
+        assert_eq!(
+            meta.take_writer("a", "http://a", 2_200, 500).unwrap(),
+            Some(4)
         );
     }
 }

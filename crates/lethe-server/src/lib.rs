@@ -3,6 +3,7 @@
 
 mod amplitude;
 mod auth;
+mod cluster;
 mod console;
 mod error;
 mod export;
@@ -28,6 +29,7 @@ use axum::Router;
 use lethe_meta::MetaStore;
 use lethe_store::{Store, StoreConfig};
 
+pub use cluster::ClusterConfig;
 pub use error::ApiError;
 pub use import::IMPORT_PART_BYTES;
 pub use rates::RateLimits;
@@ -53,6 +55,8 @@ pub struct ServerConfig {
     pub trusted_proxy: bool,
     /// Per-device and per-user event rate limits of the ingestion endpoints.
     pub rates: RateLimits,
+    /// One node of several on the same database and bucket (`cluster.rs`), or the only one.
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// The web origins allowed to call the ingestion endpoints from a browser.
@@ -77,29 +81,53 @@ pub struct App {
     cors: CorsOrigins,
     trusted_proxy: bool,
     rates: Arc<rates::EventRates>,
+    /// A cluster's shared secret: requests another node forwards carry it, and the client
+    /// address they name is trusted.
+    cluster_secret: Option<String>,
 }
 
 impl App {
-    /// The address a request came from: the connection's peer, or with a trusted proxy the
-    /// first address of the `X-Forwarded-For` it set. "unknown" when neither is known.
+    /// The address a request came from: the one a cluster node that forwarded it names, or
+    /// else [`peer_address`].
     pub(crate) fn client_address(
         &self,
         headers: &axum::http::HeaderMap,
         extensions: &axum::http::Extensions,
     ) -> String {
-        let forwarded = self
-            .trusted_proxy
-            .then(|| headers.get("x-forwarded-for")?.to_str().ok())
+        let forwarded_by_a_node = self.cluster_secret.as_deref().is_some_and(|secret| {
+            headers
+                .get(cluster::FORWARDED_BY)
+                .is_some_and(|by| by.as_bytes() == secret.as_bytes())
+        });
+        let node_named = forwarded_by_a_node
+            .then(|| headers.get(cluster::FORWARDED_CLIENT)?.to_str().ok())
             .flatten()
-            .and_then(|v| v.split(',').next())
-            .map(|v| v.trim().to_string())
             .filter(|v| v.parse::<std::net::IpAddr>().is_ok());
-        forwarded.unwrap_or_else(|| {
-            extensions
-                .get::<axum::extract::ConnectInfo<SocketAddr>>()
-                .map_or_else(|| "unknown".to_string(), |c| c.0.ip().to_string())
-        })
+        match node_named {
+            Some(client) => client.to_string(),
+            None => peer_address(self.trusted_proxy, headers, extensions),
+        }
     }
+}
+
+/// The address a request came from: the connection's peer, or behind a trusted proxy the
+/// first address of the `X-Forwarded-For` it set. "unknown" when neither is known.
+pub(crate) fn peer_address(
+    trusted_proxy: bool,
+    headers: &axum::http::HeaderMap,
+    extensions: &axum::http::Extensions,
+) -> String {
+    let forwarded = trusted_proxy
+        .then(|| headers.get("x-forwarded-for")?.to_str().ok())
+        .flatten()
+        .and_then(|v| v.split(',').next())
+        .map(|v| v.trim().to_string())
+        .filter(|v| v.parse::<std::net::IpAddr>().is_ok());
+    forwarded.unwrap_or_else(|| {
+        extensions
+            .get::<axum::extract::ConnectInfo<SocketAddr>>()
+            .map_or_else(|| "unknown".to_string(), |c| c.0.ip().to_string())
+    })
 }
 
 /// Every route of the server.

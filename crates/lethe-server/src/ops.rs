@@ -35,6 +35,9 @@ async fn health(State(app): State<App>) -> Json<serde_json::Value> {
         "degraded"
     };
     let mut body = json!({ "status": status });
+    if app.cluster_secret.is_some() {
+        body["role"] = json!("writer");
+    }
     if !damaged.is_empty() {
         body["damaged_segments"] = json!(damaged);
     }

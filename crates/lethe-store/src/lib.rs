@@ -46,7 +46,7 @@ pub use scan::{ScanRequest, Scanned};
 pub use schema::{base_column, PropertyKind};
 pub use segment::{events_to_batch, read_batches, ColumnNames, SegmentStats};
 pub use storage::{SegmentLocation, SegmentPlace, Storage};
-pub use store::{IngestOutcome, Snapshot, Store, StoreConfig};
+pub use store::{IngestOutcome, Snapshot, Store, StoreConfig, WalPlace};
 pub use verify::{verify, Report};
 
 /// Errors at the event store boundary.

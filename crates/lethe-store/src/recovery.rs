@@ -10,13 +10,12 @@ use lethe_event::Day;
 use lethe_meta::{now_ms, CatalogKind, MetaStore};
 use object_store::path::Path as Key;
 
-use crate::layout::DataDir;
 use crate::live::{LiveSet, Segment};
 use crate::memtable::Memtable;
 use crate::resolver::{KeyKind, Resolver};
 use crate::schema::base_column;
 use crate::storage::Storage;
-use crate::wal::{self, Damage};
+use crate::wal::{Damage, WalRoot};
 use crate::{Result, StoreError};
 
 /// Replays the WAL files left after the checkpoint into the memtable and the resolver;
@@ -24,23 +23,23 @@ use crate::{Result, StoreError};
 /// last write short: never acknowledged) is cut off with a warning; damage anywhere else
 /// stops the start, naming the file and offset, unless `salvage`.
 pub(crate) fn replay_wal(
-    dir: &DataDir,
+    root: &WalRoot,
     salvage: bool,
     resolver: &mut Resolver,
     memtable: &mut Memtable,
 ) -> Result<Option<u64>> {
-    let seqs = wal::list(dir)?;
+    let seqs = root.list()?;
     let (mut events, mut identifications) = (0, 0);
     for (i, &seq) in seqs.iter().enumerate() {
-        let replay = wal::read(dir, seq)?;
-        let file = dir.wal_file(seq);
+        let replay = root.read(seq)?;
+        let file = root.name(seq);
         let kept = replay.records.len();
         match replay.damage {
             None => {}
             Some(Damage::TornTail { offset, bytes }) if i + 1 == seqs.len() => {
                 tracing::warn!(file = %file.display(), offset, bytes, records_kept = kept,
                     "WAL ends in a torn record (a write cut short by a crash, never acknowledged): cutting it off");
-                wal::truncate(dir, seq, replay.valid_len)?;
+                root.truncate(seq, replay.valid_len)?;
             }
             Some(Damage::TornTail { offset, bytes } | Damage::Corrupt { offset, bytes }) => {
                 if !salvage {
@@ -52,7 +51,7 @@ pub(crate) fn replay_wal(
                 }
                 tracing::error!(file = %file.display(), offset, bytes_dropped = bytes, records_kept = kept,
                     "salvaging a damaged WAL file: keeping the records before the damage, dropping the rest");
-                wal::truncate(dir, seq, replay.valid_len)?;
+                root.truncate(seq, replay.valid_len)?;
             }
         }
         for record in replay.records {

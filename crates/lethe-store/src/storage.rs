@@ -49,6 +49,9 @@ impl SegmentLocation {
 /// The folder beside the segments that published manifests live in (`published.rs`).
 const MANIFESTS: &str = "manifests";
 
+/// The folder beside the segments that a cluster's WAL objects live in (`wal.rs`).
+const WAL: &str = "wal";
+
 /// Where a deployment keeps its segments.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum SegmentPlace {
@@ -263,6 +266,36 @@ impl Storage {
         Ok(found)
     }
 
+    /// The key of WAL object `seq`: `wal/<seq>.wal`.
+    pub(crate) fn wal_key(seq: u64) -> Key {
+        Key::from(format!("{WAL}/{seq:016}.wal"))
+    }
+
+    /// Writes WAL object `seq` (one group of batches), create-only.
+    pub(crate) fn put_wal(&self, seq: u64, bytes: Bytes) -> Result<()> {
+        self.put_new(&Self::wal_key(seq), bytes, "write a WAL object")
+    }
+
+    /// The sequence numbers of the WAL objects there are, in no particular order.
+    pub(crate) fn wal_seqs(&self) -> Result<Vec<u64>> {
+        let prefix = Key::from(WAL);
+        let metas: Vec<_> = self.run(self.objects.list(Some(&prefix)).collect::<Vec<_>>());
+        let mut found = Vec::new();
+        for meta in metas {
+            let key = meta
+                .map_err(|e| storage_error("list WAL objects", e))?
+                .location;
+            if let Some(seq) = key
+                .filename()
+                .and_then(|name| name.strip_suffix(".wal"))
+                .and_then(|seq| seq.parse().ok())
+            {
+                found.push(seq);
+            }
+        }
+        Ok(found)
+    }
+
     /// The whole object.
     pub(crate) fn get(&self, key: &Key) -> Result<Bytes> {
         self.run(async { self.objects.get(key).await?.bytes().await })
@@ -313,8 +346,8 @@ impl Storage {
     }
 
     /// Every segment object there is, by location (objects whose key is not a segment's are
-    /// listed as `Err` with their key, for the caller to remove). Published manifests are
-    /// not segments and not listed.
+    /// listed as `Err` with their key, for the caller to remove). Published manifests and
+    /// WAL objects are not segments and not listed.
     pub(crate) fn list(&self) -> Result<Vec<std::result::Result<SegmentLocation, Key>>> {
         let metas: Vec<_> = self.run(self.objects.list(None).collect::<Vec<_>>());
         let mut found = Vec::with_capacity(metas.len());
@@ -325,7 +358,7 @@ impl Storage {
             if key
                 .parts()
                 .next()
-                .is_some_and(|first| first.as_ref() == MANIFESTS)
+                .is_some_and(|first| [MANIFESTS, WAL].contains(&first.as_ref()))
             {
                 continue;
             }

@@ -30,7 +30,7 @@ use crate::scan::{self, ScanRequest, Scanned};
 use crate::segment::ColumnNames;
 use crate::storage::{SegmentPlace, Storage};
 use crate::tail::Layout;
-use crate::wal::{self, WalFile};
+use crate::wal::{WalFile, WalRoot};
 use crate::wal_writer::WalCommand;
 use crate::writer::{SegmentWriter, Written};
 use crate::{lock, Result, StoreError, Unavailable};
@@ -51,6 +51,19 @@ pub struct StoreConfig {
     pub salvage_wal: bool,
     /// Where segments are kept.
     pub segments: SegmentPlace,
+    /// Where the WAL is kept.
+    pub wal: WalPlace,
+}
+
+/// Where a store keeps its WAL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WalPlace {
+    /// In the data dir: a local disk's fsync latency; the node that wrote it replays it.
+    #[default]
+    DataDir,
+    /// Beside the segments, one object per group commit: a 200 means the batch is in the
+    /// object store, and whichever node writes next replays it (a cluster).
+    Segments,
 }
 
 impl Default for StoreConfig {
@@ -62,6 +75,7 @@ impl Default for StoreConfig {
             layout: Layout::default(),
             salvage_wal: false,
             segments: SegmentPlace::DataDir,
+            wal: WalPlace::DataDir,
         }
     }
 }
@@ -95,7 +109,7 @@ pub(crate) struct State {
 
 /// The store's shared state; its components reach each other through it.
 pub(crate) struct Inner {
-    pub dir: DataDir,
+    pub wal_root: WalRoot,
     pub storage: Arc<Storage>,
     pub meta: Arc<MetaStore>,
     pub config: StoreConfig,
@@ -148,15 +162,19 @@ impl Store {
         resolver.set_suppressed(meta.suppressions(None)?);
         remember_recent_insert_ids(&mut resolver, &live)?;
         remember_recent_keys(&mut resolver, &live, &meta)?;
+        let wal_root = match config.wal {
+            WalPlace::DataDir => WalRoot::Dir(dir.clone()),
+            WalPlace::Segments => WalRoot::Bucket(storage.clone()),
+        };
         let checkpoint = meta.wal_checkpoint()?;
-        wal::remove_through(&dir, checkpoint)?;
+        wal_root.remove_through(checkpoint)?;
         let mut memtable = Memtable::default();
-        let last_seq = replay_wal(&dir, config.salvage_wal, &mut resolver, &mut memtable)?
+        let last_seq = replay_wal(&wal_root, config.salvage_wal, &mut resolver, &mut memtable)?
             .unwrap_or(checkpoint);
-        let wal_file = WalFile::create(&dir, last_seq + 1)?;
+        let wal_file = WalFile::create(&wal_root, last_seq + 1)?;
         let (tx, rx) = mpsc::channel();
         let inner = Arc::new(Inner {
-            dir,
+            wal_root,
             segment_writer: SegmentWriter {
                 storage: storage.clone(),
                 meta: meta.clone(),
@@ -573,7 +591,7 @@ impl Inner {
             state.memtable.release(&frozen);
             state.live.add(&self.storage, written, true);
         }
-        wal::remove_through(&self.dir, sealed)?;
+        self.wal_root.remove_through(sealed)?;
         self.publish_gauges();
         self.publish_manifests(projects);
         let rows: usize = frozen.iter().map(|f| f.len()).sum();

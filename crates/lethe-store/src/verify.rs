@@ -11,7 +11,7 @@ use crate::fetched::SegmentBytes;
 use crate::layout::DataDir;
 use crate::segment::read_batches;
 use crate::storage::{SegmentLocation, SegmentPlace, Storage};
-use crate::wal::{self, Damage};
+use crate::wal::{Damage, WalRoot};
 use crate::Result;
 
 /// What a verification found.
@@ -34,7 +34,7 @@ pub fn verify(dir: &DataDir, meta: &MetaStore, segments: &SegmentPlace) -> Resul
             .problems
             .push(format!("{}: {line}", dir.meta_db().display()));
     }
-    let storage = Storage::for_reading(segments, &dir.segments_dir())?;
+    let storage = std::sync::Arc::new(Storage::for_reading(segments, &dir.segments_dir())?);
     for record in meta.live_segments()? {
         let key = Storage::key(&SegmentLocation::of(&record));
         report.segments += 1;
@@ -45,27 +45,35 @@ pub fn verify(dir: &DataDir, meta: &MetaStore, segments: &SegmentPlace) -> Resul
         }
     }
     let checkpoint = meta.wal_checkpoint()?;
-    let seqs: Vec<u64> = wal::list(dir)?
-        .into_iter()
-        .filter(|s| *s > checkpoint)
-        .collect();
-    for (i, &seq) in seqs.iter().enumerate() {
-        report.wal_files += 1;
-        let file = dir.wal_file(seq);
-        match wal::read(dir, seq)?.damage {
-            None => {}
-            Some(Damage::TornTail { offset, bytes }) if i + 1 == seqs.len() => {
-                report.notes.push(format!(
-                    "{}: torn tail of {bytes} bytes at byte {offset} (a write cut short by a crash; \
-                     cut off at the next start)",
-                    file.display()
-                ));
-            }
-            Some(Damage::TornTail { offset, .. } | Damage::Corrupt { offset, .. }) => {
-                report.problems.push(format!(
-                    "{}: damaged at byte {offset}; the records after it are unreadable",
-                    file.display()
-                ));
+    // A cluster's WAL is in the bucket; a node's own is in its data dir.
+    let mut roots = vec![WalRoot::Dir(dir.clone())];
+    if *segments != SegmentPlace::DataDir {
+        roots.push(WalRoot::Bucket(storage));
+    }
+    for root in roots {
+        let seqs: Vec<u64> = root
+            .list()?
+            .into_iter()
+            .filter(|s| *s > checkpoint)
+            .collect();
+        for (i, &seq) in seqs.iter().enumerate() {
+            report.wal_files += 1;
+            let file = root.name(seq);
+            match root.read(seq)?.damage {
+                None => {}
+                Some(Damage::TornTail { offset, bytes }) if i + 1 == seqs.len() => {
+                    report.notes.push(format!(
+                        "{}: torn tail of {bytes} bytes at byte {offset} (a write cut short by a \
+                         crash; cut off at the next start)",
+                        file.display()
+                    ));
+                }
+                Some(Damage::TornTail { offset, .. } | Damage::Corrupt { offset, .. }) => {
+                    report.problems.push(format!(
+                        "{}: damaged at byte {offset}; the records after it are unreadable",
+                        file.display()
+                    ));
+                }
             }
         }
     }

@@ -1,5 +1,8 @@
 //! The write-ahead log: numbered files of framed, checksummed records, each one batch of
-//! resolved events of one project.
+//! resolved events of one project. A WAL lives in the data dir (one file per sequence number,
+//! appended and fsynced per group of requests) or, for a cluster, beside the segments in the
+//! bucket (one create-only object per group commit, so that a 200 means the batch is in the
+//! object store and any node can replay it).
 //!
 //! The writer is fail-stop: after a failed write or fsync the file is marked broken and takes
 //! no record until [`WalFile::repair`] has cut it back to its last fsynced length, so a record
@@ -7,7 +10,8 @@
 //!
 //! Replay tells a torn tail (the last record of the last file cut short by a crash: it was
 //! never acknowledged) from damage anywhere else (acknowledged records are unreadable: the
-//! server refuses to start unless told to salvage).
+//! server refuses to start unless told to salvage). An object is written whole or not at
+//! all, so damage in one is never a torn tail.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Read, Write};
@@ -19,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::faults::{inject, IoPoint};
 use crate::layout::{sync_dir, DataDir};
+use crate::storage::Storage;
 use crate::Result;
 
 /// One appended batch.
@@ -30,12 +35,100 @@ pub(crate) struct WalRecord {
 
 const HEADER: usize = 8;
 
+/// Where a store's WAL is kept.
+#[derive(Clone)]
+pub(crate) enum WalRoot {
+    /// `<data dir>/wal/<seq>.wal`, fsynced: one node's own disk.
+    Dir(DataDir),
+    /// `wal/<seq>.wal` objects beside the segments: what a cluster's next writer replays.
+    Bucket(Arc<Storage>),
+}
+
+impl WalRoot {
+    /// Sequence numbers of the WAL files present, ascending.
+    pub fn list(&self) -> Result<Vec<u64>> {
+        let mut seqs: Vec<u64> = match self {
+            WalRoot::Dir(dir) => std::fs::read_dir(dir.wal_dir())?
+                .filter_map(|e| e.ok())
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter_map(|name| name.strip_suffix(".wal")?.parse().ok())
+                .collect(),
+            WalRoot::Bucket(storage) => storage.wal_seqs()?,
+        };
+        seqs.sort_unstable();
+        Ok(seqs)
+    }
+
+    /// Where file `seq` is, for people.
+    pub fn name(&self, seq: u64) -> PathBuf {
+        match self {
+            WalRoot::Dir(dir) => dir.wal_file(seq),
+            WalRoot::Bucket(storage) => PathBuf::from(storage.describe(&Storage::wal_key(seq))),
+        }
+    }
+
+    /// Reads every intact record of one file and classifies what follows them.
+    pub fn read(&self, seq: u64) -> Result<Replay> {
+        match self {
+            WalRoot::Dir(dir) => {
+                let mut data = Vec::new();
+                File::open(dir.wal_file(seq))?.read_to_end(&mut data)?;
+                Ok(parse(&data))
+            }
+            WalRoot::Bucket(storage) => {
+                let mut replay = parse(&storage.get(&Storage::wal_key(seq))?);
+                if let Some(Damage::TornTail { offset, bytes }) = replay.damage {
+                    replay.damage = Some(Damage::Corrupt { offset, bytes });
+                }
+                Ok(replay)
+            }
+        }
+    }
+
+    /// Cuts a file to its intact prefix, durably. An object cannot be cut: the records after
+    /// the damage stay unread in it until the next checkpoint deletes it.
+    pub fn truncate(&self, seq: u64, len: u64) -> Result<()> {
+        if let WalRoot::Dir(dir) = self {
+            let file = OpenOptions::new().write(true).open(dir.wal_file(seq))?;
+            file.set_len(len)?;
+            file.sync_all()?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the WAL files whose records are all in committed segments.
+    pub fn remove_through(&self, checkpoint: u64) -> Result<()> {
+        for seq in self.list()?.into_iter().filter(|s| *s <= checkpoint) {
+            self.remove(seq)?;
+        }
+        if let WalRoot::Dir(dir) = self {
+            sync_dir(&dir.wal_dir())?;
+        }
+        Ok(())
+    }
+
+    fn remove(&self, seq: u64) -> Result<()> {
+        match self {
+            WalRoot::Dir(dir) => Ok(std::fs::remove_file(dir.wal_file(seq))?),
+            WalRoot::Bucket(storage) => storage.delete(&Storage::wal_key(seq)),
+        }
+    }
+}
+
+/// Where appended records go until they are durable.
+enum Sink {
+    /// The file, through a buffer that `sync` writes and fsyncs.
+    File(BufWriter<File>),
+    /// The group's records, PUT as one object by `sync`.
+    Object(Vec<u8>),
+}
+
 /// The open WAL file being appended to.
 pub(crate) struct WalFile {
+    root: WalRoot,
     pub seq: u64,
-    path: PathBuf,
     /// `None` while broken: a write or fsync failed and the file is not yet repaired.
-    out: Option<BufWriter<File>>,
+    sink: Option<Sink>,
     /// Bytes appended, buffered or written.
     pub bytes: u64,
     /// Length at the last successful fsync: everything before it is durable.
@@ -43,16 +136,24 @@ pub(crate) struct WalFile {
 }
 
 impl WalFile {
-    /// Creates the empty file `seq`, durably.
-    pub fn create(dir: &DataDir, seq: u64) -> Result<Self> {
-        let path = dir.wal_file(seq);
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
-        file.sync_all()?;
-        sync_dir(&dir.wal_dir())?;
+    /// Creates the empty file `seq`, durably (an object is created by its first `sync`).
+    pub fn create(root: &WalRoot, seq: u64) -> Result<Self> {
+        let sink = match root {
+            WalRoot::Dir(dir) => {
+                let file = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(dir.wal_file(seq))?;
+                file.sync_all()?;
+                sync_dir(&dir.wal_dir())?;
+                Sink::File(BufWriter::with_capacity(1 << 20, file))
+            }
+            WalRoot::Bucket(_) => Sink::Object(Vec::new()),
+        };
         Ok(Self {
+            root: root.clone(),
             seq,
-            path,
-            out: Some(BufWriter::with_capacity(1 << 20, file)),
+            sink: Some(sink),
             bytes: 0,
             synced: 0,
         })
@@ -60,18 +161,24 @@ impl WalFile {
 
     /// Whether a failed write or fsync left the file unusable until repaired.
     pub fn is_broken(&self) -> bool {
-        self.out.is_none()
+        self.sink.is_none()
     }
 
     /// Frames and buffers one record; durable only after [`WalFile::sync`].
     pub fn append(&mut self, record: &WalRecord) -> Result<()> {
         let payload = serde_json::to_vec(record)?;
-        let out = self.out.as_mut().ok_or_else(broken)?;
+        let sink = self.sink.as_mut().ok_or_else(broken)?;
         let crc = crc32fast::hash(&payload);
-        let written = inject(IoPoint::WalWrite)
-            .and_then(|()| out.write_all(&(payload.len() as u32).to_le_bytes()))
-            .and_then(|()| out.write_all(&crc.to_le_bytes()))
-            .and_then(|()| out.write_all(&payload));
+        let frame = |out: &mut dyn Write| {
+            inject(IoPoint::WalWrite)?;
+            out.write_all(&(payload.len() as u32).to_le_bytes())?;
+            out.write_all(&crc.to_le_bytes())?;
+            out.write_all(&payload)
+        };
+        let written = match sink {
+            Sink::File(out) => frame(out),
+            Sink::Object(buffer) => frame(buffer),
+        };
         if let Err(e) = written {
             self.mark_broken();
             return Err(e.into());
@@ -80,60 +187,90 @@ impl WalFile {
         Ok(())
     }
 
-    /// Writes buffered records and fsyncs them: one fsync per group of requests.
+    /// Makes the buffered records durable: one fsync, or one object, per group of requests.
     pub fn sync(&mut self) -> Result<()> {
-        let out = self.out.as_mut().ok_or_else(broken)?;
-        let synced = out
-            .flush()
-            .and_then(|()| inject(IoPoint::WalFsync))
-            .and_then(|()| out.get_ref().sync_data());
+        let sink = self.sink.as_mut().ok_or_else(broken)?;
+        let synced = match (sink, &self.root) {
+            (Sink::File(out), _) => out
+                .flush()
+                .and_then(|()| inject(IoPoint::WalFsync))
+                .and_then(|()| out.get_ref().sync_data())
+                .map_err(Into::into),
+            (Sink::Object(buffer), WalRoot::Bucket(storage)) if !buffer.is_empty() => {
+                let group = std::mem::take(buffer);
+                inject(IoPoint::WalFsync)
+                    .map_err(Into::into)
+                    .and_then(|()| storage.put_wal(self.seq, group.into()))
+                    .map(|()| {
+                        // The next group is the next object: a key is never written twice.
+                        self.seq += 1;
+                        self.bytes = 0;
+                    })
+            }
+            (Sink::Object(_), _) => Ok(()),
+        };
         if let Err(e) = synced {
             self.mark_broken();
-            return Err(e.into());
+            return Err(e);
         }
         self.synced = self.bytes;
         Ok(())
     }
 
+    /// Seals the file for a flush: returns the highest sequence number whose records the
+    /// flush covers, and starts a new file when this one holds records.
+    pub fn seal(&mut self) -> Result<u64> {
+        if matches!(self.sink, Some(Sink::Object(_))) || self.bytes == 0 {
+            // Every group is an object of its own already (or nothing was appended since
+            // this file was created): only older files are covered.
+            return Ok(self.seq - 1);
+        }
+        let sealed = self.seq;
+        *self = WalFile::create(&self.root, sealed + 1)?;
+        Ok(sealed)
+    }
+
     /// Drops buffered bytes without writing them: after a failure they belong to records
     /// that will never be acknowledged.
     fn mark_broken(&mut self) {
-        if let Some(out) = self.out.take() {
+        if let Some(Sink::File(out)) = self.sink.take() {
             let _ = out.into_parts();
         }
     }
 
     /// Cuts the file back to its last fsynced length and fsyncs that, so it holds exactly
-    /// the acknowledged records; then it takes appends again. A no-op when not broken.
+    /// the acknowledged records; then it takes appends again. An object whose PUT failed may
+    /// still have been stored: it is deleted, and the next group takes the next key. A no-op
+    /// when not broken.
     pub fn repair(&mut self) -> Result<()> {
         if !self.is_broken() {
             return Ok(());
         }
-        let file = OpenOptions::new().append(true).open(&self.path)?;
-        file.set_len(self.synced)?;
-        inject(IoPoint::WalFsync)?;
-        file.sync_all()?;
+        let sink = match &self.root {
+            WalRoot::Dir(dir) => {
+                let file = OpenOptions::new()
+                    .append(true)
+                    .open(dir.wal_file(self.seq))?;
+                file.set_len(self.synced)?;
+                inject(IoPoint::WalFsync)?;
+                file.sync_all()?;
+                Sink::File(BufWriter::with_capacity(1 << 20, file))
+            }
+            WalRoot::Bucket(_) => {
+                self.root.remove(self.seq)?;
+                self.seq += 1;
+                self.synced = 0;
+                Sink::Object(Vec::new())
+            }
+        };
         self.bytes = self.synced;
-        self.out = Some(BufWriter::with_capacity(1 << 20, file));
+        self.sink = Some(sink);
         Ok(())
     }
 }
 
 fn broken() -> std::io::Error {
     std::io::Error::other("the WAL file is awaiting repair after a failed write")
-}
-
-/// Sequence numbers of the WAL files present, ascending.
-pub(crate) fn list(dir: &DataDir) -> Result<Vec<u64>> {
-    let mut seqs: Vec<u64> = std::fs::read_dir(dir.wal_dir())?
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let name = e.file_name().into_string().ok()?;
-            name.strip_suffix(".wal")?.parse().ok()
-        })
-        .collect();
-    seqs.sort_unstable();
-    Ok(seqs)
 }
 
 /// What replay found after the intact records of a file.
@@ -155,10 +292,8 @@ pub(crate) struct Replay {
     pub damage: Option<Damage>,
 }
 
-/// Reads every intact record of one file and classifies what follows them.
-pub(crate) fn read(dir: &DataDir, seq: u64) -> Result<Replay> {
-    let mut data = Vec::new();
-    File::open(dir.wal_file(seq))?.read_to_end(&mut data)?;
+/// Reads every intact record of one file's bytes and classifies what follows them.
+fn parse(data: &[u8]) -> Replay {
     let mut records = Vec::new();
     let mut at = 0usize;
     let damage = loop {
@@ -192,28 +327,11 @@ pub(crate) fn read(dir: &DataDir, seq: u64) -> Result<Replay> {
         }
         at += HEADER + len;
     };
-    Ok(Replay {
+    Replay {
         records,
         valid_len: at as u64,
         damage,
-    })
-}
-
-/// Cuts a file to its intact prefix, durably.
-pub(crate) fn truncate(dir: &DataDir, seq: u64, len: u64) -> Result<()> {
-    let file = OpenOptions::new().write(true).open(dir.wal_file(seq))?;
-    file.set_len(len)?;
-    file.sync_all()?;
-    Ok(())
-}
-
-/// Deletes the WAL files whose records are all in committed segments.
-pub(crate) fn remove_through(dir: &DataDir, checkpoint: u64) -> Result<()> {
-    for seq in list(dir)?.into_iter().filter(|s| *s <= checkpoint) {
-        std::fs::remove_file(dir.wal_file(seq))?;
     }
-    sync_dir(&dir.wal_dir())?;
-    Ok(())
 }
 
 #[cfg(test)]
@@ -235,7 +353,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = DataDir::new(tmp.path());
         dir.create().unwrap();
-        let mut wal = WalFile::create(&dir, 3).unwrap();
+        let mut wal = WalFile::create(&WalRoot::Dir(dir.clone()), 3).unwrap();
         for i in 0..n {
             wal.append(&record(i)).unwrap();
         }
@@ -249,15 +367,17 @@ mod tests {
     fn a_record_cut_short_at_the_end_is_a_torn_tail() {
         let (_tmp, dir, full) = file_with(3);
         std::fs::write(dir.wal_file(3), &full[..full.len() - 5]).unwrap();
-        let replay = read(&dir, 3).unwrap();
+        let replay = WalRoot::Dir(dir.clone()).read(3).unwrap();
         assert_eq!(replay.records.len(), 2);
         assert_eq!(replay.records[1].events[0].uuid, 1);
         assert!(matches!(replay.damage, Some(Damage::TornTail { .. })));
-        truncate(&dir, 3, replay.valid_len).unwrap();
-        let again = read(&dir, 3).unwrap();
+        WalRoot::Dir(dir.clone())
+            .truncate(3, replay.valid_len)
+            .unwrap();
+        let again = WalRoot::Dir(dir.clone()).read(3).unwrap();
         assert_eq!((again.records.len(), again.damage), (2, None));
-        remove_through(&dir, 3).unwrap();
-        assert!(list(&dir).unwrap().is_empty());
+        WalRoot::Dir(dir.clone()).remove_through(3).unwrap();
+        assert!(WalRoot::Dir(dir.clone()).list().unwrap().is_empty());
     }
 
     #[test]
@@ -265,7 +385,7 @@ mod tests {
         let (_tmp, dir, mut full) = file_with(2);
         full.extend([0u8; 300]);
         std::fs::write(dir.wal_file(3), &full).unwrap();
-        let replay = read(&dir, 3).unwrap();
+        let replay = WalRoot::Dir(dir.clone()).read(3).unwrap();
         assert_eq!(replay.records.len(), 2);
         assert!(matches!(
             replay.damage,
@@ -280,7 +400,7 @@ mod tests {
         // A byte in the middle of the second record's payload.
         full[HEADER + first_len + HEADER + 10] ^= 0x40;
         std::fs::write(dir.wal_file(3), &full).unwrap();
-        let replay = read(&dir, 3).unwrap();
+        let replay = WalRoot::Dir(dir.clone()).read(3).unwrap();
         assert_eq!(replay.records.len(), 1);
         assert_eq!(
             replay.damage,
@@ -295,9 +415,9 @@ mod tests {
     fn repair_cuts_back_to_the_last_fsync() {
         let (_tmp, dir, full) = file_with(2);
         let mut wal = WalFile {
+            root: WalRoot::Dir(dir.clone()),
             seq: 3,
-            path: dir.wal_file(3),
-            out: None,
+            sink: None,
             bytes: full.len() as u64 + 99,
             synced: full.len() as u64,
         };
@@ -311,8 +431,70 @@ mod tests {
         wal.repair().unwrap();
         wal.append(&record(5)).unwrap();
         wal.sync().unwrap();
-        let replay = read(&dir, 3).unwrap();
+        let replay = WalRoot::Dir(dir.clone()).read(3).unwrap();
         let uuids: Vec<u128> = replay.records.iter().map(|r| r.events[0].uuid).collect();
         assert_eq!((uuids, replay.damage), (vec![0, 1, 5], None));
+    }
+
+    #[test]
+    fn in_a_bucket_each_group_is_one_object_replayed_in_order_and_a_failed_put_takes_no_key_twice()
+    {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = WalRoot::Bucket(Arc::new(Storage::local(tmp.path()).unwrap()));
+        let mut wal = WalFile::create(&root, 3).unwrap();
+        wal.sync().unwrap();
+        assert!(
+            root.list().unwrap().is_empty(),
+            "an empty group writes no object"
+        );
+        wal.append(&record(0)).unwrap();
+        wal.append(&record(1)).unwrap();
+        wal.sync().unwrap();
+        wal.append(&record(2)).unwrap();
+        wal.sync().unwrap();
+        assert_eq!(root.list().unwrap(), vec![3, 4]);
+        assert_eq!(
+            wal.seal().unwrap(),
+            4,
+            "a flush covers every object written"
+        );
+        // A PUT whose outcome is unknown: the object is deleted and its key not reused.
+        wal.mark_broken();
+        wal.repair().unwrap();
+        wal.append(&record(3)).unwrap();
+        wal.sync().unwrap();
+        let replayed: Vec<Vec<u128>> = root
+            .list()
+            .unwrap()
+            .into_iter()
+            .map(|seq| {
+                let replay = root.read(seq).unwrap();
+                assert_eq!(replay.damage, None);
+                replay.records.iter().map(|r| r.events[0].uuid).collect()
+            })
+            .collect();
+        assert_eq!(replayed, vec![vec![0, 1], vec![2], vec![3]]);
+        assert_eq!(root.list().unwrap(), vec![3, 4, 6]);
+        root.remove_through(4).unwrap();
+        assert_eq!(root.list().unwrap(), vec![6]);
+    }
+
+    #[test]
+    fn a_damaged_object_is_corruption_never_a_torn_tail() {
+        let tmp = tempfile::tempdir().unwrap();
+        let storage = Arc::new(Storage::local(tmp.path()).unwrap());
+        let root = WalRoot::Bucket(storage.clone());
+        let mut wal = WalFile::create(&root, 1).unwrap();
+        wal.append(&record(0)).unwrap();
+        wal.append(&record(1)).unwrap();
+        wal.sync().unwrap();
+        let mut bytes = storage.get(&Storage::wal_key(1)).unwrap().to_vec();
+        let last = bytes.len() - 3;
+        bytes[last] ^= 0x40;
+        storage.delete(&Storage::wal_key(1)).unwrap();
+        storage.put_wal(1, bytes.into()).unwrap();
+        let replay = root.read(1).unwrap();
+        assert_eq!(replay.records.len(), 1);
+        assert!(matches!(replay.damage, Some(Damage::Corrupt { .. })));
     }
 }

@@ -168,14 +168,7 @@ impl WalWriter<'_> {
 
     /// Seals the current file (unless it is empty) and freezes the memtable.
     fn rotate(&mut self) -> Result<u64> {
-        let sealed = if self.file.bytes == 0 {
-            // Nothing appended since it was created: keep it, covering only older files.
-            self.file.seq - 1
-        } else {
-            let sealed = self.file.seq;
-            self.file = WalFile::create(&self.inner.dir, sealed + 1)?;
-            sealed
-        };
+        let sealed = self.file.seal()?;
         let mut state = self.inner.state.write().unwrap_or_else(|p| p.into_inner());
         state.memtable.freeze();
         Ok(sealed)

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use lethe_server::{CorsOrigins, RateLimits, ServerConfig};
+use lethe_server::{ClusterConfig, CorsOrigins, RateLimits, ServerConfig};
 use lethe_store::tail::Layout;
 use lethe_store::StoreConfig;
 
@@ -68,6 +68,18 @@ pub struct ServeArgs {
     /// Events one device_id or user_id may send in a rolling 24 h; 0 turns the quota off.
     #[arg(long, env = "LETHE_DEVICE_DAILY_QUOTA", default_value_t = 500_000)]
     device_daily_quota: u64,
+    /// Run as one node of several on the same `--meta postgres://…` and `--segments
+    /// s3://…`: every node accepts every request, and one at a time (the writer) does the
+    /// work; the others forward to it and take over when it dies.
+    #[arg(long, env = "LETHE_CLUSTER")]
+    cluster: bool,
+    /// The URL the other nodes reach this one at (default: `http://` and --listen).
+    #[arg(long, env = "LETHE_ADVERTISE")]
+    advertise: Option<String>,
+    /// How long the writer's lease lasts unless renewed: a dead writer's work resumes on
+    /// another node within about this long.
+    #[arg(long, env = "LETHE_WRITER_LEASE", default_value = "10s", value_parser = parse_duration)]
+    writer_lease: Duration,
 }
 
 /// A duration with its unit, as every duration flag takes it (`50ms`, `30s`, `90m`, `24h`,
@@ -106,6 +118,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             batch_eps: args.batch_device_eps_limit,
             daily_quota: args.device_daily_quota,
         },
+        cluster: args.cluster.then(|| ClusterConfig {
+            advertise: args
+                .advertise
+                .map(|url| url.trim_end_matches('/').to_string()),
+            lease: args.writer_lease,
+        }),
         cors: match args.cors_origins.trim() {
             "*" => CorsOrigins::Any,
             list => CorsOrigins::List(
