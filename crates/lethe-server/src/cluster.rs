@@ -12,7 +12,7 @@
 //! before anyone may take over; one whose lease was taken over commits nothing more (the
 //! metadata fences every transaction by its epoch).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -70,6 +70,8 @@ pub(crate) struct Node {
     pub stopping: AtomicBool,
     /// Whether a client address in `X-Forwarded-For` is trusted (`--trusted-proxy`).
     trusted_proxy: bool,
+    /// The epoch of the last writer found unreachable (warned about once).
+    unreachable: AtomicI64,
 }
 
 impl Node {
@@ -99,6 +101,7 @@ impl Node {
             client,
             stopping: AtomicBool::new(false),
             trusted_proxy,
+            unreachable: AtomicI64::new(0),
         })
     }
 
@@ -139,45 +142,50 @@ impl Node {
         }
     }
 
+    /// Forgets the writer read last, so that the next look reads the lease again.
     fn forget_writer(&self) {
         *self.writer.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
-    /// Sends `request` to the writer and its answer back, both streamed.
-    async fn forward(&self, request: Request, client: String) -> Response {
-        let writer = match self.writer().await {
-            Some(w) if w.node != self.id && w.lease_until >= now_ms() => w,
-            // No writer yet, this node is opening the store as the new one, or the lease
-            // lapsed and the next writer is not up: a client retries shortly.
-            _ => return no_writer(),
-        };
-        let (parts, body) = request.into_parts();
+    /// Sends the request to `writer` and streams its answer back; `None` if the writer
+    /// could not be reached (nothing was sent when the payload is still whole).
+    async fn send(
+        &self,
+        parts: &axum::http::request::Parts,
+        payload: &mut Payload,
+        writer: &Writer,
+        client: &str,
+    ) -> Option<Response> {
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        let mut headers = parts.headers;
+        let mut headers = parts.headers.clone();
         for name in HOP_BY_HOP {
             headers.remove(name);
         }
-        let (Ok(by), Ok(client)) = (
-            HeaderValue::from_str(&self.secret),
-            HeaderValue::from_str(&client),
-        ) else {
-            return no_writer();
+        headers.insert(FORWARDED_BY, HeaderValue::from_str(&self.secret).ok()?);
+        headers.insert(FORWARDED_CLIENT, HeaderValue::from_str(client).ok()?);
+        let body = match payload {
+            Payload::Whole(bytes) => reqwest::Body::from(bytes.clone()),
+            Payload::Streamed(body) => {
+                let body = std::mem::take(body);
+                reqwest::Body::wrap_stream(body.into_data_stream())
+            }
         };
-        headers.insert(FORWARDED_BY, by);
-        headers.insert(FORWARDED_CLIENT, client);
         let sent = self
             .client
-            .request(parts.method, format!("{}{path}", writer.address))
+            .request(parts.method.clone(), format!("{}{path}", writer.address))
             .headers(headers)
-            .body(reqwest::Body::wrap_stream(body.into_data_stream()))
+            .body(body)
             .send()
             .await;
         let answer = match sent {
             Ok(answer) => answer,
             Err(e) => {
-                tracing::warn!(error = %e, writer = %writer.address, "cannot reach the writer");
+                // Once per writer, not once per request.
+                if self.unreachable.swap(writer.epoch, Ordering::AcqRel) != writer.epoch {
+                    tracing::warn!(error = %e, writer = %writer.address, "cannot reach the writer");
+                }
                 self.forget_writer();
-                return no_writer();
+                return None;
             }
         };
         let status = answer.status();
@@ -188,9 +196,20 @@ impl Node {
         let mut response = Response::new(Body::from_stream(answer.bytes_stream()));
         *response.status_mut() = status;
         *response.headers_mut() = headers;
-        response
+        Some(response)
     }
 }
+
+/// A request's body on its way to the writer: whole, so that it can be sent again after the
+/// writer changes, unless it is too large to hold (then it goes once, streamed).
+enum Payload {
+    Whole(axum::body::Bytes),
+    Streamed(Body),
+}
+
+/// The largest body a node holds to send again after a failover: ingestion's and the
+/// import tool's requests fit.
+const HELD_BODY_BYTES: usize = 64 << 20;
 
 /// 503 with `Retry-After`: nothing was done, and the request can be sent again.
 fn no_writer() -> Response {
@@ -215,10 +234,10 @@ pub(crate) fn routes(node: Arc<Node>) -> Router {
 
 async fn serve(State(node): State<Arc<Node>>, request: Request) -> Response {
     if let Some(routes) = node.routes() {
-        return match routes.oneshot(request).await {
-            Ok(response) => response,
-            Err(never) => match never {},
-        };
+        return routes
+            .oneshot(request)
+            .await
+            .unwrap_or_else(|never| match never {});
     }
     if request.uri().path() == "/healthz" {
         let writer = node.writer().await.map(|w| w.address);
@@ -226,7 +245,49 @@ async fn serve(State(node): State<Arc<Node>>, request: Request) -> Response {
             .into_response();
     }
     let client = crate::peer_address(node.trusted_proxy, request.headers(), request.extensions());
-    node.forward(request, client).await
+    let (parts, body) = request.into_parts();
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    let mut payload = match declared {
+        Some(bytes) if bytes > HELD_BODY_BYTES => Payload::Streamed(body),
+        _ => match axum::body::to_bytes(body, HELD_BODY_BYTES).await {
+            Ok(bytes) => Payload::Whole(bytes),
+            Err(_) => return StatusCode::PAYLOAD_TOO_LARGE.into_response(),
+        },
+    };
+    // While the writer changes (its lease lapsing, the next one opening the store), the
+    // request waits rather than fail: an SDK retries a 503 only a few times, quickly.
+    let deadline = Instant::now() + node.lease + Duration::from_secs(5);
+    loop {
+        if let Some(routes) = node.routes() {
+            let body = match payload {
+                Payload::Whole(bytes) => Body::from(bytes),
+                Payload::Streamed(body) => body,
+            };
+            let request = Request::from_parts(parts, body);
+            return routes
+                .oneshot(request)
+                .await
+                .unwrap_or_else(|never| match never {});
+        }
+        match node.writer().await {
+            Some(w) if w.node != node.id && w.lease_until >= now_ms() => {
+                if let Some(answer) = node.send(&parts, &mut payload, &w, &client).await {
+                    return answer;
+                }
+                if matches!(payload, Payload::Streamed(_)) {
+                    return no_writer();
+                }
+            }
+            _ => node.forget_writer(),
+        }
+        if Instant::now() > deadline {
+            return no_writer();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Tries to take the writer's lease until it does (or the node stops); returns its epoch.

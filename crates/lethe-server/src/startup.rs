@@ -294,6 +294,7 @@ async fn run_for_writer(
             .name("lethe-lease".into())
             .spawn(move || keep_lease(&keeper, &node, epoch, &renewing))?
     };
+    let opening = std::time::Instant::now();
     let app = match parts.open().await {
         Ok(app) => app,
         Err(e) => {
@@ -305,6 +306,11 @@ async fn run_for_writer(
     let store = app.store.clone();
     let worker = start_worker(&app)?;
     node.become_writer(router(app));
+    tracing::info!(
+        epoch,
+        ms = opening.elapsed().as_millis() as u64,
+        "the store is open: serving as the writer"
+    );
     while !node.stopping.load(Ordering::Acquire) {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }

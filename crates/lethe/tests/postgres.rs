@@ -8,88 +8,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{psql, scan_with, status_json, stdout_of, Server};
+use common::{psql, scan_with, status_json, PgCluster as Cluster, Server};
 use serde_json::{json, Value};
-
-/// A PostgreSQL cluster of its own, stopped and removed when dropped.
-struct Cluster {
-    admin: String,
-    dir: PathBuf,
-}
-
-impl Cluster {
-    fn start() -> Cluster {
-        Cluster::start_with(&[])
-    }
-
-    /// A cluster TCP clients reach over TLS only, its certificate signed by `ca()`.
-    fn start_tls() -> Cluster {
-        Cluster::start_with(&["tls"])
-    }
-
-    fn ca(&self) -> PathBuf {
-        self.dir.join("ca.pem")
-    }
-
-    fn start_with(args: &[&str]) -> Cluster {
-        let line = stdout_of(Command::new("bash").arg(script()).args(args));
-        let (admin, dir) = line.trim().split_once(' ').expect("URL and directory");
-        Cluster {
-            admin: admin.to_string(),
-            dir: dir.into(),
-        }
-    }
-
-    /// A new database's URL.
-    fn database(&self, name: &str) -> String {
-        psql(&self.admin, &format!("CREATE DATABASE {name}"));
-        format!("{}/{name}", self.admin.rsplit_once('/').unwrap().0)
-    }
-
-    /// Crashes PostgreSQL (immediate shutdown: no checkpoint, sessions cut).
-    fn down(&self) {
-        self.run("down");
-    }
-
-    /// Starts it again.
-    fn up(&self) {
-        self.run("up");
-    }
-
-    fn run(&self, command: &str) {
-        stdout_of(
-            Command::new("bash")
-                .arg(script())
-                .arg(command)
-                .arg(&self.dir),
-        );
-    }
-
-    /// The files PostgreSQL keeps tables, indexes and statistics in (not its WAL), with every
-    /// change written there.
-    fn table_files(&self) -> PathBuf {
-        psql(&self.admin, "CHECKPOINT");
-        self.dir.join("data/base")
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(script())
-            .arg("stop")
-            .arg(&self.dir)
-            .status();
-    }
-}
-
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/pg_server.sh")
-}
 
 fn identify(server: &Server, api_key: &str, user: &str, phone: &str) {
     let identification = json!({"user_id": user, "user_properties": {"$set": {"phone": phone}}});

@@ -170,6 +170,11 @@ impl Server {
         self.data_dir.clone()
     }
 
+    /// Whether the process has exited (by itself: a failpoint, a lost lease).
+    pub fn has_exited(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_some()
+    }
+
     /// Stops the server gracefully (SIGTERM) and waits for it.
     pub fn stop(mut self) {
         let _ = Command::new("kill")
@@ -495,4 +500,128 @@ pub fn duckdb_counts_where(dir: &Path, condition: &str) -> Value {
 /// What `python3 ARGS…` prints, once it succeeded.
 pub fn python(args: &[&str]) -> String {
     stdout_of(Command::new("python3").args(args))
+}
+
+/// A PostgreSQL cluster of its own, stopped and removed when dropped.
+pub struct PgCluster {
+    pub admin: String,
+    pub dir: PathBuf,
+}
+
+impl PgCluster {
+    pub fn start() -> PgCluster {
+        PgCluster::start_with(&[])
+    }
+
+    /// A cluster TCP clients reach over TLS only, its certificate signed by `ca()`.
+    pub fn start_tls() -> PgCluster {
+        PgCluster::start_with(&["tls"])
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    pub fn start_with(args: &[&str]) -> PgCluster {
+        let line = stdout_of(Command::new("bash").arg(pg_script()).args(args));
+        let (admin, dir) = line.trim().split_once(' ').expect("URL and directory");
+        PgCluster {
+            admin: admin.to_string(),
+            dir: dir.into(),
+        }
+    }
+
+    /// A new database's URL.
+    pub fn database(&self, name: &str) -> String {
+        psql(&self.admin, &format!("CREATE DATABASE {name}"));
+        format!("{}/{name}", self.admin.rsplit_once('/').unwrap().0)
+    }
+
+    /// Crashes PostgreSQL (immediate shutdown: no checkpoint, sessions cut).
+    pub fn down(&self) {
+        self.run("down");
+    }
+
+    /// Starts it again.
+    pub fn up(&self) {
+        self.run("up");
+    }
+
+    pub fn run(&self, command: &str) {
+        stdout_of(
+            Command::new("bash")
+                .arg(pg_script())
+                .arg(command)
+                .arg(&self.dir),
+        );
+    }
+
+    /// The files PostgreSQL keeps tables, indexes and statistics in (not its WAL), with every
+    /// change written there.
+    pub fn table_files(&self) -> PathBuf {
+        psql(&self.admin, "CHECKPOINT");
+        self.dir.join("data/base")
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(pg_script())
+            .arg("stop")
+            .arg(&self.dir)
+            .status();
+    }
+}
+
+fn pg_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/pg_server.sh")
+}
+
+/// moto's S3 server of its own (scripts/s3_server.py, bucket `lethe-tests`), stopped when
+/// dropped.
+pub struct S3Server {
+    child: Child,
+    /// `http://host:port`.
+    pub endpoint: String,
+}
+
+impl S3Server {
+    pub fn start() -> S3Server {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/s3_server.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 runs");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(!line.trim().is_empty(), "moto's S3 server started");
+        S3Server {
+            child,
+            endpoint: format!("http://{}", line.trim()),
+        }
+    }
+
+    /// The environment of a deployment whose segments are under `prefix` here.
+    pub fn env(&self, prefix: &str) -> Vec<(&'static str, String)> {
+        vec![
+            ("LETHE_SEGMENTS", format!("s3://lethe-tests/{prefix}")),
+            ("AWS_ENDPOINT", self.endpoint.clone()),
+            ("AWS_ALLOW_HTTP", "true".into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_ACCESS_KEY_ID", "lethe-test".into()),
+            ("AWS_SECRET_ACCESS_KEY", "lethe-test".into()),
+        ]
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

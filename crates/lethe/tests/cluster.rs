@@ -1,0 +1,256 @@
+//! Several nodes: three `lethe serve --cluster` nodes on one PostgreSQL and one bucket (their
+//! own, on loopback: Debian's PostgreSQL and moto's S3 server). Events go in through all three
+//! with the official Python SDK while the writer is killed; a deletion task is submitted to a
+//! standby and its writer dies in the middle of it (a failpoint, as kill -9). Afterwards every
+//! acknowledged event is exported exactly once, the task completed once with the counts of
+//! its preview, and the deleted markers are nowhere in the bucket or the database.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{scan_with, PgCluster, S3Server, Server};
+use serde_json::{json, Value};
+
+/// Acknowledged events stay in the WAL objects until the task's flush: nothing else flushes.
+const NODE: &[&str] = &[
+    "--cluster",
+    "--writer-lease",
+    "2s",
+    "--flush-interval",
+    "1h",
+    "--flush-events",
+    "1000000",
+];
+
+/// The SDK sending to one node, and the insert_ids the server acknowledged so far.
+struct Sender {
+    child: Child,
+    acked: Arc<Mutex<Vec<String>>>,
+    reader: std::thread::JoinHandle<()>,
+}
+
+impl Sender {
+    fn start(server: &Server, api_key: &str, tag: &str, events: usize) -> Sender {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/compat/cluster_ingest.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .args([&server.url, api_key, tag, &events.to_string()])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 runs");
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let reader = {
+            let acked = acked.clone();
+            std::thread::spawn(move || {
+                for line in lines.map_while(Result::ok) {
+                    let answer: Value = serde_json::from_str(&line).unwrap();
+                    if answer["code"] == 200 {
+                        let id = answer["insert_id"].as_str().unwrap().to_string();
+                        acked.lock().unwrap().push(id);
+                    }
+                }
+            })
+        };
+        Sender {
+            child,
+            acked,
+            reader,
+        }
+    }
+
+    fn acked_so_far(&self) -> usize {
+        self.acked.lock().unwrap().len()
+    }
+
+    fn finish(mut self) -> Vec<String> {
+        self.child.wait().unwrap();
+        self.reader.join().unwrap();
+        let acked = self.acked.lock().unwrap().clone();
+        acked
+    }
+}
+
+fn role(server: &Server) -> String {
+    let health: Value = server
+        .client
+        .get(server.url("/healthz"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    health["role"].as_str().unwrap_or_default().to_string()
+}
+
+fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn export_all(server: &Server, keys: &common::Keys) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let events = server.export_today(keys);
+        // A standby answers 503 while the writer changes: the export is empty then.
+        let (status, _) = server.basic_get(keys, "/api/2/taxonomy/event");
+        if status == 200 {
+            return events;
+        }
+        assert!(Instant::now() < deadline, "the cluster never answered");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn three_nodes_lose_no_acknowledged_event_and_finish_a_task_once_across_kills() {
+    let postgres = PgCluster::start();
+    let s3 = S3Server::start();
+    let mut env = s3.env("cluster");
+    env.push(("LETHE_META", postgres.database("cluster")));
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = |name: &str| -> PathBuf { tmp.path().join(name) };
+    let with = |extra: &[(&'static str, String)]| -> Vec<(&'static str, String)> {
+        env.iter().cloned().chain(extra.iter().cloned()).collect()
+    };
+    let start = |name: &str, extra: &[(&'static str, String)]| {
+        let env = with(extra);
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        Server::start_with_env(&dir(name), NODE, &env)
+    };
+    // b and c die (as kill -9 would) in the middle of a deletion's rewrite, once each if it
+    // falls to them; a, restarted without it, finishes whatever is left.
+    let dies_in_task = [("LETHE_FAILPOINT", "rewrite:after_write".to_string())];
+    let a = start("a", &[]);
+    let keys = a.first_start_keys();
+    let mut b = start("b", &dies_in_task);
+    let mut c = start("c", &dies_in_task);
+    assert_eq!(
+        (role(&a), role(&b), role(&c)),
+        ("writer".into(), "standby".into(), "standby".into())
+    );
+
+    // Ingestion through all three at once; the writer is killed while it goes on.
+    let senders: Vec<Sender> = [(&a, "na"), (&b, "nb"), (&c, "nc")]
+        .into_iter()
+        .map(|(server, tag)| Sender::start(server, &keys.api_key, tag, 300))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while senders.iter().any(|s| s.acked_so_far() < 20) {
+        assert!(Instant::now() < deadline, "ingestion never got going");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let a_dir = a.kill9();
+    let acked: Vec<Vec<String>> = senders.into_iter().map(Sender::finish).collect();
+    let events_acked: usize = acked.iter().map(Vec::len).sum();
+    assert_eq!(
+        (acked[1].len(), acked[2].len()),
+        (300, 300),
+        "the standbys held their clients' requests through the failover"
+    );
+    let a = Server::start_with_env(
+        &a_dir,
+        NODE,
+        &env.iter()
+            .map(|(k, v)| (*k, v.as_str()))
+            .collect::<Vec<_>>(),
+    );
+
+    // Every acknowledged event is there once, before the task.
+    let before = export_all(&a, &keys);
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for e in &before {
+        *seen.entry(e["$insert_id"].as_str().unwrap()).or_default() += 1;
+    }
+    assert!(seen.values().all(|n| *n == 1), "no event twice");
+    for id in acked.iter().flatten() {
+        assert_eq!(
+            seen.get(id.as_str()),
+            Some(&1),
+            "acknowledged {id} is exported"
+        );
+    }
+    let purge_before = before.iter().filter(|e| e["event_type"] == "Purge").count();
+
+    // A task submitted to a standby; its writer dies in the middle of it.
+    let token = a.admin_token();
+    std::thread::sleep(Duration::from_millis(2));
+    let now = chrono::Utc::now();
+    let body = json!({
+        "name": "Remove the Purge events",
+        "start": rfc3339(now - chrono::Duration::hours(1)),
+        "end": rfc3339(now),
+        "clauses": [{"kind": "event", "event_types": ["Purge"]}],
+        "confirm": "DELETE",
+    });
+    let (s, task) = a.post_as(
+        &token,
+        &format!("/api/v1/projects/{}/deletion-tasks", keys.project_id),
+        &body,
+    );
+    assert_eq!(s, 202, "{task}");
+    assert_eq!(task["preview"]["totals"]["events_deleted"], purge_before);
+    let id = task["id"].as_i64().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let done = loop {
+        let (status, task) = a.get_as(&token, &format!("/api/v1/deletion-tasks/{id}"));
+        if status == 200 && task["status"] == "completed" {
+            break task;
+        }
+        assert_ne!(task["status"], "failed", "{task}");
+        assert!(
+            Instant::now() < deadline,
+            "the task never completed: {task}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        b.has_exited() || c.has_exited(),
+        "the task's first writer died in the middle of it"
+    );
+    assert_eq!(done["result"]["events_deleted"], purge_before);
+    assert_eq!(done["result"]["matches_preview"], true);
+    let (_, audit) = a.get_as(&token, "/api/v1/audit");
+    let completions = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "task.completed" && e["task_id"] == id)
+        .count();
+    assert_eq!(completions, 1, "completed exactly once: {audit}");
+
+    // Every kept event once; no deleted one; the deleted markers nowhere, the kept ones kept.
+    let after = export_all(&a, &keys);
+    assert_eq!(after.len(), before.len() - purge_before);
+    assert!(after.iter().all(|e| e["event_type"] == "Keep"));
+    let kept: Vec<&str> = after
+        .iter()
+        .map(|e| e["$insert_id"].as_str().unwrap())
+        .collect();
+    let keeps_before: Vec<&str> = before
+        .iter()
+        .filter(|e| e["event_type"] == "Keep")
+        .map(|e| e["$insert_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(kept.len(), keeps_before.len());
+    assert!(events_acked > 0);
+    let needles = [
+        "keep-marker-na",
+        "keep-marker-nb",
+        "keep-marker-nc",
+        "purge-marker-na",
+        "purge-marker-nb",
+        "purge-marker-nc",
+    ];
+    let scan_env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_eq!(
+        scan_with(&a.data_dir, &scan_env, &needles),
+        vec!["keep-marker-na", "keep-marker-nb", "keep-marker-nc"],
+        "the bucket (every object, raw and decoded) and the database hold no deleted marker"
+    );
+    drop((b, c));
+}
