@@ -2,7 +2,8 @@
 # Runs every test of lethe. Installs what the tests need first: the official Amplitude Python
 # SDK and DuckDB (PyPI) for the compatibility tests, moto's S3 server (PyPI) and Debian's
 # PostgreSQL for deployments beyond one machine (the server, deletion, privacy and crash suites
-# run three times: local, S3 + SQLite, S3 + PostgreSQL), Debian's Chromium and playwright-core
+# run four times: local, S3 + SQLite, S3 + PostgreSQL, and S3 + PostgreSQL with every server a
+# one-node cluster; tests/cluster.rs runs three nodes), Debian's Chromium and playwright-core
 # (npm) for the console's end-to-end tests. The disk-full test mounts a small tmpfs (root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,6 +48,8 @@ suites=(--test access --test console_api --test crash --test deletion --test dur
   --test management --test privacy --test segmentation)
 cargo test -p lethe --all-features "${suites[@]}"
 LETHE_TEST_POSTGRES="${pg%% *}" cargo test -p lethe --all-features "${suites[@]}"
+# ...and with every server a one-node cluster (--cluster: its WAL in the bucket, the lease).
+LETHE_TEST_POSTGRES="${pg%% *}" LETHE_TEST_CLUSTER=1 cargo test -p lethe --all-features "${suites[@]}"
 kill "$moto_pid"
 unset LETHE_TEST_S3_ENDPOINT
 # The console in headless Chromium, against the binary the tests just built.

@@ -42,6 +42,32 @@ enum Which {
     /// A User Privacy API job erasing users spread over the whole data set: run time,
     /// segments rewritten against live, residue.
     Privacy(PrivacyArgs),
+    /// `--cluster` nodes on the deployment `LETHE_SEGMENTS` and `LETHE_META` name: /2/httpapi
+    /// throughput through one node and through all, the time from the writer's death to a
+    /// standby's next 200, and to a running task's resumption.
+    Cluster(ClusterArgs),
+}
+
+#[derive(Args)]
+struct ClusterArgs {
+    /// Nodes (the first is the writer).
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// Events sent through /2/httpapi in each throughput run.
+    #[arg(long, default_value_t = 200_000)]
+    http_events: usize,
+    /// Concurrent /2/httpapi clients, spread over the nodes.
+    #[arg(long, default_value_t = 12)]
+    clients: usize,
+    /// Events per /2/httpapi request.
+    #[arg(long, default_value_t = 500)]
+    batch: usize,
+    /// The writer's lease (`--writer-lease`).
+    #[arg(long, default_value = "3s")]
+    lease: String,
+    /// Where the nodes' data dirs go (a temp dir by default).
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -109,6 +135,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         Which::Ingest(a) => ingest(a),
         Which::Delete(a) => delete(a),
         Which::Privacy(a) => privacy(a),
+        Which::Cluster(a) => cluster(a),
     }
 }
 
@@ -364,6 +391,13 @@ impl ServerProcess {
         ))
     }
 
+    /// Stops the process the hard way, as a machine lost would.
+    fn kill9(mut self) -> anyhow::Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
     /// Graceful stop (SIGTERM: flush, then exit).
     fn stop(mut self) -> anyhow::Result<()> {
         Command::new("kill")
@@ -401,7 +435,12 @@ fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     let data_dir = tmp.join("data");
     let import_s = import(&server, &data_set, args.import_streams)?;
     let import_rss = server.peak_rss_mib();
-    let http_s = http_ingest(&server, &args)?;
+    let http_s = http_ingest(
+        &[&server.url],
+        &server.api_key,
+        (args.http_events, args.clients, args.batch),
+        args.wide,
+    )?;
     let peak_rss = server.peak_rss_mib();
     // A graceful stop flushes every event; the restarted server reports what is stored.
     server.stop()?;
@@ -536,15 +575,22 @@ fn import(server: &ServerProcess, path: &Path, streams: usize) -> anyhow::Result
 }
 
 /// Concurrent clients sending pre-built batches to /2/httpapi; seconds until all acknowledged.
-fn http_ingest(server: &ServerProcess, args: &IngestArgs) -> anyhow::Result<f64> {
-    let per_client = args.http_events / args.clients / args.batch;
-    let bodies: Vec<Vec<String>> = (0..args.clients)
+/// Sends `events` through /2/httpapi from `clients` concurrent clients in `batch`-event
+/// requests, client `c` to `urls[c % urls.len()]`; the seconds until every one is answered 200.
+fn http_ingest(
+    urls: &[&str],
+    api_key: &str,
+    (events, clients, batch): (usize, usize, usize),
+    wide: bool,
+) -> anyhow::Result<f64> {
+    let per_client = events / clients / batch;
+    let bodies: Vec<Vec<String>> = (0..clients)
         .map(|c| {
-            let mut mix = Mix::new(1000 + c as u64, 100_000).wide(args.wide);
+            let mut mix = Mix::new(1000 + c as u64, 100_000).wide(wide);
             (0..per_client)
                 .map(|_| {
-                    let mut body = format!("{{\"api_key\":\"{}\",\"events\":[", server.api_key);
-                    for i in 0..args.batch {
+                    let mut body = format!("{{\"api_key\":\"{api_key}\",\"events\":[");
+                    for i in 0..batch {
                         if i > 0 {
                             body.push(',');
                         }
@@ -556,12 +602,12 @@ fn http_ingest(server: &ServerProcess, args: &IngestArgs) -> anyhow::Result<f64>
                 .collect()
         })
         .collect();
-    let url = format!("{}/2/httpapi", server.url);
     let started = Instant::now();
     let clients: Vec<_> = bodies
         .into_iter()
-        .map(|bodies| {
-            let url = url.clone();
+        .enumerate()
+        .map(|(c, bodies)| {
+            let url = format!("{}/2/httpapi", urls[c % urls.len()]);
             std::thread::spawn(move || -> anyhow::Result<()> {
                 let client = reqwest::blocking::Client::builder()
                     .timeout(Duration::from_secs(60))
@@ -898,6 +944,135 @@ fn privacy(args: PrivacyArgs) -> anyhow::Result<()> {
     println!("peak RSS of the server: {:.0} MiB", server.peak_rss_mib());
     println!("residue: {residue} of {} erased users' device ids still on disk (must be 0); {intact} of {} kept users' found (must be all); a cohort user's device id found: {} (must be false)", erased.len(), kept.len(), found.contains("cohort-device-0007"));
     server.stop()?;
+    if args.work_dir.is_none() {
+        std::fs::remove_dir_all(&tmp)?;
+    }
+    Ok(())
+}
+
+/// Starts `nodes` cluster nodes, measures ingestion through the first and through all, then
+/// kills the writer twice: once while a standby's client sends, once in a running task.
+fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
+    for var in ["LETHE_SEGMENTS", "LETHE_META"] {
+        if std::env::var(var).is_err() {
+            bail!("{var} must name the deployment's bucket and PostgreSQL database");
+        }
+    }
+    let tmp = tempfile_dir(args.work_dir.as_deref())?;
+    let serve = ["--cluster", "--writer-lease", &args.lease];
+    let mut nodes = vec![ServerProcess::start(&tmp.join("node-0"), &serve)?];
+    let api_key = nodes[0].api_key.clone();
+    let shape = (args.http_events, args.clients, args.batch);
+    let one = http_ingest(&[&nodes[0].url], &api_key, shape, false)?;
+    for n in 1..args.nodes {
+        nodes.push(ServerProcess::start(
+            &tmp.join(format!("node-{n}")),
+            &serve,
+        )?);
+    }
+    let urls: Vec<&str> = nodes.iter().map(|n| n.url.as_str()).collect();
+    let all = http_ingest(&urls, &api_key, shape, false)?;
+
+    // The writer dies while a standby's client sends: the time to the next 200 there.
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()?;
+    let standby = nodes[1].url.clone();
+    let body = json!({"api_key": api_key, "events": [{"event_type": "Failover", "user_id": "bench-user-1"}]});
+    let writer = nodes.remove(0);
+    let killed = Instant::now();
+    writer.kill9()?;
+    let served = loop {
+        let r = client
+            .post(format!("{standby}/2/httpapi"))
+            .json(&body)
+            .send()?;
+        if r.status().as_u16() == 200 {
+            break killed.elapsed().as_secs_f64();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+
+    // The writer dies in a running task (it rewrites the day every event above is in): the
+    // time until another node starts it again.
+    let token = nodes[0].token.clone();
+    let now = lethe_meta::now_ms();
+    let spec = json!({"name": "bench failover", "start": rfc3339(now - 3_600_000),
+        "end": rfc3339(now + 1), "clauses": [{"kind": "event", "event_types": ["Failover"]}],
+        "confirm": "DELETE"});
+    let task: Value = client
+        .post(format!(
+            "{standby}/api/v1/projects/{}/deletion-tasks",
+            nodes[0].project_id
+        ))
+        .bearer_auth(&token)
+        .json(&spec)
+        .send()?
+        .json()?;
+    let id = task["id"].as_i64().context("task id")?;
+    let status = |id: i64| -> anyhow::Result<Value> {
+        Ok(client
+            .get(format!("{standby}/api/v1/deletion-tasks/{id}"))
+            .bearer_auth(&token)
+            .send()?
+            .json()?)
+    };
+    while status(id)?["status"] != "running" {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let writer_url: Value = client.get(format!("{standby}/healthz")).send()?.json()?;
+    let writer_at = writer_url["writer"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let position = nodes
+        .iter()
+        .position(|n| n.url == writer_at)
+        .context("the writer is one of the nodes")?;
+    let killed = Instant::now();
+    nodes.remove(position).kill9()?;
+    let starts = |id: i64| -> anyhow::Result<usize> {
+        let audit: Value = client
+            .get(format!("{}/api/v1/audit", nodes[0].url))
+            .bearer_auth(&token)
+            .send()?
+            .json()?;
+        Ok(audit
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|e| e["action"] == "task.started" && e["task_id"] == id)
+                    .count()
+            })
+            .unwrap_or(0))
+    };
+    while starts(id)? < 2 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let resumed = killed.elapsed().as_secs_f64();
+    while status(id)?["status"] != "completed" {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for node in nodes {
+        node.stop()?;
+    }
+    println!();
+    println!("| measure (writer lease {}) | value |", args.lease);
+    println!("|---|---|");
+    println!(
+        "| /2/httpapi through 1 node, {} clients × {}-event batches | {:.0} events/s |",
+        args.clients,
+        args.batch,
+        args.http_events as f64 / one
+    );
+    println!(
+        "| /2/httpapi through {} nodes, same clients spread over them | {:.0} events/s ({:.2}× one node) |",
+        args.nodes,
+        args.http_events as f64 / all,
+        one / all
+    );
+    println!("| writer killed → a standby's next 200 | {served:.2} s |");
+    println!("| writer killed in a running task → the task started again | {resumed:.2} s |");
     if args.work_dir.is_none() {
         std::fs::remove_dir_all(&tmp)?;
     }

@@ -205,17 +205,24 @@ impl MetaStore {
         let password = admin_password.map(str::to_string).or(generated.clone());
         let hash = hash_password(password.as_deref().unwrap_or_default())?;
         let project = self.tx(|tx| {
-            tx.execute(
-                "INSERT INTO organization (id, name, created_at) VALUES (1, 'lethe', ?1)",
+            let created = tx.execute(
+                "INSERT INTO organization (id, name, created_at) VALUES (1, 'lethe', ?1)
+                 ON CONFLICT (id) DO NOTHING",
                 params![now_ms()],
             )?;
+            if created == 0 {
+                // Another node of a cluster, starting at the same moment, made it.
+                return Ok(None);
+            }
             tx.execute(
                 "INSERT INTO users (email, password_hash, role, created_at) VALUES (?1, ?2, 'admin', ?3)",
                 params![admin_email, hash, now_ms()],
             )?;
-            let project = insert_project(tx, "Default", "system")?;
-            Ok(project)
+            Ok(Some(insert_project(tx, "Default", "system")?))
         })?;
+        let Some(project) = project else {
+            return Ok(None);
+        };
         Ok(Some(NewProject {
             project,
             admin_password: generated,

@@ -4,11 +4,13 @@
 //! length; when it lapses (the node died) another node takes it with the next epoch.
 //!
 //! The epoch is the fence: once a node is the writer, every transaction it commits first
-//! checks that the row still holds its epoch (and locks the row, so a takeover waits for the
-//! commit in flight), so a writer whose lease was taken over commits nothing more.
+//! checks that the row still holds its epoch, with a shared lock on the row until it ends: a
+//! takeover locks the row exclusively, so it waits for the commit in flight, while a renewal
+//! (an update of the lease's end) passes even during a long commit. A writer whose lease was
+//! taken over commits nothing more.
 
 use crate::sql::{params, Conn};
-use crate::{MetaError, MetaStore, Result};
+use crate::{MetaError, MetaStore, Result, RowLock};
 
 /// The current writer, as the row names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,15 +24,16 @@ pub struct Writer {
     pub lease_until: i64,
 }
 
-/// Fails with [`MetaError::Fenced`] unless the lease still holds `epoch`; locks the row until
-/// the transaction ends.
-pub(crate) fn hold_fence(c: &mut dyn Conn, epoch: i64) -> Result<()> {
-    let held = c.execute(
-        "UPDATE cluster_writer SET epoch = epoch WHERE id = 1 AND epoch = ?1",
-        params![epoch],
+/// Fails with [`MetaError::Fenced`] unless the lease still holds `epoch`; the row stays
+/// locked (`lock`: the dialect's shared row lock) until the transaction ends.
+pub(crate) fn hold_fence(c: &mut dyn Conn, epoch: i64, lock: &str) -> Result<()> {
+    let held: Option<i64> = c.query_opt(
+        &format!("SELECT epoch FROM cluster_writer WHERE id = 1{lock}"),
+        &[],
+        |r| r.get(0),
     )?;
     match held {
-        1 => Ok(()),
+        Some(current) if current == epoch => Ok(()),
         _ => Err(MetaError::Fenced(epoch)),
     }
 }
@@ -52,9 +55,7 @@ impl MetaStore {
 
     /// Makes `node` the writer until `now + lease_ms` if the lease has lapsed (or was this
     /// node's: a node restarted on its data dir), returning its new epoch; `None` while
-    /// another node holds it. From then on every transaction of this store is fenced by
-    /// that epoch (renewals go through another connection, so that a long statement here
-    /// cannot hold them up).
+    /// another node holds it. The store that will write then calls [`MetaStore::fence`].
     pub fn take_writer(
         &self,
         node: &str,
@@ -62,23 +63,43 @@ impl MetaStore {
         now: i64,
         lease_ms: i64,
     ) -> Result<Option<i64>> {
-        let epoch = self.with(|c| {
-            c.query_opt(
-                "INSERT INTO cluster_writer (id, node, address, epoch, lease_until)
-                 VALUES (1, ?1, ?2, 1, ?3)
-                 ON CONFLICT (id) DO UPDATE SET node = excluded.node,
-                     address = excluded.address, epoch = cluster_writer.epoch + 1,
-                     lease_until = excluded.lease_until
-                 WHERE cluster_writer.lease_until < ?4 OR cluster_writer.node = ?1
-                 RETURNING epoch",
-                params![node, address, now + lease_ms, now],
-                |r| r.get(0),
-            )
-        })?;
-        if let Some(epoch) = epoch {
-            *self.fence.lock().unwrap_or_else(|p| p.into_inner()) = Some(epoch);
+        let free = |writer: &Option<Writer>| {
+            writer
+                .as_ref()
+                .is_none_or(|w| w.lease_until < now || w.node == node)
+        };
+        // A look first, without a lock: a held lease costs the writer's commits nothing.
+        if !free(&self.writer()?) {
+            return Ok(None);
         }
-        Ok(epoch)
+        let exclusive = self.row_lock(RowLock::Exclusive);
+        self.with(|c| {
+            c.transaction(|c| {
+                // Waits for the commit in flight of the writer whose lease lapsed.
+                let current = c.query_opt(
+                    &format!("SELECT epoch FROM cluster_writer WHERE id = 1{exclusive}"),
+                    &[],
+                    |r| r.get::<i64>(0),
+                )?;
+                c.query_opt(
+                    "INSERT INTO cluster_writer (id, node, address, epoch, lease_until)
+                     VALUES (1, ?1, ?2, ?5, ?3)
+                     ON CONFLICT (id) DO UPDATE SET node = excluded.node,
+                         address = excluded.address, epoch = excluded.epoch,
+                         lease_until = excluded.lease_until
+                     WHERE cluster_writer.lease_until < ?4 OR cluster_writer.node = ?1
+                     RETURNING epoch",
+                    params![node, address, now + lease_ms, now, current.unwrap_or(0) + 1],
+                    |r| r.get(0),
+                )
+            })
+        })
+    }
+
+    /// From now on every transaction of this store must find the lease at `epoch` (this
+    /// node took it), and locks it against a takeover until it ends.
+    pub fn fence(&self, epoch: i64) {
+        *self.fence.lock().unwrap_or_else(|p| p.into_inner()) = Some(epoch);
     }
 
     /// Extends the writer's lease of `epoch` to `until`; [`MetaError::Fenced`] if another

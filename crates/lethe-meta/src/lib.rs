@@ -198,6 +198,15 @@ impl fmt::Debug for MetaPlace {
     }
 }
 
+/// How strongly a `SELECT` locks the rows it reads (`MetaStore::row_lock`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RowLock {
+    /// Blocks only an exclusive lock (PostgreSQL's `FOR KEY SHARE`: updates still pass).
+    Shared,
+    /// Blocks every other lock (`FOR UPDATE`).
+    Exclusive,
+}
+
 /// How a node shares its PostgreSQL database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NodeRole {
@@ -256,14 +265,25 @@ impl MetaStore {
     /// Runs `f` in one transaction; on a cluster's writer, only while it holds the lease.
     fn tx<T>(&self, f: impl FnOnce(&mut dyn Conn) -> Result<T>) -> Result<T> {
         let fence = *self.fence.lock().unwrap_or_else(|p| p.into_inner());
+        let shared = self.row_lock(RowLock::Shared);
         self.with(|c| {
             c.transaction(|c| {
                 if let Some(epoch) = fence {
-                    cluster::hold_fence(c, epoch)?;
+                    cluster::hold_fence(c, epoch, shared)?;
                 }
                 f(c)
             })
         })
+    }
+
+    /// The clause that locks the rows a `SELECT` reads until the transaction ends, in this
+    /// database's dialect (SQLite has one writer at a time: nothing to add).
+    fn row_lock(&self, lock: RowLock) -> &'static str {
+        match (&*self.db.lock().unwrap_or_else(|p| p.into_inner()), lock) {
+            (Db::Sqlite(_), _) => "",
+            (Db::Postgres(_), RowLock::Shared) => " FOR KEY SHARE",
+            (Db::Postgres(_), RowLock::Exclusive) => " FOR UPDATE",
+        }
     }
 
     /// The database's own consistency check: empty when it is sound, else what it found

@@ -549,14 +549,8 @@ fn one_writer_at_a_time_and_a_taken_over_writer_commits_nothing() {
             meta.take_writer("a", "http://a", 1_000, 500).unwrap(),
             Some(1)
         );
-        let other: Box<dyn Fn() -> MetaStore> = match &b.url {
-            Some(url) => Box::new(move || {
-                MetaStore::open_at(&url.parse().unwrap(), std::path::Path::new("/nonexistent"))
-                    .unwrap()
-            }),
-            None => Box::new(|| MetaStore::open(&b._dir.path().join("meta.sqlite")).unwrap()),
-        };
-        let node_b = other();
+        meta.fence(1);
+        let node_b = second_connection(&b);
         assert_eq!(
             node_b.take_writer("b", "http://b", 1_400, 500).unwrap(),
             None
@@ -579,6 +573,7 @@ fn one_writer_at_a_time_and_a_taken_over_writer_commits_nothing() {
             node_b.take_writer("b", "http://b", 2_001, 500).unwrap(),
             Some(2)
         );
+        node_b.fence(2);
         let writer = meta.writer().unwrap().unwrap();
         assert_eq!(
             (writer.node.as_str(), writer.address.as_str(), writer.epoch),
@@ -614,5 +609,33 @@ fn one_writer_at_a_time_and_a_taken_over_writer_commits_nothing() {
             meta.take_writer("a", "http://a", 2_200, 500).unwrap(),
             Some(4)
         );
+    }
+}
+
+/// Another connection to the backend's database, as another node has.
+fn second_connection(b: &Backend) -> MetaStore {
+    match &b.url {
+        Some(url) => MetaStore::open_at(&url.parse().unwrap(), b._dir.path()).unwrap(),
+        None => MetaStore::open(&b._dir.path().join("meta.sqlite")).unwrap(),
+    }
+}
+
+#[test]
+fn nodes_starting_together_make_the_organization_once() {
+    for b in backends() {
+        let others: Vec<MetaStore> = (0..4).map(|_| second_connection(&b)).collect();
+        let made = std::thread::scope(|s| {
+            let starts: Vec<_> = others
+                .iter()
+                .map(|meta| s.spawn(move || meta.bootstrap("a@b.c", Some("pw")).unwrap()))
+                .collect();
+            starts
+                .into_iter()
+                .filter_map(|start| start.join().unwrap())
+                .count()
+        });
+        assert_eq!(made, 1, "{}", b.name);
+        assert_eq!(b.meta.list_projects().unwrap().len(), 1, "{}", b.name);
+        assert_eq!(b.meta.list_users().unwrap().len(), 1, "{}", b.name);
     }
 }

@@ -48,6 +48,7 @@ pub fn unavailable(reason: lethe_store::Unavailable) -> (&'static str, String) {
     let code = match reason {
         lethe_store::Unavailable::StorageFull => "storage_full",
         lethe_store::Unavailable::Io => "storage_error",
+        lethe_store::Unavailable::NotWriter => "not_writer",
     };
     (code, format!("Service unavailable, retry later: {reason}"))
 }

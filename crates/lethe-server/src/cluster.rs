@@ -22,6 +22,7 @@ use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use lethe_meta::{now_ms, MetaError, MetaStore, Writer};
+use lethe_store::AckDeadline;
 use serde_json::json;
 use tower::ServiceExt;
 
@@ -72,6 +73,8 @@ pub(crate) struct Node {
     trusted_proxy: bool,
     /// The epoch of the last writer found unreachable (warned about once).
     unreachable: AtomicI64,
+    /// Until when this node, as the writer, may acknowledge writes.
+    pub ack_deadline: AckDeadline,
 }
 
 impl Node {
@@ -102,6 +105,7 @@ impl Node {
             stopping: AtomicBool::new(false),
             trusted_proxy,
             unreachable: AtomicI64::new(0),
+            ack_deadline: AckDeadline::default(),
         })
     }
 
@@ -290,11 +294,13 @@ async fn serve(State(node): State<Arc<Node>>, request: Request) -> Response {
     }
 }
 
-/// Tries to take the writer's lease until it does (or the node stops); returns its epoch.
-pub(crate) fn await_lease(keeper: &MetaStore, node: &Node) -> Option<i64> {
+/// Tries to take the writer's lease (through `keeper`, the lease's own connection) until it
+/// does or the node stops; then fences `meta`, the store's connection, by its epoch.
+pub(crate) fn await_lease(keeper: &MetaStore, meta: &MetaStore, node: &Node) -> Option<i64> {
     let lease = node.lease;
     let mut announced = false;
     while !node.stopping.load(Ordering::Acquire) {
+        let attempt = Instant::now();
         match keeper.take_writer(
             &node.id,
             &node.advertise,
@@ -302,6 +308,8 @@ pub(crate) fn await_lease(keeper: &MetaStore, node: &Node) -> Option<i64> {
             lease.as_millis() as i64,
         ) {
             Ok(Some(epoch)) => {
+                meta.fence(epoch);
+                node.ack_deadline.extend_to(attempt + lease * 3 / 4);
                 tracing::info!(epoch, "this node is the cluster's writer");
                 return Some(epoch);
             }
@@ -326,7 +334,10 @@ pub(crate) fn keep_lease(keeper: &MetaStore, node: &Node, epoch: i64, renewing: 
     while renewing.load(Ordering::Acquire) {
         let attempt = Instant::now();
         match keeper.renew_writer(epoch, now_ms() + lease.as_millis() as i64) {
-            Ok(()) => renewed = attempt,
+            Ok(()) => {
+                renewed = attempt;
+                node.ack_deadline.extend_to(attempt + lease * 3 / 4);
+            }
             Err(MetaError::Fenced(_)) => lost_lease("another node took the writer's lease over"),
             Err(e) => tracing::warn!(error = %e, "cannot renew the writer's lease"),
         }

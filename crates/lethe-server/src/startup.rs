@@ -10,7 +10,7 @@ use std::sync::{Arc, OnceLock};
 
 use fs2::FileExt;
 use lethe_meta::{MetaPlace, MetaStore, NewProject, NodeRole};
-use lethe_store::{DataDir, SegmentPlace, Store, WalPlace};
+use lethe_store::{AckDeadline, DataDir, SegmentPlace, Store, WalPlace};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::cluster::{await_lease, keep_lease, Node};
@@ -154,7 +154,7 @@ pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
                 parts: Box::new(parts),
             }
         }
-        _ => Mode::Single(parts.open().await?),
+        _ => Mode::Single(parts.open(None).await?),
     };
     Ok(Running {
         addr,
@@ -190,12 +190,14 @@ struct Parts {
 }
 
 impl Parts {
-    /// Opens the store (replaying the WAL) and makes the handlers' state.
-    async fn open(&self) -> Result<App, StartError> {
+    /// Opens the store (replaying the WAL) and makes the handlers' state; a cluster's
+    /// writer acknowledges writes only until `ack_deadline`.
+    async fn open(&self, ack_deadline: Option<AckDeadline>) -> Result<App, StartError> {
         let mut store_config = self.config.store.clone();
         if self.cluster_secret.is_some() {
             // The next writer must find every acknowledged batch: the WAL is in the bucket.
             store_config.wal = WalPlace::Segments;
+            store_config.ack_deadline = ack_deadline;
         }
         let store = {
             let (dir, meta) = (self.dir.clone(), self.meta.clone());
@@ -279,8 +281,8 @@ async fn run_for_writer(
     parts: Box<Parts>,
 ) -> std::io::Result<()> {
     let epoch = {
-        let (node, meta) = (node.clone(), parts.meta.clone());
-        tokio::task::spawn_blocking(move || await_lease(&meta, &node))
+        let (node, keeper, meta) = (node.clone(), keeper.clone(), parts.meta.clone());
+        tokio::task::spawn_blocking(move || await_lease(&keeper, &meta, &node))
             .await
             .map_err(std::io::Error::other)?
     };
@@ -295,7 +297,7 @@ async fn run_for_writer(
             .spawn(move || keep_lease(&keeper, &node, epoch, &renewing))?
     };
     let opening = std::time::Instant::now();
-    let app = match parts.open().await {
+    let app = match parts.open(Some(node.ack_deadline.clone())).await {
         Ok(app) => app,
         Err(e) => {
             // Another node may manage where this one cannot (its lease lapses on its own).

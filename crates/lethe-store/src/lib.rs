@@ -108,6 +108,27 @@ pub enum Unavailable {
     /// Another write or fsync error.
     #[error("a write or fsync failed")]
     Io,
+    /// This node's lease as a cluster's writer ran out before the batch was durable.
+    #[error("this node is no longer the cluster's writer")]
+    NotWriter,
+}
+
+/// Until when a store may acknowledge writes: a cluster writer's lease, as its keeper last
+/// renewed it (by the monotonic clock, so that a process paused past it and resumed finds
+/// it over). A store without one acknowledges whenever its WAL is durable.
+#[derive(Debug, Clone, Default)]
+pub struct AckDeadline(std::sync::Arc<std::sync::Mutex<Option<std::time::Instant>>>);
+
+impl AckDeadline {
+    /// Writes may be acknowledged until `until`.
+    pub fn extend_to(&self, until: std::time::Instant) {
+        *lock(&self.0) = Some(until);
+    }
+
+    /// Whether a write made durable now may be acknowledged.
+    pub fn allows_now(&self) -> bool {
+        lock(&self.0).is_some_and(|until| std::time::Instant::now() < until)
+    }
 }
 
 impl Unavailable {

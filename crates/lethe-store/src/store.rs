@@ -53,6 +53,8 @@ pub struct StoreConfig {
     pub segments: SegmentPlace,
     /// Where the WAL is kept.
     pub wal: WalPlace,
+    /// A cluster writer's lease: no write is acknowledged after it (`None`: no lease).
+    pub ack_deadline: Option<crate::AckDeadline>,
 }
 
 /// Where a store keeps its WAL.
@@ -76,6 +78,7 @@ impl Default for StoreConfig {
             salvage_wal: false,
             segments: SegmentPlace::DataDir,
             wal: WalPlace::DataDir,
+            ack_deadline: None,
         }
     }
 }

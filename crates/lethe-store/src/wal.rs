@@ -217,6 +217,17 @@ impl WalFile {
         Ok(())
     }
 
+    /// Takes back the group the last `sync` made durable, before anyone acknowledged it: its
+    /// object is deleted (a writer whose lease ran out must leave nothing for the next to
+    /// replay). A file's fsynced bytes cannot be taken back, and a node's own WAL has no
+    /// lease to run out.
+    pub fn retract_last_group(&mut self) -> Result<()> {
+        match &self.root {
+            WalRoot::Bucket(storage) => storage.delete(&Storage::wal_key(self.seq - 1)),
+            WalRoot::Dir(_) => Ok(()),
+        }
+    }
+
     /// Seals the file for a flush: returns the highest sequence number whose records the
     /// flush covers, and starts a new file when this one holds records.
     pub fn seal(&mut self) -> Result<u64> {

@@ -122,6 +122,16 @@ impl WalWriter<'_> {
             self.fail(e);
             return;
         }
+        let lease = &self.inner.config.ack_deadline;
+        if lease.as_ref().is_some_and(|lease| !lease.allows_now()) {
+            // Durable, but the lease ran out: another node may soon be the writer (a quarter
+            // of the lease from now at the earliest). The group is taken back and refused.
+            if let Err(e) = self.file.retract_last_group() {
+                tracing::error!(error = %e, "cannot take back a WAL object written after the writer's lease ran out");
+            }
+            self.fail(StoreError::Unavailable(Unavailable::NotWriter));
+            return;
+        }
         self.durable.fetch_max(last_batch, Ordering::AcqRel);
         metrics::gauge!("lethe_wal_bytes").set(self.file.bytes as f64);
         let synced = std::mem::take(&mut self.appended);

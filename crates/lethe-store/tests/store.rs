@@ -5,7 +5,10 @@ use std::sync::Arc;
 use arrow_array::{Array, StringArray};
 use lethe_event::{parse_event, ParsedEvent, Shape};
 use lethe_meta::MetaStore;
-use lethe_store::{base_column, DataDir, PropertyKind, ScanRequest, Store, StoreConfig};
+use lethe_store::{
+    base_column, AckDeadline, DataDir, PropertyKind, ScanRequest, Store, StoreConfig, Unavailable,
+    WalPlace,
+};
 
 fn open(dir: &std::path::Path) -> (Arc<MetaStore>, Store) {
     let data = DataDir::new(dir);
@@ -355,4 +358,46 @@ fn a_scan_reads_segments_and_unflushed_events_through_one_schema() {
     assert!(scanned_values(&store, PropertyKind::Event, "never", upload, all).is_empty());
     // A window on upload time before every event reads no partition and no unflushed event.
     assert!(scanned_values(&store, PropertyKind::Event, "plan", upload, (0, 1)).is_empty());
+}
+
+#[test]
+fn a_writer_whose_lease_ran_out_acknowledges_nothing_and_the_next_replays_what_it_did() {
+    use std::time::{Duration, Instant};
+    let tmp = tempfile::tempdir().unwrap();
+    let data = DataDir::new(tmp.path());
+    data.create().unwrap();
+    let meta = Arc::new(MetaStore::open(&data.meta_db()).unwrap());
+    meta.bootstrap("admin@localhost", Some("pw")).unwrap();
+    let lease = AckDeadline::default();
+    let config = StoreConfig {
+        wal: WalPlace::Segments,
+        ack_deadline: Some(lease.clone()),
+        ..StoreConfig::default()
+    };
+    let store = Store::open(data.clone(), meta.clone(), config.clone()).unwrap();
+    let send = |name: &str| {
+        store.ingest(
+            1,
+            vec![event(&format!(
+                r#"{{"event_type":"{name}","user_id":"user-1","insert_id":"{name}"}}"#
+            ))],
+        )
+    };
+    lease.extend_to(Instant::now() + Duration::from_secs(60));
+    send("before").unwrap();
+    lease.extend_to(Instant::now());
+    let refused = send("lapsed").unwrap_err();
+    assert_eq!(refused.unavailable(), Some(Unavailable::NotWriter));
+    lease.extend_to(Instant::now() + Duration::from_secs(60));
+    send("renewed").unwrap();
+    // The node dies; the next writer replays the WAL objects beside the segments.
+    std::mem::forget(store);
+    let next = Store::open(data, meta, config).unwrap();
+    let mut types: Vec<String> = all_events(&next, 1)
+        .into_iter()
+        .map(|e| e.event_type)
+        .collect();
+    types.sort();
+    assert_eq!(types, vec!["before", "renewed"]);
+    assert!(tmp.path().join("segments/wal").read_dir().unwrap().count() >= 2);
 }

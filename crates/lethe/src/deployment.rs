@@ -15,8 +15,8 @@ pub struct DeploymentArgs {
     pub segments: SegmentPlace,
     /// Where the metadata and the deletion queue go: `local` (SQLite in the data dir) or a
     /// PostgreSQL database, `postgres://user:password@host:port/database` (created by the
-    /// operator; lethe creates its tables). One server per database for now: a second
-    /// refuses to start.
+    /// operator; lethe creates its tables). One server per database, or several started
+    /// with `--cluster`.
     #[arg(
         long,
         env = "LETHE_META",

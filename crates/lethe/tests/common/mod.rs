@@ -353,7 +353,9 @@ pub fn basic(key: &str, secret: &str) -> String {
 /// again with segments on S3 (`LETHE_TEST_S3_ENDPOINT`: moto; each dir gets a prefix of its
 /// own in the `lethe-tests` bucket) and with the metadata on PostgreSQL too
 /// (`LETHE_TEST_POSTGRES`: an administrator URL; each dir gets a database of its own).
-/// `lethe scan` of `dir` then searches that prefix and that database as well.
+/// `lethe scan` of `dir` then searches that prefix and that database as well. With
+/// `LETHE_TEST_CLUSTER` too, every server is a one-node cluster (`--cluster`: its WAL in the
+/// bucket, the writer's lease).
 pub fn deployment(dir: &Path) -> Vec<(&'static str, String)> {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -383,6 +385,9 @@ pub fn deployment(dir: &Path) -> Vec<(&'static str, String)> {
             .rsplit_once('/')
             .expect("admin URL ends with /database");
         env.push(("LETHE_META", format!("{server}/{database}")));
+    }
+    if std::env::var("LETHE_TEST_CLUSTER").is_ok() {
+        env.push(("LETHE_CLUSTER", "true".into()));
     }
     env
 }
