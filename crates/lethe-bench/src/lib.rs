@@ -65,6 +65,9 @@ struct ClusterArgs {
     /// The writer's lease (`--writer-lease`).
     #[arg(long, default_value = "3s")]
     lease: String,
+    /// Throughput runs per configuration (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
     /// Where the nodes' data dirs go (a temp dir by default).
     #[arg(long)]
     work_dir: Option<PathBuf>,
@@ -439,7 +442,7 @@ fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         &[&server.url],
         &server.api_key,
         (args.http_events, args.clients, args.batch),
-        args.wide,
+        (1000, args.wide),
     )?;
     let peak_rss = server.peak_rss_mib();
     // A graceful stop flushes every event; the restarted server reports what is stored.
@@ -576,17 +579,19 @@ fn import(server: &ServerProcess, path: &Path, streams: usize) -> anyhow::Result
 
 /// Concurrent clients sending pre-built batches to /2/httpapi; seconds until all acknowledged.
 /// Sends `events` through /2/httpapi from `clients` concurrent clients in `batch`-event
-/// requests, client `c` to `urls[c % urls.len()]`; the seconds until every one is answered 200.
+/// requests, client `c` to `urls[c % urls.len()]`, its events drawn from seed `seed + c`
+/// (insert_ids differ between seeds: a run with other seeds sends no duplicates); the
+/// seconds until every one is answered 200.
 fn http_ingest(
     urls: &[&str],
     api_key: &str,
     (events, clients, batch): (usize, usize, usize),
-    wide: bool,
+    (seed, wide): (u64, bool),
 ) -> anyhow::Result<f64> {
     let per_client = events / clients / batch;
     let bodies: Vec<Vec<String>> = (0..clients)
         .map(|c| {
-            let mut mix = Mix::new(1000 + c as u64, 100_000).wide(wide);
+            let mut mix = Mix::new(seed + c as u64, 100_000).wide(wide);
             (0..per_client)
                 .map(|_| {
                     let mut body = format!("{{\"api_key\":\"{api_key}\",\"events\":[");
@@ -962,16 +967,34 @@ fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
     let serve = ["--cluster", "--writer-lease", &args.lease];
     let mut nodes = vec![ServerProcess::start(&tmp.join("node-0"), &serve)?];
     let api_key = nodes[0].api_key.clone();
-    let shape = (args.http_events, args.clients, args.batch);
-    let one = http_ingest(&[&nodes[0].url], &api_key, shape, false)?;
     for n in 1..args.nodes {
         nodes.push(ServerProcess::start(
             &tmp.join(format!("node-{n}")),
             &serve,
         )?);
     }
+    // Through the writer alone, then through every node, alternately, each run with events
+    // of its own; a first run (not counted) makes the users known.
+    let shape = (args.http_events, args.clients, args.batch);
+    let writer_url = [nodes[0].url.as_str()];
     let urls: Vec<&str> = nodes.iter().map(|n| n.url.as_str()).collect();
-    let all = http_ingest(&urls, &api_key, shape, false)?;
+    http_ingest(&writer_url, &api_key, shape, (10_000, false))?;
+    let (mut one, mut all) = (Vec::new(), Vec::new());
+    for run in 0..args.runs as u64 {
+        one.push(http_ingest(
+            &writer_url,
+            &api_key,
+            shape,
+            (20_000 + 2_000 * run, false),
+        )?);
+        all.push(http_ingest(
+            &urls,
+            &api_key,
+            shape,
+            (21_000 + 2_000 * run, false),
+        )?);
+    }
+    let (one, all) = (median(one), median(all));
 
     // The writer dies while a standby's client sends: the time to the next 200 there.
     let client = reqwest::blocking::Client::builder()
@@ -994,11 +1017,24 @@ fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
     };
 
     // The writer dies in a running task (it rewrites the day every event above is in): the
-    // time until another node starts it again.
+    // time until another node starts it again. The next writer is one of those left.
+    let role = |url: &str| -> anyhow::Result<String> {
+        let health: Value = client.get(format!("{url}/healthz")).send()?.json()?;
+        Ok(health["role"].as_str().unwrap_or_default().to_string())
+    };
+    let mut roles = Vec::new();
+    for node in &nodes {
+        roles.push(role(&node.url)?);
+    }
+    let writer = roles
+        .iter()
+        .position(|r| r == "writer")
+        .context("a writer")?;
+    let standby = nodes[(writer + 1) % nodes.len()].url.clone();
     let token = nodes[0].token.clone();
     let now = lethe_meta::now_ms();
     let spec = json!({"name": "bench failover", "start": rfc3339(now - 3_600_000),
-        "end": rfc3339(now + 1), "clauses": [{"kind": "event", "event_types": ["Failover"]}],
+        "end": rfc3339(now + 1), "clauses": [{"kind": "event", "event_types": ["event_type_39"]}],
         "confirm": "DELETE"});
     let task: Value = client
         .post(format!(
@@ -1017,23 +1053,18 @@ fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
             .send()?
             .json()?)
     };
-    while status(id)?["status"] != "running" {
-        std::thread::sleep(Duration::from_millis(5));
+    loop {
+        match status(id)?["status"].as_str() {
+            Some("running") => break,
+            Some("queued") => {}
+            other => bail!("the task was {other:?} before the writer could be killed in it"),
+        }
     }
-    let writer_url: Value = client.get(format!("{standby}/healthz")).send()?.json()?;
-    let writer_at = writer_url["writer"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let position = nodes
-        .iter()
-        .position(|n| n.url == writer_at)
-        .context("the writer is one of the nodes")?;
     let killed = Instant::now();
-    nodes.remove(position).kill9()?;
+    nodes.remove(writer).kill9()?;
     let starts = |id: i64| -> anyhow::Result<usize> {
         let audit: Value = client
-            .get(format!("{}/api/v1/audit", nodes[0].url))
+            .get(format!("{standby}/api/v1/audit"))
             .bearer_auth(&token)
             .send()?
             .json()?;
@@ -1060,13 +1091,14 @@ fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
     println!("| measure (writer lease {}) | value |", args.lease);
     println!("|---|---|");
     println!(
-        "| /2/httpapi through 1 node, {} clients × {}-event batches | {:.0} events/s |",
+        "| /2/httpapi through the writer alone, {} clients × {}-event batches (median of {}) | {:.0} events/s |",
         args.clients,
         args.batch,
+        args.runs,
         args.http_events as f64 / one
     );
     println!(
-        "| /2/httpapi through {} nodes, same clients spread over them | {:.0} events/s ({:.2}× one node) |",
+        "| /2/httpapi through all {} nodes, the same clients spread over them | {:.0} events/s ({:.2}× the writer alone) |",
         args.nodes,
         args.http_events as f64 / all,
         one / all

@@ -110,7 +110,8 @@ fn export_all(server: &Server, keys: &common::Keys) -> Vec<Value> {
 fn three_nodes_lose_no_acknowledged_event_and_finish_a_task_once_across_kills() {
     let postgres = PgCluster::start();
     let s3 = S3Server::start();
-    let mut env = s3.env("cluster");
+    let mut env = s3.env();
+    env.push(("LETHE_SEGMENTS", "s3://lethe-tests/cluster".into()));
     env.push(("LETHE_META", postgres.database("cluster")));
     let tmp = tempfile::tempdir().unwrap();
     let dir = |name: &str| -> PathBuf { tmp.path().join(name) };

@@ -5,108 +5,23 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Keys, Server};
+use common::{Keys, S3Server, Server};
 use serde_json::{json, Value};
 
-/// moto's S3 server on an ephemeral loopback port, stopped when dropped.
-struct Moto {
-    child: Child,
-    endpoint: String,
-}
-
-impl Moto {
-    fn start() -> Moto {
-        let script = "from moto.server import ThreadedMotoServer\n\
-                      import sys\n\
-                      s = ThreadedMotoServer(ip_address='127.0.0.1', port=0, verbose=False)\n\
-                      s.start()\n\
-                      print('%s:%d' % s.get_host_and_port(), flush=True)\n\
-                      sys.stdin.read()\n\
-                      s.stop()\n";
-        let mut child = Command::new("python3")
-            .args(["-c", script])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3 runs (scripts/test.sh installs moto[server])");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert!(!line.trim().is_empty(), "moto's S3 server did not start");
-        Moto {
-            child,
-            endpoint: format!("http://{}", line.trim()),
-        }
-    }
-
-    /// Creates a bucket; with `versioned`, turns versioning on.
-    fn bucket(&self, name: &str, versioned: bool) {
-        let mut code = String::from("s3.create_bucket(Bucket=b)");
-        if versioned {
-            code += "\ns3.put_bucket_versioning(Bucket=b, VersioningConfiguration={'Status': 'Enabled'})";
-        }
-        self.boto3(name, &code);
-    }
-
-    /// Every key in the bucket (boto3, signed as any S3 client would).
-    fn keys(&self, bucket: &str) -> Vec<String> {
-        self.boto3(
-            bucket,
-            "for o in s3.list_objects_v2(Bucket=b).get('Contents', []): print(o['Key'])",
-        )
-        .lines()
-        .map(String::from)
-        .collect()
-    }
-
-    /// Runs `code` with `s3` (a boto3 client of this server) and `b` (the bucket).
-    fn boto3(&self, bucket: &str, code: &str) -> String {
-        let script = format!(
-            "import boto3, sys\n\
-             s3 = boto3.client('s3', endpoint_url=sys.argv[1], region_name='us-east-1',\n\
-             \x20   aws_access_key_id='lethe-test', aws_secret_access_key='lethe-test')\n\
-             b = sys.argv[2]\n{code}\n"
-        );
-        common::python(&["-c", &script, &self.endpoint, bucket])
-    }
-
-    /// The environment that points lethe at this server.
-    fn env(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("AWS_ENDPOINT", self.endpoint.clone()),
-            ("AWS_ALLOW_HTTP", "true".into()),
-            ("AWS_REGION", "us-east-1".into()),
-            ("AWS_ACCESS_KEY_ID", "lethe-test".into()),
-            ("AWS_SECRET_ACCESS_KEY", "lethe-test".into()),
-        ]
-    }
-
-    /// A lethe server on `dir` whose segments go to `s3://bucket/prefix`.
-    fn lethe(&self, dir: &Path, bucket: &str) -> Server {
-        let env = self.env();
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let segments = format!("s3://{bucket}/events");
-        Server::start_with_env(
-            dir,
-            &["--segments", &segments, "--flush-interval", "100ms"],
-            &env,
-        )
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.stdin.take().map(|mut s| s.write_all(b""));
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A lethe server on `dir` whose segments go to `s3://bucket/events` on `moto`.
+fn lethe(moto: &S3Server, dir: &Path, bucket: &str) -> Server {
+    let env = moto.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let segments = format!("s3://{bucket}/events");
+    Server::start_with_env(
+        dir,
+        &["--segments", &segments, "--flush-interval", "100ms"],
+        &env,
+    )
 }
 
 fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
@@ -119,11 +34,11 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 
 #[test]
 fn events_live_in_the_bucket_and_a_deletion_leaves_no_object_holding_them() {
-    let moto = Moto::start();
+    let moto = S3Server::start();
     moto.bucket("lethe-segments", false);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
-    let server = moto.lethe(&dir, "lethe-segments");
+    let server = lethe(&moto, &dir, "lethe-segments");
     let keys: Keys = server.first_start_keys();
     let events: Vec<Value> = (0..20)
         .map(|i| {
@@ -152,7 +67,7 @@ fn events_live_in_the_bucket_and_a_deletion_leaves_no_object_holding_them() {
 
     // Read back across a restart: the segments come from the bucket.
     server.stop();
-    let server = moto.lethe(&dir, "lethe-segments");
+    let server = lethe(&moto, &dir, "lethe-segments");
     assert_eq!(server.export_today(&keys).len(), 20);
 
     let token = server.admin_token();
@@ -243,7 +158,7 @@ fn refused_start(segments: &str, env: &[(&'static str, String)]) -> String {
 
 #[test]
 fn a_bucket_that_keeps_versions_is_refused_at_start() {
-    let moto = Moto::start();
+    let moto = S3Server::start();
     moto.bucket("versioned", true);
     let stderr = refused_start("s3://versioned/events", &moto.env());
     assert!(stderr.contains("keeps object versions"), "{stderr}");

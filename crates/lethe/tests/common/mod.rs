@@ -583,8 +583,8 @@ fn pg_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/pg_server.sh")
 }
 
-/// moto's S3 server of its own (scripts/s3_server.py, bucket `lethe-tests`), stopped when
-/// dropped.
+/// moto's S3 server of its own (scripts/s3_server.py, on an ephemeral loopback port, with the
+/// bucket `lethe-tests`), stopped when dropped.
 pub struct S3Server {
     child: Child,
     /// `http://host:port`.
@@ -599,22 +599,52 @@ impl S3Server {
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .expect("python3 runs");
+            .expect("python3 runs (scripts/test.sh installs moto[server])");
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
-        assert!(!line.trim().is_empty(), "moto's S3 server started");
+        assert!(!line.trim().is_empty(), "moto's S3 server did not start");
         S3Server {
             child,
             endpoint: format!("http://{}", line.trim()),
         }
     }
 
-    /// The environment of a deployment whose segments are under `prefix` here.
-    pub fn env(&self, prefix: &str) -> Vec<(&'static str, String)> {
+    /// Creates a bucket; with `versioned`, turns versioning on.
+    pub fn bucket(&self, name: &str, versioned: bool) {
+        let mut code = String::from("s3.create_bucket(Bucket=b)");
+        if versioned {
+            code += "\ns3.put_bucket_versioning(Bucket=b, VersioningConfiguration={'Status': 'Enabled'})";
+        }
+        self.boto3(name, &code);
+    }
+
+    /// Every key in the bucket (boto3, signed as any S3 client would).
+    pub fn keys(&self, bucket: &str) -> Vec<String> {
+        self.boto3(
+            bucket,
+            "for o in s3.list_objects_v2(Bucket=b).get('Contents', []): print(o['Key'])",
+        )
+        .lines()
+        .map(String::from)
+        .collect()
+    }
+
+    /// Runs `code` with `s3` (a boto3 client of this server) and `b` (the bucket).
+    pub fn boto3(&self, bucket: &str, code: &str) -> String {
+        let script = format!(
+            "import boto3, sys\n\
+             s3 = boto3.client('s3', endpoint_url=sys.argv[1], region_name='us-east-1',\n\
+             \x20   aws_access_key_id='lethe-test', aws_secret_access_key='lethe-test')\n\
+             b = sys.argv[2]\n{code}\n"
+        );
+        python(&["-c", &script, &self.endpoint, bucket])
+    }
+
+    /// The environment that points lethe at this server.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
         vec![
-            ("LETHE_SEGMENTS", format!("s3://lethe-tests/{prefix}")),
             ("AWS_ENDPOINT", self.endpoint.clone()),
             ("AWS_ALLOW_HTTP", "true".into()),
             ("AWS_REGION", "us-east-1".into()),
