@@ -6,7 +6,9 @@ use std::time::Instant;
 
 use arrow_array::RecordBatch;
 use lethe_event::{Day, Event};
-use lethe_meta::{CatalogDelta, CatalogIds, CatalogKind, CountDelta, MetaStore, ValueTable};
+use lethe_meta::{
+    CatalogDelta, CatalogIds, CatalogKind, CountDelta, MetaStore, SegmentRecord, ValueTable,
+};
 use lethe_store::tail::Layout;
 use lethe_store::{
     events_to_batch, failpoint, parallel_map, Output, PropertyKind, Segment, Store, StoreError,
@@ -65,6 +67,34 @@ pub struct Progress {
     pub bytes_written: u64,
     pub totals: Counts,
     pub clauses: Vec<Counts>,
+    /// The segments the committed partitions retired, and those they made live.
+    #[serde(default)]
+    pub segments_retired: Vec<SegmentDigest>,
+    #[serde(default)]
+    pub segments_created: Vec<SegmentDigest>,
+}
+
+/// A segment a task retired or created, as its receipt names it: which object, and the
+/// CRC-32 of its bytes (no value of any event).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SegmentDigest {
+    pub id: String,
+    pub day: String,
+    pub rows: i64,
+    pub bytes: i64,
+    pub crc32: Option<u32>,
+}
+
+impl From<&SegmentRecord> for SegmentDigest {
+    fn from(record: &SegmentRecord) -> Self {
+        SegmentDigest {
+            id: record.id.clone(),
+            day: record.day.clone(),
+            rows: record.rows,
+            bytes: record.bytes,
+            crc32: record.crc32,
+        }
+    }
 }
 
 /// A completed task's final counts.
@@ -339,6 +369,12 @@ pub fn execute(
         rewrite.stage(outputs)?;
         after.partitions_done.insert(day.clone());
         after.bytes_written += rewrite.staged_bytes();
+        after
+            .segments_retired
+            .extend(rewrite.retiring().map(SegmentDigest::from));
+        after
+            .segments_created
+            .extend(rewrite.staged().iter().map(SegmentDigest::from));
         let retired = rewrite.commit(catalog, Some((task.id, serde_json::to_string(&after)?)))?;
         progress = after;
         timings.write_commit_ms += ms(writing);

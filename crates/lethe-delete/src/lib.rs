@@ -12,10 +12,13 @@ pub mod engine;
 pub mod matcher;
 pub mod privacy;
 pub mod queue;
+pub mod receipt;
 pub mod spec;
 pub mod worker;
 
-pub use engine::{execute, preview, Preview, Progress, RewriteStats, TaskResult, Timings};
+pub use engine::{
+    execute, preview, Preview, Progress, RewriteStats, SegmentDigest, TaskResult, Timings,
+};
 pub use matcher::{Counts, Sample};
 pub use privacy::queue_due_erasures;
 pub use queue::{submit, tasks, QueuedTask};

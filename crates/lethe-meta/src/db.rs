@@ -19,6 +19,8 @@ const SQLITE_MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0007_project_time_zone.sql"),
     include_str!("../migrations/sqlite/0008_groups.sql"),
     include_str!("../migrations/sqlite/0009_cluster.sql"),
+    include_str!("../migrations/sqlite/0010_audit_chain.sql"),
+    include_str!("../migrations/sqlite/0011_deployment_keys.sql"),
 ];
 
 /// PostgreSQL's twins of the SQLite migrations, number for number.
@@ -32,6 +34,8 @@ const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("../migrations/postgres/0007_project_time_zone.sql"),
     include_str!("../migrations/postgres/0008_groups.sql"),
     include_str!("../migrations/postgres/0009_cluster.sql"),
+    include_str!("../migrations/postgres/0010_audit_chain.sql"),
+    include_str!("../migrations/postgres/0011_deployment_keys.sql"),
 ];
 
 /// The database behind a metadata store.

@@ -11,6 +11,7 @@ mod catalog;
 mod cluster;
 mod db;
 mod identity;
+mod keys;
 mod manifest;
 mod privacy;
 mod sql;
@@ -22,10 +23,11 @@ use std::str::FromStr;
 use std::sync::Mutex;
 
 pub use access::{CreatedProject, NewProject, Project, ProjectRole, Role, User, TOKEN_TTL_MS};
-pub use audit::AuditRecord;
+pub use audit::{AuditCheck, AuditRecord};
 pub use catalog::{CatalogDelta, CatalogEntry, CatalogIds, CatalogKind, CountDelta};
 pub use cluster::Writer;
 pub use identity::{GroupRecord, IdKind, IdentityRecord, ProfileRecord};
+pub use keys::DeploymentKeys;
 pub use manifest::{Commit, SegmentRecord};
 pub use privacy::{
     user_id_digest, ErasureJob, ErasureRequest, JobStatus, Suppression, Unscheduled,

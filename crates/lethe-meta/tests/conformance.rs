@@ -639,3 +639,66 @@ fn nodes_starting_together_make_the_organization_once() {
         assert_eq!(b.meta.list_users().unwrap().len(), 1, "{}", b.name);
     }
 }
+
+/// Runs SQL on the backend's database behind lethe's back, as someone with access to it
+/// could (the append-only triggers dropped or disabled first).
+fn tamper(b: &Backend, sql: &str) {
+    match &b.url {
+        Some(url) => psql(
+            url,
+            &format!("ALTER TABLE audit DISABLE TRIGGER audit_is_append_only; {sql}"),
+        ),
+        None => {
+            let c = rusqlite::Connection::open(b._dir.path().join("meta.sqlite")).unwrap();
+            c.execute_batch(&format!(
+                "DROP TRIGGER IF EXISTS audit_is_append_only_update;
+                 DROP TRIGGER IF EXISTS audit_is_append_only_delete; {sql}"
+            ))
+            .unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_changed_removed_or_inserted_audit_entry_breaks_the_chain_there() {
+    for b in backends() {
+        let meta = &b.meta;
+        for n in 0..4 {
+            meta.audit("admin@x.test", "test.action", &json!({ "n": n }))
+                .unwrap();
+        }
+        let log = meta.audit_log().unwrap();
+        let ids: Vec<i64> = log.iter().map(|e| e.id).collect();
+        let check = meta.verify_audit().unwrap();
+        assert_eq!(
+            (check.entries, check.problems.len(), check.head.clone()),
+            (4, 0, log[3].hash.clone()),
+            "{}",
+            b.name
+        );
+
+        tamper(
+            &b,
+            &format!(
+                "UPDATE audit SET detail = '{{\"n\": 99}}' WHERE id = {}",
+                ids[1]
+            ),
+        );
+        let problems = meta.verify_audit().unwrap().problems;
+        assert_eq!(problems.len(), 1, "{}: {problems:?}", b.name);
+        assert!(problems[0].starts_with(&format!("entry {}:", ids[1])));
+
+        tamper(&b, &format!("DELETE FROM audit WHERE id = {}", ids[1]));
+        let problems = meta.verify_audit().unwrap().problems;
+        assert_eq!(problems.len(), 1, "{}: {problems:?}", b.name);
+        assert!(problems[0].starts_with(&format!("entry {}:", ids[2])));
+
+        tamper(
+            &b,
+            "INSERT INTO audit (at, actor, action, detail) VALUES (1, 'x', 'forged', '{}')",
+        );
+        let problems = meta.verify_audit().unwrap().problems;
+        assert_eq!(problems.len(), 2, "{}: {problems:?}", b.name);
+        assert!(problems[1].contains("has no hash"), "{problems:?}");
+    }
+}

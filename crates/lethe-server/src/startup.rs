@@ -112,6 +112,8 @@ pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
         None => NodeRole::Sole,
     })?;
     let first_start = meta.bootstrap(&config.admin_email, config.admin_password.as_deref())?;
+    // The receipt-signing key exists from the first start on.
+    meta.deployment_keys()?;
     let addr = listener.local_addr().map_err(io_err)?;
     let node_id = match config.cluster {
         Some(_) => Some(node_id(&dir).map_err(io_err)?),

@@ -7,6 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use lethe_delete::receipt::ReceiptError;
 use lethe_delete::{
     check_names, parse_spec, DeleteError, KnownNames, Preview, QueuedTask, SpecError, TaskSpec,
 };
@@ -31,6 +32,8 @@ pub fn routes() -> Router<App> {
         .route("/api/v1/deletion-tasks", get(list))
         .route("/api/v1/deletion-tasks/{id}", get(one).delete(cancel))
         .route("/api/v1/deletion-tasks/{id}/retry", post(retry))
+        .route("/api/v1/deletion-tasks/{id}/receipt", get(receipt))
+        .route("/api/v1/keys", get(keys))
         .route("/api/v1/audit", get(audit))
 }
 
@@ -173,6 +176,47 @@ async fn one(
 ) -> Result<Json<Value>, ApiError> {
     let task = find_visible(&app, &session, id).await?;
     blocking(move || Ok(Json(render_one(&all_tasks(&app)?, task.id)?))).await
+}
+
+/// The signed receipt of a completed task (409 before it completes), for whoever may see
+/// the task.
+async fn receipt(
+    State(app): State<App>,
+    session: Session,
+    Path(id): Path<i64>,
+) -> Result<Json<Value>, ApiError> {
+    let task = find_visible(&app, &session, id).await?;
+    blocking(move || {
+        let row = app
+            .meta
+            .task(task.id)?
+            .ok_or_else(|| ApiError::not_found("deletion task"))?;
+        let queued =
+            QueuedTask::decode(row).map_err(|e| engine_error(e, "the task could not be read"))?;
+        match lethe_delete::receipt::issue(&app.meta, &queued) {
+            Ok(signed) => Ok(Json(signed)),
+            Err(e @ ReceiptError::NotCompleted(_)) => {
+                Err(ApiError::new(StatusCode::CONFLICT, e.to_string()))
+            }
+            Err(ReceiptError::Delete(e)) => Err(engine_error(e, "the receipt could not be issued")),
+            Err(e) => Err(ApiError::internal(&e.to_string())),
+        }
+    })
+    .await
+}
+
+/// The deployment's public keys (no sign-in: an auditor checks receipts against them).
+async fn keys(State(app): State<App>) -> Result<Json<Value>, ApiError> {
+    blocking(move || {
+        let key = lethe_delete::receipt::public_key(&app.meta).map_err(|e| match e {
+            ReceiptError::Delete(DeleteError::Meta(e)) => ApiError::from(e),
+            other => ApiError::internal(&other.to_string()),
+        })?;
+        Ok(Json(json!({
+            "receipts": {"algorithm": "Ed25519", "public_key": key},
+        })))
+    })
+    .await
 }
 
 async fn cancel(

@@ -112,6 +112,16 @@ impl<'a> PartitionRewrite<'a> {
         self.staged.iter().map(|r| r.bytes as u64).sum()
     }
 
+    /// The segments staged so far, which the commit makes live.
+    pub fn staged(&self) -> &[SegmentRecord] {
+        &self.staged
+    }
+
+    /// The segments the commit retires.
+    pub fn retiring(&self) -> impl Iterator<Item = &SegmentRecord> {
+        self.retiring.iter().map(|s| &s.record)
+    }
+
     /// Swaps the staged segments for their sources in one metadata transaction that also
     /// removes `catalog` counts and records `task_progress` (task id, progress JSON).
     /// Returns the retired segments: their objects are deleted once the caller and every

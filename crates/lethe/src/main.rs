@@ -1,7 +1,9 @@
 //! `lethe`: the server and its command-line tools in one binary.
 
+mod audit;
 mod deployment;
 mod import;
+mod receipt;
 mod scan;
 mod serve;
 mod verify;
@@ -34,6 +36,10 @@ enum Command {
     Scan(scan::ScanArgs),
     /// Check every segment, WAL file and the metadata database of a data dir for damage.
     Verify(verify::VerifyArgs),
+    /// The audit trail: `lethe audit verify` checks its hash chain.
+    Audit(audit::AuditArgs),
+    /// Deletion receipts: `lethe receipt verify FILE` checks one offline.
+    Receipt(receipt::ReceiptArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -51,5 +57,7 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(args) => lethe_bench::run(args),
         Command::Scan(args) => scan::run(args),
         Command::Verify(args) => verify::run(args),
+        Command::Audit(args) => audit::run(args),
+        Command::Receipt(args) => receipt::run(args),
     }
 }

@@ -42,13 +42,13 @@ pub fn run(args: ScanArgs) -> anyhow::Result<()> {
         Storage::s3(bucket, prefix)?
             .for_each_object(|object, bytes| search(object, bytes, &args.needles, &mut hits))?;
     }
-    if let MetaPlace::Postgres(_) = &args.deployment.meta {
-        let meta = MetaStore::open_at(&args.deployment.meta, Path::new(""))?;
+    if let MetaPlace::Postgres(_) = &args.deployment.metadata.meta {
+        let meta = MetaStore::open_at(&args.deployment.metadata.meta, Path::new(""))?;
         for needle in &args.needles {
             for column in meta.text_columns_holding(needle)? {
                 hits.push(Hit {
                     needle: needle.clone(),
-                    object: format!("{:?}", args.deployment.meta),
+                    object: format!("{:?}", args.deployment.metadata.meta),
                     place: format!("column {column}"),
                 });
             }

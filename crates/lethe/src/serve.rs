@@ -99,7 +99,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         listen: args.listen,
         admin_email: args.admin_email,
         admin_password: args.admin_password,
-        meta: args.deployment.meta,
+        meta: args.deployment.metadata.meta,
         store: StoreConfig {
             flush_interval: args.flush_interval,
             flush_events: args.flush_events,

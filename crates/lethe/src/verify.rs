@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use lethe_meta::{MetaPlace, MetaStore};
 use lethe_store::DataDir;
 
 use crate::deployment::DeploymentArgs;
@@ -20,10 +19,7 @@ pub struct VerifyArgs {
 
 pub fn run(args: VerifyArgs) -> anyhow::Result<()> {
     let dir = DataDir::new(&args.data_dir);
-    if args.deployment.meta == MetaPlace::DataDir && !dir.meta_db().exists() {
-        anyhow::bail!("{} holds no lethe data dir", args.data_dir.display());
-    }
-    let meta = MetaStore::open_at(&args.deployment.meta, &dir.meta_db())?;
+    let meta = args.deployment.metadata.open_existing(&dir)?;
     let report = lethe_store::verify(&dir, &meta, &args.deployment.segments)?;
     for note in &report.notes {
         println!("note: {note}");
