@@ -44,7 +44,7 @@ LETHE_TEST_POSTGRES="${pg%% *}" cargo test -p lethe-meta --test conformance
 # manifests name), first with SQLite and then with PostgreSQL (a database each) for the
 # metadata.
 suites=(--test access --test console_api --test crash --test deletion --test durability
-  --test groups --test identify --test import --test ingestion --test limits
+  --test blocks --test groups --test identify --test import --test ingestion --test limits
   --test management --test privacy --test segmentation)
 cargo test -p lethe --all-features "${suites[@]}"
 LETHE_TEST_POSTGRES="${pg%% *}" cargo test -p lethe --all-features "${suites[@]}"

@@ -28,6 +28,7 @@ pub fn erasure_spec(job: &ErasureJob) -> TaskSpec {
         clauses: vec![Clause::Users {
             amplitude_ids: job.amplitude_ids(),
         }],
+        keep_blocking: false,
     }
 }
 

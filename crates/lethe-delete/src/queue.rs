@@ -50,8 +50,9 @@ pub fn tasks(meta: &MetaStore) -> Result<Vec<QueuedTask>, DeleteError> {
     meta.tasks()?.into_iter().map(QueuedTask::decode).collect()
 }
 
-/// Previews `spec` exactly and queues it with that preview (counts only); the preview with
-/// its samples is returned for the caller to show.
+/// Previews `spec` exactly and queues it with that preview (counts only), blocking what it
+/// deletes from then on if it says `keep_blocking`; the preview with its samples is returned
+/// for the caller to show.
 pub fn submit(
     store: &Store,
     meta: &MetaStore,
@@ -63,10 +64,16 @@ pub fn submit(
     let row = meta.submit_task(
         project_id,
         &spec.name,
-        &serde_json::to_value(spec)?,
-        &serde_json::to_value(shown.without_samples())?,
+        (
+            &serde_json::to_value(spec)?,
+            &serde_json::to_value(shown.without_samples())?,
+        ),
+        &spec.blocks(),
         actor,
     )?;
+    if spec.keep_blocking {
+        store.reload_blocks()?;
+    }
     Ok((QueuedTask::decode(row)?, shown))
 }
 

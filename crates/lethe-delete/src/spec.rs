@@ -1,6 +1,7 @@
 //! The deletion task contract: parsing and validating a task body, with errors that name the
 //! clause and field at fault.
 
+use lethe_meta::BlockKind;
 use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
@@ -50,6 +51,32 @@ pub struct TaskSpec {
     #[serde(with = "rfc3339")]
     pub end: i64,
     pub clauses: Vec<Clause>,
+    /// Also block, from the submission on, the event types and keys the clauses delete, so
+    /// that an old app build cannot send them back ("and keep blocking it").
+    #[serde(default)]
+    pub keep_blocking: bool,
+}
+
+impl TaskSpec {
+    /// The names a `keep_blocking` submission adds to the project's block list: none
+    /// without it.
+    pub fn blocks(&self) -> Vec<(BlockKind, String)> {
+        if !self.keep_blocking {
+            return Vec::new();
+        }
+        let mut blocks = Vec::new();
+        for clause in &self.clauses {
+            let (kind, names) = match clause {
+                Clause::Event { event_types } => (BlockKind::EventType, event_types),
+                Clause::EventProperty { properties, .. } => (BlockKind::EventProperty, properties),
+                Clause::UserProperty { properties, .. } => (BlockKind::UserProperty, properties),
+                Clause::GroupProperty { properties, .. } => (BlockKind::GroupProperty, properties),
+                Clause::Users { .. } => continue,
+            };
+            blocks.extend(names.iter().map(|name| (kind, name.clone())));
+        }
+        blocks
+    }
 }
 
 /// A task's times as RFC 3339 text in JSON. A stored time that does not parse fails the
@@ -145,11 +172,17 @@ pub fn parse_spec(body: &Value, now: i64) -> Result<TaskSpec, SpecError> {
             .collect::<Result<Vec<_>, _>>()?,
         _ => return Err(err("clauses", "is required: a list of 1 to 5 clauses")),
     };
+    let keep_blocking = match obj.get("keep_blocking") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(keep)) => *keep,
+        Some(_) => return Err(err("keep_blocking", "must be true or false")),
+    };
     Ok(TaskSpec {
         name,
         start,
         end,
         clauses,
+        keep_blocking,
     })
 }
 

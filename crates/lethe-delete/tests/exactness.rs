@@ -231,6 +231,7 @@ proptest! {
             start: BASE + range.0,
             end: BASE + range.0 + range.1,
             clauses,
+            keep_blocking: false,
         };
         let before = all_events(&store, 1);
         let expected = model(&before, &spec);

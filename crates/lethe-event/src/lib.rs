@@ -4,6 +4,7 @@
 //! valid, how user-property operations combine, how an event is exported) live in one place
 //! and can be tested on their own.
 
+mod blocks;
 mod day;
 mod event;
 mod fields;
@@ -12,6 +13,7 @@ pub mod limits;
 mod profile;
 mod wire;
 
+pub use blocks::{BlockList, Blocked};
 pub use day::Day;
 pub use event::{Event, Props};
 pub use fields::{NumField, StrField};

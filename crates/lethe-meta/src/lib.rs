@@ -7,6 +7,7 @@
 
 mod access;
 mod audit;
+mod blocks;
 mod catalog;
 mod cluster;
 mod db;
@@ -24,6 +25,7 @@ use std::sync::Mutex;
 
 pub use access::{CreatedProject, NewProject, Project, ProjectRole, Role, User, TOKEN_TTL_MS};
 pub use audit::{AuditCheck, AuditRecord};
+pub use blocks::{Block, BlockKind};
 pub use catalog::{CatalogDelta, CatalogEntry, CatalogIds, CatalogKind, CountDelta};
 pub use cluster::Writer;
 pub use identity::{GroupRecord, IdKind, IdentityRecord, ProfileRecord};

@@ -5,6 +5,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::audit::audit_in;
+use crate::blocks::{add_blocks_in, BlockKind};
 use crate::sql::{params, Conn, Row};
 use crate::{now_ms, MetaError, MetaStore, Result};
 
@@ -161,17 +162,19 @@ pub(crate) fn set_status_in(
 }
 
 impl MetaStore {
-    /// Queues a task and audits its submission, atomically.
+    /// Queues a task and audits its submission, atomically, with the names it also blocks
+    /// from now on (`keep_blocking`; none otherwise).
     pub fn submit_task(
         &self,
         project_id: i64,
         name: &str,
-        spec: &Value,
-        preview: &Value,
+        (spec, preview): (&Value, &Value),
+        blocks: &[(BlockKind, String)],
         created_by: &str,
     ) -> Result<TaskRow> {
         self.tx(|tx| {
             let row = insert_task(tx, project_id, name, spec, preview, created_by)?;
+            add_blocks_in(tx, project_id, blocks, created_by)?;
             Ok(row)
         })
     }

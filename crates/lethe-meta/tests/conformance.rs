@@ -332,10 +332,10 @@ fn the_queue_runs_tasks_in_order_and_audits_every_step() {
         meta.bootstrap("a@b.c", Some("pw")).unwrap();
         let spec = json!({"clauses": [{"event_type": "Test"}]});
         let first = meta
-            .submit_task(1, "first", &spec, &json!({"rows": 3}), "a@b.c")
+            .submit_task(1, "first", (&spec, &json!({"rows": 3})), &[], "a@b.c")
             .unwrap();
         let second = meta
-            .submit_task(1, "second", &spec, &json!({"rows": 1}), "a@b.c")
+            .submit_task(1, "second", (&spec, &json!({"rows": 1})), &[], "a@b.c")
             .unwrap();
         assert_eq!(first.status, TaskStatus::Queued);
         assert_eq!(
@@ -584,7 +584,7 @@ fn one_writer_at_a_time_and_a_taken_over_writer_commits_nothing() {
             Err(MetaError::Fenced(1))
         ));
         assert!(matches!(meta.resign_writer(1), Err(MetaError::Fenced(1))));
-        let refused = meta.submit_task(project.id, "t", &json!({}), &json!({}), "admin");
+        let refused = meta.submit_task(project.id, "t", (&json!({}), &json!({})), &[], "admin");
         assert!(
             matches!(refused, Err(MetaError::Fenced(1))),
             "{}: {refused:?}",
@@ -595,7 +595,7 @@ fn one_writer_at_a_time_and_a_taken_over_writer_commits_nothing() {
             "nothing of the fenced commit stored"
         );
         node_b
-            .submit_task(project.id, "t", &json!({}), &json!({}), "admin")
+            .submit_task(project.id, "t", (&json!({}), &json!({})), &[], "admin")
             .unwrap();
 
         // A node restarted on its data dir takes its own lease back at once; a resigned

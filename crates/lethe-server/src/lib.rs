@@ -3,6 +3,7 @@
 
 mod amplitude;
 mod auth;
+mod blocks;
 mod cluster;
 mod console;
 mod error;
@@ -140,6 +141,7 @@ pub fn router(app: App) -> Router {
         .merge(import::routes())
         .merge(ops::routes())
         .merge(tasks::routes())
+        .merge(blocks::routes())
         .merge(privacy::routes())
         .merge(profile::routes())
         .merge(segmentation::routes())

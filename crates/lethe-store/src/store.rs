@@ -5,14 +5,14 @@
 //! compaction ([`crate::compaction`]) and rewrites ([`crate::rewrite`]) replace live segments
 //! the same way; recovery ([`crate::recovery`]) rebuilds this state at start-up.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use lethe_event::{Day, Event, ParsedEvent};
-use lethe_meta::{now_ms, CatalogKind, Commit, MetaStore, ProfileRecord, SegmentRecord};
+use lethe_event::{BlockList, Blocked, Day, Event, ParsedEvent};
+use lethe_meta::{now_ms, BlockKind, CatalogKind, Commit, MetaStore, ProfileRecord, SegmentRecord};
 
 use crate::catalog::{live_catalog, CatalogDetail, LiveCatalog};
 use crate::compaction::CompactionPolicy;
@@ -98,6 +98,8 @@ pub struct IngestOutcome {
     pub stored: usize,
     /// Events dropped as repeats of an insert_id already stored.
     pub duplicates: usize,
+    /// Events dropped because the project blocks their type.
+    pub blocked: usize,
     /// Events refused (bulk import only: ingestion refuses the whole request), by index in
     /// the input, with the field whose keys would pass the daily limit.
     pub refused: Vec<(usize, &'static str)>,
@@ -124,7 +126,41 @@ pub(crate) struct Inner {
     pub writer: Mutex<()>,
     /// Why the WAL refuses writes, while it does (set by the WAL writer).
     pub wal_refusal: Mutex<Option<Unavailable>>,
+    /// Each project's block list, as the metadata holds it (`reload_blocks`).
+    blocks: RwLock<HashMap<i64, Arc<BlockList>>>,
     wake: (Mutex<bool>, Condvar),
+}
+
+/// Every project's block list, from the metadata.
+fn block_lists(meta: &MetaStore) -> Result<HashMap<i64, Arc<BlockList>>> {
+    let mut lists: HashMap<i64, BlockList> = HashMap::new();
+    for block in meta.blocks(None)? {
+        let list = lists.entry(block.project_id).or_default();
+        let names = match block.kind {
+            BlockKind::EventType => &mut list.event_types,
+            BlockKind::EventProperty => &mut list.event_properties,
+            BlockKind::UserProperty => &mut list.user_properties,
+            BlockKind::GroupProperty => &mut list.group_properties,
+        };
+        names.insert(block.name);
+    }
+    Ok(lists.into_iter().map(|(p, l)| (p, Arc::new(l))).collect())
+}
+
+/// Applies a block list to an event on its way in: `false` when it is not to be stored.
+/// Counted in metrics without names.
+fn admitted(blocks: &BlockList, event: &mut ParsedEvent) -> bool {
+    match blocks.apply(event) {
+        Blocked::Nothing => true,
+        Blocked::Keys(keys) => {
+            metrics::counter!("lethe_property_keys_blocked_total").increment(keys as u64);
+            true
+        }
+        Blocked::Event => {
+            metrics::counter!("lethe_events_blocked_total").increment(1);
+            false
+        }
+    }
 }
 
 /// Handle to the event store; cheap to clone.
@@ -175,6 +211,7 @@ impl Store {
         let last_seq = replay_wal(&wal_root, config.salvage_wal, &mut resolver, &mut memtable)?
             .unwrap_or(checkpoint);
         let wal_file = WalFile::create(&wal_root, last_seq + 1)?;
+        let blocks = block_lists(&meta)?;
         let (tx, rx) = mpsc::channel();
         let inner = Arc::new(Inner {
             wal_root,
@@ -191,6 +228,7 @@ impl Store {
             wal: Mutex::new(tx),
             writer: Mutex::new(()),
             wal_refusal: Mutex::new(None),
+            blocks: RwLock::new(blocks),
             wake: (Mutex::new(false), Condvar::new()),
         });
         inner.publish_gauges();
@@ -230,10 +268,16 @@ impl Store {
     pub fn ingest(&self, project_id: i64, events: Vec<ParsedEvent>) -> Result<IngestOutcome> {
         let total = events.len();
         let now = now_ms();
+        let blocks = self.inner.blocks_of(project_id);
+        let mut blocked = 0;
         let pending = {
             let mut resolver = lock(&self.inner.resolver);
             let mut resolved: Vec<Arc<Event>> = Vec::with_capacity(events.len());
-            for (index, event) in events.into_iter().enumerate() {
+            for (index, mut event) in events.into_iter().enumerate() {
+                if !admitted(&blocks, &mut event) {
+                    blocked += 1;
+                    continue;
+                }
                 match resolver.resolve(project_id, event, now) {
                     Ok(Some(e)) => resolved.push(Arc::new(e)),
                     Ok(None) => {}
@@ -274,7 +318,8 @@ impl Store {
         self.inner.maybe_wake_flusher();
         Ok(IngestOutcome {
             stored,
-            duplicates: total - stored,
+            duplicates: total - stored - blocked,
+            blocked,
             refused: Vec::new(),
         })
     }
@@ -446,6 +491,15 @@ impl Store {
         *lock(&self.inner.wal_refusal)
     }
 
+    /// Reads the block lists again, after the metadata's changed (`lethe_meta::MetaStore::
+    /// add_blocks`, `lift_block`, a `keep_blocking` task): ingestion applies them from the
+    /// next request on.
+    pub fn reload_blocks(&self) -> Result<()> {
+        let lists = block_lists(&self.inner.meta)?;
+        *self.inner.blocks.write().unwrap_or_else(|p| p.into_inner()) = lists;
+        Ok(())
+    }
+
     /// The segments found damaged so far (see [`Segment::file`]).
     pub fn damaged_segments(&self) -> Vec<DamagedSegment> {
         let state = self.inner.state.read().unwrap_or_else(|p| p.into_inner());
@@ -478,6 +532,16 @@ impl Store {
 }
 
 impl Inner {
+    /// The project's block list (empty if it blocks nothing).
+    fn blocks_of(&self, project_id: i64) -> Arc<BlockList> {
+        self.blocks
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&project_id)
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// Catalog id → name maps needed to read a project's segments.
     pub(crate) fn column_names(&self, project_id: i64) -> Result<ColumnNames> {
         Ok(ColumnNames {
@@ -639,10 +703,16 @@ impl Inner {
         let total = events.len();
         let now = now_ms();
         let mut refused = Vec::new();
+        let blocks = self.blocks_of(project_id);
+        let mut blocked = 0;
         let (resolved, changes): (Vec<Tagged>, _) = {
             let mut resolver = lock(&self.resolver);
             let mut resolved = Vec::with_capacity(events.len());
-            for (index, event) in events.into_iter().enumerate() {
+            for (index, mut event) in events.into_iter().enumerate() {
+                if !admitted(&blocks, &mut event) {
+                    blocked += 1;
+                    continue;
+                }
                 match resolver.resolve(project_id, event, now) {
                     Ok(Some(e)) => resolved.push((project_id, Arc::new(e))),
                     Ok(None) => {}
@@ -682,7 +752,8 @@ impl Inner {
         self.publish_manifests(projects);
         Ok(IngestOutcome {
             stored,
-            duplicates: total - stored - refused.len(),
+            duplicates: total - stored - blocked - refused.len(),
+            blocked,
             refused,
         })
     }
