@@ -280,3 +280,27 @@ test('an admin sees the users a privacy request suppressed, by hash only, and li
   const projects = await page.evaluate(async () => (await (await fetch('/api/v1/projects')).json()));
   assert.equal(projects.find((p) => p.name === 'Default').time_zone, 'Europe/Berlin');
 });
+
+test('an admin blocks a name and lifts it on the projects page; a completed task offers its signed receipt', async () => {
+  const page = await newPage();
+  await signIn(page, ADMIN);
+  const receipt = page.locator('tr', { hasText: 'Remove test events and buyer emails' }).getByRole('link', { name: 'Signed receipt' });
+  await receipt.waitFor();
+  const r = await fetch(server.url + await receipt.getAttribute('href'), { headers: { authorization: `Bearer ${await token()}` } });
+  assert.equal(r.status, 200);
+  const signed = await r.json();
+  assert.equal(signed.signature.length, 128);
+  assert.equal(signed.receipt.result.events_deleted, 30);
+
+  await page.getByRole('link', { name: 'Projects' }).click();
+  const card = page.getByRole('heading', { name: 'Blocked at ingestion' }).locator('..');
+  await card.getByText('None.').waitFor();
+  await card.getByLabel('Kind').selectOption('user_property');
+  await card.getByLabel('Name to block').fill('e2e-blocked-key');
+  await card.getByRole('button', { name: 'Block' }).click();
+  const table = page.getByRole('table', { name: 'Blocked names' });
+  await table.getByText('e2e-blocked-key').waitFor();
+  await page.screenshot({ path: join(ARTIFACTS, 'blocks.png'), fullPage: true });
+  await table.getByRole('button', { name: /Lift block/ }).click();
+  await page.getByRole('heading', { name: 'Blocked at ingestion' }).locator('..').getByText('None.').waitFor();
+});

@@ -1,4 +1,4 @@
-// Projects: keys, time zones, access, and suppressed end users.
+// Projects: keys, time zones, access, suppressed end users, and names blocked at ingestion.
 
 import { api, fieldError, h, rerender, setMain, showError, state } from './core.js';
 import { utc } from './format.js';
@@ -16,6 +16,7 @@ export async function projectsPage() {
   const parts = [h('h1', {}, 'Projects'), table];
   if (admin) parts.push(await projectAccess());
   if (admin) parts.push(await suppressions());
+  if (admin) parts.push(await blockLists());
   if (admin) {
     const err = h('p', { class: 'error', role: 'alert' });
     const created = h('div', { 'aria-live': 'polite' });
@@ -126,5 +127,54 @@ async function suppressions() {
       h('thead', {}, h('tr', {}, ['Project', 'user_id SHA-256', 'Since', 'Requested by', ''].map((c) => h('th', { scope: 'col' }, c)))),
       h('tbody', {}, rows)))
     : h('p', { class: 'muted' }, 'None.'));
+  return section;
+}
+
+const BLOCK_KINDS = [['event_type', 'Event type'], ['event_property', 'Event property'],
+  ['user_property', 'User property'], ['group_property', 'Group property']];
+
+/** Names blocked at ingestion, per project: blocked events are accepted and never stored,
+ *  blocked keys are taken out of events and profiles. Admins add and lift them. */
+async function blockLists() {
+  const section = h('section', { class: 'card' }, h('h2', {}, 'Blocked at ingestion'),
+    h('p', { class: 'hint' }, 'Events of a blocked type get a 200 and are never stored; blocked property keys are taken out of events and profiles. A deletion task can add what it deletes.'));
+  const rows = [];
+  for (const p of state.projects) {
+    const r = await api('GET', `/api/v1/projects/${p.id}/blocks`);
+    for (const b of r.status === 200 ? r.data.blocks : []) {
+      const lift = h('button', { type: 'button', 'aria-label': `Lift block ${b.kind} ${b.name}` }, 'Lift');
+      lift.addEventListener('click', async () => {
+        const a = await api('DELETE', `/api/v1/projects/${p.id}/blocks/${b.kind}/${encodeURIComponent(b.name)}`);
+        if (a.status === 204) rerender();
+      });
+      rows.push(h('tr', {}, h('td', {}, p.name), h('td', {}, b.kind), h('td', {}, h('code', {}, b.name)),
+        h('td', {}, utc(b.created_at)), h('td', {}, b.created_by), h('td', {}, lift)));
+    }
+  }
+  section.append(rows.length
+    ? h('div', { class: 'table-wrap' }, h('table', { 'aria-label': 'Blocked names' },
+      h('thead', {}, h('tr', {}, ['Project', 'Kind', 'Name', 'Since', 'Blocked by', ''].map((c) => h('th', { scope: 'col' }, c)))),
+      h('tbody', {}, rows)))
+    : h('p', { class: 'muted' }, 'None.'));
+  const err = h('p', { class: 'error', role: 'alert' });
+  const form = h('form', { novalidate: true },
+    h('div', { class: 'row' },
+      h('div', {}, h('label', { for: 'block-project' }, 'Project'),
+        h('select', { id: 'block-project' }, state.projects.map((p) => h('option', { value: String(p.id) }, p.name)))),
+      h('div', {}, h('label', { for: 'block-kind' }, 'Kind'),
+        h('select', { id: 'block-kind', 'data-field': 'kind' }, BLOCK_KINDS.map(([v, t]) => h('option', { value: v }, t)))),
+      h('div', {}, h('label', { for: 'block-name' }, 'Name to block'),
+        h('input', { id: 'block-name', type: 'text', maxlength: 1024, 'data-field': 'names', 'data-error-id': 'block-name-error' }),
+        fieldError('block-name'))),
+    err, h('div', { class: 'actions' }, h('button', { type: 'submit' }, 'Block')));
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const project = form.querySelector('#block-project').value;
+    const r = await api('POST', `/api/v1/projects/${project}/blocks`,
+      { kind: form.querySelector('#block-kind').value, names: [form.querySelector('#block-name').value] });
+    if (r.status !== 201) return showError(form, r.data, err);
+    rerender();
+  });
+  section.append(form);
   return section;
 }

@@ -52,7 +52,8 @@ export function counts(t) {
   if (!r) return h('td', { class: 'muted' }, t.status === 'completed' ? '—' : `preview: ${num(t.preview?.totals?.events_deleted)} events`);
   return h('td', {},
     `${num(r.events_deleted)} events deleted`,
-    h('br'), `${num(propertyValues(r))} property values removed`);
+    h('br'), `${num(propertyValues(r))} property values removed`,
+    h('br'), h('a', { href: `/api/v1/deletion-tasks/${t.id}/receipt`, download: `lethe-receipt-${t.id}.json` }, 'Signed receipt'));
 }
 
 /** Property values of every kind a task removes. */

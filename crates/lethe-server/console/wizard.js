@@ -228,6 +228,7 @@ function verify(w, body, preview) {
 
 function confirmTask(w, body, preview, verifySection) {
   const input = h('input', { id: 'confirm-name', type: 'text', autocomplete: 'off', 'aria-describedby': 'confirm-hint', 'data-field': 'confirm', 'data-error-id': 'confirm-name-error' });
+  const keep = h('input', { id: 'keep-blocking', type: 'checkbox' });
   const del = h('button', { type: 'submit', class: 'danger', disabled: true }, 'Delete');
   input.addEventListener('input', () => { del.disabled = input.value !== body.name; });
   const err = h('p', { class: 'error', role: 'alert' });
@@ -240,7 +241,9 @@ function confirmTask(w, body, preview, verifySection) {
           `${num(propertyValues(preview.totals))} property values from ${projectName(w.project)}, permanently.`)),
       h('label', { for: 'confirm-name' }, 'Type the task name to confirm'),
       h('p', { class: 'hint', id: 'confirm-hint' }, `Type: ${body.name}`),
-      input, fieldError('confirm-name')),
+      input, fieldError('confirm-name'),
+      h('div', { class: 'row' }, keep,
+        h('label', { for: 'keep-blocking' }, 'Keep blocking it: new events of these types, and these property keys, are dropped at ingestion from now on (Projects page lists and lifts blocks)'))),
     err,
     h('div', { class: 'actions' },
       h('button', { type: 'button', onclick: () => setMain('Verify deletion task', h('h1', {}, 'New Deletion Task'), verifySection) }, 'Back'),
@@ -249,7 +252,7 @@ function confirmTask(w, body, preview, verifySection) {
     e.preventDefault();
     if (input.value !== body.name) return;
     del.disabled = true;
-    const r = await api('POST', `/api/v1/projects/${w.project}/deletion-tasks`, { ...body, confirm: 'DELETE' });
+    const r = await api('POST', `/api/v1/projects/${w.project}/deletion-tasks`, { ...body, confirm: 'DELETE', keep_blocking: keep.checked });
     if (r.status !== 202) { del.disabled = false; return showError(form, r.data, err); }
     go('/');
   });
