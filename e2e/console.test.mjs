@@ -281,7 +281,7 @@ test('an admin sees the users a privacy request suppressed, by hash only, and li
   assert.equal(projects.find((p) => p.name === 'Default').time_zone, 'Europe/Berlin');
 });
 
-test('an admin blocks a name and lifts it on the projects page; a completed task offers its signed receipt', async () => {
+test('an admin blocks a name and lifts it, and adds and removes a retention policy, on the projects page; a completed task offers its signed receipt', async () => {
   const page = await newPage();
   await signIn(page, ADMIN);
   const receipt = page.locator('tr', { hasText: 'Remove test events and buyer emails' }).getByRole('link', { name: 'Signed receipt' });
@@ -303,4 +303,15 @@ test('an admin blocks a name and lifts it on the projects page; a completed task
   await page.screenshot({ path: join(ARTIFACTS, 'blocks.png'), fullPage: true });
   await table.getByRole('button', { name: /Lift block/ }).click();
   await page.getByRole('heading', { name: 'Blocked at ingestion' }).locator('..').getByText('None.').waitFor();
+
+  // A retention policy: previewed (today's data is within any age), added, removed.
+  const retention = page.getByRole('heading', { name: 'Retention policies' }).locator('..');
+  await retention.getByLabel('Keep events (days)').fill('30');
+  await retention.getByRole('button', { name: 'Preview' }).click();
+  await retention.getByText('Today its task would delete 0 events').waitFor();
+  await retention.getByRole('button', { name: 'Add policy' }).click();
+  const policies = page.getByRole('table', { name: 'Retention policies' });
+  await policies.getByText('30 days').waitFor();
+  await policies.getByRole('button', { name: /Remove retention policy/ }).click();
+  await page.getByRole('heading', { name: 'Retention policies' }).locator('..').getByText('None.').waitFor();
 });

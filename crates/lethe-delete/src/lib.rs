@@ -13,6 +13,7 @@ pub mod matcher;
 pub mod privacy;
 pub mod queue;
 pub mod receipt;
+pub mod retention;
 pub mod spec;
 pub mod worker;
 

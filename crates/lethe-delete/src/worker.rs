@@ -1,4 +1,5 @@
-//! The deletion worker (one thread of `lethe serve`): queues the User Privacy API jobs that are due,
+//! The deletion worker (one thread of `lethe serve`): queues the User Privacy API jobs and
+//! the retention tasks that are due,
 //! takes tasks from the durable queue one at a time, in order (an interrupted task first),
 //! retries transient failures with backoff, and records every status change.
 
@@ -13,6 +14,7 @@ use lethe_store::Store;
 use crate::engine::execute;
 use crate::privacy::queue_due_erasures;
 use crate::queue::QueuedTask;
+use crate::retention::queue_due_retention;
 
 /// Attempts before a task is marked failed (an admin can retry it).
 const ATTEMPTS: u32 = 3;
@@ -80,6 +82,9 @@ fn run(meta: &MetaStore, store: &Store, stop: &AtomicBool, signal: &QueueSignal)
     while !stop.load(Ordering::Acquire) {
         if let Err(e) = queue_due_erasures(store, meta, lethe_meta::now_ms()) {
             tracing::error!(error = %e, "cannot queue due privacy jobs");
+        }
+        if let Err(e) = queue_due_retention(store, meta, lethe_meta::now_ms()) {
+            tracing::error!(error = %e, "cannot queue due retention tasks");
         }
         match meta.next_task() {
             Ok(Some(task)) => work_on(meta, store, task, stop),

@@ -22,6 +22,7 @@ const SQLITE_MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0010_audit_chain.sql"),
     include_str!("../migrations/sqlite/0011_deployment_keys.sql"),
     include_str!("../migrations/sqlite/0012_blocks.sql"),
+    include_str!("../migrations/sqlite/0013_retention.sql"),
 ];
 
 /// PostgreSQL's twins of the SQLite migrations, number for number.
@@ -38,6 +39,7 @@ const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("../migrations/postgres/0010_audit_chain.sql"),
     include_str!("../migrations/postgres/0011_deployment_keys.sql"),
     include_str!("../migrations/postgres/0012_blocks.sql"),
+    include_str!("../migrations/postgres/0013_retention.sql"),
 ];
 
 /// The database behind a metadata store.

@@ -15,6 +15,7 @@ mod identity;
 mod keys;
 mod manifest;
 mod privacy;
+mod retention;
 mod sql;
 mod tasks;
 
@@ -34,6 +35,7 @@ pub use manifest::{Commit, SegmentRecord};
 pub use privacy::{
     user_id_digest, ErasureJob, ErasureRequest, JobStatus, Suppression, Unscheduled,
 };
+pub use retention::RetentionPolicy;
 pub use tasks::{TaskRow, TaskStatus};
 
 use db::Db;

@@ -1,4 +1,5 @@
-// Projects: keys, time zones, access, suppressed end users, and names blocked at ingestion.
+// Projects: keys, time zones, access, suppressed end users, names blocked at ingestion, and
+// retention policies.
 
 import { api, fieldError, h, rerender, setMain, showError, state } from './core.js';
 import { utc } from './format.js';
@@ -17,6 +18,7 @@ export async function projectsPage() {
   if (admin) parts.push(await projectAccess());
   if (admin) parts.push(await suppressions());
   if (admin) parts.push(await blockLists());
+  if (admin) parts.push(await retentionPolicies());
   if (admin) {
     const err = h('p', { class: 'error', role: 'alert' });
     const created = h('div', { 'aria-live': 'polite' });
@@ -172,6 +174,65 @@ async function blockLists() {
     const project = form.querySelector('#block-project').value;
     const r = await api('POST', `/api/v1/projects/${project}/blocks`,
       { kind: form.querySelector('#block-kind').value, names: [form.querySelector('#block-name').value] });
+    if (r.status !== 201) return showError(form, r.data, err);
+    rerender();
+  });
+  section.append(form);
+  return section;
+}
+
+/** Retention policies, per project: once a day each becomes an ordinary deletion task (on
+ *  the home page) over the events uploaded before its cutoff. The form previews exactly
+ *  what a task would delete today. */
+async function retentionPolicies() {
+  const section = h('section', { class: 'card' }, h('h2', {}, 'Retention policies'),
+    h('p', { class: 'hint' }, 'Events uploaded more than N whole UTC days before today are deleted by a daily task, listed on the home page like any other.'));
+  const rows = [];
+  for (const p of state.projects) {
+    const r = await api('GET', `/api/v1/projects/${p.id}/retention`);
+    for (const x of r.status === 200 ? r.data.policies : []) {
+      const remove = h('button', { type: 'button', 'aria-label': `Remove retention policy ${x.id}` }, 'Remove');
+      remove.addEventListener('click', async () => {
+        const a = await api('DELETE', `/api/v1/projects/${p.id}/retention/${x.id}`);
+        if (a.status === 204) rerender();
+      });
+      rows.push(h('tr', {}, h('td', {}, p.name), h('td', {}, `${x.days} days`),
+        h('td', {}, x.event_types ? x.event_types.join(', ') : 'all events'),
+        h('td', {}, x.checked_day ?? 'not yet'), h('td', {}, x.created_by), h('td', {}, remove)));
+    }
+  }
+  section.append(rows.length
+    ? h('div', { class: 'table-wrap' }, h('table', { 'aria-label': 'Retention policies' },
+      h('thead', {}, h('tr', {}, ['Project', 'Keep', 'Events', 'Last checked', 'Created by', ''].map((c) => h('th', { scope: 'col' }, c)))),
+      h('tbody', {}, rows)))
+    : h('p', { class: 'muted' }, 'None.'));
+  const err = h('p', { class: 'error', role: 'alert' });
+  const shown = h('p', { 'aria-live': 'polite', id: 'retention-preview' });
+  const body = () => {
+    const types = form.querySelector('#retention-types').value.split(',').map((t) => t.trim()).filter(Boolean);
+    return { days: Number(form.querySelector('#retention-days').value), event_types: types.length ? types : null };
+  };
+  const project = () => form.querySelector('#retention-project').value;
+  const previewButton = h('button', { type: 'button' }, 'Preview');
+  const form = h('form', { novalidate: true },
+    h('div', { class: 'row' },
+      h('div', {}, h('label', { for: 'retention-project' }, 'Project'),
+        h('select', { id: 'retention-project' }, state.projects.map((p) => h('option', { value: String(p.id) }, p.name)))),
+      h('div', {}, h('label', { for: 'retention-days' }, 'Keep events (days)'),
+        h('input', { id: 'retention-days', type: 'number', min: 1, 'data-field': 'days', 'data-error-id': 'retention-days-error' }),
+        fieldError('retention-days')),
+      h('div', {}, h('label', { for: 'retention-types' }, 'Only these event types (comma-separated; empty: all)'),
+        h('input', { id: 'retention-types', type: 'text', 'data-field': 'event_types', 'data-error-id': 'retention-types-error' }),
+        fieldError('retention-types'))),
+    shown, err, h('div', { class: 'actions' }, previewButton, h('button', { type: 'submit' }, 'Add policy')));
+  previewButton.addEventListener('click', async () => {
+    const r = await api('POST', `/api/v1/projects/${project()}/retention/preview`, body());
+    if (r.status !== 200) return showError(form, r.data, err);
+    shown.textContent = `Today its task would delete ${r.data.totals.events_deleted} events uploaded before ${r.data.cutoff} UTC.`;
+  });
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const r = await api('POST', `/api/v1/projects/${project()}/retention`, body());
     if (r.status !== 201) return showError(form, r.data, err);
     rerender();
   });

@@ -16,6 +16,7 @@ mod ops;
 mod privacy;
 mod profile;
 mod rates;
+mod retention;
 mod segmentation;
 mod startup;
 mod tasks;
@@ -142,6 +143,7 @@ pub fn router(app: App) -> Router {
         .merge(ops::routes())
         .merge(tasks::routes())
         .merge(blocks::routes())
+        .merge(retention::routes())
         .merge(privacy::routes())
         .merge(profile::routes())
         .merge(segmentation::routes())

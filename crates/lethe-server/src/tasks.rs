@@ -63,7 +63,11 @@ fn validated_spec(app: &App, project_id: i64, body: &Value) -> Result<TaskSpec, 
     Ok(spec)
 }
 
-fn run_preview(app: &App, project_id: i64, spec: &TaskSpec) -> Result<Preview, ApiError> {
+pub(crate) fn run_preview(
+    app: &App,
+    project_id: i64,
+    spec: &TaskSpec,
+) -> Result<Preview, ApiError> {
     lethe_delete::preview(&app.store, &app.meta, project_id, spec)
         .map_err(|e| engine_error(e, "the preview could not read the store"))
 }

@@ -1,0 +1,175 @@
+//! Retention policies over HTTP (administrators): list, preview, add, remove. The deletion
+//! worker turns each into an ordinary task once a day (`lethe_delete::retention`), which
+//! the home page lists with every other task.
+
+use std::collections::BTreeSet;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use lethe_delete::retention::retention_spec;
+use lethe_event::Day;
+use lethe_meta::{CatalogKind, RetentionPolicy};
+use lethe_store::CatalogDetail;
+use serde_json::{json, Map, Value};
+
+use crate::auth::Session;
+use crate::manage::Body;
+use crate::tasks::run_preview;
+use crate::{blocking, ApiError, App};
+
+/// The longest retention a policy takes (100 years).
+const MAX_DAYS: i64 = 36_500;
+/// Event types one policy may name.
+const MAX_TYPES: usize = 100;
+
+pub fn routes() -> Router<App> {
+    Router::new()
+        .route("/api/v1/projects/{id}/retention", get(list).post(create))
+        .route("/api/v1/projects/{id}/retention/preview", post(preview))
+        .route("/api/v1/projects/{id}/retention/{policy}", delete(remove))
+}
+
+/// A policy body, checked: days, and the event types (`None`: all).
+fn parsed(body: &Map<String, Value>) -> Result<(i64, Option<Vec<String>>), ApiError> {
+    let days = body
+        .get("days")
+        .and_then(Value::as_i64)
+        .filter(|d| (1..=MAX_DAYS).contains(d))
+        .ok_or_else(|| {
+            ApiError::field(
+                StatusCode::BAD_REQUEST,
+                "days",
+                format!("is required: a whole number of days from 1 to {MAX_DAYS}"),
+            )
+        })?;
+    let types = match body.get("event_types") {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(list)) if (1..=MAX_TYPES).contains(&list.len()) => Some(
+            list.iter()
+                .map(|t| match t.as_str() {
+                    Some(name) if !name.is_empty() => Ok(name.to_string()),
+                    _ => Err(ApiError::field(
+                        StatusCode::BAD_REQUEST,
+                        "event_types",
+                        "must list non-empty event type names",
+                    )),
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+        Some(_) => {
+            return Err(ApiError::field(
+                StatusCode::BAD_REQUEST,
+                "event_types",
+                format!("must be a list of 1 to {MAX_TYPES} event types, or absent for all"),
+            ))
+        }
+    };
+    Ok((days, types))
+}
+
+fn known_project(app: &App, project: i64) -> Result<(), ApiError> {
+    app.meta
+        .project(project)?
+        .map(|_| ())
+        .ok_or_else(|| ApiError::not_found("project"))
+}
+
+/// `GET /api/v1/projects/{id}/retention`.
+async fn list(
+    State(app): State<App>,
+    session: Session,
+    Path(project): Path<i64>,
+) -> Result<Json<Value>, ApiError> {
+    session.require_admin()?;
+    blocking(move || {
+        known_project(&app, project)?;
+        Ok(Json(
+            json!({ "policies": app.meta.retention_policies(Some(project))? }),
+        ))
+    })
+    .await
+}
+
+/// `POST /api/v1/projects/{id}/retention/preview` `{"days": …, "event_types": […]}`: what
+/// the policy's task would delete if it ran now (exact counts, as a task's preview).
+async fn preview(
+    State(app): State<App>,
+    session: Session,
+    Path(project): Path<i64>,
+    Body(body): Body,
+) -> Result<Json<Value>, ApiError> {
+    session.require_admin()?;
+    let (days, event_types) = parsed(&body)?;
+    blocking(move || {
+        known_project(&app, project)?;
+        let policy = RetentionPolicy {
+            id: 0,
+            project_id: project,
+            days,
+            event_types,
+            created_by: String::new(),
+            created_at: 0,
+            checked_day: None,
+            last_task_id: None,
+        };
+        let today = Day::of_ms(lethe_meta::now_ms());
+        let live: BTreeSet<String> = app
+            .store
+            .live_catalog(project, CatalogDetail::Names)?
+            .entries(CatalogKind::Event)
+            .map(|(name, _)| name.clone())
+            .collect();
+        let cutoff = today.plus(-days).start_ms();
+        let totals = match retention_spec(&policy, today, &live) {
+            Some(spec) => json!(run_preview(&app, project, &spec)?.without_samples().totals),
+            None => json!({"events_deleted": 0}),
+        };
+        Ok(Json(json!({
+            "cutoff": lethe_event::format_export_time(cutoff),
+            "totals": totals,
+        })))
+    })
+    .await
+}
+
+/// `POST /api/v1/projects/{id}/retention` `{"days": …, "event_types": […]}`: 201 with the
+/// policy; its first task is queued within seconds.
+async fn create(
+    State(app): State<App>,
+    session: Session,
+    Path(project): Path<i64>,
+    Body(body): Body,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    session.require_admin()?;
+    let (days, event_types) = parsed(&body)?;
+    blocking(move || {
+        known_project(&app, project)?;
+        let policy =
+            app.meta
+                .create_retention(project, days, event_types.as_deref(), &session.0.email)?;
+        Ok((StatusCode::CREATED, Json(json!(policy))))
+    })
+    .await
+}
+
+/// `DELETE /api/v1/projects/{id}/retention/{policy}`: no more tasks from it (a queued one
+/// still runs).
+async fn remove(
+    State(app): State<App>,
+    session: Session,
+    Path((project, policy)): Path<(i64, i64)>,
+) -> Result<StatusCode, ApiError> {
+    session.require_admin()?;
+    blocking(move || {
+        if !app
+            .meta
+            .delete_retention(project, policy, &session.0.email)?
+        {
+            return Err(ApiError::not_found("retention policy"));
+        }
+        Ok(StatusCode::NO_CONTENT)
+    })
+    .await
+}
