@@ -384,6 +384,10 @@ pub fn execute(
         failpoint("delete:after_partition");
     }
     let finishing = Instant::now();
+    if !erased_users.is_empty() {
+        // An access request's copy of their data goes with it.
+        crate::access::forget_access_files(store, meta, task.project_id, &erased_users)?;
+    }
     let (profiles_changed, mut changed_tables) = unset_profile_keys(store, task.project_id, spec)?;
     if !erased_users.is_empty() {
         changed_tables.extend([ValueTable::Identities, ValueTable::Profiles]);

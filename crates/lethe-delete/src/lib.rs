@@ -8,6 +8,7 @@
 //! task's progress; wait until the old files are unlinked; unset profile keys if asked;
 //! truncate SQLite's WAL. Re-running after a crash skips the partitions already committed.
 
+pub mod access;
 pub mod engine;
 pub mod matcher;
 pub mod privacy;

@@ -11,6 +11,7 @@ use std::time::Duration;
 use lethe_meta::{MetaStore, TaskRow};
 use lethe_store::Store;
 
+use crate::access::run_access_requests;
 use crate::engine::execute;
 use crate::privacy::queue_due_erasures;
 use crate::queue::QueuedTask;
@@ -85,6 +86,9 @@ fn run(meta: &MetaStore, store: &Store, stop: &AtomicBool, signal: &QueueSignal)
         }
         if let Err(e) = queue_due_retention(store, meta, lethe_meta::now_ms()) {
             tracing::error!(error = %e, "cannot queue due retention tasks");
+        }
+        if let Err(e) = run_access_requests(store, meta, lethe_meta::now_ms()) {
+            tracing::error!(error = %e, "cannot carry out access requests");
         }
         match meta.next_task() {
             Ok(Some(task)) => work_on(meta, store, task, stop),

@@ -23,6 +23,7 @@ const SQLITE_MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0011_deployment_keys.sql"),
     include_str!("../migrations/sqlite/0012_blocks.sql"),
     include_str!("../migrations/sqlite/0013_retention.sql"),
+    include_str!("../migrations/sqlite/0014_access_requests.sql"),
 ];
 
 /// PostgreSQL's twins of the SQLite migrations, number for number.
@@ -40,6 +41,7 @@ const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("../migrations/postgres/0011_deployment_keys.sql"),
     include_str!("../migrations/postgres/0012_blocks.sql"),
     include_str!("../migrations/postgres/0013_retention.sql"),
+    include_str!("../migrations/postgres/0014_access_requests.sql"),
 ];
 
 /// The database behind a metadata store.

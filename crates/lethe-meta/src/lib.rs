@@ -6,6 +6,7 @@
 //! see only the methods of [`MetaStore`], never SQL; `sql` is the seam between the dialects.
 
 mod access;
+mod access_requests;
 mod audit;
 mod blocks;
 mod catalog;
@@ -25,6 +26,7 @@ use std::str::FromStr;
 use std::sync::Mutex;
 
 pub use access::{CreatedProject, NewProject, Project, ProjectRole, Role, User, TOKEN_TTL_MS};
+pub use access_requests::AccessRequest;
 pub use audit::{AuditCheck, AuditRecord};
 pub use blocks::{Block, BlockKind};
 pub use catalog::{CatalogDelta, CatalogEntry, CatalogIds, CatalogKind, CountDelta};

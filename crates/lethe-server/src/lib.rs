@@ -6,6 +6,7 @@ mod auth;
 mod blocks;
 mod cluster;
 mod console;
+mod dsar;
 mod error;
 mod export;
 mod identify;
@@ -144,6 +145,7 @@ pub fn router(app: App) -> Router {
         .merge(tasks::routes())
         .merge(blocks::routes())
         .merge(retention::routes())
+        .merge(dsar::routes())
         .merge(privacy::routes())
         .merge(profile::routes())
         .merge(segmentation::routes())

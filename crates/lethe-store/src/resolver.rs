@@ -1071,7 +1071,12 @@ impl Resolver {
             .and_then(|u| p.by_user.get(u))
             .or_else(|| device_id.and_then(|d| p.by_device.get(d)))
             .copied()?;
-        let user = p.users.get(&amplitude_id);
+        self.profile_of(project_id, amplitude_id)
+    }
+
+    /// The current profile of the user `amplitude_id` (empty if it has none yet).
+    pub fn profile_of(&self, project_id: i64, amplitude_id: i64) -> Option<UserProfile> {
+        let user = self.projects.get(&project_id)?.users.get(&amplitude_id);
         Some(UserProfile {
             amplitude_id,
             user_id: user.and_then(|u| u.user_id.clone()),

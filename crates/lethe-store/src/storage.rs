@@ -52,6 +52,9 @@ const MANIFESTS: &str = "manifests";
 /// The folder beside the segments that a cluster's WAL objects live in (`wal.rs`).
 const WAL: &str = "wal";
 
+/// The folder beside the segments that access-request (DSAR) files live in until they expire.
+const ACCESS: &str = "access";
+
 /// Where a deployment keeps its segments.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum SegmentPlace {
@@ -296,6 +299,29 @@ impl Storage {
         Ok(found)
     }
 
+    fn access_key(name: &str) -> Key {
+        Key::from(format!("{ACCESS}/{name}"))
+    }
+
+    /// Writes access-request file `name`, create-only.
+    pub(crate) fn put_access_file(&self, name: &str, bytes: Bytes) -> Result<()> {
+        self.put_new(
+            &Self::access_key(name),
+            bytes,
+            "write an access-request file",
+        )
+    }
+
+    /// Access-request file `name`.
+    pub(crate) fn access_file(&self, name: &str) -> Result<Bytes> {
+        self.get(&Self::access_key(name))
+    }
+
+    /// Deletes access-request file `name`.
+    pub(crate) fn delete_access_file(&self, name: &str) -> Result<()> {
+        self.delete(&Self::access_key(name))
+    }
+
     /// The whole object.
     pub(crate) fn get(&self, key: &Key) -> Result<Bytes> {
         self.run(async { self.objects.get(key).await?.bytes().await })
@@ -346,8 +372,8 @@ impl Storage {
     }
 
     /// Every segment object there is, by location (objects whose key is not a segment's are
-    /// listed as `Err` with their key, for the caller to remove). Published manifests and
-    /// WAL objects are not segments and not listed.
+    /// listed as `Err` with their key, for the caller to remove). Published manifests, WAL
+    /// objects and access-request files are not segments and not listed.
     pub(crate) fn list(&self) -> Result<Vec<std::result::Result<SegmentLocation, Key>>> {
         let metas: Vec<_> = self.run(self.objects.list(None).collect::<Vec<_>>());
         let mut found = Vec::with_capacity(metas.len());
@@ -358,7 +384,7 @@ impl Storage {
             if key
                 .parts()
                 .next()
-                .is_some_and(|first| [MANIFESTS, WAL].contains(&first.as_ref()))
+                .is_some_and(|first| [MANIFESTS, WAL, ACCESS].contains(&first.as_ref()))
             {
                 continue;
             }

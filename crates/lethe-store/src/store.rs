@@ -467,6 +467,27 @@ impl Store {
         Ok(changed)
     }
 
+    /// The current profile of the user `amplitude_id`, if the project has one.
+    pub fn profile_of(&self, project_id: i64, amplitude_id: i64) -> Option<UserProfile> {
+        lock(&self.inner.resolver).profile_of(project_id, amplitude_id)
+    }
+
+    /// Writes an access-request file (`access/<name>`) beside the segments, create-only:
+    /// the bucket's `lethe scan` covers it, and an erasure of its user deletes it.
+    pub fn put_access_file(&self, name: &str, bytes: Vec<u8>) -> Result<()> {
+        self.inner.storage.put_access_file(name, bytes.into())
+    }
+
+    /// An access-request file's bytes.
+    pub fn access_file(&self, name: &str) -> Result<Vec<u8>> {
+        Ok(self.inner.storage.access_file(name)?.to_vec())
+    }
+
+    /// Deletes an access-request file (gone already is not an error).
+    pub fn delete_access_file(&self, name: &str) -> Result<()> {
+        self.inner.storage.delete_access_file(name)
+    }
+
     /// Which of these ids the project knows (identity mappings and profiles).
     pub fn known_users(
         &self,
