@@ -43,7 +43,7 @@ LETHE_TEST_POSTGRES="${pg%% *}" cargo test -p lethe-meta --test conformance
 # (common::deployment gives each data dir a prefix; DuckDB reads the files the published
 # manifests name), first with SQLite and then with PostgreSQL (a database each) for the
 # metadata.
-suites=(--test access --test console_api --test crash --test deletion --test durability
+suites=(--test access --test console_api --test crash --test deletion --test dsar --test durability
   --test blocks --test groups --test identify --test import --test ingestion --test limits
   --test management --test privacy --test retention --test segmentation)
 cargo test -p lethe --all-features "${suites[@]}"
