@@ -36,9 +36,7 @@ fn kind_of(text: &str) -> Result<BlockKind, ApiError> {
 }
 
 fn project_blocks(app: &App, project: i64) -> Result<Value, ApiError> {
-    app.meta
-        .project(project)?
-        .ok_or_else(|| ApiError::not_found("project"))?;
+    app.existing_project(project)?;
     Ok(json!({ "blocks": app.meta.blocks(Some(project))? }))
 }
 

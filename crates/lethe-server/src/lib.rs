@@ -90,6 +90,13 @@ pub struct App {
 }
 
 impl App {
+    /// The project `id`, or 404 naming it.
+    pub(crate) fn existing_project(&self, id: i64) -> Result<lethe_meta::Project, ApiError> {
+        self.meta
+            .project(id)?
+            .ok_or_else(|| ApiError::not_found("project"))
+    }
+
     /// The address a request came from: the one a cluster node that forwarded it names, or
     /// else [`peer_address`].
     pub(crate) fn client_address(

@@ -425,9 +425,7 @@ async fn suppressions(
 ) -> Result<Json<Value>, ApiError> {
     session.require_admin()?;
     blocking(move || {
-        app.meta
-            .project(project)?
-            .ok_or_else(|| ApiError::not_found("project"))?;
+        app.existing_project(project)?;
         Ok(Json(
             json!({ "suppressions": app.meta.suppressions(Some(project))? }),
         ))

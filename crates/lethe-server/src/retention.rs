@@ -69,13 +69,6 @@ fn parsed(body: &Map<String, Value>) -> Result<(i64, Option<Vec<String>>), ApiEr
     Ok((days, types))
 }
 
-fn known_project(app: &App, project: i64) -> Result<(), ApiError> {
-    app.meta
-        .project(project)?
-        .map(|_| ())
-        .ok_or_else(|| ApiError::not_found("project"))
-}
-
 /// `GET /api/v1/projects/{id}/retention`.
 async fn list(
     State(app): State<App>,
@@ -84,7 +77,7 @@ async fn list(
 ) -> Result<Json<Value>, ApiError> {
     session.require_admin()?;
     blocking(move || {
-        known_project(&app, project)?;
+        app.existing_project(project)?;
         Ok(Json(
             json!({ "policies": app.meta.retention_policies(Some(project))? }),
         ))
@@ -103,7 +96,7 @@ async fn preview(
     session.require_admin()?;
     let (days, event_types) = parsed(&body)?;
     blocking(move || {
-        known_project(&app, project)?;
+        app.existing_project(project)?;
         let policy = RetentionPolicy {
             id: 0,
             project_id: project,
@@ -145,7 +138,7 @@ async fn create(
     session.require_admin()?;
     let (days, event_types) = parsed(&body)?;
     blocking(move || {
-        known_project(&app, project)?;
+        app.existing_project(project)?;
         let policy =
             app.meta
                 .create_retention(project, days, event_types.as_deref(), &session.0.email)?;

@@ -47,9 +47,7 @@ fn spec_error(e: SpecError) -> ApiError {
 
 /// Parses the body and checks it against the project's live catalog.
 fn validated_spec(app: &App, project_id: i64, body: &Value) -> Result<TaskSpec, ApiError> {
-    app.meta
-        .project(project_id)?
-        .ok_or_else(|| ApiError::not_found("project"))?;
+    app.existing_project(project_id)?;
     let spec = parse_spec(body, lethe_meta::now_ms()).map_err(spec_error)?;
     let live = app.store.live_catalog(project_id, CatalogDetail::Names)?;
     let names = |kind| -> BTreeSet<String> { live.entries(kind).map(|(n, _)| n.clone()).collect() };

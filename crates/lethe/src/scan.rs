@@ -70,7 +70,12 @@ pub fn run(args: ScanArgs) -> anyhow::Result<()> {
 fn scan(dir: &Path, needles: &[String]) -> anyhow::Result<Vec<Hit>> {
     let mut hits = Vec::new();
     for file in files(dir)? {
-        let bytes = std::fs::read(&file)?;
+        let bytes = match std::fs::read(&file) {
+            Ok(bytes) => bytes,
+            // Deleted since the listing (a running server removed it): it holds nothing.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e.into()),
+        };
         search(
             &file.display().to_string(),
             bytes.into(),
@@ -132,7 +137,12 @@ fn search(
 
 fn files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e.into()),
+    };
+    for entry in entries {
         let path = entry?.path();
         if path.is_dir() {
             out.extend(files(&path)?);

@@ -44,16 +44,6 @@ fn counts(events: &[Value], tag: &str) -> (usize, usize) {
     (of("Keep"), of("Purge"))
 }
 
-fn audit_actions(server: &Server, token: &str) -> Vec<String> {
-    let (_, audit) = server.get_as(token, "/api/v1/audit");
-    audit
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["action"].as_str().unwrap().to_string())
-        .collect()
-}
-
 #[test]
 fn a_task_that_keeps_blocking_stops_the_sdk_bringing_it_back_until_lifted() {
     let tmp = tempfile::tempdir().unwrap();
@@ -127,7 +117,7 @@ fn a_task_that_keeps_blocking_stops_the_sdk_bringing_it_back_until_lifted() {
     assert_eq!(lift.status().as_u16(), 204);
     assert_eq!(sdk_send(&server, &keys, "b3", 40), 40);
     assert_eq!(counts(&server.export_today(&keys), "b3"), (20, 20));
-    let actions = audit_actions(&server, &token);
+    let actions = server.audit_actions(&token);
     assert!(actions.contains(&"block.added".to_string()), "{actions:?}");
     assert!(actions.contains(&"block.lifted".to_string()), "{actions:?}");
 }

@@ -179,21 +179,19 @@ fn erasure_removes_every_trace_of_the_users_and_nothing_else() {
     assert_eq!(task["status"], "completed", "{task}");
     assert_eq!(task["result"]["events_deleted"], 12, "{task}");
     assert_eq!(task["result"]["users_erased"], 2, "{task}");
-    let (_, audit) = server.get_as(&token, "/api/v1/audit");
-    let actions: Vec<&str> = audit
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["action"].as_str().unwrap())
-        .collect();
+    let actions = server.audit_actions(&token);
     for a in [
         "privacy.requested",
         "privacy.submitted",
         "task.completed",
         "privacy.done",
     ] {
-        assert!(actions.contains(&a), "{a} missing from {actions:?}");
+        assert!(
+            actions.iter().any(|x| x == a),
+            "{a} missing from {actions:?}"
+        );
     }
+    let (_, audit) = server.get_as(&token, "/api/v1/audit");
     let text = audit.to_string();
     assert!(text.contains("dpo@example.com") && text.contains(&alice.to_string()));
     assert!(!text.contains("ALICE-") && !text.contains("privacy-alice"));

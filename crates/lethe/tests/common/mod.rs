@@ -170,6 +170,17 @@ impl Server {
         self.data_dir.clone()
     }
 
+    /// The actions of the audit trail, oldest first.
+    pub fn audit_actions(&self, token: &str) -> Vec<String> {
+        let (_, audit) = self.get_as(token, "/api/v1/audit");
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["action"].as_str().unwrap().to_string())
+            .collect()
+    }
+
     /// Whether the process has exited (by itself: a failpoint, a lost lease).
     pub fn has_exited(&mut self) -> bool {
         self.child.try_wait().unwrap().is_some()
