@@ -1,7 +1,8 @@
 //! Access requests (Amplitude's DSAR API), carried out by the deletion worker between tasks:
 //! the user's events in the range, in the export format, and their current profile (one last
 //! line with `"current_profile": true`), gzip NDJSON, in one file beside the segments. The
-//! file is deleted when its download window ends, and at once when the user is erased (the
+//! file is deleted when its download window ends (`--access-window`, 24 h by default), and
+//! at once when the user is erased (the
 //! erasure's task removes it before it completes), so it never outlives the data it copies.
 
 use std::io::Write;
@@ -15,15 +16,13 @@ use serde_json::{json, Map, Value};
 
 use crate::DeleteError;
 
-/// How long a finished request's file can be downloaded.
-pub const DOWNLOAD_WINDOW_MS: i64 = 24 * 3_600_000;
-
-/// Deletes the files whose window ended, then carries out the requests waiting. Returns how
-/// many were done.
+/// Deletes the files whose download window ended, then carries out the requests waiting,
+/// their files downloadable for `window` (`--access-window`). Returns how many were done.
 pub fn run_access_requests(
     store: &Store,
     meta: &MetaStore,
     now: i64,
+    window: std::time::Duration,
 ) -> Result<usize, DeleteError> {
     for file in meta.retire_access_files(now, None)? {
         store.delete_access_file(&file)?;
@@ -32,7 +31,7 @@ pub fn run_access_requests(
     for request in meta.take_staged_access_requests()? {
         match write_file(store, &request) {
             Ok(file) => {
-                meta.finish_access_request(request.id, &file, now + DOWNLOAD_WINDOW_MS)?;
+                meta.finish_access_request(request.id, &file, now + window.as_millis() as i64)?;
                 done += 1;
             }
             Err(e) => {

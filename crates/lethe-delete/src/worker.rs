@@ -51,17 +51,18 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Starts the worker thread.
+    /// Starts the worker thread; access-request files stay downloadable for `access_window`.
     pub fn start(
         meta: Arc<MetaStore>,
         store: Store,
         signal: QueueSignal,
+        access_window: Duration,
     ) -> std::io::Result<Worker> {
         let stop = Arc::new(AtomicBool::new(false));
         let (flag, wake) = (stop.clone(), signal.clone());
         let thread = std::thread::Builder::new()
             .name("lethe-deletion".into())
-            .spawn(move || run(&meta, &store, &flag, &wake))?;
+            .spawn(move || run(&meta, &store, (&flag, &wake), access_window))?;
         Ok(Worker {
             stop,
             signal,
@@ -79,7 +80,12 @@ impl Worker {
     }
 }
 
-fn run(meta: &MetaStore, store: &Store, stop: &AtomicBool, signal: &QueueSignal) {
+fn run(
+    meta: &MetaStore,
+    store: &Store,
+    (stop, signal): (&AtomicBool, &QueueSignal),
+    access_window: Duration,
+) {
     while !stop.load(Ordering::Acquire) {
         if let Err(e) = queue_due_erasures(store, meta, lethe_meta::now_ms()) {
             tracing::error!(error = %e, "cannot queue due privacy jobs");
@@ -87,7 +93,7 @@ fn run(meta: &MetaStore, store: &Store, stop: &AtomicBool, signal: &QueueSignal)
         if let Err(e) = queue_due_retention(store, meta, lethe_meta::now_ms()) {
             tracing::error!(error = %e, "cannot queue due retention tasks");
         }
-        if let Err(e) = run_access_requests(store, meta, lethe_meta::now_ms()) {
+        if let Err(e) = run_access_requests(store, meta, lethe_meta::now_ms(), access_window) {
             tracing::error!(error = %e, "cannot carry out access requests");
         }
         match meta.next_task() {

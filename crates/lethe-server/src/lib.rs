@@ -51,6 +51,8 @@ pub struct ServerConfig {
     pub store: StoreConfig,
     /// How long a User Privacy API job stays `staging` before it runs.
     pub privacy_grace: std::time::Duration,
+    /// How long an access request's file can be downloaded before it is deleted.
+    pub access_window: std::time::Duration,
     /// Which web origins browsers may send events from (the ingestion endpoints only).
     pub cors: CorsOrigins,
     /// lethe runs behind a proxy that sets `X-Forwarded-For`: the client's address is the
@@ -79,6 +81,7 @@ pub struct App {
     pub store: Store,
     queue: lethe_delete::QueueSignal,
     privacy_grace: std::time::Duration,
+    access_window: std::time::Duration,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
     throttle: Arc<throttle::Throttle>,
     cors: CorsOrigins,

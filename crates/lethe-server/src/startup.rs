@@ -215,6 +215,7 @@ impl Parts {
             store,
             queue: QueueSignal::default(),
             privacy_grace: self.config.privacy_grace,
+            access_window: self.config.access_window,
             metrics: self.metrics.clone(),
             throttle: Default::default(),
             cors: self.config.cors.clone(),
@@ -227,7 +228,12 @@ impl Parts {
 
 /// Runs the deletion queue beside `app`'s handlers until stopped.
 fn start_worker(app: &App) -> std::io::Result<Worker> {
-    Worker::start(app.meta.clone(), app.store.clone(), app.queue.clone())
+    Worker::start(
+        app.meta.clone(),
+        app.store.clone(),
+        app.queue.clone(),
+        app.access_window,
+    )
 }
 
 /// Stops the worker, then flushes and closes the store.

@@ -37,6 +37,9 @@ pub struct ServeArgs {
     /// withdrawn (`24h`, `90m`, `30s`).
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
     privacy_grace: Duration,
+    /// How long an access request's file (DSAR API) can be downloaded before it is deleted.
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    access_window: Duration,
     /// Most property keys of each kind a segment gives a column of their own (the most
     /// frequent, if at least 1 % of its events carry them); the others share one column.
     #[arg(long, env = "LETHE_DENSE_KEYS", default_value_t = Layout::default().max_dense_keys)]
@@ -112,6 +115,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             ..StoreConfig::default()
         },
         privacy_grace: args.privacy_grace,
+        access_window: args.access_window,
         trusted_proxy: args.trusted_proxy,
         rates: RateLimits {
             httpapi_eps: args.device_eps_limit,

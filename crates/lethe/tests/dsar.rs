@@ -146,3 +146,59 @@ fn an_access_request_returns_exactly_the_users_data_and_erasure_takes_the_file()
         );
     }
 }
+
+#[test]
+fn an_access_file_is_deleted_when_its_download_window_ends() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start_on(
+        &tmp.path().join("data"),
+        &["--access-window", "2s", "--flush-interval", "100ms"],
+    );
+    let keys = server.first_start_keys();
+    let event = json!([{"event_type": "viewed", "user_id": "dsar-window-1",
+        "event_properties": {"marker": "DSAR-WINDOW-MARKER"}}]);
+    assert_eq!(server.send(&keys, event).0, 200);
+    let today = chrono::Utc::now().date_naive().to_string();
+    let (status, created) = basic_post(
+        &server,
+        &keys,
+        "/api/2/dsar/requests",
+        &json!({"userId": "dsar-window-1", "startDate": today, "endDate": today}),
+    );
+    assert_eq!(status, 200, "{created}");
+    let path = format!("/api/2/dsar/requests/{}", created["requestId"]);
+    let mut request = Value::Null;
+    wait_until("the access request", || {
+        request = server.basic_get(&keys, &path).1;
+        request["status"] == "done"
+    });
+    let url = request["urls"][0].as_str().unwrap().to_string();
+    let file_status = || {
+        server
+            .client
+            .get(&url)
+            .basic_auth(&keys.api_key, Some(&keys.secret_key))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(file_status(), 200);
+    // The window ends: the file is deleted, the request stays, with no URL.
+    wait_until("the file's expiry", || file_status() == 410);
+    let (_, request) = server.basic_get(&keys, &path);
+    assert_eq!(
+        (request["status"].clone(), request["urls"].clone()),
+        (json!("done"), json!([]))
+    );
+    let token = server.admin_token();
+    assert!(server
+        .audit_actions(&token)
+        .iter()
+        .any(|a| a == "access.expired"));
+    // Its bytes are gone: no access file is left (on local storage, where the test can look).
+    let left = std::fs::read_dir(server.data_dir.join("segments/access"))
+        .map(|files| files.count())
+        .unwrap_or(0);
+    assert_eq!(left, 0);
+}
