@@ -26,7 +26,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server (Amplitude-compatible APIs, management API).
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Bulk-load NDJSON files (Amplitude export format, plain or gzip) into a project.
     Import(import::ImportArgs),
     /// Run a benchmark against a real server process (built with `--features bench`).
@@ -51,7 +51,7 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::Import(args) => import::run(args),
         #[cfg(feature = "bench")]
         Command::Bench(args) => lethe_bench::run(args),
