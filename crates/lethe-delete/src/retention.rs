@@ -5,45 +5,46 @@
 use std::collections::BTreeSet;
 
 use lethe_event::Day;
-use lethe_meta::{CatalogKind, MetaStore, RetentionPolicy};
+use lethe_meta::{CatalogKind, MetaStore};
 use lethe_store::{CatalogDetail, Store};
 
 use crate::engine::preview;
 use crate::spec::{Clause, TaskSpec};
 use crate::DeleteError;
 
-/// The task that carries out `policy` on `today`, over the event types it names that the
-/// project has (or all it has); `None` when there are none.
+/// The task a policy of `days` over `event_types` (`None`: all) runs on `today`: everything
+/// uploaded before the start of the day `days` before it, of the named types the project
+/// has (or all it has); `None` when there are none.
 pub fn retention_spec(
-    policy: &RetentionPolicy,
+    store: &Store,
+    project_id: i64,
+    (days, event_types): (i64, Option<&[String]>),
     today: Day,
-    live_types: &BTreeSet<String>,
-) -> Option<TaskSpec> {
-    let event_types: Vec<String> = match &policy.event_types {
+) -> Result<Option<TaskSpec>, DeleteError> {
+    let live: BTreeSet<String> = store
+        .live_catalog(project_id, CatalogDetail::Names)?
+        .entries(CatalogKind::Event)
+        .map(|(name, _)| name.clone())
+        .collect();
+    let types: Vec<String> = match event_types {
         Some(named) => named
             .iter()
-            .filter(|t| live_types.contains(*t))
+            .filter(|t| live.contains(*t))
             .cloned()
             .collect(),
-        None => live_types.iter().cloned().collect(),
+        None => live.into_iter().collect(),
     };
-    if event_types.is_empty() {
-        return None;
+    if types.is_empty() {
+        return Ok(None);
     }
-    let which = match &policy.event_types {
-        Some(named) => named.join(", "),
-        None => "all events".to_string(),
-    };
-    Some(TaskSpec {
-        name: format!(
-            "Retention: {which} older than {} days (policy {})",
-            policy.days, policy.id
-        ),
+    let which = event_types.map_or_else(|| "all events".to_string(), |named| named.join(", "));
+    Ok(Some(TaskSpec {
+        name: format!("Retention: {which} older than {days} days"),
         start: 0,
-        end: today.plus(-policy.days).start_ms(),
-        clauses: vec![Clause::Event { event_types }],
+        end: today.plus(-days).start_ms(),
+        clauses: vec![Clause::Event { event_types: types }],
         keep_blocking: false,
-    })
+    }))
 }
 
 /// Checks the policies due at `now` and queues a task for each that has something to
@@ -57,12 +58,8 @@ pub fn queue_due_retention(
     let day = today.to_string();
     let mut queued = 0;
     for policy in meta.due_retention(&day)? {
-        let live: BTreeSet<String> = store
-            .live_catalog(policy.project_id, CatalogDetail::Names)?
-            .entries(CatalogKind::Event)
-            .map(|(name, _)| name.clone())
-            .collect();
-        let task = match retention_spec(&policy, today, &live) {
+        let rule = (policy.days, policy.event_types.as_deref());
+        let task = match retention_spec(store, policy.project_id, rule, today)? {
             Some(spec) => {
                 let shown = preview(store, meta, policy.project_id, &spec)?;
                 (shown.totals.events_deleted > 0).then_some((spec, shown))

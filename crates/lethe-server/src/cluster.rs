@@ -186,7 +186,8 @@ impl Node {
             Err(e) => {
                 // Once per writer, not once per request.
                 if self.unreachable.swap(writer.epoch, Ordering::AcqRel) != writer.epoch {
-                    tracing::warn!(error = %e, writer = %writer.address, "cannot reach the writer");
+                    // Without the URL: its path and query are the client's (a user_id, say).
+                    tracing::warn!(error = %e.without_url(), writer = %writer.address, "cannot reach the writer");
                 }
                 self.forget_writer();
                 return None;

@@ -2,21 +2,17 @@
 //! worker turns each into an ordinary task once a day (`lethe_delete::retention`), which
 //! the home page lists with every other task.
 
-use std::collections::BTreeSet;
-
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use lethe_delete::retention::retention_spec;
 use lethe_event::Day;
-use lethe_meta::{CatalogKind, RetentionPolicy};
-use lethe_store::CatalogDetail;
 use serde_json::{json, Map, Value};
 
 use crate::auth::Session;
 use crate::manage::Body;
-use crate::tasks::run_preview;
+use crate::tasks::{engine_error, run_preview};
 use crate::{blocking, ApiError, App};
 
 /// The longest retention a policy takes (100 years).
@@ -97,28 +93,15 @@ async fn preview(
     let (days, event_types) = parsed(&body)?;
     blocking(move || {
         app.existing_project(project)?;
-        let policy = RetentionPolicy {
-            id: 0,
-            project_id: project,
-            days,
-            event_types,
-            created_by: String::new(),
-            created_at: 0,
-            checked_day: None,
-            last_task_id: None,
-        };
         let today = Day::of_ms(lethe_meta::now_ms());
-        let live: BTreeSet<String> = app
-            .store
-            .live_catalog(project, CatalogDetail::Names)?
-            .entries(CatalogKind::Event)
-            .map(|(name, _)| name.clone())
-            .collect();
-        let cutoff = today.plus(-days).start_ms();
-        let totals = match retention_spec(&policy, today, &live) {
+        let rule = (days, event_types.as_deref());
+        let spec = retention_spec(&app.store, project, rule, today)
+            .map_err(|e| engine_error(e, "the preview could not read the store"))?;
+        let totals = match spec {
             Some(spec) => json!(run_preview(&app, project, &spec)?.without_samples().totals),
             None => json!({"events_deleted": 0}),
         };
+        let cutoff = today.plus(-days).start_ms();
         Ok(Json(json!({
             "cutoff": lethe_event::format_export_time(cutoff),
             "totals": totals,

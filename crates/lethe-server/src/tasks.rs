@@ -72,7 +72,7 @@ pub(crate) fn run_preview(
 
 /// A failure of the deletion engine as an answer: a quarantined segment or a damaged stored
 /// task is named (never its contents); anything else is logged and summarised as `doing`.
-fn engine_error(e: DeleteError, doing: &str) -> ApiError {
+pub(crate) fn engine_error(e: DeleteError, doing: &str) -> ApiError {
     tracing::error!(error = %e, "{doing}");
     match e.is_permanent() {
         true => ApiError::internal(&e.to_string()),

@@ -108,6 +108,19 @@ fn an_access_request_returns_exactly_the_users_data_and_erasure_takes_the_file()
     assert_eq!(lines[3]["current_profile"], true);
     assert_eq!(lines[3]["user_properties"], json!({"plan": "gold"}));
     assert!(!text.contains("DSAR-B-MARKER"), "nobody else's data");
+    // Another project's keys reach neither the request nor its file.
+    let token = server.admin_token();
+    let (status, other) = server.post_as(&token, "/api/v1/projects", &json!({"name": "Other"}));
+    assert_eq!(status, 201, "{other}");
+    let other = Keys::of_project(&other);
+    assert_eq!(server.basic_get(&other, &path).0, 404);
+    let stranger = server
+        .client
+        .get(&url)
+        .basic_auth(&other.api_key, Some(&other.secret_key))
+        .send()
+        .unwrap();
+    assert_eq!(stranger.status().as_u16(), 404);
     assert_eq!(
         common::scan(&server.data_dir, &["DSAR-A-MARKER"]),
         vec!["DSAR-A-MARKER"]
@@ -132,7 +145,6 @@ fn an_access_request_returns_exactly_the_users_data_and_erasure_takes_the_file()
     wait_until("the erasure task", || {
         common::scan(&server.data_dir, &["DSAR-A-MARKER", "DSAR-B-MARKER"]) == vec!["DSAR-B-MARKER"]
     });
-    let token = server.admin_token();
     let actions = server.audit_actions(&token);
     for action in [
         "access.requested",
