@@ -147,6 +147,45 @@ test('an admin builds, verifies and submits a two-clause task; it completes and 
   assert.equal(events.filter((e) => e.event_type === 'Page View' && e.event_properties.email).length, 10);
 });
 
+test('an admin deletes by value: only the events whose property matches, and blocking is not offered', async () => {
+  const events = [];
+  for (let i = 0; i < 16; i++) events.push({ event_type: 'Trial Started', user_id: `e2e-user-${i % 5}`, event_properties: { plan: i % 4 === 0 ? 'Internal QA' : 'pro' } });
+  assert.equal((await post('/2/httpapi', { api_key: server.apiKey, events })).status, 200);
+  await new Promise((r) => setTimeout(r, 1100)); // before the wizard's end time
+  const page = await newPage();
+  await signIn(page, ADMIN);
+  await page.goto(server.url + '/settings/deletion/new');
+  const name = 'Remove internal QA trials';
+  await page.getByLabel('Task name').fill(name);
+  await page.getByLabel('Start (UTC)').fill(new Date(Date.now() - 86400000).toISOString().slice(0, 16));
+  await page.getByRole('button', { name: 'Add events or properties' }).click();
+  const clause = page.locator('fieldset[data-clause="0"]');
+  await pick(clause, 'Events to delete (with all their properties)', 'Trial Started');
+  await clause.getByLabel('Only where a property has a value').check();
+  await clause.getByLabel('Property kind').selectOption('event');
+  await clause.getByLabel('Property', { exact: true }).selectOption('plan');
+  await clause.getByLabel('Operator').selectOption('contains');
+  await clause.getByLabel('Values, one per line (any of them)').fill('internal qa');
+  await page.getByRole('button', { name: 'Next' }).click();
+  const table = page.locator('#verify-counts');
+  await table.waitFor();
+  const first = (await table.locator('tbody tr').nth(0).locator('td').allTextContents()).map((t) => Number(t.replaceAll(',', '')));
+  assert.deepEqual(first, [4, 0, 0, 0], 'contains ignores case, as Amplitude’s does');
+  await table.getByText('where event property plan contains "internal qa"').waitFor();
+  await page.screenshot({ path: join(ARTIFACTS, 'wizard-where.png'), fullPage: true });
+  await page.getByRole('button', { name: 'Next' }).click();
+  assert.equal(await page.locator('#keep-blocking').isDisabled(), true);
+  await page.getByLabel('Type the task name to confirm').fill(name);
+  await page.getByRole('button', { name: 'Delete' }).click();
+  await page.waitForURL(server.url + '/');
+  const row = page.locator('tr', { hasText: name });
+  await row.getByText('completed').waitFor({ timeout: 30000 });
+  await row.getByText('(1 value(s), redacted)').waitFor();
+  const left = (await exportEvents(server)).filter((e) => e.event_type === 'Trial Started');
+  assert.equal(left.length, 12);
+  assert.ok(left.every((e) => e.event_properties.plan === 'pro'));
+});
+
 test('a task holds at most five clauses: the add button disables at five', async () => {
   const page = await newPage();
   await signIn(page, ADMIN);

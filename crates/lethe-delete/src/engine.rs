@@ -330,6 +330,10 @@ pub fn execute(
     queued: &QueuedTask,
 ) -> Result<TaskResult, DeleteError> {
     let (task, spec, submitted) = (&queued.row, &queued.spec, &queued.preview);
+    if spec.is_redacted() {
+        // Its values are gone (it completed): run, it would compare against nothing.
+        return Err(DeleteError::Redacted(task.id));
+    }
     let mut progress = queued.progress.clone().unwrap_or_else(|| Progress {
         clauses: vec![Counts::default(); spec.clauses.len()],
         ..Default::default()

@@ -11,6 +11,7 @@
 pub mod access;
 pub mod engine;
 pub mod matcher;
+pub mod predicate;
 pub mod privacy;
 pub mod queue;
 pub mod receipt;
@@ -22,6 +23,7 @@ pub use engine::{
     execute, preview, Preview, Progress, RewriteStats, SegmentDigest, TaskResult, Timings,
 };
 pub use matcher::{Counts, Sample};
+pub use predicate::{Op, Predicate, Subject};
 pub use privacy::queue_due_erasures;
 pub use queue::{submit, tasks, QueuedTask};
 pub use spec::{check_names, parse_spec, Clause, KnownNames, SpecError, TaskSpec, MAX_CLAUSES};
@@ -45,6 +47,9 @@ pub enum DeleteError {
         field: &'static str,
         why: String,
     },
+    /// A completed task's predicate values were replaced by digests: it cannot run again.
+    #[error("task {0} completed and its predicate values were redacted: it cannot run again")]
+    Redacted(i64),
 }
 
 impl DeleteError {
@@ -55,6 +60,7 @@ impl DeleteError {
             self,
             DeleteError::Store(lethe_store::StoreError::Corrupt { .. })
                 | DeleteError::CorruptTask { .. }
+                | DeleteError::Redacted(_)
         )
     }
 }

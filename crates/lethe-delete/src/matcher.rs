@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use lethe_meta::CatalogIds;
 use lethe_store::{base_column, tail, PropertyKind};
 
+use crate::predicate::{Cell, Predicate, Subject, Test};
 use crate::spec::{Clause, TaskSpec};
 
 /// What a task (or one clause) removes.
@@ -74,7 +75,14 @@ pub struct Sample {
     pub server_upload_time: String,
 }
 
-enum Rule {
+/// One clause, resolved: what it removes, and on which events (its `where`).
+struct Rule {
+    target: Target,
+    filter: Option<Filter>,
+}
+
+/// What a clause removes.
+enum Target {
     Events(HashSet<String>),
     Users(HashSet<i64>),
     Properties {
@@ -83,6 +91,84 @@ enum Rule {
         kind: PropertyKind,
         types: Option<HashSet<String>>,
     },
+}
+
+/// A clause's value predicate, resolved: where its property's cells are, and the test.
+struct Filter {
+    source: Source,
+    test: Test,
+    /// Whether only an event with the property can pass (not a negation).
+    needs_property: bool,
+}
+
+/// Where a predicate's property is stored.
+enum Source {
+    /// A property key: its own column or the kind's tail; no id when this id space has
+    /// never seen the key, so no event holds it.
+    Property { kind: PropertyKind, id: Option<i64> },
+    /// A built-in field's column.
+    Column(String),
+}
+
+impl Filter {
+    fn new(predicate: &Predicate, ids: PropertyIds) -> Filter {
+        let property = |kind: PropertyKind, name: &String| Source::Property {
+            kind,
+            id: ids.of(kind).get(name).copied(),
+        };
+        Filter {
+            source: match &predicate.property {
+                Subject::Event(name) => property(PropertyKind::Event, name),
+                Subject::User(name) => property(PropertyKind::User, name),
+                Subject::BuiltIn(name) => Source::Column(name.clone()),
+            },
+            test: Test::new(predicate),
+            needs_property: !predicate.op.matches_unset(),
+        }
+    }
+
+    /// The columns the predicate reads.
+    fn columns(&self) -> Vec<String> {
+        match &self.source {
+            Source::Property { kind, id: Some(id) } => kind.columns_of(*id).to_vec(),
+            Source::Property { id: None, .. } => Vec::new(),
+            Source::Column(name) => vec![name.clone()],
+        }
+    }
+
+    /// Whether an event of the segment can pass, from its manifest record alone.
+    fn may_pass(&self, record: &lethe_meta::SegmentRecord) -> bool {
+        match &self.source {
+            _ if !self.needs_property => true,
+            Source::Property { kind, id } => id.is_some_and(|id| kind.ids(record).contains(&id)),
+            Source::Column(_) => true,
+        }
+    }
+
+    /// Which rows of `batch` pass.
+    fn passing(&self, batch: &RecordBatch) -> Result<Vec<bool>, ArrowError> {
+        let rows = batch.num_rows();
+        let (cells, json) = match &self.source {
+            Source::Property { kind, id: Some(id) } => (kind.values(batch, *id)?, true),
+            Source::Property { id: None, .. } => (None, true),
+            Source::Column(name) => match batch.column_by_name(name) {
+                None => (None, false),
+                Some(_) => (Some(column::<StringArray>(batch, name)?.clone()), false),
+            },
+        };
+        Ok((0..rows)
+            .map(|r| {
+                let cell = cells
+                    .as_ref()
+                    .filter(|c| c.is_valid(r))
+                    .map(|c| match json {
+                        true => Cell::Json(c.value(r)),
+                        false => Cell::Text(c.value(r)),
+                    });
+                self.test.passes(cell)
+            })
+            .collect())
+    }
 }
 
 /// A task resolved against one id space (the catalog's, or a memtable batch's).
@@ -129,6 +215,22 @@ impl Matcher {
     /// Resolves `spec` with the property ids of one id space; names without an id cannot
     /// occur in it and are skipped.
     pub fn new(spec: &TaskSpec, ids: PropertyIds) -> Self {
+        let rules = spec
+            .clauses
+            .iter()
+            .map(|c| Rule {
+                target: Self::target(c, ids),
+                filter: c.filter().map(|p| Filter::new(p, ids)),
+            })
+            .collect();
+        Self {
+            from: spec.start,
+            to: spec.end,
+            rules,
+        }
+    }
+
+    fn target(clause: &Clause, ids: PropertyIds) -> Target {
         let set = |v: &Vec<String>| v.iter().cloned().collect::<HashSet<_>>();
         let keys = |names: &Vec<String>, kind: PropertyKind| {
             names
@@ -136,46 +238,38 @@ impl Matcher {
                 .filter_map(|n| ids.of(kind).get(n).copied())
                 .collect()
         };
-        let rules = spec
-            .clauses
-            .iter()
-            .map(|c| match c {
-                Clause::Event { event_types } => Rule::Events(set(event_types)),
-                Clause::Users { amplitude_ids } => {
-                    Rule::Users(amplitude_ids.iter().copied().collect())
-                }
-                Clause::EventProperty {
-                    properties,
-                    event_types,
-                } => Rule::Properties {
-                    keys: keys(properties, PropertyKind::Event),
-                    kind: PropertyKind::Event,
-                    types: event_types.as_ref().map(set),
-                },
-                Clause::UserProperty {
-                    properties,
-                    event_types,
-                    ..
-                } => Rule::Properties {
-                    keys: keys(properties, PropertyKind::User),
-                    kind: PropertyKind::User,
-                    types: event_types.as_ref().map(set),
-                },
-                Clause::GroupProperty {
-                    properties,
-                    event_types,
-                    ..
-                } => Rule::Properties {
-                    keys: keys(properties, PropertyKind::Group),
-                    kind: PropertyKind::Group,
-                    types: event_types.as_ref().map(set),
-                },
-            })
-            .collect();
-        Self {
-            from: spec.start,
-            to: spec.end,
-            rules,
+        match clause {
+            Clause::Event { event_types, .. } => Target::Events(set(event_types)),
+            Clause::Users { amplitude_ids } => {
+                Target::Users(amplitude_ids.iter().copied().collect())
+            }
+            Clause::EventProperty {
+                properties,
+                event_types,
+                ..
+            } => Target::Properties {
+                keys: keys(properties, PropertyKind::Event),
+                kind: PropertyKind::Event,
+                types: event_types.as_ref().map(set),
+            },
+            Clause::UserProperty {
+                properties,
+                event_types,
+                ..
+            } => Target::Properties {
+                keys: keys(properties, PropertyKind::User),
+                kind: PropertyKind::User,
+                types: event_types.as_ref().map(set),
+            },
+            Clause::GroupProperty {
+                properties,
+                event_types,
+                ..
+            } => Target::Properties {
+                keys: keys(properties, PropertyKind::Group),
+                kind: PropertyKind::Group,
+                types: event_types.as_ref().map(set),
+            },
         }
     }
 
@@ -199,18 +293,18 @@ impl Matcher {
         .map(String::from)
         .to_vec();
         for r in &self.rules {
-            match r {
-                Rule::Properties { keys, kind, .. } => {
-                    for id in keys {
-                        for c in kind.columns_of(*id) {
-                            if !cols.contains(&c) {
-                                cols.push(c);
-                            }
-                        }
-                    }
+            let needed = match &r.target {
+                Target::Properties { keys, kind, .. } => {
+                    keys.iter().flat_map(|id| kind.columns_of(*id)).collect()
                 }
-                Rule::Users(_) => cols.push(base_column::AMPLITUDE_ID.to_string()),
-                Rule::Events(_) => {}
+                Target::Users(_) => vec![base_column::AMPLITUDE_ID.to_string()],
+                Target::Events(_) => Vec::new(),
+            };
+            let filtered = r.filter.iter().flat_map(Filter::columns);
+            for c in needed.into_iter().chain(filtered) {
+                if !cols.contains(&c) {
+                    cols.push(c);
+                }
             }
         }
         cols
@@ -222,8 +316,8 @@ impl Matcher {
         let ids: Vec<i64> = self
             .rules
             .iter()
-            .filter_map(|r| match r {
-                Rule::Users(ids) => Some(ids.iter().copied()),
+            .filter_map(|r| match &r.target {
+                Target::Users(ids) => Some(ids.iter().copied()),
                 _ => None,
             })
             .flatten()
@@ -243,13 +337,16 @@ impl Matcher {
                     .is_some_and(|id| record.event_types.contains(id))
             })
         };
-        self.rules.iter().any(|r| match r {
-            Rule::Events(types) => has_type(types),
-            Rule::Users(ids) => !ids.is_empty(),
-            Rule::Properties { keys, kind, types } => {
-                keys.iter().any(|id| kind.ids(record).contains(id))
-                    && types.as_ref().is_none_or(has_type)
-            }
+        self.rules.iter().any(|r| {
+            let target = match &r.target {
+                Target::Events(types) => has_type(types),
+                Target::Users(ids) => !ids.is_empty(),
+                Target::Properties { keys, kind, types } => {
+                    keys.iter().any(|id| kind.ids(record).contains(id))
+                        && types.as_ref().is_none_or(has_type)
+                }
+            };
+            target && r.filter.as_ref().is_none_or(|f| f.may_pass(record))
         })
     }
 
@@ -269,26 +366,34 @@ impl Matcher {
             deleted: vec![false; rows],
             ..Default::default()
         };
-        for (rule, counts) in self.rules.iter().zip(a.clauses.iter_mut()) {
-            let hit: Box<dyn Fn(usize) -> bool> = match rule {
-                Rule::Events(set) => Box::new(|r| set.contains(types.value(r))),
-                Rule::Users(ids) => {
+        // Every predicate reads the events as stored, before any clause changes them.
+        let passing: Vec<Option<Vec<bool>>> = self
+            .rules
+            .iter()
+            .map(|rule| rule.filter.as_ref().map(|f| f.passing(batch)).transpose())
+            .collect::<Result<_, _>>()?;
+        let candidate =
+            |i: usize, r: usize| in_range[r] && passing[i].as_ref().is_none_or(|passes| passes[r]);
+        for (i, (rule, counts)) in self.rules.iter().zip(a.clauses.iter_mut()).enumerate() {
+            let hit: Box<dyn Fn(usize) -> bool> = match &rule.target {
+                Target::Events(set) => Box::new(|r| set.contains(types.value(r))),
+                Target::Users(ids) => {
                     let users = column::<Int64Array>(batch, base_column::AMPLITUDE_ID)?;
                     Box::new(|r| ids.contains(&users.value(r)))
                 }
-                Rule::Properties { .. } => continue,
+                Target::Properties { .. } => continue,
             };
-            for r in (0..rows).filter(|r| in_range[*r] && hit(*r)) {
+            for r in (0..rows).filter(|r| candidate(i, *r) && hit(*r)) {
                 counts.events_deleted += 1;
                 a.deleted[r] = true;
             }
         }
-        for (rule, counts) in self.rules.iter().zip(a.clauses.iter_mut()) {
-            let Rule::Properties {
+        for (i, (rule, counts)) in self.rules.iter().zip(a.clauses.iter_mut()).enumerate() {
+            let Target::Properties {
                 keys,
                 kind,
                 types: only,
-            } = rule
+            } = &rule.target
             else {
                 continue;
             };
@@ -300,14 +405,14 @@ impl Matcher {
                     .cleared
                     .entry(kind.column(*id))
                     .or_insert_with(|| vec![false; rows]);
-                for r in 0..rows {
-                    let hit = in_range[r]
+                for (r, cleared) in cleared.iter_mut().enumerate() {
+                    let hit = candidate(i, r)
                         && !a.deleted[r]
                         && values.is_valid(r)
                         && only.as_ref().is_none_or(|t| t.contains(types.value(r)));
                     if hit {
                         counts.add_values(*kind, 1);
-                        cleared[r] = true;
+                        *cleared = true;
                     }
                 }
             }

@@ -61,11 +61,15 @@ pub fn submit(
     actor: &str,
 ) -> Result<(QueuedTask, Preview), DeleteError> {
     let shown = preview(store, meta, project_id, spec)?;
+    let audited = spec.redacted(&meta.deployment_keys()?.salt);
     let row = meta.submit_task(
         project_id,
         &spec.name,
         (
-            &serde_json::to_value(spec)?,
+            (
+                &serde_json::to_value(spec)?,
+                &serde_json::to_value(audited)?,
+            ),
             &serde_json::to_value(shown.without_samples())?,
         ),
         &spec.blocks(),

@@ -42,7 +42,10 @@ pub fn retention_spec(
         name: format!("Retention: {which} older than {days} days"),
         start: 0,
         end: today.plus(-days).start_ms(),
-        clauses: vec![Clause::Event { event_types: types }],
+        clauses: vec![Clause::Event {
+            event_types: types,
+            filter: None,
+        }],
         keep_blocking: false,
     }))
 }

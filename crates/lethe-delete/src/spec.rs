@@ -4,6 +4,8 @@
 use lethe_meta::BlockKind;
 use std::collections::BTreeSet;
 
+use crate::predicate::{built_in_fields, Op, Predicate, Subject, MAX_VALUES, MAX_VALUE_CHARS};
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -16,11 +18,19 @@ const MAX_NAME_CHARS: usize = 200;
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Clause {
     /// These events, with all their properties.
-    Event { event_types: Vec<String> },
+    Event {
+        event_types: Vec<String>,
+        /// Only the events that pass this value predicate (`where` in JSON).
+        #[serde(rename = "where", default, skip_serializing_if = "Option::is_none")]
+        filter: Option<Predicate>,
+    },
     /// These keys from `event_properties`, on all events (`None`) or the listed types.
     EventProperty {
         properties: Vec<String>,
         event_types: Option<Vec<String>>,
+        /// Only on the events that pass this value predicate (`where` in JSON).
+        #[serde(rename = "where", default, skip_serializing_if = "Option::is_none")]
+        filter: Option<Predicate>,
     },
     /// These keys from the user properties stored on events; `from_profiles` also unsets
     /// them in current profiles.
@@ -28,6 +38,9 @@ pub enum Clause {
         properties: Vec<String>,
         event_types: Option<Vec<String>>,
         from_profiles: bool,
+        /// Only on the events that pass this value predicate (`where` in JSON).
+        #[serde(rename = "where", default, skip_serializing_if = "Option::is_none")]
+        filter: Option<Predicate>,
     },
     /// These keys from the group properties stored on events; `from_profiles` also unsets
     /// them in the groups' current properties.
@@ -35,6 +48,9 @@ pub enum Clause {
         properties: Vec<String>,
         event_types: Option<Vec<String>>,
         from_profiles: bool,
+        /// Only on the events that pass this value predicate (`where` in JSON).
+        #[serde(rename = "where", default, skip_serializing_if = "Option::is_none")]
+        filter: Option<Predicate>,
     },
     /// Every event of these end users (a User Privacy API job; never from the task API).
     Users { amplitude_ids: Vec<i64> },
@@ -67,7 +83,7 @@ impl TaskSpec {
         let mut blocks = Vec::new();
         for clause in &self.clauses {
             let (kind, names) = match clause {
-                Clause::Event { event_types } => (BlockKind::EventType, event_types),
+                Clause::Event { event_types, .. } => (BlockKind::EventType, event_types),
                 Clause::EventProperty { properties, .. } => (BlockKind::EventProperty, properties),
                 Clause::UserProperty { properties, .. } => (BlockKind::UserProperty, properties),
                 Clause::GroupProperty { properties, .. } => (BlockKind::GroupProperty, properties),
@@ -76,6 +92,57 @@ impl TaskSpec {
             blocks.extend(names.iter().map(|name| (kind, name.clone())));
         }
         blocks
+    }
+
+    /// The clause's value predicate, if it has one.
+    fn filters(&self) -> impl Iterator<Item = &Predicate> {
+        self.clauses.iter().filter_map(Clause::filter)
+    }
+
+    /// Whether the spec holds property values (a predicate's, not yet redacted): then its
+    /// stored copy is redacted once the task completes.
+    pub fn holds_values(&self) -> bool {
+        self.filters().any(|p| !p.values.is_empty())
+    }
+
+    /// Whether a predicate's values were replaced by digests: such a spec cannot run.
+    pub fn is_redacted(&self) -> bool {
+        self.filters().any(Predicate::is_redacted)
+    }
+
+    /// The spec with every predicate value replaced by its salted digest: what the audit,
+    /// receipts and a completed task's stored spec hold.
+    pub fn redacted(&self, salt: &[u8]) -> TaskSpec {
+        let mut spec = self.clone();
+        for clause in &mut spec.clauses {
+            if let Some(filter) = clause.filter_mut() {
+                *filter = filter.redacted(salt);
+            }
+        }
+        spec
+    }
+}
+
+impl Clause {
+    /// The clause's value predicate (`where`), if any.
+    pub fn filter(&self) -> Option<&Predicate> {
+        match self {
+            Clause::Event { filter, .. }
+            | Clause::EventProperty { filter, .. }
+            | Clause::UserProperty { filter, .. }
+            | Clause::GroupProperty { filter, .. } => filter.as_ref(),
+            Clause::Users { .. } => None,
+        }
+    }
+
+    fn filter_mut(&mut self) -> Option<&mut Predicate> {
+        match self {
+            Clause::Event { filter, .. }
+            | Clause::EventProperty { filter, .. }
+            | Clause::UserProperty { filter, .. }
+            | Clause::GroupProperty { filter, .. } => filter.as_mut(),
+            Clause::Users { .. } => None,
+        }
     }
 }
 
@@ -177,6 +244,13 @@ pub fn parse_spec(body: &Value, now: i64) -> Result<TaskSpec, SpecError> {
         Some(Value::Bool(keep)) => *keep,
         Some(_) => return Err(err("keep_blocking", "must be true or false")),
     };
+    if keep_blocking && clauses.iter().any(|c| c.filter().is_some()) {
+        return Err(err(
+            "keep_blocking",
+            "blocks whole event types and keys, so it cannot go with a clause's where: \
+             submit the blocking as a task of its own",
+        ));
+    }
     Ok(TaskSpec {
         name,
         start,
@@ -220,23 +294,28 @@ fn parse_clause(i: usize, clause: &Value) -> Result<Clause, SpecError> {
         return Err(err(&at, "must be an object"));
     }
     let kind = clause.get("kind").and_then(Value::as_str);
+    let filter = predicate(clause, &at)?;
     match kind {
         Some("event") => Ok(Clause::Event {
             event_types: names(clause, &at, "event_types", true)?.unwrap_or_default(),
+            filter,
         }),
         Some("event_property") => Ok(Clause::EventProperty {
             properties: names(clause, &at, "properties", true)?.unwrap_or_default(),
             event_types: names(clause, &at, "event_types", false)?,
+            filter,
         }),
         Some("user_property") => Ok(Clause::UserProperty {
             properties: names(clause, &at, "properties", true)?.unwrap_or_default(),
             event_types: names(clause, &at, "event_types", false)?,
-            from_profiles: from_profiles(clause, &at)?,
+            from_profiles: from_profiles(clause, &at, filter.is_some())?,
+            filter,
         }),
         Some("group_property") => Ok(Clause::GroupProperty {
             properties: names(clause, &at, "properties", true)?.unwrap_or_default(),
             event_types: names(clause, &at, "event_types", false)?,
-            from_profiles: from_profiles(clause, &at)?,
+            from_profiles: from_profiles(clause, &at, filter.is_some())?,
+            filter,
         }),
         _ => Err(err(
             format!("{at}.kind"),
@@ -245,12 +324,124 @@ fn parse_clause(i: usize, clause: &Value) -> Result<Clause, SpecError> {
     }
 }
 
-fn from_profiles(clause: &Value, at: &str) -> Result<bool, SpecError> {
+/// `from_profiles`; refused with a `where`: current profiles are not events, and a
+/// predicate on an event's values says nothing about them.
+fn from_profiles(clause: &Value, at: &str, filtered: bool) -> Result<bool, SpecError> {
+    let field = format!("{at}.from_profiles");
     match clause.get("from_profiles") {
-        None | Some(Value::Null) => Ok(false),
-        Some(Value::Bool(b)) => Ok(*b),
-        Some(_) => Err(err(format!("{at}.from_profiles"), "must be true or false")),
+        None | Some(Value::Null) | Some(Value::Bool(false)) => Ok(false),
+        Some(Value::Bool(true)) if filtered => Err(err(
+            field,
+            "cannot go with where: it unsets the keys in every current profile; \
+             submit it as a clause of its own",
+        )),
+        Some(Value::Bool(true)) => Ok(true),
+        Some(_) => Err(err(field, "must be true or false")),
     }
+}
+
+/// A clause's optional `where`.
+fn predicate(clause: &Value, at: &str) -> Result<Option<Predicate>, SpecError> {
+    let at = format!("{at}.where");
+    let body = match clause.get("where") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Object(body)) => body,
+        Some(_) => {
+            return Err(err(
+                &at,
+                "must be an object: {\"property\": {\"type\": …, \"name\": …}, \"op\": …, \"values\": […]}",
+            ))
+        }
+    };
+    let property = body.get("property");
+    let name = match property.and_then(|p| p.get("name")) {
+        Some(Value::String(name)) if !name.is_empty() && name.chars().count() <= MAX_NAME_CHARS => {
+            name.clone()
+        }
+        _ => {
+            return Err(err(
+                format!("{at}.property.name"),
+                "is required: the property's name, 1 to 200 characters",
+            ))
+        }
+    };
+    let subject = match property.and_then(|p| p.get("type")).and_then(Value::as_str) {
+        Some("event") => Subject::Event(name),
+        Some("user") => Subject::User(name),
+        Some("built_in") if built_in_fields().any(|f| f == name) => Subject::BuiltIn(name),
+        Some("built_in") => {
+            return Err(err(
+                format!("{at}.property.name"),
+                format!(
+                    "is not a built-in field; they are: {}",
+                    built_in_fields().collect::<Vec<_>>().join(", ")
+                ),
+            ))
+        }
+        _ => {
+            return Err(err(
+                format!("{at}.property.type"),
+                "must be one of event, user, built_in",
+            ))
+        }
+    };
+    let spelled = body.get("op").and_then(Value::as_str);
+    let Some(op) = Op::ALL.into_iter().find(|op| Some(op.as_str()) == spelled) else {
+        return Err(err(
+            format!("{at}.op"),
+            "must be one of is, is not, contains, does not contain, is set, is not set",
+        ));
+    };
+    let field = format!("{at}.values");
+    let values = match (body.get("values"), op.takes_values()) {
+        (None | Some(Value::Null), false) => Vec::new(),
+        (Some(Value::Array(list)), false) if list.is_empty() => Vec::new(),
+        (_, false) => {
+            return Err(err(
+                field,
+                format!("must be absent: {} takes no values", op.as_str()),
+            ))
+        }
+        (Some(Value::Array(list)), true) if (1..=MAX_VALUES).contains(&list.len()) => {
+            let mut out = Vec::with_capacity(list.len());
+            for v in list {
+                match v {
+                    Value::String(s) if s.chars().count() > MAX_VALUE_CHARS => {
+                        return Err(err(
+                            field,
+                            format!("values have at most {MAX_VALUE_CHARS} characters"),
+                        ))
+                    }
+                    Value::String(s) if s.is_empty() && op != Op::Is && op != Op::IsNot => {
+                        return Err(err(
+                            field,
+                            "an empty text is in every value: name what to look for",
+                        ))
+                    }
+                    Value::String(s) => out.push(s.clone()),
+                    _ => {
+                        return Err(err(
+                            field,
+                            "must list strings (a number as its text, e.g. \"42\")",
+                        ))
+                    }
+                }
+            }
+            out
+        }
+        (_, true) => {
+            return Err(err(
+                field,
+                format!("is required: a list of 1 to {MAX_VALUES} strings"),
+            ))
+        }
+    };
+    Ok(Some(Predicate {
+        property: subject,
+        op,
+        values,
+        value_digests: Vec::new(),
+    }))
 }
 
 /// Names a project knows, by kind: a clause may only name these.
@@ -266,11 +457,14 @@ pub struct KnownNames {
 pub fn check_names(spec: &TaskSpec, known: &KnownNames) -> Result<(), SpecError> {
     for (i, clause) in spec.clauses.iter().enumerate() {
         let (props, prop_field, known_props, types) = match clause {
-            Clause::Event { event_types } => (None, "", &known.event_properties, Some(event_types)),
+            Clause::Event { event_types, .. } => {
+                (None, "", &known.event_properties, Some(event_types))
+            }
             Clause::Users { .. } => continue,
             Clause::EventProperty {
                 properties,
                 event_types,
+                ..
             } => (
                 Some(properties),
                 "properties",
@@ -316,6 +510,16 @@ pub fn check_names(spec: &TaskSpec, known: &KnownNames) -> Result<(), SpecError>
                 });
             }
         }
+        let unknown = match clause.filter().map(|p| &p.property) {
+            Some(Subject::Event(name)) if !known.event_properties.contains(name) => name,
+            Some(Subject::User(name)) if !known.user_properties.contains(name) => name,
+            _ => continue,
+        };
+        return Err(SpecError {
+            field: format!("clauses[{i}].where.property.name"),
+            message: "names a property not in this project's catalog".into(),
+            unknown: vec![unknown.clone()],
+        });
     }
     Ok(())
 }
@@ -439,6 +643,108 @@ mod tests {
         assert_eq!(field(b.clone()), "end", "the future is refused");
         b["start"] = json!("yesterday");
         assert_eq!(field(b), "start");
+    }
+
+    #[test]
+    fn a_where_is_checked_field_by_field() {
+        let field = |w: Value| {
+            parse_spec(
+                &body(json!([{"kind": "event", "event_types": ["a"], "where": w}])),
+                NOW,
+            )
+            .map(|_| String::new())
+            .unwrap_or_else(|e| e.field)
+        };
+        let ok = json!({"property": {"type": "event", "name": "env"}, "op": "is", "values": ["staging"]});
+        assert_eq!(field(ok.clone()), "");
+        assert_eq!(field(json!("env = staging")), "clauses[0].where");
+        let mut w = ok.clone();
+        w["property"]["type"] = json!("group");
+        assert_eq!(field(w), "clauses[0].where.property.type");
+        let mut w = ok.clone();
+        w["property"] = json!({"type": "built_in", "name": "email"});
+        assert_eq!(field(w), "clauses[0].where.property.name");
+        let mut w = ok.clone();
+        w["property"] = json!({"type": "built_in", "name": "country"});
+        assert_eq!(field(w), "");
+        let mut w = ok.clone();
+        w["op"] = json!("ends with");
+        assert_eq!(field(w), "clauses[0].where.op");
+        for values in [json!([]), json!(vec!["x"; 101]), json!([42]), json!(null)] {
+            let mut w = ok.clone();
+            w["values"] = values;
+            assert_eq!(field(w), "clauses[0].where.values");
+        }
+        let mut w = ok.clone();
+        w["values"] = json!(["x".repeat(1025)]);
+        assert_eq!(field(w), "clauses[0].where.values");
+        let mut w = ok.clone();
+        w["op"] = json!("contains");
+        w["values"] = json!([""]);
+        assert_eq!(
+            field(w),
+            "clauses[0].where.values",
+            "an empty needle matches all"
+        );
+        let mut w = ok.clone();
+        w["op"] = json!("is set");
+        assert_eq!(
+            field(w.clone()),
+            "clauses[0].where.values",
+            "is set takes none"
+        );
+        w.as_object_mut().unwrap().remove("values");
+        assert_eq!(field(w), "");
+    }
+
+    #[test]
+    fn a_where_refuses_what_would_delete_more_than_it_says() {
+        let w = json!({"property": {"type": "user", "name": "email"}, "op": "contains", "values": ["@test.example"]});
+        let mut b = body(json!([{"kind": "event", "event_types": ["a"], "where": w}]));
+        b["keep_blocking"] = json!(true);
+        assert_eq!(parse_spec(&b, NOW).unwrap_err().field, "keep_blocking");
+        let b = body(
+            json!([{"kind": "user_property", "properties": ["email"], "from_profiles": true, "where": w}]),
+        );
+        assert_eq!(
+            parse_spec(&b, NOW).unwrap_err().field,
+            "clauses[0].from_profiles"
+        );
+    }
+
+    #[test]
+    fn a_redacted_spec_keeps_its_shape_without_its_values() {
+        let w = json!({"property": {"type": "user", "name": "email"}, "op": "contains", "values": ["@test.example"]});
+        let spec = parse_spec(
+            &body(json!([{"kind": "user_property", "properties": ["email"], "where": w}])),
+            NOW,
+        )
+        .unwrap();
+        assert!(spec.holds_values() && !spec.is_redacted());
+        let redacted = spec.redacted(b"salt");
+        assert!(!redacted.holds_values() && redacted.is_redacted());
+        let stored = serde_json::to_string(&redacted).unwrap();
+        assert!(!stored.contains("test.example"), "{stored}");
+        assert_eq!(serde_json::from_str::<TaskSpec>(&stored).unwrap(), redacted);
+    }
+
+    #[test]
+    fn a_where_on_an_unknown_property_is_refused() {
+        let w = json!({"property": {"type": "event", "name": "evn"}, "op": "is", "values": ["x"]});
+        let spec = parse_spec(
+            &body(json!([{"kind": "event", "event_types": ["a"], "where": w}])),
+            NOW,
+        )
+        .unwrap();
+        let known = KnownNames {
+            event_types: ["a".to_string()].into(),
+            ..Default::default()
+        };
+        let e = check_names(&spec, &known).unwrap_err();
+        assert_eq!(
+            (e.field.as_str(), e.unknown),
+            ("clauses[0].where.property.name", vec!["evn".to_string()])
+        );
     }
 
     #[test]

@@ -8,14 +8,16 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use lethe_meta::{MetaStore, TaskRow};
+use lethe_meta::{MetaStore, TaskRow, ValueTable};
 use lethe_store::Store;
+use serde_json::Value;
 
 use crate::access::run_access_requests;
 use crate::engine::execute;
 use crate::privacy::queue_due_erasures;
 use crate::queue::QueuedTask;
 use crate::retention::queue_due_retention;
+use crate::DeleteError;
 
 /// Attempts before a task is marked failed (an admin can retry it).
 const ATTEMPTS: u32 = 3;
@@ -143,7 +145,7 @@ fn work_on(meta: &MetaStore, store: &Store, task: TaskRow, stop: &AtomicBool) {
         });
         match outcome {
             Ok((result, text)) => {
-                if let Err(e) = meta.complete_task(id, &text) {
+                if let Err(e) = complete(meta, &current, &text) {
                     tracing::error!(error = %e, task_id = id, "cannot record completion");
                 }
                 tracing::info!(
@@ -170,4 +172,20 @@ fn work_on(meta: &MetaStore, store: &Store, task: TaskRow, stop: &AtomicBool) {
         id,
         &format!("gave up after {ATTEMPTS} attempts: {last_error}"),
     );
+}
+
+/// Records a task's completion, its predicate values (if any) redacted in its stored spec in
+/// the same commit and purged from the database's files.
+fn complete(meta: &MetaStore, task: &QueuedTask, result: &Value) -> Result<(), DeleteError> {
+    let redacted = match task.spec.holds_values() {
+        true => Some(serde_json::to_value(
+            task.spec.redacted(&meta.deployment_keys()?.salt),
+        )?),
+        false => None,
+    };
+    meta.complete_task(task.row.id, result, redacted.as_ref())?;
+    if redacted.is_some() {
+        meta.purge_deleted_rows(&[ValueTable::Tasks])?;
+    }
+    Ok(())
 }

@@ -1,11 +1,11 @@
-//! Exactness: for random events and random tasks, the store after execution equals a simple
-//! in-memory model of the same deletion, the counts equal the preview, and the catalog counts
-//! equal what remains.
+//! Exactness: for random events and random tasks (with value predicates), the store after
+//! execution equals a simple in-memory model of the same deletion, the counts equal the
+//! preview, and the catalog counts equal what remains.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use lethe_delete::{execute, submit, Clause, QueuedTask, TaskSpec};
+use lethe_delete::{execute, submit, Clause, Op, Predicate, QueuedTask, Subject, TaskSpec};
 use lethe_event::{Event, ParsedEvent, DAY_MS};
 use lethe_meta::{CatalogKind, MetaStore};
 use lethe_store::tail::Layout;
@@ -16,6 +16,8 @@ const TYPES: &[&str] = &["open", "click", "buy", "close"];
 const EVENT_KEYS: &[&str] = &["p1", "p2", "p3", "p4"];
 const USER_KEYS: &[&str] = &["u1", "u2", "u3"];
 const GROUP_KEYS: &[&str] = &["g1", "g2", "g3"];
+/// Property values are the numbers below this (few, so that predicates match some events).
+const VALUES: u8 = 6;
 const BASE: i64 = 1_700_000_000_000 - 1_700_000_000_000 % DAY_MS;
 
 #[derive(Debug, Clone)]
@@ -34,8 +36,8 @@ fn input() -> impl Strategy<Value = Input> {
         0..TYPES.len(),
         0..5usize,
         0..3 * DAY_MS,
-        prop::collection::vec((0..EVENT_KEYS.len(), any::<u8>()), 0..4),
-        prop::collection::vec((0..USER_KEYS.len(), any::<u8>()), 0..3),
+        prop::collection::vec((0..EVENT_KEYS.len(), 0..VALUES), 0..4),
+        prop::collection::vec((0..USER_KEYS.len(), 0..VALUES), 0..3),
         prop::option::of((
             0..2usize,
             prop::collection::vec((0..GROUP_KEYS.len(), any::<u8>()), 0..3),
@@ -63,41 +65,75 @@ fn names(all: &[&str], picks: &[usize]) -> Vec<String> {
     v
 }
 
+/// An optional `where` on an event property, a user property or the built-in `user_id`.
+fn predicate() -> impl Strategy<Value = Option<Predicate>> {
+    let subject = prop_oneof![
+        (0..EVENT_KEYS.len()).prop_map(|k| Subject::Event(EVENT_KEYS[k].into())),
+        (0..USER_KEYS.len()).prop_map(|k| Subject::User(USER_KEYS[k].into())),
+        Just(Subject::BuiltIn("user_id".into())),
+    ];
+    let values = prop::collection::vec(0..VALUES, 1..3);
+    prop::option::weighted(
+        0.6,
+        (subject, 0..Op::ALL.len(), values).prop_map(|(property, op, values)| {
+            let op = Op::ALL[op];
+            let values = match (op.takes_values(), &property) {
+                (false, _) => Vec::new(),
+                (true, Subject::BuiltIn(_)) => values.iter().map(|v| format!("user-{v}")).collect(),
+                (true, _) => values.iter().map(u8::to_string).collect(),
+            };
+            Predicate {
+                property,
+                op,
+                values,
+                value_digests: Vec::new(),
+            }
+        }),
+    )
+}
+
 fn clause() -> impl Strategy<Value = Clause> {
     let types = prop::collection::vec(0..TYPES.len(), 1..3);
     let maybe_types = prop::option::of(prop::collection::vec(0..TYPES.len(), 1..3));
     prop_oneof![
-        types.prop_map(|t| Clause::Event {
-            event_types: names(TYPES, &t)
+        (types, predicate()).prop_map(|(t, filter)| Clause::Event {
+            event_types: names(TYPES, &t),
+            filter,
         }),
         (
             prop::collection::vec(0..EVENT_KEYS.len(), 1..3),
-            maybe_types.clone()
+            maybe_types.clone(),
+            predicate(),
         )
-            .prop_map(|(p, t)| {
+            .prop_map(|(p, t, filter)| {
                 Clause::EventProperty {
                     properties: names(EVENT_KEYS, &p),
                     event_types: t.map(|t| names(TYPES, &t)),
+                    filter,
                 }
             }),
         (
             prop::collection::vec(0..USER_KEYS.len(), 1..3),
-            maybe_types.clone()
+            maybe_types.clone(),
+            predicate(),
         )
-            .prop_map(|(p, t)| Clause::UserProperty {
+            .prop_map(|(p, t, filter)| Clause::UserProperty {
                 properties: names(USER_KEYS, &p),
                 event_types: t.map(|t| names(TYPES, &t)),
                 from_profiles: false,
+                filter,
             }),
         (
             prop::collection::vec(0..GROUP_KEYS.len(), 1..3),
-            maybe_types
+            maybe_types,
+            predicate(),
         )
-            .prop_map(|(p, t)| {
+            .prop_map(|(p, t, filter)| {
                 Clause::GroupProperty {
                     properties: names(GROUP_KEYS, &p),
                     event_types: t.map(|t| names(TYPES, &t)),
                     from_profiles: false,
+                    filter,
                 }
             }),
     ]
@@ -140,32 +176,58 @@ fn all_events(store: &Store, project: i64) -> Vec<Event> {
     store.events(project, None).unwrap()
 }
 
-/// The model: the same deletion applied to plain events.
+/// The model of a predicate, on the values this test stores (numbers, and `user-N` ids):
+/// a value compares as its text.
+fn passes(filter: &Option<Predicate>, e: &Event) -> bool {
+    let Some(p) = filter else { return true };
+    let find = |props: &[(String, String)], key: &str| {
+        props.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+    };
+    let value = match &p.property {
+        Subject::Event(key) => find(&e.event_properties, key),
+        Subject::User(key) => find(&e.user_properties, key),
+        Subject::BuiltIn(_) => e.user_id.clone(),
+    };
+    let is = |v: &String| p.values.contains(v);
+    let contains = |v: &String| p.values.iter().any(|n| v.contains(n.as_str()));
+    match p.op {
+        Op::IsSet => value.is_some(),
+        Op::IsNotSet => value.is_none(),
+        Op::Is => value.as_ref().is_some_and(is),
+        Op::IsNot => !value.as_ref().is_some_and(is),
+        Op::Contains => value.as_ref().is_some_and(contains),
+        Op::DoesNotContain => !value.as_ref().is_some_and(contains),
+    }
+}
+
+/// The model: the same deletion applied to plain events. Every predicate reads the event as
+/// it was stored, whatever other clauses remove from it.
 fn model(events: &[Event], spec: &TaskSpec) -> Vec<Event> {
     let in_range =
         |e: &Event| e.server_upload_time >= spec.start && e.server_upload_time < spec.end;
-    let matches = |types: &Option<Vec<String>>, e: &Event| {
-        types.as_ref().is_none_or(|t| t.contains(&e.event_type))
-    };
+    let matches =
+        |types: &Option<Vec<String>>, filter: &Option<Predicate>, e: &Event, stored: &Event| {
+            types.as_ref().is_none_or(|t| t.contains(&e.event_type)) && passes(filter, stored)
+        };
     events
         .iter()
         .filter(|e| {
             !(in_range(e)
-                && spec.clauses.iter().any(|c| matches!(c, Clause::Event { event_types } if event_types.contains(&e.event_type))))
+                && spec.clauses.iter().any(|c| matches!(c, Clause::Event { event_types, filter } if event_types.contains(&e.event_type) && passes(filter, e))))
         })
-        .map(|e| {
-            let mut e = e.clone();
+        .map(|stored| {
+            let mut e = stored.clone();
             if in_range(&e) {
                 for c in &spec.clauses {
                     match c {
-                        Clause::EventProperty { properties, event_types } if matches(event_types, &e) => {
+                        Clause::EventProperty { properties, event_types, filter } if matches(event_types, filter, &e, stored) => {
                             e.event_properties.retain(|(k, _)| !properties.contains(k));
                         }
-                        Clause::UserProperty { properties, event_types, .. } if matches(event_types, &e) => {
+                        Clause::UserProperty { properties, event_types, filter, .. } if matches(event_types, filter, &e, stored) => {
                             let kept: Vec<_> = e.user_properties.iter().filter(|(k, _)| !properties.contains(k)).cloned().collect();
                             e.user_properties = Arc::new(kept);
                         }
-                        Clause::GroupProperty { properties, event_types, .. } if matches(event_types, &e) => {
+                        Clause::GroupProperty { properties, event_types, filter, .. } if matches(event_types, filter, &e, stored) => {
                             e.group_properties.retain(|(k, _)| !properties.contains(k));
                         }
                         _ => {}

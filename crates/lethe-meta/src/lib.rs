@@ -375,6 +375,8 @@ pub enum ValueTable {
     Profiles,
     /// Current group properties.
     GroupProfiles,
+    /// Deletion tasks: a task's `where` names values until the task completes.
+    Tasks,
 }
 
 impl ValueTable {
@@ -383,6 +385,7 @@ impl ValueTable {
             ValueTable::Identities => "identities",
             ValueTable::Profiles => "profiles",
             ValueTable::GroupProfiles => "group_profiles",
+            ValueTable::Tasks => "deletion_tasks",
         }
     }
 }

@@ -150,9 +150,24 @@ fn job_ids(c: &mut dyn Conn, sql: &str, args: &[Value]) -> Result<Vec<i64>> {
 impl MetaStore {
     /// Marks a task completed with its final counts and, in the same transaction, the
     /// privacy job it carried out (if any) done. (Here, not among the tasks, because jobs
-    /// depend on tasks and not the reverse.)
-    pub fn complete_task(&self, id: i64, result: &serde_json::Value) -> Result<()> {
+    /// depend on tasks and not the reverse.) A spec that held property values (a clause's
+    /// `where`) is replaced by its `redacted` form in the same transaction, so a completed
+    /// task keeps no value it was asked to delete (purge with [`ValueTable::Tasks`]).
+    ///
+    /// [`ValueTable::Tasks`]: crate::ValueTable::Tasks
+    pub fn complete_task(
+        &self,
+        id: i64,
+        result: &serde_json::Value,
+        redacted: Option<&serde_json::Value>,
+    ) -> Result<()> {
         self.tx(|tx| {
+            if let Some(spec) = redacted {
+                tx.execute(
+                    "UPDATE deletion_tasks SET spec=?2 WHERE id=?1",
+                    params![id, spec.to_string()],
+                )?;
+            }
             set_status_in(
                 tx,
                 id,
@@ -352,7 +367,14 @@ impl MetaStore {
     ) -> Result<TaskRow> {
         self.tx(|tx| {
             let job = load_job(tx, job_id)?;
-            let task = insert_task(tx, job.project_id, name, spec, preview, "privacy-api")?;
+            let task = insert_task(
+                tx,
+                job.project_id,
+                name,
+                (spec, spec),
+                preview,
+                "privacy-api",
+            )?;
             tx.execute(
                 "UPDATE privacy_jobs SET task_id=?2 WHERE id=?1",
                 params![job_id, task.id],

@@ -142,7 +142,7 @@ impl MetaStore {
                     tx,
                     policy.project_id,
                     name,
-                    spec,
+                    (spec, spec),
                     preview,
                     "retention",
                 )?),

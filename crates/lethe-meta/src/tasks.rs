@@ -96,12 +96,14 @@ fn task_from_row(r: &Row) -> Result<TaskRow> {
     })
 }
 
-/// Inserts a queued task and its audit line inside `tx`.
+/// Inserts a queued task and its audit line inside `tx`. The spec comes twice: as stored
+/// (what the task runs) and as audited (the same without property values: see
+/// [`MetaStore::complete_task`]).
 pub(crate) fn insert_task(
     tx: &mut dyn Conn,
     project_id: i64,
     name: &str,
-    spec: &Value,
+    (spec, audited_spec): (&Value, &Value),
     preview: &Value,
     created_by: &str,
 ) -> Result<TaskRow> {
@@ -114,7 +116,7 @@ pub(crate) fn insert_task(
     let detail = serde_json::json!({
         "project_id": project_id,
         "name": name,
-        "spec": spec,
+        "spec": audited_spec,
         "preview": preview,
     });
     audit_in(tx, created_by, "task.submitted", Some(id), &detail)?;
@@ -163,12 +165,13 @@ pub(crate) fn set_status_in(
 
 impl MetaStore {
     /// Queues a task and audits its submission, atomically, with the names it also blocks
-    /// from now on (`keep_blocking`; none otherwise).
+    /// from now on (`keep_blocking`; none otherwise). `spec` is as stored and as audited
+    /// (see [`insert_task`]).
     pub fn submit_task(
         &self,
         project_id: i64,
         name: &str,
-        (spec, preview): (&Value, &Value),
+        (spec, preview): ((&Value, &Value), &Value),
         blocks: &[(BlockKind, String)],
         created_by: &str,
     ) -> Result<TaskRow> {

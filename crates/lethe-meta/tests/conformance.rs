@@ -330,12 +330,28 @@ fn the_queue_runs_tasks_in_order_and_audits_every_step() {
     for b in backends() {
         let meta = &b.meta;
         meta.bootstrap("a@b.c", Some("pw")).unwrap();
+        // The first names a value: stored to run, audited and kept after completion redacted.
         let spec = json!({"clauses": [{"event_type": "Test"}]});
+        let valued = json!({"clauses": [{"event_type": "Test", "where": "value-marker"}]});
+        let redacted = json!({"clauses": [{"event_type": "Test", "where": "digest"}]});
         let first = meta
-            .submit_task(1, "first", (&spec, &json!({"rows": 3})), &[], "a@b.c")
+            .submit_task(
+                1,
+                "first",
+                ((&valued, &redacted), &json!({"rows": 3})),
+                &[],
+                "a@b.c",
+            )
             .unwrap();
+        assert!(first.spec.contains("value-marker"));
         let second = meta
-            .submit_task(1, "second", (&spec, &json!({"rows": 1})), &[], "a@b.c")
+            .submit_task(
+                1,
+                "second",
+                ((&spec, &spec), &json!({"rows": 1})),
+                &[],
+                "a@b.c",
+            )
             .unwrap();
         assert_eq!(first.status, TaskStatus::Queued);
         assert_eq!(
@@ -360,9 +376,18 @@ fn the_queue_runs_tasks_in_order_and_audits_every_step() {
             "only a failed task is retried"
         );
         meta.start_task(first.id).unwrap();
-        meta.complete_task(first.id, &json!({"rows": 3})).unwrap();
+        meta.complete_task(first.id, &json!({"rows": 3}), Some(&redacted))
+            .unwrap();
+        meta.purge_deleted_rows(&[ValueTable::Tasks]).unwrap();
         let done = meta.task(first.id).unwrap().unwrap();
         assert_eq!(done.status, TaskStatus::Completed);
+        assert_eq!(done.spec, redacted.to_string(), "{}", b.name);
+        assert_eq!(
+            meta.text_columns_holding("value-marker").unwrap(),
+            Vec::<String>::new(),
+            "{}: neither the audit nor the completed task holds the value",
+            b.name
+        );
         assert_eq!(done.result.as_deref(), Some(r#"{"rows":3}"#));
         assert!(done.finished_at.is_some() && done.started_at.is_some());
         let tasks: Vec<i64> = meta.tasks().unwrap().iter().map(|t| t.id).collect();
@@ -438,7 +463,7 @@ fn privacy_jobs_gather_lock_and_finish_with_their_task() {
             meta.lock_due_erasures(200).unwrap().is_empty(),
             "a queued job is not listed again"
         );
-        meta.complete_task(task.id, &json!({})).unwrap();
+        meta.complete_task(task.id, &json!({}), None).unwrap();
         let jobs = meta.erasure_jobs(1, "2026-01-01", "2026-12-31").unwrap();
         assert_eq!(
             (jobs[0].status, jobs[0].task_id),
@@ -584,7 +609,13 @@ fn one_writer_at_a_time_and_a_taken_over_writer_commits_nothing() {
             Err(MetaError::Fenced(1))
         ));
         assert!(matches!(meta.resign_writer(1), Err(MetaError::Fenced(1))));
-        let refused = meta.submit_task(project.id, "t", (&json!({}), &json!({})), &[], "admin");
+        let refused = meta.submit_task(
+            project.id,
+            "t",
+            ((&json!({}), &json!({})), &json!({})),
+            &[],
+            "admin",
+        );
         assert!(
             matches!(refused, Err(MetaError::Fenced(1))),
             "{}: {refused:?}",
@@ -595,7 +626,13 @@ fn one_writer_at_a_time_and_a_taken_over_writer_commits_nothing() {
             "nothing of the fenced commit stored"
         );
         node_b
-            .submit_task(project.id, "t", (&json!({}), &json!({})), &[], "admin")
+            .submit_task(
+                project.id,
+                "t",
+                ((&json!({}), &json!({})), &json!({})),
+                &[],
+                "admin",
+            )
             .unwrap();
 
         // A node restarted on its data dir takes its own lease back at once; a resigned

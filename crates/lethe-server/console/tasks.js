@@ -9,15 +9,24 @@ export function projectName(id) {
   return state.projects.find((p) => p.id === id)?.name ?? `#${id}`;
 }
 
+/** A clause's `where`, in words; a completed task's values are redacted (digests only). */
+function where(w) {
+  if (!w) return '';
+  const kind = { event: 'event property', user: 'user property', built_in: '' }[w.property.type];
+  const values = w.values?.length ? ` ${w.values.map((v) => JSON.stringify(v)).join(' or ')}`
+    : w.value_digests?.length ? ` (${w.value_digests.length} value(s), redacted)` : '';
+  return ` where ${kind ? kind + ' ' : ''}${w.property.name} ${w.op}${values}`;
+}
+
 /** One line saying what a task removes. */
 export function summary(spec) {
   const types = (t) => (t ? ` on ${t.join(', ')}` : ' on all events');
   return (spec?.clauses || []).map((c) => {
     switch (c.kind) {
-      case 'event': return `events ${c.event_types.join(', ')}`;
-      case 'event_property': return `event properties ${c.properties.join(', ')}${types(c.event_types)}`;
-      case 'user_property': return `user properties ${c.properties.join(', ')}${types(c.event_types)}${c.from_profiles ? ' (and profiles)' : ''}`;
-      case 'group_property': return `group properties ${c.properties.join(', ')}${types(c.event_types)}${c.from_profiles ? ' (and groups)' : ''}`;
+      case 'event': return `events ${c.event_types.join(', ')}${where(c.where)}`;
+      case 'event_property': return `event properties ${c.properties.join(', ')}${types(c.event_types)}${where(c.where)}`;
+      case 'user_property': return `user properties ${c.properties.join(', ')}${types(c.event_types)}${where(c.where)}${c.from_profiles ? ' (and profiles)' : ''}`;
+      case 'group_property': return `group properties ${c.properties.join(', ')}${types(c.event_types)}${where(c.where)}${c.from_profiles ? ' (and groups)' : ''}`;
       case 'users': return `all data of ${c.amplitude_ids.length} end user(s) (privacy request)`;
       default: return c.kind;
     }

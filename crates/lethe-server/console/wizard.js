@@ -33,6 +33,65 @@ function picker({ label, entries, selected, field, errorId, onchange }) {
     h('label', { for: id }, label), search, list, chips, fieldError(errorId.replace(/-error$/, '')));
 }
 
+const OPS = ['is', 'is not', 'contains', 'does not contain', 'is set', 'is not set'];
+const takesValues = (op) => op !== 'is set' && op !== 'is not set';
+
+/** The clause's optional value predicate: only events whose property holds given values. */
+function whereEditor(wizard, clause, index) {
+  const at = `clauses[${index}].where`;
+  const ids = { on: nextId('where'), type: nextId('where-type'), name: nextId('where-name'), op: nextId('where-op'), values: nextId('where-values') };
+  const on = h('input', { type: 'checkbox', id: ids.on, checked: !!clause.where });
+  const box = h('div', { class: 'where' });
+  const draw = () => {
+    const w = clause.where;
+    if (!w) return box.replaceChildren();
+    const catalog = wizard.catalog;
+    const names = {
+      event: catalog.event_properties.map((e) => e.name), user: catalog.user_properties.map((e) => e.name),
+      built_in: catalog.built_in_fields || [],
+    }[w.type];
+    if (!names.includes(w.name)) w.name = names[0] || '';
+    const select = (id, field, options, value, onchange) => {
+      const el = h('select', { id, 'data-field': field, 'data-error-id': `${id}-error` },
+        options.map(([v, text]) => h('option', { value: v, selected: v === value }, text)));
+      el.addEventListener('change', () => onchange(el.value));
+      return el;
+    };
+    const type = select(ids.type, `${at}.property.type`, [['event', 'Event property'], ['user', 'User property'], ['built_in', 'Built-in field']], w.type,
+      (v) => { w.type = v; draw(); });
+    const name = select(ids.name, `${at}.property.name`, names.map((n) => [n, n]), w.name, (v) => { w.name = v; });
+    const op = select(ids.op, `${at}.op`, OPS.map((o) => [o, o]), w.op, (v) => { w.op = v; draw(); });
+    const parts = [h('div', { class: 'row' },
+      h('div', {}, h('label', { for: ids.type }, 'Property kind'), type, fieldError(ids.type)),
+      h('div', {}, h('label', { for: ids.name }, 'Property'), name, fieldError(ids.name)),
+      h('div', {}, h('label', { for: ids.op }, 'Operator'), op, fieldError(ids.op)))];
+    if (takesValues(w.op)) {
+      const values = h('textarea', { id: ids.values, rows: 3, 'data-field': `${at}.values`, 'data-error-id': `${ids.values}-error` });
+      values.value = w.values;
+      values.addEventListener('input', () => { w.values = values.value; });
+      parts.push(h('label', { for: ids.values }, 'Values, one per line (any of them)'), values, fieldError(ids.values));
+    }
+    parts.push(h('p', { class: 'hint' }, '“is” compares exactly; “contains” ignores case; “is not” and “does not contain” also match events without the property. The values are kept only until the task completes.'));
+    box.replaceChildren(...parts);
+  };
+  on.addEventListener('change', () => {
+    clause.where = on.checked ? { type: 'event', name: '', op: 'is', values: '' } : null;
+    if (on.checked) clause.fromProfiles = false;
+    wizard.drawClauses();
+  });
+  draw();
+  return h('div', { class: 'check', 'data-field': at, 'data-error-id': `${ids.on}-error` },
+    h('label', { for: ids.on }, on, 'Only where a property has a value'), box, fieldError(ids.on));
+}
+
+/** A clause's `where` as the API takes it. */
+function whereBody(w) {
+  if (!w) return undefined;
+  const body = { property: { type: w.type, name: w.name }, op: w.op };
+  if (takesValues(w.op)) body.values = w.values.split('\n').map((v) => v.replace(/\r$/, '')).filter((v) => v !== '');
+  return body;
+}
+
 function clauseEditor(wizard, clause, index) {
   const catalog = wizard.catalog;
   const err = `clause${index}-names-error`;
@@ -81,7 +140,8 @@ function clauseEditor(wizard, clause, index) {
         parts.push(picker({ label: 'Only on these events', entries: catalog.event_types, selected: clause.types, field: `clauses[${index}].event_types`, errorId: typesErr }));
       }
     }
-    if (clause.kind === 'user_property' || clause.kind === 'group_property') {
+    parts.push(whereEditor(wizard, clause, index));
+    if ((clause.kind === 'user_property' || clause.kind === 'group_property') && !clause.where) {
       const id = nextId('profiles');
       const c = h('input', { type: 'checkbox', id, checked: clause.fromProfiles });
       c.addEventListener('change', () => { clause.fromProfiles = c.checked; });
@@ -108,9 +168,10 @@ function taskBody(w) {
     clauses: w.clauses.map((c) => {
       const names = [...c.names];
       const types = c.scope === 'specific' ? [...c.types] : null;
-      if (c.kind === 'event') return { kind: 'event', event_types: names };
-      if (c.kind === 'event_property') return { kind: 'event_property', properties: names, event_types: types };
-      return { kind: c.kind, properties: names, event_types: types, from_profiles: c.fromProfiles };
+      const where = whereBody(c.where);
+      if (c.kind === 'event') return { kind: 'event', event_types: names, where };
+      if (c.kind === 'event_property') return { kind: 'event_property', properties: names, event_types: types, where };
+      return { kind: c.kind, properties: names, event_types: types, from_profiles: c.fromProfiles, where };
     }),
   };
 }
@@ -154,7 +215,7 @@ export async function newTaskPage() {
   };
   add.addEventListener('click', () => {
     if (w.clauses.length >= MAX_CLAUSES) return;
-    w.clauses.push({ kind: 'event', names: new Set(), types: new Set(), scope: 'all', fromProfiles: false });
+    w.clauses.push({ kind: 'event', names: new Set(), types: new Set(), scope: 'all', fromProfiles: false, where: null });
     w.drawClauses();
     clauseList.lastElementChild?.querySelector('select')?.focus();
   });
@@ -228,7 +289,9 @@ function verify(w, body, preview) {
 
 function confirmTask(w, body, preview, verifySection) {
   const input = h('input', { id: 'confirm-name', type: 'text', autocomplete: 'off', 'aria-describedby': 'confirm-hint', 'data-field': 'confirm', 'data-error-id': 'confirm-name-error' });
-  const keep = h('input', { id: 'keep-blocking', type: 'checkbox' });
+  // Blocking takes whole names: a task that deletes by value cannot block.
+  const byValue = body.clauses.some((c) => c.where);
+  const keep = h('input', { id: 'keep-blocking', type: 'checkbox', disabled: byValue });
   const del = h('button', { type: 'submit', class: 'danger', disabled: true }, 'Delete');
   input.addEventListener('input', () => { del.disabled = input.value !== body.name; });
   const err = h('p', { class: 'error', role: 'alert' });
@@ -243,7 +306,9 @@ function confirmTask(w, body, preview, verifySection) {
       h('p', { class: 'hint', id: 'confirm-hint' }, `Type: ${body.name}`),
       input, fieldError('confirm-name'),
       h('div', { class: 'row' }, keep,
-        h('label', { for: 'keep-blocking' }, 'Keep blocking it: new events of these types, and these property keys, are dropped at ingestion from now on (Projects page lists and lifts blocks)'))),
+        h('label', { for: 'keep-blocking' }, byValue
+          ? 'Keep blocking it: not for a task that deletes by value (blocking takes whole event types and keys)'
+          : 'Keep blocking it: new events of these types, and these property keys, are dropped at ingestion from now on (Projects page lists and lifts blocks)'))),
     err,
     h('div', { class: 'actions' },
       h('button', { type: 'button', onclick: () => setMain('Verify deletion task', h('h1', {}, 'New Deletion Task'), verifySection) }, 'Back'),

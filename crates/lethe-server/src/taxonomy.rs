@@ -163,6 +163,8 @@ async fn catalog(
             "user_properties": entries(CatalogKind::UserProperty),
             "group_properties": entries(CatalogKind::GroupProperty),
             "event_type_properties": by_type,
+            // What a deletion task's `where` may name besides properties.
+            "built_in_fields": lethe_delete::predicate::built_in_fields().collect::<Vec<_>>(),
         })))
     })
     .await
