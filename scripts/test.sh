@@ -45,7 +45,8 @@ LETHE_TEST_POSTGRES="${pg%% *}" cargo test -p lethe-meta --test conformance
 # metadata.
 suites=(--test access --test console_api --test crash --test deletion --test dsar --test durability
   --test blocks --test groups --test identify --test import --test ingestion --test limits
-  --test management --test predicates --test privacy --test retention --test segmentation)
+  --test management --test predicates --test privacy --test retention --test segmentation
+  --test webhooks)
 cargo test -p lethe --all-features "${suites[@]}"
 LETHE_TEST_POSTGRES="${pg%% *}" cargo test -p lethe --all-features "${suites[@]}"
 # ...and with every server a one-node cluster (--cluster: its WAL in the bucket, the lease).

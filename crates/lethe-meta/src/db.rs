@@ -24,6 +24,7 @@ const SQLITE_MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0012_blocks.sql"),
     include_str!("../migrations/sqlite/0013_retention.sql"),
     include_str!("../migrations/sqlite/0014_access_requests.sql"),
+    include_str!("../migrations/sqlite/0015_webhooks.sql"),
 ];
 
 /// PostgreSQL's twins of the SQLite migrations, number for number.
@@ -42,6 +43,7 @@ const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("../migrations/postgres/0012_blocks.sql"),
     include_str!("../migrations/postgres/0013_retention.sql"),
     include_str!("../migrations/postgres/0014_access_requests.sql"),
+    include_str!("../migrations/postgres/0015_webhooks.sql"),
 ];
 
 /// The database behind a metadata store.

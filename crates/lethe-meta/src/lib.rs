@@ -19,6 +19,7 @@ mod privacy;
 mod retention;
 mod sql;
 mod tasks;
+mod webhooks;
 
 use std::fmt;
 use std::path::Path;
@@ -39,6 +40,7 @@ pub use privacy::{
 };
 pub use retention::RetentionPolicy;
 pub use tasks::{TaskRow, TaskStatus};
+pub use webhooks::{Delivery, DeliveryStatus, DueDelivery, Webhook};
 
 use db::Db;
 use sql::Conn;

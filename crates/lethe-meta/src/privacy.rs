@@ -8,6 +8,7 @@ use serde_json::json;
 use crate::audit::audit_in;
 use crate::sql::{params, Conn, Row, Value};
 use crate::tasks::{insert_task, set_status_in, TaskStatus};
+use crate::webhooks::notify_in;
 use crate::{now_ms, MetaError, MetaStore, Result, TaskRow};
 
 /// One erasure request inside a job.
@@ -379,6 +380,7 @@ impl MetaStore {
                 "UPDATE privacy_jobs SET task_id=?2 WHERE id=?1",
                 params![job_id, task.id],
             )?;
+            notify_in(tx, task.id, TaskStatus::Queued, None, None)?;
             Ok(task)
         })
     }

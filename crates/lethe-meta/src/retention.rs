@@ -8,7 +8,8 @@ use serde_json::Value;
 
 use crate::audit::audit_in;
 use crate::sql::{params, Row};
-use crate::tasks::{insert_task, TaskRow};
+use crate::tasks::{insert_task, TaskRow, TaskStatus};
+use crate::webhooks::notify_in;
 use crate::{now_ms, MetaError, MetaStore, Result};
 
 /// One policy.
@@ -153,6 +154,9 @@ impl MetaStore {
                     last_task_id = COALESCE(?3, last_task_id) WHERE id = ?1",
                 params![policy.id, day, row.as_ref().map(|r| r.id)],
             )?;
+            if let Some(row) = &row {
+                notify_in(tx, row.id, TaskStatus::Queued, None, None)?;
+            }
             Ok(row)
         })
     }

@@ -7,6 +7,7 @@ use serde_json::Value;
 use crate::audit::audit_in;
 use crate::blocks::{add_blocks_in, BlockKind};
 use crate::sql::{params, Conn, Row};
+use crate::webhooks::notify_in;
 use crate::{now_ms, MetaError, MetaStore, Result};
 
 /// A deletion task as stored. `spec`, `preview`, `progress` and `result` are JSON texts
@@ -96,7 +97,8 @@ fn task_from_row(r: &Row) -> Result<TaskRow> {
     })
 }
 
-/// Inserts a queued task and its audit line inside `tx`. The spec comes twice: as stored
+/// Inserts a queued task and its audit line inside `tx` (the caller notifies webhooks once
+/// whatever the task carries out is linked to it: [`notify_in`]). The spec comes twice: as stored
 /// (what the task runs) and as audited (the same without property values: see
 /// [`MetaStore::complete_task`]).
 pub(crate) fn insert_task(
@@ -138,6 +140,15 @@ pub(crate) fn set_status_in(
 ) -> Result<()> {
     let now = now_ms();
     let finished = (!status.is_pending()).then_some(now);
+    let before: Option<String> = tx.query_opt(
+        "SELECT status FROM deletion_tasks WHERE id=?1",
+        params![id],
+        |r| r.get(0),
+    )?;
+    // A resumed task (running again after a restart or a failed attempt) has not changed.
+    if before.as_deref() != Some(status.as_str()) {
+        notify_in(tx, id, status, result, error)?;
+    }
     tx.execute(
         "UPDATE deletion_tasks SET status=?2,
             started_at = CASE WHEN ?2 = 'running' THEN COALESCE(started_at, ?3) ELSE started_at END,
@@ -177,6 +188,7 @@ impl MetaStore {
     ) -> Result<TaskRow> {
         self.tx(|tx| {
             let row = insert_task(tx, project_id, name, spec, preview, created_by)?;
+            notify_in(tx, row.id, TaskStatus::Queued, None, None)?;
             add_blocks_in(tx, project_id, blocks, created_by)?;
             Ok(row)
         })
@@ -238,6 +250,7 @@ impl MetaStore {
             )?;
             if changed == 1 {
                 audit_in(tx, actor, "task.retried", Some(id), &serde_json::json!({}))?;
+                notify_in(tx, id, TaskStatus::Queued, None, None)?;
             }
             Ok(changed == 1)
         })

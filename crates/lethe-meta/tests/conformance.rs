@@ -3,9 +3,9 @@
 //! fresh PostgreSQL database too.
 
 use lethe_meta::{
-    CatalogDelta, CatalogKind, Commit, CountDelta, IdKind, IdentityRecord, JobStatus, MetaError,
-    MetaPlace, MetaStore, NodeRole, ProfileRecord, ProjectRole, Role, SegmentRecord, TaskStatus,
-    Unscheduled, ValueTable,
+    CatalogDelta, CatalogKind, Commit, CountDelta, DeliveryStatus, IdKind, IdentityRecord,
+    JobStatus, MetaError, MetaPlace, MetaStore, NodeRole, ProfileRecord, ProjectRole, Role,
+    SegmentRecord, TaskStatus, Unscheduled, ValueTable,
 };
 use serde_json::json;
 
@@ -322,6 +322,99 @@ fn commits_swap_segments_atomically_and_refuse_stale_inputs() {
             vec![seg("c")],
             "failed commit changed nothing"
         );
+    }
+}
+
+#[test]
+fn every_status_change_of_a_task_is_one_delivery_per_webhook_kept_until_delivered() {
+    for b in backends() {
+        let meta = &b.meta;
+        meta.bootstrap("a@b.c", Some("pw")).unwrap();
+        let spec = json!({"clauses": []});
+        let before = meta
+            .submit_task(1, "before", ((&spec, &spec), &json!({})), &[], "a@b.c")
+            .unwrap();
+        let hook = meta
+            .add_webhook("http://127.0.0.1:9/hook", "whsec_x", "a@b.c")
+            .unwrap();
+        let other = meta
+            .add_webhook("http://127.0.0.1:9/other", "whsec_y", "a@b.c")
+            .unwrap();
+        let task = meta
+            .submit_task(1, "t", ((&spec, &spec), &json!({})), &[], "a@b.c")
+            .unwrap();
+        meta.start_task(task.id).unwrap();
+        meta.start_task(task.id).unwrap(); // resumed: no change, no delivery
+        meta.fail_task(task.id, "disk full").unwrap();
+        meta.retry_task(task.id, "a@b.c").unwrap();
+        meta.start_task(task.id).unwrap();
+        meta.complete_task(task.id, &json!({"events_deleted": 3, "timings": {}}), None)
+            .unwrap();
+        let types = |webhook: i64| -> Vec<String> {
+            let mut d = meta.deliveries(webhook, 100).unwrap();
+            d.reverse();
+            d.into_iter().map(|d| d.event_type).collect()
+        };
+        let expected = [
+            "queued",
+            "running",
+            "failed",
+            "queued",
+            "running",
+            "completed",
+        ]
+        .map(|s| format!("deletion_task.{s}"));
+        assert_eq!(types(hook.id), expected, "{}", b.name);
+        assert_eq!(types(other.id), expected, "{}", b.name);
+        let all = meta.deliveries(hook.id, 100).unwrap();
+        assert!(
+            all.iter().all(|d| d.task_id == Some(task.id)),
+            "not {}",
+            before.id
+        );
+        let completed: serde_json::Value = serde_json::from_str(&all[0].payload).unwrap();
+        assert_eq!(completed["data"]["events_deleted"], 3);
+        assert!(completed["data"].get("timings").is_none());
+        assert_eq!(completed["id"], all[0].event_id.as_str());
+
+        // Due deliveries carry their secret; an attempt is recorded, retried or given up.
+        let due = meta.due_deliveries(lethe_meta::now_ms(), 100).unwrap();
+        assert_eq!(due.len(), 12, "{}", b.name);
+        assert_eq!(
+            (due[0].url.as_str(), due[0].secret.as_str()),
+            ("http://127.0.0.1:9/hook", "whsec_x")
+        );
+        let (first, second) = (due[0].delivery.id, due[1].delivery.id);
+        meta.record_attempt(first, Ok(204), None).unwrap();
+        meta.record_attempt(second, Err((Some(500), "answered 500")), Some(i64::MAX))
+            .unwrap();
+        let due = meta.due_deliveries(lethe_meta::now_ms(), 100).unwrap();
+        assert_eq!(
+            due.len(),
+            10,
+            "{}: delivered and deferred ones are not due",
+            b.name
+        );
+        meta.record_attempt(due[0].delivery.id, Err((None, "refused")), None)
+            .unwrap();
+        let mut log = meta.deliveries(hook.id, 100).unwrap();
+        log.extend(meta.deliveries(other.id, 100).unwrap());
+        let find = |id: i64| log.iter().find(|d| d.id == id).unwrap();
+        assert_eq!(find(first).status, DeliveryStatus::Delivered);
+        assert_eq!(
+            (
+                find(second).status,
+                find(second).last_status,
+                find(second).attempts
+            ),
+            (DeliveryStatus::Pending, Some(500), 1)
+        );
+        assert_eq!(find(due[0].delivery.id).status, DeliveryStatus::Failed);
+
+        assert!(meta.remove_webhook(other.id, "a@b.c").unwrap());
+        assert!(!meta.remove_webhook(other.id, "a@b.c").unwrap());
+        assert_eq!(meta.webhooks().unwrap(), vec![hook], "{}", b.name);
+        assert!(meta.deliveries(other.id, 100).unwrap().is_empty());
     }
 }
 

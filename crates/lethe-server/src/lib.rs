@@ -23,6 +23,7 @@ mod startup;
 mod tasks;
 mod taxonomy;
 mod throttle;
+mod webhooks;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -53,6 +54,8 @@ pub struct ServerConfig {
     pub privacy_grace: std::time::Duration,
     /// How long an access request's file can be downloaded before it is deleted.
     pub access_window: std::time::Duration,
+    /// How long after a failed webhook delivery it is first tried again (then doubling).
+    pub webhook_retry: std::time::Duration,
     /// Which web origins browsers may send events from (the ingestion endpoints only).
     pub cors: CorsOrigins,
     /// lethe runs behind a proxy that sets `X-Forwarded-For`: the client's address is the
@@ -82,6 +85,7 @@ pub struct App {
     queue: lethe_delete::QueueSignal,
     privacy_grace: std::time::Duration,
     access_window: std::time::Duration,
+    webhook_retry: std::time::Duration,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
     throttle: Arc<throttle::Throttle>,
     cors: CorsOrigins,
@@ -155,6 +159,7 @@ pub fn router(app: App) -> Router {
         .merge(tasks::routes())
         .merge(blocks::routes())
         .merge(retention::routes())
+        .merge(webhooks::routes())
         .merge(dsar::routes())
         .merge(privacy::routes())
         .merge(profile::routes())

@@ -15,6 +15,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::cluster::{await_lease, keep_lease, Node};
 use crate::rates::EventRates;
+use crate::webhooks::Dispatcher;
 use crate::{router, App, ServerConfig};
 use lethe_delete::{QueueSignal, Worker};
 
@@ -216,6 +217,7 @@ impl Parts {
             queue: QueueSignal::default(),
             privacy_grace: self.config.privacy_grace,
             access_window: self.config.access_window,
+            webhook_retry: self.config.webhook_retry,
             metrics: self.metrics.clone(),
             throttle: Default::default(),
             cors: self.config.cors.clone(),
@@ -226,20 +228,41 @@ impl Parts {
     }
 }
 
-/// Runs the deletion queue beside `app`'s handlers until stopped.
-fn start_worker(app: &App) -> std::io::Result<Worker> {
-    Worker::start(
-        app.meta.clone(),
-        app.store.clone(),
-        app.queue.clone(),
-        app.access_window,
-    )
+/// What runs beside the handlers of the node that holds the store: the deletion queue's
+/// worker and the webhooks' dispatcher.
+struct Background {
+    worker: Worker,
+    webhooks: Dispatcher,
+    store: Store,
 }
 
-/// Stops the worker, then flushes and closes the store.
-fn stop(worker: Worker, store: Store) -> Result<(), lethe_store::StoreError> {
-    worker.stop();
-    store.shutdown()
+impl Background {
+    fn start(app: &App) -> std::io::Result<Background> {
+        Ok(Background {
+            worker: Worker::start(
+                app.meta.clone(),
+                app.store.clone(),
+                app.queue.clone(),
+                app.access_window,
+            )?,
+            webhooks: Dispatcher::start(app.meta.clone(), app.webhook_retry)?,
+            store: app.store.clone(),
+        })
+    }
+
+    /// Stops the dispatcher (after the delivery in flight) and the worker, then flushes and
+    /// closes the store.
+    async fn stop(self) -> std::io::Result<()> {
+        self.webhooks.stop().await;
+        let (worker, store) = (self.worker, self.store);
+        tokio::task::spawn_blocking(move || {
+            worker.stop();
+            store.shutdown()
+        })
+        .await
+        .map_err(std::io::Error::other)?
+        .map_err(std::io::Error::other)
+    }
 }
 
 impl Running {
@@ -252,16 +275,12 @@ impl Running {
     ) -> std::io::Result<()> {
         match self.mode {
             Mode::Single(app) => {
-                let store = app.store.clone();
-                let worker = start_worker(&app)?;
+                let background = Background::start(&app)?;
                 let service = router(app).into_make_service_with_connect_info::<SocketAddr>();
                 axum::serve(self.listener, service)
                     .with_graceful_shutdown(shutdown)
                     .await?;
-                tokio::task::spawn_blocking(move || stop(worker, store))
-                    .await
-                    .map_err(std::io::Error::other)?
-                    .map_err(std::io::Error::other)
+                background.stop().await
             }
             Mode::Cluster {
                 node,
@@ -313,8 +332,7 @@ async fn run_for_writer(
             std::process::exit(1);
         }
     };
-    let store = app.store.clone();
-    let worker = start_worker(&app)?;
+    let background = Background::start(&app)?;
     node.become_writer(router(app));
     tracing::info!(
         epoch,
@@ -324,10 +342,8 @@ async fn run_for_writer(
     while !node.stopping.load(Ordering::Acquire) {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    let stopped = tokio::task::spawn_blocking(move || stop(worker, store))
-        .await
-        .map_err(std::io::Error::other)?;
+    let stopped = background.stop().await;
     renewing.store(false, Ordering::Release);
     let _ = tokio::task::spawn_blocking(move || lease.join()).await;
-    stopped.map_err(std::io::Error::other)
+    stopped
 }

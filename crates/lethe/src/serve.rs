@@ -40,6 +40,10 @@ pub struct ServeArgs {
     /// How long an access request's file (DSAR API) can be downloaded before it is deleted.
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
     access_window: Duration,
+    /// How long after a failed webhook delivery it is tried again; the delay doubles with each
+    /// attempt, up to an hour, for 10 attempts.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    webhook_retry: Duration,
     /// Most property keys of each kind a segment gives a column of their own (the most
     /// frequent, if at least 1 % of its events carry them); the others share one column.
     #[arg(long, env = "LETHE_DENSE_KEYS", default_value_t = Layout::default().max_dense_keys)]
@@ -116,6 +120,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
         privacy_grace: args.privacy_grace,
         access_window: args.access_window,
+        webhook_retry: args.webhook_retry,
         trusted_proxy: args.trusted_proxy,
         rates: RateLimits {
             httpapi_eps: args.device_eps_limit,
