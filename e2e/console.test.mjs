@@ -4,7 +4,9 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { createHmac } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
+import { createServer } from 'node:http';
 import { join } from 'node:path';
 import { ADMIN, ARTIFACTS, exportEvents, launchBrowser, startServer, stopServer } from './harness.mjs';
 
@@ -353,4 +355,56 @@ test('an admin blocks a name and lifts it, and adds and removes a retention poli
   await policies.getByText('30 days').waitFor();
   await policies.getByRole('button', { name: /Remove retention policy/ }).click();
   await page.getByRole('heading', { name: 'Retention policies' }).locator('..').getByText('None.').waitFor();
+});
+
+test('an admin adds a webhook, sees its secret once and every delivery of a task in its log, then removes it', async () => {
+  const received = [];
+  const receiver = createServer((req, res) => {
+    let body = '';
+    req.on('data', (c) => { body += c; });
+    req.on('end', () => { received.push({ headers: req.headers, body: JSON.parse(body) }); res.writeHead(204).end(); });
+  });
+  await new Promise((r) => receiver.listen(0, '127.0.0.1', r));
+  const url = `http://127.0.0.1:${receiver.address().port}/hook`;
+  try {
+    const page = await newPage();
+    await signIn(page, ADMIN);
+    await page.getByRole('link', { name: 'Organization settings' }).click();
+    await page.getByRole('link', { name: 'Webhooks' }).click();
+    await page.getByLabel('URL to POST to').fill('ftp://nowhere/');
+    await page.getByRole('button', { name: 'Add webhook' }).click();
+    await page.locator('#webhook-url-error').filter({ hasText: 'http' }).waitFor();
+    await page.getByLabel('URL to POST to').fill(url);
+    await page.getByRole('button', { name: 'Add webhook' }).click();
+    const secret = await page.locator('#new-secret').textContent();
+    assert.match(secret, /^whsec_/);
+
+    // A task's queued, running and completed, each delivered once and signed with the secret.
+    const now = new Date();
+    const r = await post(`/api/v1/projects/${server.projectId}/deletion-tasks`, {
+      name: 'Webhook demo', confirm: 'DELETE', start: new Date(now - 3600000).toISOString(), end: now.toISOString(),
+      clauses: [{ kind: 'event', event_types: ['Page View'] }],
+    }, { authorization: `Bearer ${await token()}` });
+    assert.equal(r.status, 202);
+    for (let i = 0; i < 300 && received.length < 3; i++) await new Promise((res) => setTimeout(res, 100));
+    assert.deepEqual(received.map((d) => d.body.type), ['deletion_task.queued', 'deletion_task.running', 'deletion_task.completed']);
+    const key = Buffer.from(secret.slice('whsec_'.length), 'base64');
+    for (const d of received) {
+      const signed = `${d.headers['webhook-id']}.${d.headers['webhook-timestamp']}.${JSON.stringify(d.body)}`;
+      assert.equal(d.headers['webhook-signature'], `v1,${createHmac('sha256', key).update(signed).digest('base64')}`);
+    }
+
+    await page.reload();
+    const log = page.getByRole('table', { name: `Deliveries to ${url}` });
+    await log.waitFor();
+    assert.equal(await log.getByText('delivered', { exact: true }).count(), 3);
+    assert.equal(await page.locator('#new-secret').count(), 0, 'the secret is not shown again');
+    await page.screenshot({ path: join(ARTIFACTS, 'webhooks.png'), fullPage: true });
+    await page.getByRole('button', { name: 'Remove webhook' }).click();
+    await page.getByRole('button', { name: 'Remove it and its delivery log' }).click();
+    await page.getByText('lethe POSTs every status change').waitFor();
+    assert.equal(await page.getByRole('table', { name: `Deliveries to ${url}` }).count(), 0);
+  } finally {
+    receiver.close();
+  }
 });

@@ -8,6 +8,7 @@ import { dataPage } from './data.js';
 import { projectsPage } from './projects.js';
 import { auditPage, deletionSettingsPage, homePage } from './tasks.js';
 import { usersPage } from './users.js';
+import { webhooksPage } from './webhooks.js';
 import { newTaskPage } from './wizard.js';
 
 const routes = {
@@ -16,6 +17,7 @@ const routes = {
   '/settings/deletion': deletionSettingsPage,
   '/settings/deletion/new': newTaskPage,
   '/settings/audit': auditPage,
+  '/settings/webhooks': webhooksPage,
   '/projects': projectsPage,
   '/data': dataPage,
   '/users': usersPage,

@@ -111,11 +111,12 @@ export async function homePage() {
 }
 
 /** The sub-navigation of Organization settings. */
-function settingsNav() {
+export function settingsNav() {
   const item = (href, text) => h('a', { href, 'data-nav': true, 'aria-current': location.pathname === href ? 'page' : false }, text);
   return h('nav', { 'aria-label': 'Organization settings', class: 'subnav' },
     h('span', { class: 'muted' }, 'Organization settings: '),
-    item('/settings/deletion', 'Self Service Data Deletion'), ' · ', item('/settings/audit', 'Audit log'));
+    item('/settings/deletion', 'Self Service Data Deletion'), ' · ', item('/settings/webhooks', 'Webhooks'),
+    ' · ', item('/settings/audit', 'Audit log'));
 }
 
 export async function auditPage() {

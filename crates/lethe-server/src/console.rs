@@ -29,6 +29,10 @@ const SCRIPTS: &[(&str, &str)] = &[
     ),
     ("/assets/data.js", include_str!("../console/data.js")),
     ("/assets/users.js", include_str!("../console/users.js")),
+    (
+        "/assets/webhooks.js",
+        include_str!("../console/webhooks.js"),
+    ),
 ];
 const APP_CSS: &str = include_str!("../console/app.css");
 const FORBIDDEN: &str = include_str!("../console/forbidden.html");
@@ -40,6 +44,7 @@ const ADMIN_PAGES: &[&str] = &[
     "/settings/deletion",
     "/settings/deletion/new",
     "/settings/audit",
+    "/settings/webhooks",
     "/users",
 ];
 
