@@ -75,7 +75,7 @@ pub struct Progress {
 }
 
 /// A segment a task retired or created, as its receipt names it: which object, and the
-/// CRC-32 of its bytes (no value of any event).
+/// CRC-32 and SHA-256 of its bytes (no value of any event).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SegmentDigest {
     pub id: String,
@@ -83,6 +83,9 @@ pub struct SegmentDigest {
     pub rows: i64,
     pub bytes: i64,
     pub crc32: Option<u32>,
+    /// SHA-256 of its bytes, hex: the content hash an auditor can check a file against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
 }
 
 impl From<&SegmentRecord> for SegmentDigest {
@@ -93,6 +96,7 @@ impl From<&SegmentRecord> for SegmentDigest {
             rows: record.rows,
             bytes: record.bytes,
             crc32: record.crc32,
+            sha256: record.sha256.clone(),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Receipts: a completed task's account of what it did, signed with the deployment's
 //! Ed25519 key, that an auditor checks offline (`lethe receipt verify`). A receipt holds the
 //! task's spec, its preview and final counts, the segments it retired and created (ids, sizes,
-//! CRC-32s), its times and its place in the audit trail (the `task.completed` entry's id and
+//! CRC-32s and SHA-256 content hashes), its times and its place in the audit trail (the `task.completed` entry's id and
 //! chain hash): names and counts, never a value; the end users of a privacy erasure appear
 //! only as salted SHA-256 digests of their amplitude_ids.
 //!

@@ -25,6 +25,7 @@ const SQLITE_MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0013_retention.sql"),
     include_str!("../migrations/sqlite/0014_access_requests.sql"),
     include_str!("../migrations/sqlite/0015_webhooks.sql"),
+    include_str!("../migrations/sqlite/0016_segment_sha256.sql"),
 ];
 
 /// PostgreSQL's twins of the SQLite migrations, number for number.
@@ -44,6 +45,7 @@ const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("../migrations/postgres/0013_retention.sql"),
     include_str!("../migrations/postgres/0014_access_requests.sql"),
     include_str!("../migrations/postgres/0015_webhooks.sql"),
+    include_str!("../migrations/postgres/0016_segment_sha256.sql"),
 ];
 
 /// The database behind a metadata store.

@@ -30,6 +30,9 @@ pub struct SegmentRecord {
     pub group_properties: Vec<i64>,
     /// CRC-32 of the file's bytes (`None` for files written before checksums existed).
     pub crc32: Option<u32>,
+    /// SHA-256 of the file's bytes, hex: its content hash in receipts (`None` for files
+    /// written before it was recorded).
+    pub sha256: Option<String>,
 }
 
 /// One atomic change of the store's durable state.
@@ -81,8 +84,9 @@ impl MetaStore {
             for s in &commit.add {
                 tx.execute(
                     "INSERT INTO segments (id, project_id, day, rows, bytes, min_time, max_time,
-                        event_types, event_properties, user_properties, crc32, group_properties)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                        event_types, event_properties, user_properties, crc32, group_properties,
+                        sha256)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
                     params![
                         &s.id,
                         s.project_id,
@@ -95,7 +99,8 @@ impl MetaStore {
                         ids_text(&s.event_properties),
                         ids_text(&s.user_properties),
                         s.crc32,
-                        ids_text(&s.group_properties)
+                        ids_text(&s.group_properties),
+                        s.sha256.as_deref()
                     ],
                 )?;
                 projects.push(s.project_id);
@@ -164,7 +169,7 @@ impl MetaStore {
         self.with(|c| {
             c.query_map(
                 "SELECT id, project_id, day, rows, bytes, min_time, max_time,
-                    event_types, event_properties, user_properties, crc32, group_properties
+                    event_types, event_properties, user_properties, crc32, group_properties, sha256
                  FROM segments ORDER BY project_id, day, id",
                 &[],
                 |r| {
@@ -181,6 +186,7 @@ impl MetaStore {
                         user_properties: ids_parse(&r.get::<String>(9)?)?,
                         crc32: r.get(10)?,
                         group_properties: ids_parse(&r.get::<String>(11)?)?,
+                        sha256: r.get(12)?,
                     })
                 },
             )

@@ -79,6 +79,7 @@ fn seg(id: &str) -> SegmentRecord {
         user_properties: vec![5],
         group_properties: vec![3],
         crc32: Some(u32::MAX),
+        sha256: Some("ab".repeat(32)),
     }
 }
 

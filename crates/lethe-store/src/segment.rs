@@ -63,26 +63,34 @@ pub struct SegmentStats {
     pub max_time: i64,
     /// CRC-32 of the file's bytes, computed as they were written.
     pub crc32: u32,
+    /// SHA-256 of the file's bytes, hex, computed as they were written.
+    pub sha256: String,
 }
 
-/// A segment being encoded in memory, with the CRC-32 of every byte that went into it.
+/// A segment being encoded in memory, with the CRC-32 and SHA-256 of every byte that went
+/// into it.
 #[derive(Default)]
 struct Checksummed {
     bytes: Vec<u8>,
     crc: crc32fast::Hasher,
+    sha: sha2::Sha256,
 }
 
 impl Checksummed {
-    /// The encoded object and its checksum.
-    fn finish(self) -> (Bytes, u32) {
-        (Bytes::from(self.bytes), self.crc.finalize())
+    /// The encoded object, its checksum and its content hash (hex).
+    fn finish(self) -> (Bytes, u32, String) {
+        use sha2::Digest;
+        let sha = hex::encode(self.sha.finalize());
+        (Bytes::from(self.bytes), self.crc.finalize(), sha)
     }
 }
 
 impl std::io::Write for Checksummed {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        use sha2::Digest;
         self.bytes.extend_from_slice(buf);
         self.crc.update(buf);
+        self.sha.update(buf);
         Ok(buf.len())
     }
 
@@ -227,7 +235,7 @@ pub fn write_batch(batch: &RecordBatch) -> Result<(Bytes, SegmentStats)> {
         Some(writer_properties()?),
     )?;
     writer.write(batch)?;
-    let (bytes, crc32) = writer.into_inner()?.finish();
+    let (bytes, crc32, sha256) = writer.into_inner()?.finish();
     let times = batch
         .column_by_name(base_column::SERVER_UPLOAD_TIME)
         .and_then(|a| a.as_any().downcast_ref::<TimestampMillisecondArray>())
@@ -238,6 +246,7 @@ pub fn write_batch(batch: &RecordBatch) -> Result<(Bytes, SegmentStats)> {
         min_time: times.values().iter().copied().min().unwrap_or(0),
         max_time: times.values().iter().copied().max().unwrap_or(0),
         crc32,
+        sha256,
     };
     Ok((bytes, stats))
 }
@@ -756,13 +765,14 @@ fn assemble(
         row_group.close()?;
         rows += group.rows;
     }
-    let (bytes, crc32) = writer.into_inner()?.finish();
+    let (bytes, crc32, sha256) = writer.into_inner()?.finish();
     let stats = SegmentStats {
         rows,
         bytes: bytes.len() as u64,
         min_time: 0,
         max_time: 0,
         crc32,
+        sha256,
     };
     Ok((bytes, stats))
 }
@@ -1020,12 +1030,16 @@ mod tests {
     }
 
     #[test]
-    fn the_checksum_written_is_the_checksum_of_the_bytes() {
+    fn the_checksum_and_content_hash_written_are_those_of_the_bytes() {
+        use sha2::Digest;
+        let sha = |b: &[u8]| hex::encode(sha2::Sha256::digest(b));
         let (src, batch) = segment();
         let (bytes, written) = write_batch(&batch).unwrap();
         assert_eq!(written.crc32, crc32fast::hash(&bytes));
+        assert_eq!(written.sha256, sha(&bytes));
         let (copy, stats) = rewrite_row_groups(&src, &BTreeMap::new()).unwrap();
         assert_eq!(stats.crc32, crc32fast::hash(&copy));
+        assert_eq!(stats.sha256, sha(&copy));
         assert_eq!(stats.bytes, copy.len() as u64);
     }
 

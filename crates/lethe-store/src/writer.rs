@@ -103,6 +103,7 @@ impl SegmentWriter {
             user_properties: sorted_ids(keys.user),
             group_properties: sorted_ids(keys.group),
             crc32: Some(stats.crc32),
+            sha256: Some(stats.sha256.clone()),
         };
         self.storage
             .put(&Storage::key(&SegmentLocation::of(&record)), bytes)?;
@@ -148,6 +149,7 @@ impl SegmentWriter {
             user_properties: kept(PropertyKind::User),
             group_properties: kept(PropertyKind::Group),
             crc32: Some(stats.crc32),
+            sha256: Some(stats.sha256.clone()),
             ..old.clone()
         };
         self.storage

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::{Keys, Server};
 use serde_json::{json, Value};
+use sha2::Digest;
 
 fn audit_verify(dir: &Path) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_lethe"))
@@ -127,7 +128,18 @@ fn a_receipt_verifies_offline_and_not_once_changed_or_against_another_key() {
     assert_eq!(receipt["result"]["events_deleted"], 5);
     assert_eq!(receipt["preview"]["totals"]["events_deleted"], 5);
     assert!(!receipt["segments_retired"].as_array().unwrap().is_empty());
-    assert!(!receipt["segments_created"].as_array().unwrap().is_empty());
+    let created = receipt["segments_created"].as_array().unwrap();
+    assert!(!created.is_empty());
+    // An auditor can check a created file against its content hash.
+    for segment in created {
+        let id = segment["id"].as_str().unwrap();
+        let file = files_under(&server.data_dir)
+            .into_iter()
+            .find(|f| f.file_name().unwrap().to_string_lossy().contains(id))
+            .unwrap_or_else(|| panic!("no file of segment {id}"));
+        let sha = hex::encode(sha2::Sha256::digest(std::fs::read(&file).unwrap()));
+        assert_eq!(segment["sha256"], sha.as_str(), "{segment}");
+    }
     let (_, audit) = server.get_as(&token, "/api/v1/audit");
     let completed = audit
         .as_array()
@@ -211,4 +223,17 @@ fn an_erasure_receipt_names_its_users_only_by_salted_digests() {
     assert!(clause.get("amplitude_ids").is_none());
     assert!(!signed.to_string().contains("erased-person-1"));
     assert_eq!(signed["receipt"]["result"]["events_deleted"], 1);
+}
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        match path.is_dir() {
+            true => files.extend(files_under(&path)),
+            false => files.push(path),
+        }
+    }
+    files
 }
