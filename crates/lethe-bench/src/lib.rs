@@ -36,7 +36,7 @@ pub struct BenchArgs {
 enum Which {
     /// Bulk import, concurrent /2/httpapi ingestion, bytes on disk per event.
     Ingest(IngestArgs),
-    /// Three deletion tasks on the imported data set: preview latency, submit to completed,
+    /// Four deletion tasks (by name, and one by value) on the imported data set: preview latency, submit to completed,
     /// bytes rewritten, residue.
     Delete(DeleteArgs),
     /// A User Privacy API job erasing users spread over the whole data set: run time,
@@ -672,8 +672,17 @@ fn delete(args: DeleteArgs) -> anyhow::Result<()> {
     let now = lethe_meta::now_ms();
     let day = lethe_event::DAY_MS;
     let week = |from_days: i64| (now - (from_days + 7) * day, now - from_days * day);
-    let (a, b, c) = (week(1), week(8), week(15));
+    let (a, b, c, d) = (week(1), week(8), week(15), week(22));
     let removed = common_event_keys(&Mix::new(42, 1), 2);
+    // The most frequent key whose values are words (`Mix::value`), for a value predicate.
+    let worded = common_event_keys(&Mix::new(42, 1), 40)
+        .into_iter()
+        .find(|k| {
+            k["prop_".len()..]
+                .parse::<usize>()
+                .is_ok_and(|k| k % 20 <= 7)
+        })
+        .context("no word-valued key")?;
     let user_key = "user_prop_7";
     // Unique markers in the data each case removes, and one that must stay.
     let mid = |(from, to): (i64, i64)| lethe_event::format_export_time((from + to) / 2);
@@ -683,6 +692,10 @@ fn delete(args: DeleteArgs) -> anyhow::Result<()> {
                "event_properties": {removed[0].clone(): "BENCH-DEL-B", removed[1].clone(): "BENCH-DEL-B2", "note": "BENCH-KEEP-B"}}),
         json!({"event_type": "event_type_2", "user_id": "bench-marker-c", "server_upload_time": mid(c),
                "event_properties": {"note": "BENCH-KEEP-C"}, "user_properties": {user_key: "BENCH-DEL-C"}}),
+        json!({"event_type": "event_type_0", "user_id": "bench-marker-d", "server_upload_time": mid(d),
+               "event_properties": {worded.clone(): WORDS[0], "note": "BENCH-DEL-D"}}),
+        json!({"event_type": "event_type_0", "user_id": "bench-marker-e", "server_upload_time": mid(d),
+               "event_properties": {worded.clone(): WORDS[1], "note": "BENCH-KEEP-D"}}),
     ];
     let lines: Vec<String> = markers.iter().map(Value::to_string).collect();
     let client = reqwest::blocking::Client::builder().timeout(None).build()?;
@@ -719,6 +732,15 @@ fn delete(args: DeleteArgs) -> anyhow::Result<()> {
                 c,
                 json!([{"kind": "user_property", "properties": [user_key],
             "event_types": ["event_type_0", "event_type_1", "event_type_2"], "from_profiles": true}]),
+            ),
+        ),
+        (
+            "(d) 2 event types where a common property is one word, 7 days",
+            body(
+                "d",
+                d,
+                json!([{"kind": "event", "event_types": ["event_type_0", "event_type_1"],
+            "where": {"property": {"type": "event", "name": worded}, "op": "is", "values": [WORDS[0]]}}]),
             ),
         ),
     ];
@@ -791,15 +813,17 @@ fn delete(args: DeleteArgs) -> anyhow::Result<()> {
         "BENCH-DEL-B",
         "BENCH-DEL-B2",
         "BENCH-DEL-C",
+        "BENCH-DEL-D",
         "BENCH-KEEP-B",
         "BENCH-KEEP-C",
+        "BENCH-KEEP-D",
     ]
     .map(String::from)
     .to_vec();
     let found = scan(&data_dir, &needles)?;
     println!();
     println!("peak RSS of the server: {peak_rss:.0} MiB");
-    println!("residue: markers still on disk after the three tasks: {:?} (the BENCH-KEEP-* markers must be, the BENCH-DEL-* must not)", found);
+    println!("residue: markers still on disk after the four tasks: {:?} (the BENCH-KEEP-* markers must be, the BENCH-DEL-* must not)", found);
     server.stop()?;
     if args.work_dir.is_none() {
         std::fs::remove_dir_all(&tmp)?;

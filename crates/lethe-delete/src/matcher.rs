@@ -232,44 +232,34 @@ impl Matcher {
 
     fn target(clause: &Clause, ids: PropertyIds) -> Target {
         let set = |v: &Vec<String>| v.iter().cloned().collect::<HashSet<_>>();
-        let keys = |names: &Vec<String>, kind: PropertyKind| {
-            names
-                .iter()
-                .filter_map(|n| ids.of(kind).get(n).copied())
-                .collect()
-        };
-        match clause {
-            Clause::Event { event_types, .. } => Target::Events(set(event_types)),
+        let (kind, properties, event_types) = match clause {
+            Clause::Event { event_types, .. } => return Target::Events(set(event_types)),
             Clause::Users { amplitude_ids } => {
-                Target::Users(amplitude_ids.iter().copied().collect())
+                return Target::Users(amplitude_ids.iter().copied().collect())
             }
             Clause::EventProperty {
                 properties,
                 event_types,
                 ..
-            } => Target::Properties {
-                keys: keys(properties, PropertyKind::Event),
-                kind: PropertyKind::Event,
-                types: event_types.as_ref().map(set),
-            },
+            } => (PropertyKind::Event, properties, event_types),
             Clause::UserProperty {
                 properties,
                 event_types,
                 ..
-            } => Target::Properties {
-                keys: keys(properties, PropertyKind::User),
-                kind: PropertyKind::User,
-                types: event_types.as_ref().map(set),
-            },
+            } => (PropertyKind::User, properties, event_types),
             Clause::GroupProperty {
                 properties,
                 event_types,
                 ..
-            } => Target::Properties {
-                keys: keys(properties, PropertyKind::Group),
-                kind: PropertyKind::Group,
-                types: event_types.as_ref().map(set),
-            },
+            } => (PropertyKind::Group, properties, event_types),
+        };
+        Target::Properties {
+            keys: properties
+                .iter()
+                .filter_map(|n| ids.of(kind).get(n).copied())
+                .collect(),
+            kind,
+            types: event_types.as_ref().map(set),
         }
     }
 

@@ -284,7 +284,9 @@ impl MetaStore {
         })
     }
 
-    /// Up to `limit` pending deliveries due at `now`, oldest first, with their webhooks.
+    /// The deliveries to send at `now`, with their webhooks: each webhook's oldest pending
+    /// one, if it is due. A webhook gets its events in order: a delivery waiting for a
+    /// retry holds back the ones after it (a given-up one no longer does).
     pub fn due_deliveries(&self, now: i64, limit: i64) -> Result<Vec<DueDelivery>> {
         let cols = DELIVERY_COLS
             .split(", ")
@@ -297,6 +299,8 @@ impl MetaStore {
                     "SELECT {cols}, w.url, w.secret FROM webhook_deliveries d
                      JOIN webhooks w ON w.id = d.webhook_id
                      WHERE d.status='pending' AND d.next_attempt_at <= ?1
+                       AND d.id = (SELECT MIN(p.id) FROM webhook_deliveries p
+                                   WHERE p.webhook_id = d.webhook_id AND p.status='pending')
                      ORDER BY d.id LIMIT ?2"
                 ),
                 params![now, limit],

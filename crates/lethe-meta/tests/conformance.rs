@@ -378,9 +378,22 @@ fn every_status_change_of_a_task_is_one_delivery_per_webhook_kept_until_delivere
         assert!(completed["data"].get("timings").is_none());
         assert_eq!(completed["id"], all[0].event_id.as_str());
 
-        // Due deliveries carry their secret; an attempt is recorded, retried or given up.
+        // Each webhook's oldest pending delivery is due, with its secret; an attempt is
+        // recorded, retried or given up, and a deferred one holds back its webhook's later ones.
         let due = meta.due_deliveries(lethe_meta::now_ms(), 100).unwrap();
-        assert_eq!(due.len(), 12, "{}", b.name);
+        let heads: Vec<(i64, &str)> = due
+            .iter()
+            .map(|d| (d.delivery.webhook_id, d.delivery.event_type.as_str()))
+            .collect();
+        assert_eq!(
+            heads,
+            [
+                (hook.id, "deletion_task.queued"),
+                (other.id, "deletion_task.queued")
+            ],
+            "{}",
+            b.name
+        );
         assert_eq!(
             (due[0].url.as_str(), due[0].secret.as_str()),
             ("http://127.0.0.1:9/hook", "whsec_x")
@@ -392,12 +405,24 @@ fn every_status_change_of_a_task_is_one_delivery_per_webhook_kept_until_delivere
         let due = meta.due_deliveries(lethe_meta::now_ms(), 100).unwrap();
         assert_eq!(
             due.len(),
-            10,
-            "{}: delivered and deferred ones are not due",
+            1,
+            "{}: the deferred one holds back the other's",
             b.name
+        );
+        assert_eq!(
+            (
+                due[0].delivery.webhook_id,
+                due[0].delivery.event_type.as_str()
+            ),
+            (hook.id, "deletion_task.running")
         );
         meta.record_attempt(due[0].delivery.id, Err((None, "refused")), None)
             .unwrap();
+        let next = meta.due_deliveries(lethe_meta::now_ms(), 100).unwrap();
+        assert_eq!(
+            next[0].delivery.event_type, "deletion_task.failed",
+            "given up: no longer in the way"
+        );
         let mut log = meta.deliveries(hook.id, 100).unwrap();
         log.extend(meta.deliveries(other.id, 100).unwrap());
         let find = |id: i64| log.iter().find(|d| d.id == id).unwrap();

@@ -53,12 +53,10 @@ fn a_task_that_keeps_blocking_stops_the_sdk_bringing_it_back_until_lifted() {
     assert_eq!(sdk_send(&server, &keys, "b1", 40), 40);
 
     std::thread::sleep(Duration::from_millis(5));
-    let now = chrono::Utc::now();
-    let (status, task) = server.post_as(
+    let (status, task) = server.submit_last_hour(
         &token,
-        &format!("/api/v1/projects/{}/deletion-tasks", keys.project_id),
-        &json!({"name": "Remove Purge and keep it out", "confirm": "DELETE", "keep_blocking": true,
-                "start": (now - chrono::Duration::hours(1)).to_rfc3339(), "end": now.to_rfc3339(),
+        keys.project_id,
+        json!({"name": "Remove Purge and keep it out", "keep_blocking": true,
                 "clauses": [{"kind": "event", "event_types": ["Purge"]}]}),
     );
     assert_eq!(status, 202, "{task}");
@@ -145,13 +143,7 @@ fn blocked_keys_are_taken_out_of_events_and_profiles_and_only_admins_change_the_
         (400, json!("names")),
         "{body}"
     );
-    let (status, _) = server.post_as(
-        &token,
-        "/api/v1/users",
-        &json!({"email": "member@example.com", "password": "long enough password", "role": "member"}),
-    );
-    assert_eq!(status, 201);
-    let member = server.login("member@example.com", "long enough password");
+    let member = server.member_token(&token, "member@example.com");
     let (status, _) = server.post_as(
         &member,
         &path,

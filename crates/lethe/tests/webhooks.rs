@@ -148,13 +148,7 @@ fn a_receiver_gets_every_transition_exactly_once_across_a_kill_and_restart() {
     let token = server.admin_token();
 
     // Only administrators manage webhooks; a URL is checked.
-    let (status, _) = server.post_as(
-        &token,
-        "/api/v1/users",
-        &json!({"email": "member@example.com", "password": "long enough password", "role": "member"}),
-    );
-    assert_eq!(status, 201);
-    let member = server.login("member@example.com", "long enough password");
+    let member = server.member_token(&token, "member@example.com");
     assert_eq!(server.get_as(&member, "/api/v1/webhooks").0, 403);
     let hook = json!({ "url": receiver.url });
     assert_eq!(server.post_as(&member, "/api/v1/webhooks", &hook).0, 403);
@@ -178,13 +172,10 @@ fn a_receiver_gets_every_transition_exactly_once_across_a_kill_and_restart() {
     ]);
     assert_eq!(server.send(&keys, events).0, 200);
     std::thread::sleep(Duration::from_millis(5));
-    let now = chrono::Utc::now();
-    let (status, task) = server.post_as(
+    let (status, task) = server.submit_last_hour(
         &token,
-        &format!("/api/v1/projects/{}/deletion-tasks", keys.project_id),
-        &json!({"name": "Remove the flood", "confirm": "DELETE",
-            "start": (now - chrono::Duration::hours(1)).to_rfc3339(), "end": now.to_rfc3339(),
-            "clauses": [{"kind": "event_property", "properties": ["note"]}]}),
+        keys.project_id,
+        json!({"name": "Remove the flood", "clauses": [{"kind": "event_property", "properties": ["note"]}]}),
     );
     assert_eq!(status, 202, "{task}");
     wait_status(&server, &token, "completed");

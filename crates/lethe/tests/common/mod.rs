@@ -256,6 +256,29 @@ impl Server {
         self.bearer(self.client.post(self.url(path)).json(body), token)
     }
 
+    /// Submits `task` (its name and clauses, and any other field) as a confirmed deletion
+    /// task of `project_id` over the last hour, as `token`.
+    pub fn submit_last_hour(&self, token: &str, project_id: i64, mut task: Value) -> (u16, Value) {
+        let now = chrono::Utc::now();
+        task["start"] = json!((now - chrono::Duration::hours(1)).to_rfc3339());
+        task["end"] = json!(now.to_rfc3339());
+        task["confirm"] = json!("DELETE");
+        let path = format!("/api/v1/projects/{project_id}/deletion-tasks");
+        self.post_as(token, &path, &task)
+    }
+
+    /// Adds the member `email` (as the administrator `admin`) and signs them in: their token.
+    pub fn member_token(&self, admin: &str, email: &str) -> String {
+        let password = "long enough password";
+        let (status, body) = self.post_as(
+            admin,
+            "/api/v1/users",
+            &json!({"email": email, "password": password, "role": "member"}),
+        );
+        assert_eq!(status, 201, "{body}");
+        self.login(email, password)
+    }
+
     /// Downloads an export and returns every event line, in archive order.
     pub fn export(&self, keys: &Keys, start: &str, end: &str) -> (u16, Vec<Value>) {
         let r = self
