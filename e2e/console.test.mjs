@@ -399,11 +399,16 @@ test('an admin adds a webhook, sees its secret once and every delivery of a task
     await log.waitFor();
     assert.equal(await log.getByText('delivered', { exact: true }).count(), 3);
     assert.equal(await page.locator('#new-secret').count(), 0, 'the secret is not shown again');
+    await page.getByRole('button', { name: 'Send a test event' }).click();
+    for (let i = 0; i < 100 && received.length < 4; i++) await new Promise((res) => setTimeout(res, 100));
+    assert.equal(received[3]?.body.type, 'webhook.test');
+    await log.getByText('webhook.test').waitFor();
     await page.screenshot({ path: join(ARTIFACTS, 'webhooks.png'), fullPage: true });
     await page.getByRole('button', { name: 'Remove webhook' }).click();
     await page.getByRole('button', { name: 'Remove it and its delivery log' }).click();
-    await page.getByText('lethe POSTs every status change').waitFor();
-    assert.equal(await page.getByRole('table', { name: `Deliveries to ${url}` }).count(), 0);
+    await page.getByRole('table', { name: `Deliveries to ${url}` }).waitFor({ state: 'detached' });
+    const listed = await fetch(`${server.url}/api/v1/webhooks`, { headers: { authorization: `Bearer ${await token()}` } }).then((r) => r.json());
+    assert.deepEqual(listed.webhooks, [], 'removed');
   } finally {
     receiver.close();
   }

@@ -177,29 +177,42 @@ pub(crate) fn notify_in(
     }
     let event_type = format!("{subject}.{}", status.as_str());
     for webhook in webhooks {
-        let event_id = format!("evt_{}", hex::encode(rand::random::<[u8; 16]>()));
-        let payload = json!({
-            "id": event_id,
-            "type": event_type,
-            "timestamp": chrono::DateTime::from_timestamp_millis(now)
-                .unwrap_or_default()
-                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            "data": data,
-        });
-        tx.execute(
-            "INSERT INTO webhook_deliveries (webhook_id, event_id, event_type, task_id, payload,
-                 status, attempts, next_attempt_at, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 0, ?6, ?6)",
-            params![
-                webhook,
-                event_id,
-                event_type.as_str(),
-                task_id,
-                payload.to_string(),
-                now
-            ],
-        )?;
+        insert_delivery(tx, webhook, &event_type, Some(task_id), &data, now)?;
     }
+    Ok(())
+}
+
+/// Adds one pending delivery of an event to `webhook`, due at once, under a new event id.
+fn insert_delivery(
+    tx: &mut dyn Conn,
+    webhook: i64,
+    event_type: &str,
+    task_id: Option<i64>,
+    data: &Value,
+    now: i64,
+) -> Result<()> {
+    let event_id = format!("evt_{}", hex::encode(rand::random::<[u8; 16]>()));
+    let payload = json!({
+        "id": event_id,
+        "type": event_type,
+        "timestamp": chrono::DateTime::from_timestamp_millis(now)
+            .unwrap_or_default()
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "data": data,
+    });
+    tx.execute(
+        "INSERT INTO webhook_deliveries (webhook_id, event_id, event_type, task_id, payload,
+             status, attempts, next_attempt_at, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 0, ?6, ?6)",
+        params![
+            webhook,
+            event_id,
+            event_type,
+            task_id,
+            payload.to_string(),
+            now
+        ],
+    )?;
     Ok(())
 }
 
@@ -267,6 +280,36 @@ impl MetaStore {
                 )?;
             }
             Ok(removed)
+        })
+    }
+
+    /// Queues a `webhook.test` event for one webhook (an administrator checking the
+    /// receiver); `false` if there is no such webhook.
+    pub fn queue_test_delivery(&self, webhook_id: i64) -> Result<bool> {
+        self.tx(|tx| {
+            let exists: Option<i64> = tx.query_opt(
+                "SELECT id FROM webhooks WHERE id=?1",
+                params![webhook_id],
+                |r| r.get(0),
+            )?;
+            if exists.is_none() {
+                return Ok(false);
+            }
+            let data = json!({ "webhook_id": webhook_id });
+            insert_delivery(tx, webhook_id, "webhook.test", None, &data, now_ms())?;
+            Ok(true)
+        })
+    }
+
+    /// Forgets deliveries sent or given up before `before` (ms): the log keeps a window,
+    /// not everything ever sent. Returns how many went.
+    pub fn prune_deliveries(&self, before: i64) -> Result<u64> {
+        self.with(|c| {
+            c.execute(
+                "DELETE FROM webhook_deliveries
+                 WHERE status IN ('delivered', 'failed') AND created_at < ?1",
+                params![before],
+            )
         })
     }
 

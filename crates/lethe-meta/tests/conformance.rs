@@ -437,6 +437,18 @@ fn every_status_change_of_a_task_is_one_delivery_per_webhook_kept_until_delivere
         );
         assert_eq!(find(due[0].delivery.id).status, DeliveryStatus::Failed);
 
+        // A test event is one more delivery; the log forgets what was sent before a time.
+        assert!(meta.queue_test_delivery(hook.id).unwrap());
+        assert!(!meta.queue_test_delivery(999).unwrap());
+        assert_eq!(
+            meta.deliveries(hook.id, 100).unwrap()[0].event_type,
+            "webhook.test"
+        );
+        assert_eq!(meta.prune_deliveries(0).unwrap(), 0);
+        let pruned = meta.prune_deliveries(i64::MAX).unwrap();
+        assert_eq!(pruned, 2, "{}: the delivered and the given-up one", b.name);
+        assert_eq!(meta.deliveries(hook.id, 100).unwrap().len(), 5);
+
         assert!(meta.remove_webhook(other.id, "a@b.c").unwrap());
         assert!(!meta.remove_webhook(other.id, "a@b.c").unwrap());
         assert_eq!(meta.webhooks().unwrap(), vec![hook], "{}", b.name);

@@ -20,7 +20,12 @@ async function webhookCard(webhook) {
     });
     actions.replaceChildren(sure);
   });
-  actions.append(remove);
+  const test = h('button', { type: 'button' }, 'Send a test event');
+  test.addEventListener('click', async () => {
+    await api('POST', `/api/v1/webhooks/${webhook.id}/test`, {});
+    setTimeout(rerender, 1000);
+  });
+  actions.append(test, remove);
   const last = (d) => (d.last_status ? `${d.last_status}` : '') + (d.last_error ? ` ${d.last_error}` : '');
   return h('section', { class: 'card', 'data-webhook': webhook.id, 'aria-label': `Webhook ${webhook.url}` },
     h('h2', { class: 'mono' }, webhook.url),

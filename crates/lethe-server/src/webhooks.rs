@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -41,12 +41,32 @@ const POLL: Duration = Duration::from_millis(500);
 const TIMEOUT: Duration = Duration::from_secs(10);
 /// Deliveries of the log shown per webhook.
 const LOG_ROWS: i64 = 100;
+/// How long a sent or given-up delivery stays in the log.
+const LOG_KEPT: Duration = Duration::from_secs(30 * 24 * 3600);
+/// How often the log is pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 pub fn routes() -> Router<App> {
     Router::new()
         .route("/api/v1/webhooks", get(list).post(add))
         .route("/api/v1/webhooks/{id}", delete(remove))
         .route("/api/v1/webhooks/{id}/deliveries", get(deliveries))
+        .route("/api/v1/webhooks/{id}/test", post(send_test))
+}
+
+/// `POST /api/v1/webhooks/{id}/test`: queues a `webhook.test` event for the webhook, sent and
+/// logged like any other; 202.
+async fn send_test(
+    State(app): State<App>,
+    session: Session,
+    Path(id): Path<i64>,
+) -> Result<StatusCode, ApiError> {
+    session.require_admin()?;
+    blocking(move || match app.meta.queue_test_delivery(id)? {
+        true => Ok(StatusCode::ACCEPTED),
+        false => Err(ApiError::not_found("webhook")),
+    })
+    .await
 }
 
 /// `GET /api/v1/webhooks`: the registered webhooks (without their secrets).
@@ -213,7 +233,17 @@ async fn run(
     stopping: Arc<AtomicBool>,
     wake: Arc<tokio::sync::Notify>,
 ) {
+    let mut pruned: Option<std::time::Instant> = None;
     while !stopping.load(Ordering::Acquire) {
+        if pruned.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
+            pruned = Some(std::time::Instant::now());
+            let meta = meta.clone();
+            let before = lethe_meta::now_ms() - LOG_KEPT.as_millis() as i64;
+            let pruning = tokio::task::spawn_blocking(move || meta.prune_deliveries(before));
+            if let Ok(Err(e)) = pruning.await {
+                tracing::error!(error = %e, "cannot prune the webhook delivery log");
+            }
+        }
         let due = {
             let meta = meta.clone();
             tokio::task::spawn_blocking(move || meta.due_deliveries(lethe_meta::now_ms(), 20)).await

@@ -256,6 +256,20 @@ fn a_receiver_gets_every_transition_exactly_once_across_a_kill_and_restart() {
         403
     );
 
+    // A test event, on an administrator's demand, goes the same way.
+    let test = format!("/api/v1/webhooks/{}/test", registered["id"]);
+    assert_eq!(server.post_as(&member, &test, &json!({})).0, 403);
+    assert_eq!(
+        server
+            .post_as(&token, "/api/v1/webhooks/999/test", &json!({}))
+            .0,
+        404
+    );
+    assert_eq!(server.post_as(&token, &test, &json!({})).0, 202);
+    receiver.wait_for(7);
+    assert_eq!(receiver.types()[6], "webhook.test");
+    assert!(signed_with(&receiver.accepted.lock().unwrap()[6], &secret));
+
     // Removed: audited, and nothing more is sent.
     let removed = server
         .client
