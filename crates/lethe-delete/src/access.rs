@@ -70,11 +70,9 @@ fn write_file(store: &Store, request: &AccessRequest) -> Result<String, DeleteEr
     );
     let project = request.project_id;
     let mut out = GzEncoder::new(Vec::new(), Compression::default());
-    store.for_each_day(project, Some(range), |events| {
-        for event in events
-            .iter()
-            .filter(|e| e.amplitude_id == request.amplitude_id)
-        {
+    let user = [request.amplitude_id];
+    store.for_each_day(project, Some(range), Some(&user), |events| {
+        for event in &events {
             writeln!(out, "{}", event.to_export_json(project)).map_err(StoreError::from)?;
         }
         Ok(())

@@ -201,30 +201,32 @@ fn write_archive(
     let mut zip = zip::ZipWriter::new(out);
     let options =
         zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
-    app.store.for_each_day(project_id, Some(range), |events| {
-        let mut hours: BTreeMap<i64, Vec<Event>> = BTreeMap::new();
-        for e in events {
-            hours
-                .entry(e.server_upload_time.div_euclid(HOUR_MS))
-                .or_default()
-                .push(e);
-        }
-        for (hour, events) in hours {
-            let start = chrono::DateTime::from_timestamp_millis(hour * HOUR_MS).unwrap_or_default();
-            let name = format!(
-                "{project_id}/{project_id}_{}_{}#0.json.gz",
-                start.format("%Y-%m-%d"),
-                start.format("%-H")
-            );
-            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-            for e in &events {
-                serde_json::to_writer(&mut gz, &e.to_export_json(project_id))?;
-                gz.write_all(b"\n")?;
+    app.store
+        .for_each_day(project_id, Some(range), None, |events| {
+            let mut hours: BTreeMap<i64, Vec<Event>> = BTreeMap::new();
+            for e in events {
+                hours
+                    .entry(e.server_upload_time.div_euclid(HOUR_MS))
+                    .or_default()
+                    .push(e);
             }
-            append_entry(&mut zip, name, options, &gz.finish()?)?;
-        }
-        Ok(())
-    })?;
+            for (hour, events) in hours {
+                let start =
+                    chrono::DateTime::from_timestamp_millis(hour * HOUR_MS).unwrap_or_default();
+                let name = format!(
+                    "{project_id}/{project_id}_{}_{}#0.json.gz",
+                    start.format("%Y-%m-%d"),
+                    start.format("%-H")
+                );
+                let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                for e in &events {
+                    serde_json::to_writer(&mut gz, &e.to_export_json(project_id))?;
+                    gz.write_all(b"\n")?;
+                }
+                append_entry(&mut zip, name, options, &gz.finish()?)?;
+            }
+            Ok(())
+        })?;
     let out = zip.finish()?;
     out.send_before(out.len())?;
     Ok(())

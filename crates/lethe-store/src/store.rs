@@ -369,7 +369,7 @@ impl Store {
     /// one snapshot, ordered by upload time and uuid.
     pub fn events(&self, project_id: i64, range: Option<(i64, i64)>) -> Result<Vec<Event>> {
         let mut events = Vec::new();
-        self.for_each_day(project_id, range, |day| {
+        self.for_each_day(project_id, range, None, |day| {
             events.extend(day);
             Ok(())
         })?;
@@ -378,21 +378,32 @@ impl Store {
 
     /// The events of one project with upload time in `[from, to)` (all when `None`), from one
     /// snapshot, handed to `each` one UTC day at a time in day order, each day ordered by
-    /// upload time and uuid: memory holds one day's events, however long the range.
+    /// upload time and uuid: memory holds one day's events, however long the range. With
+    /// `users`, only theirs: segments whose bloom filters rule them all out are not read.
     pub fn for_each_day(
         &self,
         project_id: i64,
         range: Option<(i64, i64)>,
+        users: Option<&[i64]>,
         mut each: impl FnMut(Vec<Event>) -> Result<()>,
     ) -> Result<()> {
         let snapshot = self.snapshot(project_id, range);
         let names = self.inner.column_names(project_id)?;
         let mut days: BTreeMap<String, Snapshot> = BTreeMap::new();
+        let wanted = |amplitude_id: i64| users.is_none_or(|ids| ids.contains(&amplitude_id));
         for segment in snapshot.segments {
+            if let Some(ids) = users {
+                if !segment.may_hold_users(ids)? {
+                    continue;
+                }
+            }
             let day = segment.record.day.clone();
             days.entry(day).or_default().segments.push(segment);
         }
         for event in snapshot.memtable {
+            if !wanted(event.amplitude_id) {
+                continue;
+            }
             let day = Day::of_ms(event.server_upload_time).to_string();
             days.entry(day).or_default().memtable.push(event);
         }
@@ -400,7 +411,8 @@ impl Store {
             let mut events: Vec<Event> = memtable.iter().map(|e| (**e).clone()).collect();
             drop(memtable);
             for segment in &segments {
-                events.extend(segment.read_events(&names, range)?);
+                let read = segment.read_events(&names, range)?;
+                events.extend(read.into_iter().filter(|e| wanted(e.amplitude_id)));
             }
             events.sort_by_key(|e| (e.server_upload_time, e.uuid));
             each(events)?;

@@ -401,3 +401,44 @@ fn a_writer_whose_lease_ran_out_acknowledges_nothing_and_the_next_replays_what_i
     assert_eq!(types, vec!["before", "renewed"]);
     assert!(tmp.path().join("segments/wal").read_dir().unwrap().count() >= 2);
 }
+
+#[test]
+fn one_users_events_are_read_from_the_segments_that_may_hold_them_and_the_memtable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, store) = open(tmp.path());
+    let send = |user: &str, n: usize| {
+        let batch = (0..n)
+            .map(|i| event(&format!(r#"{{"event_type":"e{i}","user_id":"{user}"}}"#)))
+            .collect();
+        store.ingest(1, batch).unwrap();
+    };
+    // Three segments: one with only another user, two with both; then unflushed events.
+    send("someone-else", 5);
+    store.flush().unwrap();
+    for _ in 0..2 {
+        send("the-subject", 3);
+        send("someone-else", 2);
+        store.flush().unwrap();
+    }
+    send("the-subject", 1);
+    send("someone-else", 1);
+    let all = all_events(&store, 1);
+    let subject = all
+        .iter()
+        .find(|e| e.user_id.as_deref() == Some("the-subject"))
+        .unwrap()
+        .amplitude_id;
+    let mut theirs = Vec::new();
+    store
+        .for_each_day(1, None, Some(&[subject]), |day| {
+            theirs.extend(day);
+            Ok(())
+        })
+        .unwrap();
+    let expected: Vec<_> = all
+        .into_iter()
+        .filter(|e| e.amplitude_id == subject)
+        .collect();
+    assert_eq!(expected.len(), 7);
+    assert_eq!(theirs, expected);
+}
