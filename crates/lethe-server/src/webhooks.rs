@@ -218,7 +218,7 @@ impl Dispatcher {
         })
     }
 
-    /// Stops after the delivery in flight (recorded), so none is sent twice.
+    /// Stops after the deliveries in flight (recorded), so none is sent twice.
     pub(crate) async fn stop(self) {
         self.stopping.store(true, Ordering::Release);
         self.wake.notify_one();
@@ -263,13 +263,13 @@ async fn run(
             }
             continue;
         }
-        for delivery in due {
-            if stopping.load(Ordering::Acquire) {
-                break;
-            }
-            let outcome = send(&client, &delivery).await;
-            record(&meta, &delivery, outcome, first_retry).await;
-        }
+        // One delivery per webhook: sent side by side, so a slow receiver delays only its
+        // own events.
+        let attempts = due.iter().map(|delivery| async {
+            let outcome = send(&client, delivery).await;
+            record(&meta, delivery, outcome, first_retry).await;
+        });
+        futures_util::future::join_all(attempts).await;
     }
 }
 
