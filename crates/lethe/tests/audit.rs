@@ -199,14 +199,10 @@ fn an_erasure_receipt_names_its_users_only_by_salted_digests() {
         {"event_type": "a", "user_id": "kept-person-2", "insert_id": "e2"},
     ]);
     assert_eq!(server.send(&keys, events).0, 200);
-    let (status, _) = common::status_json(
-        server
-            .client
-            .post(server.url("/api/2/deletions/users"))
-            .basic_auth(&keys.api_key, Some(&keys.secret_key))
-            .json(&json!({"user_ids": ["erased-person-1"], "requester": "dpo@example.com"}))
-            .send()
-            .unwrap(),
+    let (status, _) = server.basic_post(
+        &keys,
+        "/api/2/deletions/users",
+        &json!({"user_ids": ["erased-person-1"], "requester": "dpo@example.com"}),
     );
     assert_eq!(status, 200);
     let token = server.admin_token();

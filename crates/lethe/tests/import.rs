@@ -361,14 +361,10 @@ fn an_export_imported_in_any_order_exports_the_same_rows_and_profiles() {
     }
 
     // Erasing one user removes their rows and leaves every other row as it was.
-    let (s, body) = common::status_json(
-        target
-            .client
-            .post(target.url("/api/2/deletions/users"))
-            .basic_auth(&keys.api_key, Some(&keys.secret_key))
-            .json(&json!({"user_ids": ["user-007"], "requester": "dpo"}))
-            .send()
-            .unwrap(),
+    let (s, body) = target.basic_post(
+        &keys,
+        "/api/2/deletions/users",
+        &json!({"user_ids": ["user-007"], "requester": "dpo"}),
     );
     assert_eq!(s, 200, "{body}");
     let erased = after

@@ -92,14 +92,10 @@ fn an_erased_user_leaves_no_bytes_in_postgresql_and_a_second_node_is_refused() {
         String::from_utf8_lossy(&second.stderr)
     );
 
-    let (s, body) = status_json(
-        server
-            .client
-            .post(server.url("/api/2/deletions/users"))
-            .basic_auth(&keys.api_key, Some(&keys.secret_key))
-            .json(&json!({"user_ids": ["pg-bob"], "requester": "dpo@example.com"}))
-            .send()
-            .unwrap(),
+    let (s, body) = server.basic_post(
+        &keys,
+        "/api/2/deletions/users",
+        &json!({"user_ids": ["pg-bob"], "requester": "dpo@example.com"}),
     );
     assert_eq!(s, 200, "{body}");
     let deadline = Instant::now() + Duration::from_secs(60);

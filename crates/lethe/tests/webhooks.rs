@@ -191,14 +191,10 @@ fn a_receiver_gets_every_transition_exactly_once_across_a_kill_and_restart() {
     receiver.wait_for(3);
 
     // A privacy job after the restart: its own event types.
-    let (status, _) = common::status_json(
-        server
-            .client
-            .post(server.url("/api/2/deletions/users"))
-            .basic_auth(&keys.api_key, Some(&keys.secret_key))
-            .json(&json!({"user_ids": ["webhook-user-2"], "requester": "dpo@example.com"}))
-            .send()
-            .unwrap(),
+    let (status, _) = server.basic_post(
+        &keys,
+        "/api/2/deletions/users",
+        &json!({"user_ids": ["webhook-user-2"], "requester": "dpo@example.com"}),
     );
     assert_eq!(status, 200);
     wait_status(&server, &token, "completed");

@@ -329,6 +329,18 @@ impl Server {
                 .unwrap(),
         )
     }
+
+    /// `POST path` with a JSON body and the project's keys (Basic auth).
+    pub fn basic_post(&self, keys: &Keys, path: &str, body: &Value) -> (u16, Value) {
+        status_json(
+            self.client
+                .post(self.url(path))
+                .basic_auth(&keys.api_key, Some(&keys.secret_key))
+                .json(body)
+                .send()
+                .unwrap(),
+        )
+    }
 }
 
 impl Drop for Server {
