@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use lethe_meta::{MetaStore, TaskRow, ValueTable};
-use lethe_store::Store;
+use lethe_store::{failpoint, Store};
 use serde_json::Value;
 
 use crate::access::run_access_requests;
@@ -88,6 +88,9 @@ fn run(
     (stop, signal): (&AtomicBool, &QueueSignal),
     access_window: Duration,
 ) {
+    if let Err(e) = purge_redacted(meta) {
+        tracing::error!(error = %e, "cannot purge the redacted specs of completed tasks");
+    }
     while !stop.load(Ordering::Acquire) {
         if let Err(e) = queue_due_erasures(store, meta, lethe_meta::now_ms()) {
             tracing::error!(error = %e, "cannot queue due privacy jobs");
@@ -184,7 +187,21 @@ fn complete(meta: &MetaStore, task: &QueuedTask, result: &Value) -> Result<(), D
         false => None,
     };
     meta.complete_task(task.row.id, result, redacted.as_ref())?;
+    failpoint("delete:after_redact");
     if redacted.is_some() {
+        meta.purge_deleted_rows(&[ValueTable::Tasks])?;
+    }
+    Ok(())
+}
+
+/// Purges `deletion_tasks` once at the start if a completed task's spec was redacted: a
+/// process that died between that completion and its purge left the values' old copies in
+/// the database's files (SQLite's WAL, PostgreSQL's dead tuples).
+fn purge_redacted(meta: &MetaStore) -> Result<(), DeleteError> {
+    let redacted = crate::queue::tasks(meta)?
+        .iter()
+        .any(|t| t.row.status == lethe_meta::TaskStatus::Completed && t.spec.is_redacted());
+    if redacted {
         meta.purge_deleted_rows(&[ValueTable::Tasks])?;
     }
     Ok(())

@@ -178,3 +178,45 @@ fn a_task_with_where_removes_exactly_the_matching_values_and_keeps_none_of_its_o
     let (_, audit) = server.get_as(&token, "/api/v1/audit");
     assert!(!audit.to_string().contains("Atlantis"), "{audit}");
 }
+
+#[test]
+#[cfg_attr(
+    not(feature = "failpoints"),
+    ignore = "needs the failpoints feature (scripts/test.sh)"
+)]
+fn a_crash_between_the_completion_and_its_purge_leaves_no_value_of_the_task() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let crashing = [("LETHE_FAILPOINT", "delete:after_redact")];
+    let server = Server::start_with_env(&dir, &["--flush-interval", "100ms"], &crashing);
+    let keys = server.first_start_keys();
+    let token = server.admin_token();
+    assert_eq!(server.send(&keys, json!(events(0))).0, 200);
+    std::thread::sleep(Duration::from_millis(5));
+    let mut submit = body(chrono::Utc::now());
+    submit["confirm"] = json!("DELETE");
+    let tasks = format!("/api/v1/projects/{}/deletion-tasks", keys.project_id);
+    let (status, task) = server.post_as(&token, &tasks, &submit);
+    assert_eq!(status, 202, "{task}");
+    let dir = server.wait_exit(Duration::from_secs(60));
+
+    // Restarted: the worker purges before it takes the next task.
+    let server = Server::start_on(&dir, &["--flush-interval", "100ms"]);
+    let (_, done) = server.get_as(&token, &format!("/api/v1/deletion-tasks/{}", task["id"]));
+    assert_eq!(done["status"], "completed", "{done}");
+    let (status, next) = server.submit_last_hour(
+        &token,
+        keys.project_id,
+        json!({"name": "Afterwards", "clauses": [{"kind": "event", "event_types": ["Click"]}]}),
+    );
+    assert_eq!(status, 202, "{next}");
+    wait_completed(&server, &token, &next["id"]);
+    assert_eq!(
+        common::scan(
+            &server.data_dir,
+            &["@TEST.example", "Atlantis", "click-kept-"]
+        ),
+        Vec::<String>::new(),
+        "the task's values are in no file, nor anything the second task deleted"
+    );
+}
