@@ -326,7 +326,12 @@ impl ServerProcess {
             .arg(data_dir)
             .args(extra)
             .env("LETHE_ADMIN_PASSWORD", "bench-password")
-            .env("RUST_LOG", "warn")
+            // Quiet unless the bench's caller asks for more (`RUST_LOG=info`: the phases of
+            // a store's opening, say).
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
             .spawn()?;
         let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();

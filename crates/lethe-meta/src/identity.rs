@@ -4,7 +4,7 @@
 //! The ingestion path keeps both in memory and writes the changed ones here in the same
 //! transaction that commits the events that changed them.
 
-use crate::sql::{params, Conn};
+use crate::sql::{execute_rows, params, Conn};
 use crate::{MetaError, MetaStore, Result};
 
 /// Which external id an identity mapping is keyed by.
@@ -134,46 +134,59 @@ impl MetaStore {
     }
 }
 
-pub(crate) fn upsert_identity(tx: &mut dyn Conn, id: &IdentityRecord) -> Result<()> {
-    tx.execute(
-        "INSERT INTO identities (project_id, kind, external_id, amplitude_id) VALUES (?1, ?2, ?3, ?4)
+/// Writes identities (each key once), as one flush's commit changed them.
+pub(crate) fn upsert_identities(tx: &mut dyn Conn, ids: &[IdentityRecord]) -> Result<()> {
+    execute_rows(
+        tx,
+        "INSERT INTO identities (project_id, kind, external_id, amplitude_id) VALUES {rows}
          ON CONFLICT (project_id, kind, external_id) DO UPDATE SET amplitude_id = excluded.amplitude_id",
-        params![id.project_id, id.kind.as_str(), &id.external_id, id.amplitude_id],
-    )?;
-    Ok(())
+        "(?, ?, ?, ?)",
+        ids.iter()
+            .map(|id| params![id.project_id, id.kind.as_str(), &id.external_id, id.amplitude_id].to_vec()),
+    )
 }
 
-pub(crate) fn upsert_group(tx: &mut dyn Conn, g: &GroupRecord) -> Result<()> {
-    tx.execute(
+/// Writes groups' properties (each group once).
+pub(crate) fn upsert_groups(tx: &mut dyn Conn, groups: &[GroupRecord]) -> Result<()> {
+    execute_rows(
+        tx,
         "INSERT INTO group_profiles (project_id, group_type, group_value, properties, as_of)
-         VALUES (?1, ?2, ?3, ?4, ?5)
+         VALUES {rows}
          ON CONFLICT (project_id, group_type, group_value)
          DO UPDATE SET properties = excluded.properties, as_of = excluded.as_of",
-        params![
-            g.project_id,
-            &g.group_type,
-            &g.group_value,
-            &g.properties,
-            g.as_of
-        ],
-    )?;
-    Ok(())
+        "(?, ?, ?, ?, ?)",
+        groups.iter().map(|g| {
+            params![
+                g.project_id,
+                &g.group_type,
+                &g.group_value,
+                &g.properties,
+                g.as_of
+            ]
+            .to_vec()
+        }),
+    )
 }
 
-pub(crate) fn upsert_profile(tx: &mut dyn Conn, p: &ProfileRecord) -> Result<()> {
-    tx.execute(
+/// Writes profiles (each user once).
+pub(crate) fn upsert_profiles(tx: &mut dyn Conn, profiles: &[ProfileRecord]) -> Result<()> {
+    execute_rows(
+        tx,
         "INSERT INTO profiles (project_id, amplitude_id, user_id, properties, as_of)
-         VALUES (?1, ?2, ?3, ?4, ?5)
+         VALUES {rows}
          ON CONFLICT (project_id, amplitude_id)
          DO UPDATE SET user_id = excluded.user_id, properties = excluded.properties,
                        as_of = excluded.as_of",
-        params![
-            p.project_id,
-            p.amplitude_id,
-            p.user_id.as_ref(),
-            &p.properties,
-            p.as_of
-        ],
-    )?;
-    Ok(())
+        "(?, ?, ?, ?, ?)",
+        profiles.iter().map(|p| {
+            params![
+                p.project_id,
+                p.amplitude_id,
+                p.user_id.as_ref(),
+                &p.properties,
+                p.as_of
+            ]
+            .to_vec()
+        }),
+    )
 }

@@ -4,9 +4,9 @@
 
 use crate::catalog::{apply_delta, CatalogDelta};
 use crate::identity::{
-    upsert_group, upsert_identity, upsert_profile, GroupRecord, IdentityRecord, ProfileRecord,
+    upsert_groups, upsert_identities, upsert_profiles, GroupRecord, IdentityRecord, ProfileRecord,
 };
-use crate::sql::params;
+use crate::sql::{execute_rows, params};
 use crate::{MetaError, MetaStore, Result};
 
 /// What the manifest knows of one segment: enough for planning without opening the file.
@@ -66,6 +66,16 @@ fn ids_parse(text: &str) -> Result<Vec<i64>> {
         .map_err(|e| MetaError::Corrupt(format!("a segment's catalog id list is not JSON: {e}")))
 }
 
+/// The latest time of each key (one statement may set a row only once).
+fn latest<K: Ord>(times: impl Iterator<Item = (K, i64)>) -> impl Iterator<Item = (K, i64)> {
+    let mut latest = std::collections::BTreeMap::new();
+    for (key, time) in times {
+        let at = latest.entry(key).or_insert(time);
+        *at = (*at).max(time);
+    }
+    latest.into_iter()
+}
+
 impl MetaStore {
     /// Applies `commit` atomically.
     pub fn commit(&self, commit: &Commit) -> Result<()> {
@@ -117,31 +127,34 @@ impl MetaStore {
             for (project, delta) in &commit.catalog {
                 apply_delta(tx, *project, delta)?;
             }
-            for id in &commit.identities {
-                upsert_identity(tx, id)?;
-            }
-            for p in &commit.profiles {
-                upsert_profile(tx, p)?;
-            }
-            for g in &commit.groups {
-                upsert_group(tx, g)?;
-            }
+            upsert_identities(tx, &commit.identities)?;
+            upsert_profiles(tx, &commit.profiles)?;
+            upsert_groups(tx, &commit.groups)?;
             // Times and counters only move forward (`CASE`: SQLite's two-argument MAX is
-            // PostgreSQL's GREATEST).
-            for (project, amplitude_id, as_of) in &commit.profile_times {
-                tx.execute(
-                    "UPDATE profiles SET as_of = CASE WHEN as_of < ?3 THEN ?3 ELSE as_of END
-                     WHERE project_id = ?1 AND amplitude_id = ?2",
-                    params![project, amplitude_id, as_of],
-                )?;
-            }
-            for (project, group_type, group_value, as_of) in &commit.group_times {
-                tx.execute(
-                    "UPDATE group_profiles SET as_of = CASE WHEN as_of < ?4 THEN ?4 ELSE as_of END
-                     WHERE project_id = ?1 AND group_type = ?2 AND group_value = ?3",
-                    params![project, group_type, group_value, as_of],
-                )?;
-            }
+            // PostgreSQL's GREATEST). A VALUES list's columns are `column1`, `column2`, … in
+            // both dialects; PostgreSQL needs their types spelled out.
+            execute_rows(
+                tx,
+                "UPDATE profiles SET as_of = CASE WHEN as_of < v.column3 THEN v.column3 ELSE as_of END
+                 FROM (VALUES {rows}) AS v
+                 WHERE profiles.project_id = v.column1 AND profiles.amplitude_id = v.column2",
+                "(CAST(? AS BIGINT), CAST(? AS BIGINT), CAST(? AS BIGINT))",
+                latest(commit.profile_times.iter().map(|(p, a, t)| ((*p, *a), *t)))
+                    .map(|((project, amplitude_id), as_of)| params![project, amplitude_id, as_of].to_vec()),
+            )?;
+            execute_rows(
+                tx,
+                "UPDATE group_profiles SET as_of = CASE WHEN as_of < v.column4 THEN v.column4 ELSE as_of END
+                 FROM (VALUES {rows}) AS v
+                 WHERE group_profiles.project_id = v.column1 AND group_profiles.group_type = v.column2
+                   AND group_profiles.group_value = v.column3",
+                "(CAST(? AS BIGINT), CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS BIGINT))",
+                latest(commit.group_times.iter().map(|(p, gt, gv, t)| ((*p, gt, gv), *t))).map(
+                    |((project, group_type, group_value), as_of)| {
+                        params![project, group_type, group_value, as_of].to_vec()
+                    },
+                ),
+            )?;
             tx.execute(
                 "UPDATE counters SET value = CASE WHEN value < ?1 THEN ?1 ELSE value END
                  WHERE name='amplitude_id'",

@@ -3,9 +3,9 @@
 //! fresh PostgreSQL database too.
 
 use lethe_meta::{
-    CatalogDelta, CatalogKind, Commit, CountDelta, DeliveryStatus, IdKind, IdentityRecord,
-    JobStatus, MetaError, MetaPlace, MetaStore, NodeRole, ProfileRecord, ProjectRole, Role,
-    SegmentRecord, TaskStatus, Unscheduled, ValueTable,
+    CatalogDelta, CatalogKind, Commit, CountDelta, DeliveryStatus, GroupRecord, IdKind,
+    IdentityRecord, JobStatus, MetaError, MetaPlace, MetaStore, NodeRole, ProfileRecord,
+    ProjectRole, Role, SegmentRecord, TaskStatus, Unscheduled, ValueTable,
 };
 use serde_json::json;
 
@@ -258,6 +258,82 @@ fn catalog_ids_are_stable_and_counts_add_up() {
             meta.event_property_pairs(project).unwrap(),
             vec![(played, song, 4)]
         );
+    }
+}
+
+#[test]
+fn a_commit_writes_every_changed_identity_profile_and_group_however_many() {
+    // 517 = 256 + 256 + 4 + 1: full statements, and the smaller ones of the remainder.
+    let users = 517;
+    for b in backends() {
+        let meta = &b.meta;
+        meta.bootstrap("a@b.c", Some("pw")).unwrap();
+        let identities: Vec<IdentityRecord> = (0..users)
+            .map(|i| IdentityRecord {
+                project_id: 1,
+                kind: if i % 2 == 0 {
+                    IdKind::User
+                } else {
+                    IdKind::Device
+                },
+                external_id: format!("id-{i}"),
+                amplitude_id: i,
+            })
+            .collect();
+        let profile = |i: i64, plan: &str, as_of: i64| ProfileRecord {
+            project_id: 1,
+            amplitude_id: i,
+            user_id: (i % 3 == 0).then(|| format!("id-{i}")),
+            properties: format!(r#"{{"plan":"{plan}-{i}"}}"#),
+            as_of,
+        };
+        let group = |i: i64, as_of: i64| GroupRecord {
+            project_id: 1,
+            group_type: "org".into(),
+            group_value: format!("org-{i}"),
+            properties: format!(r#"{{"seats":{i}}}"#),
+            as_of,
+        };
+        meta.commit(&Commit {
+            identities: identities.clone(),
+            profiles: (0..users).map(|i| profile(i, "free", 10)).collect(),
+            groups: (0..users).map(|i| group(i, 10)).collect(),
+            ..Default::default()
+        })
+        .unwrap();
+        // The next commit changes a third of the profiles and moves the others' times
+        // (several times for some: the latest counts, never an earlier one).
+        meta.commit(&Commit {
+            profiles: (0..users)
+                .filter(|i| i % 3 == 0)
+                .map(|i| profile(i, "pro", 20))
+                .collect(),
+            profile_times: (0..users)
+                .filter(|i| i % 3 != 0)
+                .flat_map(|i| [(1, i, 30 + i), (1, i, 5)])
+                .collect(),
+            group_times: (0..users)
+                .map(|i| (1, "org".to_string(), format!("org-{i}"), 40 + i))
+                .collect(),
+            ..Default::default()
+        })
+        .unwrap();
+        let mut loaded = meta.load_identities().unwrap();
+        loaded.sort_by_key(|id| id.amplitude_id);
+        assert_eq!(loaded, identities, "{}", b.name);
+        let mut profiles = meta.load_profiles().unwrap();
+        profiles.sort_by_key(|p| p.amplitude_id);
+        let expected: Vec<ProfileRecord> = (0..users)
+            .map(|i| match i % 3 {
+                0 => profile(i, "pro", 20),
+                _ => profile(i, "free", 30 + i),
+            })
+            .collect();
+        assert_eq!(profiles, expected, "{}", b.name);
+        let mut groups = meta.load_groups().unwrap();
+        groups.sort_by_key(|g| g.as_of);
+        let expected: Vec<GroupRecord> = (0..users).map(|i| group(i, 40 + i)).collect();
+        assert_eq!(groups, expected, "{}", b.name);
     }
 }
 

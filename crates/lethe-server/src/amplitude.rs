@@ -49,6 +49,7 @@ pub fn unavailable(reason: lethe_store::Unavailable) -> (&'static str, String) {
         lethe_store::Unavailable::StorageFull => "storage_full",
         lethe_store::Unavailable::Io => "storage_error",
         lethe_store::Unavailable::NotWriter => "not_writer",
+        lethe_store::Unavailable::FlushBehind => "flush_behind",
     };
     (code, format!("Service unavailable, retry later: {reason}"))
 }

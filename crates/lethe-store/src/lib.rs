@@ -111,6 +111,10 @@ pub enum Unavailable {
     /// This node's lease as a cluster's writer ran out before the batch was durable.
     #[error("this node is no longer the cluster's writer")]
     NotWriter,
+    /// The events not yet in segments reached their limit and flushes did not make room in
+    /// time (a slow or unreachable segment store, a busy CPU).
+    #[error("flushes are behind ingestion")]
+    FlushBehind,
 }
 
 /// Until when a store may acknowledge writes: a cluster writer's lease, as its keeper last

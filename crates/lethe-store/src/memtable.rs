@@ -33,6 +33,11 @@ impl Memtable {
         self.waiting_since.get_or_insert_with(Instant::now);
     }
 
+    /// Events not yet in segments: the active part and the frozen ones.
+    pub fn unflushed_len(&self) -> usize {
+        self.active.len() + self.frozen.iter().map(|f| f.len()).sum::<usize>()
+    }
+
     /// Events in the active part.
     pub fn active_len(&self) -> usize {
         self.active.len()

@@ -12,6 +12,7 @@ use object_store::path::Path as Key;
 
 use crate::live::{LiveSet, Segment};
 use crate::memtable::Memtable;
+use crate::parallel::{parallel_reads, READS_IN_FLIGHT};
 use crate::resolver::{KeyKind, Resolver};
 use crate::schema::base_column;
 use crate::storage::Storage;
@@ -29,14 +30,14 @@ pub(crate) fn replay_wal(
     memtable: &mut Memtable,
 ) -> Result<Option<u64>> {
     let seqs = root.list()?;
+    let last = seqs.last().copied();
     let (mut events, mut identifications) = (0, 0);
-    for (i, &seq) in seqs.iter().enumerate() {
-        let replay = root.read(seq)?;
+    root.read_each(&seqs, |seq, replay| {
         let file = root.name(seq);
         let kept = replay.records.len();
         match replay.damage {
             None => {}
-            Some(Damage::TornTail { offset, bytes }) if i + 1 == seqs.len() => {
+            Some(Damage::TornTail { offset, bytes }) if Some(seq) == last => {
                 tracing::warn!(file = %file.display(), offset, bytes, records_kept = kept,
                     "WAL ends in a torn record (a write cut short by a crash, never acknowledged): cutting it off");
                 root.truncate(seq, replay.valid_len)?;
@@ -66,14 +67,15 @@ pub(crate) fn replay_wal(
                 }
             }
         }
-    }
+        Ok(())
+    })?;
     if identifications > 0 {
         memtable.await_flush();
     }
     if events + identifications > 0 {
         tracing::info!(events, identifications, "replayed WAL");
     }
-    Ok(seqs.last().copied())
+    Ok(last)
 }
 
 /// Deletes every segment object the manifest does not name: written by a commit that never
@@ -155,52 +157,66 @@ pub(crate) fn remember_recent_insert_ids(resolver: &mut Resolver, live: &LiveSet
     ]
     .map(String::from)
     .to_vec();
-    for segment in live.all() {
-        if segment.record.day < since {
-            continue;
+    let recent: Vec<&Arc<Segment>> = live.all().filter(|s| s.record.day >= since).collect();
+    // A few segments' columns at a time: read side by side, remembered in order.
+    for chunk in recent.chunks(READS_IN_FLIGHT) {
+        let read = parallel_reads(chunk.to_vec(), |segment| {
+            (segment, segment.read_batches(Some(&columns)))
+        });
+        for (segment, batches) in read {
+            // A damaged segment is quarantined and skipped: the server starts and serves the rest.
+            let batches = match batches {
+                Err(StoreError::Corrupt { .. }) => continue,
+                other => other?,
+            };
+            remember_batches(resolver, segment.record.project_id, batches)?;
         }
-        // A damaged segment is quarantined and skipped: the server starts and serves the rest.
-        let batches = match segment.read_batches(Some(&columns)) {
-            Err(StoreError::Corrupt { .. }) => continue,
-            other => other?,
+    }
+    Ok(())
+}
+
+/// Remembers the dedup key of every row of `batches` (a segment's four dedup columns).
+fn remember_batches(
+    resolver: &mut Resolver,
+    project_id: i64,
+    batches: Vec<arrow_array::RecordBatch>,
+) -> Result<()> {
+    for batch in batches {
+        let text = |name| {
+            batch
+                .column_by_name(name)
+                .and_then(|a| a.as_any().downcast_ref::<StringArray>().cloned())
         };
-        for batch in batches {
-            let text = |name| {
-                batch
-                    .column_by_name(name)
-                    .and_then(|a| a.as_any().downcast_ref::<StringArray>().cloned())
-            };
-            let (Some(insert_ids), devices, users) = (
-                text(base_column::INSERT_ID),
-                text(base_column::DEVICE_ID),
-                text(base_column::USER_ID),
-            ) else {
-                continue;
-            };
-            let times = batch
-                .column_by_name(base_column::SERVER_UPLOAD_TIME)
-                .and_then(|a| {
-                    a.as_any()
-                        .downcast_ref::<TimestampMillisecondArray>()
-                        .cloned()
-                })
-                .ok_or_else(|| {
-                    StoreError::Io(std::io::Error::other("segment lacks server_upload_time"))
-                })?;
-            let value = |a: &Option<StringArray>, r: usize| {
-                a.as_ref()
-                    .filter(|a| a.is_valid(r))
-                    .map(|a| a.value(r).to_string())
-            };
-            for r in (0..batch.num_rows()).filter(|r| insert_ids.is_valid(*r)) {
-                resolver.remember_insert_id(
-                    segment.record.project_id,
-                    value(&devices, r).as_deref(),
-                    value(&users, r).as_deref(),
-                    insert_ids.value(r),
-                    times.value(r),
-                );
-            }
+        let (Some(insert_ids), devices, users) = (
+            text(base_column::INSERT_ID),
+            text(base_column::DEVICE_ID),
+            text(base_column::USER_ID),
+        ) else {
+            continue;
+        };
+        let times = batch
+            .column_by_name(base_column::SERVER_UPLOAD_TIME)
+            .and_then(|a| {
+                a.as_any()
+                    .downcast_ref::<TimestampMillisecondArray>()
+                    .cloned()
+            })
+            .ok_or_else(|| {
+                StoreError::Io(std::io::Error::other("segment lacks server_upload_time"))
+            })?;
+        let value = |a: &Option<StringArray>, r: usize| {
+            a.as_ref()
+                .filter(|a| a.is_valid(r))
+                .map(|a| a.value(r).to_string())
+        };
+        for r in (0..batch.num_rows()).filter(|r| insert_ids.is_valid(*r)) {
+            resolver.remember_insert_id(
+                project_id,
+                value(&devices, r).as_deref(),
+                value(&users, r).as_deref(),
+                insert_ids.value(r),
+                times.value(r),
+            );
         }
     }
     Ok(())

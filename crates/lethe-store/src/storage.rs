@@ -27,6 +27,9 @@ use lethe_meta::SegmentRecord;
 use crate::faults::{inject, IoPoint};
 use crate::{Result, StoreError};
 
+/// How many objects [`Storage::get_each`] fetches at a time.
+const FETCHES_IN_FLIGHT: usize = 16;
+
 /// The place of one segment: key `<project>/<day>/<id>.parquet` under the storage root.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SegmentLocation {
@@ -328,6 +331,26 @@ impl Storage {
             .map_err(|e| storage_error("read a segment", e))
     }
 
+    /// The whole objects `keys`, handed to `each` in their order while the next ones are
+    /// fetched (up to [`FETCHES_IN_FLIGHT`] at a time): reading many small objects, a WAL
+    /// replay waits on the network once, not once per object.
+    pub(crate) fn get_each(
+        &self,
+        keys: &[Key],
+        mut each: impl FnMut(usize, Bytes) -> Result<()>,
+    ) -> Result<()> {
+        self.run(async {
+            let mut fetched = futures_util::stream::iter(keys)
+                .map(|key| async move { self.objects.get(key).await?.bytes().await })
+                .buffered(FETCHES_IN_FLIGHT)
+                .enumerate();
+            while let Some((i, bytes)) = fetched.next().await {
+                each(i, bytes.map_err(|e| storage_error("read an object", e))?)?;
+            }
+            Ok(())
+        })
+    }
+
     /// The last `len` bytes of the object (all of it if shorter) and its size.
     pub(crate) fn tail(&self, key: &Key, len: u64) -> Result<Tail> {
         let options = GetOptions {
@@ -369,6 +392,21 @@ impl Storage {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(storage_error("delete a segment", e)),
         }
+    }
+
+    /// Deletes the objects `keys` (gone ones are not an error): in bulk requests where the
+    /// backend has them (S3's DeleteObjects, 1 000 keys each), so a flush that covered
+    /// hundreds of WAL objects deletes them in one round trip.
+    pub(crate) fn delete_many(&self, keys: Vec<Key>) -> Result<()> {
+        let locations = futures_util::stream::iter(keys.into_iter().map(Ok)).boxed();
+        let results: Vec<_> = self.run(self.objects.delete_stream(locations).collect::<Vec<_>>());
+        for result in results {
+            match result {
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(storage_error("delete objects", e)),
+            }
+        }
+        Ok(())
     }
 
     /// Every segment object there is, by location (objects whose key is not a segment's are

@@ -40,6 +40,13 @@ use crate::{lock, Result, StoreError, Unavailable};
 pub struct StoreConfig {
     /// Flush when the memtable holds this many events.
     pub flush_events: usize,
+    /// Ingestion waits while this many events are not yet in segments (flushes behind: a
+    /// slow or unreachable segment store, a busy CPU), and answers 503 `flush_behind` if no
+    /// flush made room within `flush_behind_wait`. Bounds the memtable's memory and what a
+    /// restart (or a cluster's next writer) replays. At least `flush_events`.
+    pub max_unflushed: usize,
+    /// How long an ingestion waits for room before it is refused.
+    pub flush_behind_wait: Duration,
     /// Flush events older than this even when the memtable is small.
     pub flush_interval: Duration,
     /// Which small segments compaction merges.
@@ -72,6 +79,8 @@ impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             flush_events: 100_000,
+            max_unflushed: 400_000,
+            flush_behind_wait: Duration::from_secs(5),
             flush_interval: Duration::from_secs(10),
             compaction: CompactionPolicy::default(),
             layout: Layout::default(),
@@ -129,6 +138,8 @@ pub(crate) struct Inner {
     /// Each project's block list, as the metadata holds it (`reload_blocks`).
     blocks: RwLock<HashMap<i64, Arc<BlockList>>>,
     wake: (Mutex<bool>, Condvar),
+    /// Signalled after each flush: ingestions waiting for room (`await_room`) look again.
+    room: (Mutex<()>, Condvar),
 }
 
 /// Every project's block list, from the metadata.
@@ -145,6 +156,16 @@ fn block_lists(meta: &MetaStore) -> Result<HashMap<i64, Arc<BlockList>>> {
         names.insert(block.name);
     }
     Ok(lists.into_iter().map(|(p, l)| (p, Arc::new(l))).collect())
+}
+
+/// A stopwatch for the phases of a start: each call returns the milliseconds since the last.
+fn laps() -> impl FnMut() -> u64 {
+    let mut last = Instant::now();
+    move || {
+        let ms = last.elapsed().as_millis() as u64;
+        last = Instant::now();
+        ms
+    }
 }
 
 /// Applies a block list to an event on its way in: `false` when it is not to be stored.
@@ -183,6 +204,7 @@ impl Store {
         if dir.legacy_tmp_dir().exists() {
             std::fs::remove_dir_all(dir.legacy_tmp_dir())?;
         }
+        let mut lap = laps();
         let storage = Arc::new(Storage::open(&config.segments, &dir.segments_dir())?);
         storage.remove_staged_uploads()?;
         let mut live = LiveSet::default();
@@ -192,6 +214,7 @@ impl Store {
         for project_id in live.projects() {
             published::publish(&storage, &meta, project_id, live.of_project(project_id))?;
         }
+        let segments_ms = lap();
         let mut resolver = Resolver::load(
             meta.load_identities()?,
             meta.load_profiles()?,
@@ -199,7 +222,9 @@ impl Store {
             meta.amplitude_id_high()?,
         )?;
         resolver.set_suppressed(meta.suppressions(None)?);
+        let identities_ms = lap();
         remember_recent_insert_ids(&mut resolver, &live)?;
+        let insert_ids_ms = lap();
         remember_recent_keys(&mut resolver, &live, &meta)?;
         let wal_root = match config.wal {
             WalPlace::DataDir => WalRoot::Dir(dir.clone()),
@@ -210,6 +235,15 @@ impl Store {
         let mut memtable = Memtable::default();
         let last_seq = replay_wal(&wal_root, config.salvage_wal, &mut resolver, &mut memtable)?
             .unwrap_or(checkpoint);
+        let wal_ms = lap();
+        tracing::info!(
+            segments = live.all().count(),
+            segments_ms,
+            identities_ms,
+            insert_ids_ms,
+            wal_ms,
+            "store opened"
+        );
         let wal_file = WalFile::create(&wal_root, last_seq + 1)?;
         let blocks = block_lists(&meta)?;
         let (tx, rx) = mpsc::channel();
@@ -230,6 +264,7 @@ impl Store {
             wal_refusal: Mutex::new(None),
             blocks: RwLock::new(blocks),
             wake: (Mutex::new(false), Condvar::new()),
+            room: (Mutex::new(()), Condvar::new()),
         });
         inner.publish_gauges();
         let writer = {
@@ -266,6 +301,7 @@ impl Store {
     /// profiles and groups the same way and are never visible as events; their changes
     /// reach the metadata store with the next flush, and replay restores them after a crash.
     pub fn ingest(&self, project_id: i64, events: Vec<ParsedEvent>) -> Result<IngestOutcome> {
+        self.inner.await_room()?;
         let total = events.len();
         let now = now_ms();
         let blocks = self.inner.blocks_of(project_id);
@@ -590,6 +626,39 @@ impl Inner {
         })
     }
 
+    /// Waits while the unflushed events are at their limit (waking the flusher), up to
+    /// `flush_behind_wait`; then refuses with [`Unavailable::FlushBehind`].
+    fn await_room(&self) -> Result<()> {
+        let unflushed = || {
+            let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+            state.memtable.unflushed_len()
+        };
+        let deadline = Instant::now() + self.config.flush_behind_wait;
+        // Checked under the lock a flush notifies under, so no flush's room goes unseen.
+        let mut guard = lock(&self.room.0);
+        while unflushed() >= self.config.max_unflushed {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                metrics::counter!("lethe_ingest_flush_behind_total").increment(1);
+                return Err(StoreError::Unavailable(Unavailable::FlushBehind));
+            }
+            self.wake.1.notify_all();
+            guard = self
+                .room
+                .1
+                .wait_timeout(guard, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        Ok(())
+    }
+
+    /// Tells the ingestions waiting for room that a flush made some.
+    fn made_room(&self) {
+        let _guard = lock(&self.room.0);
+        self.room.1.notify_all();
+    }
+
     fn maybe_wake_flusher(&self) {
         let full = self
             .state
@@ -666,7 +735,9 @@ impl Inner {
     fn flush(&self) -> Result<()> {
         let _writer = lock(&self.writer);
         let started = Instant::now();
+        let mut lap = laps();
         let (mut commit, sealed) = self.durable_changes(true)?;
+        let sync_ms = lap();
         let frozen: Vec<Arc<Vec<Tagged>>> = self
             .state
             .read()
@@ -683,21 +754,32 @@ impl Inner {
                 return Err(e);
             }
         };
+        let write_ms = lap();
         commit.wal_checkpoint = Some(sealed);
         let written = self.commit_written(written, commit)?;
+        let commit_ms = lap();
         let projects: BTreeSet<i64> = written.iter().map(|r| r.project_id).collect();
         {
             let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
             state.memtable.release(&frozen);
             state.live.add(&self.storage, written, true);
         }
+        self.made_room();
         self.wal_root.remove_through(sealed)?;
         self.publish_gauges();
         self.publish_manifests(projects);
         let rows: usize = frozen.iter().map(|f| f.len()).sum();
         metrics::histogram!("lethe_flush_seconds").record(started.elapsed().as_secs_f64());
         if rows > 0 {
-            tracing::debug!(rows, ms = started.elapsed().as_millis() as u64, "flushed");
+            tracing::debug!(
+                rows,
+                ms = started.elapsed().as_millis() as u64,
+                sync_ms,
+                write_ms,
+                commit_ms,
+                cleanup_ms = lap(),
+                "flushed"
+            );
         }
         Ok(())
     }

@@ -56,12 +56,13 @@ pub fn verify(dir: &DataDir, meta: &MetaStore, segments: &SegmentPlace) -> Resul
             .into_iter()
             .filter(|s| *s > checkpoint)
             .collect();
-        for (i, &seq) in seqs.iter().enumerate() {
+        let last = seqs.last().copied();
+        root.read_each(&seqs, |seq, replay| {
             report.wal_files += 1;
             let file = root.name(seq);
-            match root.read(seq)?.damage {
+            match replay.damage {
                 None => {}
-                Some(Damage::TornTail { offset, bytes }) if i + 1 == seqs.len() => {
+                Some(Damage::TornTail { offset, bytes }) if Some(seq) == last => {
                     report.notes.push(format!(
                         "{}: torn tail of {bytes} bytes at byte {offset} (a write cut short by a \
                          crash; cut off at the next start)",
@@ -75,7 +76,8 @@ pub fn verify(dir: &DataDir, meta: &MetaStore, segments: &SegmentPlace) -> Resul
                     ));
                 }
             }
-        }
+            Ok(())
+        })?;
     }
     Ok(report)
 }

@@ -18,11 +18,14 @@ use std::io::{BufWriter, Read, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use lethe_event::Event;
+use object_store::path::Path as Key;
 use serde::{Deserialize, Serialize};
 
 use crate::faults::{inject, IoPoint};
 use crate::layout::{sync_dir, DataDir};
+use crate::parallel::parallel_map;
 use crate::storage::Storage;
 use crate::Result;
 
@@ -67,20 +70,56 @@ impl WalRoot {
         }
     }
 
-    /// Reads every intact record of one file and classifies what follows them.
+    /// Reads every intact record of file `seq` and classifies what follows them.
+    #[cfg(test)]
     pub fn read(&self, seq: u64) -> Result<Replay> {
+        let mut read = None;
+        self.read_each(&[seq], |_, replay| {
+            read = Some(replay);
+            Ok(())
+        })?;
+        Ok(read.expect("read_each hands over every file"))
+    }
+
+    /// Reads every intact record of each file of `seqs` and classifies what follows them,
+    /// handing the files to `each` in order (objects are fetched several at a time).
+    pub fn read_each(
+        &self,
+        seqs: &[u64],
+        mut each: impl FnMut(u64, Replay) -> Result<()>,
+    ) -> Result<()> {
         match self {
-            WalRoot::Dir(dir) => {
+            WalRoot::Dir(dir) => seqs.iter().try_for_each(|&seq| {
                 let mut data = Vec::new();
                 File::open(dir.wal_file(seq))?.read_to_end(&mut data)?;
-                Ok(parse(&data))
-            }
+                each(seq, parse(&data))
+            }),
             WalRoot::Bucket(storage) => {
-                let mut replay = parse(&storage.get(&Storage::wal_key(seq))?);
-                if let Some(Damage::TornTail { offset, bytes }) = replay.damage {
-                    replay.damage = Some(Damage::Corrupt { offset, bytes });
-                }
-                Ok(replay)
+                // Objects are small (one group commit each): a chunk of them is parsed on
+                // every core while the next is fetched, then handed over in order.
+                let keys: Vec<Key> = seqs.iter().map(|&seq| Storage::wal_key(seq)).collect();
+                let mut chunk: Vec<(u64, Bytes)> = Vec::with_capacity(PARSED_TOGETHER);
+                let mut hand_over = |chunk: &mut Vec<(u64, Bytes)>| {
+                    let parsed = parallel_map(std::mem::take(chunk), |(seq, bytes)| {
+                        // An object is whole or absent: damage at its end is no torn write.
+                        let mut replay = parse(&bytes);
+                        if let Some(Damage::TornTail { offset, bytes }) = replay.damage {
+                            replay.damage = Some(Damage::Corrupt { offset, bytes });
+                        }
+                        (seq, replay)
+                    });
+                    parsed
+                        .into_iter()
+                        .try_for_each(|(seq, replay)| each(seq, replay))
+                };
+                storage.get_each(&keys, |i, bytes| {
+                    chunk.push((seqs[i], bytes));
+                    match chunk.len() {
+                        PARSED_TOGETHER => hand_over(&mut chunk),
+                        _ => Ok(()),
+                    }
+                })?;
+                hand_over(&mut chunk)
             }
         }
     }
@@ -98,13 +137,18 @@ impl WalRoot {
 
     /// Deletes the WAL files whose records are all in committed segments.
     pub fn remove_through(&self, checkpoint: u64) -> Result<()> {
-        for seq in self.list()?.into_iter().filter(|s| *s <= checkpoint) {
-            self.remove(seq)?;
+        let covered = self.list()?.into_iter().filter(|s| *s <= checkpoint);
+        match self {
+            WalRoot::Dir(dir) => {
+                for seq in covered {
+                    self.remove(seq)?;
+                }
+                Ok(sync_dir(&dir.wal_dir())?)
+            }
+            WalRoot::Bucket(storage) => {
+                storage.delete_many(covered.map(Storage::wal_key).collect())
+            }
         }
-        if let WalRoot::Dir(dir) = self {
-            sync_dir(&dir.wal_dir())?;
-        }
-        Ok(())
     }
 
     fn remove(&self, seq: u64) -> Result<()> {
@@ -114,6 +158,9 @@ impl WalRoot {
         }
     }
 }
+
+/// How many WAL objects a replay parses side by side.
+const PARSED_TOGETHER: usize = 32;
 
 /// Where appended records go until they are durable.
 enum Sink {
@@ -488,6 +535,35 @@ mod tests {
         assert_eq!(root.list().unwrap(), vec![3, 4, 6]);
         root.remove_through(4).unwrap();
         assert_eq!(root.list().unwrap(), vec![6]);
+    }
+
+    #[test]
+    fn a_replay_of_many_objects_hands_every_record_over_in_order_and_removal_takes_them_all() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = WalRoot::Bucket(Arc::new(Storage::local(tmp.path()).unwrap()));
+        let mut wal = WalFile::create(&root, 1).unwrap();
+        // Several chunks of objects parsed side by side, and a partial one.
+        let groups = 3 * PARSED_TOGETHER as u128 + 5;
+        for n in 0..groups {
+            wal.append(&record(2 * n)).unwrap();
+            wal.append(&record(2 * n + 1)).unwrap();
+            wal.sync().unwrap();
+        }
+        let seqs = root.list().unwrap();
+        assert_eq!(seqs.len() as u128, groups);
+        let mut seen = Vec::new();
+        let mut uuids = Vec::new();
+        root.read_each(&seqs, |seq, replay| {
+            assert_eq!(replay.damage, None);
+            seen.push(seq);
+            uuids.extend(replay.records.iter().map(|r| r.events[0].uuid));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen, seqs);
+        assert_eq!(uuids, (0..2 * groups).collect::<Vec<_>>());
+        root.remove_through(seqs[seqs.len() - 2]).unwrap();
+        assert_eq!(root.list().unwrap(), vec![seqs[seqs.len() - 1]]);
     }
 
     #[test]

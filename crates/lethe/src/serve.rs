@@ -33,6 +33,12 @@ pub struct ServeArgs {
     /// Flush when this many events are waiting.
     #[arg(long, default_value_t = 100_000)]
     flush_events: usize,
+    /// Past this many events not yet in segments (flushes behind: a slow or unreachable
+    /// segment store), ingestion waits up to 5 s for a flush and then answers 503
+    /// `flush_behind`: memory, and what a restart replays, stay bounded. At least
+    /// --flush-events.
+    #[arg(long, default_value_t = 400_000)]
+    max_unflushed_events: usize,
     /// How long a User Privacy API job waits before it runs, so that requests can still be
     /// withdrawn (`24h`, `90m`, `30s`).
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
@@ -101,6 +107,13 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    if args.max_unflushed_events < args.flush_events {
+        anyhow::bail!(
+            "--max-unflushed-events ({}) must be at least --flush-events ({})",
+            args.max_unflushed_events,
+            args.flush_events
+        );
+    }
     let config = ServerConfig {
         data_dir: args.data_dir,
         listen: args.listen,
@@ -110,6 +123,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         store: StoreConfig {
             flush_interval: args.flush_interval,
             flush_events: args.flush_events,
+            max_unflushed: args.max_unflushed_events,
             salvage_wal: args.salvage_wal,
             segments: args.deployment.segments,
             layout: Layout {

@@ -130,6 +130,58 @@ fn kill_9_loses_nothing_acknowledged_and_retries_duplicate_nothing() {
     server.stop();
 }
 
+/// Flushes that cannot keep up (here: no segment can be written) do not let unflushed events
+/// grow without bound: past `--max-unflushed-events` ingestion waits for a flush, then answers
+/// 503 `flush_behind` and stores nothing of the batch; what was acknowledged survives
+/// `kill -9`, and once flushes work again the refused batch is stored once.
+#[test]
+#[cfg_attr(
+    not(feature = "failpoints"),
+    ignore = "needs the failpoints feature (scripts/test.sh)"
+)]
+fn flushes_falling_behind_refuse_ingestion_past_the_limit_and_lose_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let flags = ["--flush-events", "50", "--max-unflushed-events", "100"];
+    let server = Server::start_with_env(
+        &tmp.path().join("data"),
+        &flags,
+        &[("LETHE_FAULTS", "segment_write@1-1000000")],
+    );
+    let keys = server.first_start_keys();
+    let (acked, failed) = send_all(&server.url, &keys, &[(0, 0), (0, 1), (0, 2), (0, 3)]);
+    assert_eq!(acked.len(), 4, "100 events fit under the limit");
+    assert!(failed.is_empty());
+    let refused = reqwest::blocking::Client::new()
+        .post(server.url("/2/httpapi"))
+        .json(&json!({"api_key": keys.api_key, "events": batch(0, 4)}))
+        .send()
+        .unwrap();
+    assert_eq!(refused.status(), 503);
+    assert!(refused.headers().contains_key("retry-after"));
+    let body: Value = refused.json().unwrap();
+    assert_eq!(body["reason"], "flush_behind", "{body}");
+    let dir = server.kill9();
+
+    let server = Server::start_on(&dir, &flags);
+    let stored = count_by_insert_id(&server, &keys);
+    assert_eq!(
+        stored.len(),
+        4 * EVENTS,
+        "every acknowledged event, none refused"
+    );
+    assert!(stored.values().all(|n| *n == 1));
+    assert!(
+        !stored.contains_key("c0-b4-e0"),
+        "the refused batch was not stored"
+    );
+    let (retried, still_failing) = send_all(&server.url, &keys, &[(0, 4)]);
+    assert!(still_failing.is_empty() && retried.len() == 1);
+    let stored = count_by_insert_id(&server, &keys);
+    assert_eq!(stored.len(), 5 * EVENTS);
+    assert!(stored.values().all(|n| *n == 1));
+    server.stop();
+}
+
 fn count_by_insert_id(server: &Server, keys: &Keys) -> BTreeMap<String, usize> {
     let mut counts = BTreeMap::new();
     for e in server.export_today(keys) {
