@@ -36,9 +36,9 @@ pub struct ServeArgs {
     /// Past this many events not yet in segments (flushes behind: a slow or unreachable
     /// segment store), ingestion waits up to 5 s for a flush and then answers 503
     /// `flush_behind`: memory, and what a restart replays, stay bounded. At least
-    /// --flush-events.
-    #[arg(long, default_value_t = 400_000)]
-    max_unflushed_events: usize,
+    /// --flush-events; 4 × --flush-events (400 000) by default.
+    #[arg(long)]
+    max_unflushed_events: Option<usize>,
     /// How long a User Privacy API job waits before it runs, so that requests can still be
     /// withdrawn (`24h`, `90m`, `30s`).
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
@@ -107,10 +107,12 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
-    if args.max_unflushed_events < args.flush_events {
+    let max_unflushed = args
+        .max_unflushed_events
+        .unwrap_or(args.flush_events.saturating_mul(4));
+    if max_unflushed < args.flush_events {
         anyhow::bail!(
-            "--max-unflushed-events ({}) must be at least --flush-events ({})",
-            args.max_unflushed_events,
+            "--max-unflushed-events ({max_unflushed}) must be at least --flush-events ({})",
             args.flush_events
         );
     }
@@ -123,7 +125,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         store: StoreConfig {
             flush_interval: args.flush_interval,
             flush_events: args.flush_events,
-            max_unflushed: args.max_unflushed_events,
+            max_unflushed,
             salvage_wal: args.salvage_wal,
             segments: args.deployment.segments,
             layout: Layout {
