@@ -2,7 +2,7 @@
 //! after the checkpoint is replayed into the memtable and the resolver, and the resolver
 //! relearns what recent days stored (insert ids for deduplication, keys for the daily limits).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use arrow_array::{Array, StringArray, TimestampMillisecondArray};
@@ -12,8 +12,8 @@ use object_store::path::Path as Key;
 
 use crate::live::{LiveSet, Segment};
 use crate::memtable::Memtable;
-use crate::parallel::{parallel_reads, READS_IN_FLIGHT};
-use crate::resolver::{KeyKind, Resolver};
+use crate::parallel::parallel_reads;
+use crate::resolver::{dedup_key, KeyKind, Resolver, StoredKeys};
 use crate::schema::base_column;
 use crate::storage::Storage;
 use crate::wal::{Damage, WalRoot};
@@ -145,9 +145,10 @@ fn partition_day(name: &str) -> Result<Day> {
     })
 }
 
-/// Insert ids of the last days must keep deduplicating after a restart: only the four
-/// columns that make a dedup key are read.
-pub(crate) fn remember_recent_insert_ids(resolver: &mut Resolver, live: &LiveSet) -> Result<()> {
+/// Insert ids of the last days must keep deduplicating after a restart: the dedup keys of
+/// the recent segments' rows (only the four columns that make one are read, 8 segments at a
+/// time), for the resolver to remember once it is loaded.
+pub(crate) fn recent_dedup_keys(live: &LiveSet) -> Result<Vec<StoredKeys>> {
     let since = Day::of_ms(now_ms()).plus(-8).to_string();
     let columns: Vec<String> = [
         base_column::INSERT_ID,
@@ -158,34 +159,35 @@ pub(crate) fn remember_recent_insert_ids(resolver: &mut Resolver, live: &LiveSet
     .map(String::from)
     .to_vec();
     let recent: Vec<&Arc<Segment>> = live.all().filter(|s| s.record.day >= since).collect();
-    // A few segments' columns at a time: read side by side, remembered in order.
-    for chunk in recent.chunks(READS_IN_FLIGHT) {
-        let read = parallel_reads(chunk.to_vec(), |segment| {
-            (segment, segment.read_batches(Some(&columns)))
-        });
-        for (segment, batches) in read {
+    let read = parallel_reads(recent, |segment| {
+        match segment.read_batches(Some(&columns)) {
+            Ok(batches) => dedup_keys(segment.record.project_id, batches).map(Some),
             // A damaged segment is quarantined and skipped: the server starts and serves the rest.
-            let batches = match batches {
-                Err(StoreError::Corrupt { .. }) => continue,
-                other => other?,
-            };
-            remember_batches(resolver, segment.record.project_id, batches)?;
+            Err(StoreError::Corrupt { .. }) => Ok(None),
+            Err(e) => Err(e),
         }
-    }
-    Ok(())
+    });
+    read.into_iter()
+        .filter_map(|keys| keys.transpose())
+        .collect()
 }
 
-/// Remembers the dedup key of every row of `batches` (a segment's four dedup columns).
-fn remember_batches(
-    resolver: &mut Resolver,
-    project_id: i64,
-    batches: Vec<arrow_array::RecordBatch>,
-) -> Result<()> {
+/// Row `r` of a text column, if the column exists and the row holds a value.
+fn text_at(column: Option<&StringArray>, r: usize) -> Option<&str> {
+    column.filter(|c| c.is_valid(r)).map(|c| c.value(r))
+}
+
+/// The dedup key of every row of `batches` (a segment's four dedup columns), by upload day.
+fn dedup_keys(project_id: i64, batches: Vec<arrow_array::RecordBatch>) -> Result<StoredKeys> {
+    let mut stored = StoredKeys {
+        project_id,
+        by_day: BTreeMap::new(),
+    };
     for batch in batches {
         let text = |name| {
             batch
                 .column_by_name(name)
-                .and_then(|a| a.as_any().downcast_ref::<StringArray>().cloned())
+                .and_then(|a| a.as_any().downcast_ref::<StringArray>())
         };
         let (Some(insert_ids), devices, users) = (
             text(base_column::INSERT_ID),
@@ -196,30 +198,23 @@ fn remember_batches(
         };
         let times = batch
             .column_by_name(base_column::SERVER_UPLOAD_TIME)
-            .and_then(|a| {
-                a.as_any()
-                    .downcast_ref::<TimestampMillisecondArray>()
-                    .cloned()
-            })
+            .and_then(|a| a.as_any().downcast_ref::<TimestampMillisecondArray>())
             .ok_or_else(|| {
                 StoreError::Io(std::io::Error::other("segment lacks server_upload_time"))
             })?;
-        let value = |a: &Option<StringArray>, r: usize| {
-            a.as_ref()
-                .filter(|a| a.is_valid(r))
-                .map(|a| a.value(r).to_string())
-        };
         for r in (0..batch.num_rows()).filter(|r| insert_ids.is_valid(*r)) {
-            resolver.remember_insert_id(
-                project_id,
-                value(&devices, r).as_deref(),
-                value(&users, r).as_deref(),
-                insert_ids.value(r),
-                times.value(r),
-            );
+            stored
+                .by_day
+                .entry(Day::of_ms(times.value(r)))
+                .or_default()
+                .push(dedup_key(
+                    text_at(devices, r),
+                    text_at(users, r),
+                    insert_ids.value(r),
+                ));
         }
     }
-    Ok(())
+    Ok(stored)
 }
 
 #[cfg(test)]

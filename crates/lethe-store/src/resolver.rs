@@ -239,6 +239,13 @@ impl Journal {
     }
 }
 
+/// The dedup keys of one segment's rows, by upload day: what a start reads from the recent
+/// segments (beside the metadata's identities) for the resolver to remember.
+pub(crate) struct StoredKeys {
+    pub project_id: i64,
+    pub by_day: BTreeMap<Day, Vec<u64>>,
+}
+
 /// Identifies a resolved batch to the WAL writer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Ticket {
@@ -296,7 +303,7 @@ impl ProjectIdentity {
     }
 }
 
-fn dedup_key(e_device: Option<&str>, e_user: Option<&str>, insert_id: &str) -> u64 {
+pub(crate) fn dedup_key(e_device: Option<&str>, e_user: Option<&str>, insert_id: &str) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     e_device.or(e_user).hash(&mut h);
     insert_id.hash(&mut h);
@@ -898,7 +905,7 @@ impl Resolver {
     }
 
     /// Remembers a stored event's insert_id so that a retry of it is recognized.
-    pub fn remember_insert_id(
+    fn remember_insert_id(
         &mut self,
         project_id: i64,
         device_id: Option<&str>,
@@ -913,6 +920,16 @@ impl Resolver {
             .entry(Day::of_ms(upload_time))
             .or_default()
             .insert(dedup_key(device_id, user_id, insert_id));
+    }
+
+    /// Remembers the dedup keys of stored events (recent segments', read at start).
+    pub fn remember_stored(&mut self, stored: Vec<StoredKeys>) {
+        for segment in stored {
+            let dedup = &mut self.projects.entry(segment.project_id).or_default().dedup;
+            for (day, keys) in segment.by_day {
+                dedup.entry(day).or_default().extend(keys);
+            }
+        }
     }
 
     /// Forgets dedup keys and day key sets older than the window, relative to `now`.

@@ -22,7 +22,7 @@ use crate::live::{LiveSet, Segment};
 use crate::memtable::{Memtable, Tagged};
 use crate::published;
 use crate::recovery::{
-    remember_recent_insert_ids, remember_recent_keys, remove_unreferenced_segments, replay_wal,
+    recent_dedup_keys, remember_recent_keys, remove_unreferenced_segments, replay_wal,
 };
 use crate::resolver::{KnownUsers, Resolver, UserProfile};
 use crate::rewrite::PartitionRewrite;
@@ -215,16 +215,25 @@ impl Store {
             published::publish(&storage, &meta, project_id, live.of_project(project_id))?;
         }
         let segments_ms = lap();
-        let mut resolver = Resolver::load(
-            meta.load_identities()?,
-            meta.load_profiles()?,
-            meta.load_groups()?,
-            meta.amplitude_id_high()?,
-        )?;
+        // Identities and profiles come from the metadata, recent insert ids from the
+        // segments: both are read side by side (a next writer waits on both).
+        let (resolver, stored) = std::thread::scope(|s| {
+            let stored = s.spawn(|| recent_dedup_keys(&live));
+            let resolver = Resolver::load(
+                meta.load_identities()?,
+                meta.load_profiles()?,
+                meta.load_groups()?,
+                meta.amplitude_id_high()?,
+            );
+            let stored = stored
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            Ok::<_, StoreError>((resolver?, stored?))
+        })?;
+        let mut resolver = resolver;
         resolver.set_suppressed(meta.suppressions(None)?);
-        let identities_ms = lap();
-        remember_recent_insert_ids(&mut resolver, &live)?;
-        let insert_ids_ms = lap();
+        resolver.remember_stored(stored);
+        let resolver_ms = lap();
         remember_recent_keys(&mut resolver, &live, &meta)?;
         let wal_root = match config.wal {
             WalPlace::DataDir => WalRoot::Dir(dir.clone()),
@@ -239,8 +248,7 @@ impl Store {
         tracing::info!(
             segments = live.all().count(),
             segments_ms,
-            identities_ms,
-            insert_ids_ms,
+            resolver_ms,
             wal_ms,
             "store opened"
         );

@@ -64,6 +64,37 @@ fn events_survive_flush_and_reopen_unchanged() {
 }
 
 #[test]
+fn insert_ids_in_segments_keep_deduplicating_after_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, store) = open(tmp.path());
+    // Keyed by device, and by user for events without a device.
+    let batch = || {
+        (0..300)
+            .map(|i| {
+                let who = match i % 2 {
+                    0 => format!(r#""device_id":"device-{i}""#),
+                    _ => format!(r#""user_id":"user-{i}""#),
+                };
+                event(&format!(
+                    r#"{{"event_type":"e","insert_id":"id-{i}",{who}}}"#
+                ))
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(store.ingest(1, batch()).unwrap().stored, 300);
+    store.flush().unwrap();
+    store.shutdown().unwrap();
+
+    let (_, store) = open(tmp.path());
+    let again = store.ingest(1, batch()).unwrap();
+    assert_eq!((again.stored, again.duplicates), (0, 300));
+    // The same insert_id from another device is another event.
+    let other = event(r#"{"event_type":"e","insert_id":"id-0","device_id":"device-x"}"#);
+    assert_eq!(store.ingest(1, vec![other]).unwrap().stored, 1);
+    assert_eq!(all_events(&store, 1).len(), 301);
+}
+
+#[test]
 fn wal_replay_restores_unflushed_events_and_profiles() {
     let tmp = tempfile::tempdir().unwrap();
     {
