@@ -3,21 +3,12 @@
 //! holds what was waiting. One test in its own process, since the fault plan is read once per
 //! process.
 
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
-use lethe_event::{parse_event, ParsedEvent, Shape};
-use lethe_meta::MetaStore;
-use lethe_store::{DataDir, Store, StoreConfig};
-
-fn events(range: std::ops::Range<usize>) -> Vec<ParsedEvent> {
-    range
-        .map(|i| {
-            let line = format!(r#"{{"event_type":"a","user_id":"user-{i:03}"}}"#);
-            parse_event(&line, 5, Shape::Event).unwrap()
-        })
-        .collect()
-}
+use common::{open_with, user_events};
+use lethe_store::StoreConfig;
 
 #[test]
 #[cfg_attr(
@@ -28,20 +19,16 @@ fn ingestion_at_the_unflushed_limit_waits_for_a_flush_to_make_room() {
     // The first three segment writes fail: the background flush retries with backoff.
     std::env::set_var("LETHE_FAULTS", "segment_write@1-3");
     let tmp = tempfile::tempdir().unwrap();
-    let data = DataDir::new(tmp.path());
-    data.create().unwrap();
-    let meta = Arc::new(MetaStore::open(&data.meta_db()).unwrap());
-    meta.bootstrap("admin@localhost", Some("pw")).unwrap();
     let config = StoreConfig {
         flush_events: 10,
         max_unflushed: 10,
         flush_behind_wait: Duration::from_secs(3600),
         ..StoreConfig::default()
     };
-    let store = Store::open(data, meta, config).unwrap();
-    store.ingest(1, events(0..10)).unwrap();
+    let (_, store) = open_with(tmp.path(), config);
+    store.ingest(1, user_events(0..10)).unwrap();
     // At the limit: this batch waits for the flush that finally succeeds.
-    store.ingest(1, events(10..15)).unwrap();
+    store.ingest(1, user_events(10..15)).unwrap();
     let segments = store.snapshot(1, None).segments;
     assert_eq!(
         segments.iter().map(|s| s.record.rows).sum::<i64>(),

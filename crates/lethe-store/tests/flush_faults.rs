@@ -2,11 +2,10 @@
 //! finds the same WAL file, and the next flush that can write commits every event. One test
 //! in its own process, since the fault plan is read once per process.
 
-use std::sync::Arc;
+mod common;
 
-use lethe_event::{parse_event, Shape};
-use lethe_meta::MetaStore;
-use lethe_store::{DataDir, Store, StoreConfig};
+use common::{open_with, user_events};
+use lethe_store::StoreConfig;
 
 #[test]
 #[cfg_attr(
@@ -17,22 +16,8 @@ fn failed_flushes_leave_no_wal_files_behind_and_lose_nothing() {
     // The first three segment files cannot be created.
     std::env::set_var("LETHE_FAULTS", "segment_write@1-3");
     let tmp = tempfile::tempdir().unwrap();
-    let data = DataDir::new(tmp.path());
-    data.create().unwrap();
-    let meta = Arc::new(MetaStore::open(&data.meta_db()).unwrap());
-    meta.bootstrap("admin@localhost", Some("pw")).unwrap();
-    let store = Store::open(data, meta, StoreConfig::default()).unwrap();
-    let events = (0..10)
-        .map(|i| {
-            parse_event(
-                &format!(r#"{{"event_type":"a","user_id":"user-{i:03}"}}"#),
-                5,
-                Shape::Event,
-            )
-            .unwrap()
-        })
-        .collect();
-    store.ingest(1, events).unwrap();
+    let (_, store) = open_with(tmp.path(), StoreConfig::default());
+    store.ingest(1, user_events(0..10)).unwrap();
     let wal_files = || std::fs::read_dir(tmp.path().join("wal")).unwrap().count();
     for _ in 0..3 {
         let failed = store.flush().unwrap_err();

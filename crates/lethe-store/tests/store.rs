@@ -1,8 +1,11 @@
 //! The store's durability and visibility promises, through its public API.
 
+mod common;
+
 use std::sync::Arc;
 
 use arrow_array::{Array, StringArray};
+use common::open_with;
 use lethe_event::{parse_event, ParsedEvent, Shape};
 use lethe_meta::MetaStore;
 use lethe_store::{
@@ -11,12 +14,7 @@ use lethe_store::{
 };
 
 fn open(dir: &std::path::Path) -> (Arc<MetaStore>, Store) {
-    let data = DataDir::new(dir);
-    data.create().unwrap();
-    let meta = Arc::new(MetaStore::open(&data.meta_db()).unwrap());
-    meta.bootstrap("admin@localhost", Some("pw")).unwrap();
-    let store = Store::open(data, meta.clone(), StoreConfig::default()).unwrap();
-    (meta, store)
+    open_with(dir, StoreConfig::default())
 }
 
 fn event(json: &str) -> ParsedEvent {
