@@ -16,8 +16,8 @@ pub fn routes() -> Router<App> {
         .route("/metrics", get(metrics_text))
 }
 
-/// `ok`, or `degraded` (still serving) with what is wrong: quarantined segments, or a WAL
-/// that refuses writes.
+/// `ok`, or `degraded` (still serving) with what is wrong: quarantined segments, a WAL
+/// that refuses writes, or flushes so far behind that ingestion waits for them.
 async fn health(State(app): State<App>) -> Json<serde_json::Value> {
     let damaged: Vec<serde_json::Value> = app
         .store
@@ -29,7 +29,8 @@ async fn health(State(app): State<App>) -> Json<serde_json::Value> {
         })
         .collect();
     let wal = app.store.wal_refusal();
-    let status = if damaged.is_empty() && wal.is_none() {
+    let (unflushed, behind) = app.store.flush_backlog();
+    let status = if damaged.is_empty() && wal.is_none() && !behind {
         "ok"
     } else {
         "degraded"
@@ -43,6 +44,11 @@ async fn health(State(app): State<App>) -> Json<serde_json::Value> {
     }
     if let Some(reason) = wal {
         body["wal"] = json!(format!("refusing writes: {reason}"));
+    }
+    if behind {
+        body["flush"] = json!(format!(
+            "behind: {unflushed} events wait for a flush; ingestion waits, then answers 503"
+        ));
     }
     Json(body)
 }

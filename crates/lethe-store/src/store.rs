@@ -563,6 +563,14 @@ impl Store {
         Ok(())
     }
 
+    /// Whether ingestion is at the limit of unflushed events (flushes behind), with the
+    /// count of events waiting for a flush: what `/healthz` reports.
+    pub fn flush_backlog(&self) -> (usize, bool) {
+        let state = self.inner.state.read().unwrap_or_else(|p| p.into_inner());
+        let unflushed = state.memtable.unflushed_len();
+        (unflushed, unflushed >= self.inner.config.max_unflushed)
+    }
+
     /// Why the WAL refuses writes right now, if it does.
     pub fn wal_refusal(&self) -> Option<Unavailable> {
         *lock(&self.inner.wal_refusal)

@@ -7,7 +7,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{Keys, Server};
@@ -15,7 +14,7 @@ use serde_json::{json, Value};
 use sha2::Digest;
 
 fn audit_verify(dir: &Path) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_lethe"))
+    let out = common::lethe()
         .args(["audit", "verify", "--data-dir"])
         .arg(dir)
         .output()
@@ -61,7 +60,7 @@ fn lethe_audit_verify_names_an_entry_changed_behind_lethes_back() {
 }
 
 fn receipt_verify(file: &Path, key: Option<&str>) -> (i32, String) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_lethe"));
+    let mut command = common::lethe();
     command.args(["receipt", "verify"]).arg(file);
     if let Some(key) = key {
         command.args(["--public-key", key]);

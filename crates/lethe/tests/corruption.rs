@@ -7,7 +7,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{status_json, Keys, Server};
@@ -100,7 +99,7 @@ fn hours(days_ago: i64) -> (String, String) {
 }
 
 fn verify(dir: &Path) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_lethe"))
+    let out = common::lethe()
         .args(["verify", "--data-dir"])
         .arg(dir)
         .output()

@@ -121,7 +121,7 @@ fn the_import_command_loads_files_with_a_summary() {
         .chain(std::iter::once("{}".to_string()))
         .collect();
     std::fs::write(&file, gzip(lines.join("\n").as_bytes())).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lethe"))
+    let out = common::lethe()
         .args([
             "import",
             "--url",

@@ -194,7 +194,7 @@ fn a_restart_reuses_the_bootstrap_and_prints_no_secret() {
     assert_eq!(projects.as_array().unwrap().len(), 1);
     assert_eq!(projects[0]["api_key"], keys.api_key.as_str());
 
-    let second = std::process::Command::new(env!("CARGO_BIN_EXE_lethe"))
+    let second = common::lethe()
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(&dir)
         .output()
@@ -215,10 +215,7 @@ fn a_restart_reuses_the_bootstrap_and_prints_no_secret() {
 #[test]
 fn first_start_generates_and_prints_a_password_once() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lethe"))
-        .args(["serve", "--help"])
-        .output()
-        .unwrap();
+    let out = common::lethe().args(["serve", "--help"]).output().unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
     for option in [
         "--data-dir",
@@ -229,7 +226,7 @@ fn first_start_generates_and_prints_a_password_once() {
     ] {
         assert!(help.contains(option), "serve --help documents {option}");
     }
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lethe"))
+    let mut child = common::lethe()
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(tmp.path())
         .env_remove("LETHE_ADMIN_PASSWORD")
@@ -265,7 +262,7 @@ fn a_first_start_on_a_busy_port_creates_nothing_and_the_next_shows_the_keys() {
     let addr = busy.local_addr().unwrap().to_string();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lethe"))
+    let out = common::lethe()
         .args(["serve", "--listen", &addr, "--data-dir"])
         .arg(&dir)
         .output()

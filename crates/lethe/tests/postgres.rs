@@ -9,7 +9,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{psql, scan_with, status_json, PgCluster as Cluster, Server};
@@ -79,7 +78,7 @@ fn an_erased_user_leaves_no_bytes_in_postgresql_and_a_second_node_is_refused() {
     );
 
     // A second node on the same database would share the manifest and the queue unchecked.
-    let second = Command::new(env!("CARGO_BIN_EXE_lethe"))
+    let second = common::lethe()
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(tmp.path().join("second"))
         .env("LETHE_META", &url)
@@ -178,7 +177,7 @@ fn with_sslmode_require_the_connection_uses_tls_and_verifies_the_certificate() {
     let url = format!("{}?sslmode=require", cluster.database("lethe_tls"));
     let tmp = tempfile::tempdir().unwrap();
     let start = |name: &str, url: &str, ca: Option<&Path>| {
-        let mut serve = Command::new(env!("CARGO_BIN_EXE_lethe"));
+        let mut serve = common::lethe();
         serve
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(tmp.path().join(name))

@@ -6,7 +6,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{Keys, S3Server, Server};
@@ -111,7 +110,7 @@ fn events_live_in_the_bucket_and_a_deletion_leaves_no_object_holding_them() {
 
     // `lethe verify` checks the segments in the bucket, and names one whose bytes changed.
     let verify = || {
-        let out = Command::new(env!("CARGO_BIN_EXE_lethe"))
+        let out = common::lethe()
             .args(["verify", "--data-dir"])
             .arg(&dir)
             .envs(env.iter().copied())
@@ -139,7 +138,7 @@ fn events_live_in_the_bucket_and_a_deletion_leaves_no_object_holding_them() {
 /// returns what it said.
 fn refused_start(segments: &str, env: &[(&'static str, String)]) -> String {
     let tmp = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_lethe"))
+    let out = common::lethe()
         .args([
             "serve",
             "--listen",

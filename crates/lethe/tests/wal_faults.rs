@@ -214,7 +214,7 @@ fn a_full_disk_refuses_batches_with_503_and_loses_nothing_acknowledged() {
 
 /// Runs `lethe serve` expecting it to refuse to start; returns its stderr.
 fn refused_start(dir: &Path, extra: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_lethe"))
+    let out = common::lethe()
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
         .args(extra)

@@ -2,9 +2,11 @@
 //! talks HTTP to it.
 #![allow(dead_code)]
 
+use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
@@ -61,7 +63,7 @@ impl Server {
 
     /// A server on `dir` with extra arguments and environment (e.g. `LETHE_FAILPOINT`).
     pub fn start_with_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
-        Server::spawn(Command::new(env!("CARGO_BIN_EXE_lethe")), dir, extra, env)
+        Server::spawn(lethe(), dir, extra, env)
     }
 
     /// A server whose address space is capped at `mib` MiB (`ulimit -v`): allocations past it
@@ -77,6 +79,7 @@ impl Server {
     }
 
     fn spawn(mut cmd: Command, dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        without_shell_deployment(&mut cmd);
         let mut child = cmd
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
@@ -87,16 +90,39 @@ impl Server {
             .env("LETHE_ADMIN_PASSWORD", ADMIN_PASSWORD)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("lethe binary runs");
+        // The server's log goes on to the test's output, and its last lines are kept to say
+        // why a server stopped before it listened.
+        let log = Arc::new(Mutex::new(VecDeque::new()));
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let relay = {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in stderr.lines().map_while(Result::ok) {
+                    eprintln!("{line}");
+                    let mut log = log.lock().unwrap();
+                    if log.len() == 40 {
+                        log.pop_front();
+                    }
+                    log.push_back(line);
+                }
+            })
+        };
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let mut stdout = Vec::new();
         let url = loop {
-            let line = lines
-                .next()
-                .expect("server printed its address before exiting")
-                .unwrap();
+            let Some(line) = lines.next() else {
+                let status = child.wait().unwrap();
+                relay.join().unwrap();
+                let log: Vec<String> = log.lock().unwrap().drain(..).collect();
+                panic!(
+                    "the server stopped ({status}) before it printed its address; its last log lines:\n{}",
+                    log.join("\n")
+                );
+            };
+            let line = line.unwrap();
             stdout.push(line.clone());
             if let Some(addr) = line.strip_prefix("lethe: listening on ") {
                 break addr.to_string();
@@ -487,10 +513,25 @@ pub fn scan(dir: &Path, needles: &[&str]) -> Vec<String> {
     scan_with(dir, &[], needles)
 }
 
+/// The `lethe` binary under test, in the deployment the test run chooses (`deployment`),
+/// never the one the developer's shell names (`LETHE_META`, say).
+pub fn lethe() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_lethe"));
+    without_shell_deployment(&mut command);
+    command
+}
+
+/// Clears the variables that name a deployment, which `deployment` sets as the run needs.
+fn without_shell_deployment(command: &mut Command) {
+    for variable in ["LETHE_SEGMENTS", "LETHE_META", "LETHE_CLUSTER"] {
+        command.env_remove(variable);
+    }
+}
+
 /// Runs `lethe scan` with environment `env` (e.g. `LETHE_SEGMENTS` and `AWS_*`) and returns
 /// the needles it found somewhere.
 pub fn scan_with(dir: &Path, env: &[(&str, &str)], needles: &[&str]) -> Vec<String> {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lethe"));
+    let mut cmd = lethe();
     cmd.args(["scan", "--data-dir"])
         .arg(dir)
         .envs(deployment(dir))
