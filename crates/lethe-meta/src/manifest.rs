@@ -131,23 +131,38 @@ impl MetaStore {
             upsert_profiles(tx, &commit.profiles)?;
             upsert_groups(tx, &commit.groups)?;
             // Times and counters only move forward (`CASE`: SQLite's two-argument MAX is
-            // PostgreSQL's GREATEST). A VALUES list's columns are `column1`, `column2`, … in
-            // both dialects; PostgreSQL needs their types spelled out.
+            // PostgreSQL's GREATEST). The times of existing rows are set through an upsert
+            // driven by the VALUES list (a VALUES list's columns are `column1`, … in both
+            // dialects; PostgreSQL needs their types spelled out), so each row is found by
+            // its key whatever the planner thinks of the list: SQLite planned an
+            // `UPDATE … FROM (VALUES …)` as a scan of the whole table per statement. The
+            // EXISTS keeps a row that is gone (an erased user) from coming back.
             execute_rows(
                 tx,
-                "UPDATE profiles SET as_of = CASE WHEN as_of < v.column3 THEN v.column3 ELSE as_of END
-                 FROM (VALUES {rows}) AS v
-                 WHERE profiles.project_id = v.column1 AND profiles.amplitude_id = v.column2",
+                "INSERT INTO profiles (project_id, amplitude_id, properties, as_of)
+                 SELECT v.column1, v.column2, '', v.column3 FROM (VALUES {rows}) AS v
+                 WHERE EXISTS (SELECT 1 FROM profiles p
+                               WHERE p.project_id = v.column1 AND p.amplitude_id = v.column2)
+                 ON CONFLICT (project_id, amplitude_id) DO UPDATE SET as_of =
+                     CASE WHEN profiles.as_of < excluded.as_of THEN excluded.as_of
+                          ELSE profiles.as_of END",
                 "(CAST(? AS BIGINT), CAST(? AS BIGINT), CAST(? AS BIGINT))",
-                latest(commit.profile_times.iter().map(|(p, a, t)| ((*p, *a), *t)))
-                    .map(|((project, amplitude_id), as_of)| params![project, amplitude_id, as_of].to_vec()),
+                latest(commit.profile_times.iter().map(|(p, a, t)| ((*p, *a), *t))).map(
+                    |((project, amplitude_id), as_of)| {
+                        params![project, amplitude_id, as_of].to_vec()
+                    },
+                ),
             )?;
             execute_rows(
                 tx,
-                "UPDATE group_profiles SET as_of = CASE WHEN as_of < v.column4 THEN v.column4 ELSE as_of END
-                 FROM (VALUES {rows}) AS v
-                 WHERE group_profiles.project_id = v.column1 AND group_profiles.group_type = v.column2
-                   AND group_profiles.group_value = v.column3",
+                "INSERT INTO group_profiles (project_id, group_type, group_value, properties, as_of)
+                 SELECT v.column1, v.column2, v.column3, '', v.column4 FROM (VALUES {rows}) AS v
+                 WHERE EXISTS (SELECT 1 FROM group_profiles g
+                               WHERE g.project_id = v.column1 AND g.group_type = v.column2
+                                 AND g.group_value = v.column3)
+                 ON CONFLICT (project_id, group_type, group_value) DO UPDATE SET as_of =
+                     CASE WHEN group_profiles.as_of < excluded.as_of THEN excluded.as_of
+                          ELSE group_profiles.as_of END",
                 "(CAST(? AS BIGINT), CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS BIGINT))",
                 latest(commit.group_times.iter().map(|(p, gt, gv, t)| ((*p, gt, gv), *t))).map(
                     |((project, group_type, group_value), as_of)| {
