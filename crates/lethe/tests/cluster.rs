@@ -78,13 +78,7 @@ impl Sender {
 }
 
 fn role(server: &Server) -> String {
-    let health: Value = server
-        .client
-        .get(server.url("/healthz"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let health = server.health();
     health["role"].as_str().unwrap_or_default().to_string()
 }
 

@@ -160,13 +160,7 @@ fn flushes_falling_behind_refuse_ingestion_past_the_limit_and_lose_nothing() {
     assert!(refused.headers().contains_key("retry-after"));
     let body: Value = refused.json().unwrap();
     assert_eq!(body["reason"], "flush_behind", "{body}");
-    let health: Value = server
-        .client
-        .get(server.url("/healthz"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let health = server.health();
     assert_eq!(health["status"], "degraded", "{health}");
     assert!(health["flush"]
         .as_str()
@@ -189,13 +183,7 @@ fn flushes_falling_behind_refuse_ingestion_past_the_limit_and_lose_nothing() {
     let (retried, still_failing) = send_all(&server.url, &keys, &[(0, 4)]);
     assert!(still_failing.is_empty() && retried.len() == 1);
     // The retry was taken once a flush made room: the node is no longer behind.
-    let health: Value = server
-        .client
-        .get(server.url("/healthz"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let health = server.health();
     assert_eq!(health["status"], "ok", "{health}");
     let stored = count_by_insert_id(&server, &keys);
     assert_eq!(stored.len(), 5 * EVENTS);

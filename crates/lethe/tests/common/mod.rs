@@ -165,6 +165,16 @@ impl Server {
         self.child.id()
     }
 
+    /// What `/healthz` says.
+    pub fn health(&self) -> Value {
+        self.client
+            .get(self.url("/healthz"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.url, path)
     }
