@@ -12,7 +12,7 @@ pub fn parallel_map<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) 
 
 /// How many reads [`parallel_reads`] keeps in flight: a bucket's latency, not the cores,
 /// bounds a loop of segment reads.
-const READS_IN_FLIGHT: usize = 8;
+pub const READS_IN_FLIGHT: usize = 8;
 
 /// Applies `f`, which mostly waits on storage, to every item on [`READS_IN_FLIGHT`]
 /// threads; results keep the input order.

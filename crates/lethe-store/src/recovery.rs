@@ -3,6 +3,7 @@
 //! relearns what recent days stored (insert ids for deduplication, keys for the daily limits).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 
 use arrow_array::{Array, StringArray, TimestampMillisecondArray};
@@ -12,7 +13,7 @@ use object_store::path::Path as Key;
 
 use crate::live::{LiveSet, Segment};
 use crate::memtable::Memtable;
-use crate::parallel::parallel_reads;
+use crate::parallel::{parallel_reads, READS_IN_FLIGHT};
 use crate::resolver::{dedup_key, KeyKind, Resolver, StoredKeys};
 use crate::schema::base_column;
 use crate::storage::Storage;
@@ -145,10 +146,11 @@ fn partition_day(name: &str) -> Result<Day> {
     })
 }
 
-/// Insert ids of the last days must keep deduplicating after a restart: the dedup keys of
-/// the recent segments' rows (only the four columns that make one are read, 8 segments at a
-/// time), for the resolver to remember once it is loaded.
-pub(crate) fn recent_dedup_keys(live: &LiveSet) -> Result<Vec<StoredKeys>> {
+/// Insert ids of the last days must keep deduplicating after a restart: sends the dedup
+/// keys of each recent segment's rows (only the four columns that make one are read, 8
+/// segments at a time) to `keys`, for the resolver to remember once it is loaded. Stops
+/// early, without error, when the receiver is gone.
+pub(crate) fn recent_dedup_keys(live: &LiveSet, keys: SyncSender<StoredKeys>) -> Result<()> {
     let since = Day::of_ms(now_ms()).plus(-8).to_string();
     let columns: Vec<String> = [
         base_column::INSERT_ID,
@@ -159,17 +161,25 @@ pub(crate) fn recent_dedup_keys(live: &LiveSet) -> Result<Vec<StoredKeys>> {
     .map(String::from)
     .to_vec();
     let recent: Vec<&Arc<Segment>> = live.all().filter(|s| s.record.day >= since).collect();
-    let read = parallel_reads(recent, |segment| {
-        match segment.read_batches(Some(&columns)) {
-            Ok(batches) => dedup_keys(segment.record.project_id, batches).map(Some),
-            // A damaged segment is quarantined and skipped: the server starts and serves the rest.
-            Err(StoreError::Corrupt { .. }) => Ok(None),
-            Err(e) => Err(e),
+    for chunk in recent.chunks(READS_IN_FLIGHT) {
+        let read = parallel_reads(chunk.to_vec(), |segment| {
+            match segment.read_batches(Some(&columns)) {
+                Ok(batches) => dedup_keys(segment.record.project_id, batches).map(Some),
+                // A damaged segment is quarantined and skipped: the server starts and serves
+                // the rest.
+                Err(StoreError::Corrupt { .. }) => Ok(None),
+                Err(e) => Err(e),
+            }
+        });
+        for stored in read {
+            if let Some(stored) = stored? {
+                if keys.send(stored).is_err() {
+                    return Ok(());
+                }
+            }
         }
-    });
-    read.into_iter()
-        .filter_map(|keys| keys.transpose())
-        .collect()
+    }
+    Ok(())
 }
 
 /// Row `r` of a text column, if the column exists and the row holds a value.

@@ -922,13 +922,11 @@ impl Resolver {
             .insert(dedup_key(device_id, user_id, insert_id));
     }
 
-    /// Remembers the dedup keys of stored events (recent segments', read at start).
-    pub fn remember_stored(&mut self, stored: Vec<StoredKeys>) {
-        for segment in stored {
-            let dedup = &mut self.projects.entry(segment.project_id).or_default().dedup;
-            for (day, keys) in segment.by_day {
-                dedup.entry(day).or_default().extend(keys);
-            }
+    /// Remembers the dedup keys of a segment's events (a recent one's, read at start).
+    pub fn remember_stored(&mut self, segment: StoredKeys) {
+        let dedup = &mut self.projects.entry(segment.project_id).or_default().dedup;
+        for (day, keys) in segment.by_day {
+            dedup.entry(day).or_default().extend(keys);
         }
     }
 

@@ -158,6 +158,9 @@ fn block_lists(meta: &MetaStore) -> Result<HashMap<i64, Arc<BlockList>>> {
     Ok(lists.into_iter().map(|(p, l)| (p, Arc::new(l))).collect())
 }
 
+/// How many segments' dedup keys a start holds while the resolver loads.
+const RECENT_SEGMENTS_WAITING: usize = 16;
+
 /// A stopwatch for the phases of a start: each call returns the milliseconds since the last.
 fn laps() -> impl FnMut() -> u64 {
     let mut last = Instant::now();
@@ -216,23 +219,34 @@ impl Store {
         }
         let segments_ms = lap();
         // Identities and profiles come from the metadata, recent insert ids from the
-        // segments: both are read side by side (a next writer waits on both).
-        let (resolver, stored) = std::thread::scope(|s| {
-            let stored = s.spawn(|| recent_dedup_keys(&live));
-            let resolver = Resolver::load(
+        // segments: both are read side by side (a next writer waits on both). The keys
+        // wait in a bounded channel until the resolver is loaded, so memory holds a few
+        // segments' keys beside it, never a week's twice.
+        let mut resolver = std::thread::scope(|s| {
+            let (keys, stored) = mpsc::sync_channel(RECENT_SEGMENTS_WAITING);
+            let reader = s.spawn(|| recent_dedup_keys(&live, keys));
+            let loaded = Resolver::load(
                 meta.load_identities()?,
                 meta.load_profiles()?,
                 meta.load_groups()?,
                 meta.amplitude_id_high()?,
             );
-            let stored = stored
+            let remembered = loaded.map(|mut resolver| {
+                stored
+                    .iter()
+                    .for_each(|keys| resolver.remember_stored(keys));
+                resolver
+            });
+            // Dropped, it stops a reader that is still sending (the load failed).
+            drop(stored);
+            let read = reader
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            Ok::<_, StoreError>((resolver?, stored?))
+            let resolver = remembered?;
+            read?;
+            Ok::<_, StoreError>(resolver)
         })?;
-        let mut resolver = resolver;
         resolver.set_suppressed(meta.suppressions(None)?);
-        resolver.remember_stored(stored);
         let resolver_ms = lap();
         remember_recent_keys(&mut resolver, &live, &meta)?;
         let wal_root = match config.wal {
@@ -566,8 +580,7 @@ impl Store {
     /// Whether ingestion is at the limit of unflushed events (flushes behind), with the
     /// count of events waiting for a flush: what `/healthz` reports.
     pub fn flush_backlog(&self) -> (usize, bool) {
-        let state = self.inner.state.read().unwrap_or_else(|p| p.into_inner());
-        let unflushed = state.memtable.unflushed_len();
+        let unflushed = self.inner.unflushed();
         (unflushed, unflushed >= self.inner.config.max_unflushed)
     }
 
@@ -645,14 +658,14 @@ impl Inner {
     /// Waits while the unflushed events are at their limit (waking the flusher), up to
     /// `flush_behind_wait`; then refuses with [`Unavailable::FlushBehind`].
     fn await_room(&self) -> Result<()> {
-        let unflushed = || {
-            let state = self.state.read().unwrap_or_else(|p| p.into_inner());
-            state.memtable.unflushed_len()
-        };
+        // The common case takes no lock but the state's read lock.
+        if !self.flush_behind() {
+            return Ok(());
+        }
         let deadline = Instant::now() + self.config.flush_behind_wait;
         // Checked under the lock a flush notifies under, so no flush's room goes unseen.
         let mut guard = lock(&self.room.0);
-        while unflushed() >= self.config.max_unflushed {
+        while self.flush_behind() {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 metrics::counter!("lethe_ingest_flush_behind_total").increment(1);
@@ -667,6 +680,17 @@ impl Inner {
                 .0;
         }
         Ok(())
+    }
+
+    /// Events not yet in segments.
+    fn unflushed(&self) -> usize {
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+        state.memtable.unflushed_len()
+    }
+
+    /// Whether the unflushed events are at their limit: ingestion waits for a flush.
+    fn flush_behind(&self) -> bool {
+        self.unflushed() >= self.config.max_unflushed
     }
 
     /// Tells the ingestions waiting for room that a flush made some.

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use arrow_array::{Array, StringArray};
 use common::open_with;
 use lethe_event::{parse_event, ParsedEvent, Shape};
-use lethe_meta::MetaStore;
+use lethe_meta::{Commit, MetaStore, ProfileRecord};
 use lethe_store::{
-    base_column, AckDeadline, DataDir, PropertyKind, ScanRequest, Store, StoreConfig, Unavailable,
-    WalPlace,
+    base_column, AckDeadline, CompactionPolicy, DataDir, PropertyKind, ScanRequest, Store,
+    StoreConfig, StoreError, Unavailable, WalPlace,
 };
 
 fn open(dir: &std::path::Path) -> (Arc<MetaStore>, Store) {
@@ -64,7 +64,15 @@ fn events_survive_flush_and_reopen_unchanged() {
 #[test]
 fn insert_ids_in_segments_keep_deduplicating_after_a_restart() {
     let tmp = tempfile::tempdir().unwrap();
-    let (_, store) = open(tmp.path());
+    // No compaction: the start reads more segments than it holds while its resolver loads.
+    let config = || StoreConfig {
+        compaction: CompactionPolicy {
+            min_segments: usize::MAX,
+            ..CompactionPolicy::default()
+        },
+        ..StoreConfig::default()
+    };
+    let (_, store) = open_with(tmp.path(), config());
     // Keyed by device, and by user for events without a device.
     let batch = || {
         (0..300)
@@ -79,17 +87,40 @@ fn insert_ids_in_segments_keep_deduplicating_after_a_restart() {
             })
             .collect::<Vec<_>>()
     };
-    assert_eq!(store.ingest(1, batch()).unwrap().stored, 300);
-    store.flush().unwrap();
+    let mut events = batch().into_iter();
+    for _ in 0..20 {
+        let part: Vec<_> = events.by_ref().take(15).collect();
+        assert_eq!(store.ingest(1, part).unwrap().stored, 15);
+        store.flush().unwrap();
+    }
+    assert_eq!(store.snapshot(1, None).segments.len(), 20);
     store.shutdown().unwrap();
 
-    let (_, store) = open(tmp.path());
+    let (meta, store) = open_with(tmp.path(), config());
     let again = store.ingest(1, batch()).unwrap();
     assert_eq!((again.stored, again.duplicates), (0, 300));
     // The same insert_id from another device is another event.
     let other = event(r#"{"event_type":"e","insert_id":"id-0","device_id":"device-x"}"#);
     assert_eq!(store.ingest(1, vec![other]).unwrap().stored, 1);
     assert_eq!(all_events(&store, 1).len(), 301);
+    store.shutdown().unwrap();
+
+    // A start whose metadata cannot load stops the segment reads it began (they wait for
+    // the resolver), and fails rather than hangs.
+    let damaged = ProfileRecord {
+        project_id: 1,
+        amplitude_id: 999_999,
+        user_id: None,
+        properties: "{".into(),
+        as_of: 0,
+    };
+    meta.commit(&Commit {
+        profiles: vec![damaged],
+        ..Default::default()
+    })
+    .unwrap();
+    let failed = Store::open(DataDir::new(tmp.path()), meta, config());
+    assert!(matches!(failed, Err(StoreError::CorruptMetadata { .. })));
 }
 
 #[test]
