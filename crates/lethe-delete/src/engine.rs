@@ -1,17 +1,19 @@
 //! Preview and execution of a deletion task.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use arrow_array::RecordBatch;
 use lethe_event::{Day, Event};
 use lethe_meta::{
-    CatalogDelta, CatalogIds, CatalogKind, CountDelta, MetaStore, SegmentRecord, ValueTable,
+    CatalogDelta, CatalogIds, CatalogKind, CountDelta, MetaError, MetaStore, SegmentRecord,
+    ValueTable,
 };
 use lethe_store::tail::Layout;
 use lethe_store::{
-    events_to_batch, failpoint, parallel_map, Output, PropertyKind, Segment, Store, StoreError,
+    events_to_batch, failpoint, parallel_map, parallel_on, parallel_reads, Output, PropertyKind,
+    Segment, Store, StoreError,
 };
 use serde::{Deserialize, Serialize};
 
@@ -126,13 +128,15 @@ pub struct TaskResult {
 pub struct Timings {
     /// Flushing unflushed events before planning.
     pub flush_ms: u64,
-    /// Reading and decoding the segments that hold a target (CPU time, summed over cores).
+    /// Reading and decoding the segments that hold a target (summed over the segments read
+    /// side by side).
     pub read_ms: u64,
-    /// Matching and building the rewritten columns (CPU time, summed over cores).
+    /// Matching and building the rewritten columns (summed likewise).
     pub filter_ms: u64,
-    /// Encoding, writing, fsyncing the new segments and committing the manifest.
+    /// Encoding, writing, fsyncing the new segments and committing the manifest (summed over
+    /// the partitions rewritten side by side).
     pub write_commit_ms: u64,
-    /// Waiting until the superseded files are unlinked.
+    /// Waiting until the superseded files are unlinked (summed likewise).
     pub unlink_ms: u64,
     /// Profiles, SQLite checkpoint.
     pub finish_ms: u64,
@@ -227,7 +231,8 @@ pub fn preview(
         .iter()
         .filter(|s| matcher.may_match(&s.record, &ids.types))
         .collect();
-    let matched = parallel_map(candidates, |segment| -> Result<_, DeleteError> {
+    // Reads wait on storage more than they compute: several in flight, whatever the cores.
+    let matched = parallel_reads(candidates, |segment| -> Result<_, DeleteError> {
         if !may_hold_targets(segment, &matcher)? {
             return Ok((segment, Vec::new()));
         }
@@ -352,6 +357,7 @@ pub fn execute(
     }
     store.flush()?;
     timings.flush_ms = ms(started);
+    failpoint("delete:after_flush");
     let ids = Ids::load(meta, task.project_id)?;
     let matcher = ids.matcher(spec);
     let days: BTreeSet<String> = store
@@ -366,31 +372,22 @@ pub fn execute(
         .cloned()
         .collect();
     progress.partitions_total = (progress.partitions_done.len() + remaining.len()) as u64;
-    for day in remaining {
-        // Read and plan under the manifest writer, stage the new segments, then commit them
-        // with the progress they make, in one transaction.
-        let mut rewrite = store.begin_rewrite(task.project_id, &day);
-        let mut after = progress.clone();
-        let (outputs, catalog) =
-            plan_partition(rewrite.live(), &ids, &matcher, &mut after, &mut timings)?;
-        let writing = Instant::now();
-        rewrite.stage(outputs)?;
-        after.partitions_done.insert(day.clone());
-        after.bytes_written += rewrite.staged_bytes();
-        after
-            .segments_retired
-            .extend(rewrite.retiring().map(SegmentDigest::from));
-        after
-            .segments_created
-            .extend(rewrite.staged().iter().map(SegmentDigest::from));
-        let retired = rewrite.commit(catalog, Some((task.id, serde_json::to_string(&after)?)))?;
-        progress = after;
-        timings.write_commit_ms += ms(writing);
-        let unlinking = Instant::now();
-        store.await_unlinked(retired)?;
-        timings.unlink_ms += ms(unlinking);
-        failpoint("delete:after_partition");
-    }
+    let run = TaskRun {
+        store,
+        ids: &ids,
+        matcher: &matcher,
+        task_id: task.id,
+        project_id: task.project_id,
+        clauses: spec.clauses.len(),
+        done: Mutex::new((progress, timings)),
+    };
+    // Each day commits on its own: one that fails (a damaged segment) leaves the others'
+    // work committed, which a retry skips, and the task reports the first failure.
+    let rewritten = parallel_on(PARTITIONS_IN_FLIGHT, remaining, |day| {
+        run.rewrite_partition(&day)
+    });
+    rewritten.into_iter().collect::<Result<(), DeleteError>>()?;
+    let (progress, mut timings) = run.done.into_inner().unwrap_or_else(|p| p.into_inner());
     let finishing = Instant::now();
     if !erased_users.is_empty() {
         // An access request's copy of their data goes with it.
@@ -503,17 +500,114 @@ fn may_hold_targets(segment: &Segment, matcher: &Matcher) -> Result<bool, StoreE
     }
 }
 
-/// The new contents of one partition's segments that hold a target (others stay
-/// untouched) and the catalog counts they remove; `progress` counts what they remove.
+/// How many partitions a task rewrites side by side. A partition's steps (reading, writing,
+/// committing, waiting for the old objects' deletion) wait on storage and the metadata more
+/// than they compute, from a bucket above all; each holds the segments it rewrites in
+/// memory, which bounds the count.
+const PARTITIONS_IN_FLIGHT: usize = 4;
+
+/// How many times a partition is planned again when a compaction retired one of its
+/// segments between the plan and the commit.
+const PLAN_ATTEMPTS: usize = 5;
+
+/// What the partitions of one run of a task share.
+struct TaskRun<'a> {
+    store: &'a Store,
+    ids: &'a Ids,
+    matcher: &'a Matcher,
+    task_id: i64,
+    project_id: i64,
+    clauses: usize,
+    /// The progress committed so far, and where the time went.
+    done: Mutex<(Progress, Timings)>,
+}
+
+impl TaskRun<'_> {
+    /// Rewrites one partition: reads and plans its live segments, stages the new ones, and
+    /// commits them with the task's progress in one transaction; then waits until the old
+    /// objects are deleted.
+    fn rewrite_partition(&self, day: &str) -> Result<(), DeleteError> {
+        let mut attempt = 1;
+        loop {
+            let mut rewrite = self.store.begin_rewrite(self.project_id, day);
+            let plan = plan_partition(rewrite.live(), self.ids, self.matcher, self.clauses)?;
+            let writing = Instant::now();
+            rewrite.stage(plan.outputs)?;
+            let mut shared = self.done.lock().unwrap_or_else(|p| p.into_inner());
+            let (progress, timings) = &mut *shared;
+            let mut after = progress.clone();
+            after.totals += plan.totals;
+            for (mine, theirs) in after.clauses.iter_mut().zip(plan.clauses) {
+                *mine += theirs;
+            }
+            after.segments_rewritten += plan.segments;
+            after.bytes_rewritten += plan.bytes;
+            after.partitions_done.insert(day.to_string());
+            after.bytes_written += rewrite.staged_bytes();
+            after
+                .segments_retired
+                .extend(rewrite.retiring().map(SegmentDigest::from));
+            after
+                .segments_created
+                .extend(rewrite.staged().iter().map(SegmentDigest::from));
+            let progress_json = serde_json::to_string(&after)?;
+            match rewrite.commit(plan.catalog, Some((self.task_id, progress_json))) {
+                Err(StoreError::Meta(MetaError::StaleManifest(_))) if attempt < PLAN_ATTEMPTS => {
+                    attempt += 1;
+                }
+                Err(e) => return Err(e.into()),
+                Ok(retired) => {
+                    *progress = after;
+                    timings.read_ms += plan.read_ms;
+                    timings.filter_ms += plan.filter_ms;
+                    timings.write_commit_ms += ms(writing);
+                    drop(shared);
+                    let unlinking = Instant::now();
+                    self.store.await_unlinked(retired)?;
+                    let waited = ms(unlinking);
+                    self.done
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .1
+                        .unlink_ms += waited;
+                    failpoint("delete:after_partition");
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// What a partition's rewrite will do: the new contents of its segments that hold a target
+/// (others stay untouched), the catalog counts they remove and what they count.
+struct PartitionPlan {
+    outputs: Vec<Output>,
+    catalog: CatalogDelta,
+    totals: Counts,
+    clauses: Vec<Counts>,
+    segments: u64,
+    bytes: u64,
+    read_ms: u64,
+    filter_ms: u64,
+}
+
+/// Plans the new contents of one partition's live segments.
 fn plan_partition(
     live: &[Arc<Segment>],
     ids: &Ids,
     matcher: &Matcher,
-    progress: &mut Progress,
-    timings: &mut Timings,
-) -> Result<(Vec<Output>, CatalogDelta), StoreError> {
-    let mut outputs = Vec::new();
-    let mut catalog = CatalogDelta::default();
+    clauses: usize,
+) -> Result<PartitionPlan, StoreError> {
+    let mut plan = PartitionPlan {
+        outputs: Vec::new(),
+        catalog: CatalogDelta::default(),
+        totals: Counts::default(),
+        clauses: vec![Counts::default(); clauses],
+        segments: 0,
+        bytes: 0,
+        read_ms: 0,
+        filter_ms: 0,
+    };
     let candidates: Vec<&Arc<Segment>> = live
         .iter()
         .filter(|s| matcher.may_match(&s.record, &ids.types))
@@ -522,25 +616,25 @@ fn plan_partition(
     // Segments are matched and rebuilt on every core; the results are applied in order.
     for rebuilt in parallel_map(candidates, |segment| rebuild(segment, matcher, &columns)) {
         let rebuilt = rebuilt?;
-        timings.read_ms += rebuilt.read_ms;
-        timings.filter_ms += rebuilt.filter_ms;
+        plan.read_ms += rebuilt.read_ms;
+        plan.filter_ms += rebuilt.filter_ms;
         let Some(output) = rebuilt.output else {
             continue;
         };
-        outputs.push(output);
+        plan.outputs.push(output);
         for applied in &rebuilt.parts {
             let delta = ids.delta(applied);
-            catalog.counts.extend(delta.counts);
-            catalog.pairs.extend(delta.pairs);
-            progress.totals += applied.totals;
-            for (mine, theirs) in progress.clauses.iter_mut().zip(&applied.clauses) {
+            plan.catalog.counts.extend(delta.counts);
+            plan.catalog.pairs.extend(delta.pairs);
+            plan.totals += applied.totals;
+            for (mine, theirs) in plan.clauses.iter_mut().zip(&applied.clauses) {
                 *mine += *theirs;
             }
         }
-        progress.segments_rewritten += 1;
-        progress.bytes_rewritten += rebuilt.segment.record.bytes as u64;
+        plan.segments += 1;
+        plan.bytes += rebuilt.segment.record.bytes as u64;
     }
-    Ok((outputs, catalog))
+    Ok(plan)
 }
 
 /// A segment's batches as one (a segment's batches share its schema).

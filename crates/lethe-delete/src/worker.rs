@@ -151,9 +151,17 @@ fn work_on(meta: &MetaStore, store: &Store, task: TaskRow, stop: &AtomicBool) {
                 if let Err(e) = complete(meta, &current, &text) {
                     tracing::error!(error = %e, task_id = id, "cannot record completion");
                 }
+                let t = &result.timings;
                 tracing::info!(
                     task_id = id,
                     events_deleted = result.totals.events_deleted,
+                    partitions = result.partitions,
+                    segments_rewritten = result.segments_rewritten,
+                    flush_ms = t.flush_ms,
+                    read_ms = t.read_ms,
+                    write_commit_ms = t.write_commit_ms,
+                    unlink_ms = t.unlink_ms,
+                    finish_ms = t.finish_ms,
                     "deletion task completed"
                 );
                 return;

@@ -1,15 +1,18 @@
 //! Exactness: for random events and random tasks (with value predicates), the store after
 //! execution equals a simple in-memory model of the same deletion, the counts equal the
-//! preview, and the catalog counts equal what remains.
+//! preview, and the catalog counts equal what remains, also while compaction merges the
+//! segments the task is rewriting.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use lethe_delete::{execute, submit, Clause, Op, Predicate, QueuedTask, Subject, TaskSpec};
 use lethe_event::{Event, ParsedEvent, DAY_MS};
 use lethe_meta::{CatalogKind, MetaStore};
 use lethe_store::tail::Layout;
-use lethe_store::{DataDir, Store, StoreConfig};
+use lethe_store::{CompactionPolicy, DataDir, Store, StoreConfig};
 use proptest::prelude::*;
 
 const TYPES: &[&str] = &["open", "click", "buy", "close"];
@@ -268,6 +271,8 @@ proptest! {
         clauses in prop::collection::vec(clause(), 1..=5),
         range in (0..3 * DAY_MS, 1..3 * DAY_MS),
         dense in 0usize..5,
+        imports in 1usize..=4,
+        compacting in any::<bool>(),
     ) {
         let tmp = tempfile::tempdir().unwrap();
         let dir = DataDir::new(tmp.path());
@@ -278,14 +283,18 @@ proptest! {
         // frequent `dense` keys of each kind get columns): every task must be exact whatever
         // the layout.
         let max_dense_keys = if dense == 4 { usize::MAX } else { dense };
+        // Up to four segments a day, which a compaction merges two at a time.
         let config = StoreConfig {
             layout: Layout { dense_one_in: 0, max_dense_keys },
+            compaction: CompactionPolicy { min_segments: 2, ..CompactionPolicy::default() },
             ..StoreConfig::default()
         };
         let store = Store::open(dir, meta.clone(), config).unwrap();
         // Part in segments, part still in the WAL and memtable: the task must cover both.
         let split = split.min(inputs.len());
-        store.import(1, inputs[..split].iter().map(parsed).collect()).unwrap();
+        for part in inputs[..split].chunks(split.div_ceil(imports).max(1)) {
+            store.import(1, part.iter().map(parsed).collect()).unwrap();
+        }
         store.ingest(1, inputs[split..].iter().map(parsed).collect()).unwrap();
 
         let spec = TaskSpec {
@@ -299,7 +308,23 @@ proptest! {
         let expected = model(&before, &spec);
         let (task, shown) = submit(&store, &meta, 1, &spec, "test").unwrap();
         prop_assert_eq!(shown.totals.events_deleted as usize, before.len() - expected.len());
-        let result = execute(&store, &meta, &task).unwrap();
+        // Partitions are read and planned without holding the manifest: a compaction that
+        // merges one's segments meanwhile makes it plan again, never count twice.
+        let stop = AtomicBool::new(false);
+        let result = std::thread::scope(|s| {
+            if compacting {
+                s.spawn(|| {
+                    while !stop.load(Ordering::Acquire) {
+                        store.compact().unwrap();
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                });
+            }
+            let result = execute(&store, &meta, &task);
+            stop.store(true, Ordering::Release);
+            result
+        })
+        .unwrap();
         prop_assert!(result.matches_preview, "result {:?} preview {:?}", result, shown);
 
         let after = all_events(&store, 1);

@@ -39,7 +39,7 @@ pub use fetched::SegmentBytes;
 pub use health::DamagedSegment;
 pub use layout::DataDir;
 pub use live::{OpenSegment, Segment};
-pub use parallel::parallel_map;
+pub use parallel::{parallel_map, parallel_on, parallel_reads};
 pub use resolver::{KnownUsers, UserProfile};
 pub use rewrite::{Output, PartitionRewrite};
 pub use scan::{ScanRequest, Scanned};

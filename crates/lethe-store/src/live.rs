@@ -4,8 +4,8 @@
 
 use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use arrow_array::RecordBatch;
 use bytes::Bytes;
@@ -34,6 +34,37 @@ pub struct Segment {
     retired: AtomicBool,
     check: Mutex<Check>,
     quarantine: Arc<Quarantine>,
+    /// The segment's footer (metadata and trailer), kept once read while the cache has room,
+    /// so that later reads fetch only the chunks they decode: one request instead of two,
+    /// which is what a read from a bucket costs. It goes with the segment.
+    footer: OnceLock<Bytes>,
+    footers: Arc<FooterCache>,
+}
+
+/// The memory the live segments' cached footers may take together. A footer is a few to a
+/// few tens of KiB, so this holds those of thousands of segments; past it, reads fetch the
+/// footer each time, as they did before there was a cache.
+const FOOTER_CACHE_BYTES: usize = 64 << 20;
+
+/// How much of [`FOOTER_CACHE_BYTES`] the live segments' footers take.
+#[derive(Debug, Default)]
+pub(crate) struct FooterCache {
+    used: AtomicUsize,
+}
+
+impl FooterCache {
+    /// Reserves room for `len` bytes, if there is.
+    fn reserve(&self, len: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                (used + len <= FOOTER_CACHE_BYTES).then_some(used + len)
+            })
+            .is_ok()
+    }
+
+    fn release(&self, len: usize) {
+        self.used.fetch_sub(len, Ordering::AcqRel);
+    }
 }
 
 /// What is known of a segment's bytes.
@@ -118,26 +149,48 @@ impl Segment {
 
     fn fetch_ranges(&self, need: Need) -> Result<SegmentBytes> {
         let storage = &self.storage;
-        let mut tail = storage.tail(&self.key, FOOTER_GUESS)?;
-        let footer = footer_len(&tail.bytes)?;
-        if footer > tail.bytes.len() as u64 {
-            tail = storage.tail(&self.key, footer)?;
-        }
-        let tail_start = tail.size - tail.bytes.len() as u64;
-        let footer_only = SegmentBytes::sparse(tail.size, [(tail_start, tail.bytes.clone())]);
+        // The bytes at hand before the read: the cached footer, or the object's last bytes.
+        let (size, have) = match self.footer.get() {
+            Some(footer) => (self.record.bytes as u64, footer.clone()),
+            None => {
+                let mut tail = storage.tail(&self.key, FOOTER_GUESS)?;
+                let len = footer_len(&tail.bytes)? as usize;
+                if len > tail.bytes.len() {
+                    tail = storage.tail(&self.key, len as u64)?;
+                }
+                self.keep_footer(tail.size, &tail.bytes.slice(tail.bytes.len() - len..));
+                (tail.size, tail.bytes)
+            }
+        };
+        let have_start = size - have.len() as u64;
+        let footer_only = SegmentBytes::sparse(size, [(have_start, have.clone())]);
         let metadata = ParquetMetaDataReader::new().parse_and_finish(&footer_only)?;
-        // Ranges inside the tail are served from it; one that starts before it is fetched
-        // whole, since a read must find each column chunk in one piece.
+        // Ranges inside the bytes at hand are served from them; one that starts before is
+        // fetched whole, since a read must find each column chunk in one piece.
         let ranges: Vec<Range<u64>> = coalesce(ranges_needed(&metadata, need))
             .into_iter()
-            .filter(|r| r.start < tail_start)
+            .filter(|r| r.start < have_start)
             .collect();
         let fetched = storage.get_ranges(&self.key, &ranges)?;
         let parts = ranges.iter().map(|r| r.start).zip(fetched);
         Ok(SegmentBytes::sparse(
-            tail.size,
-            parts.chain([(tail_start, tail.bytes)]),
+            size,
+            parts.chain([(have_start, have)]),
         ))
+    }
+
+    /// Caches the footer of the object of `size` bytes, if the cache has room (and the size
+    /// is the manifest's: the footer is found from the end).
+    fn keep_footer(&self, size: u64, footer: &Bytes) {
+        if size == self.record.bytes as u64
+            && self.footer.get().is_none()
+            && self.footers.reserve(footer.len())
+        {
+            // Copied out of the read's buffer, so that only the footer is kept.
+            if let Err(unused) = self.footer.set(Bytes::copy_from_slice(footer)) {
+                self.footers.release(unused.len());
+            }
+        }
     }
 
     fn fetch_whole(&self) -> Result<SegmentBytes> {
@@ -180,6 +233,11 @@ impl Segment {
 
     fn good(&self, check: &mut Check, bytes: Bytes) -> SegmentBytes {
         *check = Check::Good;
+        if let Ok(len) = footer_len(&bytes) {
+            if let Some(start) = bytes.len().checked_sub(len as usize) {
+                self.keep_footer(bytes.len() as u64, &bytes.slice(start..));
+            }
+        }
         SegmentBytes::whole(bytes)
     }
 
@@ -208,6 +266,9 @@ impl OpenSegment {
 
 impl Drop for Segment {
     fn drop(&mut self) {
+        if let Some(footer) = self.footer.get() {
+            self.footers.release(footer.len());
+        }
         if self.retired.load(Ordering::Acquire) {
             if let Err(e) = self.storage.delete(&self.key) {
                 tracing::error!(error = %e, "cannot delete a retired segment; it is removed at the next start");
@@ -221,6 +282,7 @@ impl Drop for Segment {
 pub(crate) struct LiveSet {
     by_project: HashMap<i64, Vec<Arc<Segment>>>,
     quarantine: Arc<Quarantine>,
+    footers: Arc<FooterCache>,
 }
 
 impl LiveSet {
@@ -244,6 +306,8 @@ impl LiveSet {
                     retired: AtomicBool::new(false),
                     check,
                     quarantine: self.quarantine.clone(),
+                    footer: OnceLock::new(),
+                    footers: self.footers.clone(),
                 }));
         }
     }
@@ -337,6 +401,90 @@ mod tests {
             None,
             "deleted with its last holder"
         );
+    }
+
+    /// A stored segment of three columns, 2 000 rows, and its record.
+    fn stored_segment(storage: &Storage, id: &str) -> (SegmentRecord, RecordBatch) {
+        use arrow_array::{Int64Array, StringArray, TimestampMillisecondArray};
+        let rows = 2_000;
+        let batch = RecordBatch::try_from_iter([
+            (
+                crate::base_column::SERVER_UPLOAD_TIME,
+                Arc::new(TimestampMillisecondArray::from_iter_values(0..rows)) as _,
+            ),
+            (
+                "a",
+                Arc::new(StringArray::from_iter_values(
+                    (0..rows).map(|i| format!("value {i}")),
+                )) as _,
+            ),
+            ("b", Arc::new(Int64Array::from_iter_values(0..rows)) as _),
+        ])
+        .unwrap();
+        let (bytes, _) = crate::segment::write_batch(&batch).unwrap();
+        let stored = record(id, &bytes);
+        storage
+            .put(&Storage::key(&SegmentLocation::of(&stored)), bytes)
+            .unwrap();
+        (stored, batch)
+    }
+
+    #[test]
+    fn reads_through_the_cached_footer_equal_the_first_and_the_cache_goes_with_the_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Arc::new(Storage::local(dir.path()).unwrap());
+        let (checked, batch) = stored_segment(&storage, "checked");
+        let (written, _) = stored_segment(&storage, "written");
+        let mut live = LiveSet::default();
+        // One read for the first time (whole, checked), one known good (ranges).
+        live.add(&storage, vec![checked], false);
+        live.add(&storage, vec![written], true);
+        let segments = live.of_project(1).to_vec();
+        let columns = ["a".to_string()];
+        let expected = vec![batch.project(&[1]).unwrap()];
+        for segment in &segments {
+            assert!(segment.footer.get().is_none());
+            let first = segment.read_batches(Some(&columns)).unwrap();
+            let footer = segment
+                .footer
+                .get()
+                .expect("kept after the first read")
+                .clone();
+            assert_eq!(
+                &footer[footer.len() - 4..],
+                b"PAR1",
+                "the footer and its trailer"
+            );
+            let again = segment.read_batches(Some(&columns)).unwrap();
+            let concat = |b: &[RecordBatch]| {
+                arrow_select::concat::concat_batches(&b[0].schema(), b).unwrap()
+            };
+            assert_eq!(concat(&first), concat(&expected));
+            assert_eq!(
+                concat(&again),
+                concat(&expected),
+                "through the cached footer"
+            );
+        }
+        let held: usize = segments.iter().map(|s| s.footer.get().unwrap().len()).sum();
+        assert_eq!(live.footers.used.load(Ordering::Acquire), held);
+        live.swap(&storage, 1, &segments, vec![]);
+        drop(segments);
+        assert_eq!(
+            live.footers.used.load(Ordering::Acquire),
+            0,
+            "released with the retired segments"
+        );
+    }
+
+    #[test]
+    fn the_footer_cache_takes_no_more_than_its_budget() {
+        let cache = FooterCache::default();
+        assert!(cache.reserve(FOOTER_CACHE_BYTES - 10));
+        assert!(cache.reserve(10));
+        assert!(!cache.reserve(1), "full");
+        cache.release(10);
+        assert!(cache.reserve(1));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 /// Applies `f` to every item on up to one thread per core; results keep the input order.
 pub fn parallel_map<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-    map_on(workers, items, f)
+    parallel_on(workers, items, f)
 }
 
 /// How many reads [`parallel_reads`] keeps in flight: a bucket's latency, not the cores,
@@ -17,10 +17,17 @@ pub const READS_IN_FLIGHT: usize = 8;
 /// Applies `f`, which mostly waits on storage, to every item on [`READS_IN_FLIGHT`]
 /// threads; results keep the input order.
 pub fn parallel_reads<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
-    map_on(READS_IN_FLIGHT, items, f)
+    parallel_on(READS_IN_FLIGHT, items, f)
 }
 
-fn map_on<T: Send, R: Send>(workers: usize, items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
+/// Applies `f` to every item on up to `workers` threads, for a loop whose items each hold
+/// memory enough that the count in flight must be the caller's choice; results keep the
+/// input order.
+pub fn parallel_on<T: Send, R: Send>(
+    workers: usize,
+    items: Vec<T>,
+    f: impl Fn(T) -> R + Sync,
+) -> Vec<R> {
     if workers < 2 || items.len() < 2 {
         return items.into_iter().map(f).collect();
     }

@@ -2,10 +2,12 @@
 //! segments of the partition through it, stages their new contents, and commits them with its
 //! own progress in one metadata transaction. Modelled on tantivy's prepared commit and
 //! delta-rs's commit builder: nothing is visible before the commit, and an abandoned rewrite
-//! leaves nothing behind.
+//! leaves nothing behind. Only the commit takes the manifest writer, so rewrites of several
+//! partitions, flushes and compaction go on side by side; the commit's expected-state check
+//! refuses a rewrite whose sources something else retired meanwhile.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, MutexGuard};
+use std::sync::Arc;
 
 use arrow_array::{ArrayRef, RecordBatch};
 use lethe_meta::{CatalogDelta, Commit, SegmentRecord};
@@ -43,12 +45,9 @@ impl Output {
 
 /// A rewrite of one partition, in two phases: the caller reads the live segments, stages
 /// their new contents (written, invisible), then commits them with its own progress in one
-/// metadata transaction. It holds the manifest writer from [`Store::begin_rewrite`] to the
-/// commit, so no flush or compaction interleaves; dropped uncommitted, it deletes what it
-/// staged and changes nothing.
+/// metadata transaction. Dropped uncommitted, it deletes what it staged and changes nothing.
 pub struct PartitionRewrite<'a> {
     inner: &'a Inner,
-    _writer: MutexGuard<'a, ()>,
     project_id: i64,
     live: Vec<Arc<Segment>>,
     /// Sources of staged outputs: retired by the commit.
@@ -57,9 +56,8 @@ pub struct PartitionRewrite<'a> {
 }
 
 impl<'a> PartitionRewrite<'a> {
-    /// Takes the manifest writer and the partition's live segments.
+    /// Takes the partition's live segments as they are now.
     pub(crate) fn begin(inner: &'a Inner, project_id: i64, day: &str) -> Self {
-        let writer = lock(&inner.writer);
         let live = inner
             .state
             .read()
@@ -72,7 +70,6 @@ impl<'a> PartitionRewrite<'a> {
             .collect();
         PartitionRewrite {
             inner,
-            _writer: writer,
             project_id,
             live,
             retiring: Vec::new(),
@@ -123,9 +120,11 @@ impl<'a> PartitionRewrite<'a> {
     }
 
     /// Swaps the staged segments for their sources in one metadata transaction that also
-    /// removes `catalog` counts and records `task_progress` (task id, progress JSON).
-    /// Returns the retired segments: their objects are deleted once the caller and every
-    /// reader have dropped them.
+    /// removes `catalog` counts and records `task_progress` (task id, progress JSON), under
+    /// the manifest writer. Fails with `StaleManifest`, changing nothing, if a source is no
+    /// longer live (a compaction merged it since `begin`): the caller plans the partition
+    /// again. Returns the retired segments: their objects are deleted once the caller and
+    /// every reader have dropped them.
     pub fn commit(
         mut self,
         catalog: CatalogDelta,
@@ -142,6 +141,7 @@ impl<'a> PartitionRewrite<'a> {
             ..Default::default()
         };
         failpoint("rewrite:after_write");
+        let _writer = lock(&inner.writer);
         if let Err(e) = inner.meta.commit(&commit) {
             inner.segment_writer.discard(&added);
             return Err(e.into());

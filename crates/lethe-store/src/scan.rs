@@ -15,7 +15,7 @@ use crate::live::Segment;
 use crate::schema::{base_column, PropertyKind};
 use crate::segment::events_to_batch;
 use crate::tail::Layout;
-use crate::{parallel_map, Result, Snapshot};
+use crate::{parallel_reads, Result, Snapshot};
 
 /// What a scan reads.
 pub struct ScanRequest<'a> {
@@ -81,7 +81,7 @@ pub(crate) fn scan(
     read.dedup();
     let mut batches = Vec::new();
     let segments: Vec<&Arc<Segment>> = snapshot.segments.iter().collect();
-    for read_one in parallel_map(segments, |s| {
+    for read_one in parallel_reads(segments, |s| {
         s.read_between(&read, request.time, request.window)
     }) {
         batches.extend(read_one?);

@@ -20,6 +20,7 @@ use crate::health::DamagedSegment;
 use crate::layout::DataDir;
 use crate::live::{LiveSet, Segment};
 use crate::memtable::{Memtable, Tagged};
+use crate::parallel::parallel_reads;
 use crate::published;
 use crate::recovery::{
     recent_dedup_keys, remember_recent_keys, remove_unreferenced_segments, replay_wal,
@@ -449,12 +450,15 @@ impl Store {
         let names = self.inner.column_names(project_id)?;
         let mut days: BTreeMap<String, Snapshot> = BTreeMap::new();
         let wanted = |amplitude_id: i64| users.is_none_or(|ids| ids.contains(&amplitude_id));
-        for segment in snapshot.segments {
-            if let Some(ids) = users {
-                if !segment.may_hold_users(ids)? {
-                    continue;
-                }
-            }
+        // The bloom filters of every segment are read several at a time.
+        let kept = parallel_reads(snapshot.segments, |segment| match users {
+            Some(ids) => Ok(segment.may_hold_users(ids)?.then_some(segment)),
+            None => Ok::<_, StoreError>(Some(segment)),
+        });
+        for segment in kept {
+            let Some(segment) = segment? else {
+                continue;
+            };
             let day = segment.record.day.clone();
             days.entry(day).or_default().segments.push(segment);
         }

@@ -313,6 +313,53 @@ fn a_rewrite_changes_nothing_until_its_commit_and_an_abandoned_one_leaves_nothin
     );
 }
 
+/// A rewrite reads and stages without holding the manifest: a compaction that merges its
+/// source meanwhile wins, and the rewrite's commit then changes nothing (`StaleManifest`),
+/// deletes what it staged, and leaves the merged events whole, so that the caller plans
+/// the partition again instead of bringing back what the merge replaced.
+#[test]
+fn a_rewrite_whose_source_was_merged_meanwhile_commits_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, store) = open(tmp.path());
+    for i in 0..4 {
+        let json = format!(
+            r#"{{"event_type":"e{i}","user_id":"user-{i}","event_properties":{{"email":"{i}@x","plan":"pro"}}}}"#
+        );
+        store.ingest(1, vec![event(&json)]).unwrap();
+        store.flush().unwrap();
+    }
+    let before = all_events(&store, 1);
+    let day = store.snapshot(1, None).segments[0].record.day.clone();
+    let mut rewrite = store.begin_rewrite(1, &day);
+    assert_eq!(rewrite.live().len(), 4);
+    let source = rewrite.live()[0].open().unwrap();
+    rewrite
+        .stage(vec![lethe_store::Output::Columns {
+            source,
+            drop: vec![],
+            replace: Default::default(),
+        }])
+        .unwrap();
+    store.compact().unwrap();
+    assert_eq!(store.snapshot(1, None).segments.len(), 1, "merged");
+    let stale = rewrite.commit(Default::default(), None);
+    assert!(
+        matches!(
+            stale,
+            Err(StoreError::Meta(lethe_meta::MetaError::StaleManifest(_)))
+        ),
+        "{:?}",
+        stale.map(|r| r.len())
+    );
+    assert_eq!(store.snapshot(1, None).segments.len(), 1);
+    assert_eq!(
+        segment_files(&tmp.path().join("segments")).len(),
+        1,
+        "the staged object is deleted, and the merged sources once the rewrite let them go"
+    );
+    assert_eq!(all_events(&store, 1), before);
+}
+
 /// Every segment file under `dir`, recursively (not the published manifests).
 fn segment_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut found = files_under(dir);

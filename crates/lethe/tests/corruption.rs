@@ -212,9 +212,8 @@ fn damaged_segments_are_quarantined_and_named_and_the_rest_is_served() {
 fn a_task_that_must_rewrite_a_damaged_segment_fails_naming_it() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
-    // The task commits the older day, then the process stops.
-    let server =
-        Server::start_with_env(&dir, &[], &[("LETHE_FAILPOINT", "delete:after_partition")]);
+    // The task starts (its flush done), then the process stops before any day is rewritten.
+    let server = Server::start_with_env(&dir, &[], &[("LETHE_FAILPOINT", "delete:after_flush")]);
     let keys = server.first_start_keys();
     let token = server.admin_token();
     import_day(&server, &token, &keys, 2);
@@ -248,7 +247,8 @@ fn a_task_that_must_rewrite_a_damaged_segment_fails_naming_it() {
         error.contains(damaged.file_name().unwrap().to_str().unwrap()) && error.contains("damaged"),
         "{task}"
     );
-    // The damaged segment is still there, untouched; the older day lost its Drop events.
+    // The damaged segment is still there, untouched; the other day, rewritten beside it, lost
+    // its Drop events.
     assert!(damaged.exists());
     let (from, to) = hours(2);
     let (_, older) = server.export(&keys, &from, &to);

@@ -117,6 +117,15 @@ fn resumes_after_crash_at(failpoint: &str) {
     not(feature = "failpoints"),
     ignore = "needs the failpoints feature (scripts/test.sh)"
 )]
+fn crash_after_the_flush_before_any_partition() {
+    resumes_after_crash_at("delete:after_flush");
+}
+
+#[test]
+#[cfg_attr(
+    not(feature = "failpoints"),
+    ignore = "needs the failpoints feature (scripts/test.sh)"
+)]
 fn crash_after_writing_new_segments_before_the_commit() {
     resumes_after_crash_at("rewrite:after_write");
 }
