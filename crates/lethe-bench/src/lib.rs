@@ -128,6 +128,10 @@ struct IngestArgs {
     /// Concurrent import requests.
     #[arg(long, default_value_t = 2)]
     import_streams: usize,
+    /// Events left unflushed in the WAL when a server on a fresh data dir is killed with
+    /// `kill -9`: its restart replays them (0: skip this part).
+    #[arg(long, default_value_t = 400_000)]
+    replay_events: usize,
     /// Where the data set and the server's data dir go (a temp dir by default).
     #[arg(long)]
     work_dir: Option<PathBuf>,
@@ -455,6 +459,10 @@ fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     let restarted = ServerProcess::start(&data_dir, &[])?;
     let (segments, segment_bytes) = restarted.live_segments()?;
     restarted.stop()?;
+    let replay = match args.replay_events {
+        0 => None,
+        n => Some(replay(&tmp.join("replay"), n, args.clients, args.batch)?),
+    };
     let total = args.events + args.http_events;
     println!();
     println!("| measure | value |");
@@ -475,6 +483,14 @@ fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         args.clients, args.batch, args.http_events, http_s, args.http_events as f64 / http_s
     );
     println!("| peak RSS overall | {peak_rss:.0} MiB |");
+    if let Some(restart_s) = replay {
+        println!(
+            "| restart after kill -9 with {} events unflushed (replayed from the WAL) | {:.2} s, {:.0} events/s |",
+            args.replay_events,
+            restart_s,
+            args.replay_events as f64 / restart_s
+        );
+    }
     println!(
         "| bytes on disk per event | {:.1} B ({} segments, {:.0} MB for {} events) |",
         segment_bytes as f64 / total as f64,
@@ -486,6 +502,27 @@ fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         std::fs::remove_dir_all(&tmp)?;
     }
     Ok(())
+}
+
+/// Sends `events` through /2/httpapi to a server on a fresh data dir that does not flush
+/// them, kills it, and returns how long its restart takes to listen again: the WAL replay
+/// a crashed node (or a cluster's next writer) does before it serves.
+fn replay(data_dir: &Path, events: usize, clients: usize, batch: usize) -> anyhow::Result<f64> {
+    let held = (events + batch).to_string();
+    let no_flush = ["--flush-events", held.as_str(), "--flush-interval", "1h"];
+    let server = ServerProcess::start(data_dir, &no_flush)?;
+    http_ingest(
+        &[&server.url],
+        &server.api_key,
+        (events, clients, batch),
+        (2000, false),
+    )?;
+    server.kill9()?;
+    let started = Instant::now();
+    let restarted = ServerProcess::start(data_dir, &no_flush)?;
+    let restart_s = started.elapsed().as_secs_f64();
+    restarted.stop()?;
+    Ok(restart_s)
 }
 
 fn tempfile_dir(base: Option<&Path>) -> anyhow::Result<PathBuf> {
