@@ -450,15 +450,17 @@ impl Store {
         let names = self.inner.column_names(project_id)?;
         let mut days: BTreeMap<String, Snapshot> = BTreeMap::new();
         let wanted = |amplitude_id: i64| users.is_none_or(|ids| ids.contains(&amplitude_id));
-        // The bloom filters of every segment are read several at a time.
-        let kept = parallel_reads(snapshot.segments, |segment| match users {
-            Some(ids) => Ok(segment.may_hold_users(ids)?.then_some(segment)),
-            None => Ok::<_, StoreError>(Some(segment)),
-        });
-        for segment in kept {
-            let Some(segment) = segment? else {
-                continue;
-            };
+        let segments = match users {
+            // The bloom filters of every segment are read several at a time.
+            Some(ids) => parallel_reads(snapshot.segments, |segment| {
+                Ok::<_, StoreError>(segment.may_hold_users(ids)?.then_some(segment))
+            })
+            .into_iter()
+            .filter_map(Result::transpose)
+            .collect::<Result<Vec<_>>>()?,
+            None => snapshot.segments,
+        };
+        for segment in segments {
             let day = segment.record.day.clone();
             days.entry(day).or_default().segments.push(segment);
         }
