@@ -387,6 +387,15 @@ impl ServerProcess {
             .map_or(0.0, |kb| kb / 1024.0)
     }
 
+    /// Starts the server's peak resident memory again from what it holds now, so that the
+    /// next [`Self::peak_rss_mib`] covers what follows alone.
+    fn reset_peak_rss(&self) -> anyhow::Result<()> {
+        Ok(std::fs::write(
+            format!("/proc/{}/clear_refs", self.child.id()),
+            "5",
+        )?)
+    }
+
     /// Live segments and their bytes, as the server's gauges report them: the same whether
     /// segments are files or objects in a bucket.
     fn live_segments(&self) -> anyhow::Result<(usize, u64)> {
@@ -726,6 +735,8 @@ fn delete(args: DeleteArgs) -> anyhow::Result<()> {
         prepare(args.events, args.wide, args.work_dir.as_deref(), &[], &[])?;
     let data_dir = tmp.join("data");
     import(&server, &data_set, 2)?;
+    let import_rss = server.peak_rss_mib();
+    server.reset_peak_rss()?;
     let now = lethe_meta::now_ms();
     let day = lethe_event::DAY_MS;
     let week = |from_days: i64| (now - (from_days + 7) * day, now - from_days * day);
@@ -879,7 +890,7 @@ fn delete(args: DeleteArgs) -> anyhow::Result<()> {
     .to_vec();
     let found = scan(&data_dir, &needles)?;
     println!();
-    println!("peak RSS of the server: {peak_rss:.0} MiB");
+    println!("peak RSS of the server: {import_rss:.0} MiB during the import, {peak_rss:.0} MiB during the previews and tasks");
     println!("residue: markers still on disk after the four tasks: {:?} (the BENCH-KEEP-* markers must be, the BENCH-DEL-* must not)", found);
     server.stop()?;
     if args.work_dir.is_none() {

@@ -12,11 +12,12 @@ use lethe_meta::{
 };
 use lethe_store::tail::Layout;
 use lethe_store::{
-    events_to_batch, failpoint, parallel_map, parallel_on, parallel_reads, Output, PropertyKind,
-    Segment, Store, StoreError,
+    events_to_batch, failpoint, parallel_map, parallel_on, parallel_reads, Output,
+    PartitionRewrite, PropertyKind, Segment, Store, StoreError,
 };
 use serde::{Deserialize, Serialize};
 
+use crate::budget::MemoryBudget;
 use crate::matcher::{Applied, Counts, Matcher, PropertyIds, Sample};
 use crate::queue::QueuedTask;
 use crate::spec::{Clause, TaskSpec};
@@ -134,7 +135,7 @@ pub struct Timings {
     /// Matching and building the rewritten columns (summed likewise).
     pub filter_ms: u64,
     /// Encoding, writing, fsyncing the new segments and committing the manifest (summed over
-    /// the partitions rewritten side by side).
+    /// the segments and partitions rewritten side by side).
     pub write_commit_ms: u64,
     /// Waiting until the superseded files are unlinked (summed likewise).
     pub unlink_ms: u64,
@@ -332,11 +333,13 @@ fn memtable_batch(
     Ok((batch, Matcher::new(spec, ids)))
 }
 
-/// Carries out a task to the end, resuming from its committed progress.
+/// Carries out a task to the end, resuming from its committed progress; the segments it
+/// rewrites hold at most `memory` at once.
 pub fn execute(
     store: &Store,
     meta: &MetaStore,
     queued: &QueuedTask,
+    memory: &MemoryBudget,
 ) -> Result<TaskResult, DeleteError> {
     let (task, spec, submitted) = (&queued.row, &queued.spec, &queued.preview);
     if spec.is_redacted() {
@@ -380,6 +383,7 @@ pub fn execute(
         project_id: task.project_id,
         clauses: spec.clauses.len(),
         done: Mutex::new((progress, timings)),
+        memory,
     };
     // Each day commits on its own: one that fails (a damaged segment) leaves the others'
     // work committed, which a retry skips, and the task reports the first failure.
@@ -419,31 +423,65 @@ pub fn execute(
     })
 }
 
-/// What matching did to one candidate segment.
-struct Rebuilt<'a> {
-    segment: &'a Arc<Segment>,
-    /// The matches that the new segment applies (one per re-encoded part).
-    parts: Vec<Applied>,
-    /// The new segment, `None` when nothing matched.
+/// What matching did to one candidate segment: its new contents, if it changes, and what
+/// they remove.
+struct Rebuilt {
     output: Option<Output>,
+    /// What the new contents remove, counted (one part per re-encoded part of the segment).
+    removed: Removed,
     read_ms: u64,
     filter_ms: u64,
+}
+
+/// What the rewrite of segments removes: the task's counts and the catalog's.
+struct Removed {
+    catalog: CatalogDelta,
+    totals: Counts,
+    clauses: Vec<Counts>,
+}
+
+impl Removed {
+    fn new(clauses: usize) -> Self {
+        Removed {
+            catalog: CatalogDelta::default(),
+            totals: Counts::default(),
+            clauses: vec![Counts::default(); clauses],
+        }
+    }
+
+    fn add(&mut self, ids: &Ids, applied: &Applied) {
+        self.merge(Removed {
+            catalog: ids.delta(applied),
+            totals: applied.totals,
+            clauses: applied.clauses.clone(),
+        });
+    }
+
+    fn merge(&mut self, other: Removed) {
+        self.catalog.counts.extend(other.catalog.counts);
+        self.catalog.pairs.extend(other.catalog.pairs);
+        self.totals += other.totals;
+        for (mine, theirs) in self.clauses.iter_mut().zip(other.clauses) {
+            *mine += theirs;
+        }
+    }
 }
 
 /// Matches one segment and plans its new contents: untouched (no match), column-level (no
 /// row removed), or row-group-level (only the row groups that lose rows are re-encoded).
 /// Matching reads only the columns it needs; a segment that changes is then opened whole,
 /// checked against its checksum, to be rewritten.
-fn rebuild<'a>(
-    segment: &'a Arc<Segment>,
+fn rebuild(
+    segment: &Arc<Segment>,
+    ids: &Ids,
     matcher: &Matcher,
     columns: &[String],
-) -> Result<Rebuilt<'a>, StoreError> {
+    clauses: usize,
+) -> Result<Rebuilt, StoreError> {
     let arrow = StoreError::Arrow;
     let mut out = Rebuilt {
-        segment,
-        parts: Vec::new(),
         output: None,
+        removed: Removed::new(clauses),
         read_ms: 0,
         filter_ms: 0,
     };
@@ -473,7 +511,7 @@ fn rebuild<'a>(
             drop,
             replace,
         });
-        out.parts.push(applied);
+        out.removed.add(ids, &applied);
         out.filter_ms += ms(filtering).saturating_sub(opened_ms);
         return Ok(out);
     }
@@ -484,7 +522,7 @@ fn rebuild<'a>(
     for (index, batch) in groups {
         let part = matcher.apply(&batch).map_err(arrow)?;
         replaced.insert(index, part.rewrite(&batch).map_err(arrow)?);
-        out.parts.push(part);
+        out.removed.add(ids, &part);
     }
     out.output = Some(Output::RowGroups { source, replaced });
     out.filter_ms += ms(filtering).saturating_sub(group_read_ms + opened_ms);
@@ -502,8 +540,7 @@ fn may_hold_targets(segment: &Segment, matcher: &Matcher) -> Result<bool, StoreE
 
 /// How many partitions a task rewrites side by side. A partition's steps (reading, writing,
 /// committing, waiting for the old objects' deletion) wait on storage and the metadata more
-/// than they compute, from a bucket above all; each holds the segments it rewrites in
-/// memory, which bounds the count.
+/// than they compute, from a bucket above all.
 const PARTITIONS_IN_FLIGHT: usize = 4;
 
 /// How many times a partition is planned again when a compaction retired one of its
@@ -520,24 +557,24 @@ struct TaskRun<'a> {
     clauses: usize,
     /// The progress committed so far, and where the time went.
     done: Mutex<(Progress, Timings)>,
+    /// What the segments being rewritten hold, over every partition in flight.
+    memory: &'a MemoryBudget,
 }
 
 impl TaskRun<'_> {
-    /// Rewrites one partition: reads and plans its live segments, stages the new ones, and
-    /// commits them with the task's progress in one transaction; then waits until the old
-    /// objects are deleted.
+    /// Rewrites one partition: reads its live segments, stages the new contents of each that
+    /// holds a target as soon as they are built, and commits them with the task's progress in
+    /// one transaction; then waits until the old objects are deleted.
     fn rewrite_partition(&self, day: &str) -> Result<(), DeleteError> {
         let mut attempt = 1;
         loop {
-            let mut rewrite = self.store.begin_rewrite(self.project_id, day);
-            let plan = plan_partition(rewrite.live(), self.ids, self.matcher, self.clauses)?;
-            let writing = Instant::now();
-            rewrite.stage(plan.outputs)?;
+            let rewrite = self.store.begin_rewrite(self.project_id, day);
+            let plan = self.stage_partition(&rewrite)?;
             let mut shared = self.done.lock().unwrap_or_else(|p| p.into_inner());
             let (progress, timings) = &mut *shared;
             let mut after = progress.clone();
-            after.totals += plan.totals;
-            for (mine, theirs) in after.clauses.iter_mut().zip(plan.clauses) {
+            after.totals += plan.removed.totals;
+            for (mine, theirs) in after.clauses.iter_mut().zip(plan.removed.clauses) {
                 *mine += theirs;
             }
             after.segments_rewritten += plan.segments;
@@ -546,12 +583,13 @@ impl TaskRun<'_> {
             after.bytes_written += rewrite.staged_bytes();
             after
                 .segments_retired
-                .extend(rewrite.retiring().map(SegmentDigest::from));
+                .extend(rewrite.retiring().iter().map(SegmentDigest::from));
             after
                 .segments_created
                 .extend(rewrite.staged().iter().map(SegmentDigest::from));
             let progress_json = serde_json::to_string(&after)?;
-            match rewrite.commit(plan.catalog, Some((self.task_id, progress_json))) {
+            let committing = Instant::now();
+            match rewrite.commit(plan.removed.catalog, Some((self.task_id, progress_json))) {
                 Err(StoreError::Meta(MetaError::StaleManifest(_))) if attempt < PLAN_ATTEMPTS => {
                     attempt += 1;
                 }
@@ -560,7 +598,7 @@ impl TaskRun<'_> {
                     *progress = after;
                     timings.read_ms += plan.read_ms;
                     timings.filter_ms += plan.filter_ms;
-                    timings.write_commit_ms += ms(writing);
+                    timings.write_commit_ms += plan.write_ms + ms(committing);
                     drop(shared);
                     let unlinking = Instant::now();
                     self.store.await_unlinked(retired)?;
@@ -576,65 +614,80 @@ impl TaskRun<'_> {
             }
         }
     }
+
+    /// Matches the partition's live segments that may hold a target, on every core, and
+    /// stages the new contents of each that does as soon as they are built, so that a
+    /// segment's bytes are let go before the partition's next segments are read. Each
+    /// segment first reserves its size from the task's memory budget.
+    fn stage_partition(&self, rewrite: &PartitionRewrite) -> Result<PartitionPlan, DeleteError> {
+        let candidates: Vec<&Arc<Segment>> = rewrite
+            .live()
+            .iter()
+            .filter(|s| self.matcher.may_match(&s.record, &self.ids.types))
+            .collect();
+        let columns = self.matcher.columns();
+        let staged = parallel_map(candidates, |segment| {
+            let _held = self.memory.reserve(segment.record.bytes.max(0) as u64);
+            let mut rebuilt = rebuild(segment, self.ids, self.matcher, &columns, self.clauses)?;
+            let writing = Instant::now();
+            let rewritten = match rebuilt.output.take() {
+                Some(output) => {
+                    rewrite.stage(output)?;
+                    Some(segment.record.bytes as u64)
+                }
+                None => None,
+            };
+            Ok::<_, StoreError>(StagedSegment {
+                rewritten,
+                write_ms: ms(writing),
+                rebuilt,
+            })
+        });
+        let mut plan = PartitionPlan {
+            removed: Removed::new(self.clauses),
+            segments: 0,
+            bytes: 0,
+            read_ms: 0,
+            filter_ms: 0,
+            write_ms: 0,
+        };
+        for staged in staged {
+            let StagedSegment {
+                rewritten,
+                write_ms,
+                rebuilt,
+            } = staged?;
+            plan.read_ms += rebuilt.read_ms;
+            plan.filter_ms += rebuilt.filter_ms;
+            if let Some(bytes) = rewritten {
+                plan.removed.merge(rebuilt.removed);
+                plan.segments += 1;
+                plan.bytes += bytes;
+                plan.write_ms += write_ms;
+            }
+        }
+        Ok(plan)
+    }
 }
 
-/// What a partition's rewrite will do: the new contents of its segments that hold a target
-/// (others stay untouched), the catalog counts they remove and what they count.
+/// One candidate segment of a partition, done: matched, and its new contents staged if it
+/// changes (their size then).
+struct StagedSegment {
+    rewritten: Option<u64>,
+    write_ms: u64,
+    /// What matching found; its output is staged.
+    rebuilt: Rebuilt,
+}
+
+/// What a partition's rewrite staged: what it removes, what it rewrote, and where the time
+/// went (summed over its segments).
 struct PartitionPlan {
-    outputs: Vec<Output>,
-    catalog: CatalogDelta,
-    totals: Counts,
-    clauses: Vec<Counts>,
+    removed: Removed,
     segments: u64,
     bytes: u64,
     read_ms: u64,
     filter_ms: u64,
-}
-
-/// Plans the new contents of one partition's live segments.
-fn plan_partition(
-    live: &[Arc<Segment>],
-    ids: &Ids,
-    matcher: &Matcher,
-    clauses: usize,
-) -> Result<PartitionPlan, StoreError> {
-    let mut plan = PartitionPlan {
-        outputs: Vec::new(),
-        catalog: CatalogDelta::default(),
-        totals: Counts::default(),
-        clauses: vec![Counts::default(); clauses],
-        segments: 0,
-        bytes: 0,
-        read_ms: 0,
-        filter_ms: 0,
-    };
-    let candidates: Vec<&Arc<Segment>> = live
-        .iter()
-        .filter(|s| matcher.may_match(&s.record, &ids.types))
-        .collect();
-    let columns = matcher.columns();
-    // Segments are matched and rebuilt on every core; the results are applied in order.
-    for rebuilt in parallel_map(candidates, |segment| rebuild(segment, matcher, &columns)) {
-        let rebuilt = rebuilt?;
-        plan.read_ms += rebuilt.read_ms;
-        plan.filter_ms += rebuilt.filter_ms;
-        let Some(output) = rebuilt.output else {
-            continue;
-        };
-        plan.outputs.push(output);
-        for applied in &rebuilt.parts {
-            let delta = ids.delta(applied);
-            plan.catalog.counts.extend(delta.counts);
-            plan.catalog.pairs.extend(delta.pairs);
-            plan.totals += applied.totals;
-            for (mine, theirs) in plan.clauses.iter_mut().zip(&applied.clauses) {
-                *mine += *theirs;
-            }
-        }
-        plan.segments += 1;
-        plan.bytes += rebuilt.segment.record.bytes as u64;
-    }
-    Ok(plan)
+    write_ms: u64,
 }
 
 /// A segment's batches as one (a segment's batches share its schema).

@@ -9,6 +9,7 @@
 //! truncate SQLite's WAL. Re-running after a crash skips the partitions already committed.
 
 pub mod access;
+pub mod budget;
 pub mod engine;
 pub mod matcher;
 pub mod predicate;
@@ -19,6 +20,7 @@ pub mod retention;
 pub mod spec;
 pub mod worker;
 
+pub use budget::MemoryBudget;
 pub use engine::{
     execute, preview, Preview, Progress, RewriteStats, SegmentDigest, TaskResult, Timings,
 };
@@ -27,7 +29,7 @@ pub use predicate::{Op, Predicate, Subject};
 pub use privacy::queue_due_erasures;
 pub use queue::{submit, tasks, QueuedTask};
 pub use spec::{check_names, parse_spec, Clause, KnownNames, SpecError, TaskSpec, MAX_CLAUSES};
-pub use worker::{QueueSignal, Worker};
+pub use worker::{QueueSignal, Worker, WorkerSettings};
 
 /// Errors of the deletion engine.
 #[derive(Debug, thiserror::Error)]

@@ -13,6 +13,7 @@ use lethe_store::{failpoint, Store};
 use serde_json::Value;
 
 use crate::access::run_access_requests;
+use crate::budget::MemoryBudget;
 use crate::engine::execute;
 use crate::privacy::queue_due_erasures;
 use crate::queue::QueuedTask;
@@ -45,6 +46,16 @@ impl QueueSignal {
     }
 }
 
+/// What the worker's work may take, and how long what it hands out lasts.
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerSettings {
+    /// How long an access request's file stays downloadable.
+    pub access_window: Duration,
+    /// Bytes of segments a running task may hold in memory at once (see
+    /// [`MemoryBudget`]).
+    pub task_memory: u64,
+}
+
 /// A running worker thread.
 pub struct Worker {
     stop: Arc<AtomicBool>,
@@ -53,18 +64,18 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Starts the worker thread; access-request files stay downloadable for `access_window`.
+    /// Starts the worker thread.
     pub fn start(
         meta: Arc<MetaStore>,
         store: Store,
         signal: QueueSignal,
-        access_window: Duration,
+        settings: WorkerSettings,
     ) -> std::io::Result<Worker> {
         let stop = Arc::new(AtomicBool::new(false));
         let (flag, wake) = (stop.clone(), signal.clone());
         let thread = std::thread::Builder::new()
             .name("lethe-deletion".into())
-            .spawn(move || run(&meta, &store, (&flag, &wake), access_window))?;
+            .spawn(move || run(&meta, &store, (&flag, &wake), settings))?;
         Ok(Worker {
             stop,
             signal,
@@ -86,8 +97,9 @@ fn run(
     meta: &MetaStore,
     store: &Store,
     (stop, signal): (&AtomicBool, &QueueSignal),
-    access_window: Duration,
+    settings: WorkerSettings,
 ) {
+    let memory = MemoryBudget::new(settings.task_memory);
     if let Err(e) = purge_redacted(meta) {
         tracing::error!(error = %e, "cannot purge the redacted specs of completed tasks");
     }
@@ -98,11 +110,13 @@ fn run(
         if let Err(e) = queue_due_retention(store, meta, lethe_meta::now_ms()) {
             tracing::error!(error = %e, "cannot queue due retention tasks");
         }
-        if let Err(e) = run_access_requests(store, meta, lethe_meta::now_ms(), access_window) {
+        if let Err(e) =
+            run_access_requests(store, meta, lethe_meta::now_ms(), settings.access_window)
+        {
             tracing::error!(error = %e, "cannot carry out access requests");
         }
         match meta.next_task() {
-            Ok(Some(task)) => work_on(meta, store, task, stop),
+            Ok(Some(task)) => work_on(meta, store, &memory, task, stop),
             Ok(None) => signal.wait(IDLE),
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the deletion queue");
@@ -112,7 +126,13 @@ fn run(
     }
 }
 
-fn work_on(meta: &MetaStore, store: &Store, task: TaskRow, stop: &AtomicBool) {
+fn work_on(
+    meta: &MetaStore,
+    store: &Store,
+    memory: &MemoryBudget,
+    task: TaskRow,
+    stop: &AtomicBool,
+) {
     let id = task.id;
     let mut last_error = String::new();
     for attempt in 0..ATTEMPTS {
@@ -142,7 +162,7 @@ fn work_on(meta: &MetaStore, store: &Store, task: TaskRow, stop: &AtomicBool) {
             }
         };
         tracing::info!(task_id = id, attempt, "deletion task running");
-        let outcome = execute(store, meta, &current).and_then(|result| {
+        let outcome = execute(store, meta, &current, memory).and_then(|result| {
             let text = serde_json::to_value(&result)?;
             Ok((result, text))
         });

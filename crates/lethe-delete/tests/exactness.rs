@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use lethe_delete::{execute, submit, Clause, Op, Predicate, QueuedTask, Subject, TaskSpec};
+use lethe_delete::{
+    execute, submit, Clause, MemoryBudget, Op, Predicate, QueuedTask, Subject, TaskSpec,
+};
 use lethe_event::{Event, ParsedEvent, DAY_MS};
 use lethe_meta::{CatalogKind, MetaStore};
 use lethe_store::tail::Layout;
@@ -273,6 +275,7 @@ proptest! {
         dense in 0usize..5,
         imports in 1usize..=4,
         compacting in any::<bool>(),
+        memory in prop_oneof![Just(1u64), Just(256u64 << 20)],
     ) {
         let tmp = tempfile::tempdir().unwrap();
         let dir = DataDir::new(tmp.path());
@@ -320,7 +323,8 @@ proptest! {
                     }
                 });
             }
-            let result = execute(&store, &meta, &task);
+            // A budget of one byte rewrites one segment at a time, over every partition.
+            let result = execute(&store, &meta, &task, &MemoryBudget::new(memory));
             stop.store(true, Ordering::Release);
             result
         })
@@ -338,7 +342,7 @@ proptest! {
             model_counts(&expected, |e| e.group_properties.iter().map(|(k, _)| k.clone()).collect()));
         // Running it again (as after a crash) changes nothing.
         let stored = QueuedTask::decode(meta.task(task.row.id).unwrap().unwrap()).unwrap();
-        let again = execute(&store, &meta, &stored).unwrap();
+        let again = execute(&store, &meta, &stored, &MemoryBudget::new(memory)).unwrap();
         prop_assert_eq!(again.totals, result.totals);
         prop_assert_eq!(all_events(&store, 1), expected);
         store.shutdown().unwrap();

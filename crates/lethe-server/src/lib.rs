@@ -54,6 +54,8 @@ pub struct ServerConfig {
     pub privacy_grace: std::time::Duration,
     /// How long an access request's file can be downloaded before it is deleted.
     pub access_window: std::time::Duration,
+    /// Bytes of segments a running deletion task may hold in memory at once.
+    pub task_memory: u64,
     /// How long after a failed webhook delivery it is first tried again (then doubling).
     pub webhook_retry: std::time::Duration,
     /// Which web origins browsers may send events from (the ingestion endpoints only).
@@ -84,7 +86,7 @@ pub struct App {
     pub store: Store,
     queue: lethe_delete::QueueSignal,
     privacy_grace: std::time::Duration,
-    access_window: std::time::Duration,
+    worker: lethe_delete::WorkerSettings,
     webhook_retry: std::time::Duration,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
     throttle: Arc<throttle::Throttle>,

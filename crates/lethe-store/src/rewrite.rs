@@ -7,14 +7,13 @@
 //! refuses a rewrite whose sources something else retired meanwhile.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arrow_array::{ArrayRef, RecordBatch};
 use lethe_meta::{CatalogDelta, Commit, SegmentRecord};
 
 use crate::faults::failpoint;
 use crate::live::{OpenSegment, Segment};
-use crate::parallel::parallel_map;
 use crate::store::Inner;
 use crate::{lock, Result};
 
@@ -50,9 +49,18 @@ pub struct PartitionRewrite<'a> {
     inner: &'a Inner,
     project_id: i64,
     live: Vec<Arc<Segment>>,
-    /// Sources of staged outputs: retired by the commit.
+    staged: Mutex<Staged>,
+}
+
+/// What a rewrite has written so far. Outputs are staged one at a time, from several
+/// threads, as soon as each is built: a partition's rewrite never holds more than the
+/// segments it is working on, however many the partition has.
+#[derive(Default)]
+struct Staged {
+    /// The new segments, which the commit makes live.
+    records: Vec<SegmentRecord>,
+    /// Their sources, which the commit retires.
     retiring: Vec<Arc<Segment>>,
-    staged: Vec<SegmentRecord>,
 }
 
 impl<'a> PartitionRewrite<'a> {
@@ -72,8 +80,7 @@ impl<'a> PartitionRewrite<'a> {
             inner,
             project_id,
             live,
-            retiring: Vec::new(),
-            staged: Vec::new(),
+            staged: Mutex::default(),
         }
     }
 
@@ -82,41 +89,34 @@ impl<'a> PartitionRewrite<'a> {
         &self.live
     }
 
-    /// Writes the new contents of segments of the partition (in parallel, one per core);
-    /// each source is retired by the commit. An output with no row left writes nothing.
-    pub fn stage(&mut self, outputs: Vec<Output>) -> Result<()> {
-        let inner = self.inner;
-        let mut failure = None;
-        for (output, written) in outputs
-            .iter()
-            .zip(parallel_map(outputs.iter().collect(), |o| {
-                inner.segment_writer.write_output(o)
-            }))
-        {
-            match written {
-                Ok(record) => {
-                    self.staged.extend(record);
-                    self.retiring.push(output.source().segment.clone());
-                }
-                Err(e) => failure = Some(e),
-            }
-        }
-        failure.map_or(Ok(()), Err)
+    /// Writes the new contents of one segment of the partition; its source is retired by the
+    /// commit. An output with no row left writes nothing. Several threads may stage at once.
+    pub fn stage(&self, output: Output) -> Result<()> {
+        let record = self.inner.segment_writer.write_output(&output)?;
+        let mut staged = lock(&self.staged);
+        staged.records.extend(record);
+        staged.retiring.push(output.source().segment.clone());
+        Ok(())
     }
 
     /// Bytes of the segments staged so far.
     pub fn staged_bytes(&self) -> u64 {
-        self.staged.iter().map(|r| r.bytes as u64).sum()
+        lock(&self.staged)
+            .records
+            .iter()
+            .map(|r| r.bytes as u64)
+            .sum()
     }
 
     /// The segments staged so far, which the commit makes live.
-    pub fn staged(&self) -> &[SegmentRecord] {
-        &self.staged
+    pub fn staged(&self) -> Vec<SegmentRecord> {
+        lock(&self.staged).records.clone()
     }
 
     /// The segments the commit retires.
-    pub fn retiring(&self) -> impl Iterator<Item = &SegmentRecord> {
-        self.retiring.iter().map(|s| &s.record)
+    pub fn retiring(&self) -> Vec<SegmentRecord> {
+        let staged = lock(&self.staged);
+        staged.retiring.iter().map(|s| s.record.clone()).collect()
     }
 
     /// Swaps the staged segments for their sources in one metadata transaction that also
@@ -131,8 +131,10 @@ impl<'a> PartitionRewrite<'a> {
         task_progress: Option<(i64, String)>,
     ) -> Result<Vec<Arc<Segment>>> {
         let inner = self.inner;
-        let added = std::mem::take(&mut self.staged);
-        let retiring = std::mem::take(&mut self.retiring);
+        let Staged {
+            records: added,
+            retiring,
+        } = std::mem::take(self.staged.get_mut().unwrap_or_else(|p| p.into_inner()));
         let commit = Commit {
             add: added.clone(),
             remove: retiring.iter().map(|s| s.record.id.clone()).collect(),
@@ -154,6 +156,7 @@ impl<'a> PartitionRewrite<'a> {
 
 impl Drop for PartitionRewrite<'_> {
     fn drop(&mut self) {
-        self.inner.segment_writer.discard(&self.staged);
+        let staged = self.staged.get_mut().unwrap_or_else(|p| p.into_inner());
+        self.inner.segment_writer.discard(&staged.records);
     }
 }

@@ -264,15 +264,15 @@ fn a_rewrite_changes_nothing_until_its_commit_and_an_abandoned_one_leaves_nothin
     // A rewrite that drops the `email` column (catalog ids are given in name order: `email`
     // has the segment's first key id), staged and not yet committed.
     let staged_without_email = || {
-        let mut rewrite = store.begin_rewrite(1, &day);
+        let rewrite = store.begin_rewrite(1, &day);
         let source = rewrite.live()[0].open().unwrap();
         let email = PropertyKind::Event.column(source.segment.record.event_properties[0]);
         rewrite
-            .stage(vec![lethe_store::Output::Columns {
+            .stage(lethe_store::Output::Columns {
                 source,
                 drop: vec![email],
                 replace: Default::default(),
-            }])
+            })
             .unwrap();
         rewrite
     };
@@ -330,15 +330,15 @@ fn a_rewrite_whose_source_was_merged_meanwhile_commits_nothing() {
     }
     let before = all_events(&store, 1);
     let day = store.snapshot(1, None).segments[0].record.day.clone();
-    let mut rewrite = store.begin_rewrite(1, &day);
+    let rewrite = store.begin_rewrite(1, &day);
     assert_eq!(rewrite.live().len(), 4);
     let source = rewrite.live()[0].open().unwrap();
     rewrite
-        .stage(vec![lethe_store::Output::Columns {
+        .stage(lethe_store::Output::Columns {
             source,
             drop: vec![],
             replace: Default::default(),
-        }])
+        })
         .unwrap();
     store.compact().unwrap();
     assert_eq!(store.snapshot(1, None).segments.len(), 1, "merged");

@@ -46,6 +46,11 @@ pub struct ServeArgs {
     /// How long an access request's file (DSAR API) can be downloaded before it is deleted.
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
     access_window: Duration,
+    /// Memory, in MiB, that the segments a running deletion task rewrites may hold at once
+    /// (each takes about three times its size while it is rewritten). A task over larger days
+    /// takes longer, not more memory; a segment larger than this is rewritten alone.
+    #[arg(long, env = "LETHE_TASK_MEMORY_MIB", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
+    task_memory_mib: u64,
     /// How long after a failed webhook delivery it is tried again; the delay doubles with each
     /// attempt, up to an hour, for 10 attempts.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
@@ -136,6 +141,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
         privacy_grace: args.privacy_grace,
         access_window: args.access_window,
+        task_memory: args.task_memory_mib << 20,
         webhook_retry: args.webhook_retry,
         trusted_proxy: args.trusted_proxy,
         rates: RateLimits {

@@ -10,17 +10,6 @@ use serde_json::json;
 const DAYS: i64 = 6;
 const PER_DAY: usize = 6_000;
 
-/// Peak resident memory of a process, in MiB.
-fn peak_mib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    kib / 1024
-}
-
 #[test]
 fn a_long_export_streams_one_day_at_a_time() {
     let tmp = tempfile::tempdir().unwrap();
@@ -45,11 +34,9 @@ fn a_long_export_streams_one_day_at_a_time() {
     }
     let dir = server.kill9();
     let server = Server::start_on(&dir, &[]);
-    let pid = server.pid();
     // Peak memory an export adds: the peak is reset to the current resident size first.
     let export_peak = |days: i64| -> (u64, usize) {
-        std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
-        let before = peak_mib(pid);
+        let before = server.reset_peak();
         let start = (chrono::Utc::now() - chrono::Duration::days(days)).format("%Y%m%dT00");
         let end = chrono::Utc::now().format("%Y%m%dT23");
         let (status, events) = server.export(&keys, &start.to_string(), &end.to_string());
@@ -58,7 +45,7 @@ fn a_long_export_streams_one_day_at_a_time() {
             events.windows(2).all(|w| w[0]["server_upload_time"].as_str() <= w[1]["server_upload_time"].as_str()),
             "in upload-time order"
         );
-        (peak_mib(pid) - before, events.len())
+        (server.peak_mib() - before, events.len())
     };
     let (one_day, n) = export_peak(1);
     assert_eq!(n, PER_DAY);

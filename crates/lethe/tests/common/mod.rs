@@ -165,6 +165,23 @@ impl Server {
         self.child.id()
     }
 
+    /// The server's peak resident memory (VmHWM), in MiB.
+    pub fn peak_mib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap();
+        kib / 1024
+    }
+
+    /// Resets the server's peak resident memory to what it holds now, and returns that.
+    pub fn reset_peak(&self) -> u64 {
+        std::fs::write(format!("/proc/{}/clear_refs", self.pid()), "5").unwrap();
+        self.peak_mib()
+    }
+
     /// What `/healthz` says.
     pub fn health(&self) -> Value {
         self.client
