@@ -4,11 +4,14 @@ segments) names them.
 
 Where the segments are comes from the deployment's variables, as for `lethe serve`: the data
 dir's `segments/` by default, or `LETHE_SEGMENTS=s3://bucket/prefix` with `AWS_ENDPOINT` (the
-manifests and the files they name are then downloaded into a temp dir: DuckDB reads S3
-through an extension it downloads from the internet, which the tests do not have).
+manifests and the files they name are then downloaded into a temp dir, removed when the
+process exits: DuckDB reads S3 through an extension it downloads from the internet, which
+the tests do not have).
 """
+import atexit
 import json
 import os
+import shutil
 import tempfile
 
 
@@ -45,6 +48,8 @@ def live_files(data_dir):
         load = lambda k=obj["Key"]: json.load(s3.get_object(Bucket=bucket, Key=k)["Body"])
         found.append((project, int(name[:-5]), load))
     local = tempfile.mkdtemp(prefix="lethe-published-")
+    # The copies hold event values: they must not outlive the test that reads them.
+    atexit.register(shutil.rmtree, local, ignore_errors=True)
     files = []
     for manifest in _newest(found):
         for i, segment in enumerate(manifest["segments"]):
