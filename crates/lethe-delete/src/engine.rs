@@ -397,13 +397,11 @@ pub fn execute(
         // An access request's copy of their data goes with it.
         crate::access::forget_access_files(store, meta, task.project_id, &erased_users)?;
     }
-    let (profiles_changed, mut changed_tables) = unset_profile_keys(store, task.project_id, spec)?;
-    if !erased_users.is_empty() {
-        changed_tables.extend([ValueTable::Identities, ValueTable::Profiles]);
-    }
-    changed_tables.sort_unstable();
-    changed_tables.dedup();
+    let (profiles_changed, changed_tables) = unset_profile_keys(store, task.project_id, spec)?;
     meta.purge_deleted_rows(&changed_tables)?;
+    // The erased users' identities and profiles (this task's, or an interrupted one's), where
+    // they were.
+    meta.purge_erased()?;
     timings.finish_ms = ms(finishing);
     failpoint("delete:before_complete");
     Ok(TaskResult {

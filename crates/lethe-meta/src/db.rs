@@ -26,6 +26,7 @@ const SQLITE_MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0014_access_requests.sql"),
     include_str!("../migrations/sqlite/0015_webhooks.sql"),
     include_str!("../migrations/sqlite/0016_segment_sha256.sql"),
+    include_str!("../migrations/sqlite/0017_value_partitions.sql"),
 ];
 
 /// PostgreSQL's twins of the SQLite migrations, number for number.
@@ -46,6 +47,7 @@ const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("../migrations/postgres/0014_access_requests.sql"),
     include_str!("../migrations/postgres/0015_webhooks.sql"),
     include_str!("../migrations/postgres/0016_segment_sha256.sql"),
+    include_str!("../migrations/postgres/0017_value_partitions.sql"),
 ];
 
 /// The database behind a metadata store.

@@ -325,8 +325,11 @@ impl MetaStore {
                 "instr",
             ),
             Db::Postgres(_) => (
+                // A partitioned table's rows are searched through it, not again per partition.
                 "SELECT table_name::text, column_name::text FROM information_schema.columns
                  WHERE table_schema = current_schema() AND data_type IN ('text', 'character varying')
+                   AND NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.relname = table_name
+                       AND c.relnamespace = to_regnamespace(table_schema) AND c.relispartition)
                  ORDER BY 1, 2",
                 "strpos",
             ),
@@ -345,6 +348,60 @@ impl MetaStore {
             }
         }
         Ok(holding)
+    }
+
+    /// Makes the rows that erasures deleted ([`MetaStore::forget_users`]) unrecoverable from
+    /// the database's files, as [`MetaStore::purge_deleted_rows`] does for whole tables, but
+    /// only where they were: on PostgreSQL the partitions that held them are rewritten, not
+    /// the tables. What it purged is then forgotten; one interrupted is done again by the
+    /// next call, which the worker makes at every task's end.
+    pub fn purge_erased(&self) -> Result<()> {
+        let pending: Vec<String> = self.with(|c| {
+            c.query_map(
+                "SELECT relation FROM purge_pending ORDER BY relation",
+                &[],
+                |r| r.get(0),
+            )
+        })?;
+        if pending.is_empty() {
+            return Ok(());
+        }
+        // Names from the catalog (`tableoid::regclass`), checked before they are spelled
+        // into a statement that takes no parameters.
+        if let Some(odd) = pending
+            .iter()
+            .find(|r| !r.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+        {
+            return Err(MetaError::Corrupt(format!(
+                "purge_pending names {odd:?}, which is no table of lethe's"
+            )));
+        }
+        {
+            let mut db = self.db.lock().unwrap_or_else(|p| p.into_inner());
+            let sql = match &*db {
+                Db::Sqlite(_) => "PRAGMA wal_checkpoint(TRUNCATE)".to_string(),
+                Db::Postgres(_) => format!("VACUUM FULL {}", pending.join(", ")),
+            };
+            db.conn()?.batch(&sql)?;
+        }
+        self.tx(|tx| {
+            for relation in &pending {
+                tx.execute(
+                    "DELETE FROM purge_pending WHERE relation=?1",
+                    sql::params![relation],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The expression a `RETURNING` clause of a statement on `table` uses to name the table
+    /// each row was in: on PostgreSQL its partition.
+    fn relation_of(&self, table: &str) -> String {
+        match &*self.db.lock().unwrap_or_else(|p| p.into_inner()) {
+            Db::Sqlite(_) => format!("'{table}'"),
+            Db::Postgres(_) => "tableoid::regclass::text".to_string(),
+        }
     }
 
     /// Makes rows deleted or changed in `tables` unrecoverable from the database's files.
@@ -368,11 +425,10 @@ impl MetaStore {
     }
 }
 
-/// The metadata tables whose rows can hold event values: what a deletion purges.
+/// The metadata tables whose rows can hold event values: what a deletion purges whole. (An
+/// erasure's identities and profiles are purged where they were: [`MetaStore::purge_erased`].)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum ValueTable {
-    /// user_id and device_id → amplitude_id.
-    Identities,
     /// Current user properties.
     Profiles,
     /// Current group properties.
@@ -384,7 +440,6 @@ pub enum ValueTable {
 impl ValueTable {
     fn name(self) -> &'static str {
         match self {
-            ValueTable::Identities => "identities",
             ValueTable::Profiles => "profiles",
             ValueTable::GroupProfiles => "group_profiles",
             ValueTable::Tasks => "deletion_tasks",

@@ -2,6 +2,8 @@
 //! suppression list. A job's ids can change only while it is `staging`; the deletion engine
 //! erases them once the job is on the deletion queue.
 
+use std::collections::BTreeSet;
+
 use serde::Serialize;
 use serde_json::json;
 
@@ -436,17 +438,29 @@ impl MetaStore {
         })
     }
 
-    /// Deletes the identity mappings and profiles of erased users, in one transaction.
+    /// Deletes the identity mappings and profiles of erased users, and records in the same
+    /// transaction which tables (on PostgreSQL, which partitions) held them, for
+    /// [`MetaStore::purge_erased`].
     pub fn forget_users(&self, project_id: i64, amplitude_ids: &[i64]) -> Result<()> {
+        let deletes = ["identities", "profiles"].map(|table| {
+            format!(
+                "DELETE FROM {table} WHERE project_id=?1 AND amplitude_id=?2 RETURNING {}",
+                self.relation_of(table)
+            )
+        });
         self.tx(|tx| {
+            let mut held = BTreeSet::new();
             for id in amplitude_ids {
+                for delete in &deletes {
+                    let relations =
+                        tx.query_map(delete, params![project_id, id], |r| r.get::<String>(0))?;
+                    held.extend(relations);
+                }
+            }
+            for relation in held {
                 tx.execute(
-                    "DELETE FROM identities WHERE project_id=?1 AND amplitude_id=?2",
-                    params![project_id, id],
-                )?;
-                tx.execute(
-                    "DELETE FROM profiles WHERE project_id=?1 AND amplitude_id=?2",
-                    params![project_id, id],
+                    "INSERT INTO purge_pending (relation) VALUES (?1) ON CONFLICT DO NOTHING",
+                    params![relation],
                 )?;
             }
             Ok(())

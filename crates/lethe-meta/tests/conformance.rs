@@ -706,8 +706,7 @@ fn privacy_jobs_gather_lock_and_finish_with_their_task() {
         })
         .unwrap();
         meta.forget_users(1, &[7]).unwrap();
-        meta.purge_deleted_rows(&[ValueTable::Identities, ValueTable::Profiles])
-            .unwrap();
+        meta.purge_erased().unwrap();
         assert!(meta.load_identities().unwrap().is_empty(), "{}", b.name);
         assert!(meta.load_profiles().unwrap().is_empty(), "{}", b.name);
     }

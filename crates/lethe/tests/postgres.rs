@@ -8,6 +8,7 @@
 
 mod common;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -21,6 +22,20 @@ fn identify(server: &Server, api_key: &str, user: &str, phone: &str) {
         &json!({"api_key": api_key, "identification": identification}),
     ));
     assert_eq!(s, 200);
+}
+
+/// Each partition of `identities` and `profiles` with the file it is in now: a rewrite
+/// (`VACUUM FULL`) moves it to a new one.
+fn partition_files(url: &str) -> BTreeMap<String, String> {
+    psql(
+        url,
+        "SELECT c.relname, c.relfilenode FROM pg_class c JOIN pg_inherits i ON i.inhrelid = c.oid
+         WHERE i.inhparent IN ('identities'::regclass, 'profiles'::regclass)",
+    )
+    .lines()
+    .filter_map(|l| l.split_once('|'))
+    .map(|(name, file)| (name.to_string(), file.to_string()))
+    .collect()
 }
 
 fn privacy_jobs(server: &Server, keys: &common::Keys) -> Vec<Value> {
@@ -91,6 +106,24 @@ fn an_erased_user_leaves_no_bytes_in_postgresql_and_a_second_node_is_refused() {
         String::from_utf8_lossy(&second.stderr)
     );
 
+    // The partitions that hold the user to erase: the erasure rewrites those, not the tables.
+    let bobs: BTreeSet<String> = psql(
+        &url,
+        "SELECT tableoid::regclass::text FROM identities WHERE amplitude_id IN
+             (SELECT amplitude_id FROM identities WHERE external_id = 'pg-bob')
+         UNION SELECT tableoid::regclass::text FROM profiles WHERE user_id = 'pg-bob'",
+    )
+    .lines()
+    .map(str::to_string)
+    .collect();
+    assert!(
+        bobs.iter().any(|p| p.starts_with("identities_p"))
+            && bobs.iter().any(|p| p.starts_with("profiles_p")),
+        "{bobs:?}"
+    );
+    let files_before = partition_files(&url);
+    assert_eq!(files_before.len(), 128, "64 partitions of each table");
+
     let (s, body) = server.basic_post(
         &keys,
         "/api/2/deletions/users",
@@ -115,6 +148,152 @@ fn an_erased_user_leaves_no_bytes_in_postgresql_and_a_second_node_is_refused() {
         vec!["PG-ALICE-PHONE", "pg-alice"],
         "no table, index or statistics file of PostgreSQL holds the erased user"
     );
+    let files_after = partition_files(&url);
+    let rewritten: BTreeSet<String> = files_before
+        .iter()
+        .filter(|(name, file)| files_after.get(*name) != Some(*file))
+        .map(|(name, _)| name.clone())
+        .collect();
+    assert_eq!(
+        rewritten, bobs,
+        "the erasure rewrote the partitions that held the user, and only those"
+    );
+    assert_eq!(psql(&url, "SELECT COUNT(*) FROM purge_pending").trim(), "0");
+}
+
+/// A process that dies after an erasure deleted its users' rows, before the partitions that
+/// held them were rewritten, rewrites them when the task resumes: what to rewrite was
+/// recorded with the deletion.
+#[test]
+#[cfg_attr(
+    not(feature = "failpoints"),
+    ignore = "needs the failpoints feature (scripts/test.sh)"
+)]
+fn an_erasure_interrupted_before_its_purge_purges_when_it_resumes() {
+    let cluster = Cluster::start();
+    let url = cluster.database("lethe_erasure_crash");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let flags = ["--privacy-grace", "1s", "--flush-interval", "100ms"];
+    let meta = ("LETHE_META", url.as_str());
+    let failing = [meta, ("LETHE_FAILPOINT", "delete:after_flush")];
+    let server = Server::start_with_env(&dir, &flags, &failing);
+    let keys = server.first_start_keys();
+    identify(&server, &keys.api_key, "crash-bob", "CRASH-BOB-PHONE");
+    identify(&server, &keys.api_key, "crash-alice", "CRASH-ALICE-PHONE");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while psql(&url, "SELECT COUNT(*) FROM profiles").trim() != "2" {
+        assert!(
+            Instant::now() < deadline,
+            "the profiles were never committed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (s, body) = server.basic_post(
+        &keys,
+        "/api/2/deletions/users",
+        &json!({"user_ids": ["crash-bob"], "requester": "dpo@example.com"}),
+    );
+    assert_eq!(s, 200, "{body}");
+    let dir = server.wait_exit(Duration::from_secs(60));
+    assert_eq!(
+        psql(
+            &url,
+            "SELECT COUNT(*) FROM identities WHERE external_id = 'crash-bob'"
+        )
+        .trim(),
+        "0",
+        "the rows were deleted before the crash"
+    );
+    let pending = psql(&url, "SELECT relation FROM purge_pending ORDER BY 1");
+    assert!(
+        pending.contains("identities_p") && pending.contains("profiles_p"),
+        "{pending}"
+    );
+
+    let server = Server::start_with_env(&dir, &flags, &[meta]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !privacy_jobs(&server, &keys)
+        .iter()
+        .all(|j| j["status"] == "done")
+    {
+        assert!(Instant::now() < deadline, "the erasure never finished");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let needles = [
+        "CRASH-BOB-PHONE",
+        "crash-bob",
+        "CRASH-ALICE-PHONE",
+        "crash-alice",
+    ];
+    assert_eq!(
+        scan_with(&cluster.table_files(), &[], &needles),
+        vec!["CRASH-ALICE-PHONE", "crash-alice"],
+        "no table, index or statistics file of PostgreSQL holds the erased user"
+    );
+    assert_eq!(psql(&url, "SELECT COUNT(*) FROM purge_pending").trim(), "0");
+    server.stop();
+}
+
+/// A database made by a lethe before the partitions (schema version 16) keeps every identity
+/// and profile when a newer one partitions the tables at start.
+#[test]
+fn an_upgrade_moves_identities_and_profiles_into_partitions_whole() {
+    let cluster = Cluster::start();
+    let url = cluster.database("lethe_upgrade");
+    let migrations =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../lethe-meta/migrations/postgres");
+    let mut earlier: Vec<_> = std::fs::read_dir(&migrations)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_str().unwrap() < "0017")
+        .collect();
+    earlier.sort();
+    assert_eq!(earlier.len(), 16);
+    for file in &earlier {
+        psql(&url, &std::fs::read_to_string(file).unwrap());
+    }
+    psql(
+        &url,
+        "CREATE TABLE lethe_schema (version BIGINT NOT NULL); INSERT INTO lethe_schema VALUES (16)",
+    );
+    let rows = |table: &str| psql(&url, &format!("SELECT * FROM {table} ORDER BY 1, 2, 3"));
+    psql(
+        &url,
+        "INSERT INTO identities VALUES (1, 'user', 'UPGRADE-U1', 10), (1, 'device', 'UPGRADE-D1', 10),
+             (2, 'user', 'UPGRADE-U2', 11);
+         INSERT INTO profiles (project_id, amplitude_id, user_id, properties, as_of) VALUES
+             (1, 10, 'UPGRADE-U1', '{\"plan\":\"pro\"}', 5), (2, 11, 'UPGRADE-U2', '{}', 6);",
+    );
+    let (identities, profiles) = (rows("identities"), rows("profiles"));
+
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start_with_env(
+        &tmp.path().join("data"),
+        &[],
+        &[("LETHE_META", url.as_str())],
+    );
+    assert_eq!(psql(&url, "SELECT version FROM lethe_schema").trim(), "17");
+    assert_eq!(
+        psql(
+            &url,
+            "SELECT relkind FROM pg_class WHERE relname IN ('identities', 'profiles')"
+        ),
+        "p\np\n",
+        "both tables are partitioned"
+    );
+    assert_eq!(rows("identities"), identities);
+    assert_eq!(rows("profiles"), profiles);
+    assert_eq!(
+        psql(
+            &url,
+            "SELECT COUNT(*) FROM pg_class WHERE relname LIKE '%\\_whole%'"
+        )
+        .trim(),
+        "0",
+        "the tables before the partitions are gone, with their files"
+    );
+    server.stop();
 }
 
 #[test]
