@@ -136,13 +136,15 @@ impl MetaStore {
             // dialects; PostgreSQL needs their types spelled out), so each row is found by
             // its key whatever the planner thinks of the list: SQLite planned an
             // `UPDATE … FROM (VALUES …)` as a scan of the whole table per statement. The
-            // EXISTS keeps a row that is gone (an erased user) from coming back.
+            // subquery keeps a row that is gone (an erased user) from coming back; it is a
+            // scalar one, run per row, because PostgreSQL planned an `EXISTS` over the
+            // partitioned table as a scan of every partition.
             execute_rows(
                 tx,
                 "INSERT INTO profiles (project_id, amplitude_id, properties, as_of)
                  SELECT v.column1, v.column2, '', v.column3 FROM (VALUES {rows}) AS v
-                 WHERE EXISTS (SELECT 1 FROM profiles p
-                               WHERE p.project_id = v.column1 AND p.amplitude_id = v.column2)
+                 WHERE (SELECT 1 FROM profiles p
+                        WHERE p.project_id = v.column1 AND p.amplitude_id = v.column2) IS NOT NULL
                  ON CONFLICT (project_id, amplitude_id) DO UPDATE SET as_of =
                      CASE WHEN profiles.as_of < excluded.as_of THEN excluded.as_of
                           ELSE profiles.as_of END",

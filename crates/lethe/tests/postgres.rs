@@ -122,7 +122,7 @@ fn an_erased_user_leaves_no_bytes_in_postgresql_and_a_second_node_is_refused() {
         "{bobs:?}"
     );
     let files_before = partition_files(&url);
-    assert_eq!(files_before.len(), 128, "64 partitions of each table");
+    assert_eq!(files_before.len(), 32, "16 partitions of each table");
 
     let (s, body) = server.basic_post(
         &keys,
