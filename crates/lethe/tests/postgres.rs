@@ -24,6 +24,41 @@ fn identify(server: &Server, api_key: &str, user: &str, phone: &str) {
     assert_eq!(s, 200);
 }
 
+/// Waits until `n` profiles are in PostgreSQL: they are committed with the flush that writes
+/// their events' segment.
+fn identified(url: &str, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while psql(url, "SELECT COUNT(*) FROM profiles").trim() != n.to_string() {
+        assert!(
+            Instant::now() < deadline,
+            "the profiles were never committed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Asks the User Privacy API to erase `user`.
+fn erase(server: &Server, keys: &common::Keys, user: &str) {
+    let (s, body) = server.basic_post(
+        keys,
+        "/api/2/deletions/users",
+        &json!({"user_ids": [user], "requester": "dpo@example.com"}),
+    );
+    assert_eq!(s, 200, "{body}");
+}
+
+/// Waits until every privacy job of the project is done.
+fn erased(server: &Server, keys: &common::Keys) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !privacy_jobs(server, keys)
+        .iter()
+        .all(|j| j["status"] == "done")
+    {
+        assert!(Instant::now() < deadline, "the erasure never finished");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Each partition of `identities` and `profiles` with the file it is in now: a rewrite
 /// (`VACUUM FULL`) moves it to a new one.
 fn partition_files(url: &str) -> BTreeMap<String, String> {
@@ -67,15 +102,7 @@ fn an_erased_user_leaves_no_bytes_in_postgresql_and_a_second_node_is_refused() {
     );
     identify(&server, &keys.api_key, "pg-bob", "PG-BOB-PHONE");
     identify(&server, &keys.api_key, "pg-alice", "PG-ALICE-PHONE");
-    // Profiles are committed with the flush that writes their events' segment.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while psql(&url, "SELECT COUNT(*) FROM profiles").trim() != "2" {
-        assert!(
-            Instant::now() < deadline,
-            "the profiles were never committed"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    identified(&url, 2);
     let needles = ["PG-BOB-PHONE", "pg-bob", "PG-ALICE-PHONE", "pg-alice"];
     assert_eq!(
         scan_with(&dir, &env, &["PG-BOB-PHONE"]),
@@ -124,20 +151,8 @@ fn an_erased_user_leaves_no_bytes_in_postgresql_and_a_second_node_is_refused() {
     let files_before = partition_files(&url);
     assert_eq!(files_before.len(), 32, "16 partitions of each table");
 
-    let (s, body) = server.basic_post(
-        &keys,
-        "/api/2/deletions/users",
-        &json!({"user_ids": ["pg-bob"], "requester": "dpo@example.com"}),
-    );
-    assert_eq!(s, 200, "{body}");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !privacy_jobs(&server, &keys)
-        .iter()
-        .all(|j| j["status"] == "done")
-    {
-        assert!(Instant::now() < deadline, "the erasure never finished");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    erase(&server, &keys, "pg-bob");
+    erased(&server, &keys);
     assert_eq!(
         scan_with(&dir, &env, &needles),
         vec!["PG-ALICE-PHONE", "pg-alice"],
@@ -181,20 +196,8 @@ fn an_erasure_interrupted_before_its_purge_purges_when_it_resumes() {
     let keys = server.first_start_keys();
     identify(&server, &keys.api_key, "crash-bob", "CRASH-BOB-PHONE");
     identify(&server, &keys.api_key, "crash-alice", "CRASH-ALICE-PHONE");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while psql(&url, "SELECT COUNT(*) FROM profiles").trim() != "2" {
-        assert!(
-            Instant::now() < deadline,
-            "the profiles were never committed"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let (s, body) = server.basic_post(
-        &keys,
-        "/api/2/deletions/users",
-        &json!({"user_ids": ["crash-bob"], "requester": "dpo@example.com"}),
-    );
-    assert_eq!(s, 200, "{body}");
+    identified(&url, 2);
+    erase(&server, &keys, "crash-bob");
     let dir = server.wait_exit(Duration::from_secs(60));
     assert_eq!(
         psql(
@@ -212,14 +215,7 @@ fn an_erasure_interrupted_before_its_purge_purges_when_it_resumes() {
     );
 
     let server = Server::start_with_env(&dir, &flags, &[meta]);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !privacy_jobs(&server, &keys)
-        .iter()
-        .all(|j| j["status"] == "done")
-    {
-        assert!(Instant::now() < deadline, "the erasure never finished");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    erased(&server, &keys);
     let needles = [
         "CRASH-BOB-PHONE",
         "crash-bob",
