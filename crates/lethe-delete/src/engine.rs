@@ -626,59 +626,37 @@ impl TaskRun<'_> {
         let columns = self.matcher.columns();
         let staged = parallel_map(candidates, |segment| {
             let _held = self.memory.reserve(segment.record.bytes.max(0) as u64);
-            let mut rebuilt = rebuild(segment, self.ids, self.matcher, &columns, self.clauses)?;
-            let writing = Instant::now();
-            let rewritten = match rebuilt.output.take() {
-                Some(output) => {
-                    rewrite.stage(output)?;
-                    Some(segment.record.bytes as u64)
-                }
-                None => None,
+            let Rebuilt {
+                output,
+                removed,
+                read_ms,
+                filter_ms,
+            } = rebuild(segment, self.ids, self.matcher, &columns, self.clauses)?;
+            let mut plan = PartitionPlan {
+                read_ms,
+                filter_ms,
+                ..PartitionPlan::new(self.clauses)
             };
-            Ok::<_, StoreError>(StagedSegment {
-                rewritten,
-                write_ms: ms(writing),
-                rebuilt,
-            })
-        });
-        let mut plan = PartitionPlan {
-            removed: Removed::new(self.clauses),
-            segments: 0,
-            bytes: 0,
-            read_ms: 0,
-            filter_ms: 0,
-            write_ms: 0,
-        };
-        for staged in staged {
-            let StagedSegment {
-                rewritten,
-                write_ms,
-                rebuilt,
-            } = staged?;
-            plan.read_ms += rebuilt.read_ms;
-            plan.filter_ms += rebuilt.filter_ms;
-            if let Some(bytes) = rewritten {
-                plan.removed.merge(rebuilt.removed);
-                plan.segments += 1;
-                plan.bytes += bytes;
-                plan.write_ms += write_ms;
+            if let Some(output) = output {
+                let writing = Instant::now();
+                rewrite.stage(output)?;
+                plan.write_ms = ms(writing);
+                plan.segments = 1;
+                plan.bytes = segment.record.bytes as u64;
+                plan.removed = removed;
             }
+            Ok::<_, StoreError>(plan)
+        });
+        let mut plan = PartitionPlan::new(self.clauses);
+        for one in staged {
+            plan.merge(one?);
         }
         Ok(plan)
     }
 }
 
-/// One candidate segment of a partition, done: matched, and its new contents staged if it
-/// changes (their size then).
-struct StagedSegment {
-    rewritten: Option<u64>,
-    write_ms: u64,
-    /// What matching found; its output is staged.
-    rebuilt: Rebuilt,
-}
-
-/// What a partition's rewrite staged: what it removes, what it rewrote, and where the time
-/// went (summed over its segments).
+/// What a partition's rewrite staged, or one segment's: what it removes, what it rewrote, and
+/// where the time went (summed over its segments).
 struct PartitionPlan {
     removed: Removed,
     segments: u64,
@@ -686,6 +664,28 @@ struct PartitionPlan {
     read_ms: u64,
     filter_ms: u64,
     write_ms: u64,
+}
+
+impl PartitionPlan {
+    fn new(clauses: usize) -> Self {
+        PartitionPlan {
+            removed: Removed::new(clauses),
+            segments: 0,
+            bytes: 0,
+            read_ms: 0,
+            filter_ms: 0,
+            write_ms: 0,
+        }
+    }
+
+    fn merge(&mut self, other: PartitionPlan) {
+        self.removed.merge(other.removed);
+        self.segments += other.segments;
+        self.bytes += other.bytes;
+        self.read_ms += other.read_ms;
+        self.filter_ms += other.filter_ms;
+        self.write_ms += other.write_ms;
+    }
 }
 
 /// A segment's batches as one (a segment's batches share its schema).

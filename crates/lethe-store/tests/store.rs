@@ -5,7 +5,7 @@ mod common;
 use std::sync::Arc;
 
 use arrow_array::{Array, StringArray};
-use common::open_with;
+use common::{files_under, open_with, segment_files};
 use lethe_event::{parse_event, ParsedEvent, Shape};
 use lethe_meta::{Commit, MetaStore, ProfileRecord};
 use lethe_store::{
@@ -358,30 +358,6 @@ fn a_rewrite_whose_source_was_merged_meanwhile_commits_nothing() {
         "the staged object is deleted, and the merged sources once the rewrite let them go"
     );
     assert_eq!(all_events(&store, 1), before);
-}
-
-/// Every segment file under `dir`, recursively (not the published manifests).
-fn segment_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut found = files_under(dir);
-    found.retain(|p| p.extension().is_some_and(|e| e == "parquet"));
-    found
-}
-
-/// Every file under `dir`, recursively.
-fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut found = Vec::new();
-    let mut dirs = vec![dir.to_path_buf()];
-    while let Some(d) = dirs.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            match path.is_dir() {
-                true => dirs.push(path),
-                false => found.push(path),
-            }
-        }
-    }
-    found.sort();
-    found
 }
 
 /// The values of `key` over every scanned batch, sorted, with the event type of each row.

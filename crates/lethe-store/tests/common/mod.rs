@@ -2,7 +2,7 @@
 // Each test binary compiles this module and uses part of it.
 #![allow(dead_code)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use lethe_event::{parse_event, ParsedEvent, Shape};
@@ -27,4 +27,28 @@ pub fn user_events(users: std::ops::Range<usize>) -> Vec<ParsedEvent> {
             parse_event(&line, 5, Shape::Event).unwrap()
         })
         .collect()
+}
+
+/// Every segment file under `dir`, recursively (not the published manifests).
+pub fn segment_files(dir: &Path) -> Vec<PathBuf> {
+    let mut found = files_under(dir);
+    found.retain(|p| p.extension().is_some_and(|e| e == "parquet"));
+    found
+}
+
+/// Every file under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            match path.is_dir() {
+                true => dirs.push(path),
+                false => found.push(path),
+            }
+        }
+    }
+    found.sort();
+    found
 }
