@@ -13,7 +13,7 @@ use lethe_meta::{
 use lethe_store::tail::Layout;
 use lethe_store::{
     events_to_batch, failpoint, parallel_map, parallel_on, parallel_reads, Output,
-    PartitionRewrite, PropertyKind, Segment, Store, StoreError,
+    PartitionRewrite, PropertyKind, Segment, SegmentLocation, Store, StoreError,
 };
 use serde::{Deserialize, Serialize};
 
@@ -352,6 +352,19 @@ pub fn execute(
     });
     let mut timings = Timings::default();
     let started = Instant::now();
+    // An earlier attempt may have committed days and failed to delete what they retired (a
+    // request that failed; a crash's leftovers the start deleted already): the days are done,
+    // so their old objects are deleted here or never.
+    let retired: Vec<SegmentLocation> = progress
+        .segments_retired
+        .iter()
+        .map(|s| SegmentLocation {
+            project_id: task.project_id,
+            day: s.day.clone(),
+            id: s.id.clone(),
+        })
+        .collect();
+    store.delete_retired(&retired)?;
     let erased_users = erased_users(spec);
     if !erased_users.is_empty() {
         // First, so that their later events get new ids; then the flush moves every event
@@ -488,7 +501,8 @@ fn rebuild(
         out.read_ms += ms(reading);
         return Ok(out);
     }
-    let Some(projected) = whole(segment.read_batches(Some(columns))?).map_err(arrow)? else {
+    let (batches, opened) = segment.read_to_match(columns)?;
+    let Some(projected) = whole(batches).map_err(arrow)? else {
         return Ok(out);
     };
     out.read_ms += ms(reading);
@@ -499,7 +513,10 @@ fn rebuild(
         return Ok(out);
     }
     let reading = Instant::now();
-    let source = segment.open()?;
+    let source = match opened {
+        Some(source) => source,
+        None => segment.open()?,
+    };
     let opened_ms = ms(reading);
     out.read_ms += opened_ms;
     if applied.totals.events_deleted == 0 {

@@ -2,7 +2,8 @@
 //!
 //! - `LETHE_FAILPOINT=<name>` aborts the process at that point, as `kill -9` would stop it;
 //! - `LETHE_FAULTS=<point>@<from>-<to>,…` makes the `from`-th to `to`-th calls (1-based) of
-//!   an I/O point fail: `wal_write` and `segment_write` with ENOSPC, `wal_fsync` with EIO.
+//!   an I/O point fail: `wal_write` and `segment_write` with ENOSPC, `wal_fsync` and
+//!   `segment_delete` with EIO.
 //!
 //! Both exist only in builds with the `failpoints` feature (the tests'; `scripts/test.sh`
 //! builds with it): a release build has neither the environment lookups nor the branches.
@@ -40,24 +41,32 @@ pub(crate) enum IoPoint {
     WalFsync,
     /// Creating a segment file (fails with ENOSPC).
     SegmentWrite,
+    /// Deleting segment objects (fails with EIO).
+    SegmentDelete,
 }
 
 #[cfg(feature = "failpoints")]
 impl IoPoint {
-    const ALL: [IoPoint; 3] = [IoPoint::WalWrite, IoPoint::WalFsync, IoPoint::SegmentWrite];
+    const ALL: [IoPoint; 4] = [
+        IoPoint::WalWrite,
+        IoPoint::WalFsync,
+        IoPoint::SegmentWrite,
+        IoPoint::SegmentDelete,
+    ];
 
     fn name(self) -> &'static str {
         match self {
             IoPoint::WalWrite => "wal_write",
             IoPoint::WalFsync => "wal_fsync",
             IoPoint::SegmentWrite => "segment_write",
+            IoPoint::SegmentDelete => "segment_delete",
         }
     }
 
     fn error(self) -> std::io::Error {
         match self {
             IoPoint::WalWrite | IoPoint::SegmentWrite => std::io::Error::from_raw_os_error(28), // ENOSPC
-            IoPoint::WalFsync => std::io::Error::from_raw_os_error(5), // EIO
+            IoPoint::WalFsync | IoPoint::SegmentDelete => std::io::Error::from_raw_os_error(5), // EIO
         }
     }
 }
@@ -66,7 +75,7 @@ impl IoPoint {
 struct Plan {
     /// Per point: inclusive call-number ranges that fail.
     ranges: Vec<(IoPoint, u64, u64)>,
-    calls: [AtomicU64; 3],
+    calls: [AtomicU64; 4],
 }
 
 #[cfg(feature = "failpoints")]

@@ -131,6 +131,34 @@ impl Segment {
         })
     }
 
+    /// What a rewrite reads of the segment first: the `columns` it matches on, and, from a
+    /// bucket, where one more request costs more than the bytes it carries, the whole object
+    /// (checked) at once, so that a segment that matches needs no second request. Locally
+    /// the whole object is read only for a segment that matches.
+    pub fn read_to_match(
+        self: &Arc<Self>,
+        columns: &[String],
+    ) -> Result<(Vec<RecordBatch>, Option<OpenSegment>)> {
+        if self.storage.is_local() {
+            return Ok((self.read_batches(Some(columns))?, None));
+        }
+        let open = self.open()?;
+        Ok((open.read_batches(Some(columns))?, Some(open)))
+    }
+
+    /// Takes over the deletion of a retired segment that nobody else holds: its key, which
+    /// the caller deletes (in one request with others, which from a bucket is one round trip
+    /// instead of one per object). A segment a reader still holds comes back, and its object
+    /// is deleted when the last holder lets go.
+    pub(crate) fn take_unheld(self: Arc<Self>) -> std::result::Result<Key, Arc<Self>> {
+        if !self.retired.load(Ordering::Acquire) {
+            return Err(self);
+        }
+        let segment = Arc::try_unwrap(self)?;
+        segment.retired.store(false, Ordering::Release);
+        Ok(segment.key.clone())
+    }
+
     /// Whether the segment was found damaged.
     pub fn is_damaged(&self) -> bool {
         matches!(*lock(&self.check), Check::Damaged(_))
@@ -270,7 +298,7 @@ impl Drop for Segment {
             self.footers.release(footer.len());
         }
         if self.retired.load(Ordering::Acquire) {
-            if let Err(e) = self.storage.delete(&self.key) {
+            if let Err(e) = self.storage.delete_segments(vec![self.key.clone()]) {
                 tracing::error!(error = %e, "cannot delete a retired segment; it is removed at the next start");
             }
         }

@@ -325,6 +325,12 @@ impl Storage {
         self.delete(&Self::access_key(name))
     }
 
+    /// Whether objects are files on this machine, where a read costs the bytes it decodes,
+    /// not a request.
+    pub(crate) fn is_local(&self) -> bool {
+        self.local_root.is_some()
+    }
+
     /// The whole object.
     pub(crate) fn get(&self, key: &Key) -> Result<Bytes> {
         self.run(async { self.objects.get(key).await?.bytes().await })
@@ -407,6 +413,15 @@ impl Storage {
             }
         }
         Ok(())
+    }
+
+    /// Deletes segment objects (gone ones are not an error), in bulk where the backend can.
+    pub(crate) fn delete_segments(&self, keys: Vec<Key>) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        inject(IoPoint::SegmentDelete)?;
+        self.delete_many(keys)
     }
 
     /// Every segment object there is, by location (objects whose key is not a segment's are

@@ -317,6 +317,58 @@ fn a_rewrite_changes_nothing_until_its_commit_and_an_abandoned_one_leaves_nothin
 /// source meanwhile wins, and the rewrite's commit then changes nothing (`StaleManifest`),
 /// deletes what it staged, and leaves the merged events whole, so that the caller plans
 /// the partition again instead of bringing back what the merge replaced.
+/// A rewrite's retired objects go as soon as nobody reads them: those no reader holds at
+/// once (in one request), one a reader still holds once the reader lets go, and until then
+/// the reader still reads it whole.
+#[test]
+fn a_retired_segment_goes_when_its_last_reader_lets_go() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, store) = open(tmp.path());
+    for user in ["user-1", "user-2"] {
+        let json = format!(
+            r#"{{"event_type":"a","user_id":"{user}","event_properties":{{"email":"x@y"}}}}"#
+        );
+        store.ingest(1, vec![event(&json)]).unwrap();
+        store.flush().unwrap();
+    }
+    let objects = || segment_files(&tmp.path().join("segments"));
+    let live = objects();
+    assert_eq!(live.len(), 2);
+    let day = store.snapshot(1, None).segments[0].record.day.clone();
+    let rewrite = store.begin_rewrite(1, &day);
+    for segment in rewrite.live() {
+        let source = segment.open().unwrap();
+        let email = PropertyKind::Event.column(source.segment.record.event_properties[0]);
+        let output = lethe_store::Output::Columns {
+            source,
+            drop: vec![email],
+            replace: Default::default(),
+        };
+        rewrite.stage(output).unwrap();
+    }
+    let reader = store.snapshot(1, None).segments[0].clone();
+    let retired = rewrite.commit(Default::default(), None).unwrap();
+    std::thread::scope(|scope| {
+        let unlinking = scope.spawn(|| store.await_unlinked(retired));
+        let rows: usize = reader
+            .read_batches(None)
+            .unwrap()
+            .iter()
+            .map(|b| b.num_rows())
+            .sum();
+        assert_eq!(rows, 1, "a reader still reads a retired segment it holds");
+        assert!(
+            !unlinking.is_finished(),
+            "the wait lasts while a reader holds a retired segment"
+        );
+        drop(reader);
+        unlinking.join().unwrap().unwrap();
+    });
+    let after = objects();
+    assert_eq!(after.len(), 2, "the two new objects, and nothing else");
+    assert!(after.iter().all(|o| !live.contains(o)), "{after:?}");
+}
+
 #[test]
 fn a_rewrite_whose_source_was_merged_meanwhile_commits_nothing() {
     let tmp = tempfile::tempdir().unwrap();

@@ -156,3 +156,52 @@ fn crash_between_partitions() {
 fn crash_after_profiles_and_catalog_before_completion() {
     resumes_after_crash_at("delete:before_complete");
 }
+
+/// A request that deletes the segments a day's commit retired fails (EIO, once): the attempt
+/// fails after the commit, and the next one skips that day but deletes its old objects before
+/// the task says completed. Checked before any restart, whose clean-up would hide the fault.
+#[test]
+#[cfg_attr(
+    not(feature = "failpoints"),
+    ignore = "needs the failpoints feature (scripts/test.sh)"
+)]
+fn a_failed_deletion_of_retired_segments_is_done_again_before_completion() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let server = Server::start_with_env(&dir, &[], &[("LETHE_FAULTS", "segment_delete@1-1")]);
+    let keys = server.first_start_keys();
+    let token = server.admin_token();
+    plant(&server, &token, keys.project_id);
+    let now = chrono::Utc::now();
+    let body = json!({
+        "name": "a failed deletion request",
+        "start": (now - chrono::Duration::days(4)).to_rfc3339(),
+        "end": now.to_rfc3339(),
+        "confirm": "DELETE",
+        "clauses": [{"kind": "event", "event_types": ["Drop"]}, {"kind": "event_property", "properties": ["secret"]}]
+    });
+    let (s, task) = server.post_as(
+        &token,
+        &format!("/api/v1/projects/{}/deletion-tasks", keys.project_id),
+        &body,
+    );
+    assert_eq!(s, 202, "{task}");
+    let id = task["id"].as_i64().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let done = loop {
+        let (_, t) = server.get_as(&token, &format!("/api/v1/deletion-tasks/{id}"));
+        if t["status"] == "completed" {
+            break t;
+        }
+        assert!(t["status"] != "failed" && Instant::now() < deadline, "{t}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(done["attempts"], 2, "the first attempt failed: {done}");
+    assert_eq!(done["result"]["events_deleted"], 60, "{done}");
+    assert_eq!(done["result"]["matches_preview"], true, "{done}");
+    assert_eq!(
+        common::scan(&dir, &["DROP-MARKER", "KEEP-MARKER", "SECRET-MARKER"]),
+        ["KEEP-MARKER"]
+    );
+    server.stop();
+}
