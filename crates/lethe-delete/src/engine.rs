@@ -13,7 +13,7 @@ use lethe_meta::{
 use lethe_store::tail::Layout;
 use lethe_store::{
     events_to_batch, failpoint, parallel_map, parallel_on, parallel_reads, Output,
-    PartitionRewrite, PropertyKind, Segment, SegmentLocation, Store, StoreError,
+    PartitionRewrite, PropertyKind, Segment, Store, StoreError,
 };
 use serde::{Deserialize, Serialize};
 
@@ -352,19 +352,6 @@ pub fn execute(
     });
     let mut timings = Timings::default();
     let started = Instant::now();
-    // An earlier attempt may have committed days and failed to delete what they retired (a
-    // request that failed; a crash's leftovers the start deleted already): the days are done,
-    // so their old objects are deleted here or never.
-    let retired: Vec<SegmentLocation> = progress
-        .segments_retired
-        .iter()
-        .map(|s| SegmentLocation {
-            project_id: task.project_id,
-            day: s.day.clone(),
-            id: s.id.clone(),
-        })
-        .collect();
-    store.delete_retired(&retired)?;
     let erased_users = erased_users(spec);
     if !erased_users.is_empty() {
         // First, so that their later events get new ids; then the flush moves every event
@@ -410,6 +397,9 @@ pub fn execute(
         // An access request's copy of their data goes with it.
         crate::access::forget_access_files(store, meta, task.project_id, &erased_users)?;
     }
+    // A retired object whose deletion failed (this task's, an earlier attempt's, a
+    // compaction's) may hold what the task removed: it goes before `completed`.
+    store.delete_leftovers()?;
     let (profiles_changed, changed_tables) = unset_profile_keys(store, task.project_id, spec)?;
     meta.purge_deleted_rows(&changed_tables)?;
     // The erased users' identities and profiles (this task's, or an interrupted one's), where

@@ -420,7 +420,12 @@ impl Storage {
         if keys.is_empty() {
             return Ok(());
         }
-        inject(IoPoint::SegmentDelete)?;
+        inject(IoPoint::SegmentDelete).map_err(|e| {
+            StoreError::Io(std::io::Error::new(
+                e.kind(),
+                format!("cannot delete segments: {e}"),
+            ))
+        })?;
         self.delete_many(keys)
     }
 

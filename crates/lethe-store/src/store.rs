@@ -18,7 +18,7 @@ use crate::catalog::{live_catalog, CatalogDetail, LiveCatalog};
 use crate::compaction::CompactionPolicy;
 use crate::health::DamagedSegment;
 use crate::layout::DataDir;
-use crate::live::{LiveSet, Segment};
+use crate::live::{Leftovers, LiveSet, Segment};
 use crate::memtable::{Memtable, Tagged};
 use crate::parallel::parallel_reads;
 use crate::published;
@@ -29,7 +29,7 @@ use crate::resolver::{KnownUsers, Resolver, UserProfile};
 use crate::rewrite::PartitionRewrite;
 use crate::scan::{self, ScanRequest, Scanned};
 use crate::segment::ColumnNames;
-use crate::storage::{SegmentLocation, SegmentPlace, Storage};
+use crate::storage::{SegmentPlace, Storage};
 use crate::tail::Layout;
 use crate::wal::{WalFile, WalRoot};
 use crate::wal_writer::WalCommand;
@@ -511,7 +511,10 @@ impl Store {
                 Err(segment) => held.push(segment.key.clone()),
             }
         }
-        self.inner.storage.delete_segments(unheld)?;
+        if let Err(e) = self.inner.storage.delete_segments(unheld.clone()) {
+            self.inner.leftovers().add(unheld);
+            return Err(e);
+        }
         let deadline = Instant::now() + Duration::from_secs(300);
         for key in held {
             while self.inner.storage.size(&key)?.is_some() {
@@ -526,27 +529,10 @@ impl Store {
         Ok(())
     }
 
-    /// Deletes the objects of `retired` segments that are still there: what a commit retired
-    /// and an interrupted wait for their deletion ([`Store::await_unlinked`]: a failed
-    /// request) left behind. One still live is a caller's mistake, refused, never deleted.
-    pub fn delete_retired(&self, retired: &[SegmentLocation]) -> Result<()> {
-        {
-            let state = self.inner.state.read().unwrap_or_else(|p| p.into_inner());
-            if let Some(live) = retired.iter().find(|r| {
-                state
-                    .live
-                    .of_project(r.project_id)
-                    .iter()
-                    .any(|s| s.record.id == r.id)
-            }) {
-                return Err(StoreError::Io(std::io::Error::other(format!(
-                    "segment {} is live, not retired",
-                    live.id
-                ))));
-            }
-        }
-        let keys = retired.iter().map(Storage::key).collect();
-        self.inner.storage.delete_segments(keys)
+    /// Deletes the retired objects whose deletion failed before (a task calls this before it
+    /// says completed: one of them may hold what it removed).
+    pub fn delete_leftovers(&self) -> Result<()> {
+        self.inner.leftovers().delete(&self.inner.storage)
     }
 
     /// Unsets `keys` in every current user profile of the project, durably. Returns how many
@@ -751,6 +737,8 @@ impl Inner {
     fn run_background(self: Arc<Self>) {
         let base = Duration::from_millis(200);
         let mut tick = base;
+        // Retired objects whose deletion failed are tried again, backing off as flushes do.
+        let (mut leftovers_wait, mut leftovers_at) = (base, Instant::now());
         loop {
             {
                 let stop = lock(&self.wake.0);
@@ -768,6 +756,18 @@ impl Inner {
                 s.memtable
                     .flush_due(self.config.flush_events, self.config.flush_interval)
             };
+            if Instant::now() >= leftovers_at {
+                leftovers_wait = match self.leftovers().delete(&self.storage) {
+                    Ok(()) => base,
+                    Err(e) => {
+                        let wait = (leftovers_wait * 2).min(Duration::from_secs(30));
+                        tracing::error!(error = %e, retry_in_ms = wait.as_millis() as u64,
+                            "retired segments still cannot be deleted; will retry");
+                        wait
+                    }
+                };
+                leftovers_at = Instant::now() + leftovers_wait;
+            }
             if due {
                 match self.flush().and_then(|()| self.compact()) {
                     Ok(()) => tick = base,
@@ -966,6 +966,12 @@ impl Inner {
                 tracing::warn!(project_id, error = %e, "publishing the manifest failed");
             }
         }
+    }
+
+    /// What retired segments' failed deletions left, to delete again.
+    fn leftovers(&self) -> Arc<Leftovers> {
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+        state.live.leftovers.clone()
     }
 
     fn publish_gauges(&self) {

@@ -1,6 +1,7 @@
 //! Crash safety of deletion: the worker is stopped abruptly (abort, as `kill -9`) at each step
 //! of a task; after a restart the task resumes and ends in exactly the state an uninterrupted
-//! run gives, with nothing of the removed data left on disk.
+//! run gives, with nothing of the removed data left on disk. And when the storage refuses to
+//! delete the old segments, a task never says completed while they are there.
 
 mod common;
 
@@ -157,24 +158,18 @@ fn crash_after_profiles_and_catalog_before_completion() {
     resumes_after_crash_at("delete:before_complete");
 }
 
-/// A request that deletes the segments a day's commit retired fails (EIO, once): the attempt
-/// fails after the commit, and the next one skips that day but deletes its old objects before
-/// the task says completed. Checked before any restart, whose clean-up would hide the fault.
-#[test]
-#[cfg_attr(
-    not(feature = "failpoints"),
-    ignore = "needs the failpoints feature (scripts/test.sh)"
-)]
-fn a_failed_deletion_of_retired_segments_is_done_again_before_completion() {
+/// Submits the task of `resumes_after_crash_at` to a server whose deletions of segment
+/// objects fail as `faults` says (`LETHE_FAULTS`), and waits until it ends.
+fn task_with_failing_deletions(faults: &str) -> (tempfile::TempDir, Server, Value) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
-    let server = Server::start_with_env(&dir, &[], &[("LETHE_FAULTS", "segment_delete@1-1")]);
+    let server = Server::start_with_env(&dir, &[], &[("LETHE_FAULTS", faults)]);
     let keys = server.first_start_keys();
     let token = server.admin_token();
     plant(&server, &token, keys.project_id);
     let now = chrono::Utc::now();
     let body = json!({
-        "name": "a failed deletion request",
+        "name": "failing deletion requests",
         "start": (now - chrono::Duration::days(4)).to_rfc3339(),
         "end": now.to_rfc3339(),
         "confirm": "DELETE",
@@ -188,20 +183,62 @@ fn a_failed_deletion_of_retired_segments_is_done_again_before_completion() {
     assert_eq!(s, 202, "{task}");
     let id = task["id"].as_i64().unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
-    let done = loop {
+    let ended = loop {
         let (_, t) = server.get_as(&token, &format!("/api/v1/deletion-tasks/{id}"));
-        if t["status"] == "completed" {
+        if t["status"] == "completed" || t["status"] == "failed" {
             break t;
         }
-        assert!(t["status"] != "failed" && Instant::now() < deadline, "{t}");
+        assert!(Instant::now() < deadline, "{t}");
         std::thread::sleep(Duration::from_millis(50));
     };
+    (tmp, server, ended)
+}
+
+/// A request that deletes the segments a day's commit retired fails once (EIO): the attempt
+/// fails after the commit, and the task completes only once the old objects are gone,
+/// checked before any restart (whose clean-up would hide the fault).
+#[test]
+#[cfg_attr(
+    not(feature = "failpoints"),
+    ignore = "needs the failpoints feature (scripts/test.sh)"
+)]
+fn a_failed_deletion_of_retired_segments_is_done_again_before_completion() {
+    let (tmp, server, done) = task_with_failing_deletions("segment_delete@1-1");
+    assert_eq!(done["status"], "completed", "{done}");
     assert_eq!(done["attempts"], 2, "the first attempt failed: {done}");
     assert_eq!(done["result"]["events_deleted"], 60, "{done}");
     assert_eq!(done["result"]["matches_preview"], true, "{done}");
     assert_eq!(
-        common::scan(&dir, &["DROP-MARKER", "KEEP-MARKER", "SECRET-MARKER"]),
+        common::scan(
+            &tmp.path().join("data"),
+            &["DROP-MARKER", "KEEP-MARKER", "SECRET-MARKER"]
+        ),
         ["KEEP-MARKER"]
+    );
+    server.stop();
+}
+
+/// While the storage refuses every deletion, a task never says completed: its committed
+/// days' old objects still hold what it removes. It fails, saying why; the next start deletes
+/// the objects no manifest names.
+#[test]
+#[cfg_attr(
+    not(feature = "failpoints"),
+    ignore = "needs the failpoints feature (scripts/test.sh)"
+)]
+fn a_task_whose_old_segments_cannot_be_deleted_fails_and_never_says_completed() {
+    let (tmp, server, failed) = task_with_failing_deletions("segment_delete@1-1000000");
+    assert_eq!(failed["status"], "failed", "{failed}");
+    let error = failed["error"].as_str().unwrap();
+    assert!(error.contains("cannot delete segments"), "{error}");
+    let dir = tmp.path().join("data");
+    assert!(common::scan(&dir, &["DROP-MARKER"]) == ["DROP-MARKER"]);
+    server.stop();
+    let server = Server::start_on(&dir, &[]);
+    assert_eq!(
+        common::scan(&dir, &["DROP-MARKER", "KEEP-MARKER", "SECRET-MARKER"]),
+        ["KEEP-MARKER"],
+        "the start deleted the retired objects"
     );
     server.stop();
 }
