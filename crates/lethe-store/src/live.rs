@@ -39,7 +39,6 @@ pub struct Segment {
     /// which is what a read from a bucket costs. It goes with the segment.
     footer: OnceLock<Bytes>,
     footers: Arc<FooterCache>,
-    leftovers: Arc<Leftovers>,
 }
 
 /// The memory the live segments' cached footers may take together. A footer is a few to a
@@ -301,29 +300,8 @@ impl Drop for Segment {
         if self.retired.load(Ordering::Acquire) {
             if let Err(e) = self.storage.delete_segments(vec![self.key.clone()]) {
                 tracing::error!(error = %e, "cannot delete a retired segment; it is tried again");
-                self.leftovers.add(vec![self.key.clone()]);
             }
         }
-    }
-}
-
-/// Retired objects whose deletion failed (the bucket or disk refused, past its retries): a
-/// task deletes them before it may say completed, the background deletes them too, and no
-/// start keeps them (no manifest names them).
-#[derive(Debug, Default)]
-pub(crate) struct Leftovers(Mutex<Vec<Key>>);
-
-impl Leftovers {
-    pub fn add(&self, keys: Vec<Key>) {
-        lock(&self.0).extend(keys);
-    }
-
-    /// Deletes them; if that fails, they stay for the next call.
-    pub fn delete(&self, storage: &Storage) -> Result<()> {
-        let keys = std::mem::take(&mut *lock(&self.0));
-        storage
-            .delete_segments(keys.clone())
-            .inspect_err(|_| self.add(keys))
     }
 }
 
@@ -333,8 +311,6 @@ pub(crate) struct LiveSet {
     by_project: HashMap<i64, Vec<Arc<Segment>>>,
     quarantine: Arc<Quarantine>,
     footers: Arc<FooterCache>,
-    /// What retired segments' failed deletions left.
-    pub leftovers: Arc<Leftovers>,
 }
 
 impl LiveSet {
@@ -360,7 +336,6 @@ impl LiveSet {
                     quarantine: self.quarantine.clone(),
                     footer: OnceLock::new(),
                     footers: self.footers.clone(),
-                    leftovers: self.leftovers.clone(),
                 }));
         }
     }

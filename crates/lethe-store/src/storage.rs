@@ -12,7 +12,7 @@
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -25,7 +25,7 @@ use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, P
 use lethe_meta::SegmentRecord;
 
 use crate::faults::{inject, IoPoint};
-use crate::{Result, StoreError};
+use crate::{lock, Result, StoreError};
 
 /// How many objects [`Storage::get_each`] fetches at a time.
 const FETCHES_IN_FLIGHT: usize = 16;
@@ -110,6 +110,9 @@ pub struct Storage {
     root_name: String,
     /// The runtime a network backend's client runs on (the local backend needs none).
     runtime: Option<tokio::runtime::Runtime>,
+    /// Segment objects whose deletion failed (the bucket or disk refused, past its retries),
+    /// to delete again: one may hold what a deletion task removed.
+    leftovers: Mutex<Vec<Key>>,
 }
 
 impl Drop for Storage {
@@ -138,6 +141,7 @@ impl Storage {
         Ok(Storage {
             objects: Arc::new(objects),
             local_root: Some(root.to_path_buf()),
+            leftovers: Mutex::default(),
             root_name: root.display().to_string(),
             runtime: None,
         })
@@ -180,6 +184,7 @@ impl Storage {
         Ok(Storage {
             objects: Arc::new(PrefixStore::new(s3, prefix)),
             local_root: None,
+            leftovers: Mutex::default(),
             root_name: format!("s3://{bucket}/{prefix}"),
             runtime: Some(runtime),
         })
@@ -416,17 +421,30 @@ impl Storage {
     }
 
     /// Deletes segment objects (gone ones are not an error), in bulk where the backend can.
+    /// If that fails, they are kept for [`Storage::delete_leftovers`].
     pub(crate) fn delete_segments(&self, keys: Vec<Key>) -> Result<()> {
         if keys.is_empty() {
             return Ok(());
         }
-        inject(IoPoint::SegmentDelete).map_err(|e| {
-            StoreError::Io(std::io::Error::new(
-                e.kind(),
-                format!("cannot delete segments: {e}"),
-            ))
-        })?;
-        self.delete_many(keys)
+        let deleted = inject(IoPoint::SegmentDelete)
+            .map_err(|e| {
+                StoreError::Io(std::io::Error::new(
+                    e.kind(),
+                    format!("cannot delete segments: {e}"),
+                ))
+            })
+            .and_then(|()| self.delete_many(keys.clone()));
+        if deleted.is_err() {
+            lock(&self.leftovers).extend(keys);
+        }
+        deleted
+    }
+
+    /// Deletes again the segment objects whose deletion failed before; those that fail
+    /// again stay for the next call.
+    pub(crate) fn delete_leftovers(&self) -> Result<()> {
+        let keys = std::mem::take(&mut *lock(&self.leftovers));
+        self.delete_segments(keys)
     }
 
     /// Every segment object there is, by location (objects whose key is not a segment's are

@@ -18,7 +18,7 @@ use crate::catalog::{live_catalog, CatalogDetail, LiveCatalog};
 use crate::compaction::CompactionPolicy;
 use crate::health::DamagedSegment;
 use crate::layout::DataDir;
-use crate::live::{Leftovers, LiveSet, Segment};
+use crate::live::{LiveSet, Segment};
 use crate::memtable::{Memtable, Tagged};
 use crate::parallel::parallel_reads;
 use crate::published;
@@ -511,10 +511,7 @@ impl Store {
                 Err(segment) => held.push(segment.key.clone()),
             }
         }
-        if let Err(e) = self.inner.storage.delete_segments(unheld.clone()) {
-            self.inner.leftovers().add(unheld);
-            return Err(e);
-        }
+        self.inner.storage.delete_segments(unheld)?;
         let deadline = Instant::now() + Duration::from_secs(300);
         for key in held {
             while self.inner.storage.size(&key)?.is_some() {
@@ -529,10 +526,10 @@ impl Store {
         Ok(())
     }
 
-    /// Deletes the retired objects whose deletion failed before (a task calls this before it
-    /// says completed: one of them may hold what it removed).
+    /// Deletes the segment objects whose deletion failed before, retired or never committed
+    /// (a task calls this before it says completed: one of them may hold what it removed).
     pub fn delete_leftovers(&self) -> Result<()> {
-        self.inner.leftovers().delete(&self.inner.storage)
+        self.inner.storage.delete_leftovers()
     }
 
     /// Unsets `keys` in every current user profile of the project, durably. Returns how many
@@ -737,7 +734,7 @@ impl Inner {
     fn run_background(self: Arc<Self>) {
         let base = Duration::from_millis(200);
         let mut tick = base;
-        // Retired objects whose deletion failed are tried again, backing off as flushes do.
+        // Segment objects whose deletion failed are tried again, backing off as flushes do.
         let (mut leftovers_wait, mut leftovers_at) = (base, Instant::now());
         loop {
             {
@@ -757,12 +754,12 @@ impl Inner {
                     .flush_due(self.config.flush_events, self.config.flush_interval)
             };
             if Instant::now() >= leftovers_at {
-                leftovers_wait = match self.leftovers().delete(&self.storage) {
+                leftovers_wait = match self.storage.delete_leftovers() {
                     Ok(()) => base,
                     Err(e) => {
                         let wait = (leftovers_wait * 2).min(Duration::from_secs(30));
                         tracing::error!(error = %e, retry_in_ms = wait.as_millis() as u64,
-                            "retired segments still cannot be deleted; will retry");
+                            "segment objects still cannot be deleted; will retry");
                         wait
                     }
                 };
@@ -966,12 +963,6 @@ impl Inner {
                 tracing::warn!(project_id, error = %e, "publishing the manifest failed");
             }
         }
-    }
-
-    /// What retired segments' failed deletions left, to delete again.
-    fn leftovers(&self) -> Arc<Leftovers> {
-        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
-        state.live.leftovers.clone()
     }
 
     fn publish_gauges(&self) {

@@ -68,14 +68,16 @@ impl SegmentWriter {
         }
     }
 
-    /// Deletes objects written for a commit that did not happen (a failure to delete them
-    /// leaves them to the next start, which removes every object the manifest does not name).
+    /// Deletes objects written for a commit that did not happen (one that cannot be deleted
+    /// now is tried again later, and the next start removes every object the manifest does
+    /// not name).
     pub fn discard(&self, records: &[SegmentRecord]) {
-        for record in records {
-            let key = Storage::key(&SegmentLocation::of(record));
-            if let Err(e) = self.storage.delete(&key) {
-                tracing::warn!(error = %e, "cannot delete an uncommitted segment; the next start removes it");
-            }
+        let keys = records
+            .iter()
+            .map(|r| Storage::key(&SegmentLocation::of(r)))
+            .collect();
+        if let Err(e) = self.storage.delete_segments(keys) {
+            tracing::warn!(error = %e, "cannot delete uncommitted segments; they are tried again");
         }
     }
 
