@@ -63,6 +63,10 @@ pub struct StoreConfig {
     pub wal: WalPlace,
     /// A cluster writer's lease: no write is acknowledged after it (`None`: no lease).
     pub ack_deadline: Option<crate::AckDeadline>,
+    /// How long a deletion waits for readers (an export, a query) still holding a segment
+    /// it retired before it deletes the object under them: a reader, a slow client's
+    /// export say, must not keep removed data on disk, so it fails instead.
+    pub reader_grace: Duration,
 }
 
 /// Where a store keeps its WAL.
@@ -89,6 +93,7 @@ impl Default for StoreConfig {
             segments: SegmentPlace::DataDir,
             wal: WalPlace::DataDir,
             ack_deadline: None,
+            reader_grace: Duration::from_secs(60),
         }
     }
 }
@@ -500,8 +505,8 @@ impl Store {
     }
 
     /// Drops retired `segments` and waits until their objects are deleted: those no reader
-    /// holds at once, in bulk; the others when their readers let go (a reader never holds
-    /// one for long).
+    /// holds at once, in bulk; the others when their readers let go, or, past the readers'
+    /// grace (`StoreConfig::reader_grace`), under them (their reads then fail).
     pub fn await_unlinked(&self, segments: Vec<Arc<Segment>>) -> Result<()> {
         let mut unheld = Vec::new();
         let mut held = Vec::new();
@@ -512,16 +517,20 @@ impl Store {
             }
         }
         self.inner.storage.delete_segments(unheld)?;
-        let deadline = Instant::now() + Duration::from_secs(300);
-        for key in held {
-            while self.inner.storage.size(&key)?.is_some() {
-                if Instant::now() > deadline {
-                    return Err(StoreError::Io(std::io::Error::other(
-                        "retired segments are still held by a reader",
-                    )));
-                }
-                std::thread::sleep(Duration::from_millis(10));
+        let deadline = Instant::now() + self.inner.config.reader_grace;
+        while !held.is_empty() {
+            held.retain(|key| !matches!(self.inner.storage.size(key), Ok(None)));
+            if held.is_empty() {
+                break;
             }
+            if Instant::now() > deadline {
+                tracing::warn!(
+                    segments = held.len(),
+                    "readers held retired segments past their grace; deleted under them"
+                );
+                return self.inner.storage.delete_segments(held);
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
         Ok(())
     }

@@ -369,6 +369,47 @@ fn a_retired_segment_goes_when_its_last_reader_lets_go() {
     assert!(after.iter().all(|o| !live.contains(o)), "{after:?}");
 }
 
+/// A reader that holds a retired segment past the readers' grace (a slow client's export)
+/// does not keep it on disk: the object is deleted under it, and its next read fails (an
+/// error, not a damaged segment).
+#[test]
+fn a_reader_past_its_grace_does_not_keep_a_retired_segment() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = StoreConfig {
+        reader_grace: std::time::Duration::ZERO,
+        ..StoreConfig::default()
+    };
+    let (_, store) = open_with(tmp.path(), config);
+    let json = r#"{"event_type":"a","user_id":"user-1","event_properties":{"email":"x@y"}}"#;
+    store.ingest(1, vec![event(json)]).unwrap();
+    store.flush().unwrap();
+    let objects = || segment_files(&tmp.path().join("segments"));
+    let old = objects();
+    let day = store.snapshot(1, None).segments[0].record.day.clone();
+    let rewrite = store.begin_rewrite(1, &day);
+    let source = rewrite.live()[0].open().unwrap();
+    let email = PropertyKind::Event.column(source.segment.record.event_properties[0]);
+    let output = lethe_store::Output::Columns {
+        source,
+        drop: vec![email],
+        replace: Default::default(),
+    };
+    rewrite.stage(output).unwrap();
+    let reader = store.snapshot(1, None).segments[0].clone();
+    let retired = rewrite.commit(Default::default(), None).unwrap();
+    store.await_unlinked(retired).unwrap();
+    let now = objects();
+    assert_eq!(now.len(), 1);
+    assert!(!old.contains(&now[0]), "the retired object is gone");
+    assert!(
+        reader.read_batches(None).is_err(),
+        "the reader's next read fails"
+    );
+    assert!(store.damaged_segments().is_empty(), "gone, not damaged");
+    drop(reader);
+    assert_eq!(objects(), now);
+}
+
 #[test]
 fn a_rewrite_whose_source_was_merged_meanwhile_commits_nothing() {
     let tmp = tempfile::tempdir().unwrap();
