@@ -397,9 +397,10 @@ pub fn execute(
         // An access request's copy of their data goes with it.
         crate::access::forget_access_files(store, meta, task.project_id, &erased_users)?;
     }
-    // A retired object whose deletion failed (this task's, an earlier attempt's, a
-    // compaction's) may hold what the task removed: it goes before `completed`.
-    store.delete_leftovers()?;
+    // An object no manifest names that is still there (held by a reader, or whose deletion
+    // failed; this task's, an earlier attempt's, a compaction's) may hold what the task
+    // removed: it goes before `completed`.
+    store.await_no_leftovers(task.project_id)?;
     let (profiles_changed, changed_tables) = unset_profile_keys(store, task.project_id, spec)?;
     meta.purge_deleted_rows(&changed_tables)?;
     // The erased users' identities and profiles (this task's, or an interrupted one's), where

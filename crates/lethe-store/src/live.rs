@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use arrow_array::RecordBatch;
 use bytes::Bytes;
@@ -311,6 +311,8 @@ pub(crate) struct LiveSet {
     by_project: HashMap<i64, Vec<Arc<Segment>>>,
     quarantine: Arc<Quarantine>,
     footers: Arc<FooterCache>,
+    /// Segments retired here, whose objects go when their last holder lets go.
+    retired: Vec<Weak<Segment>>,
 }
 
 impl LiveSet {
@@ -352,10 +354,22 @@ impl LiveSet {
         if let Some(list) = self.by_project.get_mut(&project_id) {
             list.retain(|s| !retired.iter().any(|r| Arc::ptr_eq(s, r)));
         }
+        self.retired.retain(|s| s.strong_count() > 0);
         for s in retired {
             s.retired.store(true, Ordering::Release);
+            self.retired.push(Arc::downgrade(s));
         }
         self.add(storage, added, true);
+    }
+
+    /// The retired segments of a project that someone still holds (a reader, or the
+    /// commit's caller until it lets go): their objects are still there.
+    pub fn retired_held(&self, project_id: i64) -> Vec<Arc<Segment>> {
+        self.retired
+            .iter()
+            .filter_map(Weak::upgrade)
+            .filter(|s| s.record.project_id == project_id)
+            .collect()
     }
 
     /// The segments of one project.

@@ -535,9 +535,20 @@ impl Store {
         Ok(())
     }
 
-    /// Deletes the segment objects whose deletion failed before, retired or never committed
-    /// (a task calls this before it says completed: one of them may hold what it removed).
-    pub fn delete_leftovers(&self) -> Result<()> {
+    /// Makes sure no segment object of the project outside the manifest remains, whoever
+    /// retired or wrote it (this task, an earlier attempt, a compaction, a failed flush):
+    /// retired segments still held are waited for as [`Store::await_unlinked`] does, and
+    /// deletions that failed are tried again. A task calls this before it says completed,
+    /// since any of them may hold what it removed.
+    pub fn await_no_leftovers(&self, project_id: i64) -> Result<()> {
+        let held = self
+            .inner
+            .state
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .live
+            .retired_held(project_id);
+        self.await_unlinked(held)?;
         self.inner.storage.delete_leftovers()
     }
 

@@ -410,6 +410,46 @@ fn a_reader_past_its_grace_does_not_keep_a_retired_segment() {
     assert_eq!(objects(), now);
 }
 
+/// A segment that compaction merged away, still held by a reader, still holds its events:
+/// a deletion task's last step (`await_no_leftovers`) waits for it as for its own, and past
+/// the readers' grace deletes it under the reader.
+#[test]
+fn a_task_does_not_end_while_a_merged_segment_is_held() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = StoreConfig {
+        reader_grace: std::time::Duration::ZERO,
+        ..StoreConfig::default()
+    };
+    let (_, store) = open_with(tmp.path(), config);
+    for i in 0..4 {
+        let json = format!(r#"{{"event_type":"a","user_id":"user-{i}"}}"#);
+        store.ingest(1, vec![event(&json)]).unwrap();
+        store.flush().unwrap();
+    }
+    let objects = || segment_files(&tmp.path().join("segments"));
+    let small = objects();
+    let reader = store.snapshot(1, None).segments[0].clone();
+    store.compact().unwrap();
+    let merged = store.snapshot(1, None).segments;
+    assert_eq!(merged.len(), 1);
+    assert_eq!(
+        objects().len(),
+        2,
+        "the merged segment, and the one a reader holds"
+    );
+    store.await_no_leftovers(2).unwrap();
+    assert_eq!(
+        objects().len(),
+        2,
+        "another project's task leaves it to its reader"
+    );
+    store.await_no_leftovers(1).unwrap();
+    let now = objects();
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert!(!small.contains(&now[0]));
+    assert!(reader.read_batches(None).is_err());
+}
+
 #[test]
 fn a_rewrite_whose_source_was_merged_meanwhile_commits_nothing() {
     let tmp = tempfile::tempdir().unwrap();
