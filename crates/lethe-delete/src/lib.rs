@@ -56,11 +56,13 @@ pub enum DeleteError {
 
 impl DeleteError {
     /// Whether another attempt would fail the same way: a segment the task must rewrite is
-    /// damaged (quarantined) and cannot be read until an operator restores it.
+    /// damaged (quarantined) and cannot be read until an operator restores it, or the bucket
+    /// keeps versions (nothing deleted there goes).
     pub fn is_permanent(&self) -> bool {
         matches!(
             self,
             DeleteError::Store(lethe_store::StoreError::Corrupt { .. })
+                | DeleteError::Store(lethe_store::StoreError::VersionedBucket)
                 | DeleteError::CorruptTask { .. }
                 | DeleteError::Redacted(_)
         )

@@ -150,9 +150,7 @@ impl Storage {
     /// A deployment's segments for the server: a bucket that keeps versions is refused.
     pub fn open(place: &SegmentPlace, segments_dir: &Path) -> Result<Storage> {
         let storage = Storage::for_reading(place, segments_dir)?;
-        if matches!(place, SegmentPlace::S3 { .. }) {
-            storage.refuse_versioned_bucket()?;
-        }
+        storage.refuse_versioned_bucket()?;
         Ok(storage)
     }
 
@@ -191,8 +189,13 @@ impl Storage {
     }
 
     /// A probe PUT: a bucket that answers with a version id keeps every object's bytes
-    /// after a DELETE (versioning enabled or suspended), so lethe refuses to use it.
-    fn refuse_versioned_bucket(&self) -> Result<()> {
+    /// after a DELETE (versioning enabled or suspended), so lethe refuses to use it. Checked
+    /// at the start, and again before a deletion task may complete (versioning can be turned
+    /// on later); a local directory has no versions.
+    pub(crate) fn refuse_versioned_bucket(&self) -> Result<()> {
+        if self.is_local() {
+            return Ok(());
+        }
         let probe = Key::from(format!("_probe/{}", uuid::Uuid::now_v7().simple()));
         let options = PutOptions {
             mode: PutMode::Create,
@@ -246,9 +249,18 @@ impl Storage {
             mode: PutMode::Create,
             ..Default::default()
         };
-        self.run(self.objects.put_opts(key, bytes.into(), options))
+        let put = self
+            .run(self.objects.put_opts(key, bytes.into(), options))
             .map_err(|e| storage_error(doing, e))?;
-        Ok(())
+        // Versioning turned on since the start: what is written now could never be deleted
+        // (the DELETE here only hides it behind a marker), so nothing more is.
+        match put.version {
+            None => Ok(()),
+            Some(_) => {
+                let _ = self.delete(key);
+                Err(StoreError::VersionedBucket)
+            }
+        }
     }
 
     /// Writes a project's published manifest of `version` (`published.rs`), create-only.

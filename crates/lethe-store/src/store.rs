@@ -539,7 +539,8 @@ impl Store {
     /// retired or wrote it (this task, an earlier attempt, a compaction, a failed flush):
     /// retired segments still held are waited for as [`Store::await_unlinked`] does, and
     /// deletions that failed are tried again. A task calls this before it says completed,
-    /// since any of them may hold what it removed.
+    /// since any of them may hold what it removed; and a bucket that started keeping versions
+    /// since the start (where every deleted object stays) is refused here too.
     pub fn await_no_leftovers(&self, project_id: i64) -> Result<()> {
         let held = self
             .inner
@@ -549,7 +550,8 @@ impl Store {
             .live
             .retired_held(project_id);
         self.await_unlinked(held)?;
-        self.inner.storage.delete_leftovers()
+        self.inner.storage.delete_leftovers()?;
+        self.inner.storage.refuse_versioned_bucket()
     }
 
     /// Unsets `keys` in every current user profile of the project, durably. Returns how many

@@ -1,7 +1,8 @@
 //! Segments on S3-compatible object storage (`--segments s3://bucket/prefix`), against moto's
 //! S3 server on loopback: events are stored as objects under the prefix and read back, a
 //! deletion task leaves none of the removed values in any object of the bucket (`lethe scan`
-//! on the deployment), and a bucket that keeps versions is refused at start.
+//! on the deployment), and a bucket that keeps versions is refused at start, or fails every
+//! write and task once it starts keeping them.
 
 mod common;
 
@@ -132,6 +133,61 @@ fn events_live_in_the_bucket_and_a_deletion_leaves_no_object_holding_them() {
         report.contains(&format!("damaged: s3://lethe-segments/{segment}")),
         "{report}"
     );
+}
+
+/// Versioning turned on while lethe runs: a DELETE would keep every removed segment as a
+/// noncurrent version, so a deletion task fails, saying why, and never says completed; nor
+/// is anything more written to the bucket (it could never be deleted).
+#[test]
+fn a_bucket_that_starts_keeping_versions_fails_the_task_and_every_write() {
+    let moto = S3Server::start();
+    moto.bucket("later-versioned", false);
+    let tmp = tempfile::tempdir().unwrap();
+    let server = lethe(&moto, &tmp.path().join("data"), "later-versioned");
+    let keys: Keys = server.first_start_keys();
+    let events: Vec<Value> = (0..4)
+        .map(|i| json!({"event_type": if i % 2 == 0 { "Flood" } else { "Signup" }, "user_id": format!("user-{i}")}))
+        .collect();
+    assert_eq!(server.send(&keys, json!(events)).0, 200);
+    let segments = || {
+        moto.keys("later-versioned")
+            .into_iter()
+            .filter(|k| k.ends_with(".parquet"))
+            .count()
+    };
+    wait_until("the events are flushed into the bucket", || segments() > 0);
+    moto.boto3(
+        "later-versioned",
+        "s3.put_bucket_versioning(Bucket=b, VersioningConfiguration={'Status': 'Enabled'})",
+    );
+    let written = segments();
+
+    let token = server.admin_token();
+    let now = chrono::Utc::now() + chrono::Duration::seconds(1);
+    std::thread::sleep(Duration::from_millis(1100));
+    let body = json!({
+        "name": "remove the flood",
+        "start": (now - chrono::Duration::days(1)).to_rfc3339(),
+        "end": now.to_rfc3339(),
+        "clauses": [{"kind": "event", "event_types": ["Flood"]}],
+        "confirm": "DELETE",
+    });
+    let path = format!("/api/v1/projects/{}/deletion-tasks", keys.project_id);
+    let (status, task) = server.post_as(&token, &path, &body);
+    assert_eq!(status, 202, "{task}");
+    let id = task["id"].as_i64().unwrap();
+    let mut ended = Value::Null;
+    wait_until("the task ends", || {
+        ended = server
+            .get_as(&token, &format!("/api/v1/deletion-tasks/{id}"))
+            .1;
+        ended["status"] == "completed" || ended["status"] == "failed"
+    });
+    assert_eq!(ended["status"], "failed", "{ended}");
+    let error = ended["error"].as_str().unwrap();
+    assert!(error.contains("keeps object versions"), "{error}");
+    assert_eq!(segments(), written, "no segment was written since");
+    server.stop();
 }
 
 /// Starts `lethe serve` with `--segments <segments>` and `env`, expects it to refuse, and
