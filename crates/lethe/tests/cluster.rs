@@ -122,6 +122,16 @@ fn three_nodes_lose_no_acknowledged_event_and_finish_a_task_once_across_kills() 
     let dies_in_task = [("LETHE_FAILPOINT", "rewrite:after_write".to_string())];
     let a = start("a", &[]);
     let keys = a.first_start_keys();
+    // The first node listens before it has taken the lease and opened the store (it answers
+    // as a standby meanwhile): the others start once it serves as the writer.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while role(&a) != "writer" {
+        assert!(
+            Instant::now() < deadline,
+            "the first node never became the writer"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let mut b = start("b", &dies_in_task);
     let mut c = start("c", &dies_in_task);
     assert_eq!(
