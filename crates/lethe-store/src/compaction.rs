@@ -65,9 +65,10 @@ impl CompactionPolicy {
 }
 
 impl Inner {
-    /// Merges small segments of each day, as the policy picks them.
+    /// Merges small segments of each day, as the policy picks them. The writer lock is held
+    /// for one day at a time, so that flushes, imports and tasks wait for one day's merge at
+    /// most, not for a whole backlog's (after a large import, say).
     pub(crate) fn compact(&self) -> Result<()> {
-        let _writer = lock(&self.writer);
         let healthy: Vec<Arc<Segment>> = {
             let state = self.state.read().unwrap_or_else(|p| p.into_inner());
             state
@@ -88,8 +89,13 @@ impl Inner {
         Ok(())
     }
 
-    /// Merges the segments of one day into one.
+    /// Merges the segments of one day into one, unless one of them was retired since they
+    /// were picked (a task rewrote it: the next pass picks again).
     fn compact_day(&self, inputs: Vec<Arc<Segment>>) -> Result<()> {
+        let _writer = lock(&self.writer);
+        if inputs.iter().any(|s| s.is_retired()) {
+            return Ok(());
+        }
         let started = Instant::now();
         let first = &inputs[0].record;
         let (project_id, day) = (first.project_id, first.day.clone());

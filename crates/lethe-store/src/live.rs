@@ -159,6 +159,11 @@ impl Segment {
         Ok(segment.key.clone())
     }
 
+    /// Whether a commit retired the segment.
+    pub(crate) fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
+    }
+
     /// Whether the segment was found damaged.
     pub fn is_damaged(&self) -> bool {
         matches!(*lock(&self.check), Check::Damaged(_))
