@@ -48,6 +48,36 @@ fn export_all(server: &Server, keys: &common::Keys) -> BTreeMap<String, Value> {
         .collect()
 }
 
+/// Submits the task every test here runs: the `Drop` events and the `secret` values of the
+/// last four days. Returns its id.
+fn submit(server: &Server, token: &str, project: i64, name: &str) -> i64 {
+    let now = chrono::Utc::now();
+    let body = json!({
+        "name": name,
+        "start": (now - chrono::Duration::days(4)).to_rfc3339(),
+        "end": now.to_rfc3339(),
+        "confirm": "DELETE",
+        "clauses": [{"kind": "event", "event_types": ["Drop"]}, {"kind": "event_property", "properties": ["secret"]}]
+    });
+    let path = format!("/api/v1/projects/{project}/deletion-tasks");
+    let (s, task) = server.post_as(token, &path, &body);
+    assert_eq!(s, 202, "{task}");
+    task["id"].as_i64().unwrap()
+}
+
+/// The task once it is completed or failed.
+fn wait_for_end(server: &Server, token: &str, id: i64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, t) = server.get_as(token, &format!("/api/v1/deletion-tasks/{id}"));
+        if t["status"] == "completed" || t["status"] == "failed" {
+            return t;
+        }
+        assert!(Instant::now() < deadline, "{t}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn resumes_after_crash_at(failpoint: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
@@ -61,34 +91,17 @@ fn resumes_after_crash_at(failpoint: &str) {
         .filter(|(_, v)| v[0] != "Drop")
         .map(|(k, v)| (k.clone(), json!([v[0], {"kept": "KEEP-MARKER"}])))
         .collect();
-    let now = chrono::Utc::now();
-    let body = json!({
-        "name": format!("crash at {failpoint}"),
-        "start": (now - chrono::Duration::days(4)).to_rfc3339(),
-        "end": now.to_rfc3339(),
-        "confirm": "DELETE",
-        "clauses": [{"kind": "event", "event_types": ["Drop"]}, {"kind": "event_property", "properties": ["secret"]}]
-    });
-    let (s, task) = server.post_as(
+    let id = submit(
+        &server,
         &token,
-        &format!("/api/v1/projects/{}/deletion-tasks", keys.project_id),
-        &body,
+        keys.project_id,
+        &format!("crash at {failpoint}"),
     );
-    assert_eq!(s, 202, "{task}");
-    let id = task["id"].as_i64().unwrap();
     let dir = server.wait_exit(Duration::from_secs(60));
 
     let server = Server::start_on(&dir, &[]);
-    let token = server.admin_token();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let done = loop {
-        let (_, t) = server.get_as(&token, &format!("/api/v1/deletion-tasks/{id}"));
-        if t["status"] == "completed" {
-            break t;
-        }
-        assert!(t["status"] != "failed" && Instant::now() < deadline, "{t}");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let done = wait_for_end(&server, &server.admin_token(), id);
+    assert_eq!(done["status"], "completed", "{done}");
     assert_eq!(done["result"]["events_deleted"], 60, "{done}");
     assert_eq!(
         done["result"]["event_property_values_removed"], 60,
@@ -158,7 +171,7 @@ fn crash_after_profiles_and_catalog_before_completion() {
     resumes_after_crash_at("delete:before_complete");
 }
 
-/// Submits the task of `resumes_after_crash_at` to a server whose deletions of segment
+/// Submits the task (`submit`) to a server whose deletions of segment
 /// objects fail as `faults` says (`LETHE_FAULTS`), and waits until it ends.
 fn task_with_failing_deletions(faults: &str) -> (tempfile::TempDir, Server, Value) {
     let tmp = tempfile::tempdir().unwrap();
@@ -167,30 +180,13 @@ fn task_with_failing_deletions(faults: &str) -> (tempfile::TempDir, Server, Valu
     let keys = server.first_start_keys();
     let token = server.admin_token();
     plant(&server, &token, keys.project_id);
-    let now = chrono::Utc::now();
-    let body = json!({
-        "name": "failing deletion requests",
-        "start": (now - chrono::Duration::days(4)).to_rfc3339(),
-        "end": now.to_rfc3339(),
-        "confirm": "DELETE",
-        "clauses": [{"kind": "event", "event_types": ["Drop"]}, {"kind": "event_property", "properties": ["secret"]}]
-    });
-    let (s, task) = server.post_as(
+    let id = submit(
+        &server,
         &token,
-        &format!("/api/v1/projects/{}/deletion-tasks", keys.project_id),
-        &body,
+        keys.project_id,
+        "failing deletion requests",
     );
-    assert_eq!(s, 202, "{task}");
-    let id = task["id"].as_i64().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let ended = loop {
-        let (_, t) = server.get_as(&token, &format!("/api/v1/deletion-tasks/{id}"));
-        if t["status"] == "completed" || t["status"] == "failed" {
-            break t;
-        }
-        assert!(Instant::now() < deadline, "{t}");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let ended = wait_for_end(&server, &token, id);
     (tmp, server, ended)
 }
 
