@@ -316,8 +316,9 @@ pub(crate) struct LiveSet {
     by_project: HashMap<i64, Vec<Arc<Segment>>>,
     quarantine: Arc<Quarantine>,
     footers: Arc<FooterCache>,
-    /// Segments retired here, whose objects go when their last holder lets go.
-    retired: Vec<Weak<Segment>>,
+    /// Segments retired here (their project and key), whose objects go when their last
+    /// holder lets go; kept until the next swap after that.
+    retired: Vec<(i64, Key, Weak<Segment>)>,
 }
 
 impl LiveSet {
@@ -359,21 +360,23 @@ impl LiveSet {
         if let Some(list) = self.by_project.get_mut(&project_id) {
             list.retain(|s| !retired.iter().any(|r| Arc::ptr_eq(s, r)));
         }
-        self.retired.retain(|s| s.strong_count() > 0);
+        self.retired.retain(|(_, _, s)| s.strong_count() > 0);
         for s in retired {
             s.retired.store(true, Ordering::Release);
-            self.retired.push(Arc::downgrade(s));
+            self.retired
+                .push((project_id, s.key.clone(), Arc::downgrade(s)));
         }
         self.add(storage, added, true);
     }
 
-    /// The retired segments of a project that someone still holds (a reader, or the
-    /// commit's caller until it lets go): their objects are still there.
-    pub fn retired_held(&self, project_id: i64) -> Vec<Arc<Segment>> {
+    /// The segments of a project retired lately: those someone still holds (a reader, or
+    /// the commit's caller until it lets go), whose objects are still there, and those let
+    /// go since the last swap, whose deletion may have failed or be under way.
+    pub fn retired_of(&self, project_id: i64) -> Vec<(Key, Weak<Segment>)> {
         self.retired
             .iter()
-            .filter_map(Weak::upgrade)
-            .filter(|s| s.record.project_id == project_id)
+            .filter(|(project, _, _)| *project == project_id)
+            .map(|(_, key, segment)| (key.clone(), segment.clone()))
             .collect()
     }
 

@@ -7,12 +7,13 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::mpsc::{self, Sender};
-use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use lethe_event::{BlockList, Blocked, Day, Event, ParsedEvent};
 use lethe_meta::{now_ms, BlockKind, CatalogKind, Commit, MetaStore, ProfileRecord, SegmentRecord};
+use object_store::path::Path as Key;
 
 use crate::catalog::{live_catalog, CatalogDetail, LiveCatalog};
 use crate::compaction::CompactionPolicy;
@@ -513,43 +514,52 @@ impl Store {
         for segment in segments {
             match segment.take_unheld() {
                 Ok(key) => unheld.push(key),
-                Err(segment) => held.push(segment.key.clone()),
+                Err(segment) => held.push((segment.key.clone(), Arc::downgrade(&segment))),
             }
         }
         self.inner.storage.delete_segments(unheld)?;
+        self.await_released(held)
+    }
+
+    /// Waits until readers let go of the retired segments `held` (watched here, without a
+    /// request), for the readers' grace at most, then deletes their objects in one request:
+    /// again for those their last reader's drop deleted already (or failed to), under the
+    /// readers for the others (their next read fails).
+    fn await_released(&self, held: Vec<(Key, Weak<Segment>)>) -> Result<()> {
+        if held.is_empty() {
+            return Ok(());
+        }
         let deadline = Instant::now() + self.inner.config.reader_grace;
-        while !held.is_empty() {
-            held.retain(|key| !matches!(self.inner.storage.size(key), Ok(None)));
-            if held.is_empty() {
-                break;
-            }
-            if Instant::now() > deadline {
-                tracing::warn!(
-                    segments = held.len(),
-                    "readers held retired segments past their grace; deleted under them"
-                );
-                return self.inner.storage.delete_segments(held);
-            }
+        let still_held = || held.iter().filter(|(_, s)| s.strong_count() > 0).count();
+        while still_held() > 0 && Instant::now() <= deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
-        Ok(())
+        let past_grace = still_held();
+        if past_grace > 0 {
+            tracing::warn!(
+                segments = past_grace,
+                "readers held retired segments past their grace; deleted under them"
+            );
+        }
+        let keys = held.into_iter().map(|(key, _)| key).collect();
+        self.inner.storage.delete_segments(keys)
     }
 
     /// Makes sure no segment object of the project outside the manifest remains, whoever
     /// retired or wrote it (this task, an earlier attempt, a compaction, a failed flush):
-    /// retired segments still held are waited for as [`Store::await_unlinked`] does, and
-    /// deletions that failed are tried again. A task calls this before it says completed,
+    /// the retired segments readers may still hold are waited for as
+    /// [`Store::await_unlinked`] does, and deletions that failed are tried again. A task calls this before it says completed,
     /// since any of them may hold what it removed; and a bucket that started keeping versions
     /// since the start (where every deleted object stays) is refused here too.
     pub fn await_no_leftovers(&self, project_id: i64) -> Result<()> {
-        let held = self
+        let retired = self
             .inner
             .state
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .live
-            .retired_held(project_id);
-        self.await_unlinked(held)?;
+            .retired_of(project_id);
+        self.await_released(retired)?;
         self.inner.storage.delete_leftovers()?;
         self.inner.storage.refuse_versioned_bucket()
     }

@@ -114,6 +114,7 @@ fn events_live_in_the_bucket_and_a_deletion_leaves_no_object_holding_them() {
         let out = common::lethe()
             .args(["verify", "--data-dir"])
             .arg(&dir)
+            .envs(common::deployment(&dir))
             .envs(env.iter().copied())
             .output()
             .unwrap();
