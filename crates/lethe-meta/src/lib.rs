@@ -376,14 +376,7 @@ impl MetaStore {
                 "purge_pending names {odd:?}, which is no table of lethe's"
             )));
         }
-        {
-            let mut db = self.db.lock().unwrap_or_else(|p| p.into_inner());
-            let sql = match &*db {
-                Db::Sqlite(_) => "PRAGMA wal_checkpoint(TRUNCATE)".to_string(),
-                Db::Postgres(_) => format!("VACUUM FULL {}", pending.join(", ")),
-            };
-            db.conn()?.batch(&sql)?;
-        }
+        self.rewrite_files(&pending)?;
         self.tx(|tx| {
             for relation in &pending {
                 tx.execute(
@@ -413,11 +406,19 @@ impl MetaStore {
         if tables.is_empty() {
             return Ok(());
         }
+        let names: Vec<&str> = tables.iter().map(|t| t.name()).collect();
+        self.rewrite_files(&names)
+    }
+
+    /// Leaves no copy of deleted rows of `relations` (tables or partitions, names checked by
+    /// the caller) in the database's files: SQLite's WAL is truncated, PostgreSQL rewrites
+    /// the relations.
+    fn rewrite_files(&self, relations: &[impl AsRef<str>]) -> Result<()> {
         let mut db = self.db.lock().unwrap_or_else(|p| p.into_inner());
         let sql = match &*db {
             Db::Sqlite(_) => "PRAGMA wal_checkpoint(TRUNCATE)".to_string(),
             Db::Postgres(_) => {
-                let names: Vec<&str> = tables.iter().map(|t| t.name()).collect();
+                let names: Vec<&str> = relations.iter().map(AsRef::as_ref).collect();
                 format!("VACUUM FULL {}", names.join(", "))
             }
         };

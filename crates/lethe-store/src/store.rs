@@ -548,9 +548,10 @@ impl Store {
     /// Makes sure no segment object of the project outside the manifest remains, whoever
     /// retired or wrote it (this task, an earlier attempt, a compaction, a failed flush):
     /// the retired segments readers may still hold are waited for as
-    /// [`Store::await_unlinked`] does, and deletions that failed are tried again. A task calls this before it says completed,
-    /// since any of them may hold what it removed; and a bucket that started keeping versions
-    /// since the start (where every deleted object stays) is refused here too.
+    /// [`Store::await_unlinked`] does, and deletions that failed are tried again. A task
+    /// calls this before it says completed, since any of them may hold what it removed; and
+    /// a bucket that started keeping versions since the start (where every deleted object
+    /// stays) is refused here too.
     pub fn await_no_leftovers(&self, project_id: i64) -> Result<()> {
         let retired = self
             .inner
