@@ -48,9 +48,9 @@ fn export_all(server: &Server, keys: &common::Keys) -> BTreeMap<String, Value> {
         .collect()
 }
 
-/// Submits the task every test here runs: the `Drop` events and the `secret` values of the
-/// last four days. Returns its id.
-fn submit(server: &Server, token: &str, project: i64, name: &str) -> i64 {
+/// The task every test here runs: the `Drop` events and the `secret` values of the last four
+/// days, and where to submit it.
+fn task(project: i64, name: &str) -> (String, Value) {
     let now = chrono::Utc::now();
     let body = json!({
         "name": name,
@@ -59,10 +59,7 @@ fn submit(server: &Server, token: &str, project: i64, name: &str) -> i64 {
         "confirm": "DELETE",
         "clauses": [{"kind": "event", "event_types": ["Drop"]}, {"kind": "event_property", "properties": ["secret"]}]
     });
-    let path = format!("/api/v1/projects/{project}/deletion-tasks");
-    let (s, task) = server.post_as(token, &path, &body);
-    assert_eq!(s, 202, "{task}");
-    task["id"].as_i64().unwrap()
+    (format!("/api/v1/projects/{project}/deletion-tasks"), body)
 }
 
 /// The task once it is completed or failed.
@@ -91,16 +88,17 @@ fn resumes_after_crash_at(failpoint: &str) {
         .filter(|(_, v)| v[0] != "Drop")
         .map(|(k, v)| (k.clone(), json!([v[0], {"kept": "KEEP-MARKER"}])))
         .collect();
-    let id = submit(
-        &server,
-        &token,
-        keys.project_id,
-        &format!("crash at {failpoint}"),
-    );
+    let name = format!("crash at {failpoint}");
+    let (path, body) = task(keys.project_id, &name);
+    if let Some((status, answer)) = server.post_before_abort(&token, &path, &body) {
+        assert_eq!(status, 202, "{answer}");
+    }
     let dir = server.wait_exit(Duration::from_secs(60));
 
     let server = Server::start_on(&dir, &[]);
-    let done = wait_for_end(&server, &server.admin_token(), id);
+    let submitted = server.newest_task(&token);
+    assert_eq!(submitted["name"], name, "{submitted}");
+    let done = wait_for_end(&server, &token, submitted["id"].as_i64().unwrap());
     assert_eq!(done["status"], "completed", "{done}");
     assert_eq!(done["result"]["events_deleted"], 60, "{done}");
     assert_eq!(
@@ -171,7 +169,7 @@ fn crash_after_profiles_and_catalog_before_completion() {
     resumes_after_crash_at("delete:before_complete");
 }
 
-/// Submits the task (`submit`) to a server whose deletions of segment
+/// Submits the task (`task`) to a server whose deletions of segment
 /// objects fail as `faults` says (`LETHE_FAULTS`), and waits until it ends.
 fn task_with_failing_deletions(faults: &str) -> (tempfile::TempDir, Server, Value) {
     let tmp = tempfile::tempdir().unwrap();
@@ -180,13 +178,10 @@ fn task_with_failing_deletions(faults: &str) -> (tempfile::TempDir, Server, Valu
     let keys = server.first_start_keys();
     let token = server.admin_token();
     plant(&server, &token, keys.project_id);
-    let id = submit(
-        &server,
-        &token,
-        keys.project_id,
-        "failing deletion requests",
-    );
-    let ended = wait_for_end(&server, &token, id);
+    let (path, body) = task(keys.project_id, "failing deletion requests");
+    let (status, submitted) = server.post_as(&token, &path, &body);
+    assert_eq!(status, 202, "{submitted}");
+    let ended = wait_for_end(&server, &token, submitted["id"].as_i64().unwrap());
     (tmp, server, ended)
 }
 

@@ -309,6 +309,26 @@ impl Server {
         self.bearer(self.client.post(self.url(path)).json(body), token)
     }
 
+    /// `POST path` with a JSON body and a bearer token to a server set to abort in the work
+    /// the request starts: the answer, or `None` when the process died first (see
+    /// [`answer_unless_aborted`]).
+    pub fn post_before_abort(&self, token: &str, path: &str, body: &Value) -> Option<(u16, Value)> {
+        answer_unless_aborted(
+            self.client
+                .post(self.url(path))
+                .json(body)
+                .bearer_auth(token),
+        )
+    }
+
+    /// The newest deletion task (the list is newest first), e.g. one whose submission's answer
+    /// was lost to a crash.
+    pub fn newest_task(&self, token: &str) -> Value {
+        let (status, tasks) = self.get_as(token, "/api/v1/deletion-tasks");
+        assert_eq!(status, 200, "{tasks}");
+        tasks[0].clone()
+    }
+
     /// Submits `task` (its name and clauses, and any other field) as a confirmed deletion
     /// task of `project_id` over the last hour, as `token`.
     pub fn submit_last_hour(&self, token: &str, project_id: i64, mut task: Value) -> (u16, Value) {
@@ -401,6 +421,24 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Sends a request to a server set to abort in the work the request starts: the answer, or
+/// `None` when the process died before it was written whole. The work can reach the failpoint
+/// before the answer goes out (a worker may take a task before its 202 is sent); what the
+/// server accepted is durable either way, and the test finds it after the restart.
+pub fn answer_unless_aborted(request: RequestBuilder) -> Option<(u16, Value)> {
+    let response = match request.send() {
+        Ok(response) => response,
+        Err(e) if e.is_request() => return None,
+        Err(e) => panic!("{e}"),
+    };
+    let status = response.status().as_u16();
+    let text = response.text().ok()?;
+    Some((
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    ))
 }
 
 pub fn status_json(r: Response) -> (u16, Value) {
