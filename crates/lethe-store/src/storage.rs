@@ -124,6 +124,13 @@ impl Drop for Storage {
     }
 }
 
+/// Publishes how many segment objects wait for their deletion to be tried again: one that
+/// stays above zero means the disk or bucket refuses deletions, and what a task removed may
+/// still be there (the task fails rather than say completed).
+fn publish_leftovers(count: usize) {
+    metrics::gauge!("lethe_segment_deletions_pending").set(count as f64);
+}
+
 /// The end of an object: its last bytes and its whole size.
 pub(crate) struct Tail {
     pub size: u64,
@@ -447,7 +454,10 @@ impl Storage {
             })
             .and_then(|()| self.delete_many(keys.clone()));
         if deleted.is_err() {
-            lock(&self.leftovers).extend(keys);
+            metrics::counter!("lethe_segment_deletion_failures_total").increment(1);
+            let mut leftovers = lock(&self.leftovers);
+            leftovers.extend(keys);
+            publish_leftovers(leftovers.len());
         }
         deleted
     }
@@ -455,7 +465,11 @@ impl Storage {
     /// Deletes again the segment objects whose deletion failed before; those that fail
     /// again stay for the next call.
     pub(crate) fn delete_leftovers(&self) -> Result<()> {
-        let keys = std::mem::take(&mut *lock(&self.leftovers));
+        let keys = {
+            let mut leftovers = lock(&self.leftovers);
+            publish_leftovers(0);
+            std::mem::take(&mut *leftovers)
+        };
         self.delete_segments(keys)
     }
 

@@ -233,3 +233,86 @@ fn a_task_whose_old_segments_cannot_be_deleted_fails_and_never_says_completed() 
     );
     server.stop();
 }
+
+/// Segment objects whose deletion failed are deleted by the background on its own, with no
+/// task to ask for it and no restart: here two of the four small segments a compaction
+/// merged (the first two deletion requests fail).
+#[test]
+#[cfg_attr(
+    not(feature = "failpoints"),
+    ignore = "needs the failpoints feature (scripts/test.sh)"
+)]
+fn segments_whose_deletion_failed_are_deleted_in_the_background() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let server = Server::start_with_env(
+        &dir,
+        &["--flush-interval", "100ms"],
+        &[("LETHE_FAULTS", "segment_delete@1-2")],
+    );
+    let keys = server.first_start_keys();
+    let token = server.admin_token();
+    let t = (chrono::Utc::now() - chrono::Duration::days(1))
+        .format("%Y-%m-%d %H:%M:%S%.6f")
+        .to_string();
+    // Four imports, four small segments of one day: what compaction merges.
+    for part in 0..4 {
+        let lines: Vec<String> = (0..10)
+            .map(|i| {
+                json!({"event_type": "Small", "user_id": format!("user-{part}-{i}"),
+                "server_upload_time": t, "event_properties": {"marker": "MERGED-MARKER"}})
+                .to_string()
+            })
+            .collect();
+        let (s, b) = server.import(&token, keys.project_id, lines.join("\n"));
+        assert_eq!((s, b["ingested"].clone()), (200, json!(10)));
+    }
+    let segments_holding = || {
+        common::objects_holding(&dir, "MERGED-MARKER")
+            .into_iter()
+            .filter(|o| o.ends_with(".parquet"))
+            .count()
+    };
+    assert_eq!(segments_holding(), 4);
+    // A live event: its flush starts the compaction pass.
+    assert_eq!(
+        server
+            .send(&keys, json!([{"event_type": "Wake", "user_id": "wake-user"}]))
+            .0,
+        200
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let metric = |name: &str| {
+        let text = server.get_text("/metrics");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .map_or(0.0, |v| v.trim().parse::<f64>().unwrap())
+    };
+    while segments_holding() != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the merged segments are still there: {} objects",
+            segments_holding()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        metric("lethe_segment_deletion_failures_total") >= 2.0,
+        "the deletions failed first"
+    );
+    assert_eq!(metric("lethe_segment_deletions_pending"), 0.0);
+    let (_, events) = server.export(
+        &keys,
+        &(chrono::Utc::now() - chrono::Duration::days(2))
+            .format("%Y%m%dT%H")
+            .to_string(),
+        &chrono::Utc::now().format("%Y%m%dT%H").to_string(),
+    );
+    assert_eq!(
+        events.iter().filter(|e| e["event_type"] == "Small").count(),
+        40,
+        "the merged segment holds every event"
+    );
+    server.stop();
+}

@@ -2,7 +2,7 @@
 //! talks HTTP to it.
 #![allow(dead_code)]
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -596,6 +596,31 @@ fn without_shell_deployment(command: &mut Command) {
 /// Runs `lethe scan` with environment `env` (e.g. `LETHE_SEGMENTS` and `AWS_*`) and returns
 /// the needles it found somewhere.
 pub fn scan_with(dir: &Path, env: &[(&str, &str)], needles: &[&str]) -> Vec<String> {
+    let text = scan_output(dir, env, needles);
+    let mut found: Vec<String> = needles
+        .iter()
+        .filter(|n| text.lines().any(|l| l.starts_with(&format!("found {n:?}"))))
+        .map(|n| n.to_string())
+        .collect();
+    found.sort();
+    found
+}
+
+/// The objects (segments, WAL files, database files, …) where `lethe scan` finds `needle`.
+pub fn objects_holding(dir: &Path, needle: &str) -> BTreeSet<String> {
+    let prefix = format!("found {needle:?} in ");
+    scan_output(dir, &[], &[needle])
+        .lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .map(|l| {
+            l.rsplit_once(" (")
+                .map_or(l, |(object, _)| object)
+                .to_string()
+        })
+        .collect()
+}
+
+fn scan_output(dir: &Path, env: &[(&str, &str)], needles: &[&str]) -> String {
     let mut cmd = lethe();
     cmd.args(["scan", "--data-dir"])
         .arg(dir)
@@ -604,14 +629,7 @@ pub fn scan_with(dir: &Path, env: &[(&str, &str)], needles: &[&str]) -> Vec<Stri
     for n in needles {
         cmd.args(["--needle", n]);
     }
-    let text = stdout_of(&mut cmd);
-    let mut found: Vec<String> = needles
-        .iter()
-        .filter(|n| text.lines().any(|l| l.starts_with(&format!("found {n:?}"))))
-        .map(|n| n.to_string())
-        .collect();
-    found.sort();
-    found
+    stdout_of(&mut cmd)
 }
 
 /// Files under `dir` that an interrupted segment upload left (`<key>#<n>`).
