@@ -22,7 +22,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::ParquetMetaData;
-use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::properties::{BloomFilterPosition, EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
 use bytes::Bytes;
@@ -266,6 +266,9 @@ fn writer_properties() -> Result<WriterProperties> {
         .set_column_bloom_filter_enabled(ColumnPath::from(USER_INDEX_COLUMN), true)
         .set_column_bloom_filter_max_ndv(ColumnPath::from(USER_INDEX_COLUMN), ROW_GROUP_ROWS as u64)
         .set_column_bloom_filter_fpp(ColumnPath::from(USER_INDEX_COLUMN), USER_INDEX_FPP)
+        // Every row group's filter side by side before the footer: a lookup of users reads
+        // them in one range, which from a bucket is one request instead of one per group.
+        .set_bloom_filter_position(BloomFilterPosition::End)
         .build())
 }
 
@@ -1076,6 +1079,22 @@ mod tests {
         let batches = read_batches_between(&bytes, &needed, time, window).unwrap();
         assert_eq!(batches.len(), 1, "one row group of three");
         let (bytes, _) = sparse(Need::UserIndex);
+        let index = crate::fetched::coalesce(ranges_needed(&metadata, Need::UserIndex));
+        let last_group = metadata.row_group(metadata.num_row_groups() - 1);
+        let data_end = (0..last_group.num_columns())
+            .map(|c| last_group.column(c).byte_range())
+            .map(|(start, len)| start + len)
+            .max()
+            .unwrap();
+        assert_eq!(
+            index.len(),
+            1,
+            "the filters of every row group are one range"
+        );
+        assert!(
+            index[0].start >= data_end,
+            "after the rows, before the footer"
+        );
         assert!(may_hold_users(&bytes, &[1_005]).unwrap());
         assert!(!may_hold_users(&bytes, &[9_999_999]).unwrap());
     }
