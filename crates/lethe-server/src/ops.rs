@@ -17,7 +17,8 @@ pub fn routes() -> Router<App> {
 }
 
 /// `ok`, or `degraded` (still serving) with what is wrong: quarantined segments, a WAL
-/// that refuses writes, or flushes so far behind that ingestion waits for them.
+/// that refuses writes, flushes so far behind that ingestion waits for them, or segment
+/// objects that could not be deleted (which may hold what a deletion task removed).
 async fn health(State(app): State<App>) -> Json<serde_json::Value> {
     let damaged: Vec<serde_json::Value> = app
         .store
@@ -30,7 +31,8 @@ async fn health(State(app): State<App>) -> Json<serde_json::Value> {
         .collect();
     let wal = app.store.wal_refusal();
     let (unflushed, behind) = app.store.flush_backlog();
-    let status = if damaged.is_empty() && wal.is_none() && !behind {
+    let undeleted = app.store.pending_deletions();
+    let status = if damaged.is_empty() && wal.is_none() && !behind && undeleted == 0 {
         "ok"
     } else {
         "degraded"
@@ -48,6 +50,12 @@ async fn health(State(app): State<App>) -> Json<serde_json::Value> {
     if behind {
         body["flush"] = json!(format!(
             "behind: {unflushed} events wait for a flush; ingestion waits, then answers 503"
+        ));
+    }
+    if undeleted > 0 {
+        body["segment_deletions"] = json!(format!(
+            "failing: {undeleted} segment objects could not be deleted and are tried again; \
+             deletion tasks fail until they are gone"
         ));
     }
     Json(body)

@@ -79,19 +79,31 @@ pub(crate) fn replay_wal(
     Ok(last)
 }
 
-/// Deletes every segment object the manifest does not name: written by a commit that never
-/// happened, or retired by one whose deletion a crash interrupted.
+/// Deletes every segment object the manifest does not name (written by a commit that never
+/// happened, or retired by one whose deletion a crash interrupted), in bulk. If the storage
+/// refuses, the start goes on and the background deletes them again: no reader sees an
+/// object the manifest does not name, and no task completes while one is there.
 pub(crate) fn remove_unreferenced_segments(storage: &Storage, live: &LiveSet) -> Result<()> {
     let live: BTreeSet<&Key> = live.all().map(|s| &s.key).collect();
+    let mut unreferenced = Vec::new();
     for found in storage.list()? {
         let key = match found {
             Ok(location) => Storage::key(&location),
             Err(stray) => stray,
         };
         if !live.contains(&key) {
-            tracing::info!(object = %storage.describe(&key), "removing an unreferenced segment");
-            storage.delete(&key)?;
+            tracing::debug!(object = %storage.describe(&key), "removing an unreferenced segment");
+            unreferenced.push(key);
         }
+    }
+    if unreferenced.is_empty() {
+        return Ok(());
+    }
+    let count = unreferenced.len();
+    match storage.delete_segments(unreferenced) {
+        Ok(()) => tracing::info!(count, "removed unreferenced segments"),
+        Err(e) => tracing::error!(count, error = %e,
+            "cannot remove unreferenced segments; they are tried again in the background"),
     }
     Ok(())
 }

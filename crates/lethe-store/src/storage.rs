@@ -462,6 +462,11 @@ impl Storage {
         deleted
     }
 
+    /// How many segment objects wait for [`Storage::delete_leftovers`].
+    pub(crate) fn leftover_count(&self) -> usize {
+        lock(&self.leftovers).len()
+    }
+
     /// Deletes again the segment objects whose deletion failed before; those that fail
     /// again stay for the next call.
     pub(crate) fn delete_leftovers(&self) -> Result<()> {

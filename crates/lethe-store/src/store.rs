@@ -637,6 +637,12 @@ impl Store {
         (unflushed, unflushed >= self.inner.config.max_unflushed)
     }
 
+    /// How many segment objects wait for their deletion to be tried again (it failed): what
+    /// `/healthz` reports, since one may hold what a deletion task removed.
+    pub fn pending_deletions(&self) -> usize {
+        self.inner.storage.leftover_count()
+    }
+
     /// Why the WAL refuses writes right now, if it does.
     pub fn wal_refusal(&self) -> Option<Unavailable> {
         *lock(&self.inner.wal_refusal)

@@ -96,13 +96,7 @@ fn a_task_that_keeps_blocking_stops_the_sdk_bringing_it_back_until_lifted() {
         vec!["keep-marker-b2"],
         "a blocked event never reaches the WAL or a segment"
     );
-    let metrics = server.get_text("/metrics");
-    let blocked: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("lethe_events_blocked_total "))
-        .unwrap()
-        .parse()
-        .unwrap();
+    let blocked = server.metric("lethe_events_blocked_total");
     assert_eq!(blocked, 20.0);
 
     // Lifted: the type is stored again.

@@ -224,6 +224,21 @@ fn a_task_whose_old_segments_cannot_be_deleted_fails_and_never_says_completed() 
     assert!(error.contains("cannot delete segments"), "{error}");
     let dir = tmp.path().join("data");
     assert!(common::scan(&dir, &["DROP-MARKER"]) == ["DROP-MARKER"]);
+    // Monitoring sees it: the health check says what fails, the metrics count it.
+    let health = server.health();
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert!(
+        health["segment_deletions"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("failing")),
+        "{health}"
+    );
+    assert!(server.metric("lethe_segment_deletions_pending") > 0.0);
+    server.stop();
+    // A start whose clean-up the storage refuses serves all the same, and says so.
+    let server = Server::start_with_env(&dir, &[], &[("LETHE_FAULTS", "segment_delete@1-1000000")]);
+    assert!(server.health()["segment_deletions"].is_string());
+    assert_eq!(common::scan(&dir, &["DROP-MARKER"]), ["DROP-MARKER"]);
     server.stop();
     let server = Server::start_on(&dir, &[]);
     assert_eq!(
@@ -277,18 +292,15 @@ fn segments_whose_deletion_failed_are_deleted_in_the_background() {
     // A live event: its flush starts the compaction pass.
     assert_eq!(
         server
-            .send(&keys, json!([{"event_type": "Wake", "user_id": "wake-user"}]))
+            .send(
+                &keys,
+                json!([{"event_type": "Wake", "user_id": "wake-user"}])
+            )
             .0,
         200
     );
 
     let deadline = Instant::now() + Duration::from_secs(60);
-    let metric = |name: &str| {
-        let text = server.get_text("/metrics");
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name} ")))
-            .map_or(0.0, |v| v.trim().parse::<f64>().unwrap())
-    };
     while segments_holding() != 1 {
         assert!(
             Instant::now() < deadline,
@@ -298,10 +310,11 @@ fn segments_whose_deletion_failed_are_deleted_in_the_background() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(
-        metric("lethe_segment_deletion_failures_total") >= 2.0,
+        server.metric("lethe_segment_deletion_failures_total") >= 2.0,
         "the deletions failed first"
     );
-    assert_eq!(metric("lethe_segment_deletions_pending"), 0.0);
+    assert_eq!(server.metric("lethe_segment_deletions_pending"), 0.0);
+    assert_eq!(server.health()["status"], "ok");
     let (_, events) = server.export(
         &keys,
         &(chrono::Utc::now() - chrono::Duration::days(2))

@@ -410,9 +410,9 @@ fn an_older_row_imported_after_a_restart_does_not_replace_a_newer_profile() {
         let (s, b) = server.import(&token, keys.project_id, row(time, "B"));
         assert_eq!((s, &b["ingested"]), (200, &json!(1)), "{b}");
     }
-    // The next flush persists the time the second row moved the profile to.
-    std::thread::sleep(std::time::Duration::from_millis(1500));
-    let dir = server.kill9();
+    // The next flush (here the stop's) persists the time the second row moved the profile
+    // to.
+    server.stop();
     let server = Server::start_on(&dir, &[]);
     let token = server.admin_token();
     let (s, b) = server.import(

@@ -299,6 +299,15 @@ impl Server {
             .unwrap()
     }
 
+    /// The value of an unlabelled metric in `/metrics` (0 before it is first recorded).
+    pub fn metric(&self, name: &str) -> f64 {
+        let prefix = format!("{name} ");
+        self.get_text("/metrics")
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .map_or(0.0, |v| v.trim().parse().unwrap())
+    }
+
     /// `GET path` with a bearer token.
     pub fn get_as(&self, token: &str, path: &str) -> (u16, Value) {
         self.bearer(self.client.get(self.url(path)), token)
