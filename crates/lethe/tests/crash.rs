@@ -235,9 +235,14 @@ fn a_task_whose_old_segments_cannot_be_deleted_fails_and_never_says_completed() 
     );
     assert!(server.metric("lethe_segment_deletions_pending") > 0.0);
     server.stop();
-    // A start whose clean-up the storage refuses serves all the same, and says so.
+    // A start whose clean-up the storage refuses serves all the same, and says so (once the
+    // store is open: a cluster node answers as a standby until then).
     let server = Server::start_with_env(&dir, &[], &[("LETHE_FAULTS", "segment_delete@1-1000000")]);
-    assert!(server.health()["segment_deletions"].is_string());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !server.health()["segment_deletions"].is_string() {
+        assert!(Instant::now() < deadline, "{}", server.health());
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert_eq!(common::scan(&dir, &["DROP-MARKER"]), ["DROP-MARKER"]);
     server.stop();
     let server = Server::start_on(&dir, &[]);
