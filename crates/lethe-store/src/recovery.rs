@@ -2,14 +2,13 @@
 //! after the checkpoint is replayed into the memtable and the resolver, and the resolver
 //! relearns what recent days stored (insert ids for deduplication, keys for the daily limits).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 
 use arrow_array::{Array, StringArray, TimestampMillisecondArray};
 use lethe_event::Day;
 use lethe_meta::{now_ms, CatalogKind, MetaStore};
-use object_store::path::Path as Key;
 
 use crate::live::{LiveSet, Segment};
 use crate::memtable::Memtable;
@@ -84,17 +83,9 @@ pub(crate) fn replay_wal(
 /// refuses, the start goes on and the background deletes them again: no reader sees an
 /// object the manifest does not name, and no task completes while one is there.
 pub(crate) fn remove_unreferenced_segments(storage: &Storage, live: &LiveSet) -> Result<()> {
-    let live: BTreeSet<&Key> = live.all().map(|s| &s.key).collect();
-    let mut unreferenced = Vec::new();
-    for found in storage.list()? {
-        let key = match found {
-            Ok(location) => Storage::key(&location),
-            Err(stray) => stray,
-        };
-        if !live.contains(&key) {
-            tracing::debug!(object = %storage.describe(&key), "removing an unreferenced segment");
-            unreferenced.push(key);
-        }
+    let unreferenced = storage.unreferenced(live.all().map(|s| &s.key).collect())?;
+    for key in &unreferenced {
+        tracing::debug!(object = %storage.describe(key), "removing an unreferenced segment");
     }
     if unreferenced.is_empty() {
         return Ok(());
@@ -245,6 +236,7 @@ mod tests {
     use crate::storage::SegmentLocation;
     use bytes::Bytes;
     use lethe_meta::SegmentRecord;
+    use object_store::path::Path as Key;
 
     #[test]
     fn objects_the_manifest_does_not_name_are_deleted_and_live_ones_kept() {

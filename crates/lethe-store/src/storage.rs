@@ -10,6 +10,7 @@
 //! commit. Reads fetch exact byte ranges, so a query that needs three columns of a segment
 //! moves three columns' bytes, locally or over the network.
 
+use std::collections::BTreeSet;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -476,6 +477,22 @@ impl Storage {
             std::mem::take(&mut *leftovers)
         };
         self.delete_segments(keys)
+    }
+
+    /// The objects among the segments' that are not `live`: written for a commit in flight
+    /// or one that failed, retired and not yet deleted, or not a segment's key at all.
+    pub(crate) fn unreferenced(&self, live: BTreeSet<&Key>) -> Result<Vec<Key>> {
+        let mut found = Vec::new();
+        for listed in self.list()? {
+            let key = match listed {
+                Ok(location) => Storage::key(&location),
+                Err(stray) => stray,
+            };
+            if !live.contains(&key) {
+                found.push(key);
+            }
+        }
+        Ok(found)
     }
 
     /// Every segment object there is, by location (objects whose key is not a segment's are

@@ -1,8 +1,9 @@
 //! `lethe verify`: checks every byte the store relies on, offline or beside a running server
 //! (it only reads). Each live segment must exist with its recorded size and checksum and
-//! decode in full; the WAL files after the checkpoint must replay without damage (a torn
-//! tail of the last one is expected after a crash); the metadata database must pass
-//! SQLite's integrity check. Problems name files and offsets, never contents.
+//! decode in full, and an object no manifest names is noted; the WAL files after the
+//! checkpoint must replay without damage (a torn tail of the last one is expected after a
+//! crash); the metadata database must pass SQLite's integrity check. Problems name files
+//! and offsets, never contents.
 
 use lethe_meta::MetaStore;
 use object_store::path::Path as Key;
@@ -35,6 +36,7 @@ pub fn verify(dir: &DataDir, meta: &MetaStore, segments: &SegmentPlace) -> Resul
             .push(format!("{}: {line}", dir.meta_db().display()));
     }
     let storage = std::sync::Arc::new(Storage::for_reading(segments, &dir.segments_dir())?);
+    let mut live = Vec::new();
     for record in meta.live_segments()? {
         let key = Storage::key(&SegmentLocation::of(&record));
         report.segments += 1;
@@ -43,6 +45,15 @@ pub fn verify(dir: &DataDir, meta: &MetaStore, segments: &SegmentPlace) -> Resul
             let path = storage.describe(&key);
             report.problems.push(format!("{path}: {problem}"));
         }
+        live.push(key);
+    }
+    // Not damage, but what a deletion removed may be in one: worth knowing.
+    for key in storage.unreferenced(live.iter().collect())? {
+        report.notes.push(format!(
+            "{}: no manifest names it (written for a commit in flight or one that failed, or \
+             retired and not yet deleted); the server deletes it, and so does any start",
+            storage.describe(&key)
+        ));
     }
     let checkpoint = meta.wal_checkpoint()?;
     // A cluster's WAL is in the bucket; a node's own is in its data dir.
