@@ -446,16 +446,8 @@ impl Storage {
         if keys.is_empty() {
             return Ok(());
         }
-        let deleted = inject(IoPoint::SegmentDelete)
-            .map_err(|e| {
-                StoreError::Io(std::io::Error::new(
-                    e.kind(),
-                    format!("cannot delete segments: {e}"),
-                ))
-            })
-            .and_then(|()| self.delete_many(keys.clone()));
+        let deleted = self.try_delete_segments(&keys);
         if deleted.is_err() {
-            metrics::counter!("lethe_segment_deletion_failures_total").increment(1);
             let mut leftovers = lock(&self.leftovers);
             leftovers.extend(keys);
             publish_leftovers(leftovers.len());
@@ -468,15 +460,36 @@ impl Storage {
         lock(&self.leftovers).len()
     }
 
-    /// Deletes again the segment objects whose deletion failed before; those that fail
-    /// again stay for the next call.
+    /// Deletes again the segment objects whose deletion failed before. They stay listed
+    /// (and counted) until they are gone, so the count never reads zero while a retry is
+    /// under way; those that fail again stay for the next call.
     pub(crate) fn delete_leftovers(&self) -> Result<()> {
-        let keys = {
-            let mut leftovers = lock(&self.leftovers);
-            publish_leftovers(0);
-            std::mem::take(&mut *leftovers)
-        };
-        self.delete_segments(keys)
+        let keys = lock(&self.leftovers).clone();
+        if keys.is_empty() {
+            return Ok(());
+        }
+        self.try_delete_segments(&keys)?;
+        let deleted: BTreeSet<&Key> = keys.iter().collect();
+        let mut leftovers = lock(&self.leftovers);
+        leftovers.retain(|key| !deleted.contains(key));
+        publish_leftovers(leftovers.len());
+        Ok(())
+    }
+
+    /// One attempt to delete segment objects, counted when it fails.
+    fn try_delete_segments(&self, keys: &[Key]) -> Result<()> {
+        let deleted = inject(IoPoint::SegmentDelete)
+            .map_err(|e| {
+                StoreError::Io(std::io::Error::new(
+                    e.kind(),
+                    format!("cannot delete segments: {e}"),
+                ))
+            })
+            .and_then(|()| self.delete_many(keys.to_vec()));
+        if deleted.is_err() {
+            metrics::counter!("lethe_segment_deletion_failures_total").increment(1);
+        }
+        deleted
     }
 
     /// The objects among the segments' that are not `live`: written for a commit in flight
