@@ -112,8 +112,9 @@ pub struct Storage {
     /// The runtime a network backend's client runs on (the local backend needs none).
     runtime: Option<tokio::runtime::Runtime>,
     /// Segment objects whose deletion failed (the bucket or disk refused, past its retries),
-    /// to delete again: one may hold what a deletion task removed.
-    leftovers: Mutex<Vec<Key>>,
+    /// to delete again: one may hold what a deletion task removed. A set: a key whose
+    /// deletion fails twice (a reader's drop, then the task's own try) is one object.
+    leftovers: Mutex<BTreeSet<Key>>,
 }
 
 impl Drop for Storage {
@@ -464,14 +465,15 @@ impl Storage {
     /// (and counted) until they are gone, so the count never reads zero while a retry is
     /// under way; those that fail again stay for the next call.
     pub(crate) fn delete_leftovers(&self) -> Result<()> {
-        let keys = lock(&self.leftovers).clone();
+        let keys: Vec<Key> = lock(&self.leftovers).iter().cloned().collect();
         if keys.is_empty() {
             return Ok(());
         }
         self.try_delete_segments(&keys)?;
-        let deleted: BTreeSet<&Key> = keys.iter().collect();
         let mut leftovers = lock(&self.leftovers);
-        leftovers.retain(|key| !deleted.contains(key));
+        for key in &keys {
+            leftovers.remove(key);
+        }
         publish_leftovers(leftovers.len());
         Ok(())
     }

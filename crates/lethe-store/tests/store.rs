@@ -367,17 +367,22 @@ fn a_retired_segment_goes_when_its_last_reader_lets_go() {
     assert!(after.iter().all(|o| !live.contains(o)), "{after:?}");
 }
 
+/// A store that deletes a retired segment under its readers at once (no grace).
+fn open_without_reader_grace(dir: &std::path::Path) -> (Arc<MetaStore>, Store) {
+    let config = StoreConfig {
+        reader_grace: std::time::Duration::ZERO,
+        ..StoreConfig::default()
+    };
+    open_with(dir, config)
+}
+
 /// A reader that holds a retired segment past the readers' grace (a slow client's export)
 /// does not keep it on disk: the object is deleted under it, and its next read fails (an
 /// error, not a damaged segment).
 #[test]
 fn a_reader_past_its_grace_does_not_keep_a_retired_segment() {
     let tmp = tempfile::tempdir().unwrap();
-    let config = StoreConfig {
-        reader_grace: std::time::Duration::ZERO,
-        ..StoreConfig::default()
-    };
-    let (_, store) = open_with(tmp.path(), config);
+    let (_, store) = open_without_reader_grace(tmp.path());
     let json = r#"{"event_type":"a","user_id":"user-1","event_properties":{"email":"x@y"}}"#;
     store.ingest(1, vec![event(json)]).unwrap();
     store.flush().unwrap();
@@ -407,11 +412,7 @@ fn a_reader_past_its_grace_does_not_keep_a_retired_segment() {
 #[test]
 fn a_task_does_not_end_while_a_merged_segment_is_held() {
     let tmp = tempfile::tempdir().unwrap();
-    let config = StoreConfig {
-        reader_grace: std::time::Duration::ZERO,
-        ..StoreConfig::default()
-    };
-    let (_, store) = open_with(tmp.path(), config);
+    let (_, store) = open_without_reader_grace(tmp.path());
     for i in 0..4 {
         let json = format!(r#"{{"event_type":"a","user_id":"user-{i}"}}"#);
         store.ingest(1, vec![event(&json)]).unwrap();
