@@ -1,18 +1,37 @@
-//! A cluster's writer lease. Every node of a cluster accepts requests, and one at a time, the
-//! writer, owns the state that must have one owner (identity resolution, the WAL, flushes,
-//! compaction, the deletion queue). It holds a lease in one row, renewed well within its
+//! A cluster's writer leases. Every node of a cluster accepts requests; a cluster's projects
+//! fall into shards, and one node at a time, the shard's writer, owns the state of its
+//! projects that must have one owner (identity resolution, the WAL, flushes, compaction,
+//! the deletion queue). It holds a lease in the shard's row, renewed well within its
 //! length; when it lapses (the node died) another node takes it with the next epoch.
 //!
-//! The epoch is the fence: once a node is the writer, every transaction it commits first
-//! checks that the row still holds its epoch, with a shared lock on the row until it ends: a
-//! takeover locks the row exclusively, so it waits for the commit in flight, while a renewal
-//! (an update of the lease's end) passes even during a long commit. A writer whose lease was
-//! taken over commits nothing more.
+//! The epoch is the fence: once a node is a shard's writer, every transaction it commits for
+//! the shard first checks that the row still holds its epoch, with a shared lock on the row
+//! until it ends: a takeover locks the row exclusively, so it waits for the commit in
+//! flight, while a renewal (an update of the lease's end) passes even during a long commit.
+//! A writer whose lease was taken over commits nothing more.
 
 use crate::sql::{params, Conn};
 use crate::{MetaError, MetaStore, Result, RowLock};
 
-/// The current writer, as the row names it.
+/// One part of a cluster's projects, with a writer of its own. A single node, and a
+/// cluster of one shard, write as shard 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Shard(pub u32);
+
+impl Shard {
+    /// The shard's number as the metadata stores it.
+    pub(crate) fn index(self) -> i64 {
+        i64::from(self.0)
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "shard {}", self.0)
+    }
+}
+
+/// A shard's current writer, as its row names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Writer {
     /// The node's id (its data dir's).
@@ -24,12 +43,12 @@ pub struct Writer {
     pub lease_until: i64,
 }
 
-/// Fails with [`MetaError::Fenced`] unless the lease still holds `epoch`; the row stays
-/// locked (`lock`: the dialect's shared row lock) until the transaction ends.
-pub(crate) fn hold_fence(c: &mut dyn Conn, epoch: i64, lock: &str) -> Result<()> {
+/// Fails with [`MetaError::Fenced`] unless `shard`'s lease still holds `epoch`; the row
+/// stays locked (`lock`: the dialect's shared row lock) until the transaction ends.
+pub(crate) fn hold_fence(c: &mut dyn Conn, shard: Shard, epoch: i64, lock: &str) -> Result<()> {
     let held: Option<i64> = c.query_opt(
-        &format!("SELECT epoch FROM cluster_writer WHERE id = 1{lock}"),
-        &[],
+        &format!("SELECT epoch FROM shard_writers WHERE shard = ?1{lock}"),
+        params![shard.index()],
         |r| r.get(0),
     )?;
     match held {
@@ -53,11 +72,12 @@ impl MetaStore {
         })
     }
 
-    /// Makes `node` the writer until `now + lease_ms` if the lease has lapsed (or was this
-    /// node's: a node restarted on its data dir), returning its new epoch; `None` while
+    /// Makes `node` `shard`'s writer until `now + lease_ms` if the lease has lapsed (or was
+    /// this node's: a node restarted on its data dir), returning its new epoch; `None` while
     /// another node holds it. The store that will write then calls [`MetaStore::fence`].
     pub fn take_writer(
         &self,
+        shard: Shard,
         node: &str,
         address: &str,
         now: i64,
@@ -69,7 +89,7 @@ impl MetaStore {
                 .is_none_or(|w| w.lease_until < now || w.node == node)
         };
         // A look first, without a lock: a held lease costs the writer's commits nothing.
-        if !free(&self.writer()?) {
+        if !free(&self.writer(shard)?) {
             return Ok(None);
         }
         let exclusive = self.row_lock(RowLock::Exclusive);
@@ -77,48 +97,64 @@ impl MetaStore {
             c.transaction(|c| {
                 // Waits for the commit in flight of the writer whose lease lapsed.
                 let current = c.query_opt(
-                    &format!("SELECT epoch FROM cluster_writer WHERE id = 1{exclusive}"),
-                    &[],
+                    &format!("SELECT epoch FROM shard_writers WHERE shard = ?1{exclusive}"),
+                    params![shard.index()],
                     |r| r.get::<i64>(0),
                 )?;
                 c.query_opt(
-                    "INSERT INTO cluster_writer (id, node, address, epoch, lease_until)
-                     VALUES (1, ?1, ?2, ?5, ?3)
-                     ON CONFLICT (id) DO UPDATE SET node = excluded.node,
+                    "INSERT INTO shard_writers (shard, node, address, epoch, lease_until)
+                     VALUES (?6, ?1, ?2, ?5, ?3)
+                     ON CONFLICT (shard) DO UPDATE SET node = excluded.node,
                          address = excluded.address, epoch = excluded.epoch,
                          lease_until = excluded.lease_until
-                     WHERE cluster_writer.lease_until < ?4 OR cluster_writer.node = ?1
+                     WHERE shard_writers.lease_until < ?4 OR shard_writers.node = ?1
                      RETURNING epoch",
-                    params![node, address, now + lease_ms, now, current.unwrap_or(0) + 1],
+                    params![
+                        node,
+                        address,
+                        now + lease_ms,
+                        now,
+                        current.unwrap_or(0) + 1,
+                        shard.index()
+                    ],
                     |r| r.get(0),
                 )
             })
         })
     }
 
-    /// From now on every transaction of this store must find the lease at `epoch` (this
-    /// node took it), and locks it against a takeover until it ends.
-    pub fn fence(&self, epoch: i64) {
-        *self.fence.lock().unwrap_or_else(|p| p.into_inner()) = Some(epoch);
+    /// From now on this store writes for `shard` (its WAL checkpoint is the shard's), and
+    /// every transaction must find the shard's lease at `epoch` (this node took it) and
+    /// locks it against a takeover until it ends.
+    pub fn fence(&self, shard: Shard, epoch: i64) {
+        *self.fence.lock().unwrap_or_else(|p| p.into_inner()) = Some((shard, epoch));
     }
 
-    /// Extends the writer's lease of `epoch` to `until`; [`MetaError::Fenced`] if another
-    /// node took it over.
-    pub fn renew_writer(&self, epoch: i64, until: i64) -> Result<()> {
-        self.set_lease(epoch, until)
+    /// The shard this store writes for: its fence's, else shard 0 (a single node).
+    pub fn shard(&self) -> Shard {
+        self.fence
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map_or(Shard::default(), |(shard, _)| shard)
     }
 
-    /// Gives the lease of `epoch` up at once (a node stopping), so that another node need
-    /// not wait for it to lapse.
-    pub fn resign_writer(&self, epoch: i64) -> Result<()> {
-        self.set_lease(epoch, 0)
+    /// Extends `shard`'s lease of `epoch` to `until`; [`MetaError::Fenced`] if another node
+    /// took it over.
+    pub fn renew_writer(&self, shard: Shard, epoch: i64, until: i64) -> Result<()> {
+        self.set_lease(shard, epoch, until)
     }
 
-    fn set_lease(&self, epoch: i64, until: i64) -> Result<()> {
+    /// Gives `shard`'s lease of `epoch` up at once (a node stopping), so that another node
+    /// need not wait for it to lapse.
+    pub fn resign_writer(&self, shard: Shard, epoch: i64) -> Result<()> {
+        self.set_lease(shard, epoch, 0)
+    }
+
+    fn set_lease(&self, shard: Shard, epoch: i64, until: i64) -> Result<()> {
         let changed = self.with(|c| {
             c.execute(
-                "UPDATE cluster_writer SET lease_until = ?2 WHERE id = 1 AND epoch = ?1",
-                params![epoch, until],
+                "UPDATE shard_writers SET lease_until = ?3 WHERE shard = ?1 AND epoch = ?2",
+                params![shard.index(), epoch, until],
             )
         })?;
         match changed {
@@ -127,12 +163,12 @@ impl MetaStore {
         }
     }
 
-    /// The writer the row names, if any node ever was one.
-    pub fn writer(&self) -> Result<Option<Writer>> {
+    /// The writer `shard`'s row names, if any node ever was one.
+    pub fn writer(&self, shard: Shard) -> Result<Option<Writer>> {
         self.with(|c| {
             c.query_opt(
-                "SELECT node, address, epoch, lease_until FROM cluster_writer WHERE id = 1",
-                &[],
+                "SELECT node, address, epoch, lease_until FROM shard_writers WHERE shard = ?1",
+                params![shard.index()],
                 |r| {
                     Ok(Writer {
                         node: r.get(0)?,

@@ -27,6 +27,7 @@ const SQLITE_MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0015_webhooks.sql"),
     include_str!("../migrations/sqlite/0016_segment_sha256.sql"),
     include_str!("../migrations/sqlite/0017_value_partitions.sql"),
+    include_str!("../migrations/sqlite/0018_shards.sql"),
 ];
 
 /// PostgreSQL's twins of the SQLite migrations, number for number.
@@ -48,6 +49,7 @@ const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("../migrations/postgres/0015_webhooks.sql"),
     include_str!("../migrations/postgres/0016_segment_sha256.sql"),
     include_str!("../migrations/postgres/0017_value_partitions.sql"),
+    include_str!("../migrations/postgres/0018_shards.sql"),
 ];
 
 /// The database behind a metadata store.

@@ -31,7 +31,7 @@ pub use access_requests::AccessRequest;
 pub use audit::{AuditCheck, AuditRecord};
 pub use blocks::{Block, BlockKind};
 pub use catalog::{CatalogDelta, CatalogEntry, CatalogIds, CatalogKind, CountDelta};
-pub use cluster::Writer;
+pub use cluster::{Shard, Writer};
 pub use identity::{GroupRecord, IdKind, IdentityRecord, ProfileRecord};
 pub use keys::DeploymentKeys;
 pub use manifest::{Commit, SegmentRecord};
@@ -230,9 +230,10 @@ pub enum NodeRole {
 /// anyway, every statement here is short, and a node's writes to PostgreSQL are ordered.
 pub struct MetaStore {
     db: Mutex<Db>,
-    /// The writer epoch every transaction must still hold, once this node is a cluster's
-    /// writer: a node whose lease was taken over then commits nothing (`cluster.rs`).
-    fence: Mutex<Option<i64>>,
+    /// The shard this store writes for and the writer epoch every transaction must still
+    /// hold, once this node is the shard's writer: a node whose lease was taken over then
+    /// commits nothing (`cluster.rs`).
+    fence: Mutex<Option<(Shard, i64)>>,
 }
 
 impl MetaStore {
@@ -278,8 +279,8 @@ impl MetaStore {
         let shared = self.row_lock(RowLock::Shared);
         self.with(|c| {
             c.transaction(|c| {
-                if let Some(epoch) = fence {
-                    cluster::hold_fence(c, epoch, shared)?;
+                if let Some((shard, epoch)) = fence {
+                    cluster::hold_fence(c, shard, epoch, shared)?;
                 }
                 f(c)
             })

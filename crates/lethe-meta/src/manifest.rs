@@ -50,7 +50,8 @@ pub struct Commit {
     /// Groups whose time alone moved: (project, type, value, as_of).
     pub group_times: Vec<(i64, String, String, i64)>,
     pub amplitude_id_high: i64,
-    /// New WAL checkpoint: every record up to this sequence is in committed segments.
+    /// New checkpoint of the committing store's shard's WAL: every record up to this
+    /// sequence is in committed segments.
     pub wal_checkpoint: Option<u64>,
     /// A deletion task's progress (JSON) that this commit advances, so that a task resumed
     /// after a crash counts each partition exactly once.
@@ -79,6 +80,7 @@ fn latest<K: Ord>(times: impl Iterator<Item = (K, i64)>) -> impl Iterator<Item =
 impl MetaStore {
     /// Applies `commit` atomically.
     pub fn commit(&self, commit: &Commit) -> Result<()> {
+        let shard = self.shard();
         self.tx(|tx| {
             let mut projects = Vec::new();
             for id in &commit.remove {
@@ -179,9 +181,11 @@ impl MetaStore {
             )?;
             if let Some(seq) = commit.wal_checkpoint {
                 tx.execute(
-                    "UPDATE wal_checkpoint SET seq = CASE WHEN seq < ?1 THEN ?1 ELSE seq END
-                     WHERE id=1",
-                    params![seq as i64],
+                    "INSERT INTO wal_checkpoints (shard, seq) VALUES (?1, ?2)
+                     ON CONFLICT (shard) DO UPDATE SET seq = CASE
+                         WHEN wal_checkpoints.seq < excluded.seq THEN excluded.seq
+                         ELSE wal_checkpoints.seq END",
+                    params![shard.index(), seq as i64],
                 )?;
             }
             if let Some((task, progress)) = &commit.task_progress {
@@ -236,13 +240,17 @@ impl MetaStore {
         })
     }
 
-    /// The WAL sequence up to which every record is in committed segments.
+    /// The sequence of this store's shard's WAL ([`MetaStore::shard`]) up to which every
+    /// record is in committed segments (0 before the first).
     pub fn wal_checkpoint(&self) -> Result<u64> {
+        let shard = self.shard();
         self.with(|c| {
-            let seq: i64 = c.query_row("SELECT seq FROM wal_checkpoint WHERE id=1", &[], |r| {
-                r.get(0)
-            })?;
-            Ok(seq as u64)
+            let seq: Option<i64> = c.query_opt(
+                "SELECT seq FROM wal_checkpoints WHERE shard=?1",
+                params![shard.index()],
+                |r| r.get(0),
+            )?;
+            Ok(seq.unwrap_or(0) as u64)
         })
     }
 }

@@ -5,9 +5,12 @@
 use lethe_meta::{
     CatalogDelta, CatalogKind, Commit, CountDelta, DeliveryStatus, GroupRecord, IdKind,
     IdentityRecord, JobStatus, MetaError, MetaPlace, MetaStore, NodeRole, ProfileRecord,
-    ProjectRole, Role, SegmentRecord, TaskStatus, Unscheduled, ValueTable,
+    ProjectRole, Role, SegmentRecord, Shard, TaskStatus, Unscheduled, ValueTable,
 };
 use serde_json::json;
+
+/// A single node's shard, and a one-shard cluster's.
+const S0: Shard = Shard(0);
 
 /// One database to run a test on.
 struct Backend {
@@ -774,24 +777,24 @@ fn cluster_members_share_a_database_that_a_single_node_cannot_join() {
 fn one_writer_at_a_time_and_a_taken_over_writer_commits_nothing() {
     for b in backends() {
         let meta = &b.meta;
-        assert_eq!(meta.writer().unwrap(), None, "{}", b.name);
+        assert_eq!(meta.writer(S0).unwrap(), None, "{}", b.name);
         let secret = meta.cluster_secret("first").unwrap();
         assert_eq!(meta.cluster_secret("second").unwrap(), secret, "one secret");
 
         // Node a takes the lease; b cannot while it holds.
         assert_eq!(
-            meta.take_writer("a", "http://a", 1_000, 500).unwrap(),
+            meta.take_writer(S0, "a", "http://a", 1_000, 500).unwrap(),
             Some(1)
         );
-        meta.fence(1);
+        meta.fence(S0, 1);
         let node_b = second_connection(&b);
         assert_eq!(
-            node_b.take_writer("b", "http://b", 1_400, 500).unwrap(),
+            node_b.take_writer(S0, "b", "http://b", 1_400, 500).unwrap(),
             None
         );
-        meta.renew_writer(1, 2_000).unwrap();
+        meta.renew_writer(S0, 1, 2_000).unwrap();
         assert_eq!(
-            node_b.take_writer("b", "http://b", 1_600, 500).unwrap(),
+            node_b.take_writer(S0, "b", "http://b", 1_600, 500).unwrap(),
             None
         );
         let project = meta
@@ -804,20 +807,23 @@ fn one_writer_at_a_time_and_a_taken_over_writer_commits_nothing() {
 
         // a's lease lapses: b takes it with the next epoch, and a is fenced from then on.
         assert_eq!(
-            node_b.take_writer("b", "http://b", 2_001, 500).unwrap(),
+            node_b.take_writer(S0, "b", "http://b", 2_001, 500).unwrap(),
             Some(2)
         );
-        node_b.fence(2);
-        let writer = meta.writer().unwrap().unwrap();
+        node_b.fence(S0, 2);
+        let writer = meta.writer(S0).unwrap().unwrap();
         assert_eq!(
             (writer.node.as_str(), writer.address.as_str(), writer.epoch),
             ("b", "http://b", 2)
         );
         assert!(matches!(
-            meta.renew_writer(1, 9_000),
+            meta.renew_writer(S0, 1, 9_000),
             Err(MetaError::Fenced(1))
         ));
-        assert!(matches!(meta.resign_writer(1), Err(MetaError::Fenced(1))));
+        assert!(matches!(
+            meta.resign_writer(S0, 1),
+            Err(MetaError::Fenced(1))
+        ));
         let refused = meta.submit_task(
             project.id,
             "t",
@@ -847,14 +853,84 @@ fn one_writer_at_a_time_and_a_taken_over_writer_commits_nothing() {
         // A node restarted on its data dir takes its own lease back at once; a resigned
         // lease is free at once.
         assert_eq!(
-            node_b.take_writer("b", "http://b2", 2_100, 500).unwrap(),
+            node_b
+                .take_writer(S0, "b", "http://b2", 2_100, 500)
+                .unwrap(),
             Some(3)
         );
-        node_b.resign_writer(3).unwrap();
+        node_b.resign_writer(S0, 3).unwrap();
         assert_eq!(
-            meta.take_writer("a", "http://a", 2_200, 500).unwrap(),
+            meta.take_writer(S0, "a", "http://a", 2_200, 500).unwrap(),
             Some(4)
         );
+    }
+}
+
+#[test]
+fn each_shard_has_a_writer_and_a_wal_checkpoint_of_its_own() {
+    let s1 = Shard(1);
+    for b in backends() {
+        let a = &b.meta;
+        let node_b = second_connection(&b);
+        assert_eq!(
+            a.take_writer(S0, "a", "http://a", 1_000, 500).unwrap(),
+            Some(1)
+        );
+        a.fence(S0, 1);
+        // Another shard's lease is free while shard 0's is held, and starts its own epochs.
+        assert_eq!(
+            node_b.take_writer(s1, "b", "http://b", 1_000, 500).unwrap(),
+            Some(1),
+            "{}",
+            b.name
+        );
+        node_b.fence(s1, 1);
+        assert_eq!(a.writer(s1).unwrap().unwrap().node, "b");
+        assert_eq!(a.shard(), S0);
+        assert_eq!(node_b.shard(), s1);
+
+        // Each writer's commits move its own shard's checkpoint only.
+        a.commit(&Commit {
+            wal_checkpoint: Some(5),
+            ..Default::default()
+        })
+        .unwrap();
+        node_b
+            .commit(&Commit {
+                wal_checkpoint: Some(9),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(a.wal_checkpoint().unwrap(), 5, "{}", b.name);
+        assert_eq!(node_b.wal_checkpoint().unwrap(), 9, "{}", b.name);
+
+        // Shard 1 taken over (its lease lapsed): its old writer is fenced, shard 0's is not.
+        let node_c = second_connection(&b);
+        assert_eq!(
+            node_c.take_writer(s1, "c", "http://c", 1_501, 500).unwrap(),
+            Some(2)
+        );
+        node_c.fence(s1, 2);
+        let stale = node_b.commit(&Commit {
+            wal_checkpoint: Some(10),
+            ..Default::default()
+        });
+        assert!(
+            matches!(stale, Err(MetaError::Fenced(1))),
+            "{}: {stale:?}",
+            b.name
+        );
+        a.commit(&Commit {
+            wal_checkpoint: Some(6),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            node_c.wal_checkpoint().unwrap(),
+            9,
+            "nothing of the fenced commit"
+        );
+        assert_eq!(a.wal_checkpoint().unwrap(), 6);
     }
 }
 

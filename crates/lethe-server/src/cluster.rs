@@ -21,7 +21,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
-use lethe_meta::{now_ms, MetaError, MetaStore, Writer};
+use lethe_meta::{now_ms, MetaError, MetaStore, Shard, Writer};
 use lethe_store::AckDeadline;
 use serde_json::json;
 use tower::ServiceExt;
@@ -36,6 +36,10 @@ pub struct ClusterConfig {
     /// elsewhere within about this long.
     pub lease: Duration,
 }
+
+/// The shard whose writer a node becomes: a cluster's projects are all in one, so one node
+/// at a time writes.
+const SHARD: Shard = Shard(0);
 
 /// The header a node forwards a request with: the cluster's shared secret, so that the
 /// writer trusts the client address it names.
@@ -129,7 +133,7 @@ impl Node {
             }
         }
         let meta = self.meta.clone();
-        let read = tokio::task::spawn_blocking(move || meta.writer())
+        let read = tokio::task::spawn_blocking(move || meta.writer(SHARD))
             .await
             .ok()?;
         match read {
@@ -303,13 +307,14 @@ pub(crate) fn await_lease(keeper: &MetaStore, meta: &MetaStore, node: &Node) -> 
     while !node.stopping.load(Ordering::Acquire) {
         let attempt = Instant::now();
         match keeper.take_writer(
+            SHARD,
             &node.id,
             &node.advertise,
             now_ms(),
             lease.as_millis() as i64,
         ) {
             Ok(Some(epoch)) => {
-                meta.fence(epoch);
+                meta.fence(SHARD, epoch);
                 node.ack_deadline.extend_to(attempt + lease * 3 / 4);
                 tracing::info!(epoch, "this node is the cluster's writer");
                 return Some(epoch);
@@ -334,7 +339,7 @@ pub(crate) fn keep_lease(keeper: &MetaStore, node: &Node, epoch: i64, renewing: 
     let mut renewed = Instant::now();
     while renewing.load(Ordering::Acquire) {
         let attempt = Instant::now();
-        match keeper.renew_writer(epoch, now_ms() + lease.as_millis() as i64) {
+        match keeper.renew_writer(SHARD, epoch, now_ms() + lease.as_millis() as i64) {
             Ok(()) => {
                 renewed = attempt;
                 node.ack_deadline.extend_to(attempt + lease * 3 / 4);
@@ -347,7 +352,7 @@ pub(crate) fn keep_lease(keeper: &MetaStore, node: &Node, epoch: i64, renewing: 
         }
         std::thread::sleep(lease / 8);
     }
-    if let Err(e) = keeper.resign_writer(epoch) {
+    if let Err(e) = keeper.resign_writer(SHARD, epoch) {
         tracing::warn!(error = %e, "cannot resign the writer's lease; it lapses on its own");
     }
 }

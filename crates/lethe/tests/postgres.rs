@@ -232,7 +232,8 @@ fn an_erasure_interrupted_before_its_purge_purges_when_it_resumes() {
 }
 
 /// A database made by a lethe before the partitions (schema version 16) keeps every identity
-/// and profile when a newer one partitions the tables at start.
+/// and profile when a newer one partitions the tables at start, and its WAL checkpoint
+/// becomes shard 0's.
 #[test]
 fn an_upgrade_moves_identities_and_profiles_into_partitions_whole() {
     let cluster = Cluster::start();
@@ -262,6 +263,7 @@ fn an_upgrade_moves_identities_and_profiles_into_partitions_whole() {
              (1, 10, 'UPGRADE-U1', '{\"plan\":\"pro\"}', 5), (2, 11, 'UPGRADE-U2', '{}', 6);",
     );
     let (identities, profiles) = (rows("identities"), rows("profiles"));
+    psql(&url, "UPDATE wal_checkpoint SET seq = 42");
 
     let tmp = tempfile::tempdir().unwrap();
     let server = Server::start_with_env(
@@ -269,7 +271,16 @@ fn an_upgrade_moves_identities_and_profiles_into_partitions_whole() {
         &[],
         &[("LETHE_META", url.as_str())],
     );
-    assert_eq!(psql(&url, "SELECT version FROM lethe_schema").trim(), "17");
+    let every = std::fs::read_dir(&migrations).unwrap().count();
+    assert_eq!(
+        psql(&url, "SELECT version FROM lethe_schema").trim(),
+        every.to_string()
+    );
+    assert_eq!(
+        psql(&url, "SELECT shard, seq FROM wal_checkpoints"),
+        "0|42\n",
+        "the one WAL's checkpoint is shard 0's, not replayed again"
+    );
     assert_eq!(
         psql(
             &url,
