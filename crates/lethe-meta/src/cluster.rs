@@ -31,6 +31,36 @@ impl std::fmt::Display for Shard {
     }
 }
 
+/// Which projects one writer holds: those of its shard, when a cluster's projects fall into
+/// `count` shards (project `p` is in shard `p mod count`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardScope {
+    pub shard: Shard,
+    pub count: u32,
+}
+
+impl ShardScope {
+    /// Every project: a single node, or a cluster of one shard.
+    pub const ALL: ShardScope = ShardScope {
+        shard: Shard(0),
+        count: 1,
+    };
+
+    /// Whether project `project_id` is in this scope's shard.
+    pub fn holds(self, project_id: i64) -> bool {
+        project_id.rem_euclid(i64::from(self.count.max(1))) == self.shard.index()
+    }
+
+    /// The SQL condition on a `project_id` column that [`ShardScope::holds`] is, with the
+    /// count and the shard as parameters `?1` and `?2`.
+    pub(crate) const SQL: &'static str = "project_id % ?1 = ?2";
+
+    /// The parameters of [`ShardScope::SQL`].
+    pub(crate) fn sql_params(self) -> [i64; 2] {
+        [i64::from(self.count.max(1)), self.shard.index()]
+    }
+}
+
 /// A shard's current writer, as its row names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Writer {

@@ -5,7 +5,7 @@
 //! transaction that commits the events that changed them.
 
 use crate::sql::{execute_rows, params, Conn};
-use crate::{MetaError, MetaStore, Result};
+use crate::{MetaError, MetaStore, Result, ShardScope};
 
 /// Which external id an identity mapping is keyed by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -56,12 +56,18 @@ pub struct GroupRecord {
 }
 
 impl MetaStore {
-    /// Every group's current properties, for loading into memory at start.
-    pub fn load_groups(&self) -> Result<Vec<GroupRecord>> {
+    /// The current properties of every group of `scope`'s projects, for loading into memory
+    /// at start.
+    pub fn load_groups(&self, scope: ShardScope) -> Result<Vec<GroupRecord>> {
+        let [count, shard] = scope.sql_params();
         self.with(|c| {
             c.query_map(
-                "SELECT project_id, group_type, group_value, properties, as_of FROM group_profiles",
-                &[],
+                &format!(
+                    "SELECT project_id, group_type, group_value, properties, as_of
+                     FROM group_profiles WHERE {}",
+                    ShardScope::SQL
+                ),
+                params![count, shard],
                 |r| {
                     Ok(GroupRecord {
                         project_id: r.get(0)?,
@@ -75,12 +81,17 @@ impl MetaStore {
         })
     }
 
-    /// Every identity mapping, for loading into memory at start.
-    pub fn load_identities(&self) -> Result<Vec<IdentityRecord>> {
+    /// Every identity mapping of `scope`'s projects, for loading into memory at start.
+    pub fn load_identities(&self, scope: ShardScope) -> Result<Vec<IdentityRecord>> {
+        let [count, shard] = scope.sql_params();
         self.with(|c| {
             c.query_map(
-                "SELECT project_id, kind, external_id, amplitude_id FROM identities",
-                &[],
+                &format!(
+                    "SELECT project_id, kind, external_id, amplitude_id
+                     FROM identities WHERE {}",
+                    ShardScope::SQL
+                ),
+                params![count, shard],
                 |r| {
                     let kind: String = r.get(1)?;
                     let kind = match kind.as_str() {
@@ -103,12 +114,17 @@ impl MetaStore {
         })
     }
 
-    /// Every profile, for loading into memory at start.
-    pub fn load_profiles(&self) -> Result<Vec<ProfileRecord>> {
+    /// Every profile of `scope`'s projects, for loading into memory at start.
+    pub fn load_profiles(&self, scope: ShardScope) -> Result<Vec<ProfileRecord>> {
+        let [count, shard] = scope.sql_params();
         self.with(|c| {
             c.query_map(
-                "SELECT project_id, amplitude_id, user_id, properties, as_of FROM profiles",
-                &[],
+                &format!(
+                    "SELECT project_id, amplitude_id, user_id, properties, as_of
+                     FROM profiles WHERE {}",
+                    ShardScope::SQL
+                ),
+                params![count, shard],
                 |r| {
                     Ok(ProfileRecord {
                         project_id: r.get(0)?,

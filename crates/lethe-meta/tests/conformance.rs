@@ -5,7 +5,7 @@
 use lethe_meta::{
     CatalogDelta, CatalogKind, Commit, CountDelta, DeliveryStatus, GroupRecord, IdKind,
     IdentityRecord, JobStatus, MetaError, MetaPlace, MetaStore, NodeRole, ProfileRecord,
-    ProjectRole, Role, SegmentRecord, Shard, TaskStatus, Unscheduled, ValueTable,
+    ProjectRole, Role, SegmentRecord, Shard, ShardScope, TaskStatus, Unscheduled, ValueTable,
 };
 use serde_json::json;
 
@@ -324,10 +324,10 @@ fn a_commit_writes_every_changed_identity_profile_and_group_however_many() {
             ..Default::default()
         })
         .unwrap();
-        let mut loaded = meta.load_identities().unwrap();
+        let mut loaded = meta.load_identities(ShardScope::ALL).unwrap();
         loaded.sort_by_key(|id| id.amplitude_id);
         assert_eq!(loaded, identities, "{}", b.name);
-        let mut profiles = meta.load_profiles().unwrap();
+        let mut profiles = meta.load_profiles(ShardScope::ALL).unwrap();
         profiles.sort_by_key(|p| p.amplitude_id);
         let expected: Vec<ProfileRecord> = (0..users)
             .map(|i| match i % 3 {
@@ -336,7 +336,7 @@ fn a_commit_writes_every_changed_identity_profile_and_group_however_many() {
             })
             .collect();
         assert_eq!(profiles, expected, "{}", b.name);
-        let mut groups = meta.load_groups().unwrap();
+        let mut groups = meta.load_groups(ShardScope::ALL).unwrap();
         groups.sort_by_key(|g| g.as_of);
         let expected: Vec<GroupRecord> = (0..users).map(|i| group(i, 40 + i)).collect();
         assert_eq!(groups, expected, "{}", b.name);
@@ -387,8 +387,16 @@ fn commits_swap_segments_atomically_and_refuse_stale_inputs() {
             b.name
         );
         assert_eq!(meta.amplitude_id_high().unwrap(), 7);
-        assert_eq!(meta.load_identities().unwrap(), vec![identity]);
-        assert_eq!(meta.load_profiles().unwrap()[0].as_of, 20, "{}", b.name);
+        assert_eq!(
+            meta.load_identities(ShardScope::ALL).unwrap(),
+            vec![identity]
+        );
+        assert_eq!(
+            meta.load_profiles(ShardScope::ALL).unwrap()[0].as_of,
+            20,
+            "{}",
+            b.name
+        );
 
         let stale = meta.commit(&Commit {
             add: vec![seg("d")],
@@ -710,8 +718,16 @@ fn privacy_jobs_gather_lock_and_finish_with_their_task() {
         .unwrap();
         meta.forget_users(1, &[7]).unwrap();
         meta.purge_erased().unwrap();
-        assert!(meta.load_identities().unwrap().is_empty(), "{}", b.name);
-        assert!(meta.load_profiles().unwrap().is_empty(), "{}", b.name);
+        assert!(
+            meta.load_identities(ShardScope::ALL).unwrap().is_empty(),
+            "{}",
+            b.name
+        );
+        assert!(
+            meta.load_profiles(ShardScope::ALL).unwrap().is_empty(),
+            "{}",
+            b.name
+        );
     }
 }
 
@@ -931,6 +947,65 @@ fn each_shard_has_a_writer_and_a_wal_checkpoint_of_its_own() {
             "nothing of the fenced commit"
         );
         assert_eq!(a.wal_checkpoint().unwrap(), 6);
+
+        // A shard's writer loads the identities, profiles and groups of its projects alone.
+        a.bootstrap("a@b.c", Some("pw")).unwrap();
+        let projects = [(); 4].map(|()| a.create_project("p", "a@b.c").unwrap().project.id);
+        a.commit(&Commit {
+            identities: projects
+                .map(|p| IdentityRecord {
+                    project_id: p,
+                    kind: IdKind::User,
+                    external_id: format!("u-{p}"),
+                    amplitude_id: p,
+                })
+                .to_vec(),
+            profiles: projects
+                .map(|p| ProfileRecord {
+                    project_id: p,
+                    amplitude_id: p,
+                    user_id: Some(format!("u-{p}")),
+                    properties: "{}".into(),
+                    as_of: 1,
+                })
+                .to_vec(),
+            groups: projects
+                .map(|p| GroupRecord {
+                    project_id: p,
+                    group_type: "org".into(),
+                    group_value: "o".into(),
+                    properties: "{}".into(),
+                    as_of: 1,
+                })
+                .to_vec(),
+            ..Default::default()
+        })
+        .unwrap();
+        let of_shard_1 = ShardScope {
+            shard: s1,
+            count: 2,
+        };
+        let mut loaded: Vec<i64> = (a.load_identities(of_shard_1).unwrap().into_iter())
+            .map(|i| i.project_id)
+            .chain(
+                a.load_profiles(of_shard_1)
+                    .unwrap()
+                    .into_iter()
+                    .map(|p| p.project_id),
+            )
+            .chain(
+                a.load_groups(of_shard_1)
+                    .unwrap()
+                    .into_iter()
+                    .map(|g| g.project_id),
+            )
+            .collect();
+        loaded.sort();
+        let odd: Vec<i64> = projects.iter().filter(|p| *p % 2 == 1).copied().collect();
+        let expected: Vec<i64> = odd.iter().flat_map(|p| [*p; 3]).collect();
+        assert_eq!(loaded, expected, "{}", b.name);
+        assert_eq!(odd.len(), 2);
+        assert_eq!(a.load_identities(ShardScope::ALL).unwrap().len(), 4);
     }
 }
 

@@ -108,8 +108,9 @@ pub enum Unavailable {
     /// Another write or fsync error.
     #[error("a write or fsync failed")]
     Io,
-    /// This node's lease as a cluster's writer ran out before the batch was durable.
-    #[error("this node is no longer the cluster's writer")]
+    /// This node is not the writer of the project's shard: its lease ran out before the
+    /// batch was durable, or the project is another shard's.
+    #[error("this node is not the writer of the project's shard")]
     NotWriter,
     /// The events not yet in segments reached their limit and flushes did not make room in
     /// time (a slow or unreachable segment store, a busy CPU).

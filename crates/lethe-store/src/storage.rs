@@ -23,7 +23,7 @@ use object_store::path::Path as Key;
 use object_store::prefix::PrefixStore;
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutOptions};
 
-use lethe_meta::SegmentRecord;
+use lethe_meta::{SegmentRecord, Shard, ShardScope};
 
 use crate::faults::{inject, IoPoint};
 use crate::{lock, Result, StoreError};
@@ -298,25 +298,39 @@ impl Storage {
         Ok(found)
     }
 
-    /// The key of WAL object `seq`: `wal/<seq>.wal`.
-    pub(crate) fn wal_key(seq: u64) -> Key {
-        Key::from(format!("{WAL}/{seq:016}.wal"))
+    /// The folder of `shard`'s WAL objects: `wal` for shard 0 (a single writer's, where it
+    /// always was), `wal/<shard>` for the others.
+    fn wal_folder(shard: Shard) -> String {
+        match shard.0 {
+            0 => WAL.to_string(),
+            n => format!("{WAL}/{n}"),
+        }
     }
 
-    /// Writes WAL object `seq` (one group of batches), create-only.
-    pub(crate) fn put_wal(&self, seq: u64, bytes: Bytes) -> Result<()> {
-        self.put_new(&Self::wal_key(seq), bytes, "write a WAL object")
+    /// The key of `shard`'s WAL object `seq`: `<folder>/<seq>.wal`.
+    pub(crate) fn wal_key(shard: Shard, seq: u64) -> Key {
+        Key::from(format!("{}/{seq:016}.wal", Self::wal_folder(shard)))
     }
 
-    /// The sequence numbers of the WAL objects there are, in no particular order.
-    pub(crate) fn wal_seqs(&self) -> Result<Vec<u64>> {
-        let prefix = Key::from(WAL);
-        let metas: Vec<_> = self.run(self.objects.list(Some(&prefix)).collect::<Vec<_>>());
+    /// Writes `shard`'s WAL object `seq` (one group of batches), create-only.
+    pub(crate) fn put_wal(&self, shard: Shard, seq: u64, bytes: Bytes) -> Result<()> {
+        self.put_new(&Self::wal_key(shard, seq), bytes, "write a WAL object")
+    }
+
+    /// The sequence numbers of `shard`'s WAL objects, in no particular order (another
+    /// shard's, in a folder below shard 0's, are not its).
+    pub(crate) fn wal_seqs(&self, shard: Shard) -> Result<Vec<u64>> {
+        let folder = Key::from(Self::wal_folder(shard));
+        let metas: Vec<_> = self.run(self.objects.list(Some(&folder)).collect::<Vec<_>>());
+        let depth = folder.parts().count() + 1;
         let mut found = Vec::new();
         for meta in metas {
             let key = meta
                 .map_err(|e| storage_error("list WAL objects", e))?
                 .location;
+            if key.parts().count() != depth {
+                continue;
+            }
             if let Some(seq) = key
                 .filename()
                 .and_then(|name| name.strip_suffix(".wal"))
@@ -494,16 +508,20 @@ impl Storage {
         deleted
     }
 
-    /// The objects among the segments' that are not `live`: written for a commit in flight
-    /// or one that failed, retired and not yet deleted, or not a segment's key at all.
-    pub(crate) fn unreferenced(&self, live: BTreeSet<&Key>) -> Result<Vec<Key>> {
+    /// The objects among the segments of `scope`'s projects that are not `live`: written
+    /// for a commit in flight or one that failed, retired and not yet deleted, or not a
+    /// segment's key at all (those are shard 0's). Another shard's objects are its writer's
+    /// to judge: one of its uploads may be in flight.
+    pub(crate) fn unreferenced(&self, live: BTreeSet<&Key>, scope: ShardScope) -> Result<Vec<Key>> {
         let mut found = Vec::new();
         for listed in self.list()? {
             let key = match listed {
                 Ok(location) => Storage::key(&location),
                 Err(stray) => stray,
             };
-            if !live.contains(&key) {
+            let parts: Vec<_> = key.parts().collect();
+            let parts: Vec<&str> = parts.iter().map(AsRef::as_ref).collect();
+            if owned_by(scope, &parts) && !live.contains(&key) {
                 found.push(key);
             }
         }
@@ -552,10 +570,10 @@ impl Storage {
         Ok(())
     }
 
-    /// Removes what an interrupted PUT left behind: the local backend stages an upload as
-    /// `<key>#<n>` beside its target, invisible to listings, and a crash can leave it there
-    /// holding event values.
-    pub(crate) fn remove_staged_uploads(&self) -> Result<usize> {
+    /// Removes what an interrupted PUT of `scope`'s writer left behind: the local backend
+    /// stages an upload as `<key>#<n>` beside its target, invisible to listings, and a crash
+    /// can leave it there holding event values.
+    pub(crate) fn remove_staged_uploads(&self, scope: ShardScope) -> Result<usize> {
         let Some(root) = &self.local_root else {
             return Ok(0);
         };
@@ -564,9 +582,15 @@ impl Storage {
         while let Some(dir) = dirs.pop() {
             for entry in std::fs::read_dir(&dir)? {
                 let path = entry?.path();
+                let parts: Vec<&str> = path
+                    .strip_prefix(root)
+                    .unwrap_or(&path)
+                    .iter()
+                    .filter_map(|part| part.to_str())
+                    .collect();
                 if path.is_dir() {
                     dirs.push(path);
-                } else if is_staged_upload(&path) {
+                } else if is_staged_upload(&path) && owned_by(scope, &parts) {
                     tracing::info!(path = %path.display(), "removing an interrupted segment upload");
                     std::fs::remove_file(&path)?;
                     removed += 1;
@@ -600,6 +624,22 @@ fn is_staged_upload(path: &Path) -> bool {
         .and_then(|n| n.to_str())
         .and_then(|n| n.rsplit_once('#'))
         .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Whether the object at `parts` (its key's) is one `scope`'s writer owns: a segment or a
+/// published manifest by its project, a WAL object by its shard's folder, and what belongs
+/// to no project (access-request files, keys that name nothing) by shard 0.
+fn owned_by(scope: ShardScope, parts: &[&str]) -> bool {
+    let project = |part: &str| part.parse::<i64>().ok();
+    match parts {
+        [MANIFESTS, p, ..] => project(p).is_some_and(|p| scope.holds(p)),
+        [WAL, n, _, ..] => n.parse().is_ok_and(|n| scope.shard == Shard(n)),
+        [first, ..] => match project(first) {
+            Some(p) => scope.holds(p),
+            None => scope.shard == Shard::default(),
+        },
+        [] => false,
+    }
 }
 
 /// The segment a key names, if it names one.
@@ -691,7 +731,20 @@ mod tests {
         std::fs::create_dir_all(&day).unwrap();
         std::fs::write(day.join("b.parquet#3"), b"values").unwrap();
         std::fs::write(day.join("c.parquet"), b"kept").unwrap();
-        assert_eq!(storage.remove_staged_uploads().unwrap(), 1);
+        let wal = dir.path().join("wal/1");
+        std::fs::create_dir_all(&wal).unwrap();
+        std::fs::write(wal.join("0000000000000004.wal#1"), b"values").unwrap();
+        // Project 7 and WAL folder 1 are shard 1's (of 2): shard 0's writer leaves them.
+        let shard = |n| ShardScope {
+            shard: Shard(n),
+            count: 2,
+        };
+        assert_eq!(storage.remove_staged_uploads(shard(0)).unwrap(), 0);
+        assert!(day.join("b.parquet#3").exists());
+        assert_eq!(storage.remove_staged_uploads(shard(1)).unwrap(), 2);
+        assert!(!wal.join("0000000000000004.wal#1").exists());
+        std::fs::write(day.join("b.parquet#3"), b"values").unwrap();
+        assert_eq!(storage.remove_staged_uploads(ShardScope::ALL).unwrap(), 1);
         assert!(!day.join("b.parquet#3").exists());
         assert!(day.join("c.parquet").exists());
         assert_eq!(storage.list().unwrap(), vec![Ok(location("c"))]);

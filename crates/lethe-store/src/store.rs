@@ -12,7 +12,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use lethe_event::{BlockList, Blocked, Day, Event, ParsedEvent};
-use lethe_meta::{now_ms, BlockKind, CatalogKind, Commit, MetaStore, ProfileRecord, SegmentRecord};
+use lethe_meta::{
+    now_ms, BlockKind, CatalogKind, Commit, MetaStore, ProfileRecord, SegmentRecord, ShardScope,
+};
 use object_store::path::Path as Key;
 
 use crate::catalog::{live_catalog, CatalogDetail, LiveCatalog};
@@ -64,6 +66,10 @@ pub struct StoreConfig {
     pub wal: WalPlace,
     /// A cluster writer's lease: no write is acknowledged after it (`None`: no lease).
     pub ack_deadline: Option<crate::AckDeadline>,
+    /// How many shards a cluster's projects fall into (1: all in one). The store writes for
+    /// the shard its metadata is fenced to ([`MetaStore::shard`]) and holds that shard's
+    /// projects alone: their segments, identities and profiles, and a WAL of its own.
+    pub shard_count: u32,
     /// How long a deletion waits for readers (an export, a query) still holding a segment
     /// it retired before it deletes the object under them: a reader, a slow client's
     /// export say, must not keep removed data on disk, so it fails instead.
@@ -94,6 +100,7 @@ impl Default for StoreConfig {
             segments: SegmentPlace::DataDir,
             wal: WalPlace::DataDir,
             ack_deadline: None,
+            shard_count: 1,
             reader_grace: Duration::from_secs(60),
         }
     }
@@ -130,6 +137,8 @@ pub(crate) struct State {
 
 /// The store's shared state; its components reach each other through it.
 pub(crate) struct Inner {
+    /// The projects this store holds.
+    pub scope: ShardScope,
     pub wal_root: WalRoot,
     pub storage: Arc<Storage>,
     pub meta: Arc<MetaStore>,
@@ -163,6 +172,13 @@ fn block_lists(meta: &MetaStore) -> Result<HashMap<i64, Arc<BlockList>>> {
         names.insert(block.name);
     }
     Ok(lists.into_iter().map(|(p, l)| (p, Arc::new(l))).collect())
+}
+
+/// The suppression lists of `scope`'s projects.
+fn suppressions(meta: &MetaStore, scope: ShardScope) -> Result<Vec<lethe_meta::Suppression>> {
+    let mut list = meta.suppressions(None)?;
+    list.retain(|s| scope.holds(s.project_id));
+    Ok(list)
 }
 
 /// How many segments' dedup keys a start holds while the resolver loads.
@@ -215,11 +231,17 @@ impl Store {
             std::fs::remove_dir_all(dir.legacy_tmp_dir())?;
         }
         let mut lap = laps();
+        let scope = ShardScope {
+            shard: meta.shard(),
+            count: config.shard_count,
+        };
         let storage = Arc::new(Storage::open(&config.segments, &dir.segments_dir())?);
-        storage.remove_staged_uploads()?;
+        storage.remove_staged_uploads(scope)?;
         let mut live = LiveSet::default();
-        live.add(&storage, meta.live_segments()?, false);
-        remove_unreferenced_segments(&storage, &live)?;
+        let mut records = meta.live_segments()?;
+        records.retain(|record| scope.holds(record.project_id));
+        live.add(&storage, records, false);
+        remove_unreferenced_segments(&storage, &live, scope)?;
         // A crash between a commit and its publication left an older manifest published.
         for project_id in live.projects() {
             published::publish(&storage, &meta, project_id, live.of_project(project_id))?;
@@ -233,9 +255,9 @@ impl Store {
             let (keys, stored) = mpsc::sync_channel(RECENT_SEGMENTS_WAITING);
             let reader = s.spawn(|| recent_dedup_keys(&live, keys));
             let loaded = Resolver::load(
-                meta.load_identities()?,
-                meta.load_profiles()?,
-                meta.load_groups()?,
+                meta.load_identities(scope)?,
+                meta.load_profiles(scope)?,
+                meta.load_groups(scope)?,
                 meta.amplitude_id_high()?,
             );
             let remembered = loaded.map(|mut resolver| {
@@ -253,12 +275,12 @@ impl Store {
             read?;
             Ok::<_, StoreError>(resolver)
         })?;
-        resolver.set_suppressed(meta.suppressions(None)?);
+        resolver.set_suppressed(suppressions(&meta, scope)?);
         let resolver_ms = lap();
         remember_recent_keys(&mut resolver, &live, &meta)?;
         let wal_root = match config.wal {
             WalPlace::DataDir => WalRoot::Dir(dir.clone()),
-            WalPlace::Segments => WalRoot::Bucket(storage.clone()),
+            WalPlace::Segments => WalRoot::Bucket(storage.clone(), scope.shard),
         };
         let checkpoint = meta.wal_checkpoint()?;
         wal_root.remove_through(checkpoint)?;
@@ -277,6 +299,7 @@ impl Store {
         let blocks = block_lists(&meta)?;
         let (tx, rx) = mpsc::channel();
         let inner = Arc::new(Inner {
+            scope,
             wal_root,
             segment_writer: SegmentWriter {
                 storage: storage.clone(),
@@ -320,6 +343,7 @@ impl Store {
     /// Bulk import: resolves the events and writes them straight into committed segments
     /// (one per day, days in parallel), bypassing WAL and memtable. Durable when it returns.
     pub fn import(&self, project_id: i64, events: Vec<ParsedEvent>) -> Result<IngestOutcome> {
+        self.inner.writes(project_id)?;
         self.inner.import(project_id, events)
     }
 
@@ -330,6 +354,7 @@ impl Store {
     /// profiles and groups the same way and are never visible as events; their changes
     /// reach the metadata store with the next flush, and replay restores them after a crash.
     pub fn ingest(&self, project_id: i64, events: Vec<ParsedEvent>) -> Result<IngestOutcome> {
+        self.inner.writes(project_id)?;
         self.inner.await_room()?;
         let total = events.len();
         let now = now_ms();
@@ -665,7 +690,7 @@ impl Store {
 
     /// Re-reads the suppression lists after a change.
     pub fn reload_suppressions(&self) -> Result<()> {
-        let list = self.inner.meta.suppressions(None)?;
+        let list = suppressions(&self.inner.meta, self.inner.scope)?;
         lock(&self.inner.resolver).set_suppressed(list);
         Ok(())
     }
@@ -689,6 +714,15 @@ impl Store {
 }
 
 impl Inner {
+    /// Refuses a project of another shard, as a node that is not its writer: that shard's
+    /// writer alone resolves and stores its events.
+    fn writes(&self, project_id: i64) -> Result<()> {
+        match self.scope.holds(project_id) {
+            true => Ok(()),
+            false => Err(StoreError::Unavailable(Unavailable::NotWriter)),
+        }
+    }
+
     /// The project's block list (empty if it blocks nothing).
     fn blocks_of(&self, project_id: i64) -> Arc<BlockList> {
         self.blocks

@@ -26,6 +26,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use lethe_event::Event;
+use lethe_meta::Shard;
 use object_store::path::Path as Key;
 use serde::{Deserialize, Serialize};
 
@@ -49,8 +50,9 @@ const HEADER: usize = 8;
 pub(crate) enum WalRoot {
     /// `<data dir>/wal/<seq>.wal`, fsynced: one node's own disk.
     Dir(DataDir),
-    /// `wal/<seq>.wal` objects beside the segments: what a cluster's next writer replays.
-    Bucket(Arc<Storage>),
+    /// A shard's `wal/…/<seq>.wal` objects beside the segments: what the shard's next writer
+    /// in a cluster replays.
+    Bucket(Arc<Storage>, Shard),
 }
 
 impl WalRoot {
@@ -62,7 +64,7 @@ impl WalRoot {
                 .filter_map(|e| e.file_name().into_string().ok())
                 .filter_map(|name| name.strip_suffix(".wal")?.parse().ok())
                 .collect(),
-            WalRoot::Bucket(storage) => storage.wal_seqs()?,
+            WalRoot::Bucket(storage, shard) => storage.wal_seqs(*shard)?,
         };
         seqs.sort_unstable();
         Ok(seqs)
@@ -72,7 +74,9 @@ impl WalRoot {
     pub fn name(&self, seq: u64) -> PathBuf {
         match self {
             WalRoot::Dir(dir) => dir.wal_file(seq),
-            WalRoot::Bucket(storage) => PathBuf::from(storage.describe(&Storage::wal_key(seq))),
+            WalRoot::Bucket(storage, shard) => {
+                PathBuf::from(storage.describe(&Storage::wal_key(*shard, seq)))
+            }
         }
     }
 
@@ -100,10 +104,13 @@ impl WalRoot {
                 File::open(dir.wal_file(seq))?.read_to_end(&mut data)?;
                 each(seq, parse(&data))
             }),
-            WalRoot::Bucket(storage) => {
+            WalRoot::Bucket(storage, shard) => {
                 // Objects are small (one group commit each): a chunk of them is parsed on
                 // every core while the next is fetched, then handed over in order.
-                let keys: Vec<Key> = seqs.iter().map(|&seq| Storage::wal_key(seq)).collect();
+                let keys: Vec<Key> = seqs
+                    .iter()
+                    .map(|&seq| Storage::wal_key(*shard, seq))
+                    .collect();
                 let mut chunk: Vec<(u64, Bytes)> = Vec::with_capacity(PARSED_TOGETHER);
                 let mut hand_over = |chunk: &mut Vec<(u64, Bytes)>| {
                     let parsed = parallel_map(std::mem::take(chunk), |(seq, bytes)| {
@@ -151,8 +158,8 @@ impl WalRoot {
                 }
                 Ok(sync_dir(&dir.wal_dir())?)
             }
-            WalRoot::Bucket(storage) => {
-                storage.delete_many(covered.map(Storage::wal_key).collect())
+            WalRoot::Bucket(storage, shard) => {
+                storage.delete_many(covered.map(|seq| Storage::wal_key(*shard, seq)).collect())
             }
         }
     }
@@ -160,7 +167,7 @@ impl WalRoot {
     fn remove(&self, seq: u64) -> Result<()> {
         match self {
             WalRoot::Dir(dir) => Ok(std::fs::remove_file(dir.wal_file(seq))?),
-            WalRoot::Bucket(storage) => storage.delete(&Storage::wal_key(seq)),
+            WalRoot::Bucket(storage, shard) => storage.delete(&Storage::wal_key(*shard, seq)),
         }
     }
 }
@@ -203,7 +210,7 @@ impl WalFile {
                 sync_dir(&dir.wal_dir())?;
                 Sink::File(BufWriter::with_capacity(1 << 20, file))
             }
-            WalRoot::Bucket(_) => Sink::Object(Vec::new()),
+            WalRoot::Bucket(..) => Sink::Object(Vec::new()),
         };
         Ok(Self {
             root: root.clone(),
@@ -263,11 +270,11 @@ impl WalFile {
                 .and_then(|()| inject(IoPoint::WalFsync))
                 .and_then(|()| out.get_ref().sync_data())
                 .map_err(Into::into),
-            (Sink::Object(buffer), WalRoot::Bucket(storage)) if !buffer.is_empty() => {
+            (Sink::Object(buffer), WalRoot::Bucket(storage, shard)) if !buffer.is_empty() => {
                 let group = std::mem::take(buffer);
                 inject(IoPoint::WalFsync)
                     .map_err(Into::into)
-                    .and_then(|()| storage.put_wal(self.seq, group.into()))
+                    .and_then(|()| storage.put_wal(*shard, self.seq, group.into()))
                     .map(|()| {
                         // The next group is the next object: a key is never written twice.
                         self.seq += 1;
@@ -290,7 +297,9 @@ impl WalFile {
     /// lease to run out.
     pub fn retract_last_group(&mut self) -> Result<()> {
         match &self.root {
-            WalRoot::Bucket(storage) => storage.delete(&Storage::wal_key(self.seq - 1)),
+            WalRoot::Bucket(storage, shard) => {
+                storage.delete(&Storage::wal_key(*shard, self.seq - 1))
+            }
             WalRoot::Dir(_) => Ok(()),
         }
     }
@@ -334,7 +343,7 @@ impl WalFile {
                 file.sync_all()?;
                 Sink::File(BufWriter::with_capacity(1 << 20, file))
             }
-            WalRoot::Bucket(_) => {
+            WalRoot::Bucket(..) => {
                 self.root.remove(self.seq)?;
                 self.seq += 1;
                 self.synced = 0;
@@ -632,7 +641,7 @@ mod tests {
     fn in_a_bucket_each_group_is_one_object_replayed_in_order_and_a_failed_put_takes_no_key_twice()
     {
         let tmp = tempfile::tempdir().unwrap();
-        let root = WalRoot::Bucket(Arc::new(Storage::local(tmp.path()).unwrap()));
+        let root = WalRoot::Bucket(Arc::new(Storage::local(tmp.path()).unwrap()), Shard(0));
         let mut wal = WalFile::create(&root, 3).unwrap();
         wal.sync().unwrap();
         assert!(
@@ -672,9 +681,44 @@ mod tests {
     }
 
     #[test]
+    fn shards_keep_wals_of_their_own_in_one_bucket() {
+        let tmp = tempfile::tempdir().unwrap();
+        let storage = Arc::new(Storage::local(tmp.path()).unwrap());
+        let roots = [0, 1, 2].map(|n| WalRoot::Bucket(storage.clone(), Shard(n)));
+        for (n, root) in roots.iter().enumerate() {
+            let mut wal = WalFile::create(root, 1).unwrap();
+            for group in 0..=n as u128 {
+                wal.append(&record(10 * n as u128 + group)).unwrap();
+                wal.sync().unwrap();
+            }
+        }
+        let uuids = |root: &WalRoot| {
+            let mut uuids = Vec::new();
+            root.read_each(&root.list().unwrap(), |_, replay| {
+                uuids.extend(replay.records.iter().map(|r| r.events[0].uuid));
+                Ok(())
+            })
+            .unwrap();
+            uuids
+        };
+        assert_eq!(
+            uuids(&roots[0]),
+            vec![0],
+            "shard 0 lists none of the others' objects"
+        );
+        assert_eq!(uuids(&roots[1]), vec![10, 11]);
+        assert_eq!(uuids(&roots[2]), vec![20, 21, 22]);
+        // A checkpoint of one shard removes its objects alone.
+        roots[1].remove_through(5).unwrap();
+        assert!(roots[1].list().unwrap().is_empty());
+        assert_eq!(roots[0].list().unwrap(), vec![1]);
+        assert_eq!(roots[2].list().unwrap(), vec![1, 2, 3]);
+    }
+
+    #[test]
     fn a_replay_of_many_objects_hands_every_record_over_in_order_and_removal_takes_them_all() {
         let tmp = tempfile::tempdir().unwrap();
-        let root = WalRoot::Bucket(Arc::new(Storage::local(tmp.path()).unwrap()));
+        let root = WalRoot::Bucket(Arc::new(Storage::local(tmp.path()).unwrap()), Shard(0));
         let mut wal = WalFile::create(&root, 1).unwrap();
         // Several chunks of objects parsed side by side, and a partial one.
         let groups = 3 * PARSED_TOGETHER as u128 + 5;
@@ -704,16 +748,19 @@ mod tests {
     fn a_damaged_object_is_corruption_never_a_torn_tail() {
         let tmp = tempfile::tempdir().unwrap();
         let storage = Arc::new(Storage::local(tmp.path()).unwrap());
-        let root = WalRoot::Bucket(storage.clone());
+        let root = WalRoot::Bucket(storage.clone(), Shard(0));
         let mut wal = WalFile::create(&root, 1).unwrap();
         wal.append(&record(0)).unwrap();
         wal.append(&record(1)).unwrap();
         wal.sync().unwrap();
-        let mut bytes = storage.get(&Storage::wal_key(1)).unwrap().to_vec();
+        let mut bytes = storage
+            .get(&Storage::wal_key(Shard(0), 1))
+            .unwrap()
+            .to_vec();
         let last = bytes.len() - 3;
         bytes[last] ^= 0x40;
-        storage.delete(&Storage::wal_key(1)).unwrap();
-        storage.put_wal(1, bytes.into()).unwrap();
+        storage.delete(&Storage::wal_key(Shard(0), 1)).unwrap();
+        storage.put_wal(Shard(0), 1, bytes.into()).unwrap();
         let replay = root.read(1).unwrap();
         assert_eq!(replay.records.len(), 1);
         assert!(matches!(replay.damage, Some(Damage::Corrupt { .. })));

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use arrow_array::{Array, StringArray};
 use common::{files_under, open_with, segment_files};
 use lethe_event::{parse_event, ParsedEvent, Shape};
-use lethe_meta::{Commit, MetaStore, ProfileRecord};
+use lethe_meta::{Commit, MetaStore, ProfileRecord, Shard};
 use lethe_store::{
     base_column, AckDeadline, CompactionPolicy, DataDir, PropertyKind, ScanRequest, Store,
     StoreConfig, StoreError, Unavailable, WalPlace,
@@ -608,6 +608,106 @@ fn a_writer_whose_lease_ran_out_acknowledges_nothing_and_the_next_replays_what_i
     types.sort();
     assert_eq!(types, vec!["before", "renewed"]);
     assert!(tmp.path().join("segments/wal").read_dir().unwrap().count() >= 2);
+}
+
+/// Two shards' writers on one bucket and one metadata database: each stores its own
+/// projects alone, and a start of one (a crash, a takeover) removes nothing of the other's:
+/// not its WAL objects, not a segment it may be uploading.
+#[test]
+fn shards_on_one_bucket_store_their_own_projects_and_leave_each_others_objects() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = DataDir::new(tmp.path());
+    data.create().unwrap();
+    let connect = |shard: Shard| {
+        let meta = Arc::new(MetaStore::open(&data.meta_db()).unwrap());
+        let epoch = meta.take_writer(shard, "node", "http://node", 0, i64::MAX / 2);
+        meta.fence(shard, epoch.unwrap().unwrap());
+        meta
+    };
+    let admin = MetaStore::open(&data.meta_db()).unwrap();
+    admin.bootstrap("admin@localhost", Some("pw")).unwrap();
+    // Project 1 is in shard 1 of 2, project 2 in shard 0.
+    let second = admin.create_project("two", "admin@localhost").unwrap();
+    assert_eq!(second.project.id, 2);
+    let config = StoreConfig {
+        wal: WalPlace::Segments,
+        shard_count: 2,
+        ..StoreConfig::default()
+    };
+    let open = |shard: u32| Store::open(data.clone(), connect(Shard(shard)), config.clone());
+    let send = |store: &Store, project: i64, name: &str| {
+        let line =
+            format!(r#"{{"event_type":"{name}","user_id":"u-{name}","insert_id":"{name}"}}"#);
+        store.ingest(project, vec![event(&line)])
+    };
+    let types = |store: &Store, project: i64| -> Vec<String> {
+        let mut types: Vec<String> = all_events(store, project)
+            .into_iter()
+            .map(|e| e.event_type)
+            .collect();
+        types.sort();
+        types
+    };
+
+    let shard_0 = open(0).unwrap();
+    let shard_1 = open(1).unwrap();
+    send(&shard_0, 2, "flushed-2").unwrap();
+    shard_0.flush().unwrap();
+    send(&shard_0, 2, "unflushed-2").unwrap();
+    send(&shard_1, 1, "unflushed-1").unwrap();
+    let refused = send(&shard_0, 1, "elsewhere").unwrap_err();
+    assert_eq!(
+        refused.unavailable(),
+        Some(Unavailable::NotWriter),
+        "a project of another shard is its writer's alone"
+    );
+
+    // Objects of a commit in flight, one for each shard's project.
+    let plant = |project: i64| {
+        let path = tmp
+            .path()
+            .join(format!("segments/{project}/2026-01-01/in-flight.parquet"));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, b"PAR1").unwrap();
+        path
+    };
+    let (of_1, of_2) = (plant(1), plant(2));
+
+    // Shard 0's writer dies and starts again while shard 1's runs on.
+    std::mem::forget(shard_0);
+    let shard_0 = open(0).unwrap();
+    assert_eq!(types(&shard_0, 2), ["flushed-2", "unflushed-2"]);
+    assert!(!of_2.exists(), "its own unreferenced object is removed");
+    assert!(
+        of_1.exists(),
+        "another shard's object is that shard's to judge"
+    );
+    assert!(
+        shard_0.snapshot(1, None).segments.is_empty() && all_events(&shard_0, 1).is_empty(),
+        "it holds nothing of another shard's projects"
+    );
+
+    // Shard 1's writer dies too: its WAL objects were left alone, so nothing is lost.
+    std::mem::forget(shard_1);
+    let shard_1 = open(1).unwrap();
+    assert_eq!(types(&shard_1, 1), ["unflushed-1"]);
+    assert!(!of_1.exists());
+    assert!(all_events(&shard_1, 2).is_empty());
+    let shard_0_checkpoint = admin.wal_checkpoint().unwrap();
+    shard_1.flush().unwrap();
+    assert_eq!(
+        admin.wal_checkpoint().unwrap(),
+        shard_0_checkpoint,
+        "shard 1's flush moves its own checkpoint only"
+    );
+    let wal = tmp.path().join("segments/wal");
+    assert!(
+        !wal.join("1").exists(),
+        "shard 1's flush removed its WAL objects"
+    );
+    assert!(!files_under(&wal).is_empty(), "and left shard 0's");
+    shard_0.shutdown().unwrap();
+    shard_1.shutdown().unwrap();
 }
 
 #[test]
