@@ -10,7 +10,7 @@ use std::io::Write;
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use lethe_event::Day;
-use lethe_meta::{AccessRequest, MetaStore};
+use lethe_meta::{AccessRequest, MetaStore, Retiring};
 use lethe_store::{Store, StoreError};
 use serde_json::{json, Map, Value};
 
@@ -24,11 +24,11 @@ pub fn run_access_requests(
     now: i64,
     window: std::time::Duration,
 ) -> Result<usize, DeleteError> {
-    for file in meta.retire_access_files(now, None)? {
+    for file in meta.retire_access_files(now, Retiring::Expired(store.scope()))? {
         store.delete_access_file(&file)?;
     }
     let mut done = 0;
-    for request in meta.take_staged_access_requests()? {
+    for request in meta.take_staged_access_requests(store.scope())? {
         match write_file(store, &request) {
             Ok(file) => {
                 meta.finish_access_request(request.id, &file, now + window.as_millis() as i64)?;
@@ -50,7 +50,10 @@ pub fn forget_access_files(
     project_id: i64,
     amplitude_ids: &[i64],
 ) -> Result<(), DeleteError> {
-    for file in meta.retire_access_files(lethe_meta::now_ms(), Some((project_id, amplitude_ids)))? {
+    for file in meta.retire_access_files(
+        lethe_meta::now_ms(),
+        Retiring::OfUsers(project_id, amplitude_ids),
+    )? {
         store.delete_access_file(&file)?;
     }
     Ok(())

@@ -35,7 +35,7 @@ pub fn erasure_spec(job: &ErasureJob) -> TaskSpec {
 /// Locks the jobs due at `now` and queues their tasks, each with a preview of what it will
 /// erase. Returns how many tasks were queued.
 pub fn queue_due_erasures(store: &Store, meta: &MetaStore, now: i64) -> Result<usize, DeleteError> {
-    let jobs = meta.lock_due_erasures(now)?;
+    let jobs = meta.lock_due_erasures(now, store.scope())?;
     for job in &jobs {
         let spec = erasure_spec(job);
         let preview = preview(store, meta, job.project_id, &spec)?;

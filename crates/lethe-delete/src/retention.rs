@@ -60,7 +60,7 @@ pub fn queue_due_retention(
     let today = Day::of_ms(now);
     let day = today.to_string();
     let mut queued = 0;
-    for policy in meta.due_retention(&day)? {
+    for policy in meta.due_retention(&day, store.scope())? {
         let rule = (policy.days, policy.event_types.as_deref());
         let task = match retention_spec(store, policy.project_id, rule, today)? {
             Some(spec) => {

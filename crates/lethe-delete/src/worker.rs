@@ -115,7 +115,7 @@ fn run(
         {
             tracing::error!(error = %e, "cannot carry out access requests");
         }
-        match meta.next_task() {
+        match meta.next_task(store.scope()) {
             Ok(Some(task)) => work_on(meta, store, &memory, task, stop),
             Ok(None) => signal.wait(IDLE),
             Err(e) => {

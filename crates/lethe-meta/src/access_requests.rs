@@ -7,7 +7,16 @@ use serde::Serialize;
 
 use crate::audit::audit_in;
 use crate::sql::{params, Row};
-use crate::{now_ms, MetaStore, Result};
+use crate::{now_ms, MetaStore, Result, ShardScope};
+
+/// Which access requests' files [`MetaStore::retire_access_files`] retires.
+#[derive(Debug, Clone, Copy)]
+pub enum Retiring<'a> {
+    /// Those of `scope`'s projects expired by then.
+    Expired(ShardScope),
+    /// Those of these users of the project, whatever their state (an erasure).
+    OfUsers(i64, &'a [i64]),
+}
 
 /// One access request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -95,15 +104,17 @@ impl MetaStore {
         })
     }
 
-    /// Takes the staging requests for the worker (now `submitted`).
-    pub fn take_staged_access_requests(&self) -> Result<Vec<AccessRequest>> {
+    /// Takes the staging requests of `scope`'s projects for the worker (now `submitted`).
+    pub fn take_staged_access_requests(&self, scope: ShardScope) -> Result<Vec<AccessRequest>> {
+        let [count, shard] = scope.sql_params();
         self.tx(|tx| {
             tx.query_map(
                 &format!(
-                    "UPDATE access_requests SET status = 'submitted' WHERE status = 'staging'
-                     RETURNING {COLUMNS}"
+                    "UPDATE access_requests SET status = 'submitted'
+                     WHERE status = 'staging' AND {} RETURNING {COLUMNS}",
+                    ShardScope::sql("project_id", 1)
                 ),
-                &[],
+                params![count, shard],
                 request_from_row,
             )
         })
@@ -131,22 +142,22 @@ impl MetaStore {
         })
     }
 
-    /// The requests whose file must go: expired by `now`, or (with `users`) of these users
-    /// of the project, whatever their state. Their file names are cleared (and the rows of
-    /// erased users removed) in the same transaction, audited; the caller deletes the files.
-    pub fn retire_access_files(
-        &self,
-        now: i64,
-        users: Option<(i64, &[i64])>,
-    ) -> Result<Vec<String>> {
+    /// The requests whose file must go (see [`Retiring`]). Their file names are cleared (and
+    /// the rows of erased users removed) in the same transaction, audited; the caller
+    /// deletes the files.
+    pub fn retire_access_files(&self, now: i64, which: Retiring) -> Result<Vec<String>> {
         self.tx(|tx| {
             let mut files = Vec::new();
-            match users {
-                None => {
+            match which {
+                Retiring::Expired(scope) => {
+                    let [count, shard] = scope.sql_params();
                     let expired = tx.query_map(
-                        "SELECT id, file FROM access_requests
-                         WHERE file IS NOT NULL AND expires_at <= ?1",
-                        params![now],
+                        &format!(
+                            "SELECT id, file FROM access_requests
+                             WHERE file IS NOT NULL AND expires_at <= ?1 AND {}",
+                            ShardScope::sql("project_id", 2)
+                        ),
+                        params![now, count, shard],
                         |r| Ok((r.get::<i64>(0)?, r.get::<Option<String>>(1)?)),
                     )?;
                     for (id, file) in expired {
@@ -164,7 +175,7 @@ impl MetaStore {
                         )?;
                     }
                 }
-                Some((project_id, amplitude_ids)) => {
+                Retiring::OfUsers(project_id, amplitude_ids) => {
                     for amplitude_id in amplitude_ids {
                         let erased = tx.query_map(
                             "DELETE FROM access_requests WHERE project_id = ?1 AND amplitude_id = ?2

@@ -51,11 +51,13 @@ impl ShardScope {
         project_id.rem_euclid(i64::from(self.count.max(1))) == self.shard.index()
     }
 
-    /// The SQL condition on a `project_id` column that [`ShardScope::holds`] is, with the
-    /// count and the shard as parameters `?1` and `?2`.
-    pub(crate) const SQL: &'static str = "project_id % ?1 = ?2";
+    /// The SQL condition on project column `column` that [`ShardScope::holds`] is, taking
+    /// the count and the shard as parameters `?n` and `?n+1` ([`ShardScope::sql_params`]).
+    pub(crate) fn sql(column: &str, n: usize) -> String {
+        format!("{column} % ?{n} = ?{}", n + 1)
+    }
 
-    /// The parameters of [`ShardScope::SQL`].
+    /// The parameters of [`ShardScope::sql`]: the count and the shard.
     pub(crate) fn sql_params(self) -> [i64; 2] {
         [i64::from(self.count.max(1)), self.shard.index()]
     }

@@ -65,7 +65,7 @@ impl MetaStore {
                 &format!(
                     "SELECT project_id, group_type, group_value, properties, as_of
                      FROM group_profiles WHERE {}",
-                    ShardScope::SQL
+                    ShardScope::sql("project_id", 1)
                 ),
                 params![count, shard],
                 |r| {
@@ -89,7 +89,7 @@ impl MetaStore {
                 &format!(
                     "SELECT project_id, kind, external_id, amplitude_id
                      FROM identities WHERE {}",
-                    ShardScope::SQL
+                    ShardScope::sql("project_id", 1)
                 ),
                 params![count, shard],
                 |r| {
@@ -122,7 +122,7 @@ impl MetaStore {
                 &format!(
                     "SELECT project_id, amplitude_id, user_id, properties, as_of
                      FROM profiles WHERE {}",
-                    ShardScope::SQL
+                    ShardScope::sql("project_id", 1)
                 ),
                 params![count, shard],
                 |r| {

@@ -27,7 +27,7 @@ use std::str::FromStr;
 use std::sync::Mutex;
 
 pub use access::{CreatedProject, NewProject, Project, ProjectRole, Role, User, TOKEN_TTL_MS};
-pub use access_requests::AccessRequest;
+pub use access_requests::{AccessRequest, Retiring};
 pub use audit::{AuditCheck, AuditRecord};
 pub use blocks::{Block, BlockKind};
 pub use catalog::{CatalogDelta, CatalogEntry, CatalogIds, CatalogKind, CountDelta};

@@ -11,7 +11,7 @@ use crate::audit::audit_in;
 use crate::sql::{params, Conn, Row, Value};
 use crate::tasks::{insert_task, set_status_in, TaskStatus};
 use crate::webhooks::notify_in;
-use crate::{now_ms, MetaError, MetaStore, Result, TaskRow};
+use crate::{now_ms, MetaError, MetaStore, Result, ShardScope, TaskRow};
 
 /// One erasure request inside a job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -330,15 +330,19 @@ impl MetaStore {
         })
     }
 
-    /// Locks every staging job due at `now` (status `submitted`, audited) and returns the
-    /// submitted jobs that have no task yet, oldest first.
-    pub fn lock_due_erasures(&self, now: i64) -> Result<Vec<ErasureJob>> {
+    /// Locks every staging job of `scope`'s projects due at `now` (status `submitted`,
+    /// audited) and returns their submitted jobs that have no task yet, oldest first.
+    pub fn lock_due_erasures(&self, now: i64, scope: ShardScope) -> Result<Vec<ErasureJob>> {
+        let [count, shard] = scope.sql_params();
         self.tx(|tx| {
             for job in job_ids(
                 tx,
-                "UPDATE privacy_jobs SET status='submitted'
-                 WHERE status='staging' AND run_at <= ?1 RETURNING id",
-                params![now],
+                &format!(
+                    "UPDATE privacy_jobs SET status='submitted'
+                     WHERE status='staging' AND run_at <= ?1 AND {} RETURNING id",
+                    ShardScope::sql("project_id", 2)
+                ),
+                params![now, count, shard],
             )? {
                 audit_in(
                     tx,
@@ -350,8 +354,12 @@ impl MetaStore {
             }
             let jobs = job_ids(
                 tx,
-                "SELECT id FROM privacy_jobs WHERE status='submitted' AND task_id IS NULL ORDER BY id",
-                &[],
+                &format!(
+                    "SELECT id FROM privacy_jobs WHERE status='submitted' AND task_id IS NULL
+                     AND {} ORDER BY id",
+                    ShardScope::sql("project_id", 1)
+                ),
+                params![count, shard],
             )?
             .into_iter()
             .map(|id| load_job(tx, id))

@@ -10,7 +10,7 @@ use crate::audit::audit_in;
 use crate::sql::{params, Row};
 use crate::tasks::{insert_task, TaskRow, TaskStatus};
 use crate::webhooks::notify_in;
-use crate::{now_ms, MetaError, MetaStore, Result};
+use crate::{now_ms, MetaError, MetaStore, Result, ShardScope};
 
 /// One policy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -111,9 +111,10 @@ impl MetaStore {
         })
     }
 
-    /// The policies to check on `day`: not checked yet that day, and whose last task is not
-    /// still queued or running.
-    pub fn due_retention(&self, day: &str) -> Result<Vec<RetentionPolicy>> {
+    /// The policies of `scope`'s projects to check on `day`: not checked yet that day, and
+    /// whose last task is not still queued or running.
+    pub fn due_retention(&self, day: &str, scope: ShardScope) -> Result<Vec<RetentionPolicy>> {
+        let [count, shard] = scope.sql_params();
         self.with(|c| {
             c.query_map(
                 &format!(
@@ -121,9 +122,11 @@ impl MetaStore {
                      LEFT JOIN deletion_tasks t ON t.id = p.last_task_id
                      WHERE (p.checked_day IS NULL OR p.checked_day <> ?1)
                        AND (t.id IS NULL OR t.status NOT IN ('queued', 'running'))
-                     ORDER BY p.id"
+                       AND {}
+                     ORDER BY p.id",
+                    ShardScope::sql("p.project_id", 2)
                 ),
-                params![day],
+                params![day, count, shard],
                 policy_from_row,
             )
         })

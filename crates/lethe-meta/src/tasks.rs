@@ -8,7 +8,7 @@ use crate::audit::audit_in;
 use crate::blocks::{add_blocks_in, BlockKind};
 use crate::sql::{params, Conn, Row};
 use crate::webhooks::notify_in;
-use crate::{now_ms, MetaError, MetaStore, Result};
+use crate::{now_ms, MetaError, MetaStore, Result, ShardScope};
 
 /// A deletion task as stored. `spec`, `preview`, `progress` and `result` are JSON texts
 /// owned by the deletion engine; they hold names and counts, never values.
@@ -216,15 +216,19 @@ impl MetaStore {
         })
     }
 
-    /// The task to work on: an interrupted one first, else the oldest queued.
-    pub fn next_task(&self) -> Result<Option<TaskRow>> {
+    /// The task of `scope`'s projects to work on: an interrupted one first, else the oldest
+    /// queued.
+    pub fn next_task(&self, scope: ShardScope) -> Result<Option<TaskRow>> {
+        let [count, shard] = scope.sql_params();
         self.with(|c| {
             c.query_opt(
                 &format!(
-                    "SELECT {TASK_COLS} FROM deletion_tasks WHERE status IN ('running', 'queued')
-                     ORDER BY status = 'running' DESC, id LIMIT 1"
+                    "SELECT {TASK_COLS} FROM deletion_tasks
+                     WHERE status IN ('running', 'queued') AND {}
+                     ORDER BY status = 'running' DESC, id LIMIT 1",
+                    ShardScope::sql("project_id", 1)
                 ),
-                &[],
+                params![count, shard],
                 task_from_row,
             )
         })

@@ -576,14 +576,14 @@ fn the_queue_runs_tasks_in_order_and_audits_every_step() {
             .unwrap();
         assert_eq!(first.status, TaskStatus::Queued);
         assert_eq!(
-            meta.next_task().unwrap().unwrap().id,
+            meta.next_task(ShardScope::ALL).unwrap().unwrap().id,
             first.id,
             "{}",
             b.name
         );
         meta.start_task(second.id).unwrap();
         assert_eq!(
-            meta.next_task().unwrap().unwrap().id,
+            meta.next_task(ShardScope::ALL).unwrap().unwrap().id,
             second.id,
             "{}: an interrupted task resumes first",
             b.name
@@ -665,11 +665,13 @@ fn privacy_jobs_gather_lock_and_finish_with_their_task() {
             Unscheduled::NotFound
         );
         assert!(
-            meta.lock_due_erasures(99).unwrap().is_empty(),
+            meta.lock_due_erasures(99, ShardScope::ALL)
+                .unwrap()
+                .is_empty(),
             "{}: not yet due",
             b.name
         );
-        let due = meta.lock_due_erasures(100).unwrap();
+        let due = meta.lock_due_erasures(100, ShardScope::ALL).unwrap();
         assert_eq!(due.len(), 1);
         assert_eq!(due[0].status, JobStatus::Submitted);
         assert_eq!(
@@ -681,7 +683,9 @@ fn privacy_jobs_gather_lock_and_finish_with_their_task() {
             .queue_erasure(due[0].id, "erase", &json!({}), &json!({}))
             .unwrap();
         assert!(
-            meta.lock_due_erasures(200).unwrap().is_empty(),
+            meta.lock_due_erasures(200, ShardScope::ALL)
+                .unwrap()
+                .is_empty(),
             "a queued job is not listed again"
         );
         meta.complete_task(task.id, &json!({}), None).unwrap();
@@ -1006,6 +1010,22 @@ fn each_shard_has_a_writer_and_a_wal_checkpoint_of_its_own() {
         assert_eq!(loaded, expected, "{}", b.name);
         assert_eq!(odd.len(), 2);
         assert_eq!(a.load_identities(ShardScope::ALL).unwrap().len(), 4);
+
+        // Each shard's worker takes its own projects' tasks.
+        let even = *projects.iter().find(|p| *p % 2 == 0).unwrap();
+        let odd = odd[0];
+        for project in [odd, even] {
+            let spec = ((&json!({}), &json!({})), &json!({}));
+            a.submit_task(project, "t", spec, &[], "admin").unwrap();
+        }
+        let next = |scope| a.next_task(scope).unwrap().map(|t| t.project_id);
+        assert_eq!(next(of_shard_1), Some(odd), "{}", b.name);
+        let of_shard_0 = ShardScope {
+            shard: S0,
+            count: 2,
+        };
+        assert_eq!(next(of_shard_0), Some(even), "{}", b.name);
+        assert_eq!(next(ShardScope::ALL), Some(odd), "the oldest of all");
     }
 }
 

@@ -340,6 +340,11 @@ impl Store {
         })
     }
 
+    /// The projects this store holds: its shard's, or all of them.
+    pub fn scope(&self) -> ShardScope {
+        self.inner.scope
+    }
+
     /// Bulk import: resolves the events and writes them straight into committed segments
     /// (one per day, days in parallel), bypassing WAL and memtable. Durable when it returns.
     pub fn import(&self, project_id: i64, events: Vec<ParsedEvent>) -> Result<IngestOutcome> {
