@@ -19,6 +19,11 @@ use crate::{MetaError, MetaStore, Result, RowLock};
 pub struct Shard(pub u32);
 
 impl Shard {
+    /// The shard of project `project_id` when a cluster's projects fall into `count`.
+    pub fn of(project_id: i64, count: u32) -> Shard {
+        Shard(project_id.rem_euclid(i64::from(count.max(1))) as u32)
+    }
+
     /// The shard's number as the metadata stores it.
     pub(crate) fn index(self) -> i64 {
         i64::from(self.0)
@@ -48,7 +53,7 @@ impl ShardScope {
 
     /// Whether project `project_id` is in this scope's shard.
     pub fn holds(self, project_id: i64) -> bool {
-        project_id.rem_euclid(i64::from(self.count.max(1))) == self.shard.index()
+        Shard::of(project_id, self.count) == self.shard
     }
 
     /// The SQL condition on project column `column` that [`ShardScope::holds`] is, taking
@@ -66,6 +71,7 @@ impl ShardScope {
 /// A shard's current writer, as its row names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Writer {
+    pub shard: Shard,
     /// The node's id (its data dir's).
     pub node: String,
     /// Where the other nodes forward requests (`http://host:port`).
@@ -197,19 +203,44 @@ impl MetaStore {
 
     /// The writer `shard`'s row names, if any node ever was one.
     pub fn writer(&self, shard: Shard) -> Result<Option<Writer>> {
+        Ok(self.writers()?.into_iter().find(|w| w.shard == shard))
+    }
+
+    /// Every shard's writer, as the rows name them (shards no node ever wrote have none).
+    pub fn writers(&self) -> Result<Vec<Writer>> {
         self.with(|c| {
-            c.query_opt(
-                "SELECT node, address, epoch, lease_until FROM shard_writers WHERE shard = ?1",
-                params![shard.index()],
+            c.query_map(
+                "SELECT shard, node, address, epoch, lease_until FROM shard_writers ORDER BY shard",
+                &[],
                 |r| {
                     Ok(Writer {
-                        node: r.get(0)?,
-                        address: r.get(1)?,
-                        epoch: r.get(2)?,
-                        lease_until: r.get(3)?,
+                        shard: Shard(r.get::<i64>(0)? as u32),
+                        node: r.get(1)?,
+                        address: r.get(2)?,
+                        epoch: r.get(3)?,
+                        lease_until: r.get(4)?,
                     })
                 },
             )
+        })
+    }
+
+    /// How many shards the cluster's projects fall into: `asked` (or 1) if no node recorded
+    /// it yet, else what the first node recorded, which never changes (the count decides
+    /// which writer holds each project's unflushed events).
+    pub fn cluster_shards(&self, asked: Option<u32>) -> Result<u32> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO counters (name, value) VALUES ('cluster_shards', ?1)
+                 ON CONFLICT (name) DO NOTHING",
+                params![i64::from(asked.unwrap_or(1).max(1))],
+            )?;
+            let count: i64 = c.query_row(
+                "SELECT value FROM counters WHERE name = 'cluster_shards'",
+                &[],
+                |r| r.get(0),
+            )?;
+            Ok(count as u32)
         })
     }
 }

@@ -119,7 +119,8 @@ impl Session {
     }
 }
 
-fn header<'a>(parts: &'a Parts, scheme: &str) -> Option<&'a str> {
+/// The credentials of the `Authorization` header's `scheme` (with its trailing space).
+pub(crate) fn header<'a>(parts: &'a Parts, scheme: &str) -> Option<&'a str> {
     parts
         .headers
         .get(AUTHORIZATION)?
@@ -144,7 +145,7 @@ impl FromRequestParts<App> for Session {
 pub struct ProjectKey(pub Project);
 
 /// The `api_key:secret_key` pair of a Basic header.
-fn basic_keys(parts: &Parts) -> Option<(String, String)> {
+pub(crate) fn basic_keys(parts: &Parts) -> Option<(String, String)> {
     let encoded = header(parts, "Basic ")?;
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(encoded)

@@ -1,18 +1,23 @@
 //! Several nodes on one PostgreSQL database and one bucket (`lethe serve --cluster`).
 //!
-//! Every node accepts every request. One node at a time is the writer: it holds the lease in
-//! the metadata (`lethe_meta::Writer`), opens the store (its WAL is objects in the bucket, so
-//! a 200 means the batch is there) and works the deletion queue, so identity resolution,
-//! flushes, compaction, garbage collection and tasks each have one owner, as on one node.
-//! The other nodes are standbys: they forward each request to the writer, streaming it both
-//! ways, and try to take the lease whenever it lapses. A new writer replays the WAL objects
-//! its predecessor acknowledged and resumes the task it was running.
+//! Every node accepts every request. A cluster's projects fall into shards (`--shards`,
+//! fixed when the cluster is made; one by default), and one node at a time is each shard's
+//! writer: it holds the shard's lease in the metadata (`lethe_meta::Writer`), opens a store
+//! of the shard's projects (its WAL is objects in the bucket, so a 200 means the batch is
+//! there) and works their deletion queue, so identity resolution, flushes, compaction,
+//! garbage collection and tasks of each project have one owner, as on one node. A node
+//! serves a request itself when it writes for the request's shard (`routing.rs` finds it),
+//! and otherwise forwards it to that shard's writer, streaming it both ways. A node takes
+//! any shard whose lease lapses: at once when it writes for none, after a grace when it
+//! already writes for one, so that shards spread over the nodes. A new writer replays the
+//! WAL objects its predecessor acknowledged and resumes the task it was running.
 //!
-//! A writer that cannot renew its lease within three quarters of it stops the process
+//! A writer that cannot renew a lease within three quarters of it stops the process
 //! before anyone may take over; one whose lease was taken over commits nothing more (the
-//! metadata fences every transaction by its epoch).
+//! metadata fences every transaction by its shard's epoch).
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -26,20 +31,21 @@ use lethe_store::AckDeadline;
 use serde_json::json;
 use tower::ServiceExt;
 
+use crate::routing::{named_project, Named};
+
 /// How a node takes part in a cluster.
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
     /// The URL other nodes forward requests to (`http://host:port`); by default `http://`
     /// and the address the node listens on.
     pub advertise: Option<String>,
-    /// How long the writer's lease lasts unless renewed: a dead writer's work resumes
+    /// How long a writer's lease lasts unless renewed: a dead writer's work resumes
     /// elsewhere within about this long.
     pub lease: Duration,
+    /// How many shards the projects fall into, for the cluster's first node (a later node
+    /// must ask for as many, or not ask): as many writers ingest side by side.
+    pub shards: Option<u32>,
 }
-
-/// The shard whose writer a node becomes: a cluster's projects are all in one, so one node
-/// at a time writes.
-const SHARD: Shard = Shard(0);
 
 /// The header a node forwards a request with: the cluster's shared secret, so that the
 /// writer trusts the client address it names.
@@ -62,23 +68,26 @@ pub(crate) struct Node {
     pub id: String,
     /// The URL the other nodes reach this one at.
     advertise: String,
-    lease: Duration,
+    /// How long a writer's lease lasts unless renewed.
+    pub lease: Duration,
     /// The shared secret of the cluster's nodes.
     pub secret: String,
-    /// The writer's routes, once this node is the writer.
-    role: RwLock<Option<Router>>,
+    /// How many shards the cluster's projects fall into.
+    pub shards: u32,
+    /// The routes of each shard this node writes for.
+    roles: RwLock<BTreeMap<Shard, Router>>,
     meta: Arc<MetaStore>,
-    /// The writer as last read, and when.
-    writer: Mutex<Option<(Instant, Writer)>>,
+    /// Every shard's writer as last read, and when.
+    writers: Mutex<Option<(Instant, Vec<Writer>)>>,
+    /// Projects by API key, as routing found them (a key never moves to another project).
+    projects_by_key: Mutex<HashMap<String, i64>>,
     client: reqwest::Client,
-    /// Set to stop the lease keeper (a graceful stop resigns the lease).
+    /// Set to stop taking and keeping leases (a graceful stop resigns them).
     pub stopping: AtomicBool,
     /// Whether a client address in `X-Forwarded-For` is trusted (`--trusted-proxy`).
     trusted_proxy: bool,
-    /// The epoch of the last writer found unreachable (warned about once).
-    unreachable: AtomicI64,
-    /// Until when this node, as the writer, may acknowledge writes.
-    pub ack_deadline: AckDeadline,
+    /// The last writer found unreachable (warned about once).
+    unreachable: Mutex<Option<(Shard, i64)>>,
 }
 
 impl Node {
@@ -86,7 +95,7 @@ impl Node {
         id: String,
         config: ClusterConfig,
         listening: std::net::SocketAddr,
-        secret: String,
+        (secret, shards): (String, u32),
         meta: Arc<MetaStore>,
         trusted_proxy: bool,
     ) -> std::io::Result<Node> {
@@ -102,57 +111,128 @@ impl Node {
                 .unwrap_or_else(|| format!("http://{listening}")),
             lease: config.lease,
             secret,
-            role: RwLock::new(None),
+            shards,
+            roles: RwLock::new(BTreeMap::new()),
             meta,
-            writer: Mutex::new(None),
+            writers: Mutex::new(None),
+            projects_by_key: Mutex::new(HashMap::new()),
             client,
             stopping: AtomicBool::new(false),
             trusted_proxy,
-            unreachable: AtomicI64::new(0),
-            ack_deadline: AckDeadline::default(),
+            unreachable: Mutex::new(None),
         })
     }
 
-    /// From now on this node serves every request itself with `routes`.
-    pub fn become_writer(&self, routes: Router) {
-        *self.role.write().unwrap_or_else(|p| p.into_inner()) = Some(routes);
+    /// From now on this node serves the requests of `shard` itself, with `routes`.
+    pub fn become_writer(&self, shard: Shard, routes: Router) {
+        self.roles
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(shard, routes);
     }
 
-    fn routes(&self) -> Option<Router> {
-        self.role.read().unwrap_or_else(|p| p.into_inner()).clone()
+    /// The routes of `shard` if this node writes for it; for a request of no project
+    /// (`None`), those of any shard it writes for.
+    fn routes(&self, shard: Option<Shard>) -> Option<Router> {
+        let roles = self.roles.read().unwrap_or_else(|p| p.into_inner());
+        match shard {
+            Some(shard) => roles.get(&shard).cloned(),
+            None => roles.values().next().cloned(),
+        }
     }
 
-    /// The current writer, read at most once a second.
-    async fn writer(&self) -> Option<Writer> {
-        {
-            let cached = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((read, writer)) = &*cached {
-                if read.elapsed() < Duration::from_secs(1) {
-                    return Some(writer.clone());
-                }
+    /// The shards this node writes for.
+    fn held(&self) -> Vec<Shard> {
+        let roles = self.roles.read().unwrap_or_else(|p| p.into_inner());
+        roles.keys().copied().collect()
+    }
+
+    /// The routes of every shard this node writes for.
+    fn every_role(&self) -> Vec<(Shard, Router)> {
+        let roles = self.roles.read().unwrap_or_else(|p| p.into_inner());
+        roles.iter().map(|(s, r)| (*s, r.clone())).collect()
+    }
+
+    /// Every shard's writer, read at most once a second.
+    async fn writers(&self) -> Vec<Writer> {
+        let cached = lock(&self.writers).clone();
+        if let Some((read, writers)) = cached {
+            if read.elapsed() < Duration::from_secs(1) {
+                return writers;
             }
         }
         let meta = self.meta.clone();
-        let read = tokio::task::spawn_blocking(move || meta.writer(SHARD))
-            .await
-            .ok()?;
-        match read {
-            Ok(Some(writer)) => {
-                *self.writer.lock().unwrap_or_else(|p| p.into_inner()) =
-                    Some((Instant::now(), writer.clone()));
-                Some(writer)
+        match tokio::task::spawn_blocking(move || meta.writers()).await {
+            Ok(Ok(writers)) => {
+                *lock(&self.writers) = Some((Instant::now(), writers.clone()));
+                writers
             }
-            Ok(None) => None,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the cluster's writer");
-                None
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot read the cluster's writers");
+                Vec::new()
             }
+            Err(_) => Vec::new(),
         }
     }
 
-    /// Forgets the writer read last, so that the next look reads the lease again.
-    fn forget_writer(&self) {
-        *self.writer.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    /// Forgets the writers read last, so that the next look reads the leases again.
+    fn forget_writers(&self) {
+        *lock(&self.writers) = None;
+    }
+
+    /// The shard a request is for: its project's, or `None` when it names no project (a
+    /// sign-in, the organization's users) or one that does not exist (any writer answers
+    /// that as one node does). A cluster of one shard reads nothing.
+    async fn shard_of(
+        &self,
+        parts: &axum::http::request::Parts,
+        body: Option<&[u8]>,
+    ) -> Option<Shard> {
+        if self.shards == 1 {
+            return Some(Shard::default());
+        }
+        let project = match named_project(parts, body)? {
+            Named::Project(id) => id,
+            Named::Task(id) => {
+                self.look_up(move |m| Ok(m.task(id)?.map(|t| t.project_id)))
+                    .await?
+            }
+            Named::ApiKey(key) => {
+                let known = lock(&self.projects_by_key).get(&key).copied();
+                match known {
+                    Some(id) => id,
+                    None => {
+                        let k = key.clone();
+                        let id = self
+                            .look_up(move |m| Ok(m.project_by_api_key(&k)?.map(|p| p.id)))
+                            .await?;
+                        lock(&self.projects_by_key).insert(key, id);
+                        id
+                    }
+                }
+            }
+            Named::SecretKey(secret) => {
+                self.look_up(move |m| Ok(m.project_by_secret(&secret)?.map(|p| p.id)))
+                    .await?
+            }
+        };
+        Some(Shard::of(project, self.shards))
+    }
+
+    /// A project id from the metadata, off the async workers.
+    async fn look_up(
+        &self,
+        find: impl FnOnce(&MetaStore) -> lethe_meta::Result<Option<i64>> + Send + 'static,
+    ) -> Option<i64> {
+        let meta = self.meta.clone();
+        match tokio::task::spawn_blocking(move || find(&meta)).await {
+            Ok(Ok(found)) => found,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot look up a request's project");
+                None
+            }
+            Err(_) => None,
+        }
     }
 
     /// Sends the request to `writer` and streams its answer back; `None` if the writer
@@ -189,11 +269,13 @@ impl Node {
             Ok(answer) => answer,
             Err(e) => {
                 // Once per writer, not once per request.
-                if self.unreachable.swap(writer.epoch, Ordering::AcqRel) != writer.epoch {
+                let this = Some((writer.shard, writer.epoch));
+                if std::mem::replace(&mut *lock(&self.unreachable), this) != this {
                     // Without the URL: its path and query are the client's (a user_id, say).
-                    tracing::warn!(error = %e.without_url(), writer = %writer.address, "cannot reach the writer");
+                    tracing::warn!(error = %e.without_url(), writer = %writer.address,
+                        shard = writer.shard.0, "cannot reach a writer");
                 }
-                self.forget_writer();
+                self.forget_writers();
                 return None;
             }
         };
@@ -216,6 +298,16 @@ enum Payload {
     Streamed(Body),
 }
 
+impl Payload {
+    /// The body, when it is held whole.
+    fn bytes(&self) -> Option<&[u8]> {
+        match self {
+            Payload::Whole(bytes) => Some(bytes),
+            Payload::Streamed(_) => None,
+        }
+    }
+}
+
 /// The largest body a node holds to send again after a failover: ingestion's and the
 /// import tool's requests fit.
 const HELD_BODY_BYTES: usize = 64 << 20;
@@ -224,7 +316,7 @@ const HELD_BODY_BYTES: usize = 64 << 20;
 fn no_writer() -> Response {
     let body = json!({
         "code": 503,
-        "error": "the cluster is choosing its writer; retry shortly",
+        "error": "the cluster is choosing the writer of this request's shard; retry shortly",
         "reason": "no_writer",
     });
     (
@@ -235,23 +327,23 @@ fn no_writer() -> Response {
         .into_response()
 }
 
-/// Every request of a cluster node: served by the writer's routes on the writer, else
-/// forwarded to it (a standby answers `/healthz` itself).
+/// Every request of a cluster node: served by its shard's routes on that shard's writer,
+/// else forwarded there (a node that writes for no shard answers `/healthz` itself).
 pub(crate) fn routes(node: Arc<Node>) -> Router {
     Router::new().fallback(serve).with_state(node)
 }
 
 async fn serve(State(node): State<Arc<Node>>, request: Request) -> Response {
-    if let Some(routes) = node.routes() {
-        return routes
-            .oneshot(request)
-            .await
-            .unwrap_or_else(|never| match never {});
-    }
     if request.uri().path() == "/healthz" {
-        let writer = node.writer().await.map(|w| w.address);
-        return Json(json!({ "status": "ok", "role": "standby", "writer": writer }))
-            .into_response();
+        return health(&node).await;
+    }
+    if node.shards == 1 {
+        if let Some(routes) = node.routes(None) {
+            return routes
+                .oneshot(request)
+                .await
+                .unwrap_or_else(|never| match never {});
+        }
     }
     let client = crate::peer_address(node.trusted_proxy, request.headers(), request.extensions());
     let (parts, body) = request.into_parts();
@@ -266,11 +358,12 @@ async fn serve(State(node): State<Arc<Node>>, request: Request) -> Response {
             Err(_) => return StatusCode::PAYLOAD_TOO_LARGE.into_response(),
         },
     };
+    let shard = node.shard_of(&parts, payload.bytes()).await;
     // While the writer changes (its lease lapsing, the next one opening the store), the
     // request waits rather than fail: an SDK retries a 503 only a few times, quickly.
     let deadline = Instant::now() + node.lease + Duration::from_secs(5);
     loop {
-        if let Some(routes) = node.routes() {
+        if let Some(routes) = node.routes(shard) {
             let body = match payload {
                 Payload::Whole(bytes) => Body::from(bytes),
                 Payload::Streamed(body) => body,
@@ -281,7 +374,10 @@ async fn serve(State(node): State<Arc<Node>>, request: Request) -> Response {
                 .await
                 .unwrap_or_else(|never| match never {});
         }
-        match node.writer().await {
+        // A request of no project goes to shard 0's writer.
+        let target = shard.unwrap_or_default();
+        let writer = node.writers().await.into_iter().find(|w| w.shard == target);
+        match writer {
             Some(w) if w.node != node.id && w.lease_until >= now_ms() => {
                 if let Some(answer) = node.send(&parts, &mut payload, &w, &client).await {
                     return answer;
@@ -290,7 +386,7 @@ async fn serve(State(node): State<Arc<Node>>, request: Request) -> Response {
                     return no_writer();
                 }
             }
-            _ => node.forget_writer(),
+            _ => node.forget_writers(),
         }
         if Instant::now() > deadline {
             return no_writer();
@@ -299,61 +395,142 @@ async fn serve(State(node): State<Arc<Node>>, request: Request) -> Response {
     }
 }
 
-/// Tries to take the writer's lease (through `keeper`, the lease's own connection) until it
-/// does or the node stops; then fences `meta`, the store's connection, by its epoch.
-pub(crate) fn await_lease(keeper: &MetaStore, meta: &MetaStore, node: &Node) -> Option<i64> {
+/// A node's health: that of each store it writes for, the worst status first and what each
+/// store reports beside it, with the shards it writes for; a node that writes for none
+/// stands by and names shard 0's writer.
+async fn health(node: &Node) -> Response {
+    let roles = node.every_role();
+    if roles.is_empty() {
+        let writers = node.writers().await;
+        let writer = writers.into_iter().find(|w| w.shard == Shard::default());
+        let body =
+            json!({ "status": "ok", "role": "standby", "writer": writer.map(|w| w.address) });
+        return Json(body).into_response();
+    }
+    let mut merged = json!({ "status": "ok", "role": "writer" });
+    let mut shards = Vec::new();
+    for (shard, routes) in roles {
+        shards.push(shard.0);
+        let request = Request::get("/healthz").body(Body::empty());
+        let Ok(request) = request else { continue };
+        let answer = routes
+            .oneshot(request)
+            .await
+            .unwrap_or_else(|never| match never {});
+        let bytes = axum::body::to_bytes(answer.into_body(), 1 << 20).await;
+        let Ok(serde_json::Value::Object(body)) =
+            bytes.map(|b| serde_json::from_slice(&b).unwrap_or_default())
+        else {
+            continue;
+        };
+        for (key, value) in body {
+            match key.as_str() {
+                "status" if value != "ok" => merged["status"] = value,
+                "status" | "role" => {}
+                _ => merged[key] = value,
+            }
+        }
+    }
+    merged["shards"] = json!(shards);
+    Json(merged).into_response()
+}
+
+/// A shard this node took: its epoch, and until when its store may acknowledge writes.
+pub(crate) struct Taken {
+    pub shard: Shard,
+    pub epoch: i64,
+    pub ack_deadline: AckDeadline,
+}
+
+/// Takes the next shard this node should write for, through `keeper` (the leases' own
+/// connection): one whose lease lapsed (or that no node wrote for yet, or that was this
+/// node's before a restart), at once when this node writes for none, else only once it has
+/// been free for two leases, so that a node with none (a new one, a restarted one) gets it
+/// first. `free_since` remembers when each shard was first seen free. `None` when there is
+/// nothing to take now.
+pub(crate) fn take_shard(
+    keeper: &MetaStore,
+    node: &Node,
+    free_since: &mut HashMap<Shard, Instant>,
+) -> Option<Taken> {
     let lease = node.lease;
-    let mut announced = false;
-    while !node.stopping.load(Ordering::Acquire) {
+    let writers = match keeper.writers() {
+        Ok(writers) => writers,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the writers' leases");
+            return None;
+        }
+    };
+    let held = node.held();
+    let now = now_ms();
+    // Nodes start their look at different shards, so that nodes starting together rarely
+    // reach for the same one.
+    let offset = node.id.bytes().map(u32::from).sum::<u32>() % node.shards;
+    for n in 0..node.shards {
+        let shard = Shard((offset + n) % node.shards);
+        if held.contains(&shard) {
+            continue;
+        }
+        let writer = writers.iter().find(|w| w.shard == shard);
+        let mine = writer.is_some_and(|w| w.node == node.id);
+        if !writer.is_none_or(|w| w.lease_until < now || mine) {
+            free_since.remove(&shard);
+            continue;
+        }
+        let since = *free_since.entry(shard).or_insert_with(Instant::now);
+        if !held.is_empty() && !mine && since.elapsed() < lease * 2 {
+            continue;
+        }
         let attempt = Instant::now();
         match keeper.take_writer(
-            SHARD,
+            shard,
             &node.id,
             &node.advertise,
             now_ms(),
             lease.as_millis() as i64,
         ) {
             Ok(Some(epoch)) => {
-                meta.fence(SHARD, epoch);
-                node.ack_deadline.extend_to(attempt + lease * 3 / 4);
-                tracing::info!(epoch, "this node is the cluster's writer");
-                return Some(epoch);
-            }
-            Ok(None) if !announced => {
-                tracing::info!("standing by: another node is the cluster's writer");
-                announced = true;
+                free_since.remove(&shard);
+                let ack_deadline = AckDeadline::default();
+                ack_deadline.extend_to(attempt + lease * 3 / 4);
+                tracing::info!(shard = shard.0, epoch, "this node is the shard's writer");
+                return Some(Taken {
+                    shard,
+                    epoch,
+                    ack_deadline,
+                });
             }
             Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot read the writer's lease"),
+            Err(e) => tracing::warn!(error = %e, "cannot take a writer's lease"),
         }
-        std::thread::sleep((lease / 8).max(Duration::from_millis(100)));
     }
     None
 }
 
-/// Renews the lease of `epoch` eight times per lease while `renewing` (until the store is
-/// flushed and closed at a stop), then resigns it. A writer that was taken over, or could not renew for three quarters of the lease,
-/// stops the process: acknowledging a write then could lose it.
-pub(crate) fn keep_lease(keeper: &MetaStore, node: &Node, epoch: i64, renewing: &AtomicBool) {
-    let lease = node.lease;
+/// Renews `taken`'s lease eight times per lease while `renewing` (until the shard's store
+/// is flushed and closed at a stop), then resigns it. A writer that was taken over, or
+/// could not renew for three quarters of the lease, stops the process: acknowledging a
+/// write then could lose it.
+pub(crate) fn keep_lease(keeper: &MetaStore, node: &Node, taken: &Taken, renewing: &AtomicBool) {
+    let (lease, shard, epoch) = (node.lease, taken.shard, taken.epoch);
     let mut renewed = Instant::now();
     while renewing.load(Ordering::Acquire) {
         let attempt = Instant::now();
-        match keeper.renew_writer(SHARD, epoch, now_ms() + lease.as_millis() as i64) {
+        match keeper.renew_writer(shard, epoch, now_ms() + lease.as_millis() as i64) {
             Ok(()) => {
                 renewed = attempt;
-                node.ack_deadline.extend_to(attempt + lease * 3 / 4);
+                taken.ack_deadline.extend_to(attempt + lease * 3 / 4);
             }
-            Err(MetaError::Fenced(_)) => lost_lease("another node took the writer's lease over"),
-            Err(e) => tracing::warn!(error = %e, "cannot renew the writer's lease"),
+            Err(MetaError::Fenced(_)) => lost_lease("another node took a writer's lease over"),
+            Err(e) => tracing::warn!(error = %e, shard = shard.0, "cannot renew a writer's lease"),
         }
         if renewed.elapsed() > lease * 3 / 4 {
-            lost_lease("the writer's lease could not be renewed in time");
+            lost_lease("a writer's lease could not be renewed in time");
         }
         std::thread::sleep(lease / 8);
     }
-    if let Err(e) = keeper.resign_writer(SHARD, epoch) {
-        tracing::warn!(error = %e, "cannot resign the writer's lease; it lapses on its own");
+    if let Err(e) = keeper.resign_writer(shard, epoch) {
+        tracing::warn!(error = %e, "cannot resign a writer's lease; it lapses on its own");
     }
 }
 
@@ -363,4 +540,9 @@ fn lost_lease(why: &str) -> ! {
          the bucket's WAL"
     );
     std::process::exit(75)
+}
+
+/// Locks a mutex, taking over a poisoned one.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }

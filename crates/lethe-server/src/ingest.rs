@@ -20,7 +20,7 @@ use axum::http::{Extensions, Method};
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 
 const HTTPAPI_MAX_BYTES: usize = 1 << 20;
-const BATCH_MAX_BYTES: usize = 20 << 20;
+pub(crate) const BATCH_MAX_BYTES: usize = 20 << 20;
 const MAX_EVENTS: usize = 2000;
 
 pub fn routes(origins: &CorsOrigins) -> Router<App> {

@@ -18,6 +18,7 @@ mod privacy;
 mod profile;
 mod rates;
 mod retention;
+mod routing;
 mod segmentation;
 mod startup;
 mod tasks;

@@ -9,11 +9,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use fs2::FileExt;
-use lethe_meta::{MetaPlace, MetaStore, NewProject, NodeRole};
+use lethe_meta::{MetaPlace, MetaStore, NewProject, NodeRole, Shard};
 use lethe_store::{AckDeadline, DataDir, SegmentPlace, Store, WalPlace};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
-use crate::cluster::{await_lease, keep_lease, Node};
+use crate::cluster::{keep_lease, take_shard, Node, Taken};
 use crate::rates::EventRates;
 use crate::webhooks::Dispatcher;
 use crate::{router, App, ServerConfig};
@@ -36,6 +36,8 @@ pub enum StartError {
     },
     #[error("--cluster needs shared state: --segments s3://… and --meta postgres://…")]
     ClusterNeedsSharedState,
+    #[error("the cluster's projects fall into {recorded} shards (set by its first node); start with --shards {recorded} or without --shards")]
+    ShardCount { recorded: u32 },
     #[error(transparent)]
     Meta(#[from] lethe_meta::MetaError),
     #[error(transparent)]
@@ -57,10 +59,10 @@ pub struct Running {
 enum Mode {
     /// The only node: its store is open.
     Single(App),
-    /// A cluster's node: it opens the store once it is the writer.
+    /// A cluster's node: it opens a shard's store once it is the shard's writer.
     Cluster {
         node: Arc<Node>,
-        /// The connection that renews the writer's lease.
+        /// The connection that takes and renews the writers' leases.
         keeper: Arc<MetaStore>,
         parts: Box<Parts>,
     },
@@ -137,11 +139,15 @@ pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
         node_id,
     ) {
         (Some(cluster), Some(secret), Some(id)) => {
+            let shards = parts.meta.cluster_shards(cluster.shards)?;
+            if cluster.shards.is_some_and(|asked| asked != shards) {
+                return Err(StartError::ShardCount { recorded: shards });
+            }
             let node = Node::new(
                 id,
                 cluster,
                 addr,
-                secret,
+                (secret, shards),
                 parts.meta.clone(),
                 parts.config.trusted_proxy,
             )
@@ -157,7 +163,7 @@ pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
                 parts: Box::new(parts),
             }
         }
-        _ => Mode::Single(parts.open(None).await?),
+        _ => Mode::Single(parts.open(parts.meta.clone(), None).await?),
     };
     Ok(Running {
         addr,
@@ -193,17 +199,23 @@ struct Parts {
 }
 
 impl Parts {
-    /// Opens the store (replaying the WAL) and makes the handlers' state; a cluster's
-    /// writer acknowledges writes only until `ack_deadline`.
-    async fn open(&self, ack_deadline: Option<AckDeadline>) -> Result<App, StartError> {
+    /// Opens the store (replaying the WAL) and makes the handlers' state over `meta`; a
+    /// cluster's writer passes its shard (the shard `meta` is fenced to, and how many there
+    /// are) and acknowledges writes only until `ack_deadline`.
+    async fn open(
+        &self,
+        meta: Arc<MetaStore>,
+        writer: Option<(u32, AckDeadline)>,
+    ) -> Result<App, StartError> {
         let mut store_config = self.config.store.clone();
-        if self.cluster_secret.is_some() {
+        if let Some((shards, ack_deadline)) = writer {
             // The next writer must find every acknowledged batch: the WAL is in the bucket.
             store_config.wal = WalPlace::Segments;
-            store_config.ack_deadline = ack_deadline;
+            store_config.ack_deadline = Some(ack_deadline);
+            store_config.shard_count = shards;
         }
         let store = {
-            let (dir, meta) = (self.dir.clone(), self.meta.clone());
+            let (dir, meta) = (self.dir.clone(), meta.clone());
             tokio::task::spawn_blocking(move || Store::open(dir, meta, store_config))
                 .await
                 .map_err(|e| StartError::DataDir {
@@ -212,7 +224,7 @@ impl Parts {
                 })??
         };
         Ok(App {
-            meta: self.meta.clone(),
+            meta,
             store,
             queue: QueueSignal::default(),
             privacy_grace: self.config.privacy_grace,
@@ -231,16 +243,18 @@ impl Parts {
     }
 }
 
-/// What runs beside the handlers of the node that holds the store: the deletion queue's
-/// worker and the webhooks' dispatcher.
+/// What runs beside the handlers of a node that holds a store: the deletion queue's worker
+/// (of the store's projects) and, on the node that writes for shard 0 (or the only node),
+/// the webhooks' dispatcher, which is the organization's.
 struct Background {
     worker: Worker,
-    webhooks: Dispatcher,
+    webhooks: Option<Dispatcher>,
     store: Store,
 }
 
 impl Background {
     fn start(app: &App) -> std::io::Result<Background> {
+        let dispatches = app.store.scope().shard == Shard::default();
         Ok(Background {
             worker: Worker::start(
                 app.meta.clone(),
@@ -248,7 +262,10 @@ impl Background {
                 app.queue.clone(),
                 app.worker,
             )?,
-            webhooks: Dispatcher::start(app.meta.clone(), app.webhook_retry)?,
+            webhooks: match dispatches {
+                true => Some(Dispatcher::start(app.meta.clone(), app.webhook_retry)?),
+                false => None,
+            },
             store: app.store.clone(),
         })
     }
@@ -256,7 +273,9 @@ impl Background {
     /// Stops the dispatcher (after the delivery in flight) and the worker, then flushes and
     /// closes the store.
     async fn stop(self) -> std::io::Result<()> {
-        self.webhooks.stop().await;
+        if let Some(webhooks) = self.webhooks {
+            webhooks.stop().await;
+        }
         let (worker, store) = (self.worker, self.store);
         tokio::task::spawn_blocking(move || {
             worker.stop();
@@ -290,7 +309,7 @@ impl Running {
                 keeper,
                 parts,
             } => {
-                let writer = tokio::spawn(run_for_writer(node.clone(), keeper, parts));
+                let writer = tokio::spawn(run_shards(node.clone(), keeper, parts));
                 let service = crate::cluster::routes(node.clone())
                     .into_make_service_with_connect_info::<SocketAddr>();
                 axum::serve(self.listener, service)
@@ -303,50 +322,102 @@ impl Running {
     }
 }
 
-/// A cluster node's life beyond its listener: waits for the writer's lease, then opens the
-/// store and serves as the writer; at the stop, flushes and resigns the lease.
-async fn run_for_writer(
+/// A shard this node writes for: what serves it, and its lease's keeper.
+struct Writing {
+    background: Background,
+    renewing: Arc<AtomicBool>,
+    lease: std::thread::JoinHandle<()>,
+}
+
+/// A cluster node's life beyond its listener: takes the lease of each shard it should
+/// write for, as they lapse, then opens the shard's store and serves it; at the stop,
+/// flushes each and resigns its lease.
+async fn run_shards(
     node: Arc<Node>,
     keeper: Arc<MetaStore>,
     parts: Box<Parts>,
 ) -> std::io::Result<()> {
-    let epoch = {
-        let (node, keeper, meta) = (node.clone(), keeper.clone(), parts.meta.clone());
-        tokio::task::spawn_blocking(move || await_lease(&keeper, &meta, &node))
+    let mut writing: Vec<Writing> = Vec::new();
+    let mut free_since = std::collections::HashMap::new();
+    let look = (node.lease / 8).max(std::time::Duration::from_millis(100));
+    while !node.stopping.load(Ordering::Acquire) {
+        let taken = {
+            let (node, keeper) = (node.clone(), keeper.clone());
+            let mut seen = std::mem::take(&mut free_since);
+            let taken = tokio::task::spawn_blocking(move || {
+                let taken = take_shard(&keeper, &node, &mut seen);
+                (taken, seen)
+            })
             .await
-            .map_err(std::io::Error::other)?
-    };
-    let Some(epoch) = epoch else {
-        return Ok(());
-    };
+            .map_err(std::io::Error::other)?;
+            free_since = taken.1;
+            taken.0
+        };
+        match taken {
+            Some(taken) => writing.push(write_for(&node, &keeper, &parts, taken).await?),
+            None => tokio::time::sleep(look).await,
+        }
+    }
+    let mut stopped = Ok(());
+    for shard in writing {
+        let result = shard.background.stop().await;
+        shard.renewing.store(false, Ordering::Release);
+        let lease = shard.lease;
+        let _ = tokio::task::spawn_blocking(move || lease.join()).await;
+        stopped = stopped.and(result);
+    }
+    stopped
+}
+
+/// Starts writing for the shard this node just `taken`: keeps its lease, opens its store
+/// on a connection fenced by its epoch, and serves its requests from then on.
+async fn write_for(
+    node: &Arc<Node>,
+    keeper: &Arc<MetaStore>,
+    parts: &Parts,
+    taken: Taken,
+) -> std::io::Result<Writing> {
+    let (shard, epoch) = (taken.shard, taken.epoch);
+    let ack_deadline = taken.ack_deadline.clone();
     let renewing = Arc::new(AtomicBool::new(true));
     let lease = {
-        let (node, renewing) = (node.clone(), renewing.clone());
+        let (node, keeper, renewing) = (node.clone(), keeper.clone(), renewing.clone());
         std::thread::Builder::new()
             .name("lethe-lease".into())
-            .spawn(move || keep_lease(&keeper, &node, epoch, &renewing))?
+            .spawn(move || keep_lease(&keeper, &node, &taken, &renewing))?
     };
     let opening = std::time::Instant::now();
-    let app = match parts.open(Some(node.ack_deadline.clone())).await {
+    let opened = async {
+        let meta = match shard == Shard::default() {
+            // Shard 0's writer shares the node's first connection, as a single writer did.
+            true => parts.meta.clone(),
+            false => Arc::new(MetaStore::open_at(
+                &parts.config.meta,
+                &parts.dir.meta_db(),
+            )?),
+        };
+        meta.fence(shard, epoch);
+        parts.open(meta, Some((node.shards, ack_deadline))).await
+    };
+    let app = match opened.await {
         Ok(app) => app,
         Err(e) => {
             // Another node may manage where this one cannot (its lease lapses on its own).
-            tracing::error!(error = %e, "the new writer cannot open the store: stopping");
+            tracing::error!(error = %e, shard = shard.0, "the new writer cannot open the store: stopping");
             std::process::exit(1);
         }
     };
     let background = Background::start(&app)?;
-    node.become_writer(router(app));
+    node.become_writer(shard, router(app));
     tracing::info!(
+        shard = shard.0,
         epoch,
         ms = opening.elapsed().as_millis() as u64,
-        "the store is open: serving as the writer"
+        "the store is open: serving as the shard's writer"
     );
-    while !node.stopping.load(Ordering::Acquire) {
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    let stopped = background.stop().await;
-    renewing.store(false, Ordering::Release);
-    let _ = tokio::task::spawn_blocking(move || lease.join()).await;
-    stopped
+    Ok(Writing {
+        background,
+        renewing,
+        lease,
+    })
 }

@@ -87,8 +87,8 @@ pub struct ServeArgs {
     #[arg(long, env = "LETHE_DEVICE_DAILY_QUOTA", default_value_t = 500_000)]
     device_daily_quota: u64,
     /// Run as one node of several on the same `--meta postgres://…` and `--segments
-    /// s3://…`: every node accepts every request, and one at a time (the writer) does the
-    /// work; the others forward to it and take over when it dies.
+    /// s3://…`: every node accepts every request; one node at a time writes for each shard
+    /// of the projects, the others forward its requests to it and take over when it dies.
     #[arg(long, env = "LETHE_CLUSTER")]
     cluster: bool,
     /// The URL the other nodes reach this one at (default: `http://` and --listen).
@@ -98,6 +98,10 @@ pub struct ServeArgs {
     /// another node within about this long.
     #[arg(long, env = "LETHE_WRITER_LEASE", default_value = "10s", value_parser = parse_duration)]
     writer_lease: Duration,
+    /// How many shards a new cluster's projects fall into, each with a writer of its own
+    /// (ingestion scales with them, up to one per node); fixed by the cluster's first node.
+    #[arg(long, env = "LETHE_SHARDS", value_parser = clap::value_parser!(u32).range(1..=256))]
+    shards: Option<u32>,
 }
 
 /// A duration with its unit, as every duration flag takes it (`50ms`, `30s`, `90m`, `24h`,
@@ -154,6 +158,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                 .advertise
                 .map(|url| url.trim_end_matches('/').to_string()),
             lease: args.writer_lease,
+            shards: args.shards,
         }),
         cors: match args.cors_origins.trim() {
             "*" => CorsOrigins::Any,

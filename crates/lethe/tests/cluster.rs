@@ -259,3 +259,152 @@ fn three_nodes_lose_no_acknowledged_event_and_finish_a_task_once_across_kills() 
     );
     drop((b, c));
 }
+
+/// The shards a node writes for, as its /healthz names them.
+fn shards_of(server: &Server) -> Vec<u64> {
+    let health = server.health();
+    let shards = health["shards"].as_array().cloned().unwrap_or_default();
+    shards.iter().filter_map(Value::as_u64).collect()
+}
+
+/// Three nodes and three shards: each node writes for one shard of the projects, so three
+/// writers ingest side by side; any node takes any project's request to its shard's
+/// writer. A writer killed with `kill -9` hands its shard to a survivor, which replays
+/// what it acknowledged; a deletion task of a project runs on its shard's writer.
+#[test]
+fn three_shards_spread_over_three_nodes_and_move_when_a_node_dies() {
+    let postgres = PgCluster::start();
+    let s3 = S3Server::start();
+    let mut env = s3.env();
+    env.push(("LETHE_SEGMENTS", "s3://lethe-tests/shards".into()));
+    env.push(("LETHE_META", postgres.database("shards")));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let tmp = tempfile::tempdir().unwrap();
+    let args: Vec<&str> = NODE.iter().copied().chain(["--shards", "3"]).collect();
+    let start = |name: &str| Server::start_with_env(&tmp.path().join(name), &args, &env);
+    let a = start("a");
+    let keys = a.first_start_keys();
+    let (b, c) = (start("b"), start("c"));
+    let nodes = [a, b, c];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut held: Vec<Vec<u64>> = Vec::new();
+    while held.iter().map(Vec::len).sum::<usize>() != 3 || held.iter().any(Vec::is_empty) {
+        assert!(
+            Instant::now() < deadline,
+            "the shards never spread: {held:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        held = nodes.iter().map(shards_of).collect();
+    }
+
+    // Three projects, one in each shard (project p is in shard p mod 3).
+    let token = nodes[1].admin_token();
+    let mut projects = vec![keys];
+    for name in ["Two", "Three"] {
+        let (status, made) = nodes[2].post_as(&token, "/api/v1/projects", &json!({ "name": name }));
+        assert_eq!(status, 201, "{made}");
+        projects.push(common::Keys::of_project(&made));
+    }
+    let shard_of = |keys: &common::Keys| (keys.project_id % 3) as u64;
+    let mut sent: Vec<Vec<String>> = vec![Vec::new(); 3];
+    let send = |via: &Server, p: usize, n: usize, sent: &mut Vec<Vec<String>>| {
+        let ids: Vec<String> = (0..n)
+            .map(|i| format!("p{p}-{}-{i}", sent[p].len()))
+            .collect();
+        let events: Vec<Value> = ids
+            .iter()
+            .map(
+                |id| json!({"event_type": "Keep", "user_id": format!("user-{p}"), "insert_id": id}),
+            )
+            .collect();
+        let (status, body) = via.send(&projects[p], json!(events));
+        assert_eq!(status, 200, "{body}");
+        sent[p].extend(ids);
+    };
+    // Every project's events through every node.
+    for via in &nodes {
+        for p in 0..3 {
+            send(via, p, 5, &mut sent);
+        }
+    }
+    let exported = |via: &Server, keys: &common::Keys| -> Vec<String> {
+        let mut ids: Vec<String> = export_all(via, keys)
+            .iter()
+            .map(|e| e["$insert_id"].as_str().unwrap().to_string())
+            .collect();
+        ids.sort();
+        ids
+    };
+    for (p, keys) in projects.iter().enumerate() {
+        let mut expected = sent[p].clone();
+        expected.sort();
+        assert_eq!(
+            exported(&nodes[p], keys),
+            expected,
+            "project {}",
+            keys.project_id
+        );
+    }
+
+    // The writer of project 2's shard dies with its events unflushed (nothing flushes);
+    // ingestion for it through another node waits for the next writer.
+    let victim = nodes
+        .iter()
+        .position(|n| shards_of(n).contains(&shard_of(&projects[1])))
+        .unwrap();
+    let [a, b, c] = nodes;
+    let mut alive: Vec<Server> = Vec::new();
+    for (i, node) in [a, b, c].into_iter().enumerate() {
+        match i == victim {
+            true => drop(node.kill9()),
+            false => alive.push(node),
+        }
+    }
+    send(&alive[0], 1, 5, &mut sent);
+    send(&alive[1], 0, 5, &mut sent);
+    for (p, keys) in projects.iter().enumerate() {
+        let mut expected = sent[p].clone();
+        expected.sort();
+        assert_eq!(
+            exported(&alive[p % 2], keys),
+            expected,
+            "every acknowledged event of project {} once",
+            keys.project_id
+        );
+    }
+    let held: Vec<u64> = alive.iter().flat_map(shards_of).collect();
+    assert_eq!(
+        held.len(),
+        3,
+        "the survivors write for every shard: {held:?}"
+    );
+
+    // A task of project 3, submitted through a node that may not write for its shard.
+    let (status, task) = alive[0].submit_last_hour(
+        &token,
+        projects[2].project_id,
+        json!({"name": "All of three", "clauses": [{"kind": "event", "event_types": ["Keep"]}], "confirm": "DELETE"}),
+    );
+    assert_eq!(status, 202, "{task}");
+    let id = task["id"].as_i64().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, task) = alive[1].get_as(&token, &format!("/api/v1/deletion-tasks/{id}"));
+        if task["status"] == "completed" {
+            assert_eq!(task["result"]["events_deleted"], sent[2].len());
+            break;
+        }
+        assert_ne!(task["status"], "failed", "{task}");
+        assert!(
+            Instant::now() < deadline,
+            "the task never completed: {task}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(exported(&alive[0], &projects[2]).is_empty());
+    assert_eq!(
+        exported(&alive[1], &projects[0]).len(),
+        sent[0].len(),
+        "other projects keep theirs"
+    );
+}
