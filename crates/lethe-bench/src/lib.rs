@@ -43,16 +43,21 @@ enum Which {
     /// segments rewritten against live, residue.
     Privacy(PrivacyArgs),
     /// `--cluster` nodes on the deployment `LETHE_SEGMENTS` and `LETHE_META` name: /2/httpapi
-    /// throughput through one node and through all, the time from the writer's death to a
-    /// standby's next 200, and to a running task's resumption.
+    /// throughput through one node and through all (to one project per node), each node's
+    /// CPU time, the time from a writer's death to its project's next 200 through another
+    /// node, and to a running task's resumption.
     Cluster(ClusterArgs),
 }
 
 #[derive(Args)]
 struct ClusterArgs {
-    /// Nodes (the first is the writer).
+    /// Nodes (the first is made first).
     #[arg(long, default_value_t = 3)]
     nodes: usize,
+    /// Shards of the projects (`--shards`): 1, one writer for all; as many as the nodes,
+    /// one writer each.
+    #[arg(long, default_value_t = 1)]
+    shards: u32,
     /// Events sent through /2/httpapi in each throughput run.
     #[arg(long, default_value_t = 200_000)]
     http_events: usize,
@@ -413,6 +418,25 @@ impl ServerProcess {
     }
 
     /// Stops the process the hard way, as a machine lost would.
+    /// The CPU time the server has used so far (user and system), from `/proc`.
+    fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()));
+        // The fields after the command's closing parenthesis; utime and stime are the
+        // 12th and 13th of those, in clock ticks of 1/100 s.
+        let ticks = stat.ok().and_then(|stat| {
+            let fields: Vec<u64> = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .skip(11)
+                .take(2)
+                .filter_map(|f| f.parse().ok())
+                .collect();
+            Some(fields.iter().sum::<u64>())
+        });
+        ticks.unwrap_or(0) as f64 / 100.0
+    }
+
     fn kill9(mut self) -> anyhow::Result<()> {
         self.child.kill()?;
         self.child.wait()?;
@@ -458,7 +482,7 @@ fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     let import_rss = server.peak_rss_mib();
     let http_s = http_ingest(
         &[&server.url],
-        &server.api_key,
+        &[&server.api_key],
         (args.http_events, args.clients, args.batch),
         (1000, args.wide),
     )?;
@@ -522,7 +546,7 @@ fn replay(data_dir: &Path, events: usize, clients: usize, batch: usize) -> anyho
     let server = ServerProcess::start(data_dir, &no_flush)?;
     http_ingest(
         &[&server.url],
-        &server.api_key,
+        &[&server.api_key],
         (events, clients, batch),
         (2000, false),
     )?;
@@ -642,7 +666,7 @@ static RETRIED_503: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUs
 
 fn http_ingest(
     urls: &[&str],
-    api_key: &str,
+    api_keys: &[&str],
     (events, clients, batch): (usize, usize, usize),
     (seed, wide): (u64, bool),
 ) -> anyhow::Result<f64> {
@@ -650,6 +674,9 @@ fn http_ingest(
     let bodies: Vec<Vec<String>> = (0..clients)
         .map(|c| {
             let mut mix = Mix::new(seed + c as u64, 100_000).wide(wide);
+            // Each node gets every project's requests alike: client c goes to node
+            // c mod urls, with project (c / urls) mod api_keys.
+            let api_key = api_keys[(c / urls.len()) % api_keys.len()];
             (0..per_client)
                 .map(|_| {
                     let mut body = format!("{{\"api_key\":\"{api_key}\",\"events\":[");
@@ -1047,8 +1074,9 @@ fn privacy(args: PrivacyArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts `nodes` cluster nodes, measures ingestion through the first and through all, then
-/// kills the writer twice: once while a standby's client sends, once in a running task.
+/// Starts `nodes` cluster nodes with one project each, measures ingestion through the
+/// first and through all (with each node's CPU time), then kills a writer twice: once while
+/// another node's client sends to its project, once in a running task.
 fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
     for var in ["LETHE_SEGMENTS", "LETHE_META"] {
         if std::env::var(var).is_err() {
@@ -1056,50 +1084,114 @@ fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
         }
     }
     let tmp = tempfile_dir(args.work_dir.as_deref())?;
-    let serve = ["--cluster", "--writer-lease", &args.lease];
+    let shards = args.shards.to_string();
+    let serve = [
+        "--cluster",
+        "--writer-lease",
+        &args.lease,
+        "--shards",
+        &shards,
+    ];
     let mut nodes = vec![ServerProcess::start(&tmp.join("node-0"), &serve)?];
-    let api_key = nodes[0].api_key.clone();
     for n in 1..args.nodes {
         nodes.push(ServerProcess::start(
             &tmp.join(format!("node-{n}")),
             &serve,
         )?);
     }
-    // Through the writer alone, then through every node, alternately, each run with events
-    // of its own; a first run (not counted) makes the users known.
-    let shape = (args.http_events, args.clients, args.batch);
-    let writer_url = [nodes[0].url.as_str()];
-    let urls: Vec<&str> = nodes.iter().map(|n| n.url.as_str()).collect();
-    http_ingest(&writer_url, &api_key, shape, (10_000, false))?;
-    let (mut one, mut all) = (Vec::new(), Vec::new());
-    for run in 0..args.runs as u64 {
-        one.push(http_ingest(
-            &writer_url,
-            &api_key,
-            shape,
-            (20_000 + 2_000 * run, false),
-        )?);
-        all.push(http_ingest(
-            &urls,
-            &api_key,
-            shape,
-            (21_000 + 2_000 * run, false),
-        )?);
-    }
-    let (one, all) = (median(one), median(all));
-
-    // The writer dies while a standby's client sends: the time to the next 200 there.
     let client = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(120))
         .build()?;
-    let standby = nodes[1].url.clone();
+    let token = nodes[0].token.clone();
+    let shards_of = |url: &str| -> anyhow::Result<Vec<u64>> {
+        let health: Value = client.get(format!("{url}/healthz")).send()?.json()?;
+        let shards = health["shards"].as_array().cloned().unwrap_or_default();
+        Ok(shards.iter().filter_map(Value::as_u64).collect())
+    };
+    // Every shard with a writer (each node with one, when there are as many shards).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let mut held = Vec::new();
+        for node in &nodes {
+            held.push(shards_of(&node.url)?);
+        }
+        let spread = held.iter().all(|h| !h.is_empty()) || args.shards < args.nodes as u32;
+        if held.iter().map(Vec::len).sum::<usize>() == args.shards as usize && spread {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("the shards never got a writer each: {held:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // One project per node (project p is in shard p mod --shards).
+    let mut projects = vec![(nodes[0].project_id, nodes[0].api_key.clone())];
+    for n in 1..args.nodes {
+        let made: Value = client
+            .post(format!("{}/api/v1/projects", nodes[0].url))
+            .bearer_auth(&token)
+            .json(&json!({ "name": format!("bench {n}") }))
+            .send()?
+            .json()?;
+        let id = made["id"].as_i64().context("a project id")?;
+        projects.push((
+            id,
+            made["api_key"].as_str().context("an API key")?.to_string(),
+        ));
+    }
+    let api_keys: Vec<&str> = projects.iter().map(|(_, key)| key.as_str()).collect();
+    // Through the first node alone, then through every node, alternately, each run with
+    // events of its own; a first run (not counted) makes the users known.
+    let shape = (args.http_events, args.clients, args.batch);
+    let first_url = [nodes[0].url.as_str()];
+    let urls: Vec<&str> = nodes.iter().map(|n| n.url.as_str()).collect();
+    http_ingest(&urls, &api_keys, shape, (10_000, false))?;
+    let (mut one, mut all) = (Vec::new(), Vec::new());
+    let mut cpu = vec![0.0; nodes.len()];
+    for run in 0..args.runs as u64 {
+        one.push(http_ingest(
+            &first_url,
+            &api_keys,
+            shape,
+            (20_000 + 2_000 * run, false),
+        )?);
+        let before: Vec<f64> = nodes.iter().map(ServerProcess::cpu_seconds).collect();
+        all.push(http_ingest(
+            &urls,
+            &api_keys,
+            shape,
+            (21_000 + 2_000 * run, false),
+        )?);
+        for (n, node) in nodes.iter().enumerate() {
+            cpu[n] += node.cpu_seconds() - before[n];
+        }
+    }
+    let (one, all) = (median(one), median(all));
+    let mut held = Vec::new();
+    for node in &nodes {
+        held.push(shards_of(&node.url)?);
+    }
+
+    // The writer of the first project's shard dies while a client of another node sends
+    // to that project: the time to the next 200 there.
+    let (project, api_key) = projects[0].clone();
+    let shard = project as u64 % u64::from(args.shards);
+    let writer_of = |nodes: &[ServerProcess]| -> anyhow::Result<usize> {
+        for (n, node) in nodes.iter().enumerate() {
+            if shards_of(&node.url)?.contains(&shard) {
+                return Ok(n);
+            }
+        }
+        bail!("no node writes for shard {shard}")
+    };
     let body = json!({"api_key": api_key, "events": [{"event_type": "Failover", "user_id": "bench-user-1"}]});
-    let writer = nodes.remove(0);
+    let writer = nodes.remove(writer_of(&nodes)?);
+    let other = nodes[0].url.clone();
     let killed = Instant::now();
     writer.kill9()?;
     let served = loop {
         let r = client
-            .post(format!("{standby}/2/httpapi"))
+            .post(format!("{other}/2/httpapi"))
             .json(&body)
             .send()?;
         if r.status().as_u16() == 200 {
@@ -1108,31 +1200,16 @@ fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(20));
     };
 
-    // The writer dies in a running task (it rewrites the day every event above is in): the
-    // time until another node starts it again. The next writer is one of those left.
-    let role = |url: &str| -> anyhow::Result<String> {
-        let health: Value = client.get(format!("{url}/healthz")).send()?.json()?;
-        Ok(health["role"].as_str().unwrap_or_default().to_string())
-    };
-    let mut roles = Vec::new();
-    for node in &nodes {
-        roles.push(role(&node.url)?);
-    }
-    let writer = roles
-        .iter()
-        .position(|r| r == "writer")
-        .context("a writer")?;
-    let standby = nodes[(writer + 1) % nodes.len()].url.clone();
-    let token = nodes[0].token.clone();
+    // That shard's next writer dies in a running task (it rewrites the day every event
+    // above is in): the time until another node starts it again.
+    let writer = writer_of(&nodes)?;
+    let other = nodes[(writer + 1) % nodes.len()].url.clone();
     let now = lethe_meta::now_ms();
     let spec = json!({"name": "bench failover", "start": rfc3339(now - 3_600_000),
         "end": rfc3339(now + 1), "clauses": [{"kind": "event", "event_types": ["event_type_39"]}],
         "confirm": "DELETE"});
     let task: Value = client
-        .post(format!(
-            "{standby}/api/v1/projects/{}/deletion-tasks",
-            nodes[0].project_id
-        ))
+        .post(format!("{other}/api/v1/projects/{project}/deletion-tasks"))
         .bearer_auth(&token)
         .json(&spec)
         .send()?
@@ -1140,7 +1217,7 @@ fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
     let id = task["id"].as_i64().context("task id")?;
     let status = |id: i64| -> anyhow::Result<Value> {
         Ok(client
-            .get(format!("{standby}/api/v1/deletion-tasks/{id}"))
+            .get(format!("{other}/api/v1/deletion-tasks/{id}"))
             .bearer_auth(&token)
             .send()?
             .json()?)
@@ -1156,7 +1233,7 @@ fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
     nodes.remove(writer).kill9()?;
     let starts = |id: i64| -> anyhow::Result<usize> {
         let audit: Value = client
-            .get(format!("{standby}/api/v1/audit"))
+            .get(format!("{other}/api/v1/audit"))
             .bearer_auth(&token)
             .send()?
             .json()?;
@@ -1179,28 +1256,43 @@ fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
     for node in nodes {
         node.stop()?;
     }
+    let total_cpu: f64 = cpu.iter().sum();
     println!();
-    println!("| measure (writer lease {}) | value |", args.lease);
+    println!(
+        "| measure ({} nodes, {} shards, writer lease {}) | value |",
+        args.nodes, args.shards, args.lease
+    );
     println!("|---|---|");
     println!(
-        "| /2/httpapi through the writer alone, {} clients × {}-event batches (median of {}) | {:.0} events/s |",
+        "| /2/httpapi through the first node alone, {} clients × {}-event batches, {} projects (median of {}) | {:.0} events/s |",
         args.clients,
         args.batch,
+        projects.len(),
         args.runs,
         args.http_events as f64 / one
     );
     println!(
-        "| /2/httpapi through all {} nodes, the same clients spread over them | {:.0} events/s ({:.2}× the writer alone) |",
+        "| /2/httpapi through all {} nodes, the same clients spread over them | {:.0} events/s ({:.2}× the first node alone) |",
         args.nodes,
         args.http_events as f64 / all,
         one / all
+    );
+    let shares: Vec<String> = cpu
+        .iter()
+        .zip(&held)
+        .map(|(c, h)| format!("{:.0} % (shards {h:?})", 100.0 * c / total_cpu))
+        .collect();
+    println!(
+        "| the nodes' CPU in the runs through all: {:.1} s, each node's share | {} |",
+        total_cpu,
+        shares.join(", ")
     );
     println!(
         "| requests retried after a 503 (flushes behind) | {} |",
         RETRIED_503.load(std::sync::atomic::Ordering::Relaxed)
     );
-    println!("| writer killed → a standby's next 200 | {served:.2} s |");
-    println!("| writer killed in a running task → the task started again | {resumed:.2} s |");
+    println!("| a writer killed → its project's next 200 through another node | {served:.2} s |");
+    println!("| that shard's next writer killed in a running task → the task started again | {resumed:.2} s |");
     if args.work_dir.is_none() {
         std::fs::remove_dir_all(&tmp)?;
     }

@@ -44,6 +44,12 @@ pub struct ShardScope {
     pub count: u32,
 }
 
+impl Default for ShardScope {
+    fn default() -> Self {
+        ShardScope::ALL
+    }
+}
+
 impl ShardScope {
     /// Every project: a single node, or a cluster of one shard.
     pub const ALL: ShardScope = ShardScope {
@@ -234,13 +240,21 @@ impl MetaStore {
                 "INSERT INTO counters (name, value) VALUES ('cluster_shards', ?1)
                  ON CONFLICT (name) DO NOTHING",
                 params![i64::from(asked.unwrap_or(1).max(1))],
-            )?;
-            let count: i64 = c.query_row(
+            )
+        })?;
+        self.shard_count()
+    }
+
+    /// How many shards the projects fall into, as a cluster's first node recorded it (1
+    /// for a single node, or before a cluster's first start).
+    pub fn shard_count(&self) -> Result<u32> {
+        self.with(|c| {
+            let count: Option<i64> = c.query_opt(
                 "SELECT value FROM counters WHERE name = 'cluster_shards'",
                 &[],
                 |r| r.get(0),
             )?;
-            Ok(count as u32)
+            Ok(count.map_or(1, |n| n.max(1) as u32))
         })
     }
 }

@@ -7,7 +7,7 @@ use crate::identity::{
     upsert_groups, upsert_identities, upsert_profiles, GroupRecord, IdentityRecord, ProfileRecord,
 };
 use crate::sql::{execute_rows, params};
-use crate::{MetaError, MetaStore, Result};
+use crate::{MetaError, MetaStore, Result, Shard};
 
 /// What the manifest knows of one segment: enough for planning without opening the file.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -240,10 +240,9 @@ impl MetaStore {
         })
     }
 
-    /// The sequence of this store's shard's WAL ([`MetaStore::shard`]) up to which every
-    /// record is in committed segments (0 before the first).
-    pub fn wal_checkpoint(&self) -> Result<u64> {
-        let shard = self.shard();
+    /// The sequence of `shard`'s WAL up to which every record is in committed segments (0
+    /// before the first).
+    pub fn wal_checkpoint(&self, shard: Shard) -> Result<u64> {
         self.with(|c| {
             let seq: Option<i64> = c.query_opt(
                 "SELECT seq FROM wal_checkpoints WHERE shard=?1",

@@ -381,7 +381,7 @@ fn commits_swap_segments_atomically_and_refuse_stale_inputs() {
         .unwrap();
         assert_eq!(meta.live_segments().unwrap(), vec![seg("c")], "{}", b.name);
         assert_eq!(
-            meta.wal_checkpoint().unwrap(),
+            meta.wal_checkpoint(S0).unwrap(),
             7,
             "{}: the checkpoint never moves back",
             b.name
@@ -893,6 +893,23 @@ fn each_shard_has_a_writer_and_a_wal_checkpoint_of_its_own() {
         let a = &b.meta;
         let node_b = second_connection(&b);
         assert_eq!(
+            a.shard_count().unwrap(),
+            1,
+            "{}: one until a cluster says",
+            b.name
+        );
+        assert_eq!(
+            a.cluster_shards(Some(3)).unwrap(),
+            3,
+            "the first node's count"
+        );
+        assert_eq!(
+            node_b.cluster_shards(Some(5)).unwrap(),
+            3,
+            "fixed from then on"
+        );
+        assert_eq!(node_b.cluster_shards(None).unwrap(), 3);
+        assert_eq!(
             a.take_writer(S0, "a", "http://a", 1_000, 500).unwrap(),
             Some(1)
         );
@@ -906,6 +923,10 @@ fn each_shard_has_a_writer_and_a_wal_checkpoint_of_its_own() {
         );
         node_b.fence(s1, 1);
         assert_eq!(a.writer(s1).unwrap().unwrap().node, "b");
+        let writers: Vec<(Shard, String)> = (a.writers().unwrap().into_iter())
+            .map(|w| (w.shard, w.node))
+            .collect();
+        assert_eq!(writers, [(S0, "a".to_string()), (s1, "b".to_string())]);
         assert_eq!(a.shard(), S0);
         assert_eq!(node_b.shard(), s1);
 
@@ -921,8 +942,8 @@ fn each_shard_has_a_writer_and_a_wal_checkpoint_of_its_own() {
                 ..Default::default()
             })
             .unwrap();
-        assert_eq!(a.wal_checkpoint().unwrap(), 5, "{}", b.name);
-        assert_eq!(node_b.wal_checkpoint().unwrap(), 9, "{}", b.name);
+        assert_eq!(a.wal_checkpoint(S0).unwrap(), 5, "{}", b.name);
+        assert_eq!(node_b.wal_checkpoint(s1).unwrap(), 9, "{}", b.name);
 
         // Shard 1 taken over (its lease lapsed): its old writer is fenced, shard 0's is not.
         let node_c = second_connection(&b);
@@ -946,11 +967,11 @@ fn each_shard_has_a_writer_and_a_wal_checkpoint_of_its_own() {
         })
         .unwrap();
         assert_eq!(
-            node_c.wal_checkpoint().unwrap(),
+            node_c.wal_checkpoint(s1).unwrap(),
             9,
             "nothing of the fenced commit"
         );
-        assert_eq!(a.wal_checkpoint().unwrap(), 6);
+        assert_eq!(a.wal_checkpoint(S0).unwrap(), 6);
 
         // A shard's writer loads the identities, profiles and groups of its projects alone.
         a.bootstrap("a@b.c", Some("pw")).unwrap();

@@ -359,9 +359,10 @@ async fn serve(State(node): State<Arc<Node>>, request: Request) -> Response {
         },
     };
     let shard = node.shard_of(&parts, payload.bytes()).await;
-    // While the writer changes (its lease lapsing, the next one opening the store), the
-    // request waits rather than fail: an SDK retries a 503 only a few times, quickly.
-    let deadline = Instant::now() + node.lease + Duration::from_secs(5);
+    // While the writer changes (its lease lapsing, a busy node's grace before it takes a
+    // second shard, the next writer opening the store), the request waits rather than fail:
+    // an SDK retries a 503 only a few times, quickly.
+    let deadline = Instant::now() + node.lease * TAKEOVER_LEASES + Duration::from_secs(5);
     loop {
         if let Some(routes) = node.routes(shard) {
             let body = match payload {
@@ -435,6 +436,11 @@ async fn health(node: &Node) -> Response {
     Json(merged).into_response()
 }
 
+/// How many leases a shard may go without a writer when its node dies and every other
+/// node writes for a shard already: its lease lapsing, then two more before a busy node
+/// takes it (a node that writes for none takes it at once).
+const TAKEOVER_LEASES: u32 = 3;
+
 /// A shard this node took: its epoch, and until when its store may acknowledge writes.
 pub(crate) struct Taken {
     pub shard: Shard,
@@ -478,7 +484,7 @@ pub(crate) fn take_shard(
             continue;
         }
         let since = *free_since.entry(shard).or_insert_with(Instant::now);
-        if !held.is_empty() && !mine && since.elapsed() < lease * 2 {
+        if !held.is_empty() && !mine && since.elapsed() < lease * (TAKEOVER_LEASES - 1) {
             continue;
         }
         let attempt = Instant::now();

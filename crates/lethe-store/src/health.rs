@@ -22,15 +22,25 @@ pub struct DamagedSegment {
 #[derive(Debug, Default)]
 pub(crate) struct Quarantine {
     damaged: Mutex<BTreeMap<String, DamagedSegment>>,
+    /// The projects of the store, which its gauge is labelled by.
+    scope: lethe_meta::ShardScope,
 }
 
 impl Quarantine {
+    /// An empty quarantine of the store of `scope`'s projects.
+    pub fn of(scope: lethe_meta::ShardScope) -> Quarantine {
+        Quarantine {
+            damaged: Mutex::default(),
+            scope,
+        }
+    }
+
     pub fn add(&self, segment: DamagedSegment) {
         tracing::error!(path = %segment.path, reason = %segment.reason,
             "segment damaged: quarantined (reads and deletions that need it fail until it is restored)");
         let mut damaged = self.damaged.lock().unwrap_or_else(|p| p.into_inner());
         damaged.insert(segment.id.clone(), segment);
-        metrics::gauge!("lethe_segments_quarantined").set(damaged.len() as f64);
+        crate::gauge("lethe_segments_quarantined", self.scope).set(damaged.len() as f64);
     }
 
     pub fn list(&self) -> Vec<DamagedSegment> {

@@ -162,6 +162,15 @@ impl StoreError {
     }
 }
 
+/// A gauge of one store: labelled with its shard when the store holds one shard of several
+/// (a cluster node may write for several shards, each its own store), plain otherwise.
+pub(crate) fn gauge(name: &'static str, scope: lethe_meta::ShardScope) -> metrics::Gauge {
+    match scope.count {
+        0 | 1 => metrics::gauge!(name),
+        _ => metrics::gauge!(name, "shard" => scope.shard.0.to_string()),
+    }
+}
+
 /// Locks a mutex, taking over a poisoned one: a panic elsewhere must not stop the store.
 pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())

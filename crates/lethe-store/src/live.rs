@@ -322,6 +322,14 @@ pub(crate) struct LiveSet {
 }
 
 impl LiveSet {
+    /// No segments yet, of the store of `scope`'s projects.
+    pub fn for_scope(scope: lethe_meta::ShardScope) -> LiveSet {
+        LiveSet {
+            quarantine: Arc::new(Quarantine::of(scope)),
+            ..LiveSet::default()
+        }
+    }
+
     /// Makes committed segments visible to readers. `written` objects were just written by
     /// this process, with the checksum their records carry: known good.
     pub fn add(&mut self, storage: &Arc<Storage>, records: Vec<SegmentRecord>, written: bool) {

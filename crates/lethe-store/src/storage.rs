@@ -115,6 +115,8 @@ pub struct Storage {
     /// to delete again: one may hold what a deletion task removed. A set: a key whose
     /// deletion fails twice (a reader's drop, then the task's own try) is one object.
     leftovers: Mutex<BTreeSet<Key>>,
+    /// The projects of the store this storage serves, which its gauge is labelled by.
+    scope: ShardScope,
 }
 
 impl Drop for Storage {
@@ -129,8 +131,8 @@ impl Drop for Storage {
 /// Publishes how many segment objects wait for their deletion to be tried again: one that
 /// stays above zero means the disk or bucket refuses deletions, and what a task removed may
 /// still be there (the task fails rather than say completed).
-fn publish_leftovers(count: usize) {
-    metrics::gauge!("lethe_segment_deletions_pending").set(count as f64);
+fn publish_leftovers(count: usize, scope: ShardScope) {
+    crate::gauge("lethe_segment_deletions_pending", scope).set(count as f64);
 }
 
 /// The end of an object: its last bytes and its whole size.
@@ -151,9 +153,16 @@ impl Storage {
             objects: Arc::new(objects),
             local_root: Some(root.to_path_buf()),
             leftovers: Mutex::default(),
+            scope: ShardScope::ALL,
             root_name: root.display().to_string(),
             runtime: None,
         })
+    }
+
+    /// The same storage, serving the store of `scope`'s projects.
+    pub(crate) fn for_scope(mut self, scope: ShardScope) -> Storage {
+        self.scope = scope;
+        self
     }
 
     /// A deployment's segments for the server: a bucket that keeps versions is refused.
@@ -192,6 +201,7 @@ impl Storage {
             objects: Arc::new(PrefixStore::new(s3, prefix)),
             local_root: None,
             leftovers: Mutex::default(),
+            scope: ShardScope::ALL,
             root_name: format!("s3://{bucket}/{prefix}"),
             runtime: Some(runtime),
         })
@@ -465,7 +475,7 @@ impl Storage {
         if deleted.is_err() {
             let mut leftovers = lock(&self.leftovers);
             leftovers.extend(keys);
-            publish_leftovers(leftovers.len());
+            publish_leftovers(leftovers.len(), self.scope);
         }
         deleted
     }
@@ -488,7 +498,7 @@ impl Storage {
         for key in &keys {
             leftovers.remove(key);
         }
-        publish_leftovers(leftovers.len());
+        publish_leftovers(leftovers.len(), self.scope);
         Ok(())
     }
 

@@ -235,9 +235,10 @@ impl Store {
             shard: meta.shard(),
             count: config.shard_count,
         };
-        let storage = Arc::new(Storage::open(&config.segments, &dir.segments_dir())?);
+        let storage = Storage::open(&config.segments, &dir.segments_dir())?.for_scope(scope);
+        let storage = Arc::new(storage);
         storage.remove_staged_uploads(scope)?;
-        let mut live = LiveSet::default();
+        let mut live = LiveSet::for_scope(scope);
         let mut records = meta.live_segments()?;
         records.retain(|record| scope.holds(record.project_id));
         live.add(&storage, records, false);
@@ -282,7 +283,7 @@ impl Store {
             WalPlace::DataDir => WalRoot::Dir(dir.clone()),
             WalPlace::Segments => WalRoot::Bucket(storage.clone(), scope.shard),
         };
-        let checkpoint = meta.wal_checkpoint()?;
+        let checkpoint = meta.wal_checkpoint(scope.shard)?;
         wal_root.remove_through(checkpoint)?;
         let mut memtable = Memtable::default();
         let last_seq = replay_wal(&wal_root, config.salvage_wal, &mut resolver, &mut memtable)?
@@ -1050,7 +1051,7 @@ impl Inner {
             .unwrap_or_else(|p| p.into_inner())
             .live
             .totals();
-        metrics::gauge!("lethe_segments").set(segments as f64);
-        metrics::gauge!("lethe_segment_bytes").set(bytes as f64);
+        crate::gauge("lethe_segments", self.scope).set(segments as f64);
+        crate::gauge("lethe_segment_bytes", self.scope).set(bytes as f64);
     }
 }

@@ -55,13 +55,16 @@ pub fn verify(dir: &DataDir, meta: &MetaStore, segments: &SegmentPlace) -> Resul
             storage.describe(&key)
         ));
     }
-    let checkpoint = meta.wal_checkpoint()?;
-    // A cluster's WAL is in the bucket; a node's own is in its data dir.
-    let mut roots = vec![WalRoot::Dir(dir.clone())];
+    // A node's own WAL is in its data dir (shard 0's checkpoint); a cluster's, one for each
+    // shard, in the bucket.
+    let mut roots = vec![(WalRoot::Dir(dir.clone()), meta.wal_checkpoint(Shard(0))?)];
     if *segments != SegmentPlace::DataDir {
-        roots.push(WalRoot::Bucket(storage, Shard::default()));
+        for n in 0..meta.shard_count()? {
+            let root = WalRoot::Bucket(storage.clone(), Shard(n));
+            roots.push((root, meta.wal_checkpoint(Shard(n))?));
+        }
     }
-    for root in roots {
+    for (root, checkpoint) in roots {
         let seqs: Vec<u64> = root
             .list()?
             .into_iter()

@@ -133,7 +133,7 @@ impl WalWriter<'_> {
             return;
         }
         self.durable.fetch_max(last_batch, Ordering::AcqRel);
-        metrics::gauge!("lethe_wal_bytes").set(self.file.bytes as f64);
+        crate::gauge("lethe_wal_bytes", self.inner.scope).set(self.file.bytes as f64);
         let synced = std::mem::take(&mut self.appended);
         {
             let mut state = self.inner.state.write().unwrap_or_else(|p| p.into_inner());
@@ -172,7 +172,11 @@ impl WalWriter<'_> {
 
     /// Publishes whether the WAL refuses writes (for `/healthz` and the metric).
     fn set_refusal(&self, refusal: Option<Unavailable>) {
-        metrics::gauge!("lethe_wal_available").set(if refusal.is_some() { 0.0 } else { 1.0 });
+        crate::gauge("lethe_wal_available", self.inner.scope).set(if refusal.is_some() {
+            0.0
+        } else {
+            1.0
+        });
         *lock(&self.inner.wal_refusal) = refusal;
     }
 

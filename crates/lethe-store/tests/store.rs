@@ -693,13 +693,15 @@ fn shards_on_one_bucket_store_their_own_projects_and_leave_each_others_objects()
     assert_eq!(types(&shard_1, 1), ["unflushed-1"]);
     assert!(!of_1.exists());
     assert!(all_events(&shard_1, 2).is_empty());
-    let shard_0_checkpoint = admin.wal_checkpoint().unwrap();
+    let shard_0_checkpoint = admin.wal_checkpoint(Shard(0)).unwrap();
+    let shard_1_checkpoint = admin.wal_checkpoint(Shard(1)).unwrap();
     shard_1.flush().unwrap();
     assert_eq!(
-        admin.wal_checkpoint().unwrap(),
+        admin.wal_checkpoint(Shard(0)).unwrap(),
         shard_0_checkpoint,
         "shard 1's flush moves its own checkpoint only"
     );
+    assert!(admin.wal_checkpoint(Shard(1)).unwrap() > shard_1_checkpoint);
     let wal = tmp.path().join("segments/wal");
     assert!(
         !wal.join("1").exists(),

@@ -280,7 +280,11 @@ fn three_shards_spread_over_three_nodes_and_move_when_a_node_dies() {
     env.push(("LETHE_META", postgres.database("shards")));
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let tmp = tempfile::tempdir().unwrap();
-    let args: Vec<&str> = NODE.iter().copied().chain(["--shards", "3"]).collect();
+    // A node that writes for a shard takes a second one only after two leases: the nodes
+    // start well within that, so each takes one.
+    let mut args = [NODE, &["--shards", "3"]].concat();
+    assert_eq!(args[1], "--writer-lease");
+    args[2] = "5s";
     let start = |name: &str| Server::start_with_env(&tmp.path().join(name), &args, &env);
     let a = start("a");
     let keys = a.first_start_keys();
@@ -295,6 +299,13 @@ fn three_shards_spread_over_three_nodes_and_move_when_a_node_dies() {
         );
         std::thread::sleep(Duration::from_millis(100));
         held = nodes.iter().map(shards_of).collect();
+    }
+
+    // Each store's gauges carry its shard: a node may write for several.
+    for (node, shards) in nodes.iter().zip(&held) {
+        let metrics = node.get_text("/metrics");
+        let gauge = format!("lethe_segments{{shard=\"{}\"}}", shards[0]);
+        assert!(metrics.contains(&gauge), "{gauge} in {metrics}");
     }
 
     // Three projects, one in each shard (project p is in shard p mod 3).
@@ -345,6 +356,17 @@ fn three_shards_spread_over_three_nodes_and_move_when_a_node_dies() {
             keys.project_id
         );
     }
+
+    // `lethe verify` reads every shard's WAL: one object per request so far (nothing flushes).
+    let verified = common::lethe()
+        .args(["verify", "--data-dir"])
+        .arg(&nodes[0].data_dir)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&verified.stdout);
+    assert!(verified.status.success(), "{report}");
+    assert!(report.contains(", 9 WAL files and"), "{report}");
 
     // The writer of project 2's shard dies with its events unflushed (nothing flushes);
     // ingestion for it through another node waits for the next writer.
