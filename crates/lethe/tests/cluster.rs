@@ -100,13 +100,20 @@ fn export_all(server: &Server, keys: &common::Keys) -> Vec<Value> {
     }
 }
 
-#[test]
-fn three_nodes_lose_no_acknowledged_event_and_finish_a_task_once_across_kills() {
+/// A PostgreSQL cluster and an S3 server of their own, and the variables that make a node
+/// keep its metadata and segments there (the database and the prefix named `name`).
+fn shared_services(name: &str) -> (PgCluster, S3Server, Vec<(&'static str, String)>) {
     let postgres = PgCluster::start();
     let s3 = S3Server::start();
     let mut env = s3.env();
-    env.push(("LETHE_SEGMENTS", "s3://lethe-tests/cluster".into()));
-    env.push(("LETHE_META", postgres.database("cluster")));
+    env.push(("LETHE_SEGMENTS", format!("s3://lethe-tests/{name}")));
+    env.push(("LETHE_META", postgres.database(name)));
+    (postgres, s3, env)
+}
+
+#[test]
+fn three_nodes_lose_no_acknowledged_event_and_finish_a_task_once_across_kills() {
+    let (_postgres, _s3, env) = shared_services("cluster");
     let tmp = tempfile::tempdir().unwrap();
     let dir = |name: &str| -> PathBuf { tmp.path().join(name) };
     let with = |extra: &[(&'static str, String)]| -> Vec<(&'static str, String)> {
@@ -273,11 +280,7 @@ fn shards_of(server: &Server) -> Vec<u64> {
 /// what it acknowledged; a deletion task of a project runs on its shard's writer.
 #[test]
 fn three_shards_spread_over_three_nodes_and_move_when_a_node_dies() {
-    let postgres = PgCluster::start();
-    let s3 = S3Server::start();
-    let mut env = s3.env();
-    env.push(("LETHE_SEGMENTS", "s3://lethe-tests/shards".into()));
-    env.push(("LETHE_META", postgres.database("shards")));
+    let (_postgres, _s3, env) = shared_services("shards");
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let tmp = tempfile::tempdir().unwrap();
     // A node that writes for a shard takes a second one only after two leases: the nodes
