@@ -327,6 +327,17 @@ fn no_writer() -> Response {
         .into_response()
 }
 
+/// 421: a node got a forwarded request for a shard it does not write for; the node that
+/// forwarded it looks for the shard's writer again.
+fn misdirected() -> Response {
+    let body = json!({
+        "code": 421,
+        "error": "this node does not write for the request's shard",
+        "reason": "not_writer",
+    });
+    (StatusCode::MISDIRECTED_REQUEST, Json(body)).into_response()
+}
+
 /// Every request of a cluster node: served by its shard's routes on that shard's writer,
 /// else forwarded there (a node that writes for no shard answers `/healthz` itself).
 pub(crate) fn routes(node: Arc<Node>) -> Router {
@@ -359,6 +370,13 @@ async fn serve(State(node): State<Arc<Node>>, request: Request) -> Response {
         },
     };
     let shard = node.shard_of(&parts, payload.bytes()).await;
+    // A request another node forwarded is never forwarded again: when this node does not
+    // write for its shard (the other's view of the leases was a moment old), it says so,
+    // and the other looks again. No request goes round between nodes.
+    let forwarded = parts
+        .headers
+        .get(FORWARDED_BY)
+        .is_some_and(|by| by.as_bytes() == node.secret.as_bytes());
     // While the writer changes (its lease lapsing, a busy node's grace before it takes a
     // second shard, the next writer opening the store), the request waits rather than fail:
     // an SDK retries a 503 only a few times, quickly.
@@ -375,13 +393,21 @@ async fn serve(State(node): State<Arc<Node>>, request: Request) -> Response {
                 .await
                 .unwrap_or_else(|never| match never {});
         }
+        if forwarded {
+            return misdirected();
+        }
         // A request of no project goes to shard 0's writer.
         let target = shard.unwrap_or_default();
         let writer = node.writers().await.into_iter().find(|w| w.shard == target);
         match writer {
             Some(w) if w.node != node.id && w.lease_until >= now_ms() => {
-                if let Some(answer) = node.send(&parts, &mut payload, &w, &client).await {
-                    return answer;
+                match node.send(&parts, &mut payload, &w, &client).await {
+                    Some(answer) if answer.status() != StatusCode::MISDIRECTED_REQUEST => {
+                        return answer
+                    }
+                    // That node no longer (or not yet) writes for the shard.
+                    Some(_) => node.forget_writers(),
+                    None => {}
                 }
                 if matches!(payload, Payload::Streamed(_)) {
                     return no_writer();

@@ -360,6 +360,24 @@ fn three_shards_spread_over_three_nodes_and_move_when_a_node_dies() {
         );
     }
 
+    // A request another node forwarded is not forwarded again: a node that does not write
+    // for its shard says so, and the forwarding node looks for the writer again.
+    let meta_url = env.iter().find(|(k, _)| *k == "LETHE_META").unwrap().1;
+    let secret = common::psql(meta_url, "SELECT token FROM cluster_secret");
+    let elsewhere = nodes
+        .iter()
+        .find(|n| !shards_of(n).contains(&shard_of(&projects[0])))
+        .unwrap();
+    let body =
+        json!({"api_key": projects[0].api_key, "events": [{"event_type": "Keep", "user_id": "u"}]});
+    let misdirected = reqwest::blocking::Client::new()
+        .post(elsewhere.url("/2/httpapi"))
+        .header("x-lethe-forwarded-by", secret.trim())
+        .json(&body)
+        .send()
+        .unwrap();
+    assert_eq!(misdirected.status().as_u16(), 421);
+
     // `lethe verify` reads every shard's WAL: one object per request so far (nothing flushes).
     let verified = common::lethe()
         .args(["verify", "--data-dir"])
