@@ -81,6 +81,8 @@ pub(crate) struct Node {
     writers: Mutex<Option<(Instant, Vec<Writer>)>>,
     /// Projects by API key, as routing found them (a key never moves to another project).
     projects_by_key: Mutex<HashMap<String, i64>>,
+    /// When this node first saw each shard without a writer (`take_shard`).
+    free_since: Mutex<HashMap<Shard, Instant>>,
     client: reqwest::Client,
     /// Set to stop taking and keeping leases (a graceful stop resigns them).
     pub stopping: AtomicBool,
@@ -116,6 +118,7 @@ impl Node {
             meta,
             writers: Mutex::new(None),
             projects_by_key: Mutex::new(HashMap::new()),
+            free_since: Mutex::new(HashMap::new()),
             client,
             stopping: AtomicBool::new(false),
             trusted_proxy,
@@ -478,13 +481,8 @@ pub(crate) struct Taken {
 /// connection): one whose lease lapsed (or that no node wrote for yet, or that was this
 /// node's before a restart), at once when this node writes for none, else only once it has
 /// been free for two leases, so that a node with none (a new one, a restarted one) gets it
-/// first. `free_since` remembers when each shard was first seen free. `None` when there is
-/// nothing to take now.
-pub(crate) fn take_shard(
-    keeper: &MetaStore,
-    node: &Node,
-    free_since: &mut HashMap<Shard, Instant>,
-) -> Option<Taken> {
+/// first. `None` when there is nothing to take now.
+pub(crate) fn take_shard(keeper: &MetaStore, node: &Node) -> Option<Taken> {
     let lease = node.lease;
     let writers = match keeper.writers() {
         Ok(writers) => writers,
@@ -495,6 +493,7 @@ pub(crate) fn take_shard(
     };
     let held = node.held();
     let now = now_ms();
+    let mut free_since = lock(&node.free_since);
     // Nodes start their look at different shards, so that nodes starting together rarely
     // reach for the same one.
     let offset = node.id.bytes().map(u32::from).sum::<u32>() % node.shards;

@@ -338,20 +338,13 @@ async fn run_shards(
     parts: Box<Parts>,
 ) -> std::io::Result<()> {
     let mut writing: Vec<Writing> = Vec::new();
-    let mut free_since = std::collections::HashMap::new();
     let look = (node.lease / 8).max(std::time::Duration::from_millis(100));
     while !node.stopping.load(Ordering::Acquire) {
         let taken = {
             let (node, keeper) = (node.clone(), keeper.clone());
-            let mut seen = std::mem::take(&mut free_since);
-            let taken = tokio::task::spawn_blocking(move || {
-                let taken = take_shard(&keeper, &node, &mut seen);
-                (taken, seen)
-            })
-            .await
-            .map_err(std::io::Error::other)?;
-            free_since = taken.1;
-            taken.0
+            tokio::task::spawn_blocking(move || take_shard(&keeper, &node))
+                .await
+                .map_err(std::io::Error::other)?
         };
         match taken {
             Some(taken) => writing.push(write_for(&node, &keeper, &parts, taken).await?),

@@ -304,6 +304,25 @@ fn three_shards_spread_over_three_nodes_and_move_when_a_node_dies() {
         held = nodes.iter().map(shards_of).collect();
     }
 
+    // A node that asks for another count than the cluster's refuses to start, saying so.
+    let refused = common::lethe()
+        .args([
+            "serve",
+            "--cluster",
+            "--shards",
+            "2",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(tmp.path().join("d"))
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{said}");
+    assert!(said.contains("fall into 3 shards"), "{said}");
+
     // Each store's gauges carry its shard: a node may write for several.
     for (node, shards) in nodes.iter().zip(&held) {
         let metrics = node.get_text("/metrics");
