@@ -1,14 +1,18 @@
-//! A cluster's writer leases. Every node of a cluster accepts requests; a cluster's projects
-//! fall into shards, and one node at a time, the shard's writer, owns the state of its
-//! projects that must have one owner (identity resolution, the WAL, flushes, compaction,
-//! the deletion queue). It holds a lease in the shard's row, renewed well within its
-//! length; when it lapses (the node died) another node takes it with the next epoch.
+//! A cluster's writer leases and live nodes. Every node of a cluster accepts requests; a
+//! cluster's projects fall into shards, and one node at a time, the shard's writer, owns
+//! the state of its projects that must have one owner (identity resolution, the WAL,
+//! flushes, compaction, the deletion queue). It holds a lease in the shard's row, renewed
+//! well within its length; when it lapses (the node died) another node takes it with the
+//! next epoch.
 //!
 //! The epoch is the fence: once a node is a shard's writer, every transaction it commits for
 //! the shard first checks that the row still holds its epoch, with a shared lock on the row
 //! until it ends: a takeover locks the row exclusively, so it waits for the commit in
 //! flight, while a renewal (an update of the lease's end) passes even during a long commit.
 //! A writer whose lease was taken over commits nothing more.
+//!
+//! Each node also renews a heartbeat row while it runs, writer or not, so that the nodes
+//! know how many share the shards and can spread them again when one joins.
 
 use crate::sql::{params, Conn};
 use crate::{MetaError, MetaStore, Result, RowLock};
@@ -73,6 +77,13 @@ impl ShardScope {
         [i64::from(self.count.max(1)), self.shard.index()]
     }
 }
+
+/// The end of a lease its writer resigned ([`MetaStore::resign_writer`]), as its row holds
+/// it: the writer handed the shard over or stopped, and will not come back for it.
+pub const RESIGNED: i64 = 0;
+
+/// How long after its last heartbeat a node's row is removed.
+const NODE_FORGOTTEN_MS: i64 = 3_600_000;
 
 /// A shard's current writer, as its row names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,7 +202,7 @@ impl MetaStore {
     /// Gives `shard`'s lease of `epoch` up at once (a node stopping), so that another node
     /// need not wait for it to lapse.
     pub fn resign_writer(&self, shard: Shard, epoch: i64) -> Result<()> {
-        self.set_lease(shard, epoch, 0)
+        self.set_lease(shard, epoch, RESIGNED)
     }
 
     fn set_lease(&self, shard: Shard, epoch: i64, until: i64) -> Result<()> {
@@ -228,6 +239,37 @@ impl MetaStore {
                     })
                 },
             )
+        })
+    }
+
+    /// Records that `node` is alive until `until` and returns every node alive at `now`,
+    /// itself included, in order: the nodes that share the shards. A row gone for an hour
+    /// (a node whose data dir was thrown away) is removed.
+    pub fn heartbeat(&self, node: &str, now: i64, until: i64) -> Result<Vec<String>> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO cluster_nodes (node, seen_until) VALUES (?1, ?2)
+                 ON CONFLICT (node) DO UPDATE SET seen_until = excluded.seen_until",
+                params![node, until],
+            )?;
+            c.execute(
+                "DELETE FROM cluster_nodes WHERE seen_until < ?1",
+                params![now - NODE_FORGOTTEN_MS],
+            )?;
+            c.query_map(
+                "SELECT node FROM cluster_nodes WHERE seen_until >= ?1 ORDER BY node",
+                params![now],
+                |r| r.get(0),
+            )
+        })
+    }
+
+    /// Removes `node` from the live nodes at once (a node stopping), so that no node hands
+    /// it a shard.
+    pub fn leave(&self, node: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute("DELETE FROM cluster_nodes WHERE node = ?1", params![node])?;
+            Ok(())
         })
     }
 

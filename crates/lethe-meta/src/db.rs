@@ -28,6 +28,7 @@ const SQLITE_MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0016_segment_sha256.sql"),
     include_str!("../migrations/sqlite/0017_value_partitions.sql"),
     include_str!("../migrations/sqlite/0018_shards.sql"),
+    include_str!("../migrations/sqlite/0019_cluster_nodes.sql"),
 ];
 
 /// PostgreSQL's twins of the SQLite migrations, number for number.
@@ -50,6 +51,7 @@ const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("../migrations/postgres/0016_segment_sha256.sql"),
     include_str!("../migrations/postgres/0017_value_partitions.sql"),
     include_str!("../migrations/postgres/0018_shards.sql"),
+    include_str!("../migrations/postgres/0019_cluster_nodes.sql"),
 ];
 
 /// The database behind a metadata store.

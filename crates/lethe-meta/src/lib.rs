@@ -31,7 +31,7 @@ pub use access_requests::{AccessRequest, Retiring};
 pub use audit::{AuditCheck, AuditRecord};
 pub use blocks::{Block, BlockKind};
 pub use catalog::{CatalogDelta, CatalogEntry, CatalogIds, CatalogKind, CountDelta};
-pub use cluster::{Shard, ShardScope, Writer};
+pub use cluster::{Shard, ShardScope, Writer, RESIGNED};
 pub use identity::{GroupRecord, IdKind, IdentityRecord, ProfileRecord};
 pub use keys::DeploymentKeys;
 pub use manifest::{Commit, SegmentRecord};

@@ -1051,6 +1051,38 @@ fn each_shard_has_a_writer_and_a_wal_checkpoint_of_its_own() {
 }
 
 /// Another connection to the backend's database, as another node has.
+#[test]
+fn the_live_nodes_are_those_whose_heartbeat_has_not_lapsed() {
+    for b in backends() {
+        let other = second_connection(&b);
+        assert_eq!(
+            b.meta.heartbeat("a", 1_000, 1_500).unwrap(),
+            ["a"],
+            "{}",
+            b.name
+        );
+        assert_eq!(other.heartbeat("b", 1_100, 1_600).unwrap(), ["a", "b"]);
+        // a's heartbeat lapsed: b alone is alive, until a beats again.
+        assert_eq!(other.heartbeat("b", 1_501, 2_001).unwrap(), ["b"]);
+        assert_eq!(b.meta.heartbeat("a", 1_502, 2_002).unwrap(), ["a", "b"]);
+        // A node that stops leaves at once.
+        other.leave("b").unwrap();
+        assert_eq!(
+            b.meta.heartbeat("a", 1_600, 2_100).unwrap(),
+            ["a"],
+            "{}",
+            b.name
+        );
+        // A node that came back beats again; one long gone does not come back by itself.
+        other.heartbeat("c", 1_700, 2_200).unwrap();
+        assert_eq!(b.meta.heartbeat("a", 3_700_000, 3_700_500).unwrap(), ["a"]);
+        assert_eq!(
+            other.heartbeat("b", 3_700_001, 3_700_500).unwrap(),
+            ["a", "b"]
+        );
+    }
+}
+
 fn second_connection(b: &Backend) -> MetaStore {
     match &b.url {
         Some(url) => MetaStore::open_at(&url.parse().unwrap(), b._dir.path()).unwrap(),

@@ -7,10 +7,16 @@
 //! there) and works their deletion queue, so identity resolution, flushes, compaction,
 //! garbage collection and tasks of each project have one owner, as on one node. A node
 //! serves a request itself when it writes for the request's shard (`routing.rs` finds it),
-//! and otherwise forwards it to that shard's writer, streaming it both ways. A node takes
-//! any shard whose lease lapses: at once when it writes for none, after a grace when it
-//! already writes for one, so that shards spread over the nodes. A new writer replays the
-//! WAL objects its predecessor acknowledged and resumes the task it was running.
+//! and otherwise forwards it to that shard's writer, streaming it both ways.
+//!
+//! The shards spread over the live nodes (each renews a heartbeat row while it runs). A
+//! node takes a shard whose lease lapses: at once when it writes for none, after a grace
+//! when it already writes for some, longer when another live node writes for fewer, so
+//! that a node with none (a new one, a restarted one) gets it first. A node that writes
+//! for two more shards than the node with fewest hands one over: it stops serving it, lets
+//! the requests in flight finish, flushes and closes its store and resigns its lease, and
+//! the node with fewest takes it. A new writer replays the WAL objects its predecessor
+//! acknowledged and resumes the task it was running.
 //!
 //! A writer that cannot renew a lease within three quarters of it stops the process
 //! before anyone may take over; one whose lease was taken over commits nothing more (the
@@ -26,7 +32,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
-use lethe_meta::{now_ms, MetaError, MetaStore, Shard, Writer};
+use lethe_meta::{now_ms, MetaError, MetaStore, Shard, Writer, RESIGNED};
 use lethe_store::AckDeadline;
 use serde_json::json;
 use tower::ServiceExt;
@@ -74,15 +80,18 @@ pub(crate) struct Node {
     pub secret: String,
     /// How many shards the cluster's projects fall into.
     pub shards: u32,
-    /// The routes of each shard this node writes for.
-    roles: RwLock<BTreeMap<Shard, Router>>,
+    /// What serves each shard this node writes for.
+    roles: RwLock<BTreeMap<Shard, Role>>,
     meta: Arc<MetaStore>,
     /// Every shard's writer as last read, and when.
     writers: Mutex<Option<(Instant, Vec<Writer>)>>,
     /// Projects by API key, as routing found them (a key never moves to another project).
     projects_by_key: Mutex<HashMap<String, i64>>,
-    /// When this node first saw each shard without a writer (`take_shard`).
+    /// When this node first saw each shard without a writer (`next_move`).
     free_since: Mutex<HashMap<Shard, Instant>>,
+    /// When this node last took or handed over a shard (or started): it hands one over
+    /// only once its shards have settled.
+    settled: Mutex<Instant>,
     client: reqwest::Client,
     /// Set to stop taking and keeping leases (a graceful stop resigns them).
     pub stopping: AtomicBool,
@@ -119,6 +128,7 @@ impl Node {
             writers: Mutex::new(None),
             projects_by_key: Mutex::new(HashMap::new()),
             free_since: Mutex::new(HashMap::new()),
+            settled: Mutex::new(Instant::now()),
             client,
             stopping: AtomicBool::new(false),
             trusted_proxy,
@@ -128,15 +138,26 @@ impl Node {
 
     /// From now on this node serves the requests of `shard` itself, with `routes`.
     pub fn become_writer(&self, shard: Shard, routes: Router) {
+        let role = Role {
+            routes,
+            serving: Arc::new(()),
+        };
         self.roles
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(shard, routes);
+            .insert(shard, role);
     }
 
-    /// The routes of `shard` if this node writes for it; for a request of no project
-    /// (`None`), those of any shard it writes for.
-    fn routes(&self, shard: Option<Shard>) -> Option<Router> {
+    /// From now on this node serves no request of `shard` (it hands the shard over); what
+    /// counts the requests its routes still serve.
+    pub fn stop_serving(&self, shard: Shard) -> Option<Arc<()>> {
+        let mut roles = self.roles.write().unwrap_or_else(|p| p.into_inner());
+        roles.remove(&shard).map(|role| role.serving)
+    }
+
+    /// What serves `shard` if this node writes for it; for a request of no project
+    /// (`None`), what serves any shard it writes for.
+    fn role(&self, shard: Option<Shard>) -> Option<Role> {
         let roles = self.roles.read().unwrap_or_else(|p| p.into_inner());
         match shard {
             Some(shard) => roles.get(&shard).cloned(),
@@ -153,7 +174,7 @@ impl Node {
     /// The routes of every shard this node writes for.
     fn every_role(&self) -> Vec<(Shard, Router)> {
         let roles = self.roles.read().unwrap_or_else(|p| p.into_inner());
-        roles.iter().map(|(s, r)| (*s, r.clone())).collect()
+        roles.iter().map(|(s, r)| (*s, r.routes.clone())).collect()
     }
 
     /// Every shard's writer, read at most once a second.
@@ -294,6 +315,25 @@ impl Node {
     }
 }
 
+/// What serves one shard on its writer.
+#[derive(Clone)]
+struct Role {
+    routes: Router,
+    /// Held by every request the routes serve: a shard is handed over once none is left.
+    serving: Arc<()>,
+}
+
+impl Role {
+    /// Serves `request`, counted as in flight until it is answered.
+    async fn serve(self, request: Request) -> Response {
+        let _serving = self.serving;
+        self.routes
+            .oneshot(request)
+            .await
+            .unwrap_or_else(|never| match never {})
+    }
+}
+
 /// A request's body on its way to the writer: whole, so that it can be sent again after the
 /// writer changes, unless it is too large to hold (then it goes once, streamed).
 enum Payload {
@@ -352,11 +392,8 @@ async fn serve(State(node): State<Arc<Node>>, request: Request) -> Response {
         return health(&node).await;
     }
     if node.shards == 1 {
-        if let Some(routes) = node.routes(None) {
-            return routes
-                .oneshot(request)
-                .await
-                .unwrap_or_else(|never| match never {});
+        if let Some(role) = node.role(None) {
+            return role.serve(request).await;
         }
     }
     let client = crate::peer_address(node.trusted_proxy, request.headers(), request.extensions());
@@ -380,21 +417,17 @@ async fn serve(State(node): State<Arc<Node>>, request: Request) -> Response {
         .headers
         .get(FORWARDED_BY)
         .is_some_and(|by| by.as_bytes() == node.secret.as_bytes());
-    // While the writer changes (its lease lapsing, a busy node's grace before it takes a
-    // second shard, the next writer opening the store), the request waits rather than fail:
+    // While the writer changes (its lease lapsing, a busy node's grace before it takes
+    // another shard, a handover, the next writer opening the store), the request waits:
     // an SDK retries a 503 only a few times, quickly.
     let deadline = Instant::now() + node.lease * TAKEOVER_LEASES + Duration::from_secs(5);
     loop {
-        if let Some(routes) = node.routes(shard) {
+        if let Some(role) = node.role(shard) {
             let body = match payload {
                 Payload::Whole(bytes) => Body::from(bytes),
                 Payload::Streamed(body) => body,
             };
-            let request = Request::from_parts(parts, body);
-            return routes
-                .oneshot(request)
-                .await
-                .unwrap_or_else(|never| match never {});
+            return role.serve(Request::from_parts(parts, body)).await;
         }
         if forwarded {
             return misdirected();
@@ -466,9 +499,13 @@ async fn health(node: &Node) -> Response {
 }
 
 /// How many leases a shard may go without a writer when its node dies and every other
-/// node writes for a shard already: its lease lapsing, then two more before a busy node
-/// takes it (a node that writes for none takes it at once).
+/// node writes for a shard already: its lease lapsing, then two more before a node with
+/// the fewest shards takes it (a node that writes for none takes it at once).
 const TAKEOVER_LEASES: u32 = 3;
+
+/// How many leases a node's shards must have stayed as they are before it hands one over:
+/// time for the nodes' views of each other to settle after every move.
+const SETTLE_LEASES: u32 = 2;
 
 /// A shard this node took: its epoch, and until when its store may acknowledge writes.
 pub(crate) struct Taken {
@@ -477,22 +514,43 @@ pub(crate) struct Taken {
     pub ack_deadline: AckDeadline,
 }
 
-/// Takes the next shard this node should write for, through `keeper` (the leases' own
-/// connection): one whose lease lapsed (or that no node wrote for yet, or that was this
-/// node's before a restart), at once when this node writes for none, else only once it has
-/// been free for two leases, so that a node with none (a new one, a restarted one) gets it
-/// first. `None` when there is nothing to take now.
-pub(crate) fn take_shard(keeper: &MetaStore, node: &Node) -> Option<Taken> {
+/// What a node does next about the shards.
+pub(crate) enum Move {
+    /// It took this shard's lease: it opens the shard's store and serves it.
+    Take(Taken),
+    /// It writes for two more shards than a live node with fewest: it hands this one over.
+    Give(Shard),
+}
+
+/// The next move of this node, through `keeper` (the leases' own connection), which also
+/// renews the node's heartbeat. It hands a shard over when it writes for two more than a
+/// live node with fewest and its shards have settled. Else it takes a shard whose lease
+/// lapsed (or that no node wrote for yet, or whose lease is still this node's from before
+/// a restart): at once when it writes for none; when no live node writes for fewer, at
+/// once if the lease was resigned, else after two leases; after four when another node
+/// writes for fewer, which should take it first. `None` when there is nothing to do now.
+pub(crate) fn next_move(keeper: &MetaStore, node: &Node) -> Option<Move> {
     let lease = node.lease;
-    let writers = match keeper.writers() {
-        Ok(writers) => writers,
+    let now = now_ms();
+    let lease_ms = lease.as_millis() as i64;
+    let looked = keeper.writers().and_then(|writers| {
+        let live = keeper.heartbeat(&node.id, now, now + lease_ms)?;
+        Ok((writers, live))
+    });
+    let (writers, live) = match looked {
+        Ok(looked) => looked,
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the writers' leases");
             return None;
         }
     };
     let held = node.held();
-    let now = now_ms();
+    let fewest = fewest_held(&writers, &live, (&node.id, held.len()), now);
+    let mut settled = lock(&node.settled);
+    if held.len() >= fewest + 2 && settled.elapsed() >= lease * SETTLE_LEASES {
+        *settled = Instant::now();
+        return held.last().copied().map(Move::Give);
+    }
     let mut free_since = lock(&node.free_since);
     // Nodes start their look at different shards, so that nodes starting together rarely
     // reach for the same one.
@@ -503,39 +561,56 @@ pub(crate) fn take_shard(keeper: &MetaStore, node: &Node) -> Option<Taken> {
             continue;
         }
         let writer = writers.iter().find(|w| w.shard == shard);
-        let mine = writer.is_some_and(|w| w.node == node.id);
-        if !writer.is_none_or(|w| w.lease_until < now || mine) {
+        let running = writer.filter(|w| w.lease_until >= now);
+        let mine = running.is_some_and(|w| w.node == node.id);
+        if running.is_some() && !mine {
             free_since.remove(&shard);
             continue;
         }
         let since = *free_since.entry(shard).or_insert_with(Instant::now);
-        if !held.is_empty() && !mine && since.elapsed() < lease * (TAKEOVER_LEASES - 1) {
+        // A lease resigned (a node handing the shard over, or stopping) is not a node
+        // that may come back: a node with fewest takes it at once.
+        let resigned = writer.is_some_and(|w| w.lease_until == RESIGNED);
+        let grace = match () {
+            _ if held.is_empty() || mine => 0,
+            _ if held.len() == fewest && resigned => 0,
+            _ if held.len() == fewest => TAKEOVER_LEASES - 1,
+            _ => 2 * (TAKEOVER_LEASES - 1),
+        };
+        if since.elapsed() < lease * grace {
             continue;
         }
         let attempt = Instant::now();
-        match keeper.take_writer(
-            shard,
-            &node.id,
-            &node.advertise,
-            now_ms(),
-            lease.as_millis() as i64,
-        ) {
+        match keeper.take_writer(shard, &node.id, &node.advertise, now_ms(), lease_ms) {
             Ok(Some(epoch)) => {
                 free_since.remove(&shard);
+                *settled = Instant::now();
                 let ack_deadline = AckDeadline::default();
                 ack_deadline.extend_to(attempt + lease * 3 / 4);
                 tracing::info!(shard = shard.0, epoch, "this node is the shard's writer");
-                return Some(Taken {
+                return Some(Move::Take(Taken {
                     shard,
                     epoch,
                     ack_deadline,
-                });
+                }));
             }
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "cannot take a writer's lease"),
         }
     }
     None
+}
+
+/// The fewest shards any of the `live` nodes writes for by the leases running at `now`, this
+/// node (`me`) counting what it serves.
+fn fewest_held(writers: &[Writer], live: &[String], me: (&str, usize), now: i64) -> usize {
+    let held = |node: &String| match node == me.0 {
+        true => me.1,
+        false => (writers.iter())
+            .filter(|w| &w.node == node && w.lease_until >= now)
+            .count(),
+    };
+    live.iter().map(held).min().unwrap_or(me.1)
 }
 
 /// Renews `taken`'s lease eight times per lease while `renewing` (until the shard's store
@@ -576,4 +651,48 @@ fn lost_lease(why: &str) -> ! {
 /// Locks a mutex, taking over a poisoned one.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn writer(shard: u32, node: &str, lease_until: i64) -> Writer {
+        Writer {
+            shard: Shard(shard),
+            node: node.into(),
+            address: format!("http://{node}"),
+            epoch: 1,
+            lease_until,
+        }
+    }
+
+    #[test]
+    fn the_fewest_shards_are_counted_over_live_nodes_and_running_leases() {
+        let writers = [
+            writer(0, "a", 2_000),
+            writer(1, "a", 2_000),
+            writer(2, "b", 2_000),
+            // Lapsed (its node died): nobody's any more.
+            writer(3, "b", 900),
+            writer(4, "gone", 2_000),
+        ];
+        let live = |nodes: &[&str]| nodes.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            fewest_held(&writers, &live(&["a", "b"]), ("a", 2), 1_000),
+            1
+        );
+        // A live node that writes for none: a shard should move to it.
+        assert_eq!(
+            fewest_held(&writers, &live(&["a", "b", "c"]), ("a", 2), 1_000),
+            0
+        );
+        // This node counts what it serves, not its rows (a shard it is handing over).
+        assert_eq!(
+            fewest_held(&writers, &live(&["a", "b"]), ("a", 0), 1_000),
+            0
+        );
+        // A node that is not live counts for nothing, whatever its leases say.
+        assert_eq!(fewest_held(&writers, &live(&["a"]), ("a", 2), 1_000), 2);
+    }
 }

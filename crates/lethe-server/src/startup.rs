@@ -13,7 +13,7 @@ use lethe_meta::{MetaPlace, MetaStore, NewProject, NodeRole, Shard};
 use lethe_store::{AckDeadline, DataDir, SegmentPlace, Store, WalPlace};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
-use crate::cluster::{keep_lease, take_shard, Node, Taken};
+use crate::cluster::{keep_lease, next_move, Move, Node, Taken};
 use crate::rates::EventRates;
 use crate::webhooks::Dispatcher;
 use crate::{router, App, ServerConfig};
@@ -324,14 +324,30 @@ impl Running {
 
 /// A shard this node writes for: what serves it, and its lease's keeper.
 struct Writing {
+    shard: Shard,
     background: Background,
     renewing: Arc<AtomicBool>,
     lease: std::thread::JoinHandle<()>,
 }
 
+impl Writing {
+    /// Stops the shard's worker, flushes and closes its store, then resigns its lease.
+    async fn stop(self) -> std::io::Result<()> {
+        let stopped = self.background.stop().await;
+        self.renewing.store(false, Ordering::Release);
+        let lease = self.lease;
+        let _ = tokio::task::spawn_blocking(move || lease.join()).await;
+        stopped
+    }
+}
+
+/// How long a shard handed over waits for the requests it is serving to be answered.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// A cluster node's life beyond its listener: takes the lease of each shard it should
-/// write for, as they lapse, then opens the shard's store and serves it; at the stop,
-/// flushes each and resigns its lease.
+/// write for, as they lapse, then opens the shard's store and serves it; hands a shard over
+/// when it writes for more than its share; at the stop, flushes each, resigns its lease and
+/// leaves the live nodes.
 async fn run_shards(
     node: Arc<Node>,
     keeper: Arc<MetaStore>,
@@ -340,26 +356,59 @@ async fn run_shards(
     let mut writing: Vec<Writing> = Vec::new();
     let look = (node.lease / 8).max(std::time::Duration::from_millis(100));
     while !node.stopping.load(Ordering::Acquire) {
-        let taken = {
+        let next = {
             let (node, keeper) = (node.clone(), keeper.clone());
-            tokio::task::spawn_blocking(move || take_shard(&keeper, &node))
+            tokio::task::spawn_blocking(move || next_move(&keeper, &node))
                 .await
                 .map_err(std::io::Error::other)?
         };
-        match taken {
-            Some(taken) => writing.push(write_for(&node, &keeper, &parts, taken).await?),
+        match next {
+            Some(Move::Take(taken)) => {
+                writing.push(write_for(&node, &keeper, &parts, taken).await?)
+            }
+            Some(Move::Give(shard)) => {
+                if let Some(i) = writing.iter().position(|w| w.shard == shard) {
+                    hand_over(&node, writing.swap_remove(i)).await;
+                }
+            }
             None => tokio::time::sleep(look).await,
         }
     }
     let mut stopped = Ok(());
     for shard in writing {
-        let result = shard.background.stop().await;
-        shard.renewing.store(false, Ordering::Release);
-        let lease = shard.lease;
-        let _ = tokio::task::spawn_blocking(move || lease.join()).await;
-        stopped = stopped.and(result);
+        stopped = stopped.and(shard.stop().await);
+    }
+    let id = node.id.clone();
+    let left = tokio::task::spawn_blocking(move || keeper.leave(&id)).await;
+    if let Ok(Err(e)) = left {
+        tracing::warn!(error = %e, "cannot leave the live nodes; this node's row lapses on its own");
     }
     stopped
+}
+
+/// Hands `writing`'s shard over to a node with fewer: serves none of its requests from now
+/// on (they wait for the next writer), lets those in flight be answered, then stops it as
+/// at a stop, resigning its lease for the node with fewest to take at once.
+async fn hand_over(node: &Node, writing: Writing) {
+    let shard = writing.shard;
+    let started = std::time::Instant::now();
+    if let Some(serving) = node.stop_serving(shard) {
+        while Arc::strong_count(&serving) > 1 && started.elapsed() < DRAIN {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+    match writing.stop().await {
+        // Whatever it acknowledged and did not flush is in the bucket's WAL: the next
+        // writer replays it.
+        Err(e) => {
+            tracing::warn!(error = %e, shard = shard.0, "a shard handed over could not flush")
+        }
+        Ok(()) => tracing::info!(
+            shard = shard.0,
+            ms = started.elapsed().as_millis() as u64,
+            "handed the shard over to a node with fewer"
+        ),
+    }
 }
 
 /// Starts writing for the shard this node just `taken`: keeps its lease, opens its store
@@ -409,6 +458,7 @@ async fn write_for(
         "the store is open: serving as the shard's writer"
     );
     Ok(Writing {
+        shard,
         background,
         renewing,
         lease,

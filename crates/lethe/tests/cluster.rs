@@ -277,7 +277,8 @@ fn shards_of(server: &Server) -> Vec<u64> {
 /// Three nodes and three shards: each node writes for one shard of the projects, so three
 /// writers ingest side by side; any node takes any project's request to its shard's
 /// writer. A writer killed with `kill -9` hands its shard to a survivor, which replays
-/// what it acknowledged; a deletion task of a project runs on its shard's writer.
+/// what it acknowledged; a deletion task of a project runs on its shard's writer. When the
+/// node comes back, the survivor with two shards hands one over to it.
 #[test]
 fn three_shards_spread_over_three_nodes_and_move_when_a_node_dies() {
     let (_postgres, _s3, env) = shared_services("shards");
@@ -469,4 +470,35 @@ fn three_shards_spread_over_three_nodes_and_move_when_a_node_dies() {
         sent[0].len(),
         "other projects keep theirs"
     );
+
+    // The dead node comes back: the survivor that writes for two shards hands one over to
+    // it, while events keep coming through every node; none waits past its answer.
+    alive.push(start(["a", "b", "c"][victim]));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut round = 0;
+    loop {
+        let held: Vec<Vec<u64>> = alive.iter().map(shards_of).collect();
+        if held.iter().all(|h| h.len() == 1) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the shards never spread again: {held:?}"
+        );
+        send(&alive[round % 3], round % 2, 5, &mut sent);
+        round += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(round > 0, "the shards spread before any event was sent");
+    for p in 0..2 {
+        send(&alive[2], p, 5, &mut sent);
+        let mut expected = sent[p].clone();
+        expected.sort();
+        assert_eq!(
+            exported(&alive[p], &projects[p]),
+            expected,
+            "every acknowledged event of project {} once, across the handover",
+            projects[p].project_id
+        );
+    }
 }
