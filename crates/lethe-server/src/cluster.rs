@@ -391,6 +391,11 @@ async fn serve(State(node): State<Arc<Node>>, request: Request) -> Response {
     if request.uri().path() == "/healthz" {
         return health(&node).await;
     }
+    if request.uri().path() == "/metrics" && node.shards > 1 {
+        if let Some(role) = node.role(None) {
+            return metrics(&node, role, request).await;
+        }
+    }
     if node.shards == 1 {
         if let Some(role) = node.role(None) {
             return role.serve(request).await;
@@ -456,6 +461,29 @@ async fn serve(State(node): State<Arc<Node>>, request: Request) -> Response {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A node's metrics, without the series of shards it no longer writes for: the recorder
+/// is the process's, and keeps the last values of a store that was handed over.
+async fn metrics(node: &Node, role: Role, request: Request) -> Response {
+    let answer = role.serve(request).await;
+    if !answer.status().is_success() {
+        return answer;
+    }
+    let (mut parts, body) = answer.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let Ok(text) = axum::body::to_bytes(body, 64 << 20).await else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let held: Vec<String> = (node.held().iter())
+        .map(|shard| format!("shard=\"{}\"", shard.0))
+        .collect();
+    let ours = |line: &&str| !line.contains("shard=\"") || held.iter().any(|h| line.contains(h));
+    let kept: String = (String::from_utf8_lossy(&text).lines())
+        .filter(ours)
+        .flat_map(|line| [line, "\n"])
+        .collect();
+    Response::from_parts(parts, Body::from(kept))
 }
 
 /// A node's health: that of each store it writes for, the worst status first and what each

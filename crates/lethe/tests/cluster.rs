@@ -490,6 +490,15 @@ fn three_shards_spread_over_three_nodes_and_move_when_a_node_dies() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(round > 0, "the shards spread before any event was sent");
+    // A node shows the gauges of the stores it has, not of a shard it handed over.
+    for node in &alive {
+        let metrics = node.get_text("/metrics");
+        for shard in 0..3 {
+            let gauge = format!("lethe_segments{{shard=\"{shard}\"}}");
+            let held = shards_of(node).contains(&shard);
+            assert_eq!(metrics.contains(&gauge), held, "{gauge} in {metrics}");
+        }
+    }
     for p in 0..2 {
         send(&alive[2], p, 5, &mut sent);
         let mut expected = sent[p].clone();
