@@ -573,38 +573,29 @@ pub(crate) fn next_move(keeper: &MetaStore, node: &Node) -> Option<Move> {
         }
     };
     let held = node.held();
-    let fewest = fewest_held(&writers, &live, (&node.id, held.len()), now);
-    let mut settled = lock(&node.settled);
-    if held.len() >= fewest + 2 && settled.elapsed() >= lease * SETTLE_LEASES {
-        *settled = Instant::now();
-        return held.last().copied().map(Move::Give);
-    }
-    let mut free_since = lock(&node.free_since);
     // Nodes start their look at different shards, so that nodes starting together rarely
     // reach for the same one.
     let offset = node.id.bytes().map(u32::from).sum::<u32>() % node.shards;
-    for n in 0..node.shards {
-        let shard = Shard((offset + n) % node.shards);
-        if held.contains(&shard) {
-            continue;
+    let view = View {
+        me: &node.id,
+        held: &held,
+        shards: node.shards,
+        writers: &writers,
+        live: &live,
+        now,
+    };
+    let due = due(&view, offset);
+    let mut settled = lock(&node.settled);
+    if let Some(shard) = due.give {
+        if settled.elapsed() >= lease * SETTLE_LEASES {
+            *settled = Instant::now();
+            return Some(Move::Give(shard));
         }
-        let writer = writers.iter().find(|w| w.shard == shard);
-        let running = writer.filter(|w| w.lease_until >= now);
-        let mine = running.is_some_and(|w| w.node == node.id);
-        if running.is_some() && !mine {
-            free_since.remove(&shard);
-            continue;
-        }
+    }
+    let mut free_since = lock(&node.free_since);
+    free_since.retain(|shard, _| due.take.iter().any(|(free, _)| free == shard));
+    for (shard, grace) in due.take {
         let since = *free_since.entry(shard).or_insert_with(Instant::now);
-        // A lease resigned (a node handing the shard over, or stopping) is not a node
-        // that may come back: a node with fewest takes it at once.
-        let resigned = writer.is_some_and(|w| w.lease_until == RESIGNED);
-        let grace = match () {
-            _ if held.is_empty() || mine => 0,
-            _ if held.len() == fewest && resigned => 0,
-            _ if held.len() == fewest => TAKEOVER_LEASES - 1,
-            _ => 2 * (TAKEOVER_LEASES - 1),
-        };
         if since.elapsed() < lease * grace {
             continue;
         }
@@ -627,6 +618,69 @@ pub(crate) fn next_move(keeper: &MetaStore, node: &Node) -> Option<Move> {
         }
     }
     None
+}
+
+/// What one node knows when it decides its next move.
+struct View<'a> {
+    /// This node's id.
+    me: &'a str,
+    /// The shards it serves.
+    held: &'a [Shard],
+    /// How many shards the projects fall into.
+    shards: u32,
+    /// Every shard's writer, as the rows name them.
+    writers: &'a [Writer],
+    /// The live nodes, this one included.
+    live: &'a [String],
+    /// Now, by the clock the leases are written in (ms since the epoch).
+    now: i64,
+}
+
+/// What the leases and the live nodes ask of a node, before the time it waits for.
+struct Due {
+    /// The shard to hand over: it writes for two more than a live node with fewest.
+    give: Option<Shard>,
+    /// Each shard it may take, with how many leases the shard must first have been free.
+    take: Vec<(Shard, u32)>,
+}
+
+/// The rules of [`next_move`], without the clock: the shards free to take (looked at from
+/// `offset` on) and the grace of each, and the shard to hand over if there is one.
+fn due(view: &View, offset: u32) -> Due {
+    let fewest = fewest_held(
+        view.writers,
+        view.live,
+        (view.me, view.held.len()),
+        view.now,
+    );
+    let give = match view.held.len() >= fewest + 2 {
+        true => view.held.last().copied(),
+        false => None,
+    };
+    let mut take = Vec::new();
+    for n in 0..view.shards {
+        let shard = Shard((offset + n) % view.shards);
+        if view.held.contains(&shard) {
+            continue;
+        }
+        let writer = view.writers.iter().find(|w| w.shard == shard);
+        let running = writer.filter(|w| w.lease_until >= view.now);
+        let mine = running.is_some_and(|w| w.node == view.me);
+        if running.is_some() && !mine {
+            continue;
+        }
+        // A lease resigned (a node handing the shard over, or stopping) is not a node
+        // that may come back: a node with fewest takes it at once.
+        let resigned = writer.is_some_and(|w| w.lease_until == RESIGNED);
+        let grace = match () {
+            _ if view.held.is_empty() || mine => 0,
+            _ if view.held.len() == fewest && resigned => 0,
+            _ if view.held.len() == fewest => TAKEOVER_LEASES - 1,
+            _ => 2 * (TAKEOVER_LEASES - 1),
+        };
+        take.push((shard, grace));
+    }
+    Due { give, take }
 }
 
 /// The fewest shards any of the `live` nodes writes for by the leases running at `now`, this
@@ -684,6 +738,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn writer(shard: u32, node: &str, lease_until: i64) -> Writer {
         Writer {
@@ -722,5 +777,168 @@ mod tests {
         );
         // A node that is not live counts for nothing, whatever its leases say.
         assert_eq!(fewest_held(&writers, &live(&["a"]), ("a", 2), 1_000), 2);
+    }
+
+    /// A lease, in steps of the simulation below: a node looks every eighth of a lease.
+    const LEASE: i64 = 8;
+
+    /// A node of the simulated cluster.
+    struct SimNode {
+        id: String,
+        alive: bool,
+        held: Vec<Shard>,
+        settled: i64,
+        free_since: HashMap<Shard, i64>,
+    }
+
+    /// A cluster whose nodes look as `next_move` does (the same `due`, the same waits),
+    /// with the lease rows and heartbeats as the metadata holds them, in steps.
+    struct Sim {
+        shards: u32,
+        now: i64,
+        writers: Vec<Writer>,
+        heartbeats: BTreeMap<String, i64>,
+        nodes: Vec<SimNode>,
+    }
+
+    impl Sim {
+        fn new(shards: u32, nodes: usize) -> Sim {
+            let nodes = (0..nodes)
+                .map(|n| SimNode {
+                    id: format!("node-{n}"),
+                    alive: false,
+                    held: Vec::new(),
+                    settled: 0,
+                    free_since: HashMap::new(),
+                })
+                .collect();
+            Sim {
+                shards,
+                now: 1,
+                writers: Vec::new(),
+                heartbeats: BTreeMap::new(),
+                nodes,
+            }
+        }
+
+        /// Starts node `n` (again), or kills it: its rows lapse on their own.
+        fn toggle(&mut self, n: usize) {
+            let node = &mut self.nodes[n];
+            node.alive = !node.alive;
+            node.held.clear();
+            node.free_since.clear();
+            node.settled = self.now;
+        }
+
+        fn step(&mut self) {
+            self.now += 1;
+            let now = self.now;
+            for n in 0..self.nodes.len() {
+                if !self.nodes[n].alive {
+                    continue;
+                }
+                let id = self.nodes[n].id.clone();
+                let held = self.nodes[n].held.clone();
+                // The keeper renews the node's leases; the look renews its heartbeat.
+                for w in &mut self.writers {
+                    if w.node == id && held.contains(&w.shard) {
+                        w.lease_until = now + LEASE;
+                    }
+                }
+                self.heartbeats.insert(id.clone(), now + LEASE);
+                let live: Vec<String> = (self.heartbeats.iter())
+                    .filter(|(_, until)| **until >= now)
+                    .map(|(node, _)| node.clone())
+                    .collect();
+                let view = View {
+                    me: &id,
+                    held: &held,
+                    shards: self.shards,
+                    writers: &self.writers,
+                    live: &live,
+                    now,
+                };
+                let due = due(&view, n as u32 % self.shards);
+                let node = &mut self.nodes[n];
+                if let Some(shard) = due.give {
+                    if now - node.settled >= LEASE * i64::from(SETTLE_LEASES) {
+                        node.held.retain(|s| *s != shard);
+                        node.settled = now;
+                        let row = self.writers.iter_mut().find(|w| w.shard == shard);
+                        row.unwrap().lease_until = RESIGNED;
+                        continue;
+                    }
+                }
+                node.free_since
+                    .retain(|shard, _| due.take.iter().any(|(free, _)| free == shard));
+                for (shard, grace) in due.take {
+                    let since = *node.free_since.entry(shard).or_insert(now);
+                    if now - since < LEASE * i64::from(grace) {
+                        continue;
+                    }
+                    // `take_writer`: a row that lapsed, or names this node, or none.
+                    let row = self.writers.iter_mut().find(|w| w.shard == shard);
+                    match row {
+                        Some(w) if w.lease_until < now || w.node == id => {
+                            w.node = id.clone();
+                            w.lease_until = now + LEASE;
+                        }
+                        Some(_) => continue,
+                        None => self.writers.push(writer(shard.0, &id, now + LEASE)),
+                    }
+                    node.free_since.remove(&shard);
+                    node.held.push(shard);
+                    node.held.sort();
+                    node.settled = now;
+                    break;
+                }
+            }
+            // No shard is ever served by two nodes.
+            let mut served: Vec<Shard> = self.nodes.iter().flat_map(|n| n.held.clone()).collect();
+            let count = served.len();
+            served.sort();
+            served.dedup();
+            assert_eq!(served.len(), count, "a shard served twice at step {now}");
+        }
+    }
+
+    proptest! {
+        /// Whatever nodes die and start, and when: once they stop changing, every shard
+        /// has a live writer and no live node writes for two more shards than another.
+        #[test]
+        fn shards_end_up_spread_over_the_live_nodes(
+            shards in 1u32..=6,
+            nodes in 1usize..=4,
+            changes in prop::collection::vec((0usize..4, 0i64..48), 0..8),
+        ) {
+            let mut sim = Sim::new(shards, nodes);
+            sim.toggle(0);
+            for (node, after) in changes {
+                for _ in 0..after {
+                    sim.step();
+                }
+                sim.toggle(node % nodes);
+            }
+            if sim.nodes.iter().all(|n| !n.alive) {
+                sim.toggle(0);
+            }
+            for _ in 0..LEASE * 40 {
+                sim.step();
+            }
+            let now = sim.now;
+            for shard in 0..shards {
+                let writer = sim.writers.iter().find(|w| w.shard == Shard(shard));
+                let node = writer.and_then(|w| sim.nodes.iter().find(|n| n.id == w.node));
+                let served = node.is_some_and(|n| n.alive && n.held.contains(&Shard(shard)));
+                prop_assert!(served, "shard {shard} has no live writer at {now}");
+                prop_assert!(writer.unwrap().lease_until >= now);
+            }
+            let loads: Vec<usize> = (sim.nodes.iter())
+                .filter(|n| n.alive)
+                .map(|n| n.held.len())
+                .collect();
+            let (most, least) = (loads.iter().max().unwrap(), loads.iter().min().unwrap());
+            prop_assert!(most - least <= 1, "loads {loads:?}");
+        }
     }
 }
