@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use arrow_array::{Array, StringArray, TimestampMillisecondArray};
 use lethe_event::Day;
-use lethe_meta::{now_ms, CatalogKind, MetaStore, ShardScope};
+use lethe_meta::{now_ms, CatalogKind, MetaStore};
 
 use crate::live::{LiveSet, Segment};
 use crate::memtable::Memtable;
@@ -78,16 +78,13 @@ pub(crate) fn replay_wal(
     Ok(last)
 }
 
-/// Deletes every segment object of `scope`'s projects the manifest does not name (written by a commit that never
-/// happened, or retired by one whose deletion a crash interrupted), in bulk. If the storage
-/// refuses, the start goes on and the background deletes them again: no reader sees an
-/// object the manifest does not name, and no task completes while one is there.
-pub(crate) fn remove_unreferenced_segments(
-    storage: &Storage,
-    live: &LiveSet,
-    scope: ShardScope,
-) -> Result<()> {
-    let unreferenced = storage.unreferenced(live.all().map(|s| &s.key).collect(), scope)?;
+/// Deletes every segment object of the storage's projects the manifest does not name
+/// (written by a commit that never happened, or retired by one whose deletion a crash
+/// interrupted), in bulk. If the storage refuses, the start goes on and the background
+/// deletes them again: no reader sees an object the manifest does not name, and no task
+/// completes while one is there.
+pub(crate) fn remove_unreferenced_segments(storage: &Storage, live: &LiveSet) -> Result<()> {
+    let unreferenced = storage.unreferenced(live.all().map(|s| &s.key).collect())?;
     for key in &unreferenced {
         tracing::debug!(object = %storage.describe(key), "removing an unreferenced segment");
     }
@@ -261,7 +258,7 @@ mod tests {
             .unwrap();
         let mut live = LiveSet::default();
         live.add(&storage, vec![record("live")], true);
-        remove_unreferenced_segments(&storage, &live, ShardScope::ALL).unwrap();
+        remove_unreferenced_segments(&storage, &live).unwrap();
         let left: Vec<_> = storage.list().unwrap();
         assert_eq!(left, vec![Ok(SegmentLocation::of(&record("live")))]);
     }

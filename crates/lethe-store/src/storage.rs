@@ -115,7 +115,8 @@ pub struct Storage {
     /// to delete again: one may hold what a deletion task removed. A set: a key whose
     /// deletion fails twice (a reader's drop, then the task's own try) is one object.
     leftovers: Mutex<BTreeSet<Key>>,
-    /// The projects of the store this storage serves, which its gauge is labelled by.
+    /// The projects of the store this storage serves: what it may remove at a start, and
+    /// what its gauge is labelled by.
     scope: ShardScope,
 }
 
@@ -518,11 +519,11 @@ impl Storage {
         deleted
     }
 
-    /// The objects among the segments of `scope`'s projects that are not `live`: written
+    /// The objects among the segments of this storage's projects that are not `live`: written
     /// for a commit in flight or one that failed, retired and not yet deleted, or not a
     /// segment's key at all (those are shard 0's). Another shard's objects are its writer's
     /// to judge: one of its uploads may be in flight.
-    pub(crate) fn unreferenced(&self, live: BTreeSet<&Key>, scope: ShardScope) -> Result<Vec<Key>> {
+    pub(crate) fn unreferenced(&self, live: BTreeSet<&Key>) -> Result<Vec<Key>> {
         let mut found = Vec::new();
         for listed in self.list()? {
             let key = match listed {
@@ -531,7 +532,7 @@ impl Storage {
             };
             let parts: Vec<_> = key.parts().collect();
             let parts: Vec<&str> = parts.iter().map(AsRef::as_ref).collect();
-            if owned_by(scope, &parts) && !live.contains(&key) {
+            if owned_by(self.scope, &parts) && !live.contains(&key) {
                 found.push(key);
             }
         }
@@ -580,10 +581,10 @@ impl Storage {
         Ok(())
     }
 
-    /// Removes what an interrupted PUT of `scope`'s writer left behind: the local backend
+    /// Removes what an interrupted PUT of this storage's projects left behind: the local backend
     /// stages an upload as `<key>#<n>` beside its target, invisible to listings, and a crash
     /// can leave it there holding event values.
-    pub(crate) fn remove_staged_uploads(&self, scope: ShardScope) -> Result<usize> {
+    pub(crate) fn remove_staged_uploads(&self) -> Result<usize> {
         let Some(root) = &self.local_root else {
             return Ok(0);
         };
@@ -600,7 +601,7 @@ impl Storage {
                     .collect();
                 if path.is_dir() {
                     dirs.push(path);
-                } else if is_staged_upload(&path) && owned_by(scope, &parts) {
+                } else if is_staged_upload(&path) && owned_by(self.scope, &parts) {
                     tracing::info!(path = %path.display(), "removing an interrupted segment upload");
                     std::fs::remove_file(&path)?;
                     removed += 1;
@@ -736,7 +737,7 @@ mod tests {
     #[test]
     fn interrupted_uploads_are_found_and_removed() {
         let dir = tempfile::tempdir().unwrap();
-        let storage = Storage::local(dir.path()).unwrap();
+        let storage = || Storage::local(dir.path()).unwrap();
         let day = dir.path().join("7/2026-12-01");
         std::fs::create_dir_all(&day).unwrap();
         std::fs::write(day.join("b.parquet#3"), b"values").unwrap();
@@ -749,14 +750,15 @@ mod tests {
             shard: Shard(n),
             count: 2,
         };
-        assert_eq!(storage.remove_staged_uploads(shard(0)).unwrap(), 0);
+        let removed = |scope| storage().for_scope(scope).remove_staged_uploads().unwrap();
+        assert_eq!(removed(shard(0)), 0);
         assert!(day.join("b.parquet#3").exists());
-        assert_eq!(storage.remove_staged_uploads(shard(1)).unwrap(), 2);
+        assert_eq!(removed(shard(1)), 2);
         assert!(!wal.join("0000000000000004.wal#1").exists());
         std::fs::write(day.join("b.parquet#3"), b"values").unwrap();
-        assert_eq!(storage.remove_staged_uploads(ShardScope::ALL).unwrap(), 1);
+        assert_eq!(removed(ShardScope::ALL), 1);
         assert!(!day.join("b.parquet#3").exists());
         assert!(day.join("c.parquet").exists());
-        assert_eq!(storage.list().unwrap(), vec![Ok(location("c"))]);
+        assert_eq!(storage().list().unwrap(), vec![Ok(location("c"))]);
     }
 }

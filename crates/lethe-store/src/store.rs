@@ -237,12 +237,12 @@ impl Store {
         };
         let storage = Storage::open(&config.segments, &dir.segments_dir())?.for_scope(scope);
         let storage = Arc::new(storage);
-        storage.remove_staged_uploads(scope)?;
+        storage.remove_staged_uploads()?;
         let mut live = LiveSet::for_scope(scope);
         let mut records = meta.live_segments()?;
         records.retain(|record| scope.holds(record.project_id));
         live.add(&storage, records, false);
-        remove_unreferenced_segments(&storage, &live, scope)?;
+        remove_unreferenced_segments(&storage, &live)?;
         // A crash between a commit and its publication left an older manifest published.
         for project_id in live.projects() {
             published::publish(&storage, &meta, project_id, live.of_project(project_id))?;

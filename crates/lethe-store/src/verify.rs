@@ -5,7 +5,7 @@
 //! crash); the metadata database must pass SQLite's integrity check. Problems name files
 //! and offsets, never contents.
 
-use lethe_meta::{MetaStore, Shard, ShardScope};
+use lethe_meta::{MetaStore, Shard};
 use object_store::path::Path as Key;
 
 use crate::fetched::SegmentBytes;
@@ -48,7 +48,7 @@ pub fn verify(dir: &DataDir, meta: &MetaStore, segments: &SegmentPlace) -> Resul
         live.push(key);
     }
     // Not damage, but what a deletion removed may be in one: worth knowing.
-    for key in storage.unreferenced(live.iter().collect(), ShardScope::ALL)? {
+    for key in storage.unreferenced(live.iter().collect())? {
         report.notes.push(format!(
             "{}: no manifest names it (written for a commit in flight or one that failed, or \
              retired and not yet deleted); the server deletes it, and so does any start",
